@@ -1,0 +1,338 @@
+/**
+ * The container tier: one fresh, hardened Docker container per qube (dockerode), destroyed afterwards.
+ * The qube runs under our static init, which sends stdout, stderr, the exit status and the declared outputs
+ * over one framed channel; the host parses it as hostile input and unpacks outputs with the safe unpacker.
+ */
+import { randomUUID } from "node:crypto";
+import { copyFile, mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, posix, resolve } from "node:path";
+import { PassThrough } from "node:stream";
+import { fileURLToPath } from "node:url";
+import Docker from "dockerode";
+import { AirqubeError, PeerError, PlatformError, TimeoutError, UserError } from "../qube/errors.js";
+import { DEFAULT_LIMITS, type QubeRun, type RunResult, type Sandbox, type SandboxLimits } from "./api.js";
+import { ChannelParser } from "./channel.js";
+import { type HardenedContainerConfig, hardenedContainerConfig, INIT_PATH, SANDBOX_LABEL } from "./hardening.js";
+import { imageDigest } from "./images.js";
+import { safeRelativePath, unpackTar } from "./unpack.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** Where `npm run images` puts the static init (works from src/ and from dist/src/). */
+export function defaultInitBinary(): string {
+  const root = here.includes(`${join("dist", "src")}`) ? join(here, "..", "..", "..") : join(here, "..", "..");
+  return process.env.AIRQUBE_INIT_BINARY ?? join(root, "images", "build", "airqube-init");
+}
+
+/** Output paths a qube may declare: only its writable scratch space. */
+const OUTPUT_ROOTS = ["/output", "/scratch", "/tmp"];
+
+export interface ContainerSandboxOptions {
+  docker?: Docker;
+  initBinary?: string;
+  /** For the escape suite only: removes one defence from the create options. Never set in production. */
+  weaken?: (config: HardenedContainerConfig) => HardenedContainerConfig;
+  /** Applied to the limits after defaults (the escape suite's `timeout:off` etc.). */
+  weakenLimits?: (limits: SandboxLimits) => SandboxLimits;
+}
+
+/** Checks the limits a caller passed and fills in the defaults. */
+export function resolveLimits(partial: Partial<SandboxLimits> = {}): SandboxLimits {
+  const limits: SandboxLimits = {
+    ...DEFAULT_LIMITS,
+    ...partial,
+    output: { ...DEFAULT_LIMITS.output, ...partial.output },
+  };
+  const positive: [string, number][] = [
+    ["cpus", limits.cpus],
+    ["memoryBytes", limits.memoryBytes],
+    ["pids", limits.pids],
+    ["scratchBytes", limits.scratchBytes],
+    ["wallTimeMs", limits.wallTimeMs],
+    ["logBytes", limits.logBytes],
+  ];
+  for (const [name, value] of positive) {
+    if (!Number.isFinite(value) || value <= 0)
+      throw new UserError("LIMIT_INVALID", `Limit ${name} must be a positive number`, { details: String(value) });
+  }
+  if (limits.memoryBytes < 6 * 1024 * 1024)
+    throw new UserError("LIMIT_INVALID", "Memory limit must be at least 6 MiB (Docker's floor)");
+  if (!Number.isInteger(limits.pids) || limits.pids < 4)
+    throw new UserError("LIMIT_INVALID", "Pids limit must be an integer of at least 4");
+  return limits;
+}
+
+/** Validates declared output paths: absolute, normalised, inside the scratch space. */
+export function checkOutputPaths(paths: string[]): string[] {
+  if (paths.length > 64) throw new UserError("OUTPUT_PATH_INVALID", "At most 64 output paths may be declared");
+  return paths.map((path) => {
+    const normal = posix.normalize(path).replace(/\/+$/, "");
+    if (!path.startsWith("/") || normal !== path.replace(/\/+$/, "") || path.includes("..")) {
+      throw new UserError("OUTPUT_PATH_INVALID", "Output paths must be absolute and normalised", { details: path });
+    }
+    if (!OUTPUT_ROOTS.some((root) => normal === root || normal.startsWith(`${root}/`))) {
+      throw new UserError("OUTPUT_PATH_INVALID", `Output paths must lie under ${OUTPUT_ROOTS.join(", ")}`, {
+        details: path,
+      });
+    }
+    return normal;
+  });
+}
+
+/** Copies the inputs into a fresh private directory that is bind-mounted read-only at /input. */
+async function stageInputs(qube: QubeRun): Promise<string | undefined> {
+  if (!qube.inputs?.length && !qube.inputDir) return undefined;
+  const dir = await mkdtemp(join(tmpdir(), "airqube-in-"));
+  try {
+    for (const input of qube.inputs ?? []) {
+      const relative = safeRelativePath(input.path);
+      await mkdir(dirname(join(dir, relative)), { recursive: true });
+      await copyFile(input.source, join(dir, relative));
+    }
+    if (qube.inputDir) await copyTree(resolve(qube.inputDir), dir);
+    return dir;
+  } catch (error) {
+    await rm(dir, { recursive: true, force: true });
+    if (error instanceof AirqubeError) throw error;
+    throw new UserError("INPUT_UNREADABLE", "Could not read the qube's inputs", {
+      details: String(error),
+      cause: error,
+    });
+  }
+}
+
+async function copyTree(from: string, to: string): Promise<void> {
+  for (const entry of await readdir(from, { withFileTypes: true })) {
+    const source = join(from, entry.name);
+    if (entry.isDirectory()) {
+      await mkdir(join(to, entry.name), { recursive: true });
+      await copyTree(source, join(to, entry.name));
+    } else if (entry.isFile()) {
+      await copyFile(source, join(to, entry.name));
+    } else {
+      throw new UserError("INPUT_UNSUPPORTED", "Inputs may hold only regular files and directories", {
+        details: source,
+      });
+    }
+  }
+}
+
+/**
+ * Runs qubes in hardened Docker containers.
+ *
+ * @example
+ * const sandbox = new ContainerSandbox();
+ * const result = await sandbox.run({ image: "airqube/busybox:latest", command: ["echo", "hi"] });
+ */
+export class ContainerSandbox implements Sandbox {
+  readonly tier = "container" as const;
+  private readonly docker: Docker;
+  private readonly initBinary: string;
+
+  constructor(private readonly options: ContainerSandboxOptions = {}) {
+    this.docker = options.docker ?? new Docker();
+    this.initBinary = options.initBinary ?? defaultInitBinary();
+  }
+
+  async run(qube: QubeRun, options: { signal?: AbortSignal } = {}): Promise<RunResult> {
+    const signal = options.signal;
+    signal?.throwIfAborted();
+    let limits = resolveLimits(qube.limits);
+    if (this.options.weakenLimits) limits = this.options.weakenLimits(limits);
+    if (qube.command.length === 0) throw new UserError("COMMAND_MISSING", "A qube needs a command");
+    const outputs = checkOutputPaths(qube.outputs ?? []);
+    if (outputs.length > 0 && !qube.outputDir)
+      throw new UserError("OUTPUT_DIR_MISSING", "Declared outputs need an output directory");
+    await stat(this.initBinary).catch((error) => {
+      throw new PlatformError("INIT_MISSING", "The Airqube init binary is missing", {
+        details: `${this.initBinary}: build it with \`npm run images\``,
+        cause: error,
+      });
+    });
+
+    const digest = await imageDigest(this.docker, qube.image);
+    if (qube.imageDigest && qube.imageDigest !== digest) {
+      throw new UserError("IMAGE_DIGEST_MISMATCH", "The image is not the one the qube names", {
+        details: `${qube.image} is ${digest}, the qube names ${qube.imageDigest}`,
+      });
+    }
+
+    const inputDir = await stageInputs(qube);
+    const runId = randomUUID();
+    let config = hardenedContainerConfig(limits, runId, {
+      initBinary: this.initBinary,
+      ...(inputDir ? { inputDir } : {}),
+    });
+    config.Labels[`${SANDBOX_LABEL}.owner`] = String(process.pid);
+    if (this.options.weaken) config = this.options.weaken(structuredClone(config));
+    const env = Object.entries(qube.env ?? {}).map(([key, value]) => `${key}=${value}`);
+    let container: Docker.Container | undefined;
+    try {
+      container = await this.docker.createContainer({
+        Image: digest, // run the digest we checked, never a tag that could move
+        Entrypoint: [INIT_PATH],
+        Cmd: [...outputs.flatMap((path) => ["-o", path]), "--", ...qube.command],
+        Env: env,
+        ...config,
+      });
+      return await this.execute(container, qube, limits, digest, outputs, signal);
+    } catch (error) {
+      if (error instanceof AirqubeError) throw error;
+      if (signal?.aborted) throw new TimeoutError("ABORTED", "The qube was aborted", { cause: error });
+      throw new PlatformError("SANDBOX_FAILED", "The container sandbox failed", {
+        details: String((error as Error)?.message ?? error),
+        cause: error,
+      });
+    } finally {
+      if (container) await container.remove({ force: true, v: true }).catch(() => undefined);
+      if (inputDir) await rm(inputDir, { recursive: true, force: true });
+    }
+  }
+
+  private async execute(
+    container: Docker.Container,
+    qube: QubeRun,
+    limits: SandboxLimits,
+    digest: string,
+    outputs: string[],
+    signal: AbortSignal | undefined,
+  ): Promise<RunResult> {
+    const parser = new ChannelParser({
+      logBytes: limits.logBytes,
+      maxArchiveBytes: limits.output.maxTotalBytes + 1024 * 1024 + limits.output.maxFiles * 1024,
+    });
+    const unpacking =
+      outputs.length > 0 && qube.outputDir
+        ? unpackTar(
+            parser.archive,
+            qube.outputDir,
+            { ...limits.output, maxFiles: limits.output.maxFiles },
+            signal ? { signal } : {},
+          )
+        : drain(parser.archive);
+    unpacking.catch(() => undefined); // observed below
+
+    const stream = (await container.attach({ stream: true, stdout: true, stderr: true })) as NodeJS.ReadableStream & {
+      destroy?: () => void;
+    };
+    const stdout = new PassThrough();
+    const initErr = new PassThrough();
+    this.docker.modem.demuxStream(stream, stdout, initErr);
+    initErr.resume();
+    const streamEnded = new Promise<void>((resolveEnd) => {
+      stream.on("end", resolveEnd);
+      stream.on("close", resolveEnd);
+      stream.on("error", () => resolveEnd());
+    });
+    stdout.on("data", (chunk: Buffer) => {
+      parser.push(chunk);
+      if (parser.backpressured) {
+        stdout.pause();
+        parser.archive.once("drain", () => stdout.resume());
+      }
+    });
+
+    const startedAt = new Date();
+    const started = performance.now();
+    await container.start();
+    let timedOut = false;
+    let aborted = false;
+    const waited = container.wait();
+    const timer = new Promise<"timeout">((resolveTimer) => {
+      const handle = setTimeout(() => resolveTimer("timeout"), limits.wallTimeMs);
+      waited.finally(() => clearTimeout(handle)).catch(() => undefined);
+    });
+    const abort = new Promise<"abort">((resolveAbort) => {
+      if (!signal) return;
+      const onAbort = () => resolveAbort("abort");
+      signal.addEventListener("abort", onAbort, { once: true });
+      waited.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => undefined);
+    });
+    const first = await Promise.race([waited.then(() => "done" as const), timer, abort]);
+    if (first !== "done") {
+      timedOut = first === "timeout";
+      aborted = first === "abort";
+      await container.kill({ signal: "SIGKILL" }).catch(() => undefined);
+      await waited.catch(() => undefined);
+    }
+    const durationMs = Math.round(performance.now() - started);
+    const endedAt = new Date();
+    if (aborted) {
+      stream.destroy?.();
+      throw new TimeoutError("ABORTED", "The qube was aborted");
+    }
+    await Promise.race([streamEnded, new Promise((r) => setTimeout(r, 2000))]);
+    const info = await container.inspect();
+    const channel = parser.end();
+    const complete = channel.complete && !timedOut;
+    let files: RunResult["outputs"] = [];
+    if (parser.error && !timedOut) throw parser.error;
+    try {
+      files = (await unpacking) ?? [];
+    } catch (error) {
+      if (complete || !(error instanceof PeerError)) throw error;
+    }
+    const exitCode =
+      channel.exit?.kind === "exited"
+        ? channel.exit.code
+        : channel.exit?.kind === "signaled"
+          ? 128 + channel.exit.signal
+          : (info.State.ExitCode ?? -1);
+    return {
+      tier: "container",
+      imageDigest: digest,
+      exitCode: timedOut ? 137 : channel.exit?.kind === "exec-failed" ? 127 : exitCode,
+      durationMs,
+      stdout: channel.stdout,
+      stderr:
+        channel.warnings.length > 0 && channel.exit?.kind === "exec-failed"
+          ? `${channel.stderr}${channel.warnings.join("\n")}\n`
+          : channel.stderr,
+      stdoutTruncated: channel.stdoutTruncated,
+      stderrTruncated: channel.stderrTruncated,
+      oomKilled: Boolean(info.State.OOMKilled),
+      timedOut,
+      outputs: complete ? files : [],
+      startedAt: startedAt.toISOString(),
+      endedAt: endedAt.toISOString(),
+    };
+  }
+
+  async close(): Promise<void> {}
+
+  /**
+   * Removes containers left by Airqube processes that are gone (a crashed agent). Containers of live
+   * processes are left alone. Returns how many were removed.
+   */
+  static async sweep(docker: Docker = new Docker()): Promise<number> {
+    const containers = await docker.listContainers({ all: true, filters: { label: [SANDBOX_LABEL] } });
+    let removed = 0;
+    for (const info of containers) {
+      const owner = Number(info.Labels[`${SANDBOX_LABEL}.owner`]);
+      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) continue;
+      if (owner === process.pid) continue;
+      await docker
+        .getContainer(info.Id)
+        .remove({ force: true })
+        .catch(() => undefined);
+      removed++;
+    }
+    return removed;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+async function drain(stream: NodeJS.ReadableStream): Promise<[]> {
+  for await (const _ of stream) {
+    // outputs not requested: discard
+  }
+  return [];
+}

@@ -1,0 +1,144 @@
+/**
+ * Every hardening flag of the container tier, as data. `hardenedContainerConfig` is pure: the same limits
+ * give the same Docker create options, and `test/sandbox/hardening.test.ts` pins them. Weakenings (used only
+ * by the escape suite to prove each probe can fail) are applied on top of this object, never inside it.
+ */
+import type { SandboxLimits } from "./api.js";
+import { seccompProfile } from "./seccomp.js";
+
+/** The label every Airqube container carries, so that a restarted agent can sweep leftovers. */
+export const SANDBOX_LABEL = "io.airqube.sandbox";
+
+/** The unprivileged identity qubes run as (nobody:nogroup). */
+export const SANDBOX_USER = "65534:65534";
+
+/** Where the static Airqube init is mounted inside every container. */
+export const INIT_PATH = "/.airqube-init";
+
+/** The writable scratch mounts: everything else is read-only. */
+export const SCRATCH_PATHS = ["/scratch", "/output", "/tmp"] as const;
+
+/** Docker's default masked paths (kept explicit so a test pins them and a weakening can clear them). */
+export const MASKED_PATHS: readonly string[] = [
+  "/proc/asound",
+  "/proc/acpi",
+  "/proc/kcore",
+  "/proc/keys",
+  "/proc/latency_stats",
+  "/proc/timer_list",
+  "/proc/timer_stats",
+  "/proc/sched_debug",
+  "/proc/scsi",
+  "/sys/firmware",
+];
+
+/** Docker's default read-only /proc paths. */
+export const READONLY_PATHS: readonly string[] = [
+  "/proc/bus",
+  "/proc/fs",
+  "/proc/irq",
+  "/proc/sys",
+  "/proc/sysrq-trigger",
+];
+
+/** The subset of dockerode's HostConfig Airqube sets. */
+export interface HardenedHostConfig {
+  NetworkMode: string;
+  ReadonlyRootfs: boolean;
+  CapDrop: string[];
+  CapAdd: string[];
+  SecurityOpt: string[];
+  Privileged: boolean;
+  PidsLimit: number;
+  Memory: number;
+  MemorySwap: number;
+  MemorySwappiness?: number;
+  OomKillDisable: boolean;
+  NanoCpus: number;
+  Ulimits: { Name: string; Soft: number; Hard: number }[];
+  Tmpfs: Record<string, string>;
+  MaskedPaths: string[];
+  ReadonlyPaths: string[];
+  IpcMode: string;
+  PidMode: string;
+  UTSMode: string;
+  UsernsMode: string;
+  CgroupnsMode: "private" | "host";
+  Init: boolean;
+  AutoRemove: boolean;
+  Binds: string[];
+  Devices: unknown[];
+  LogConfig: { Type: string; Config: Record<string, string> };
+}
+
+/** Options for `docker.createContainer`, minus image, command and environment. */
+export interface HardenedContainerConfig {
+  User: string;
+  WorkingDir: string;
+  NetworkDisabled: boolean;
+  AttachStdin: boolean;
+  OpenStdin: boolean;
+  Tty: boolean;
+  Labels: Record<string, string>;
+  StopTimeout: number;
+  HostConfig: HardenedHostConfig;
+}
+
+/**
+ * Returns the Docker create options that confine one qube.
+ *
+ * @example
+ * const config = hardenedContainerConfig(DEFAULT_LIMITS, "job-1", { initBinary: "/usr/lib/airqube/airqube-init" });
+ * await docker.createContainer({ Image: digest, Cmd: ["true"], ...config });
+ */
+export function hardenedContainerConfig(
+  limits: SandboxLimits,
+  runId: string,
+  mounts: { initBinary: string; inputDir?: string },
+): HardenedContainerConfig {
+  const scratchMount = `rw,noexec,nosuid,nodev,size=${limits.scratchBytes},mode=1777,uid=65534,gid=65534`;
+  return {
+    User: SANDBOX_USER, // never root inside, so a runtime escape lands as nobody
+    WorkingDir: "/scratch",
+    NetworkDisabled: true, // no network stack configured at all
+    AttachStdin: false,
+    OpenStdin: false,
+    Tty: false,
+    Labels: { [SANDBOX_LABEL]: "1", [`${SANDBOX_LABEL}.run`]: runId },
+    StopTimeout: 1,
+    HostConfig: {
+      NetworkMode: "none", // loopback only: no bridge, no host network
+      ReadonlyRootfs: true, // the image cannot be modified; only the tmpfs mounts below are writable
+      CapDrop: ["ALL"], // no capabilities (Docker keeps 14 by default, NET_RAW among them)
+      CapAdd: [],
+      SecurityOpt: [
+        "no-new-privileges:true", // setuid binaries and file caps cannot raise privileges
+        `seccomp=${JSON.stringify(seccompProfile())}`, // Docker's default plus io_uring and friends
+      ],
+      Privileged: false,
+      PidsLimit: limits.pids, // fork bombs stop here
+      Memory: limits.memoryBytes,
+      MemorySwap: limits.memoryBytes, // equal to Memory: no swap beyond the limit
+      OomKillDisable: false, // the kernel kills the qube at the limit
+      NanoCpus: Math.round(limits.cpus * 1e9), // CPU quota
+      Ulimits: [
+        { Name: "nofile", Soft: 1024, Hard: 1024 }, // bounded descriptors
+        { Name: "core", Soft: 0, Hard: 0 }, // no core dumps (they could leak memory to the host disk)
+      ],
+      Tmpfs: Object.fromEntries(SCRATCH_PATHS.map((path) => [path, scratchMount])), // size-capped, noexec scratch
+      MaskedPaths: [...MASKED_PATHS], // Docker's defaults, explicit
+      ReadonlyPaths: [...READONLY_PATHS], // Docker's defaults, explicit
+      IpcMode: "private", // no shared IPC namespace, not even with other qubes
+      PidMode: "", // a private pid namespace (empty = Docker's default: private)
+      UTSMode: "",
+      UsernsMode: "",
+      CgroupnsMode: "private", // the qube sees only its own cgroup
+      Init: false,
+      AutoRemove: false, // Airqube removes the container itself, after reading its state
+      // Only two host paths, both read-only: our static init (as Docker's own --init does) and the qube's inputs.
+      Binds: [`${mounts.initBinary}:${INIT_PATH}:ro`, ...(mounts.inputDir ? [`${mounts.inputDir}:/input:ro`] : [])],
+      Devices: [], // no devices beyond Docker's minimal /dev
+      LogConfig: { Type: "none", Config: {} }, // stdout/stderr are captured by attach, never stored on the host
+    },
+  };
+}

@@ -1,0 +1,372 @@
+/*
+ * vm-init: PID 1 of every Airqube micro-VM (the /init of the initramfs built from the qube's image).
+ *
+ * 1. Mounts a private devtmpfs only long enough to open the channel port (/dev/ttyS1, the second 8250 UART),
+ *    then gives the qube a tmpfs /dev with null, zero, full, random and urandom only.
+ * 2. Says hello ('H') on the channel and blocks until the host sends the qube (host-to-VM frames below), so a
+ *    preloaded VM waits here, booted, for exactly one qube.
+ * 3. Writes the inputs under /input (then read-only), mounts size-capped tmpfs at /scratch, /output and /tmp,
+ *    remounts / read-only, puts the command in a cgroup with memory.max and pids.max, drops to uid/gid
+ *    65534 with no_new_privs, runs it with the deadline, forwards stdout/stderr ('O'/'E', capped), reports
+ *    how it ended ('X', plus 'W' "timed-out" / "oom-killed"), archives the declared outputs ('T'), sends
+ *    'Z' and powers off. Any failure of its own ends in 'W' + 'X' kind 2 + 'Z' and a power-off.
+ *
+ * Host-to-VM frames (same framing as channel.h: 1 byte type, u32 BE length, payload):
+ *   'L' limits: 9 x u64 BE: wallTimeMs, memoryBytes, pids, scratchBytes, logBytes,
+ *       outMaxFileBytes, outMaxTotalBytes, outMaxFiles, inputBytes
+ *   'A' one argv element      'V' one environment entry "KEY=VALUE"     'P' one declared output path
+ *   'F' start of an input file (path relative to /input)   'D' data of the current input file   'G' go
+ * The host is trusted by this program; it still checks every length and path it is sent.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/reboot.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../native/channel.h"
+
+#define MAX_ARGS 4096
+#define MAX_ENV 4096
+#define MAX_OUTPUTS 64
+#define QUBE_UID 65534
+#define CG "/.airqube/cg"
+#define CGQ CG "/qube"
+
+static int chan = -1;
+
+struct limits {
+  uint64_t wall_ms, memory, pids, scratch, log, out_file, out_total, out_files, input;
+};
+
+static void power_off(void) {
+  if (chan >= 0) tcdrain(chan);
+  sync();
+  reboot(RB_POWER_OFF);
+  reboot(RB_AUTOBOOT);
+  for (;;) pause();
+}
+
+/* Reports a failure of the init itself and powers off. */
+static void fail(const char *what, int err) {
+  if (chan >= 0) {
+    aq_warn("vm-init: %s: %s", what, strerror(err));
+    aq_exit_frame(2, err);
+    aq_frame('Z', NULL, 0);
+  }
+  power_off();
+}
+
+static void write_file(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, errno);
+  ssize_t n = write(fd, text, strlen(text));
+  if (n < 0) fail(path, errno);
+  close(fd);
+}
+
+static void mount_or_fail(const char *src, const char *dst, const char *type, unsigned long flags, const char *data) {
+  mkdir(dst, 0755);
+  if (mount(src, dst, type, flags, data) < 0) fail(dst, errno);
+}
+
+static void read_full(void *buf, size_t len) {
+  char *p = buf;
+  while (len > 0) {
+    ssize_t n = read(chan, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("channel read", n == 0 ? EPIPE : errno);
+    p += n;
+    len -= (size_t)n;
+  }
+}
+
+static uint64_t be64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+  return v;
+}
+
+/* A relative path with no empty, "." or ".." component. */
+static int safe_relative(const char *path) {
+  if (path[0] == '\0' || path[0] == '/') return 0;
+  const char *s = path;
+  while (*s) {
+    const char *e = strchr(s, '/');
+    size_t n = e ? (size_t)(e - s) : strlen(s);
+    if (n == 0 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.')) return 0;
+    s += n;
+    if (*s == '/') s++;
+  }
+  return 1;
+}
+
+static void mkdirs_for(char *path) {
+  for (char *s = path + 1; *s; s++) {
+    if (*s != '/') continue;
+    *s = '\0';
+    if (mkdir(path, 0755) < 0 && errno != EEXIST) fail(path, errno);
+    *s = '/';
+  }
+}
+
+static void setup_dev(void) {
+  mount_or_fail("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755");
+  static const struct { const char *name; int minor; } nodes[] = {
+      {"null", 3}, {"zero", 5}, {"full", 7}, {"random", 8}, {"urandom", 9}};
+  for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+    char path[64];
+    snprintf(path, sizeof path, "/dev/%s", nodes[i].name);
+    if (mknod(path, S_IFCHR | 0666, makedev(1, nodes[i].minor)) < 0) fail(path, errno);
+    chmod(path, 0666);
+  }
+  symlink("/proc/self/fd", "/dev/fd");
+  symlink("/proc/self/fd/0", "/dev/stdin");
+  symlink("/proc/self/fd/1", "/dev/stdout");
+  symlink("/proc/self/fd/2", "/dev/stderr");
+}
+
+static void open_channel(void) {
+  mount_or_fail("devtmpfs", "/.airqube/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, "mode=0700");
+  chan = open("/.airqube/dev/ttyS1", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  int err = errno;
+  umount2("/.airqube/dev", MNT_DETACH);
+  if (chan < 0) fail("open /dev/ttyS1", err);
+  struct termios t;
+  if (tcgetattr(chan, &t) == 0) {
+    cfmakeraw(&t);
+    t.c_cflag &= ~(tcflag_t)CRTSCTS;
+    t.c_cflag |= CLOCAL | CREAD;
+    t.c_cc[VMIN] = 1;
+    t.c_cc[VTIME] = 0;
+    cfsetspeed(&t, B115200);
+    tcsetattr(chan, TCSANOW, &t);
+  }
+  tcflush(chan, TCIFLUSH); /* the host speaks only after 'H': anything earlier is noise */
+  aq_channel_init(chan);
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t cg_oom_kills(void) {
+  char buf[512];
+  int fd = open(CGQ "/memory.events", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  char *p = strstr(buf, "oom_kill ");
+  return p ? strtoull(p + 9, NULL, 10) : 0;
+}
+
+int main(void) {
+  static struct limits lim;
+  static char *args[MAX_ARGS + 1], *envs[MAX_ENV + 1], *outputs[MAX_OUTPUTS];
+  int nargs = 0, nenvs = 0, noutputs = 0, have_limits = 0, input_fd = -1;
+  static unsigned char frame[AQ_FRAME_MAX + 1];
+
+  prctl(PR_SET_DUMPABLE, 0);
+  umask(022);
+  mkdir("/.airqube", 0700);
+  chmod("/.airqube", 0700);
+  open_channel();
+  mount_or_fail("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2");
+  mount_or_fail("cgroup2", CG, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  setup_dev();
+  aq_frame('H', AQ_HELLO, strlen(AQ_HELLO));
+
+  /* Wait (booted, idle) for the one qube this VM will ever serve. */
+  for (;;) {
+    unsigned char h[5];
+    read_full(h, sizeof h);
+    uint32_t len = ((uint32_t)h[1] << 24) | ((uint32_t)h[2] << 16) | ((uint32_t)h[3] << 8) | h[4];
+    if (len > AQ_FRAME_MAX) fail("oversized host frame", EMSGSIZE);
+    read_full(frame, len);
+    frame[len] = '\0';
+    char type = (char)h[0];
+    if (type == 'G') break;
+    if (type == 'D') {
+      if (input_fd < 0) fail("input data without a file", EPROTO);
+      for (uint32_t off = 0; off < len;) {
+        ssize_t n = write(input_fd, frame + off, len - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) fail("write input", errno);
+        off += (uint32_t)n;
+      }
+      continue;
+    }
+    if (type == 'L') {
+      if (len != 72) fail("bad limits frame", EPROTO);
+      uint64_t *v = (uint64_t *)&lim;
+      for (int i = 0; i < 9; i++) v[i] = be64(frame + 8 * i);
+      char opts[96];
+      snprintf(opts, sizeof opts, "size=%llu,mode=0755", (unsigned long long)(lim.input + 65536));
+      mount_or_fail("tmpfs", "/input", "tmpfs", MS_NOSUID | MS_NODEV, opts);
+      have_limits = 1;
+      continue;
+    }
+    if (memchr(frame, '\0', len)) fail("NUL in host frame", EPROTO);
+    char *text = strdup((char *)frame);
+    if (!text) fail("strdup", ENOMEM);
+    if (type == 'A' && nargs < MAX_ARGS) args[nargs++] = text;
+    else if (type == 'V' && nenvs < MAX_ENV) envs[nenvs++] = text;
+    else if (type == 'P' && noutputs < MAX_OUTPUTS && text[0] == '/') outputs[noutputs++] = text;
+    else if (type == 'F' && have_limits && safe_relative(text)) {
+      if (input_fd >= 0) close(input_fd);
+      char path[4200];
+      snprintf(path, sizeof path, "/input/%s", text);
+      mkdirs_for(path);
+      input_fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444);
+      if (input_fd < 0) fail(path, errno);
+      free(text);
+    } else fail("unexpected host frame", EPROTO);
+  }
+  if (input_fd >= 0) close(input_fd);
+  if (!have_limits || nargs == 0) fail("qube without limits or command", EPROTO);
+  args[nargs] = NULL;
+  envs[nenvs] = NULL;
+
+  /* The qube's file system: read-only root and inputs, size-capped scratch. */
+  char opts[96];
+  mount(NULL, "/input", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL);
+  snprintf(opts, sizeof opts, "size=%llu,mode=1777", (unsigned long long)lim.scratch);
+  mount_or_fail("tmpfs", "/scratch", "tmpfs", MS_NOSUID | MS_NODEV, opts);
+  mount_or_fail("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts);
+  mount_or_fail("tmpfs", "/output", "tmpfs", MS_NOSUID | MS_NODEV, opts);
+  if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0) fail("remount / read-only", errno);
+
+  /* Limits: a cgroup for the command and everything it starts. */
+  write_file(CG "/cgroup.subtree_control", "+memory +pids");
+  if (mkdir(CGQ, 0755) < 0) fail(CGQ, errno);
+  char num[32];
+  snprintf(num, sizeof num, "%llu", (unsigned long long)lim.memory);
+  write_file(CGQ "/memory.max", num);
+  write_file(CGQ "/memory.oom.group", "1");
+  snprintf(num, sizeof num, "%llu", (unsigned long long)lim.pids);
+  write_file(CGQ "/pids.max", num);
+
+  int out[2], err[2], status_pipe[2];
+  if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(status_pipe, O_CLOEXEC) < 0)
+    fail("pipe", errno);
+  int64_t started = now_ms();
+  pid_t child = fork();
+  if (child < 0) fail("fork", errno);
+  if (child == 0) {
+    int e = 0;
+    int cg = open(CGQ "/cgroup.procs", O_WRONLY | O_CLOEXEC);
+    if (cg < 0 || write(cg, "0", 1) != 1) e = errno ? errno : EIO;
+    if (!e) {
+      dup2(out[1], 1);
+      dup2(err[1], 2);
+      int devnull = open("/dev/null", O_RDONLY);
+      if (devnull >= 0) dup2(devnull, 0);
+      struct rlimit core = {0, 0};
+      setrlimit(RLIMIT_CORE, &core);
+      signal(SIGPIPE, SIG_DFL);
+      setsid();
+      if (chdir("/scratch") < 0 || setgroups(0, NULL) < 0 || setgid(QUBE_UID) < 0 || setuid(QUBE_UID) < 0 ||
+          prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        e = errno;
+    }
+    if (!e) {
+      extern char **environ;
+      environ = envs;
+      if (!getenv("PATH")) putenv("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+      execvp(args[0], args);
+      e = errno;
+    }
+    if (write(status_pipe[1], &e, sizeof e) < 0) _exit(127);
+    _exit(127);
+  }
+  close(out[1]);
+  close(err[1]);
+  close(status_pipe[1]);
+  int exec_errno = 0;
+  if (read(status_pipe[0], &exec_errno, sizeof exec_errno) != sizeof exec_errno) exec_errno = 0;
+  close(status_pipe[0]);
+
+  struct pollfd fds[2] = {{.fd = out[0], .events = POLLIN}, {.fd = err[0], .events = POLLIN}};
+  uint64_t sent[2] = {0, 0};
+  int open_fds = 2, exited = 0, wstatus = 0, timed_out = 0, quiet_rounds = 0;
+  int64_t deadline = started + (int64_t)lim.wall_ms;
+  while (open_fds > 0) {
+    int64_t left = deadline - now_ms();
+    if (!timed_out && left <= 0) {
+      timed_out = 1;
+      write_file(CGQ "/cgroup.kill", "1");
+    }
+    int wait = exited || timed_out ? 50 : (left < 200 ? (int)(left > 0 ? left : 0) : 200);
+    int ready = poll(fds, 2, wait);
+    if (ready < 0 && errno != EINTR) break;
+    if (ready == 0 && (exited || timed_out) && ++quiet_rounds >= 4) break;
+    for (int k = 0; k < 2; k++) {
+      if (fds[k].fd < 0 || !(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t n = read(fds[k].fd, frame, AQ_FRAME_MAX);
+      if (n > 0) {
+        quiet_rounds = 0;
+        /* Forward up to log+1 bytes so that the host can tell truncation; drain the rest. */
+        uint64_t room = lim.log + 1 > sent[k] ? lim.log + 1 - sent[k] : 0;
+        size_t part = (uint64_t)n < room ? (size_t)n : (size_t)room;
+        if (part > 0) aq_frame(k == 0 ? 'O' : 'E', frame, part);
+        sent[k] += part;
+      } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+        close(fds[k].fd);
+        fds[k].fd = -1;
+        open_fds--;
+      }
+    }
+    pid_t pid;
+    int st;
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+      if (pid == child) {
+        exited = 1;
+        wstatus = st;
+        write_file(CGQ "/cgroup.kill", "1"); /* no background process outlives the command */
+      }
+  }
+  write_file(CGQ "/cgroup.kill", "1");
+  while (!exited) {
+    int st;
+    pid_t pid = waitpid(-1, &st, 0);
+    if (pid < 0 && errno != EINTR) break;
+    if (pid == child) {
+      exited = 1;
+      wstatus = st;
+    }
+  }
+
+  if (timed_out) aq_frame('W', "timed-out", 9);
+  if (cg_oom_kills() > 0) aq_frame('W', "oom-killed", 10);
+  if (exec_errno != 0) {
+    aq_warn("cannot run %s: %s", args[0], strerror(exec_errno));
+    aq_exit_frame(2, exec_errno);
+  } else if (WIFSIGNALED(wstatus)) {
+    aq_exit_frame(1, WTERMSIG(wstatus));
+  } else {
+    aq_exit_frame(0, WEXITSTATUS(wstatus));
+  }
+  aq_archive_outputs(outputs, noutputs);
+  aq_frame('Z', NULL, 0);
+  power_off();
+  return 0;
+}
