@@ -1,0 +1,160 @@
+/**
+ * The result statement: what a provider says it ran and produced, signed by the provider
+ * (signature kind "result-statement").
+ */
+import { z } from "zod";
+import { decodeEnvelope, type SignedEnvelope, signEnvelope, verifyEnvelope } from "./envelope.js";
+import { UserError } from "./errors.js";
+import { type Source, sourceError } from "./fault.js";
+import type { Identity } from "./identity.js";
+import {
+  boundedInt,
+  digestSchema,
+  isoTimeSchema,
+  peerIdSchema,
+  qubeIdSchema,
+  tierSatisfies,
+  tierSchema,
+} from "./schemas.js";
+import type { QubeSpec } from "./spec.js";
+import { validate } from "./validate.js";
+
+/** Default byte limit of an encoded signed statement. */
+export const MAX_STATEMENT_BYTES = 16 * 1024;
+
+const MAX_COUNT = Number.MAX_SAFE_INTEGER;
+
+/** How the qube's process ended. */
+export const OUTCOMES = ["exited", "timeout", "oom", "killed"] as const;
+
+/** The strict schema of a result statement v1. */
+export const resultStatementSchema = z
+  .strictObject({
+    version: z.literal(1),
+    qubeId: qubeIdSchema,
+    provider: peerIdSchema,
+    tier: tierSchema,
+    /** The image digest the provider actually ran. */
+    imageDigest: digestSchema,
+    outcome: z.enum(OUTCOMES),
+    /** The exit code when `outcome` is "exited", else null. */
+    exitCode: boundedInt(0, 255).nullable(),
+    /** SHA-256 of the canonical outputs manifest (see manifest.ts). */
+    outputsRoot: digestSchema,
+    usage: z.strictObject({
+      cpuMs: boundedInt(0, MAX_COUNT),
+      wallMs: boundedInt(0, MAX_COUNT),
+      maxMemoryBytes: boundedInt(0, MAX_COUNT),
+      outputBytes: boundedInt(0, MAX_COUNT),
+      outputFiles: boundedInt(0, MAX_COUNT),
+    }),
+    /** Hash of the provider's escape-suite report for the tier it ran. */
+    probeReportHash: digestSchema,
+    startedAt: isoTimeSchema,
+    finishedAt: isoTimeSchema,
+  })
+  .superRefine((s, ctx) => {
+    if (Date.parse(s.finishedAt) < Date.parse(s.startedAt)) {
+      ctx.addIssue({ code: "custom", path: ["finishedAt"], message: "must not be before startedAt" });
+    }
+    if ((s.outcome === "exited") !== (s.exitCode !== null)) {
+      ctx.addIssue({ code: "custom", path: ["exitCode"], message: 'must be set exactly when outcome is "exited"' });
+    }
+  });
+
+/** A validated result statement. */
+export type ResultStatement = z.infer<typeof resultStatementSchema>;
+
+/**
+ * Validates a statement and signs it as its provider. Throws `STATEMENT_INVALID` or `SIGNER_MISMATCH`.
+ *
+ * @example
+ * const envelope = signResultStatement({ version: 1, qubeId, provider: me.peerId, ... }, me);
+ */
+export function signResultStatement(statement: ResultStatement, identity: Identity): SignedEnvelope<ResultStatement> {
+  const checked = validate(resultStatementSchema, statement, {
+    code: "STATEMENT_INVALID",
+    what: "result statement",
+    source: "user",
+  });
+  if (checked.provider !== identity.peerId) {
+    throw new UserError("SIGNER_MISMATCH", "Only the statement's provider may sign it", {
+      details: `provider ${checked.provider}, signer ${identity.peerId}`,
+    });
+  }
+  return signEnvelope("result-statement", checked, identity);
+}
+
+export interface VerifyStatementOptions {
+  /** If given, the qube the statement must be about. */
+  qubeId?: string;
+  /** If given, the provider that must have signed it. */
+  provider?: string;
+  /** Largest encoded envelope (decode only). Default `MAX_STATEMENT_BYTES`. */
+  maxBytes?: number;
+  source?: Source;
+}
+
+/** Verifies a signed statement given as a JSON value. See `decodeResultStatement`. */
+export function verifyResultStatement(value: unknown, options: VerifyStatementOptions = {}): ResultStatement {
+  const envelope = verifyEnvelope(value, {
+    kind: "result-statement",
+    schema: resultStatementSchema,
+    payloadCode: "STATEMENT_INVALID",
+    what: "result statement",
+    signer: options.provider,
+    source: options.source,
+  });
+  return finish(envelope, options);
+}
+
+/**
+ * Decodes and verifies signed statement bytes: byte limit, envelope, signature, schema, signer equals
+ * `provider`, expected qube id and provider. Throws typed errors only.
+ *
+ * @example
+ * const statement = decodeResultStatement(bytes, { qubeId, provider: peerId });
+ */
+export function decodeResultStatement(bytes: Uint8Array, options: VerifyStatementOptions = {}): ResultStatement {
+  const envelope = decodeEnvelope(bytes, {
+    kind: "result-statement",
+    schema: resultStatementSchema,
+    payloadCode: "STATEMENT_INVALID",
+    what: "result statement",
+    signer: options.provider,
+    maxBytes: options.maxBytes ?? MAX_STATEMENT_BYTES,
+    source: options.source,
+  });
+  return finish(envelope, options);
+}
+
+/**
+ * Checks a verified statement against the spec it claims to answer: the image digest run is the spec's,
+ * the tier satisfies the spec's. Throws PeerError `STATEMENT_MISMATCH`.
+ */
+export function checkStatementAgainstSpec(statement: ResultStatement, spec: QubeSpec, qubeId: string): void {
+  const fail = (details: string) =>
+    sourceError("peer", "STATEMENT_MISMATCH", "The result statement does not match the qube", { details });
+  if (statement.qubeId !== qubeId) throw fail(`qube id ${statement.qubeId}, expected ${qubeId}`);
+  if (statement.imageDigest !== spec.image.digest) {
+    throw fail(`ran image ${statement.imageDigest}, spec requires ${spec.image.digest}`);
+  }
+  if (!tierSatisfies(spec.tier, statement.tier))
+    throw fail(`ran in tier ${statement.tier}, spec requires ${spec.tier}`);
+}
+
+function finish(envelope: SignedEnvelope<ResultStatement>, options: VerifyStatementOptions): ResultStatement {
+  const source = options.source ?? "peer";
+  const statement = envelope.payload;
+  if (envelope.signer !== statement.provider) {
+    throw sourceError(source, "SIGNER_MISMATCH", "The result statement is not signed by its provider", {
+      details: `provider ${statement.provider}, signer ${envelope.signer}`,
+    });
+  }
+  if (options.qubeId !== undefined && statement.qubeId !== options.qubeId) {
+    throw sourceError(source, "QUBE_ID_MISMATCH", "The result statement is about another qube", {
+      details: `expected ${options.qubeId}, got ${statement.qubeId}`,
+    });
+  }
+  return statement;
+}
