@@ -1,15 +1,10 @@
 #!/usr/bin/env node
-// Entry point: runs the compiled CLI when it exists, otherwise the TypeScript sources through tsx.
-import { existsSync } from "node:fs";
+// Entry point of the `airqube` command: runs the TypeScript sources through tsx, so what runs is always
+// what is checked out (no stale build can shadow it).
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { register } from "tsx/esm/api";
 
+register();
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const compiled = join(root, "dist", "src", "cli", "main.js");
-if (existsSync(compiled)) {
-  await import(pathToFileURL(compiled).href);
-} else {
-  const { register } = await import("tsx/esm/api");
-  register();
-  await import(pathToFileURL(join(root, "src", "cli", "main.ts")).href);
-}
+await import(pathToFileURL(join(root, "src", "cli", "main.ts")).href);

@@ -4,7 +4,7 @@
  * over one framed channel; the host parses it as hostile input and unpacks outputs with the safe unpacker.
  */
 import { randomUUID } from "node:crypto";
-import { copyFile, mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, posix, resolve } from "node:path";
 import { PassThrough } from "node:stream";
@@ -84,12 +84,14 @@ async function stageInputs(qube: QubeRun): Promise<string | undefined> {
   if (!qube.inputs?.length && !qube.inputDir) return undefined;
   const dir = await mkdtemp(join(tmpdir(), "airqube-in-"));
   try {
+    await chmod(dir, 0o755); // readable by the qube's unprivileged user, writable by nobody but us
     for (const input of qube.inputs ?? []) {
       const relative = safeRelativePath(input.path);
       await mkdir(dirname(join(dir, relative)), { recursive: true });
       await copyFile(input.source, join(dir, relative));
     }
     if (qube.inputDir) await copyTree(resolve(qube.inputDir), dir);
+    await makeReadable(dir);
     return dir;
   } catch (error) {
     await rm(dir, { recursive: true, force: true });
@@ -98,6 +100,16 @@ async function stageInputs(qube: QubeRun): Promise<string | undefined> {
       details: String(error),
       cause: error,
     });
+  }
+}
+
+async function makeReadable(dir: string): Promise<void> {
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) {
+      await chmod(path, 0o755);
+      await makeReadable(path);
+    } else await chmod(path, 0o444);
   }
 }
 

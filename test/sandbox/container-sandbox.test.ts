@@ -1,0 +1,167 @@
+import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "chai";
+import Docker from "dockerode";
+import { AirqubeError } from "../../src/qube/errors.js";
+import { ContainerSandbox } from "../../src/sandbox/container-sandbox.js";
+import { imageDigest } from "../../src/sandbox/images.js";
+import { BUSYBOX, ourContainers } from "../helpers/docker.js";
+
+const MiB = 1024 * 1024;
+
+describe("ContainerSandbox @docker", function () {
+  this.timeout(60_000);
+  const docker = new Docker();
+  const sandbox = new ContainerSandbox({ docker });
+  const sh = (script: string) => ["sh", "-c", script];
+  const tmp = () => mkdtemp(join(tmpdir(), "aq-test-"));
+
+  afterEach(async () => {
+    expect(await ourContainers(docker), "no container may outlive its qube").to.deep.equal([]);
+  });
+
+  it("runs a qube and reports stdout, stderr, exit code and outputs", async () => {
+    const out = await tmp();
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      command: sh("echo hello; echo oops >&2; mkdir /output/d; printf abc > /output/d/x.txt; exit 7"),
+      outputs: ["/output"],
+      outputDir: out,
+    });
+    expect(result.exitCode).to.equal(7);
+    expect(result.stdout).to.equal("hello\n");
+    expect(result.stderr).to.equal("oops\n");
+    expect(result.timedOut).to.equal(false);
+    expect(result.outputs).to.deep.equal([
+      { path: "output/d/x.txt", size: 3, sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" },
+    ]);
+    expect(await readFile(join(out, "output/d/x.txt"), "utf8")).to.equal("abc");
+  });
+
+  it("passes inputs read-only under /input", async () => {
+    const input = await tmp();
+    await writeFile(join(input, "in.txt"), "input-data");
+    const result = await sandbox.run({ image: BUSYBOX, inputDir: input, command: sh("cat /input/in.txt; echo x > /input/in.txt || echo refused") });
+    expect(result.stdout).to.match(/^input-data/);
+    expect(result.stdout).to.contain("refused");
+  });
+
+  it("runs as nobody with no capabilities, no-new-privileges and a seccomp filter", async () => {
+    const result = await sandbox.run({ image: BUSYBOX, command: sh("id -u; grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs|Seccomp):' /proc/self/status") });
+    expect(result.stdout).to.contain("65534\n");
+    expect(result.stdout).to.match(/CapEff:\s+0000000000000000/);
+    expect(result.stdout).to.match(/CapBnd:\s+0000000000000000/);
+    expect(result.stdout).to.match(/NoNewPrivs:\s+1/);
+    expect(result.stdout).to.match(/Seccomp:\s+2/);
+  });
+
+  it("has no network interface but loopback", async () => {
+    const result = await sandbox.run({ image: BUSYBOX, command: sh("ls /sys/class/net") });
+    expect(result.stdout.trim().split(/\s+/)).to.deep.equal(["lo"]);
+  });
+
+  it("keeps the root file system read-only", async () => {
+    const result = await sandbox.run({ image: BUSYBOX, command: sh("touch /etc/x 2>&1; touch /bin/x 2>&1; echo ok") });
+    expect(result.stdout.match(/Read-only file system/g)).to.have.length(2);
+  });
+
+  it("refuses namespace creation (seccomp and no capabilities; io_uring is pinned in hardening.test.ts)", async () => {
+    const result = await sandbox.run({ image: BUSYBOX, command: sh("unshare -U true 2>&1; echo rc=$?") });
+    expect(result.stdout).to.match(/Operation not permitted/);
+  });
+
+  it("stops a fork bomb at the pids limit", async () => {
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      command: sh("i=0; while [ $i -lt 100 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null; echo started; ls /proc | grep -c '^[0-9]'"),
+      limits: { pids: 16, wallTimeMs: 20_000 },
+    });
+    const count = Number(result.stdout.trim().split("\n").pop());
+    expect(count).to.be.at.most(16);
+  });
+
+  it("OOM-kills a memory bomb", async () => {
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      command: sh("head -c 200000000 /dev/zero | tail"),
+      limits: { memoryBytes: 32 * MiB, wallTimeMs: 20_000 },
+    });
+    expect(result.exitCode).to.equal(137);
+    expect(result.oomKilled).to.equal(true);
+  });
+
+  it("kills a busy loop at the deadline", async () => {
+    const result = await sandbox.run({ image: BUSYBOX, command: sh("while :; do :; done"), limits: { wallTimeMs: 1500 } });
+    expect(result.timedOut).to.equal(true);
+    expect(result.exitCode).to.equal(137);
+    expect(result.durationMs).to.be.within(1400, 6000);
+  });
+
+  it("stops a disk fill at the scratch cap", async () => {
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      command: sh("dd if=/dev/zero of=/scratch/fill bs=1M count=64 2>&1; stat -c %s /scratch/fill"),
+      limits: { scratchBytes: 8 * MiB },
+    });
+    expect(result.stdout).to.match(/No space left on device/);
+    expect(Number(result.stdout.trim().split("\n").pop())).to.be.at.most(8 * MiB);
+  });
+
+  it("truncates output beyond the log cap and says so", async () => {
+    const result = await sandbox.run({ image: BUSYBOX, command: sh("head -c 100000 /dev/zero | tr '\\0' a"), limits: { logBytes: 1000 } });
+    expect(result.stdout).to.have.length(1000);
+    expect(result.stdoutTruncated).to.equal(true);
+    expect(result.stderrTruncated).to.equal(false);
+  });
+
+  it("lets a second qube see nothing of the first", async () => {
+    await sandbox.run({ image: BUSYBOX, command: sh("echo secret > /scratch/left; echo secret > /tmp/left; echo secret > /output/left; (sleep 30 &)") });
+    const second = await sandbox.run({ image: BUSYBOX, command: sh("ls -A /scratch /tmp /output; ps -o comm | grep -cx sleep") });
+    expect(second.stdout).not.to.contain("left");
+    expect(second.stdout.trim().split("\n").pop()).to.equal("0");
+  });
+
+  it("leaves no container when aborted mid-run", async () => {
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 500);
+    const error = await sandbox.run({ image: BUSYBOX, command: sh("sleep 30") }, { signal: controller.signal }).catch((e) => e);
+    expect(error).to.be.instanceOf(AirqubeError);
+    expect(error.code).to.equal("ABORTED");
+  });
+
+  it("refuses an image whose digest differs from the one the qube names", async () => {
+    const wrong = `sha256:${"0".repeat(64)}`;
+    const error = await sandbox.run({ image: BUSYBOX, imageDigest: wrong, command: ["true"] }).catch((e) => e);
+    expect(error.code).to.equal("IMAGE_DIGEST_MISMATCH");
+    const right = await imageDigest(docker, BUSYBOX);
+    const ok = await sandbox.run({ image: BUSYBOX, imageDigest: right, command: ["true"] });
+    expect(ok.imageDigest).to.equal(right);
+  });
+
+  it("refuses a symlink among the outputs and writes nothing", async () => {
+    const out = await tmp();
+    const error = await sandbox.run({ image: BUSYBOX, command: sh("echo a > /output/a; ln -s /etc/passwd /output/link"), outputs: ["/output"], outputDir: out }).catch((e) => e);
+    expect(error.code).to.equal("ARCHIVE_BAD_TYPE");
+    expect(await readdir(out)).to.deep.equal([]);
+  });
+
+  it("reports a command that cannot run", async () => {
+    const result = await sandbox.run({ image: BUSYBOX, command: ["/no/such/binary"] });
+    expect(result.exitCode).to.equal(127);
+    expect(result.stderr).to.contain("No such file");
+  });
+
+  it("refuses an unknown image with a clear error", async () => {
+    const error = await sandbox.run({ image: "airqube/missing:none", command: ["true"] }).catch((e) => e);
+    expect(error.code).to.equal("IMAGE_NOT_FOUND");
+  });
+
+  it("sweeps containers left by a dead agent", async () => {
+    const container = await docker.createContainer({ Image: BUSYBOX, Cmd: ["true"], Labels: { "io.airqube.sandbox": "1", "io.airqube.sandbox.owner": "999999" } });
+    const removed = await ContainerSandbox.sweep(docker);
+    expect(removed).to.be.at.least(1);
+    const error = await container.inspect().catch((e) => e);
+    expect(error.statusCode).to.equal(404);
+  });
+});
