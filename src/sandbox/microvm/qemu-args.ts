@@ -1,0 +1,98 @@
+/**
+ * Every flag of the micro-VM tier's QEMU command line, as data. `qemuArgs` is pure: the same inputs give the
+ * same argv, and `test/sandbox/microvm-args.test.ts` pins it. The process-level confinement (unprivileged
+ * uid/gid, own process group, private temp dir, minimal environment) is in `qemuSpawnPlan`, pure as well.
+ */
+
+export type Accel = "kvm" | "tcg";
+
+export interface QemuArgsInput {
+  accel: Accel;
+  kernel: string;
+  initrd: string;
+  /** Guest RAM in MiB (the qube's memory limit plus the kernel's and the initramfs' share). */
+  memoryMiB: number;
+  /** vCPUs (the qube's CPU limit rounded up). */
+  vcpus: number;
+  /** Where the kernel console (ttyS0) goes: nowhere (default) or a file in the VM's private temp dir. */
+  consoleLog?: string;
+}
+
+/** The kernel command line: quiet console on ttyS0, no reboot loops, no EDD probing. */
+export const KERNEL_CMDLINE = [
+  "console=ttyS0", // kernel messages on the first UART only, never on the channel (ttyS1)
+  "quiet",
+  "loglevel=3",
+  "panic=-1", // a dying init reboots at once ...
+  "reboot=t", // ... by triple fault, which -no-reboot turns into QEMU exiting
+  "edd=off", // no BIOS disk probing (microvm has no BIOS disks)
+  "8250.nr_uarts=2", // exactly the two UARTs the VM has
+  "rdinit=/init", // our static init from the initramfs
+].join(" ");
+
+/**
+ * Returns the QEMU argv (without the binary) for one disposable micro-VM.
+ *
+ * @example
+ * qemuArgs({ accel: "tcg", kernel: "/boot/vmlinuz", initrd: "/cache/x.cpio.gz", memoryMiB: 384, vcpus: 1 });
+ */
+export function qemuArgs(input: QemuArgsInput): string[] {
+  return [
+    // The minimal machine: no PCI, no firmware option ROMs; the one ISA UART for the console, an RTC for the clock.
+    ...["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on"],
+    // TCG (software emulation) or KVM; KVM gets the host CPU model, TCG the default qemu64.
+    ...["-accel", input.accel],
+    ...(input.accel === "kvm" ? ["-cpu", "host"] : []),
+    ...["-m", `${input.memoryMiB}M`], // guest RAM cap
+    ...["-smp", String(input.vcpus)], // vCPU cap
+    "-nodefaults", // no default NIC, no VGA, no floppy/CD, no default monitor or serial
+    "-no-user-config", // ignore any qemu config files on the host
+    "-nographic", // no display
+    "-no-reboot", // a guest reboot (panic, triple fault) ends QEMU
+    // QEMU's own seccomp filter: no obsolete syscalls, no set*uid, no fork/exec, no priority/affinity changes.
+    ...["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"],
+    // ttyS0: the kernel console, discarded unless a log file in the private temp dir is asked for.
+    ...["-serial", input.consoleLog ? `file:${input.consoleLog}` : "null"],
+    // ttyS1: the framed channel, the only thing that crosses the VM boundary, on QEMU's stdin/stdout pipes.
+    ...["-chardev", "stdio,id=channel,signal=off"],
+    ...["-device", "isa-serial,chardev=channel,index=1"],
+    // No -netdev / -nic / -drive / -fsdev / -device virtio-*: no network, no disk, no shared folder.
+    ...["-kernel", input.kernel],
+    ...["-initrd", input.initrd],
+    ...["-append", KERNEL_CMDLINE],
+  ];
+}
+
+/** The unprivileged identity QEMU runs as (nobody:nogroup), with the `kvm` group added only for KVM. */
+export const QEMU_UID = 65534;
+export const QEMU_GID = 65534;
+
+export interface QemuSpawnPlan {
+  uid: number;
+  gid: number;
+  /** A new session and process group, so that the host can kill QEMU and anything it left behind at once. */
+  detached: true;
+  /** The private temp dir: QEMU's cwd and TMPDIR, removed after the VM. */
+  cwd: string;
+  env: Record<string, string>;
+}
+
+/**
+ * How to start the QEMU process: as nobody (or nobody with gid `kvm` when KVM must open /dev/kvm), in its
+ * own process group, with a minimal environment and its private temp dir.
+ */
+export function qemuSpawnPlan(input: { accel: Accel; privateDir: string; kvmGid?: number }): QemuSpawnPlan {
+  return {
+    uid: QEMU_UID,
+    gid: input.accel === "kvm" && input.kvmGid !== undefined ? input.kvmGid : QEMU_GID,
+    detached: true,
+    cwd: input.privateDir,
+    env: { PATH: "/usr/bin:/bin", TMPDIR: input.privateDir, HOME: input.privateDir },
+  };
+}
+
+/** Guest RAM for a qube: its memory limit, plus 96 MiB for the kernel, plus twice the initramfs (image + unpacked). */
+export function guestMemoryMiB(memoryBytes: number, rootfsBytes: number, initrdBytes: number): number {
+  const mib = 1024 * 1024;
+  return Math.ceil(memoryBytes / mib) + 96 + Math.ceil((rootfsBytes + initrdBytes) / mib);
+}

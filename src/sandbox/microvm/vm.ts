@@ -1,0 +1,370 @@
+/**
+ * One disposable micro-VM: a QEMU process, confined (unprivileged uid, own process group, private temp dir,
+ * seccomp), that boots the qube's initramfs, says hello on its channel, serves exactly one qube, and is
+ * destroyed. `MicroVm.boot` returns once the init said hello (that is what a preloaded VM is); `serve` sends
+ * the qube, parses the hostile channel, unpacks the outputs, and always destroys the VM before it settles.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { chmod, chown, mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { AirqubeError, InternalError, PeerError, PlatformError, TimeoutError } from "../../qube/errors.js";
+import type { OutputFile } from "../api.js";
+import { ChannelParser, type ChannelResult, FRAME_MAX, HELLO } from "../channel.js";
+import { unpackTar } from "../unpack.js";
+import { encodeQube, type VmQube } from "./host-frames.js";
+import { type Accel, guestMemoryMiB, QEMU_GID, QEMU_UID, qemuArgs, qemuSpawnPlan } from "./qemu-args.js";
+
+const HELLO_FRAME = Buffer.concat([Buffer.from([0x48, 0, 0, 0, HELLO.length]), Buffer.from(HELLO, "latin1")]);
+const STDERR_TAIL = 4096;
+
+export interface VmBootConfig {
+  qemuBinary: string;
+  kernel: string;
+  initrd: { path: string; bytes: number; rootfsBytes: number };
+  accel: Accel;
+  /** The largest memory limit a qube of this VM may ask for. */
+  memoryBytes: number;
+  vcpus: number;
+  bootTimeoutMs: number;
+  /** Keep the kernel console in the private temp dir (development only); its tail goes into boot errors. */
+  consoleLog?: boolean;
+  /** Group id that may open /dev/kvm (for accel kvm). */
+  kvmGid?: number;
+}
+
+export interface VmServeResult {
+  channel: ChannelResult;
+  files: OutputFile[];
+  /** The host killed the VM at wall time + grace (the init's own deadline did not end the qube in time). */
+  hostTimedOut: boolean;
+  startedAt: Date;
+  endedAt: Date;
+  durationMs: number;
+  /** Milliseconds from `serve` to the first stdout frame, when there was one. */
+  firstStdoutMs?: number;
+}
+
+/** Walks frame headers (not payloads) to spot stdout and the end frame without parsing twice. */
+class FrameTracker {
+  private header = Buffer.alloc(0);
+  private remaining = 0;
+  sawEnd = false;
+  sawStdout = false;
+  push(chunk: Buffer): void {
+    let offset = 0;
+    while (offset < chunk.length && !this.sawEnd) {
+      if (this.remaining > 0) {
+        const skip = Math.min(this.remaining, chunk.length - offset);
+        this.remaining -= skip;
+        offset += skip;
+        continue;
+      }
+      const need = 5 - this.header.length;
+      this.header = Buffer.concat([this.header, chunk.subarray(offset, offset + need)]);
+      offset += Math.min(need, chunk.length - offset);
+      if (this.header.length < 5) return;
+      const type = this.header[0];
+      this.remaining = Math.min(this.header.readUInt32BE(1), FRAME_MAX + 1);
+      this.header = Buffer.alloc(0);
+      if (type === 0x4f) this.sawStdout = true;
+      if (type === 0x5a && this.remaining === 0) this.sawEnd = true;
+    }
+  }
+}
+
+/**
+ * A booted, waiting micro-VM.
+ *
+ * @example
+ * const vm = await MicroVm.boot(config);
+ * const result = await vm.serve(qube, { graceMs: 10_000 }); // the VM is gone afterwards
+ */
+export class MicroVm {
+  readonly id = randomUUID();
+  private served = false;
+  private destroyed: Promise<void> | undefined;
+  private exitedFlag = false;
+  private stderrTail = "";
+  private early: Buffer[] = [];
+  private sink: ((chunk: Buffer) => void) | undefined;
+  private readonly exited: Promise<void>;
+
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly privateDir: string,
+    readonly bootedAt: number,
+  ) {
+    this.exited = new Promise((resolve) => {
+      child.once("close", () => {
+        this.exitedFlag = true;
+        resolve();
+      });
+    });
+    child.stderr?.on("data", (chunk: Buffer) => {
+      this.stderrTail = (this.stderrTail + chunk.toString("utf8")).slice(-STDERR_TAIL);
+    });
+    child.stdout?.on("data", (chunk: Buffer) => {
+      if (this.sink) this.sink(chunk);
+      else this.early.push(chunk);
+    });
+    child.stdin?.on("error", () => undefined); // EPIPE when the VM is gone: seen through `exited`
+  }
+
+  /** True once QEMU has exited. */
+  get exitedAlready(): boolean {
+    return this.exitedFlag;
+  }
+
+  /** True when this VM has been handed its one qube. */
+  get used(): boolean {
+    return this.served;
+  }
+
+  /** Boots a VM and waits for its init's hello; destroys it on failure. */
+  static async boot(config: VmBootConfig, options: { signal?: AbortSignal } = {}): Promise<MicroVm> {
+    options.signal?.throwIfAborted();
+    const privateDir = await mkdtemp(join(tmpdir(), "airqube-vm-"));
+    await chown(privateDir, QEMU_UID, QEMU_GID);
+    await chmod(privateDir, 0o700);
+    const consoleLog = config.consoleLog ? join(privateDir, "console.log") : undefined;
+    const args = qemuArgs({
+      accel: config.accel,
+      kernel: config.kernel,
+      initrd: config.initrd.path,
+      memoryMiB: guestMemoryMiB(config.memoryBytes, config.initrd.rootfsBytes, config.initrd.bytes),
+      vcpus: config.vcpus,
+      ...(consoleLog ? { consoleLog } : {}),
+    });
+    const plan = qemuSpawnPlan({
+      accel: config.accel,
+      privateDir,
+      ...(config.kvmGid !== undefined ? { kvmGid: config.kvmGid } : {}),
+    });
+    let child: ChildProcess;
+    try {
+      child = spawn(config.qemuBinary, args, { ...plan, stdio: ["pipe", "pipe", "pipe"] });
+    } catch (error) {
+      await rm(privateDir, { recursive: true, force: true });
+      throw new PlatformError("QEMU_SPAWN_FAILED", "Could not start QEMU", { details: String(error), cause: error });
+    }
+    const vm = new MicroVm(child, privateDir, performance.now());
+    const spawnError = new Promise<Error>((resolve) => child.once("error", resolve));
+    try {
+      await vm.awaitHello(config.bootTimeoutMs, spawnError, options.signal, consoleLog);
+      return vm;
+    } catch (error) {
+      await vm.destroy();
+      throw error;
+    }
+  }
+
+  private async awaitHello(
+    timeoutMs: number,
+    spawnError: Promise<Error>,
+    signal: AbortSignal | undefined,
+    consoleLog: string | undefined,
+  ): Promise<void> {
+    let settle: (value: "hello" | "garbage") => void = () => undefined;
+    const hello = new Promise<"hello" | "garbage">((resolve) => {
+      settle = resolve;
+    });
+    const check = (): void => {
+      const bytes = Buffer.concat(this.early);
+      const prefix = bytes.subarray(0, HELLO_FRAME.length);
+      if (!prefix.equals(HELLO_FRAME.subarray(0, prefix.length))) settle("garbage");
+      else if (bytes.length >= HELLO_FRAME.length) settle("hello");
+    };
+    this.sink = (chunk) => {
+      this.early.push(chunk);
+      check();
+    };
+    check();
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    try {
+      const outcome = await Promise.race([
+        hello,
+        this.exited.then(() => "exited" as const),
+        spawnError.then((error) => error),
+        new Promise<"timeout">((resolve) => {
+          timer = setTimeout(() => resolve("timeout"), timeoutMs);
+        }),
+        new Promise<"abort">((resolve) => {
+          onAbort = () => resolve("abort");
+          signal?.addEventListener("abort", onAbort, { once: true });
+        }),
+      ]);
+      if (outcome === "hello") return;
+      const console = consoleLog ? (await readFile(consoleLog, "utf8").catch(() => "")).slice(-2048) : "";
+      const details = [this.stderrTail.trim(), console.trim()].filter(Boolean).join("\n") || undefined;
+      if (outcome === "abort") throw new TimeoutError("ABORTED", "The VM boot was aborted");
+      if (outcome === "timeout")
+        throw new TimeoutError(
+          "VM_BOOT_TIMEOUT",
+          `The VM did not boot within ${timeoutMs} ms`,
+          details ? { details } : {},
+        );
+      if (outcome === "garbage") throw new PeerError("CHANNEL_INVALID", "The VM did not start with the init hello");
+      if (outcome instanceof Error)
+        throw new PlatformError("QEMU_SPAWN_FAILED", "Could not start QEMU", {
+          details: outcome.message,
+          cause: outcome,
+        });
+      throw new PlatformError("VM_BOOT_FAILED", "QEMU exited before the VM booted", details ? { details } : {});
+    } finally {
+      this.sink = undefined;
+      clearTimeout(timer);
+      if (onAbort) signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /**
+   * Sends the VM its one qube and collects the result. Always destroys the VM before settling. Rejects with
+   * `VM_REUSED` when called twice, `CHANNEL_INVALID` / `ARCHIVE_*` (PeerError) when the VM sends anything
+   * malformed, `ABORTED` on abort.
+   */
+  async serve(
+    qube: VmQube,
+    run: { outputDir?: string; graceMs: number },
+    options: { signal?: AbortSignal } = {},
+  ): Promise<VmServeResult> {
+    if (this.served) throw new InternalError("VM_REUSED", "A micro-VM may serve only one qube");
+    this.served = true;
+    try {
+      return await this.serveOnce(qube, run, options.signal);
+    } finally {
+      await this.destroy();
+    }
+  }
+
+  private async serveOnce(
+    qube: VmQube,
+    run: { outputDir?: string; graceMs: number },
+    signal: AbortSignal | undefined,
+  ): Promise<VmServeResult> {
+    signal?.throwIfAborted();
+    if (this.exitedFlag) throw new PlatformError("VM_GONE", "The preloaded VM exited before it got its qube");
+    const { limits } = qube;
+    const parser = new ChannelParser({
+      logBytes: limits.logBytes,
+      maxArchiveBytes: limits.output.maxTotalBytes + 1024 * 1024 + limits.output.maxFiles * 1024,
+    });
+    const unpacking: Promise<OutputFile[]> =
+      qube.outputs.length > 0 && run.outputDir
+        ? unpackTar(parser.archive, run.outputDir, limits.output, signal ? { signal } : {})
+        : drain(parser.archive);
+    unpacking.catch(() => undefined); // observed below
+
+    const tracker = new FrameTracker();
+    const startedAt = new Date();
+    const started = performance.now();
+    let firstStdoutMs: number | undefined;
+    let wake: () => void = () => undefined;
+    const woken = new Promise<void>((resolve) => {
+      wake = resolve;
+    });
+    const feed = (chunk: Buffer): void => {
+      parser.push(chunk);
+      tracker.push(chunk);
+      if (firstStdoutMs === undefined && tracker.sawStdout) firstStdoutMs = performance.now() - started;
+      if (parser.error || tracker.sawEnd) wake();
+      else if (parser.backpressured) {
+        this.child.stdout?.pause();
+        parser.archive.once("drain", () => this.child.stdout?.resume());
+      }
+    };
+    const early = Buffer.concat(this.early);
+    this.early = [];
+    this.sink = feed;
+    feed(early);
+
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    let outcome: "done" | "exited" | "timeout" | "abort";
+    try {
+      this.child.stdin?.write(encodeQube(qube));
+      outcome = await Promise.race([
+        woken.then(() => "done" as const),
+        this.exited.then(() => "exited" as const),
+        new Promise<"timeout">((resolve) => {
+          timer = setTimeout(() => resolve("timeout"), limits.wallTimeMs + run.graceMs);
+        }),
+        new Promise<"abort">((resolve) => {
+          onAbort = () => resolve("abort");
+          if (signal?.aborted) onAbort();
+          signal?.addEventListener("abort", onAbort, { once: true });
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) signal?.removeEventListener("abort", onAbort);
+    }
+    // The result is complete (or will never be): the VM goes now, whatever it is doing.
+    await this.destroy();
+    this.sink = undefined;
+    const durationMs = Math.round(performance.now() - started);
+    const endedAt = new Date();
+    if (outcome === "abort") {
+      parser.archive.destroy();
+      throw new TimeoutError("ABORTED", "The qube was aborted");
+    }
+    const channel = parser.end();
+    if (parser.error) throw parser.error;
+    const hostTimedOut = outcome === "timeout";
+    if (!channel.complete && !hostTimedOut) {
+      const details = this.stderrTail.trim();
+      throw new PeerError(
+        "VM_CHANNEL_INCOMPLETE",
+        "The VM ended without finishing its report",
+        details ? { details } : {},
+      );
+    }
+    let files: OutputFile[] = [];
+    try {
+      files = await unpacking;
+    } catch (error) {
+      if (channel.complete && !hostTimedOut) throw error;
+      if (!(error instanceof AirqubeError)) throw error;
+    }
+    return {
+      channel,
+      files: hostTimedOut ? [] : files,
+      hostTimedOut,
+      startedAt,
+      endedAt,
+      durationMs,
+      ...(firstStdoutMs !== undefined ? { firstStdoutMs } : {}),
+    };
+  }
+
+  /** Kills QEMU's whole process group, waits for it to exit, and wipes the private temp dir. Idempotent. */
+  destroy(): Promise<void> {
+    this.destroyed ??= (async () => {
+      const pid = this.child.pid;
+      if (pid !== undefined && !this.exitedFlag) {
+        try {
+          process.kill(-pid, "SIGKILL");
+        } catch {
+          try {
+            this.child.kill("SIGKILL");
+          } catch {
+            // already gone
+          }
+        }
+      }
+      if (pid !== undefined) await this.exited;
+      this.child.stdin?.destroy();
+      await rm(this.privateDir, { recursive: true, force: true });
+    })();
+    return this.destroyed;
+  }
+}
+
+async function drain(stream: NodeJS.ReadableStream): Promise<OutputFile[]> {
+  for await (const _ of stream) {
+    // outputs not requested: discard
+  }
+  return [];
+}
