@@ -1,0 +1,53 @@
+/**
+ * `npm run bench:sandbox -- --json [--runs N]`: a trivial qube (`true`) through ContainerSandbox against
+ * `docker run --rm` with the same hardening flags, interleaved in one run, so the ratio is measured on the
+ * same machine under the same load. Prints { runs, airqubeMedianMs, rawDockerMedianMs, ratio }.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DEFAULT_LIMITS } from "../src/sandbox/api.js";
+import { ContainerSandbox } from "../src/sandbox/container-sandbox.js";
+import { seccompProfile } from "../src/sandbox/seccomp.js";
+import { argValue, median, round, wantsJson } from "./stats.js";
+
+const runs = argValue("--runs", 20);
+const image = "airqube/busybox:latest";
+const profile = join(mkdtempSync(join(tmpdir(), "aq-bench-")), "seccomp.json");
+writeFileSync(profile, JSON.stringify(seccompProfile()));
+const limits = DEFAULT_LIMITS;
+const scratch = `rw,noexec,nosuid,nodev,size=${limits.scratchBytes},mode=1777,uid=65534,gid=65534`;
+// The same flags hardenedContainerConfig sets, spelled as docker run options.
+const rawArgs = [
+  "run", "--rm", "--network", "none", "--read-only", "--cap-drop", "ALL",
+  "--security-opt", "no-new-privileges:true", "--security-opt", `seccomp=${profile}`,
+  "--pids-limit", String(limits.pids), "--memory", String(limits.memoryBytes), "--memory-swap", String(limits.memoryBytes),
+  "--cpus", String(limits.cpus), "--ulimit", "nofile=1024:1024", "--ulimit", "core=0:0",
+  "--tmpfs", `/scratch:${scratch}`, "--tmpfs", `/output:${scratch}`, "--tmpfs", `/tmp:${scratch}`,
+  "--ipc", "private", "--cgroupns", "private", "--log-driver", "none", "--user", "65534:65534", image, "true",
+];
+
+const sandbox = new ContainerSandbox();
+const ours: number[] = [];
+const raw: number[] = [];
+// one warm-up of each, not counted
+await sandbox.run({ image, command: ["true"] });
+execFileSync("docker", rawArgs);
+for (let i = 0; i < runs; i++) {
+  let t = performance.now();
+  await sandbox.run({ image, command: ["true"] });
+  ours.push(performance.now() - t);
+  t = performance.now();
+  execFileSync("docker", rawArgs);
+  raw.push(performance.now() - t);
+  if (!wantsJson) process.stderr.write(`\r${i + 1}/${runs}`);
+}
+const result = {
+  runs,
+  airqubeMedianMs: round(median(ours)),
+  rawDockerMedianMs: round(median(raw)),
+  ratio: round(median(ours) / median(raw), 3),
+};
+if (!wantsJson) process.stderr.write("\n");
+console.log(JSON.stringify(result));
