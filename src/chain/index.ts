@@ -1,0 +1,31 @@
+/**
+ * Chain bindings: the escrow client, deployment, the embedded local chain and the pure job hashing.
+ */
+export { type Deployment, deployEscrow, fundAccounts } from "./deploy.js";
+export { ChainError, type ChainErrorCode } from "./errors.js";
+export {
+  type Credit,
+  EscrowClient,
+  type EscrowClientConfig,
+  type JobState,
+  type OwnOpening,
+  type TxResult,
+} from "./escrow-client.js";
+export {
+  budgetOf,
+  commitmentOf,
+  type EscrowJob,
+  escrowJobSchema,
+  jobIdOf,
+  type Opening,
+  parseEscrowJob,
+  ZERO_BYTES32,
+} from "./job.js";
+export {
+  type LocalAccount,
+  type LocalChain,
+  type LocalChainOptions,
+  localAccounts,
+  startLocalChain,
+} from "./local-chain.js";
+export { type CallOptions, decodeRevert, fetchChainId } from "./rpc.js";
