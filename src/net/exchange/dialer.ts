@@ -1,0 +1,210 @@
+/**
+ * Requestor side of the exchange protocol, as a session with explicit phases so that the requestor can run
+ * commit-reveal across k providers: `open` (propose, get the countersigned agreement, send sealed inputs),
+ * `awaitCommitment` (the provider's signed commitment), `reveal` (ask for the reveal, check it against the
+ * commitment and the statement, receive and unpack the outputs, recompute the outputs root).
+ */
+import type { Libp2p, Stream } from "@libp2p/interface";
+import { peerIdFromString } from "@libp2p/peer-id";
+import { multiaddr } from "@multiformats/multiaddr";
+import {
+  buildOutputManifest,
+  type Commitment,
+  checkReveal,
+  checkStatementAgainstSpec,
+  commitmentSchema,
+  type Identity,
+  type OutputManifest,
+  outputsRootOf,
+  PeerError,
+  revealSchema as qubeRevealSchema,
+  type ResultStatement,
+  type Reveal,
+  type SignedEnvelope,
+  type VerifiedQubeSpec,
+  verifyEnvelope,
+  verifyResultStatement,
+} from "../../qube/index.js";
+import type { OutputFile } from "../../sandbox/api.js";
+import { unpackTar } from "../../sandbox/unpack.js";
+import { type Agreement, type AgreementTerms, verifyAgreement } from "../agreement.js";
+import { parseMessage, Wire, withDeadline } from "../wire.js";
+import { COMMIT_GRACE_MS, EXCHANGE_PROTOCOL, MAX_FRAME_BYTES, NEGOTIATION_TIMEOUT_MS } from "./constants.js";
+import { answerSchema, doneSchema, providerProgressSchema, revealSchema } from "./messages.js";
+import { fileSource, receiveSealed, sendSealed } from "./transfer.js";
+
+/** Thrown when a provider refuses a proposal; carries its reason. */
+export class ProposalRejectedError extends PeerError {
+  constructor(code: string, reason: string) {
+    super("PROPOSAL_REJECTED", "The provider refused the qube", { details: `${code}: ${reason}` });
+  }
+}
+
+export interface RevealedResult {
+  statement: SignedEnvelope<ResultStatement>;
+  reveal: SignedEnvelope<Reveal>;
+  manifest: OutputManifest;
+  files: OutputFile[];
+  stdout: string;
+  stderr: string;
+}
+
+/** One qube on one provider. */
+export class ExchangeSession {
+  agreement: Agreement | undefined;
+  commitment: SignedEnvelope<Commitment> | undefined;
+  private constructor(
+    private readonly wire: Wire,
+    readonly provider: string,
+    private readonly spec: VerifiedQubeSpec,
+    private readonly identity: Identity,
+  ) {}
+
+  /**
+   * Dials the provider, proposes, and on acceptance streams the sealed inputs.
+   * `inputs` maps each spec input path to a host file.
+   */
+  static async open(
+    node: Libp2p,
+    target: { provider: string; addrs: string[]; sealingKey: Uint8Array },
+    spec: VerifiedQubeSpec,
+    proposal: SignedEnvelope<AgreementTerms>,
+    identity: Identity,
+    inputs: Map<string, string>,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<ExchangeSession> {
+    const peer = peerIdFromString(target.provider);
+    const signal = withDeadline(NEGOTIATION_TIMEOUT_MS, options.signal);
+    let stream: Stream;
+    try {
+      await node.peerStore.merge(peer, { multiaddrs: target.addrs.map((a) => multiaddr(a)) });
+      stream = await node.dialProtocol(peer, EXCHANGE_PROTOCOL, { signal });
+    } catch (error) {
+      throw new PeerError("PROVIDER_UNREACHABLE", "Could not reach the provider", {
+        details: `${target.provider}: ${(error as Error).message}`,
+        cause: error,
+      });
+    }
+    const wire = new Wire(stream, { maxFrameBytes: MAX_FRAME_BYTES });
+    const session = new ExchangeSession(wire, target.provider, spec, identity);
+    try {
+      await wire.send({ type: "propose", spec: spec.envelope, proposal }, { signal });
+      const answer = await wire.receive(answerSchema, { signal });
+      if (answer.type === "reject") throw new ProposalRejectedError(answer.code, answer.reason);
+      const agreement = verifyAgreement({ requestor: proposal, provider: answer.agreement });
+      if (agreement.provider.signer !== target.provider)
+        throw new PeerError("AGREEMENT_INVALID", "The agreement is countersigned by another provider");
+      session.agreement = agreement;
+      for (const input of spec.spec.inputs) {
+        const source = inputs.get(input.path);
+        if (!source) throw new PeerError("INPUT_MISSING", "No file for a declared input", { details: input.path });
+        await sendSealed(wire, fileSource(source), { qubeId: spec.id, recipientPublicKey: target.sealingKey }, options);
+        await wire.send({ type: "input-end", path: input.path }, options);
+      }
+      return session;
+    } catch (error) {
+      wire.abort(error as Error);
+      throw error;
+    }
+  }
+
+  /** Waits for the provider's signed commitment (bounded by the qube's wall time plus a grace period). */
+  async awaitCommitment(
+    options: { signal?: AbortSignal; onStarted?: () => void } = {},
+  ): Promise<SignedEnvelope<Commitment>> {
+    const signal = withDeadline(this.spec.spec.limits.wallTimeMs + COMMIT_GRACE_MS, options.signal);
+    try {
+      for (;;) {
+        const message = await this.wire.receive(providerProgressSchema, { signal });
+        if (message.type === "started") {
+          options.onStarted?.();
+          continue;
+        }
+        if (message.type === "failed")
+          throw new PeerError("PROVIDER_FAILED", "The provider failed the qube", {
+            details: `${message.code}: ${message.reason}`,
+          });
+        const commitment = verifyEnvelope(message.commitment, {
+          kind: "commitment",
+          schema: commitmentSchema,
+          signer: this.provider,
+        });
+        if (commitment.payload.qubeId !== this.spec.id || commitment.payload.provider !== this.provider) {
+          throw new PeerError("COMMITMENT_INVALID", "The commitment is for another qube or provider");
+        }
+        this.commitment = commitment;
+        return commitment;
+      }
+    } catch (error) {
+      this.wire.abort(error as Error);
+      throw error;
+    }
+  }
+
+  /**
+   * Asks for the reveal, checks it against the commitment and the statement, then receives the sealed outputs
+   * into `outputDir`, unpacks them safely and recomputes the outputs root, which must match.
+   */
+  async reveal(outputDir: string, options: { signal?: AbortSignal } = {}): Promise<RevealedResult> {
+    if (!this.commitment) throw new PeerError("COMMITMENT_MISSING", "No commitment to reveal against");
+    const signal = withDeadline(NEGOTIATION_TIMEOUT_MS * 4, options.signal);
+    try {
+      await this.wire.send({ type: "reveal-request" }, { signal });
+      const message = await this.wire.receive(revealSchema, { signal });
+      const reveal = verifyEnvelope(message.reveal, {
+        kind: "reveal",
+        schema: qubeRevealSchema,
+        signer: this.provider,
+      });
+      checkReveal(this.commitment.payload, reveal.payload);
+      const statementPayload = verifyResultStatement(message.statement, { provider: this.provider, qubeId: this.spec.id });
+      checkStatementAgainstSpec(statementPayload, this.spec.spec, this.spec.id);
+      if (statementPayload.outputsRoot !== reveal.payload.outputsRoot)
+        throw new PeerError("STATEMENT_MISMATCH", "The statement and the reveal name different outputs");
+      const limits = this.spec.spec.limits;
+      const pieces = receiveSealed(
+        this.wire,
+        {
+          qubeId: this.spec.id,
+          recipient: this.identity.sealing,
+          maxBytes: limits.outputBytes + (limits.outputFiles + 16) * 2048,
+        },
+        { signal },
+      );
+      let end: unknown;
+      const files = await unpackTar(
+        (async function* () {
+          end = yield* pieces;
+        })(),
+        outputDir,
+        { maxFileBytes: limits.outputBytes, maxTotalBytes: limits.outputBytes, maxFiles: limits.outputFiles },
+        { signal },
+      );
+      parseMessage(doneSchema, end);
+      const manifest = buildOutputManifest(files, this.spec.spec, { source: "peer" });
+      const root = outputsRootOf(manifest);
+      if (root !== statementPayload.outputsRoot) {
+        throw new PeerError("OUTPUTS_MISMATCH", "The outputs received do not hash to the root the provider signed", {
+          details: `${root} != ${statementPayload.outputsRoot}`,
+        });
+      }
+      await this.wire.close();
+      return {
+        statement: message.statement as SignedEnvelope<ResultStatement>,
+        reveal,
+        manifest,
+        files,
+        stdout: message.stdout,
+        stderr: message.stderr,
+      };
+    } catch (error) {
+      this.wire.abort(error as Error);
+      throw error;
+    }
+  }
+
+  /** Ends the session without a reveal (the provider's work is not used). */
+  abort(reason: Error): void {
+    this.wire.abort(reason);
+  }
+}

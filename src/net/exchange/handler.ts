@@ -1,0 +1,220 @@
+/**
+ * Provider side of the exchange protocol. It verifies everything the requestor sends before acting on it
+ * (spec signature and id, the proposal's signature and terms), asks the host for admission, receives the
+ * sealed inputs, lets the host run the qube, commits, waits for the reveal request, then reveals and streams
+ * the outputs sealed to the requestor. Any violation aborts the stream; the provider keeps serving.
+ */
+import { mkdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import type { Connection, Stream } from "@libp2p/interface";
+import {
+  type AirqubeError,
+  type Commitment,
+  fromHex,
+  type Identity,
+  type OutputManifest,
+  PeerError,
+  type ResultStatement,
+  type SignedEnvelope,
+  toAirqubeError,
+  type VerifiedQubeSpec,
+  verifySignedQubeSpec,
+} from "../../qube/index.js";
+import { packDirectory } from "../../sandbox/pack.js";
+import { type Agreement, type AgreementTerms, countersign, verifyProposal } from "../agreement.js";
+import { parseMessage, Wire, withDeadline } from "../wire.js";
+import {
+  EXCHANGE_PROTOCOL,
+  MAX_FRAME_BYTES,
+  MAX_LOG_EXCERPT,
+  NEGOTIATION_TIMEOUT_MS,
+  REVEAL_WAIT_MS,
+} from "./constants.js";
+import { inputEndSchema, proposeSchema, revealRequestSchema } from "./messages.js";
+import { receiveSealed, sendSealed, writeNewFile } from "./transfer.js";
+
+/** A qube the host admitted. */
+export interface AdmittedJob {
+  jobId: string;
+  /** Directory the inputs are written to (created by the handler). */
+  inputsDir: string;
+  /** Directory the outputs must end up in. */
+  outputsDir: string;
+  /** Frees the capacity slot; called exactly once. */
+  release(): void;
+}
+
+export type Admission = { ok: true; job: AdmittedJob } | { ok: false; code: string; reason: string };
+
+/** What the host computed for one qube. */
+export interface Execution {
+  statement: SignedEnvelope<ResultStatement>;
+  manifest: OutputManifest;
+  stdout: string;
+  stderr: string;
+}
+
+/** What the host answers when asked to commit (the behaviour hook for adversary tests lives here). */
+export interface CommitPlan {
+  commitment: SignedEnvelope<Commitment>;
+  /** Reveal payload signed by the provider, sent after the reveal request. */
+  reveal: () => SignedEnvelope<unknown>;
+}
+
+/** The provider agent, as the protocol sees it. */
+export interface ExchangeHost {
+  identity: Identity;
+  now(): Date;
+  admit(request: { spec: VerifiedQubeSpec; agreement: Agreement; peer: string }): Promise<Admission>;
+  execute(
+    job: AdmittedJob,
+    spec: VerifiedQubeSpec,
+    agreement: Agreement,
+    options: { signal: AbortSignal },
+  ): Promise<Execution>;
+  commit(job: AdmittedJob, execution: Execution): CommitPlan;
+  /** Journals a state change of a job (the ledger). */
+  record(jobId: string, event: JobEvent): void;
+  /** Optional: called after commit, before waiting for the reveal request (the `crash`/`slow` behaviours). */
+  afterCommit?(job: AdmittedJob): Promise<void>;
+}
+
+export type JobEvent =
+  | { state: "accepted"; qubeId: string; requestor: string; price: string }
+  | { state: "running" }
+  | { state: "committed"; outputsRoot: string }
+  | { state: "revealed" }
+  | { state: "failed"; code: string; reason: string }
+  | { state: "abandoned"; reason: string };
+
+/** Registers the handler on a libp2p node. */
+export async function handleExchange(
+  node: {
+    handle(
+      protocol: string,
+      handler: (stream: Stream, connection: Connection) => void | Promise<void>,
+      options?: object,
+    ): Promise<void>;
+  },
+  host: ExchangeHost,
+  options: { signal?: AbortSignal; onError?: (error: AirqubeError, peer: string) => void } = {},
+): Promise<void> {
+  await node.handle(
+    EXCHANGE_PROTOCOL,
+    async (stream, connection) => {
+      const peer = connection.remotePeer.toString();
+      const wire = new Wire(stream, { maxFrameBytes: MAX_FRAME_BYTES });
+      try {
+        await serve(wire, peer, host, options.signal);
+      } catch (error) {
+        const e = toAirqubeError(error);
+        options.onError?.(e, peer);
+        await wire.send({ type: "failed", code: e.code, reason: e.shortMessage.slice(0, 1000) }).catch(() => undefined);
+        wire.abort(e);
+      }
+    },
+    { maxInboundStreams: 64, runOnLimitedConnection: false },
+  );
+}
+
+async function serve(wire: Wire, peer: string, host: ExchangeHost, signal?: AbortSignal): Promise<void> {
+  const first = await wire.receive(proposeSchema, { signal: withDeadline(NEGOTIATION_TIMEOUT_MS, signal) });
+  const now = host.now();
+  const spec = verifySignedQubeSpec(first.spec, { now, source: "peer" });
+  const proposal = verifyProposal(first.proposal);
+  const terms: AgreementTerms = proposal.payload;
+  if (spec.envelope.signer !== peer || proposal.signer !== peer) {
+    throw new PeerError("PEER_MISMATCH", "The spec and proposal must be signed by the connected peer");
+  }
+  if (terms.qubeId !== spec.id)
+    throw new PeerError("AGREEMENT_INVALID", "The proposal names another qube", { details: terms.qubeId });
+  if (terms.requestor !== spec.spec.requestor)
+    throw new PeerError("AGREEMENT_INVALID", "The proposal's requestor is not the spec's");
+  if (Date.parse(terms.deadline) <= now.getTime())
+    throw new PeerError("AGREEMENT_INVALID", "The proposal's deadline has passed");
+  const agreement = countersign(proposal, host.identity);
+  const admission = await host.admit({ spec, agreement, peer });
+  if (!admission.ok) {
+    await wire.send({ type: "reject", code: admission.code, reason: admission.reason });
+    await wire.close();
+    return;
+  }
+  const job = admission.job;
+  const controller = new AbortController();
+  const jobSignal = signal ? AbortSignal.any([signal, controller.signal]) : controller.signal;
+  try {
+    host.record(job.jobId, { state: "accepted", qubeId: spec.id, requestor: peer, price: terms.price });
+    await wire.send({ type: "accept", agreement: agreement.provider });
+    await receiveInputs(wire, spec, job, host.identity, jobSignal);
+
+    await wire.send({ type: "started" });
+    host.record(job.jobId, { state: "running" });
+    const execution = await host.execute(job, spec, agreement, { signal: jobSignal });
+    const plan = host.commit(job, execution);
+    await wire.send({ type: "commit", commitment: plan.commitment });
+    host.record(job.jobId, { state: "committed", outputsRoot: execution.statement.payload.outputsRoot });
+    await host.afterCommit?.(job);
+
+    await wire.receive(revealRequestSchema, { signal: withDeadline(REVEAL_WAIT_MS, jobSignal) });
+    const archive = packDirectory(job.outputsDir);
+    await wire.send({
+      type: "reveal",
+      reveal: plan.reveal(),
+      statement: execution.statement,
+      manifest: execution.manifest,
+      stdout: execution.stdout.slice(0, MAX_LOG_EXCERPT / 4),
+      stderr: execution.stderr.slice(0, MAX_LOG_EXCERPT / 4),
+    });
+    await sendSealed(
+      wire,
+      archive,
+      { qubeId: spec.id, recipientPublicKey: fromHex(terms.requestorSealingKey, 32) },
+      { signal: jobSignal },
+    );
+    await wire.send({ type: "done" });
+    host.record(job.jobId, { state: "revealed" });
+    await wire.close();
+  } catch (error) {
+    const e = toAirqubeError(error);
+    host.record(job.jobId, { state: "failed", code: e.code, reason: e.shortMessage });
+    throw e;
+  } finally {
+    controller.abort();
+    job.release();
+  }
+}
+
+async function receiveInputs(
+  wire: Wire,
+  spec: VerifiedQubeSpec,
+  job: AdmittedJob,
+  identity: Identity,
+  signal: AbortSignal,
+): Promise<void> {
+  await mkdir(job.inputsDir, { recursive: true });
+  for (const input of spec.spec.inputs) {
+    const target = join(job.inputsDir, input.path);
+    await mkdir(dirname(target), { recursive: true });
+    const pieces = receiveSealed(
+      wire,
+      {
+        qubeId: spec.id,
+        recipient: identity.sealing,
+        maxBytes: input.size,
+        expectedSize: input.size,
+        expectedSha256: input.sha256,
+      },
+      { signal },
+    );
+    let end: unknown;
+    await writeNewFile(
+      target,
+      (async function* () {
+        end = yield* pieces;
+      })(),
+    );
+    const message = parseMessage(inputEndSchema, end);
+    if (message.path !== input.path)
+      throw new PeerError("INPUT_UNEXPECTED", "Inputs arrived out of order", { details: message.path });
+  }
+}
