@@ -10,6 +10,7 @@
  * finite numbers, booleans and null. Anything else is rejected with a typed error instead of being
  * silently coerced the way `JSON.stringify` would.
  */
+import { isUtf8 } from "node:buffer";
 import jcs from "canonicalize";
 import { describe } from "./bytes.js";
 import { type Source, sourceError } from "./fault.js";
@@ -57,7 +58,6 @@ export interface ParseJsonOptions {
   requireCanonical?: boolean;
 }
 
-const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
  * Parses JSON bytes into a plain JSON value, with the byte limit checked first.
@@ -79,7 +79,9 @@ export function parseJsonBytes(bytes: Uint8Array, options: ParseJsonOptions): un
   }
   let value: unknown;
   try {
-    value = JSON.parse(decoder.decode(bytes));
+    // isUtf8 first: Buffer's decoder would replace invalid sequences instead of failing.
+    if (!isUtf8(bytes)) throw new SyntaxError("invalid UTF-8");
+    value = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8"));
   } catch (error) {
     throw sourceError(source, "JSON_INVALID", `The ${what} is not valid UTF-8 JSON`, {
       details: error instanceof Error ? error.message : undefined,
@@ -100,39 +102,39 @@ export function parseJsonBytes(bytes: Uint8Array, options: ParseJsonOptions): un
 /** Walks a value iteratively and throws CANONICAL_INVALID on anything outside the JSON value model. */
 function checkJsonValue(root: unknown, source: Source): void {
   const stack: Array<{ value: unknown; depth: number; path: string }> = [{ value: root, depth: 0, path: "$" }];
+  const invalid = (path: string, why: string) =>
+    sourceError(source, "CANONICAL_INVALID", "Value cannot be canonically encoded", { details: `${path}: ${why}` });
   while (stack.length > 0) {
     const { value, depth, path } = stack.pop()!;
-    const fail = (why: string) =>
-      sourceError(source, "CANONICAL_INVALID", "Value cannot be canonically encoded", { details: `${path}: ${why}` });
     switch (typeof value) {
       case "string":
-        if (!value.isWellFormed()) throw fail("string has a lone surrogate");
+        if (!value.isWellFormed()) throw invalid(path, "string has a lone surrogate");
         continue;
       case "number":
-        if (!Number.isFinite(value)) throw fail(`number ${value} is not finite`);
+        if (!Number.isFinite(value)) throw invalid(path, `number ${value} is not finite`);
         continue;
       case "boolean":
         continue;
       case "object":
         break;
       default:
-        throw fail(`${typeof value} is not a JSON value`);
+        throw invalid(path, `${typeof value} is not a JSON value`);
     }
     if (value === null) continue;
-    if (depth >= MAX_CANONICAL_DEPTH) throw fail(`nested deeper than ${MAX_CANONICAL_DEPTH}`);
+    if (depth >= MAX_CANONICAL_DEPTH) throw invalid(path, `nested deeper than ${MAX_CANONICAL_DEPTH}`);
     if (Array.isArray(value)) {
       for (let i = 0; i < value.length; i++) {
         const item = value[i];
-        if (item === undefined) throw fail(`[${i}] is undefined`);
+        if (item === undefined) throw invalid(path, `[${i}] is undefined`);
         stack.push({ value: item, depth: depth + 1, path: `${path}[${i}]` });
       }
       continue;
     }
     const proto = Object.getPrototypeOf(value);
-    if (proto !== Object.prototype && proto !== null) throw fail(`${describe(value)} is not a plain object`);
-    if (typeof (value as { toJSON?: unknown }).toJSON === "function") throw fail("object has a toJSON method");
+    if (proto !== Object.prototype && proto !== null) throw invalid(path, `${describe(value)} is not a plain object`);
+    if (typeof (value as { toJSON?: unknown }).toJSON === "function") throw invalid(path, "object has a toJSON method");
     for (const key of Object.keys(value)) {
-      if (!key.isWellFormed()) throw fail("key has a lone surrogate");
+      if (!key.isWellFormed()) throw invalid(path, "key has a lone surrogate");
       const item = (value as Record<string, unknown>)[key];
       if (item === undefined) continue; // dropped, as in JSON
       stack.push({ value: item, depth: depth + 1, path: `${path}.${key}` });

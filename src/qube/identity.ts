@@ -130,8 +130,7 @@ export function verifySignature(
   try {
     const raw = typeof signer === "string" ? ed25519PublicKeyFromPeerId(signer) : signer;
     if (raw.byteLength !== KEY_BYTES || signature.byteLength !== SIGNATURE_BYTES) return false;
-    const key = createPublicKey({ key: Buffer.concat([SPKI_ED25519, raw]), format: "der", type: "spki" });
-    return nodeVerify(null, signingMessage(kind, canonical), key, signature);
+    return nodeVerify(null, signingMessage(kind, canonical), ed25519KeyObject(raw), signature);
   } catch {
     return false;
   }
@@ -155,6 +154,8 @@ export function peerIdFromEd25519PublicKey(publicKey: Uint8Array): string {
  * Ed25519 peer id is accepted; throws `PEER_ID_INVALID` (PeerError by default) otherwise.
  */
 export function ed25519PublicKeyFromPeerId(peerId: string, source: Source = "peer"): Uint8Array {
+  const cached = typeof peerId === "string" ? peerIdCache.get(peerId) : undefined;
+  if (cached !== undefined) return Uint8Array.from(cached);
   const fail = (details: string, cause?: unknown) =>
     sourceError(source, "PEER_ID_INVALID", "Invalid peer id", { details, cause });
   if (typeof peerId !== "string" || peerId.length === 0 || peerId.length > 128) throw fail("not a short string");
@@ -167,8 +168,15 @@ export function ed25519PublicKeyFromPeerId(peerId: string, source: Source = "pee
   if (parsed.type !== "Ed25519" || parsed.publicKey === undefined)
     throw fail(`a ${parsed.type} peer id, expected Ed25519`);
   if (parsed.toString() !== peerId) throw fail("not in canonical base58btc form");
-  return new Uint8Array(parsed.publicKey.raw);
+  const raw = new Uint8Array(parsed.publicKey.raw);
+  if (peerIdCache.size >= PEER_ID_CACHE_SIZE) peerIdCache.delete(peerIdCache.keys().next().value!);
+  peerIdCache.set(peerId, raw);
+  return Uint8Array.from(raw);
 }
+
+/** Memo of valid peer ids (pure function, parsed often: every envelope and statement names one). */
+const PEER_ID_CACHE_SIZE = 1024;
+const peerIdCache = new Map<string, Uint8Array>();
 
 /** True when `peerId` is a canonical Ed25519 libp2p peer id. */
 export function isEd25519PeerId(peerId: string): boolean {
@@ -213,6 +221,20 @@ export function x25519(privateKey: KeyObject, peerPublicKey: Uint8Array): Uint8A
   }
   if (shared.every((b) => b === 0)) throw sourceError("peer", "KEY_INVALID", "X25519 public key has low order");
   return shared;
+}
+
+const keyObjectCache = new Map<string, KeyObject>();
+
+/** The node:crypto KeyObject of a raw Ed25519 public key (memoised: verifiers see the same keys again and again). */
+function ed25519KeyObject(raw: Uint8Array): KeyObject {
+  const hex = Buffer.from(raw).toString("hex");
+  let key = keyObjectCache.get(hex);
+  if (key === undefined) {
+    key = createPublicKey({ key: Buffer.concat([SPKI_ED25519, raw]), format: "der", type: "spki" });
+    if (keyObjectCache.size >= PEER_ID_CACHE_SIZE) keyObjectCache.delete(keyObjectCache.keys().next().value!);
+    keyObjectCache.set(hex, key);
+  }
+  return key;
 }
 
 function rawPublic(key: KeyObject): Uint8Array {

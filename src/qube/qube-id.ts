@@ -6,7 +6,15 @@ import { createHash } from "node:crypto";
 import { fromHex } from "./bytes.js";
 import { canonicalBytes, parseJsonBytes } from "./canonical.js";
 import { type Source, sourceError } from "./fault.js";
-import { MAX_SPEC_BYTES, type ParseSpecOptions, parseQubeSpec, type QubeSpec } from "./spec.js";
+import {
+  checkExpiry,
+  checkSpecSize,
+  MAX_SPEC_BYTES,
+  type ParseSpecOptions,
+  type QubeSpec,
+  qubeSpecSchema,
+} from "./spec.js";
+import { validate } from "./validate.js";
 
 /** The id prefix of scheme 1. */
 export const QUBE_ID_PREFIX = "aq1";
@@ -55,10 +63,12 @@ export interface DecodeSpecOptions extends ParseSpecOptions {
 export function decodeQubeSpec(bytes: Uint8Array, options: DecodeSpecOptions = {}): { spec: QubeSpec; id: string } {
   const source = options.source ?? "peer";
   const value = parseJsonBytes(bytes, { maxBytes: options.maxBytes ?? MAX_SPEC_BYTES, what: "qube spec", source });
-  const spec = parseQubeSpec(value, { ...options, source });
-  const canonical = encodeQubeSpec(spec);
-  if (!Buffer.from(canonical).equals(Buffer.from(canonicalBytes(value, { source })))) {
+  const canonical = canonicalBytes(value, { source });
+  checkSpecSize(canonical, source);
+  const spec = validate(qubeSpecSchema, value, { code: "SPEC_INVALID", what: "qube spec", source });
+  if (!Buffer.from(canonicalBytes(spec, { source })).equals(Buffer.from(canonical))) {
     throw sourceError(source, "SPEC_INVALID", "The qube spec is invalid", { details: "validation changed the spec" });
   }
+  if (options.now !== undefined) checkExpiry(spec, options.now, source);
   return { spec, id: qubeIdOfBytes(canonical) };
 }

@@ -194,14 +194,18 @@ export interface ParseSpecOptions {
 export function parseQubeSpec(value: unknown, options: ParseSpecOptions = {}): QubeSpec {
   const source = options.source ?? "user";
   const spec = validate(qubeSpecSchema, value, { code: "SPEC_INVALID", what: "qube spec", source });
-  const size = canonicalBytes(spec, { source }).byteLength;
-  if (size > MAX_SPEC_BYTES) {
-    throw sourceError(source, "TOO_LARGE", "The qube spec is too large", {
-      details: `${size} bytes, limit ${MAX_SPEC_BYTES}`,
-    });
-  }
+  checkSpecSize(canonicalBytes(spec, { source }), source);
   if (options.now !== undefined) checkExpiry(spec, options.now, source);
   return spec;
+}
+
+/** Throws `TOO_LARGE` when a spec's canonical bytes exceed `MAX_SPEC_BYTES`. */
+export function checkSpecSize(canonical: Uint8Array, source: Source = "user"): void {
+  if (canonical.byteLength > MAX_SPEC_BYTES) {
+    throw sourceError(source, "TOO_LARGE", "The qube spec is too large", {
+      details: `${canonical.byteLength} bytes, limit ${MAX_SPEC_BYTES}`,
+    });
+  }
 }
 
 /** Throws `SPEC_EXPIRED` when `now` is at or past the spec's expiry, `SPEC_INVALID` when it is too far ahead. */

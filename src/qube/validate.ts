@@ -36,7 +36,8 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown, options
 export function formatIssues(issues: readonly z.core.$ZodIssue[]): string {
   const listed = issues.slice(0, MAX_LISTED_ISSUES).map((issue) => {
     const path = issue.path.length === 0 ? "(root)" : issue.path.map(formatSegment).join("").replace(/^\./, "");
-    return `${path}: ${issue.message}`;
+    const nested = issue.code === "invalid_key" || issue.code === "invalid_element" ? issue.issues[0] : undefined;
+    return nested ? `${path}: ${issue.message}: ${nested.message}` : `${path}: ${issue.message}`;
   });
   if (issues.length > MAX_LISTED_ISSUES) listed.push(`and ${issues.length - MAX_LISTED_ISSUES} more`);
   return listed.join("; ");
