@@ -1,0 +1,95 @@
+/**
+ * The probe program's output, parsed as hostile input: one JSON object per line, each line and the line
+ * count bounded before parsing, each object validated with zod, control characters removed from evidence.
+ */
+import { z } from "zod";
+import { PROBE_COUNT } from "./catalog.js";
+
+/** Limits on what the probe may print. */
+export const OUTPUT_LIMITS = {
+  /** Bytes of stdout considered at all (the sandbox's own cap is set to the same). */
+  maxBytes: 256 * 1024,
+  /** Longest line accepted. */
+  maxLineBytes: 4096,
+  /** Most lines accepted. */
+  maxLines: 256,
+  /** Longest evidence kept. */
+  maxEvidence: 2000,
+} as const;
+
+export const VERDICTS = ["pass", "fail", "inconclusive", "skipped"] as const;
+export type Verdict = (typeof VERDICTS)[number];
+
+/** The phases of one suite run (main: rows 1-36; deadline: row 35; plant and check: row 37). */
+export type ProbePhase = "main" | "deadline" | "plant" | "check";
+
+export const probeLineSchema = z
+  .object({
+    id: z.number().int().min(1).max(PROBE_COUNT),
+    phase: z.enum(["deadline", "plant", "check"]).optional(),
+    verdict: z.enum(VERDICTS),
+    evidence: z.string().max(OUTPUT_LIMITS.maxEvidence),
+    ms: z.number().int().min(0).max(3_600_000).optional(),
+  })
+  .strict();
+
+export type ProbeLine = z.infer<typeof probeLineSchema>;
+
+/** What one run printed, after validation. */
+export interface ParsedOutput {
+  /** Valid lines by id (the first one; duplicates are listed in `duplicates`). */
+  lines: Map<number, ProbeLine>;
+  /** Ids that appeared more than once: a well-behaved probe never does this. */
+  duplicates: Set<number>;
+  /** Lines dropped: too long, not JSON, or not matching the schema. */
+  rejected: number;
+  /** Whether output was cut at a limit. */
+  truncated: boolean;
+}
+
+/** Removes control characters so evidence is safe to print and to embed in XML. */
+export function cleanEvidence(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping them is the point
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\ufffe\uffff]/g, " ").slice(0, OUTPUT_LIMITS.maxEvidence);
+}
+
+/**
+ * Parses the probe program's stdout.
+ *
+ * @example
+ * const { lines } = parseProbeOutput('{"id":1,"verdict":"pass","evidence":"EROFS"}\n');
+ */
+export function parseProbeOutput(stdout: string, phase: ProbePhase = "main"): ParsedOutput {
+  const result: ParsedOutput = { lines: new Map(), duplicates: new Set(), rejected: 0, truncated: false };
+  let text = stdout;
+  if (Buffer.byteLength(text) > OUTPUT_LIMITS.maxBytes) {
+    text = Buffer.from(text).subarray(0, OUTPUT_LIMITS.maxBytes).toString("utf8");
+    result.truncated = true;
+  }
+  const rawLines = text.split("\n");
+  if (rawLines.length > OUTPUT_LIMITS.maxLines + 1) result.truncated = true;
+  for (const raw of rawLines.slice(0, OUTPUT_LIMITS.maxLines)) {
+    const line = raw.trim();
+    if (line === "") continue;
+    if (Buffer.byteLength(line) > OUTPUT_LIMITS.maxLineBytes) {
+      result.rejected++;
+      continue;
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(line);
+    } catch {
+      result.rejected++;
+      continue;
+    }
+    const parsed = probeLineSchema.safeParse(json);
+    if (!parsed.success || (parsed.data.phase ?? "main") !== phase) {
+      result.rejected++;
+      continue;
+    }
+    const value = { ...parsed.data, evidence: cleanEvidence(parsed.data.evidence) };
+    if (result.lines.has(value.id)) result.duplicates.add(value.id);
+    else result.lines.set(value.id, value);
+  }
+  return result;
+}

@@ -1,0 +1,333 @@
+/**
+ * Runs the escape suite against one sandbox tier: four qubes of the probe image in sequence (main: rows 1-36;
+ * plant and check: row 37; deadline: row 35's wall-clock kill), a loopback canary for row 30, and the report.
+ *
+ * Expectations (limits, the canary's port, the host's namespace ids and LSM) go to the probe in its
+ * environment. They always describe the unweakened sandbox: a weakening changes what the sandbox enforces,
+ * never what the probe expects.
+ */
+import { randomBytes } from "node:crypto";
+import { readFile, readlink } from "node:fs/promises";
+import { version as osVersion, release } from "node:os";
+import Docker from "dockerode";
+import { type AirqubeError, toAirqubeError, UserError } from "../qube/errors.js";
+import type { QubeRun, RunResult, Sandbox, SandboxLimits, Tier } from "../sandbox/api.js";
+import type { HardenedContainerConfig } from "../sandbox/hardening.js";
+import { type Canary, openCanary } from "./canary.js";
+import { PROBES, type ProbeInfo } from "./catalog.js";
+import {
+  OUTPUT_LIMITS,
+  type ParsedOutput,
+  type ProbeLine,
+  type ProbePhase,
+  parseProbeOutput,
+  type Verdict,
+} from "./protocol.js";
+import { type ProbeReport, type ProbeResult, summarize } from "./report.js";
+import { composeWeakenings } from "./weakenings.js";
+
+/** The suite's name and version, as they appear in reports. */
+export const SUITE = "airqube-escape-suite";
+export const SUITE_VERSION = "1.0.0";
+
+/** The image holding /airqube/probe (built by `npm run images`). */
+export const PROBE_IMAGE = "airqube/probe:latest";
+
+/** Where the probe program lives inside the image. */
+export const PROBE_PATH = "/airqube/probe";
+
+/** The limits every probe qube runs under; the probe is told the same numbers. */
+export const SUITE_LIMITS = {
+  cpus: 0.5,
+  memoryBytes: 128 * 1024 * 1024,
+  pids: 64,
+  scratchBytes: 32 * 1024 * 1024,
+  wallTimeMs: 60_000,
+  logBytes: OUTPUT_LIMITS.maxBytes,
+} as const satisfies Partial<SandboxLimits>;
+
+/** The deadline of the qube that spins past it (row 35). */
+export const DEADLINE_MS = 1500;
+/** How late the sandbox may kill the spinning qube and still pass. */
+export const DEADLINE_SLACK_MS = 1500;
+
+/** Hooks a sandbox factory receives: the composed weakenings, absent when none. */
+export interface SandboxHooks {
+  weaken?: (config: HardenedContainerConfig) => HardenedContainerConfig;
+  weakenLimits?: (limits: SandboxLimits) => SandboxLimits;
+}
+
+/** Progress of a suite run (to observe, never for control flow). */
+export interface ProbeProgress {
+  phase: ProbePhase;
+  state: "started" | "finished";
+  durationMs?: number;
+}
+
+export interface ProbeSuiteOptions {
+  tier?: Tier;
+  /** Names of weakenings to apply (see `listWeakenings()`); container tier only. */
+  weakenings?: readonly string[];
+  image?: string;
+  /** Builds the sandbox; defaults to `ContainerSandbox` (or `MicroVmSandbox`) with the hooks applied. */
+  sandboxFactory?: (tier: Tier, hooks: SandboxHooks) => Sandbox | Promise<Sandbox>;
+  docker?: Docker;
+  signal?: AbortSignal;
+  onProgress?: (event: ProbeProgress) => void;
+}
+
+interface PhaseOutcome {
+  result?: RunResult;
+  error?: AirqubeError;
+  parsed: ParsedOutput;
+}
+
+async function defaultSandbox(tier: Tier, hooks: SandboxHooks, docker: Docker): Promise<Sandbox> {
+  if (tier === "container") {
+    const { ContainerSandbox } = await import("../sandbox/container-sandbox.js");
+    return new ContainerSandbox({ docker, ...hooks });
+  }
+  const { MicroVmSandbox } = await import("../sandbox/microvm-sandbox.js");
+  return new MicroVmSandbox({ docker });
+}
+
+async function withTimeout<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<T>((resolve) => {
+    timer = setTimeout(() => resolve(fallback), ms);
+  });
+  try {
+    return await Promise.race([promise.catch(() => fallback), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The host's namespace ids, e.g. `pid:4026531836,net:4026531833,...` (empty when unreadable). */
+async function hostNamespaces(): Promise<string> {
+  const kinds = ["pid", "net", "ipc", "uts", "mnt", "cgroup"];
+  const parts = await Promise.all(
+    kinds.map(async (kind) => {
+      const link = await readlink(`/proc/self/ns/${kind}`).catch(() => "");
+      const inode = /\[(\d+)\]/.exec(link)?.[1];
+      return inode ? `${kind}:${inode}` : "";
+    }),
+  );
+  return parts.filter(Boolean).join(",");
+}
+
+async function hostInfo(tier: Tier, docker: Docker): Promise<{ host: ProbeReport["host"]; lsm: string }> {
+  const [version, info] = await Promise.all([
+    withTimeout(docker.version() as Promise<{ Version?: string }>, 5000, {} as { Version?: string }),
+    withTimeout(docker.info() as Promise<{ SecurityOptions?: string[] }>, 5000, {} as { SecurityOptions?: string[] }),
+  ]);
+  const options = info.SecurityOptions ?? [];
+  const lsm = options.some((o) => o.includes("apparmor"))
+    ? "apparmor"
+    : options.some((o) => o.includes("selinux"))
+      ? "selinux"
+      : info.SecurityOptions
+        ? "none"
+        : "";
+  return {
+    host: {
+      kernel: release(),
+      runtime: tier === "container" ? "docker" : "qemu",
+      runtimeVersion: tier === "container" ? (version.Version ?? "unknown") : `docker ${version.Version ?? "unknown"}`,
+    },
+    lsm,
+  };
+}
+
+function describeRun(outcome: PhaseOutcome): string {
+  if (outcome.error) return `the sandbox failed: ${outcome.error.code}: ${outcome.error.message}`;
+  const r = outcome.result;
+  if (!r) return "the phase did not run";
+  const notes = [
+    `exit ${r.exitCode}`,
+    r.timedOut ? "timed out" : "",
+    r.oomKilled ? "OOM-killed" : "",
+    outcome.parsed.rejected ? `${outcome.parsed.rejected} invalid lines dropped` : "",
+    outcome.parsed.truncated ? "output truncated" : "",
+    r.stderr ? `stderr: ${r.stderr.slice(0, 200)}` : "",
+  ];
+  return notes.filter(Boolean).join(", ");
+}
+
+function lineFor(outcome: PhaseOutcome, id: number): { line?: ProbeLine; problem?: string } {
+  if (outcome.parsed.duplicates.has(id)) return { problem: "the probe printed several verdicts for this row" };
+  const line = outcome.parsed.lines.get(id);
+  if (!line) return { problem: `no verdict (${describeRun(outcome)})` };
+  return { line };
+}
+
+function result(info: ProbeInfo, verdict: Verdict, evidence: string, durationMs: number): ProbeResult {
+  return { ...info, cves: [...info.cves], verdict, evidence, durationMs: Math.max(0, Math.round(durationMs)) };
+}
+
+/** fail beats inconclusive beats pass; skipped only when both parts are skipped. */
+function combine(a: Verdict, b: Verdict): Verdict {
+  if (a === "fail" || b === "fail") return "fail";
+  if (a === "inconclusive" || b === "inconclusive") return "inconclusive";
+  if (a === "skipped" && b === "skipped") return "skipped";
+  return "pass";
+}
+
+/**
+ * Runs the escape suite and returns its report.
+ *
+ * @example
+ * const report = await runProbeSuite({ tier: "container" });
+ * process.exitCode = exitStatus(report);
+ */
+export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<ProbeReport> {
+  const tier = options.tier ?? "container";
+  const signal = options.signal;
+  signal?.throwIfAborted();
+  const composed = composeWeakenings(options.weakenings ?? []);
+  if (tier !== "container" && composed.names.length > 0)
+    throw new UserError("WEAKENING_UNSUPPORTED", "Weakenings apply to the container tier only", {
+      details: composed.names.join(", "),
+    });
+  const docker = options.docker ?? new Docker();
+  const hooks: SandboxHooks = {
+    ...(composed.weaken ? { weaken: composed.weaken } : {}),
+    ...(composed.weakenLimits ? { weakenLimits: composed.weakenLimits } : {}),
+  };
+  const image = options.image ?? PROBE_IMAGE;
+  const startedAt = new Date().toISOString();
+  const [{ host, lsm }, namespaces, bootId] = await Promise.all([
+    hostInfo(tier, docker),
+    tier === "container" ? hostNamespaces() : Promise.resolve(""),
+    readFile("/proc/sys/kernel/random/boot_id", "utf8").then(
+      (s) => s.trim(),
+      () => "",
+    ),
+  ]);
+  const sandbox = options.sandboxFactory
+    ? await options.sandboxFactory(tier, hooks)
+    : await defaultSandbox(tier, hooks, docker);
+  let canary: Canary | undefined;
+  try {
+    canary = await openCanary(signal ? { signal } : {});
+    const nonce = randomBytes(8).toString("hex");
+    const env = (deadlineMs: number): Record<string, string> => ({
+      AIRQUBE_PROBE_TIER: tier,
+      AIRQUBE_PROBE_PIDS: String(SUITE_LIMITS.pids),
+      AIRQUBE_PROBE_MEMORY: String(SUITE_LIMITS.memoryBytes),
+      AIRQUBE_PROBE_SCRATCH: String(SUITE_LIMITS.scratchBytes),
+      AIRQUBE_PROBE_CPUS: String(SUITE_LIMITS.cpus),
+      AIRQUBE_PROBE_DEADLINE_MS: String(deadlineMs),
+      AIRQUBE_PROBE_CANARY_PORT: String(canary?.port ?? 0),
+      AIRQUBE_PROBE_HOST_NS: namespaces,
+      AIRQUBE_PROBE_LSM: lsm,
+      AIRQUBE_PROBE_NONCE: nonce,
+      AIRQUBE_PROBE_HOST_KERNEL: `${release()} ${osVersion()}`,
+      AIRQUBE_PROBE_HOST_BOOT_ID: bootId,
+    });
+    const runPhase = async (phase: ProbePhase, wallTimeMs: number): Promise<PhaseOutcome> => {
+      options.onProgress?.({ phase, state: "started" });
+      const qube: QubeRun = {
+        image,
+        command: [PROBE_PATH, "--phase", phase],
+        env: env(phase === "deadline" ? wallTimeMs : SUITE_LIMITS.wallTimeMs),
+        limits: { ...SUITE_LIMITS, wallTimeMs },
+      };
+      const started = performance.now();
+      let outcome: PhaseOutcome;
+      try {
+        const runResult = await sandbox.run(qube, signal ? { signal } : {});
+        outcome = { result: runResult, parsed: parseProbeOutput(runResult.stdout, phase) };
+      } catch (error) {
+        if (signal?.aborted) throw error;
+        outcome = {
+          error: toAirqubeError(error),
+          parsed: { lines: new Map(), duplicates: new Set(), rejected: 0, truncated: false },
+        };
+      }
+      options.onProgress?.({ phase, state: "finished", durationMs: Math.round(performance.now() - started) });
+      return outcome;
+    };
+
+    const connectionsBefore = canary.connections;
+    const main = await runPhase("main", SUITE_LIMITS.wallTimeMs);
+    const canaryHits = canary.connections - connectionsBefore;
+    const plant = await runPhase("plant", 20_000);
+    const check = await runPhase("check", 20_000);
+    const deadline = await runPhase("deadline", DEADLINE_MS);
+
+    const probes = PROBES.map((info): ProbeResult => {
+      if (info.id === 35) return deadlineRow(info, main, deadline);
+      if (info.id === 37) return residueRow(info, plant, check);
+      const { line, problem } = lineFor(main, info.id);
+      if (!line) return result(info, "inconclusive", problem ?? "no verdict", 0);
+      if (info.id === 30) return canaryRow(info, line, canaryHits, canary?.token ?? "");
+      return result(info, line.verdict, line.evidence, line.ms ?? 0);
+    });
+    const digest = main.result?.imageDigest ?? "unknown";
+    return {
+      suite: composed.names.length ? `${SUITE} (weakened: ${composed.names.join(", ")})` : SUITE,
+      suiteVersion: `${SUITE_VERSION}+${digest}`,
+      tier,
+      host,
+      startedAt,
+      probes,
+      summary: summarize(probes),
+    };
+  } finally {
+    await canary?.close();
+    await sandbox.close().catch(() => undefined);
+  }
+}
+
+function canaryRow(info: ProbeInfo, line: ProbeLine, hits: number, token: string): ProbeResult {
+  if (hits === 0) return result(info, line.verdict, line.evidence, line.ms ?? 0);
+  const confirmed = token !== "" && line.evidence.includes(token);
+  const harness = `harness: the loopback canary accepted ${hits} connection(s) from the sandbox${confirmed ? ", token read back" : ""}`;
+  return result(info, "fail", `${line.evidence}; ${harness}`, line.ms ?? 0);
+}
+
+function deadlineRow(info: ProbeInfo, main: PhaseOutcome, deadline: PhaseOutcome): ProbeResult {
+  const cpu = lineFor(main, 35);
+  const cpuVerdict: Verdict = cpu.line?.verdict ?? "inconclusive";
+  const cpuEvidence = cpu.line?.evidence ?? cpu.problem ?? "no verdict";
+  let wallVerdict: Verdict;
+  let wallEvidence: string;
+  const spun = deadline.parsed.lines.get(35);
+  const r = deadline.result;
+  if (spun?.verdict === "fail") {
+    wallVerdict = "fail";
+    wallEvidence = spun.evidence;
+  } else if (r?.timedOut && r.durationMs <= DEADLINE_MS + DEADLINE_SLACK_MS) {
+    wallVerdict = "pass";
+    wallEvidence = `killed at the ${DEADLINE_MS} ms deadline`;
+  } else if (r?.timedOut) {
+    wallVerdict = "fail";
+    wallEvidence = `killed only after ${r.durationMs} ms, deadline ${DEADLINE_MS} ms`;
+  } else {
+    wallVerdict = "inconclusive";
+    wallEvidence = `the spinning qube was not killed and did not report (${describeRun(deadline)})`;
+  }
+  return result(
+    info,
+    combine(cpuVerdict, wallVerdict),
+    `cpu: ${cpuEvidence}; deadline: ${wallEvidence}`,
+    (cpu.line?.ms ?? 0) + (r?.durationMs ?? 0),
+  );
+}
+
+function residueRow(info: ProbeInfo, plant: PhaseOutcome, check: PhaseOutcome): ProbeResult {
+  const planted = lineFor(plant, 37);
+  const found = lineFor(check, 37);
+  const duration = (planted.line?.ms ?? 0) + (found.line?.ms ?? 0);
+  if (planted.line?.verdict !== "pass") {
+    const why = planted.line?.evidence ?? planted.problem ?? "no verdict";
+    // A leftover found by the check still fails the row even when planting was incomplete.
+    if (found.line?.verdict === "fail")
+      return result(info, "fail", `plant: ${why}; check: ${found.line.evidence}`, duration);
+    return result(info, "inconclusive", `the first qube could not plant its markers: ${why}`, duration);
+  }
+  if (!found.line)
+    return result(info, "inconclusive", `plant: ${planted.line.evidence}; check: ${found.problem}`, duration);
+  return result(info, found.line.verdict, `plant: ${planted.line.evidence}; check: ${found.line.evidence}`, duration);
+}
