@@ -157,7 +157,10 @@ export class ExchangeSession {
         signer: this.provider,
       });
       checkReveal(this.commitment.payload, reveal.payload);
-      const statementPayload = verifyResultStatement(message.statement, { provider: this.provider, qubeId: this.spec.id });
+      const statementPayload = verifyResultStatement(message.statement, {
+        provider: this.provider,
+        qubeId: this.spec.id,
+      });
       checkStatementAgainstSpec(statementPayload, this.spec.spec, this.spec.id);
       if (statementPayload.outputsRoot !== reveal.payload.outputsRoot)
         throw new PeerError("STATEMENT_MISMATCH", "The statement and the reveal name different outputs");

@@ -58,7 +58,7 @@ export const offerSchema = z.strictObject({
     perSecond: weiSchema,
   }),
   /** Escape-suite result per offered tier. */
-  probes: z.record(tierSchema, probeSummarySchema),
+  probes: z.partialRecord(tierSchema, probeSummarySchema),
   issuedAt: isoTimeSchema,
   expiresAt: isoTimeSchema,
 });

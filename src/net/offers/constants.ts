@@ -1,0 +1,13 @@
+/** Offer announcement: a gossipsub topic, and a request/response protocol to ask one peer for its offer. */
+export const OFFER_TOPIC = "airqube/offers/1";
+export const OFFER_PROTOCOL = "/airqube/offer/1.0.0";
+/** Largest signed offer accepted, in bytes. */
+export const MAX_OFFER_BYTES = 16 * 1024;
+/** How long one offer query may take. */
+export const OFFER_QUERY_TIMEOUT_MS = 5_000;
+/** How often a provider re-announces its offer. */
+export const ANNOUNCE_INTERVAL_MS = 2_000;
+/** How long an offer is valid after it is issued. */
+export const OFFER_TTL_MS = 60_000;
+/** Most offers a requestor keeps. */
+export const MAX_OFFERS = 10_000;

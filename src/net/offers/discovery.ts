@@ -1,0 +1,98 @@
+/**
+ * Requestor side of offers: an offer book fed by the gossipsub topic and by direct queries to connected
+ * peers. Every offer is verified (signature, schema, expiry) before it is kept; the newest per provider wins.
+ */
+import { peerIdFromString } from "@libp2p/peer-id";
+import type { AirqubeError } from "../../qube/errors.js";
+import { toAirqubeError } from "../../qube/errors.js";
+import type { AirqubeNode } from "../node.js";
+import { Wire } from "../wire.js";
+import { MAX_OFFER_BYTES, MAX_OFFERS, OFFER_PROTOCOL, OFFER_QUERY_TIMEOUT_MS, OFFER_TOPIC } from "./constants.js";
+import { type Offer, type SignedOffer, verifyOffer } from "./offer.js";
+
+export interface KnownOffer {
+  offer: Offer;
+  envelope: SignedOffer;
+  receivedAt: Date;
+}
+
+/** Verified offers by provider peer id. */
+export class OfferBook {
+  private readonly offers = new Map<string, KnownOffer>();
+  private readonly decoder = new TextDecoder("utf-8", { fatal: true });
+  private listener: ((event: CustomEvent<{ topic: string; data: Uint8Array }>) => void) | undefined;
+
+  constructor(
+    private readonly node: AirqubeNode,
+    private readonly options: { now?: () => Date; onRejected?: (error: AirqubeError) => void } = {},
+  ) {}
+
+  private now(): Date {
+    return this.options.now?.() ?? new Date();
+  }
+
+  /** Subscribes to the offer topic. */
+  start(): void {
+    this.listener = (event) => {
+      const message = event.detail;
+      if (message.topic !== OFFER_TOPIC) return;
+      if (message.data.byteLength > MAX_OFFER_BYTES) return;
+      try {
+        this.add(JSON.parse(this.decoder.decode(message.data)));
+      } catch (error) {
+        this.options.onRejected?.(toAirqubeError(error));
+      }
+    };
+    this.node.services.pubsub.addEventListener("message", this.listener as never);
+    this.node.services.pubsub.subscribe(OFFER_TOPIC);
+  }
+
+  stop(): void {
+    if (this.listener) this.node.services.pubsub.removeEventListener("message", this.listener as never);
+  }
+
+  /** Verifies and stores an offer (throws a PeerError when it is invalid). */
+  add(value: unknown): Offer {
+    const offer = verifyOffer(value, this.now());
+    const known = this.offers.get(offer.provider);
+    if (known && Date.parse(known.offer.issuedAt) > Date.parse(offer.issuedAt)) return known.offer;
+    if (!known && this.offers.size >= MAX_OFFERS) return offer;
+    this.offers.set(offer.provider, { offer, envelope: value as SignedOffer, receivedAt: this.now() });
+    return offer;
+  }
+
+  /** Asks every connected peer for its offer directly (faster and more complete than waiting for gossip). */
+  async queryConnected(options: { signal?: AbortSignal } = {}): Promise<void> {
+    const peers = this.node.getPeers();
+    await Promise.all(peers.map((peer) => this.query(peer.toString(), options).catch(() => undefined)));
+  }
+
+  /** Asks one peer for its offer. */
+  async query(peer: string, options: { signal?: AbortSignal } = {}): Promise<Offer> {
+    const timeout = AbortSignal.timeout(OFFER_QUERY_TIMEOUT_MS);
+    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+    const stream = await this.node.dialProtocol(peerIdFromString(peer), OFFER_PROTOCOL, { signal });
+    const wire = new Wire(stream, { maxFrameBytes: MAX_OFFER_BYTES });
+    try {
+      const frame = await wire.receiveFrame({ signal });
+      if (frame.kind !== "json") throw new Error("not an offer");
+      const offer = this.add(frame.value);
+      await wire.close();
+      return offer;
+    } catch (error) {
+      wire.abort(error as Error);
+      throw toAirqubeError(error);
+    }
+  }
+
+  /** Offers still valid now. */
+  list(): KnownOffer[] {
+    const now = this.now().getTime();
+    return [...this.offers.values()].filter((known) => Date.parse(known.offer.expiresAt) > now);
+  }
+
+  /** Forgets a provider (e.g. after it failed). */
+  forget(provider: string): void {
+    this.offers.delete(provider);
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * Admission control, pure: may this provider take this qube now? Returns the first reason to refuse, with a
+ * stable code the requestor can act on, or undefined when the qube is admitted.
+ */
+import type { QubeSpec, Tier } from "../qube/index.js";
+import type { ProviderResources } from "./config.js";
+
+export interface AdmissionInput {
+  spec: QubeSpec;
+  price: bigint;
+  tiers: Tier[];
+  resources: ProviderResources;
+  pricing: { start: bigint; perSecond: bigint };
+  running: number;
+  maxConcurrent: number;
+  draining: boolean;
+}
+
+export interface Refusal {
+  code: string;
+  reason: string;
+}
+
+/** Minimum price for a spec under a price list: start + perSecond × ceil(wall time in seconds). */
+export function minimumPrice(spec: QubeSpec, pricing: { start: bigint; perSecond: bigint }): bigint {
+  return pricing.start + pricing.perSecond * BigInt(Math.ceil(spec.limits.wallTimeMs / 1000));
+}
+
+export function checkAdmission(input: AdmissionInput): Refusal | undefined {
+  const { spec, resources } = input;
+  if (input.draining) return { code: "DRAINING", reason: "the provider is shutting down" };
+  if (input.running >= input.maxConcurrent)
+    return { code: "AT_CAPACITY", reason: `all ${input.maxConcurrent} slots are busy` };
+  if (!input.tiers.includes(spec.tier))
+    return {
+      code: "TIER_UNAVAILABLE",
+      reason: `tier ${spec.tier} is not offered (offered: ${input.tiers.join(", ")})`,
+    };
+  if (spec.network.mode !== "none")
+    return { code: "NETWORK_UNSUPPORTED", reason: "only qubes without network are run" };
+  const over: [string, number, number][] = [
+    ["milliCpus", spec.limits.milliCpus, resources.milliCpus],
+    ["memoryBytes", spec.limits.memoryBytes, resources.memoryBytes],
+    ["pids", spec.limits.pids, resources.pids],
+    ["scratchBytes", spec.limits.scratchBytes, resources.scratchBytes],
+    ["wallTimeMs", spec.limits.wallTimeMs, resources.maxWallTimeMs],
+  ];
+  for (const [name, asked, offered] of over) {
+    if (asked > offered)
+      return { code: "LIMITS_EXCEEDED", reason: `${name} ${asked} is over this provider's ${offered}` };
+  }
+  const n = spec.normalise;
+  if (!n.stripModes || !n.stripOwners || !n.stripTimestamps) {
+    return {
+      code: "NORMALISATION_UNSUPPORTED",
+      reason: "outputs are compared without modes, owners and timestamps; set all strip rules",
+    };
+  }
+  const min = minimumPrice(spec, input.pricing);
+  if (input.price < min)
+    return { code: "PRICE_TOO_LOW", reason: `offered ${input.price} wei, the minimum for this qube is ${min} wei` };
+  return undefined;
+}

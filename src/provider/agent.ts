@@ -1,0 +1,365 @@
+/**
+ * The provider agent: proves its sandbox tiers with the escape suite, announces a signed offer, admits qubes
+ * within its capacity and limits, runs each in a fresh sandbox, commits, reveals, keeps a ledger, and drains
+ * on shutdown. Composition root of the provider side; every collaborator can be overridden for tests.
+ */
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { pino } from "pino";
+import {
+  type Admission,
+  type AdmittedJob,
+  type CommitPlan,
+  type ExchangeHost,
+  type Execution,
+  handleExchange,
+  type JobEvent,
+} from "../net/exchange/handler.js";
+import type { AirqubeNode } from "../net/node.js";
+import { createNode } from "../net/node.js";
+import { announceOffers } from "../net/offers/announce.js";
+import { OFFER_TTL_MS } from "../net/offers/constants.js";
+import { type Offer, type SignedOffer, signOffer } from "../net/offers/offer.js";
+import {
+  buildOutputManifest,
+  createCommitment,
+  outputsRootOf,
+  PlatformError,
+  type QubeSpec,
+  type ResultStatement,
+  signCommitment,
+  signResultStatement,
+  signReveal,
+  type Tier,
+  toHex,
+  UserError,
+} from "../qube/index.js";
+import type { Sandbox } from "../sandbox/api.js";
+import { ContainerSandbox } from "../sandbox/container-sandbox.js";
+import { checkAdmission } from "./admission.js";
+import { type Behaviour, parseBehaviour } from "./behaviour.js";
+import { defaultResources, type ProviderConfig, type ProviderResources } from "./config.js";
+import { loadOrCreateIdentity, loadOrCreatePayoutWallet } from "./keys.js";
+import { JobLedger } from "./ledger.js";
+
+/** The escape-suite outcome the agent needs per tier. */
+export interface ProbeSummary {
+  reportHash: string;
+  pass: number;
+  fail: number;
+  inconclusive: number;
+  skipped: number;
+}
+
+/** Runs (or looks up) the escape suite for one tier. */
+export type ProbeGate = (tier: Tier, sandbox: Sandbox, options: { signal?: AbortSignal }) => Promise<ProbeSummary>;
+
+export interface ProviderDeps {
+  sandboxes?: Partial<Record<Tier, Sandbox>>;
+  probe: ProbeGate;
+  logger?: Logger;
+  now?: () => Date;
+}
+
+export interface ProviderStatus {
+  peerId: string;
+  addrs: string[];
+  payout: string;
+  tiers: Tier[];
+  running: number;
+  maxConcurrent: number;
+  draining: boolean;
+  probes: Partial<Record<Tier, ProbeSummary>>;
+}
+
+export class ProviderAgent {
+  readonly identity;
+  readonly ledger: JobLedger;
+  readonly payout: string;
+  private node: AirqubeNode | undefined;
+  private stopAnnouncing: (() => Promise<void>) | undefined;
+  private readonly sandboxes: Partial<Record<Tier, Sandbox>>;
+  private readonly probes: Partial<Record<Tier, ProbeSummary>> = {};
+  private readonly running = new Map<string, Promise<void>>();
+  private readonly resources: ProviderResources;
+  private readonly behaviour: Behaviour;
+  private readonly logger: Logger;
+  private readonly now: () => Date;
+  private tiers: Tier[] = [];
+  private draining = false;
+
+  constructor(
+    readonly config: ProviderConfig,
+    private readonly deps: ProviderDeps,
+  ) {
+    this.identity = loadOrCreateIdentity(config.dataDir);
+    this.payout = config.payout ?? loadOrCreatePayoutWallet(config.dataDir).address;
+    this.ledger = new JobLedger(join(config.dataDir, "ledger.sqlite"));
+    this.resources = config.resources ?? defaultResources();
+    this.behaviour = parseBehaviour(config.behaviour);
+    this.logger = deps.logger ?? pino({ level: "silent" });
+    this.now = deps.now ?? (() => new Date());
+    this.sandboxes = deps.sandboxes ?? {};
+  }
+
+  /** Starts the agent; resolves once it is listening and has announced its first offer. */
+  async start(options: { signal?: AbortSignal } = {}): Promise<ProviderStatus> {
+    const abandoned = this.ledger.recover(this.now());
+    if (abandoned.length > 0) this.logger.warn({ jobs: abandoned }, "jobs abandoned by a previous run");
+    await rm(join(this.config.dataDir, "jobs"), { recursive: true, force: true });
+    await ContainerSandbox.sweep().catch((error) =>
+      this.logger.warn({ err: error }, "could not sweep leftover containers"),
+    );
+
+    for (const tier of this.config.tiers) {
+      const sandbox = this.sandboxFor(tier);
+      const summary = await this.deps.probe(tier, sandbox, options);
+      this.probes[tier] = summary;
+      if (summary.fail > 0 || summary.inconclusive > 0) {
+        this.logger.error({ tier, summary }, "escape suite did not pass: tier not offered");
+        continue;
+      }
+      this.tiers.push(tier);
+    }
+    if (this.tiers.length === 0) {
+      throw new PlatformError("NO_SAFE_TIER", "No sandbox tier passed the escape suite; refusing to offer anything", {
+        details: JSON.stringify(this.probes),
+      });
+    }
+    this.node = await createNode({
+      identity: this.identity,
+      listen: this.config.listen,
+      bootstrap: this.config.bootstrap,
+      allowPublic: this.config.allowPublic,
+    });
+    await handleExchange(this.node, this.host(), {
+      onError: (error, peer) => this.logger.warn({ peer, code: error.code, err: error.message }, "exchange failed"),
+    });
+    this.stopAnnouncing = await announceOffers(this.node, () => this.signedOffer());
+    await this.writeStatus();
+    this.logger.info({ peerId: this.identity.peerId, addrs: this.addrs(), tiers: this.tiers }, "provider ready");
+    return this.status();
+  }
+
+  private sandboxFor(tier: Tier): Sandbox {
+    const existing = this.sandboxes[tier];
+    if (existing) return existing;
+    if (tier !== "container") throw new UserError("TIER_UNAVAILABLE", `No sandbox for tier ${tier} was configured`);
+    const sandbox = new ContainerSandbox();
+    this.sandboxes[tier] = sandbox;
+    return sandbox;
+  }
+
+  addrs(): string[] {
+    return (this.node?.getMultiaddrs() ?? []).map((ma) => ma.toString());
+  }
+
+  status(): ProviderStatus {
+    return {
+      peerId: this.identity.peerId,
+      addrs: this.addrs(),
+      payout: this.payout,
+      tiers: [...this.tiers],
+      running: this.running.size,
+      maxConcurrent: this.config.maxConcurrent,
+      draining: this.draining,
+      probes: { ...this.probes },
+    };
+  }
+
+  private async writeStatus(): Promise<void> {
+    const status = { ...this.status(), pid: process.pid, updatedAt: this.now().toISOString() };
+    await writeFile(join(this.config.dataDir, "status.json"), `${JSON.stringify(status, null, 2)}\n`).catch(
+      () => undefined,
+    );
+  }
+
+  /** The offer as of now (fresh availability and expiry). */
+  offer(): Offer {
+    const now = this.now();
+    const addrs = this.addrs().map((a) => a.replace(/\/p2p\/[^/]+$/, ""));
+    return {
+      version: 1,
+      provider: this.identity.peerId,
+      addrs: addrs.slice(0, 8),
+      sealingKey: toHex(this.identity.sealing.publicKey),
+      payout: this.payout,
+      ...(this.config.operator ? { operator: this.config.operator } : {}),
+      tiers: [...this.tiers],
+      resources: {
+        ...this.resources,
+        maxConcurrent: this.config.maxConcurrent,
+        available: Math.max(0, this.config.maxConcurrent - this.running.size),
+      },
+      price: { ...this.config.price },
+      probes: Object.fromEntries(this.tiers.map((tier) => [tier, this.probes[tier]!])),
+      issuedAt: now.toISOString(),
+      expiresAt: new Date(now.getTime() + OFFER_TTL_MS).toISOString(),
+    };
+  }
+
+  signedOffer(): SignedOffer {
+    return signOffer(this.offer(), this.identity);
+  }
+
+  private host(): ExchangeHost {
+    return {
+      identity: this.identity,
+      now: this.now,
+      admit: async ({ spec, agreement }): Promise<Admission> => {
+        const refusal = checkAdmission({
+          spec: spec.spec,
+          price: BigInt(agreement.requestor.payload.price),
+          tiers: this.tiers,
+          resources: this.resources,
+          pricing: { start: BigInt(this.config.price.start), perSecond: BigInt(this.config.price.perSecond) },
+          running: this.running.size,
+          maxConcurrent: this.config.maxConcurrent,
+          draining: this.draining,
+        });
+        if (refusal) {
+          this.logger.info({ qubeId: spec.id, ...refusal }, "qube refused");
+          return { ok: false, ...refusal };
+        }
+        const jobId = randomUUID();
+        const dir = join(this.config.dataDir, "jobs", jobId);
+        let release!: () => void;
+        const done = new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        this.running.set(jobId, done);
+        done.then(async () => {
+          this.running.delete(jobId);
+          await rm(dir, { recursive: true, force: true });
+          await this.writeStatus();
+        });
+        return {
+          ok: true,
+          job: { jobId, inputsDir: join(dir, "inputs"), outputsDir: join(dir, "raw", "output"), release },
+        };
+      },
+      execute: (job, spec, _agreement, options) => this.execute(job, spec.spec, spec.id, options),
+      commit: (job, execution) => this.commit(job, execution),
+      record: (jobId, event) => this.record(jobId, event),
+      afterCommit: (job) => this.behaviour.afterCommit(job),
+    };
+  }
+
+  private record(jobId: string, event: JobEvent): void {
+    const now = this.now();
+    if (event.state === "accepted") this.ledger.accepted(jobId, event.qubeId, event.requestor, event.price, now);
+    else if (event.state === "committed")
+      this.ledger.transition(jobId, "committed", now, { outputsRoot: event.outputsRoot });
+    else if (event.state === "failed")
+      this.ledger.transition(jobId, "failed", now, { errorCode: event.code, errorReason: event.reason });
+    else this.ledger.transition(jobId, event.state, now);
+    this.logger.info({ jobId, ...event }, "job");
+    void this.writeStatus();
+  }
+
+  private async execute(
+    job: AdmittedJob,
+    spec: QubeSpec,
+    qubeId: string,
+    options: { signal: AbortSignal },
+  ): Promise<Execution> {
+    const tier = spec.tier;
+    const sandbox = this.sandboxFor(tier);
+    const raw = join(job.outputsDir, "..");
+    await mkdir(raw, { recursive: true });
+    const startedAt = this.now();
+    const result = await this.behaviour.run(() =>
+      sandbox.run(
+        {
+          image: spec.image.digest,
+          imageDigest: spec.image.digest,
+          command: spec.command,
+          env: spec.env,
+          ...(spec.inputs.length > 0 ? { inputDir: job.inputsDir } : {}),
+          outputs: spec.outputs.map((path) => `/output/${path}`),
+          outputDir: raw,
+          limits: {
+            cpus: spec.limits.milliCpus / 1000,
+            memoryBytes: spec.limits.memoryBytes,
+            pids: spec.limits.pids,
+            scratchBytes: spec.limits.scratchBytes,
+            wallTimeMs: spec.limits.wallTimeMs,
+            output: {
+              maxFileBytes: spec.limits.outputBytes,
+              maxTotalBytes: spec.limits.outputBytes,
+              maxFiles: spec.limits.outputFiles,
+            },
+          },
+        },
+        options,
+      ),
+    );
+    await mkdir(job.outputsDir, { recursive: true });
+    await this.behaviour.tamper(job.outputsDir, spec.outputs);
+    const files = await this.behaviour.listOutputs(job.outputsDir, result.outputs);
+    const manifest = buildOutputManifest(files, spec, { source: "user" });
+    const outcome: ResultStatement["outcome"] = result.timedOut
+      ? "timeout"
+      : result.oomKilled
+        ? "oom"
+        : result.exitCode > 255 || result.exitCode < 0
+          ? "killed"
+          : "exited";
+    const statement: ResultStatement = {
+      version: 1,
+      qubeId,
+      provider: this.identity.peerId,
+      tier,
+      imageDigest: result.imageDigest,
+      outcome,
+      exitCode: outcome === "exited" ? result.exitCode : null,
+      outputsRoot: outputsRootOf(manifest),
+      usage: {
+        cpuMs: 0,
+        wallMs: result.durationMs,
+        maxMemoryBytes: 0,
+        outputBytes: manifest.files.reduce((n, f) => n + f.size, 0),
+        outputFiles: manifest.files.length,
+      },
+      probeReportHash: this.probes[tier]!.reportHash,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date(Math.max(this.now().getTime(), startedAt.getTime())).toISOString(),
+    };
+    return {
+      statement: signResultStatement(statement, this.identity),
+      manifest,
+      stdout: result.stdout,
+      stderr: result.stderr,
+    };
+  }
+
+  private commit(job: AdmittedJob, execution: Execution): CommitPlan {
+    void job;
+    const self = this.identity.peerId;
+    const { commitment, reveal } = createCommitment({
+      qubeId: execution.statement.payload.qubeId,
+      outputsRoot: execution.statement.payload.outputsRoot,
+      salt: randomBytes(32),
+      provider: this.behaviour.sealProvider(self),
+    });
+    const ours = { ...commitment, provider: self };
+    return {
+      commitment: signCommitment(ours, this.identity),
+      reveal: () => signReveal({ ...reveal, provider: self }, this.identity),
+    };
+  }
+
+  /** Stops taking work, waits for running qubes (up to `drainMs`), then stops the node. */
+  async stop(options: { drainMs?: number } = {}): Promise<void> {
+    this.draining = true;
+    await this.writeStatus();
+    await this.stopAnnouncing?.();
+    const drain = Promise.all(this.running.values());
+    await Promise.race([drain, new Promise((r) => setTimeout(r, options.drainMs ?? 60_000))]);
+    await this.node?.stop();
+    for (const sandbox of Object.values(this.sandboxes)) await sandbox?.close();
+    this.ledger.close();
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * Provider behaviours. `honest` is the product; the others are adversaries for the verification tests
+ * (refused outside devnet or test configurations by the config schema):
+ *  - `lie`: runs the qube, then changes an output (a wrong but self-consistent answer)
+ *  - `lazy`: answers without running anything (empty outputs)
+ *  - `copy`: commits with a seal computed for another provider, as if it had copied a peer's commitment
+ *  - `collude:GROUP`: returns the same wrong answer as every other member of GROUP
+ *  - `slow`: waits past the commit deadline before running
+ *  - `crash`: dies (SIGKILL) in the middle of the qube
+ */
+import { createHash } from "node:crypto";
+import { appendFile, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import type { AdmittedJob } from "../net/exchange/handler.js";
+import { InternalError } from "../qube/index.js";
+import type { OutputFile, RunResult } from "../sandbox/api.js";
+
+export interface Behaviour {
+  readonly name: string;
+  /** Wraps the sandbox run. */
+  run(execute: () => Promise<RunResult>): Promise<RunResult>;
+  /** Changes outputs on disk after the run (adversaries only). */
+  tamper(outputsDir: string, declared: string[]): Promise<void>;
+  /** The output files to commit to, relative to the outputs directory. */
+  listOutputs(outputsDir: string, reported: OutputFile[]): Promise<OutputFile[]>;
+  /** The provider id the commitment seal is computed for (`copy` uses someone else's). */
+  sealProvider(self: string): string;
+  afterCommit(job: AdmittedJob): Promise<void>;
+}
+
+const OUTPUT_PREFIX = "output/";
+
+/** Lists and hashes the regular files under `dir`, relative and sorted. */
+export async function hashTree(dir: string, prefix = ""): Promise<OutputFile[]> {
+  const out: OutputFile[] = [];
+  const entries = await readdir(join(dir, prefix), { withFileTypes: true }).catch(() => []);
+  for (const entry of entries) {
+    const path = prefix ? `${prefix}/${entry.name}` : entry.name;
+    if (entry.isDirectory()) out.push(...(await hashTree(dir, path)));
+    else if (entry.isFile()) {
+      const content = await readFile(join(dir, path));
+      out.push({ path, size: content.length, sha256: createHash("sha256").update(content).digest("hex") });
+    }
+  }
+  return out;
+}
+
+const fakeRun = (): RunResult => {
+  const now = new Date().toISOString();
+  return {
+    tier: "container",
+    imageDigest: "",
+    exitCode: 0,
+    durationMs: 1,
+    stdout: "",
+    stderr: "",
+    stdoutTruncated: false,
+    stderrTruncated: false,
+    oomKilled: false,
+    timedOut: false,
+    outputs: [],
+    startedAt: now,
+    endedAt: now,
+  };
+};
+
+/** Writes `text` into the first declared output (as a file), creating it if needed. */
+async function overwriteFirst(outputsDir: string, declared: string[], text: string, append: boolean): Promise<void> {
+  const files = await hashTree(outputsDir);
+  const target = files[0] ? join(outputsDir, files[0].path) : join(outputsDir, declared[0] ?? "result");
+  if (!files[0] && (await stat(target).catch(() => undefined))?.isDirectory()) {
+    await writeFile(join(target, "result"), text);
+    return;
+  }
+  await mkdir(dirname(target), { recursive: true });
+  if (append) await appendFile(target, text);
+  else await writeFile(target, text);
+}
+
+export function parseBehaviour(name: string): Behaviour {
+  const honest: Behaviour = {
+    name: "honest",
+    run: (execute) => execute(),
+    tamper: async () => undefined,
+    listOutputs: async (_dir, reported) =>
+      reported
+        .filter((f) => f.path.startsWith(OUTPUT_PREFIX))
+        .map((f) => ({ ...f, path: f.path.slice(OUTPUT_PREFIX.length) })),
+    sealProvider: (self) => self,
+    afterCommit: async () => undefined,
+  };
+  const fromDisk = (dir: string) => hashTree(dir);
+  if (name === "honest") return honest;
+  if (name === "lie")
+    return {
+      ...honest,
+      name,
+      tamper: (dir, declared) => overwriteFirst(dir, declared, "\nlie", true),
+      listOutputs: fromDisk,
+    };
+  if (name === "lazy") return { ...honest, name, run: async () => fakeRun(), listOutputs: fromDisk };
+  if (name === "copy")
+    return { ...honest, name, sealProvider: () => "12D3KooWCopiedCommitmentFromAnotherProviderXXXXXXXXXX" };
+  if (name.startsWith("collude:")) {
+    const group = name.slice("collude:".length);
+    return {
+      ...honest,
+      name,
+      tamper: (dir, declared) => overwriteFirst(dir, declared, `colluding group ${group}\n`, false),
+      listOutputs: fromDisk,
+    };
+  }
+  if (name === "slow") {
+    const delay = Number(process.env.AIRQUBE_SLOW_MS ?? 120_000);
+    return { ...honest, name, run: async (execute) => (await new Promise((r) => setTimeout(r, delay)), execute()) };
+  }
+  if (name === "crash") {
+    return {
+      ...honest,
+      name,
+      run: async (execute) => {
+        const running = execute();
+        setTimeout(() => process.kill(process.pid, "SIGKILL"), 300);
+        return running;
+      },
+    };
+  }
+  throw new InternalError("BEHAVIOUR_UNKNOWN", "Unknown provider behaviour", { details: name });
+}

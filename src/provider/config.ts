@@ -1,0 +1,106 @@
+/**
+ * Provider configuration: a JSON file and CLI flags, merged and validated with zod. Every number is bounded;
+ * listen and bootstrap addresses must be loopback unless `allowPublic` is set.
+ */
+import { readFileSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { z } from "zod";
+import { tierSchema, UserError } from "../qube/index.js";
+
+const weiSchema = z.string().regex(/^(0|[1-9][0-9]{0,77})$/, "must be a whole number of wei");
+
+/** Adversary behaviours for tests; refused outside devnet or test configurations. */
+export const behaviourSchema = z
+  .string()
+  .regex(
+    /^(honest|lie|lazy|copy|slow|crash|collude:[A-Za-z0-9_-]{1,32})$/,
+    "must be honest, lie, lazy, copy, slow, crash or collude:GROUP",
+  );
+
+export const providerConfigSchema = z
+  .strictObject({
+    dataDir: z.string().min(1),
+    listen: z.array(z.string()).min(1).max(8).default(["/ip4/127.0.0.1/tcp/0"]),
+    bootstrap: z.array(z.string()).max(32).default([]),
+    allowPublic: z.boolean().default(false),
+    tiers: z.array(tierSchema).min(1).max(2).default(["container"]),
+    maxConcurrent: z.int().min(1).max(64).default(2),
+    price: z
+      .strictObject({ currency: z.string().regex(/^[A-Z]{2,10}$/), start: weiSchema, perSecond: weiSchema })
+      .default({ currency: "GLM", start: "1000000000000000", perSecond: "100000000000000" }),
+    /** EVM payout address; default: an address whose key is created in the data directory. */
+    payout: z
+      .string()
+      .regex(/^0x[0-9a-fA-F]{40}$/)
+      .optional(),
+    operator: z.string().min(1).max(128).optional(),
+    resources: z
+      .strictObject({
+        milliCpus: z.int().min(100).max(256_000),
+        memoryBytes: z
+          .int()
+          .min(16 * 1024 * 1024)
+          .max(2 ** 40),
+        pids: z.int().min(8).max(65_536),
+        scratchBytes: z
+          .int()
+          .min(1024 * 1024)
+          .max(2 ** 44),
+        maxWallTimeMs: z
+          .int()
+          .min(1000)
+          .max(7 * 24 * 3600 * 1000),
+      })
+      .optional(),
+    /** Directory where escape-suite reports are cached by (tier, runtime, image, hardening) fingerprint. */
+    probeCache: z.string().optional(),
+    devnet: z.boolean().default(false),
+    behaviour: behaviourSchema.default("honest"),
+  })
+  .superRefine((config, ctx) => {
+    if (config.behaviour !== "honest" && !config.devnet && process.env.AIRQUBE_TEST !== "1") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["behaviour"],
+        message: "adversary behaviours are only allowed in a devnet or test configuration",
+      });
+    }
+  });
+
+export type ProviderConfig = z.infer<typeof providerConfigSchema>;
+export type ProviderResources = NonNullable<ProviderConfig["resources"]>;
+
+/** Resources this machine can offer by default: all but one core, half the memory. */
+export function defaultResources(): ProviderResources {
+  return {
+    milliCpus: Math.max(1000, (cpus().length - 1) * 1000),
+    memoryBytes: Math.min(2 ** 40, Math.floor(totalmem() / 2)),
+    pids: 256,
+    scratchBytes: 1024 * 1024 * 1024,
+    maxWallTimeMs: 3600 * 1000,
+  };
+}
+
+/** Reads a config file (JSON) and merges flags over it. */
+export function loadProviderConfig(file: string | undefined, flags: Record<string, unknown>): ProviderConfig {
+  let base: Record<string, unknown> = {};
+  if (file) {
+    try {
+      base = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+    } catch (error) {
+      throw new UserError("CONFIG_UNREADABLE", "Could not read the provider config file", {
+        details: `${file}: ${(error as Error).message}`,
+        cause: error,
+      });
+    }
+  }
+  const merged = { ...base, ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)) };
+  const result = providerConfigSchema.safeParse(merged);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    throw new UserError("CONFIG_INVALID", "The provider configuration is invalid", {
+      details: `${issue?.path.join(".") || "(root)"}: ${issue?.message}`,
+    });
+  }
+  return result.data;
+}
