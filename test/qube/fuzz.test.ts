@@ -7,7 +7,13 @@
  */
 import { expect } from "chai";
 import { canonicalBytes, parseJsonBytes } from "../../src/qube/canonical.js";
-import { createCommitment, decodeCommitment, decodeReveal, signCommitment, signReveal } from "../../src/qube/commitment.js";
+import {
+  createCommitment,
+  decodeCommitment,
+  decodeReveal,
+  signCommitment,
+  signReveal,
+} from "../../src/qube/commitment.js";
 import { encodeEnvelope, signEnvelope } from "../../src/qube/envelope.js";
 import { AirqubeError } from "../../src/qube/errors.js";
 import { ed25519PublicKeyFromPeerId, Identity } from "../../src/qube/identity.js";
@@ -42,10 +48,32 @@ type Rng = ReturnType<typeof prng>;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-const INTERESTING = [0, 0xff, 0x7f, 0x80, 0x22, 0x5c, 0x7b, 0x7d, 0x5b, 0x5d, 0x3a, 0x2c, 0x30, 0x39, 0x2d, 0x65, 0x2e, 0xc3, 0xed];
+const INTERESTING = [
+  0, 0xff, 0x7f, 0x80, 0x22, 0x5c, 0x7b, 0x7d, 0x5b, 0x5d, 0x3a, 0x2c, 0x30, 0x39, 0x2d, 0x65, 0x2e, 0xc3, 0xed,
+];
 const WEIRD_VALUES: unknown[] = [
-  null, true, -1, 0, 1.5, 2 ** 53, -(2 ** 63), 1e308, "", "x".repeat(5000), "\u0000", "../../etc", "sha256:", [], {},
-  [[[[[[]]]]]], { __proto__: 1 }, { toString: "x" }, "\ud800", "12D3KooW", `aq1${"0".repeat(64)}`, "2026-13-45T99:99:99.000Z",
+  null,
+  true,
+  -1,
+  0,
+  1.5,
+  2 ** 53,
+  -(2 ** 63),
+  1e308,
+  "",
+  "x".repeat(5000),
+  "\u0000",
+  "../../etc",
+  "sha256:",
+  [],
+  {},
+  [[[[[[]]]]]],
+  { __proto__: 1 },
+  { toString: "x" },
+  "\ud800",
+  "12D3KooW",
+  `aq1${"0".repeat(64)}`,
+  "2026-13-45T99:99:99.000Z",
 ];
 
 function randomBytes(r: Rng, max = 512): Uint8Array {
@@ -57,13 +85,30 @@ function randomBytes(r: Rng, max = 512): Uint8Array {
 function randomJsonText(r: Rng, depth = 0): string {
   const k = r.int(depth > 4 ? 4 : 7);
   switch (k) {
-    case 0: return r.pick(["null", "true", "false", "0", "-0", "1e999", "-1", "3.5", "9007199254740993"]);
-    case 1: return JSON.stringify(r.pick(["", "a", "version", "sha256:00", "\u2028", "payload", "kind"]));
-    case 2: return String(r.int(2 ** 31));
-    case 3: return JSON.stringify(r.pick(WEIRD_VALUES));
-    case 4: return `[${Array.from({ length: r.int(4) }, () => randomJsonText(r, depth + 1)).join(",")}]`;
+    case 0:
+      return r.pick(["null", "true", "false", "0", "-0", "1e999", "-1", "3.5", "9007199254740993"]);
+    case 1:
+      return JSON.stringify(r.pick(["", "a", "version", "sha256:00", "\u2028", "payload", "kind"]));
+    case 2:
+      return String(r.int(2 ** 31));
+    case 3:
+      return JSON.stringify(r.pick(WEIRD_VALUES));
+    case 4:
+      return `[${Array.from({ length: r.int(4) }, () => randomJsonText(r, depth + 1)).join(",")}]`;
     default: {
-      const keys = ["version", "kind", "payload", "signer", "signature", "files", "path", "image", "limits", "qubeId", "x"];
+      const keys = [
+        "version",
+        "kind",
+        "payload",
+        "signer",
+        "signature",
+        "files",
+        "path",
+        "image",
+        "limits",
+        "qubeId",
+        "x",
+      ];
       return `{${Array.from({ length: r.int(5) }, () => `${JSON.stringify(r.pick(keys))}:${randomJsonText(r, depth + 1)}`).join(",")}}`;
     }
   }
@@ -82,7 +127,8 @@ function mutateJson(r: Rng, value: unknown): unknown {
   }
   const copy = { ...(value as Record<string, unknown>) };
   const keys = Object.keys(copy);
-  if (keys.length === 0 || r.int(10) === 0) copy[r.pick(["extra", "version", "kind", "__proto__"])] = r.pick(WEIRD_VALUES);
+  if (keys.length === 0 || r.int(10) === 0)
+    copy[r.pick(["extra", "version", "kind", "__proto__"])] = r.pick(WEIRD_VALUES);
   else {
     const key = r.pick(keys);
     if (r.int(10) === 0) delete copy[key];
@@ -148,7 +194,11 @@ function resigner(identity: Identity) {
   };
 }
 
-function fuzz(target: Target, runs: number, seedValue: number): { runs: number; ok: number; typed: number; slowestMs: number } {
+function fuzz(
+  target: Target,
+  runs: number,
+  seedValue: number,
+): { runs: number; ok: number; typed: number; slowestMs: number } {
   const r = prng(seedValue);
   let ok = 0;
   let typed = 0;
@@ -162,7 +212,8 @@ function fuzz(target: Target, runs: number, seedValue: number): { runs: number; 
     if (mode < 2) input = randomBytes(r);
     else if (mode < 4) input = enc.encode(randomJsonText(r));
     else if (mode < 5 && target.resign) input = target.resign(r, r.pick(target.corpus));
-    else if (mode < 8 && parsed.length > 0) input = enc.encode(JSON.stringify(mutateJson(r, r.pick(parsed)))); else input = mutateBytes(r, r.pick(target.corpus), target.corpus);
+    else if (mode < 8 && parsed.length > 0) input = enc.encode(JSON.stringify(mutateJson(r, r.pick(parsed))));
+    else input = mutateBytes(r, r.pick(target.corpus), target.corpus);
     const started = performance.now();
     try {
       target.decode(input);
@@ -193,20 +244,45 @@ describe("qube: fuzzing every decoder", function () {
   this.timeout(0);
   const statement = signResultStatement(
     {
-      version: 1, qubeId, provider: provider.peerId, tier: "container", imageDigest: spec.image.digest, outcome: "exited",
-      exitCode: 0, outputsRoot: `sha256:${sha("m")}`, usage: { cpuMs: 1, wallMs: 1, maxMemoryBytes: 1, outputBytes: 1, outputFiles: 1 },
-      probeReportHash: `sha256:${sha("p")}`, startedAt: "2026-11-20T00:00:00.000Z", finishedAt: "2026-11-20T00:00:01.000Z",
+      version: 1,
+      qubeId,
+      provider: provider.peerId,
+      tier: "container",
+      imageDigest: spec.image.digest,
+      outcome: "exited",
+      exitCode: 0,
+      outputsRoot: `sha256:${sha("m")}`,
+      usage: { cpuMs: 1, wallMs: 1, maxMemoryBytes: 1, outputBytes: 1, outputFiles: 1 },
+      probeReportHash: `sha256:${sha("p")}`,
+      startedAt: "2026-11-20T00:00:00.000Z",
+      finishedAt: "2026-11-20T00:00:01.000Z",
     },
     provider,
   );
   const cr = createCommitment({ qubeId, outputsRoot: `sha256:${sha("m")}`, salt: seed(4), provider: provider.peerId });
   const manifest = buildOutputManifest([{ path: "count", size: 2, sha256: sha("3\n") }], spec);
-  const sealed = [sealBytes(new Uint8Array(150).fill(3), { qubeId, recipientPublicKey: provider.sealing.publicKey, ephemeralSeed: seed(8), chunkSize: 64 }),
-    sealBytes(new Uint8Array(0), { qubeId, recipientPublicKey: provider.sealing.publicKey, ephemeralSeed: seed(9), chunkSize: 64 })];
+  const sealed = [
+    sealBytes(new Uint8Array(150).fill(3), {
+      qubeId,
+      recipientPublicKey: provider.sealing.publicKey,
+      ephemeralSeed: seed(8),
+      chunkSize: 64,
+    }),
+    sealBytes(new Uint8Array(0), {
+      qubeId,
+      recipientPublicKey: provider.sealing.publicKey,
+      ephemeralSeed: seed(9),
+      chunkSize: 64,
+    }),
+  ];
   const open = { qubeId, recipient: provider.sealing, maxBytes: 4096 };
 
   const targets: Target[] = [
-    { name: "parseJsonBytes", corpus: [canonicalBytes(spec), canonicalBytes(manifest)], decode: (b) => parseJsonBytes(b, { maxBytes: 1 << 20 }) },
+    {
+      name: "parseJsonBytes",
+      corpus: [canonicalBytes(spec), canonicalBytes(manifest)],
+      decode: (b) => parseJsonBytes(b, { maxBytes: 1 << 20 }),
+    },
     { name: "decodeQubeSpec", corpus: [encodeQubeSpec(spec)], decode: (b) => decodeQubeSpec(b) },
     {
       name: "decodeSignedQubeSpec",
@@ -214,14 +290,37 @@ describe("qube: fuzzing every decoder", function () {
       decode: (b) => decodeSignedQubeSpec(b),
       resign: resigner(requestor),
     },
-    { name: "decodeResultStatement", corpus: [encodeEnvelope(statement)], decode: (b) => decodeResultStatement(b), resign: resigner(provider) },
-    { name: "decodeCommitment", corpus: [encodeEnvelope(signCommitment(cr.commitment, provider))], decode: (b) => decodeCommitment(b), resign: resigner(provider) },
-    { name: "decodeReveal", corpus: [encodeEnvelope(signReveal(cr.reveal, provider))], decode: (b) => decodeReveal(b), resign: resigner(provider) },
+    {
+      name: "decodeResultStatement",
+      corpus: [encodeEnvelope(statement)],
+      decode: (b) => decodeResultStatement(b),
+      resign: resigner(provider),
+    },
+    {
+      name: "decodeCommitment",
+      corpus: [encodeEnvelope(signCommitment(cr.commitment, provider))],
+      decode: (b) => decodeCommitment(b),
+      resign: resigner(provider),
+    },
+    {
+      name: "decodeReveal",
+      corpus: [encodeEnvelope(signReveal(cr.reveal, provider))],
+      decode: (b) => decodeReveal(b),
+      resign: resigner(provider),
+    },
     { name: "decodeOutputManifest", corpus: [encodeOutputManifest(manifest)], decode: (b) => decodeOutputManifest(b) },
     { name: "decodeSealHeader", corpus: sealed.map((s) => s.subarray(0, 41)), decode: (b) => decodeSealHeader(b) },
     { name: "openBytes (sealed chunks)", corpus: sealed, decode: (b) => openBytes(b, open) },
-    { name: "ed25519PublicKeyFromPeerId", corpus: [enc.encode(provider.peerId)], decode: (b) => ed25519PublicKeyFromPeerId(dec.decode(b)) },
-    { name: "Identity.fromLibp2pPrivateKey", corpus: [provider.toLibp2pPrivateKey()], decode: (b) => Identity.fromLibp2pPrivateKey(b) },
+    {
+      name: "ed25519PublicKeyFromPeerId",
+      corpus: [enc.encode(provider.peerId)],
+      decode: (b) => ed25519PublicKeyFromPeerId(dec.decode(b)),
+    },
+    {
+      name: "Identity.fromLibp2pPrivateKey",
+      corpus: [provider.toLibp2pPrivateKey()],
+      decode: (b) => Identity.fromLibp2pPrivateKey(b),
+    },
   ];
 
   targets.forEach((target, index) => {
@@ -232,7 +331,8 @@ describe("qube: fuzzing every decoder", function () {
       expect(result.slowestMs).to.be.below(HANG_MS);
       if (BUDGET_MS === 0) expect(result.runs).to.equal(RUNS);
       // Shown in the test title so a run's coverage is visible in the report.
-      this.test!.title += ` [${result.runs} run: ${result.ok} ok, ${result.typed} typed errors, slowest ${result.slowestMs.toFixed(1)} ms]`;
+      this.test!.title +=
+        ` [${result.runs} run: ${result.ok} ok, ${result.typed} typed errors, slowest ${result.slowestMs.toFixed(1)} ms]`;
     });
   });
 

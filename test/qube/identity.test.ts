@@ -2,6 +2,7 @@ import { generateKeyPair, privateKeyToProtobuf } from "@libp2p/crypto/keys";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { expect } from "chai";
 import fc from "fast-check";
+import { z } from "zod";
 import { canonicalBytes } from "../../src/qube/canonical.js";
 import { SIGNATURE_KINDS, signingMessage } from "../../src/qube/domains.js";
 import { decodeEnvelope, encodeEnvelope, signEnvelope } from "../../src/qube/envelope.js";
@@ -14,7 +15,6 @@ import {
 } from "../../src/qube/identity.js";
 import { decodeSignedQubeSpec, signQubeSpec } from "../../src/qube/signed-spec.js";
 import { provider, requestor, seed, spec, thrown } from "./fixtures.js";
-import { z } from "zod";
 
 describe("qube: identities and signatures", () => {
   it("a peer id is the signing key: peer id <-> raw public key", () => {

@@ -1,8 +1,20 @@
 import { expect } from "chai";
 import fc from "fast-check";
-import { checkReveal, createCommitment, decodeCommitment, decodeReveal, signCommitment, signReveal } from "../../src/qube/commitment.js";
+import {
+  checkReveal,
+  createCommitment,
+  decodeCommitment,
+  decodeReveal,
+  signCommitment,
+  signReveal,
+} from "../../src/qube/commitment.js";
 import { encodeEnvelope, signEnvelope } from "../../src/qube/envelope.js";
-import { buildOutputManifest, decodeOutputManifest, encodeOutputManifest, outputsRootOf } from "../../src/qube/manifest.js";
+import {
+  buildOutputManifest,
+  decodeOutputManifest,
+  encodeOutputManifest,
+  outputsRootOf,
+} from "../../src/qube/manifest.js";
 import { qubeIdOf } from "../../src/qube/qube-id.js";
 import { createQubeSpec } from "../../src/qube/spec.js";
 import {
@@ -42,22 +54,26 @@ describe("qube: result statements", () => {
     expect(thrown(() => decodeResultStatement(forged)).code).to.equal("SIGNER_MISMATCH");
     const bytes = encodeEnvelope(signResultStatement(statement, provider));
     expect(thrown(() => decodeResultStatement(bytes, { qubeId: `aq1${sha("x")}` })).code).to.equal("QUBE_ID_MISMATCH");
-    expect(thrown(() => decodeResultStatement(bytes, { provider: otherProvider.peerId })).code).to.equal("SIGNER_MISMATCH");
-    const e = thrown(() => checkStatementAgainstSpec({ ...statement, imageDigest: `sha256:${sha("evil")}` }, spec, qubeId));
+    expect(thrown(() => decodeResultStatement(bytes, { provider: otherProvider.peerId })).code).to.equal(
+      "SIGNER_MISMATCH",
+    );
+    const e = thrown(() =>
+      checkStatementAgainstSpec({ ...statement, imageDigest: `sha256:${sha("evil")}` }, spec, qubeId),
+    );
     expect(e.code).to.equal("STATEMENT_MISMATCH");
     const vm = createQubeSpec(draft({ tier: "microvm" }));
-    expect(thrown(() => checkStatementAgainstSpec({ ...statement, qubeId: qubeIdOf(vm) }, vm, qubeIdOf(vm))).message).to.contain(
-      "ran in tier container, spec requires microvm",
-    );
+    expect(
+      thrown(() => checkStatementAgainstSpec({ ...statement, qubeId: qubeIdOf(vm) }, vm, qubeIdOf(vm))).message,
+    ).to.contain("ran in tier container, spec requires microvm");
   });
 
   it("validates the statement's own consistency", () => {
     expect(thrown(() => signResultStatement({ ...statement, exitCode: null }, provider)).message).to.contain(
       'exitCode: must be set exactly when outcome is "exited"',
     );
-    expect(thrown(() => signResultStatement({ ...statement, finishedAt: "2026-11-19T00:00:00.000Z" }, provider)).message).to.contain(
-      "finishedAt: must not be before startedAt",
-    );
+    expect(
+      thrown(() => signResultStatement({ ...statement, finishedAt: "2026-11-19T00:00:00.000Z" }, provider)).message,
+    ).to.contain("finishedAt: must not be before startedAt");
   });
 
   it("property: any single-bit flip in an encoded signed statement is detected", () => {
@@ -94,27 +110,42 @@ describe("qube: commitment and reveal", () => {
   it("a provider cannot change its answer, nor copy another's commitment", () => {
     const change = thrown(() => checkReveal(commitment, { ...reveal, outputsRoot: `sha256:${sha("other")}` }));
     expect(change.code).to.equal("REVEAL_MISMATCH");
-    expect(change.message).to.equal("The reveal does not match the commitment: outputs root and salt do not hash to the commitment");
+    expect(change.message).to.equal(
+      "The reveal does not match the commitment: outputs root and salt do not hash to the commitment",
+    );
     // Copier: takes the honest provider's commitment value as its own, later reveals the honest root and salt.
     const copied = { ...commitment, provider: otherProvider.peerId };
-    expect(thrown(() => checkReveal(copied, { ...reveal, provider: otherProvider.peerId })).code).to.equal("REVEAL_MISMATCH");
+    expect(thrown(() => checkReveal(copied, { ...reveal, provider: otherProvider.peerId })).code).to.equal(
+      "REVEAL_MISMATCH",
+    );
     expect(thrown(() => checkReveal(commitment, { ...reveal, provider: otherProvider.peerId })).message).to.contain(
       "from another provider",
     );
-    expect(thrown(() => checkReveal(commitment, { ...reveal, qubeId: `aq1${sha("q")}` })).message).to.contain("another qube");
+    expect(thrown(() => checkReveal(commitment, { ...reveal, qubeId: `aq1${sha("q")}` })).message).to.contain(
+      "another qube",
+    );
     const forged = encodeEnvelope(signEnvelope("commitment", commitment, otherProvider));
     expect(thrown(() => decodeCommitment(forged)).code).to.equal("SIGNER_MISMATCH");
   });
 
   it("property: any change of root, salt, qube or provider changes the commitment", () => {
     fc.assert(
-      fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.uint8Array({ minLength: 32, maxLength: 32 }), (s, r) => {
-        const other = createCommitment({ qubeId, outputsRoot: `sha256:${Buffer.from(r).toString("hex")}`, salt: s, provider: provider.peerId });
-        if (other.reveal.salt !== reveal.salt || other.reveal.outputsRoot !== reveal.outputsRoot) {
-          expect(other.commitment.commitment).to.not.equal(commitment.commitment);
-          expect(() => checkReveal(commitment, other.reveal)).to.throw();
-        }
-      }),
+      fc.property(
+        fc.uint8Array({ minLength: 32, maxLength: 32 }),
+        fc.uint8Array({ minLength: 32, maxLength: 32 }),
+        (s, r) => {
+          const other = createCommitment({
+            qubeId,
+            outputsRoot: `sha256:${Buffer.from(r).toString("hex")}`,
+            salt: s,
+            provider: provider.peerId,
+          });
+          if (other.reveal.salt !== reveal.salt || other.reveal.outputsRoot !== reveal.outputsRoot) {
+            expect(other.commitment.commitment).to.not.equal(commitment.commitment);
+            expect(() => checkReveal(commitment, other.reveal)).to.throw();
+          }
+        },
+      ),
       { numRuns: 200 },
     );
   });
@@ -143,22 +174,30 @@ describe("qube: output normalisation", () => {
     });
     expect(outputsRootOf(a)).to.equal(outputsRootOf(b));
     expect(decodeOutputManifest(encodeOutputManifest(a), { expectedRoot: outputsRootOf(a) })).to.deep.equal(a);
-    expect(thrown(() => decodeOutputManifest(encodeOutputManifest(a), { expectedRoot: root })).code).to.equal("OUTPUTS_ROOT_MISMATCH");
+    expect(thrown(() => decodeOutputManifest(encodeOutputManifest(a), { expectedRoot: root })).code).to.equal(
+      "OUTPUTS_ROOT_MISMATCH",
+    );
   });
 
   it("keeps metadata the spec does not strip", () => {
-    const keep = createQubeSpec(draft({ outputs: ["result"], normalise: { stripModes: false, stripTimestamps: false } }));
+    const keep = createQubeSpec(
+      draft({ outputs: ["result"], normalise: { stripModes: false, stripTimestamps: false } }),
+    );
     const m = buildOutputManifest(files.slice(0, 1), keep);
     expect(m.files[0]).to.deep.equal({ path: "result/b", size: 1, sha256: sha("b"), mode: 0o644, mtimeMs: 10 });
-    expect(thrown(() => buildOutputManifest([{ path: "result/b", size: 1, sha256: sha("b") }], keep)).code).to.equal("OUTPUT_INVALID");
+    expect(thrown(() => buildOutputManifest([{ path: "result/b", size: 1, sha256: sha("b") }], keep)).code).to.equal(
+      "OUTPUT_INVALID",
+    );
   });
 
   it("refuses undeclared, duplicate, unsafe and oversize outputs", () => {
-    expect(thrown(() => buildOutputManifest([{ path: "etc/passwd", size: 1, sha256: sha("") }], s)).code).to.equal("OUTPUT_UNDECLARED");
-    expect(thrown(() => buildOutputManifest([files[0], files[0]], s)).code).to.equal("OUTPUT_INVALID");
-    expect(thrown(() => buildOutputManifest([{ path: "result/../x", size: 1, sha256: sha("") }], s)).message).to.contain(
-      "invalid path",
+    expect(thrown(() => buildOutputManifest([{ path: "etc/passwd", size: 1, sha256: sha("") }], s)).code).to.equal(
+      "OUTPUT_UNDECLARED",
     );
+    expect(thrown(() => buildOutputManifest([files[0], files[0]], s)).code).to.equal("OUTPUT_INVALID");
+    expect(
+      thrown(() => buildOutputManifest([{ path: "result/../x", size: 1, sha256: sha("") }], s)).message,
+    ).to.contain("invalid path");
     const big = { ...s, limits: { ...s.limits, outputBytes: 1 } };
     expect(thrown(() => buildOutputManifest(files, big)).code).to.equal("OUTPUT_LIMIT");
     expect(

@@ -51,20 +51,28 @@ describe("qube: sealing (X25519 + HKDF + ChaCha20-Poly1305 STREAM)", () => {
 
   it("property: streaming with arbitrary piece boundaries equals whole-buffer", async () => {
     await fc.assert(
-      fc.asyncProperty(bytesArb, fc.array(fc.integer({ min: 1, max: 200 }), { minLength: 1, maxLength: 10 }), async (plain, cuts) => {
-        const pieces = (data: Uint8Array) => {
-          const out: Uint8Array[] = [];
-          for (let o = 0, i = 0; o < data.length; i++) {
-            const n = cuts[i % cuts.length]!;
-            out.push(data.slice(o, o + n));
-            o += n;
-          }
-          return out;
-        };
-        const sealed = await collect(sealStream(pieces(plain), params()));
-        expect(sealed).to.deep.equal(sealBytes(plain, params()));
-        expect(await collect(openStream(pieces(sealed), { ...opener, expectedSize: plain.length, expectedSha256: sha(plain) }))).to.deep.equal(plain);
-      }),
+      fc.asyncProperty(
+        bytesArb,
+        fc.array(fc.integer({ min: 1, max: 200 }), { minLength: 1, maxLength: 10 }),
+        async (plain, cuts) => {
+          const pieces = (data: Uint8Array) => {
+            const out: Uint8Array[] = [];
+            for (let o = 0, i = 0; o < data.length; i++) {
+              const n = cuts[i % cuts.length]!;
+              out.push(data.slice(o, o + n));
+              o += n;
+            }
+            return out;
+          };
+          const sealed = await collect(sealStream(pieces(plain), params()));
+          expect(sealed).to.deep.equal(sealBytes(plain, params()));
+          expect(
+            await collect(
+              openStream(pieces(sealed), { ...opener, expectedSize: plain.length, expectedSha256: sha(plain) }),
+            ),
+          ).to.deep.equal(plain);
+        },
+      ),
       { numRuns: 200 },
     );
   });
@@ -107,7 +115,9 @@ describe("qube: sealing (X25519 + HKDF + ChaCha20-Poly1305 STREAM)", () => {
         if (i !== j && chunks[i]!.length === chunks[j]!.length) {
           const swapped = [...chunks];
           [swapped[i], swapped[j]] = [swapped[j]!, swapped[i]!];
-          expect(codeOf(() => openBytes(join([header, ...swapped]), opener))).to.match(/^SEAL_(AUTH_FAILED|TRAILING_DATA)$/);
+          expect(codeOf(() => openBytes(join([header, ...swapped]), opener))).to.match(
+            /^SEAL_(AUTH_FAILED|TRAILING_DATA)$/,
+          );
         }
         const dup = [...chunks.slice(0, i + 1), chunks[i]!, ...chunks.slice(i + 1)];
         expect(codeOf(() => openBytes(join([header, ...dup]), opener))).to.match(/^SEAL_(AUTH_FAILED|TRAILING_DATA)$/);
@@ -136,7 +146,9 @@ describe("qube: sealing (X25519 + HKDF + ChaCha20-Poly1305 STREAM)", () => {
           expect(e.code).to.equal("SEAL_AUTH_FAILED");
           expect(e.message).to.contain("chunk 0");
         }
-        expect(codeOf(() => openBytes(sealed, { qubeId, recipient: otherProvider.sealing }))).to.equal("SEAL_AUTH_FAILED");
+        expect(codeOf(() => openBytes(sealed, { qubeId, recipient: otherProvider.sealing }))).to.equal(
+          "SEAL_AUTH_FAILED",
+        );
       }),
       { numRuns: 200 },
     );
@@ -190,7 +202,9 @@ describe("qube: sealing (X25519 + HKDF + ChaCha20-Poly1305 STREAM)", () => {
     ac.abort();
     const e = await collect(sealStream([new Uint8Array(1)], params(), { signal: ac.signal })).catch((err) => err);
     expect(e.code).to.equal("ABORTED");
-    const e2 = await collect(openStream([sealBytes(new Uint8Array(1), params())], opener, { signal: ac.signal })).catch((err) => err);
+    const e2 = await collect(openStream([sealBytes(new Uint8Array(1), params())], opener, { signal: ac.signal })).catch(
+      (err) => err,
+    );
     expect(e2.code).to.equal("ABORTED");
   });
 });

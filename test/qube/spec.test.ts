@@ -4,7 +4,7 @@ import { canonicalJson, parseJsonBytes } from "../../src/qube/canonical.js";
 import { UserError } from "../../src/qube/errors.js";
 import { decodeQubeSpec, encodeQubeSpec, qubeIdOf } from "../../src/qube/qube-id.js";
 import { createQubeSpec, parseQubeSpec } from "../../src/qube/spec.js";
-import { NOW, draft, requestor, spec, thrown } from "./fixtures.js";
+import { draft, NOW, requestor, spec, thrown } from "./fixtures.js";
 
 const enc = (v: unknown) => new TextEncoder().encode(typeof v === "string" ? v : JSON.stringify(v));
 
@@ -30,7 +30,9 @@ describe("qube: spec v1", () => {
     const e = thrown(() => parseQubeSpec({ ...spec, extra: 1, image: { ...spec.image, tag: "x" } }));
     expect(e).to.be.instanceOf(UserError);
     expect(e.code).to.equal("SPEC_INVALID");
-    expect(e.message).to.equal('The qube spec is invalid: image: Unrecognized key: "tag"; (root): Unrecognized key: "extra"');
+    expect(e.message).to.equal(
+      'The qube spec is invalid: image: Unrecognized key: "tag"; (root): Unrecognized key: "extra"',
+    );
   });
 
   it("rejects out-of-range and non-integer limits precisely", () => {
@@ -54,9 +56,18 @@ describe("qube: spec v1", () => {
     const cases: Array<[unknown, string]> = [
       [{ ...spec, outputs: ["../x"] }, 'outputs[0]: invalid path: segment ".." is not allowed'],
       [{ ...spec, outputs: ["/abs"] }, "outputs[0]: invalid path: is absolute"],
-      [{ ...spec, outputs: ["b", "a"], normalise: { ...spec.normalise, include: [] } }, "outputs[1]: paths must be sorted by UTF-8 bytes"],
-      [{ ...spec, outputs: ["a", "a b", "a/b"], normalise: { ...spec.normalise, include: [] } }, 'outputs[2]: lies below "a"'],
-      [{ ...spec, normalise: { ...spec.normalise, include: ["other"] } }, "normalise.include[0]: must be a declared output or lie below one"],
+      [
+        { ...spec, outputs: ["b", "a"], normalise: { ...spec.normalise, include: [] } },
+        "outputs[1]: paths must be sorted by UTF-8 bytes",
+      ],
+      [
+        { ...spec, outputs: ["a", "a b", "a/b"], normalise: { ...spec.normalise, include: [] } },
+        'outputs[2]: lies below "a"',
+      ],
+      [
+        { ...spec, normalise: { ...spec.normalise, include: ["other"] } },
+        "normalise.include[0]: must be a declared output or lie below one",
+      ],
       [{ ...spec, env: { "1X": "y" } }, "env.1X: Invalid key in record: must be an environment variable name"],
     ];
     for (const [value, details] of cases) {
@@ -84,7 +95,9 @@ describe("qube: spec v1", () => {
   });
 
   it("checks expiry against a passed-in now", () => {
-    expect(thrown(() => parseQubeSpec(spec, { now: new Date("2026-12-01T00:00:00.000Z") })).code).to.equal("SPEC_EXPIRED");
+    expect(thrown(() => parseQubeSpec(spec, { now: new Date("2026-12-01T00:00:00.000Z") })).code).to.equal(
+      "SPEC_EXPIRED",
+    );
     expect(thrown(() => parseQubeSpec(spec, { now: new Date("2026-10-01T00:00:00.000Z") })).message).to.contain(
       "at most 30 days",
     );
@@ -116,14 +129,23 @@ describe("qube: spec v1", () => {
   });
 
   it("property: encode/decode round trips and the id is stable", () => {
-    const pathArb = fc.stringMatching(/^[a-z]{1,8}(\/[a-z0-9._-]{1,8}){0,2}$/).filter((p) => !p.split("/").includes(".."));
+    const pathArb = fc
+      .stringMatching(/^[a-z]{1,8}(\/[a-z0-9._-]{1,8}){0,2}$/)
+      .filter((p) => !p.split("/").includes(".."));
     fc.assert(
       fc.property(
         fc.uniqueArray(pathArb, { minLength: 1, maxLength: 5 }),
-        fc.array(fc.string({ maxLength: 20 }).filter((s) => !s.includes("\u0000")), { minLength: 1, maxLength: 5 }),
-        fc.dictionary(fc.stringMatching(/^[A-Z_][A-Z0-9_]{0,10}$/), fc.string({ maxLength: 10 }).filter((s) => !s.includes("\u0000")), {
-          maxKeys: 5,
-        }),
+        fc.array(
+          fc.string({ maxLength: 20 }).filter((s) => !s.includes("\u0000")),
+          { minLength: 1, maxLength: 5 },
+        ),
+        fc.dictionary(
+          fc.stringMatching(/^[A-Z_][A-Z0-9_]{0,10}$/),
+          fc.string({ maxLength: 10 }).filter((s) => !s.includes("\u0000")),
+          {
+            maxKeys: 5,
+          },
+        ),
         fc.integer({ min: 16 * 2 ** 20, max: 64 * 2 ** 30 }),
         fc.constantFrom("container", "microvm"),
         (outputs, command, env, memoryBytes, tier) => {

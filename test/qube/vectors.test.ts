@@ -15,7 +15,8 @@ import { sealBytes } from "../../src/qube/seal.js";
 import { parseQubeSpec } from "../../src/qube/spec.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: vector files are plain JSON
-const load = (name: string): any => JSON.parse(readFileSync(new URL(`../vectors/${name}`, import.meta.url), "utf8"));
+type Json = any;
+const load = (name: string): Json => JSON.parse(readFileSync(new URL(`../vectors/${name}`, import.meta.url), "utf8"));
 const utf8 = (s: string) => new TextEncoder().encode(s);
 
 describe("qube: published test vectors", () => {
@@ -74,21 +75,21 @@ describe("qube: published test vectors", () => {
 
   it("results.json: manifests, outputs roots and commitments", () => {
     const specs = load("spec.json").cases.map((c: { spec: unknown }) => parseQubeSpec(c.spec));
-    load("results.json").cases.forEach((c: Record<string, any>, i: number) => {
+    load("results.json").cases.forEach((c: Json, i: number) => {
       const manifest = buildOutputManifest(c.files, specs[i]);
       expect(canonicalJson(manifest)).to.equal(c.manifestCanonical);
       expect(outputsRootOf(manifest)).to.equal(c.outputsRoot);
       expect(`sha256:${toHex(sha256(utf8(c.manifestCanonical)))}`).to.equal(c.outputsRoot);
       const salt = fromHex(c.commitment.salt);
-      expect(commitmentHash({ qubeId: c.qubeId, outputsRoot: c.outputsRoot, salt, provider: c.commitment.provider })).to.equal(
-        c.commitment.commitment,
-      );
+      expect(
+        commitmentHash({ qubeId: c.qubeId, outputsRoot: c.outputsRoot, salt, provider: c.commitment.provider }),
+      ).to.equal(c.commitment.commitment);
     });
   });
 });
 
 /** The sealed-stream format re-implemented from its description with @noble primitives. */
-function nobleOpen(c: Record<string, any>): Uint8Array {
+function nobleOpen(c: Json): Uint8Array {
   const sealed = fromHex(c.sealed);
   const header = sealed.subarray(0, 41);
   expect(toHex(header.subarray(0, 5))).to.equal("6171736c01");

@@ -3,19 +3,20 @@
  * commit the JSON; `test/qube/vectors.test.ts` checks the implementation against the committed files, so
  * a change in any encoding shows up as a failing test rather than as silently regenerated vectors.
  */
-import { writeFileSync } from "node:fs";
+
 import { createHash } from "node:crypto";
+import { writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { toHex } from "../../src/qube/bytes.js";
 import { canonicalJson } from "../../src/qube/canonical.js";
 import { commitmentHash } from "../../src/qube/commitment.js";
+import { signingMessage } from "../../src/qube/domains.js";
 import { Identity, sealingKeyFromSeed } from "../../src/qube/identity.js";
 import { buildOutputManifest, outputsRootOf } from "../../src/qube/manifest.js";
 import { encodeQubeSpec, qubeIdOf } from "../../src/qube/qube-id.js";
 import { sealBytes } from "../../src/qube/seal.js";
 import { createQubeSpec } from "../../src/qube/spec.js";
-import { signingMessage } from "../../src/qube/domains.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const write = (name: string, value: unknown) => writeFileSync(join(here, name), `${JSON.stringify(value, null, 2)}\n`);
@@ -102,7 +103,11 @@ const specs = [
 ];
 write("spec.json", {
   description: "Qube spec v1 -> RFC 8785 canonical text -> qube id = 'aq1' + hex(SHA-256(canonical UTF-8 bytes)).",
-  cases: specs.map((spec) => ({ spec, canonical: Buffer.from(encodeQubeSpec(spec)).toString("utf8"), id: qubeIdOf(spec) })),
+  cases: specs.map((spec) => ({
+    spec,
+    canonical: Buffer.from(encodeQubeSpec(spec)).toString("utf8"),
+    id: qubeIdOf(spec),
+  })),
 });
 
 // 4. Sealed streams with fixed keys.
@@ -130,7 +135,9 @@ write("seal.json", {
       ephemeralPublicKey: toHex(sealingKeyFromSeed(ephemeralSeed).publicKey),
       chunkSize,
       plaintext: toHex(plaintext),
-      sealed: toHex(sealBytes(plaintext, { qubeId, recipientPublicKey: recipient.publicKey, ephemeralSeed, chunkSize })),
+      sealed: toHex(
+        sealBytes(plaintext, { qubeId, recipientPublicKey: recipient.publicKey, ephemeralSeed, chunkSize }),
+      ),
     };
   }),
 });
@@ -143,7 +150,10 @@ const collected = [
   { path: "logs/run.log", size: 9, sha256: sha("log lines"), mode: 0o644, mtimeMs: 1_700_000_000_002, uid: 0, gid: 0 },
 ];
 const manifests = [specs[0]!, specs[1]!].map((spec, i) => {
-  const files = i === 0 ? [{ path: "count", size: 2, sha256: sha("3\n"), mode: 0o644, mtimeMs: 1, uid: 65534, gid: 65534 }] : collected;
+  const files =
+    i === 0
+      ? [{ path: "count", size: 2, sha256: sha("3\n"), mode: 0o644, mtimeMs: 1, uid: 65534, gid: 65534 }]
+      : collected;
   const manifest = buildOutputManifest(files, spec);
   const outputsRoot = outputsRootOf(manifest);
   const salt = seed(200 + i);
