@@ -2,6 +2,8 @@
  * Admission control, pure: may this provider take this qube now? Returns the first reason to refuse, with a
  * stable code the requestor can act on, or undefined when the qube is admitted.
  */
+
+import { qubePrice } from "../net/offers/offer.js";
 import type { QubeSpec, Tier } from "../qube/index.js";
 import type { ProviderResources } from "./config.js";
 
@@ -21,9 +23,9 @@ export interface Refusal {
   reason: string;
 }
 
-/** Minimum price for a spec under a price list: start + perSecond × ceil(wall time in seconds). */
+/** Minimum price for a spec under a price list. */
 export function minimumPrice(spec: QubeSpec, pricing: { start: bigint; perSecond: bigint }): bigint {
-  return pricing.start + pricing.perSecond * BigInt(Math.ceil(spec.limits.wallTimeMs / 1000));
+  return qubePrice(pricing, spec.limits.wallTimeMs);
 }
 
 export function checkAdmission(input: AdmissionInput): Refusal | undefined {

@@ -17,10 +17,12 @@ import {
   handleExchange,
   type JobEvent,
 } from "../net/exchange/handler.js";
+import { loadOrCreateIdentity, loadOrCreatePayoutWallet } from "../net/keys.js";
 import type { AirqubeNode } from "../net/node.js";
 import { createNode } from "../net/node.js";
 import { announceOffers } from "../net/offers/announce.js";
 import { OFFER_TTL_MS } from "../net/offers/constants.js";
+import { OfferBook } from "../net/offers/discovery.js";
 import { type Offer, type SignedOffer, signOffer } from "../net/offers/offer.js";
 import {
   buildOutputManifest,
@@ -41,7 +43,6 @@ import { ContainerSandbox } from "../sandbox/container-sandbox.js";
 import { checkAdmission } from "./admission.js";
 import { type Behaviour, parseBehaviour } from "./behaviour.js";
 import { defaultResources, type ProviderConfig, type ProviderResources } from "./config.js";
-import { loadOrCreateIdentity, loadOrCreatePayoutWallet } from "./keys.js";
 import { JobLedger } from "./ledger.js";
 
 /** The escape-suite outcome the agent needs per tier. */
@@ -80,6 +81,8 @@ export class ProviderAgent {
   readonly payout: string;
   private node: AirqubeNode | undefined;
   private stopAnnouncing: (() => Promise<void>) | undefined;
+  /** Offers of other providers, relayed to requestors that ask. */
+  private market: OfferBook | undefined;
   private readonly sandboxes: Partial<Record<Tier, Sandbox>>;
   private readonly probes: Partial<Record<Tier, ProbeSummary>> = {};
   private readonly running = new Map<string, Promise<void>>();
@@ -137,7 +140,11 @@ export class ProviderAgent {
     await handleExchange(this.node, this.host(), {
       onError: (error, peer) => this.logger.warn({ peer, code: error.code, err: error.message }, "exchange failed"),
     });
-    this.stopAnnouncing = await announceOffers(this.node, () => this.signedOffer());
+    this.market = new OfferBook(this.node);
+    this.market.start();
+    this.stopAnnouncing = await announceOffers(this.node, () => this.signedOffer(), {
+      known: () => this.market?.envelopes() ?? [],
+    });
     await this.writeStatus();
     this.logger.info({ peerId: this.identity.peerId, addrs: this.addrs(), tiers: this.tiers }, "provider ready");
     return this.status();
@@ -356,6 +363,7 @@ export class ProviderAgent {
     this.draining = true;
     await this.writeStatus();
     await this.stopAnnouncing?.();
+    this.market?.stop();
     const drain = Promise.all(this.running.values());
     await Promise.race([drain, new Promise((r) => setTimeout(r, options.drainMs ?? 60_000))]);
     await this.node?.stop();

@@ -84,6 +84,8 @@ export interface MicroVmStats {
   preloadedRuns: number;
   /** Ids of every VM that served a qube, in order: each appears once. */
   servedVmIds: string[];
+  /** Every VM booted: id, QEMU pid and private dir (to check that none outlives its qube). */
+  vms: { id: string; pid: number | undefined; directory: string }[];
 }
 
 interface Pool {
@@ -106,7 +108,7 @@ interface Pool {
  */
 export class MicroVmSandbox implements Sandbox {
   readonly tier = "microvm" as const;
-  readonly stats: MicroVmStats = { booted: 0, coldRuns: 0, preloadedRuns: 0, servedVmIds: [] };
+  readonly stats: MicroVmStats = { booted: 0, coldRuns: 0, preloadedRuns: 0, servedVmIds: [], vms: [] };
   private readonly docker: Docker;
   private readonly initBinary: string;
   private readonly cacheDir: string;
@@ -224,6 +226,7 @@ export class MicroVmSandbox implements Sandbox {
       vcpus,
       bootTimeoutMs: this.options.bootTimeoutMs ?? 60_000,
       ...(this.options.consoleLog ? { consoleLog: true } : {}),
+      onSpawned: (vm) => this.stats.vms.push({ id: vm.id, pid: vm.pid, directory: vm.directory }),
       ...(kvmGid !== undefined ? { kvmGid } : {}),
     };
   }

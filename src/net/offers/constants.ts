@@ -3,6 +3,10 @@ export const OFFER_TOPIC = "airqube/offers/1";
 export const OFFER_PROTOCOL = "/airqube/offer/1.0.0";
 /** Largest signed offer accepted, in bytes. */
 export const MAX_OFFER_BYTES = 16 * 1024;
+/** Most offers one query answer carries (the provider's own, then others it has seen). */
+export const MAX_OFFERS_PER_ANSWER = 64;
+/** Largest query answer. */
+export const MAX_OFFER_ANSWER_BYTES = MAX_OFFER_BYTES * MAX_OFFERS_PER_ANSWER;
 /** How long one offer query may take. */
 export const OFFER_QUERY_TIMEOUT_MS = 5_000;
 /** How often a provider re-announces its offer. */

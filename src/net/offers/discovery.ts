@@ -3,11 +3,26 @@
  * peers. Every offer is verified (signature, schema, expiry) before it is kept; the newest per provider wins.
  */
 import { peerIdFromString } from "@libp2p/peer-id";
+import { z } from "zod";
 import type { AirqubeError } from "../../qube/errors.js";
 import { toAirqubeError } from "../../qube/errors.js";
 import type { AirqubeNode } from "../node.js";
 import { Wire } from "../wire.js";
-import { MAX_OFFER_BYTES, MAX_OFFERS, OFFER_PROTOCOL, OFFER_QUERY_TIMEOUT_MS, OFFER_TOPIC } from "./constants.js";
+import {
+  MAX_OFFER_ANSWER_BYTES,
+  MAX_OFFER_BYTES,
+  MAX_OFFERS,
+  MAX_OFFERS_PER_ANSWER,
+  OFFER_PROTOCOL,
+  OFFER_QUERY_TIMEOUT_MS,
+  OFFER_TOPIC,
+} from "./constants.js";
+
+const offerAnswerSchema = z.strictObject({
+  type: z.literal("offers"),
+  offers: z.array(z.unknown()).max(MAX_OFFERS_PER_ANSWER),
+});
+
 import { type Offer, type SignedOffer, verifyOffer } from "./offer.js";
 
 export interface KnownOffer {
@@ -67,22 +82,34 @@ export class OfferBook {
     await Promise.all(peers.map((peer) => this.query(peer.toString(), options).catch(() => undefined)));
   }
 
-  /** Asks one peer for its offer. */
-  async query(peer: string, options: { signal?: AbortSignal } = {}): Promise<Offer> {
+  /** Asks one peer for its offer and the offers it relays; each is verified on its own. */
+  async query(peer: string, options: { signal?: AbortSignal } = {}): Promise<number> {
     const timeout = AbortSignal.timeout(OFFER_QUERY_TIMEOUT_MS);
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
     const stream = await this.node.dialProtocol(peerIdFromString(peer), OFFER_PROTOCOL, { signal });
-    const wire = new Wire(stream, { maxFrameBytes: MAX_OFFER_BYTES });
+    const wire = new Wire(stream, { maxFrameBytes: MAX_OFFER_ANSWER_BYTES });
     try {
-      const frame = await wire.receiveFrame({ signal });
-      if (frame.kind !== "json") throw new Error("not an offer");
-      const offer = this.add(frame.value);
+      const answer = await wire.receive(offerAnswerSchema, { signal });
+      let added = 0;
+      for (const value of answer.offers) {
+        try {
+          this.add(value);
+          added++;
+        } catch (error) {
+          this.options.onRejected?.(toAirqubeError(error));
+        }
+      }
       await wire.close();
-      return offer;
+      return added;
     } catch (error) {
       wire.abort(error as Error);
       throw toAirqubeError(error);
     }
+  }
+
+  /** Signed offers still valid now (to relay). */
+  envelopes(): SignedOffer[] {
+    return this.list().map((known) => known.envelope);
   }
 
   /** Offers still valid now. */

@@ -90,3 +90,8 @@ export function verifyOffer(value: unknown, now: Date): Offer {
   }
   return offer;
 }
+
+/** Price of a qube under a price list: start + perSecond × ceil(wall-time limit in seconds), wei. */
+export function qubePrice(pricing: { start: bigint; perSecond: bigint }, wallTimeMs: number): bigint {
+  return pricing.start + pricing.perSecond * BigInt(Math.ceil(wallTimeMs / 1000));
+}

@@ -32,6 +32,8 @@ export interface VmBootConfig {
   consoleLog?: boolean;
   /** Group id that may open /dev/kvm (for accel kvm). */
   kvmGid?: number;
+  /** Called as soon as QEMU is started (before the boot completes), to observe every VM. */
+  onSpawned?: (vm: MicroVm) => void;
 }
 
 export interface VmServeResult {
@@ -112,6 +114,16 @@ export class MicroVm {
     child.stdin?.on("error", () => undefined); // EPIPE when the VM is gone: seen through `exited`
   }
 
+  /** QEMU's process id (also its process group id). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** The VM's private temp dir (removed by `destroy`). */
+  get directory(): string {
+    return this.privateDir;
+  }
+
   /** True once QEMU has exited. */
   get exitedAlready(): boolean {
     return this.exitedFlag;
@@ -150,6 +162,7 @@ export class MicroVm {
       throw new PlatformError("QEMU_SPAWN_FAILED", "Could not start QEMU", { details: String(error), cause: error });
     }
     const vm = new MicroVm(child, privateDir, performance.now());
+    config.onSpawned?.(vm);
     const spawnError = new Promise<Error>((resolve) => child.once("error", resolve));
     try {
       await vm.awaitHello(config.bootTimeoutMs, spawnError, options.signal, consoleLog);

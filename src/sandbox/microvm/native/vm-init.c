@@ -1,7 +1,7 @@
 /*
  * vm-init: PID 1 of every Airqube micro-VM (the /init of the initramfs built from the qube's image).
  *
- * 1. Mounts a private devtmpfs only long enough to open the channel port (/dev/ttyS1, the second 8250 UART),
+ * 1. Mounts /proc (hidepid=2), /sys (read-only) and a private cgroup2, and a private devtmpfs only long enough to open the channel port (/dev/ttyS1, the second 8250 UART),
  *    then gives the qube a tmpfs /dev with null, zero, full, random and urandom only.
  * 2. Says hello ('H') on the channel and blocks until the host sends the qube (host-to-VM frames below), so a
  *    preloaded VM waits here, booted, for exactly one qube.
@@ -191,6 +191,7 @@ int main(void) {
   chmod("/.airqube", 0700);
   open_channel();
   mount_or_fail("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2");
+  mount_or_fail("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL);
   mount_or_fail("cgroup2", CG, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
   setup_dev();
   aq_frame('H', AQ_HELLO, strlen(AQ_HELLO));
@@ -284,6 +285,8 @@ int main(void) {
       setrlimit(RLIMIT_CORE, &core);
       signal(SIGPIPE, SIG_DFL);
       setsid();
+      for (int cap = 0; cap <= 63; cap++) prctl(PR_CAPBSET_DROP, cap, 0, 0, 0); /* no capability, ever */
+      prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
       if (chdir("/scratch") < 0 || setgroups(0, NULL) < 0 || setgid(QUBE_UID) < 0 || setuid(QUBE_UID) < 0 ||
           prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         e = errno;

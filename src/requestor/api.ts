@@ -1,0 +1,86 @@
+/**
+ * The requestor-side port every backend implements (`Libp2pMarket` for the embedded network, `GolemMarket`
+ * for the Golem network): find providers for a qube, and run it on one provider in two phases (commit, then
+ * reveal) so that the requestor can apply commit-reveal and a quorum on top of any backend.
+ */
+import type {
+  Commitment,
+  OutputManifest,
+  ResultStatement,
+  SignedEnvelope,
+  Tier,
+  VerifiedQubeSpec,
+} from "../qube/index.js";
+import type { OutputFile } from "../sandbox/api.js";
+
+/** A provider a qube may be sent to. */
+export interface ProviderCandidate {
+  /** Provider id (libp2p peer id, or the Golem provider id). */
+  id: string;
+  /** Where it is paid; two candidates with one payout address count as one operator. */
+  payout?: string;
+  /** Declared operator key, if any. */
+  operator?: string;
+  tiers: Tier[];
+  /** Price for this qube, wei. */
+  price: bigint;
+  /** Escape-suite summary of the tier the qube needs, when the backend has one. */
+  probe?: { reportHash: string; pass: number; fail: number; inconclusive: number };
+}
+
+/** What one provider answered, after the backend checked everything it can check. */
+export interface ProviderAnswer {
+  provider: string;
+  payout?: string;
+  outputsRoot: string;
+  manifest: OutputManifest;
+  files: OutputFile[];
+  /** Directory holding this provider's outputs. */
+  outputDir: string;
+  /** Signed by the provider on the embedded network; absent on Golem (it signs nothing). */
+  statement?: SignedEnvelope<ResultStatement>;
+  commitment?: SignedEnvelope<Commitment>;
+  exitCode: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** One qube running on one provider. */
+export interface Dispatch {
+  readonly provider: ProviderCandidate;
+  /** Resolves with the provider's commitment hash once it has run the qube. */
+  awaitCommitment(options?: { signal?: AbortSignal }): Promise<string>;
+  /** Asks for the reveal and receives the outputs into `outputDir`. */
+  reveal(outputDir: string, options?: { signal?: AbortSignal }): Promise<ProviderAnswer>;
+  /** Gives up on this provider (and releases whatever it holds). */
+  abort(reason: Error): void;
+}
+
+/** A sealed qube ready to dispatch: the signed spec and its inputs on the requestor's disk. */
+export interface SealedQube {
+  spec: VerifiedQubeSpec;
+  /** Spec input path → host file. */
+  inputs: Map<string, string>;
+}
+
+export interface DispatchEvents {
+  onAgreement?: (provider: string) => void;
+  onSent?: (provider: string) => void;
+  onStarted?: (provider: string) => void;
+}
+
+/** The port. */
+export interface ComputeMarket {
+  readonly name: string;
+  /** `wanted` is a hint: the backend may return as soon as it has that many. */
+  findProviders(
+    spec: VerifiedQubeSpec,
+    options?: { signal?: AbortSignal; wanted?: number },
+  ): Promise<ProviderCandidate[]>;
+  dispatch(
+    candidate: ProviderCandidate,
+    qube: SealedQube,
+    options?: { signal?: AbortSignal } & DispatchEvents,
+  ): Promise<Dispatch>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,173 @@
+/**
+ * The embedded-network backend of the requestor port: offers from gossipsub and direct queries, agreements
+ * signed by both sides, qubes exchanged over the exchange protocol with commit-reveal.
+ */
+import { randomBytes } from "node:crypto";
+import { type AgreementTerms, proposeAgreement } from "../net/agreement.js";
+import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
+import { ExchangeSession } from "../net/exchange/dialer.js";
+import { type AirqubeNode, createNode } from "../net/node.js";
+import { OfferBook } from "../net/offers/discovery.js";
+import { type Offer, qubePrice } from "../net/offers/offer.js";
+import { type Identity, PeerError, type SignedEnvelope, toHex, type VerifiedQubeSpec } from "../qube/index.js";
+import type { ComputeMarket, Dispatch, DispatchEvents, ProviderAnswer, ProviderCandidate, SealedQube } from "./api.js";
+
+export interface Libp2pMarketOptions {
+  identity: Identity;
+  bootstrap: string[];
+  allowPublic?: boolean;
+  /** How long to gather offers before answering `findProviders`. */
+  discoveryMs?: number;
+  now?: () => Date;
+}
+
+export class Libp2pMarket implements ComputeMarket {
+  readonly name = "libp2p";
+  private constructor(
+    readonly node: AirqubeNode,
+    readonly offers: OfferBook,
+    private readonly options: Libp2pMarketOptions,
+  ) {}
+
+  /** Starts a requestor node and subscribes to offers. */
+  static async connect(options: Libp2pMarketOptions): Promise<Libp2pMarket> {
+    const node = await createNode({
+      identity: options.identity,
+      bootstrap: options.bootstrap,
+      ...(options.allowPublic ? { allowPublic: true } : {}),
+    });
+    const offers = new OfferBook(node, options.now ? { now: options.now } : {});
+    offers.start();
+    return new Libp2pMarket(node, offers, options);
+  }
+
+  private now(): Date {
+    return this.options.now?.() ?? new Date();
+  }
+
+  /** Gathers offers for a while (gossip and direct queries to connected peers) and returns the usable ones. */
+  async findProviders(
+    spec: VerifiedQubeSpec,
+    options: { signal?: AbortSignal; wanted?: number } = {},
+  ): Promise<ProviderCandidate[]> {
+    const started = Date.now();
+    const until = started + (this.options.discoveryMs ?? 5000);
+    const wanted = options.wanted ?? 1;
+    for (;;) {
+      await this.offers.queryConnected(options);
+      const found = this.candidates(spec);
+      // enough offers, and a short settle time so that cheaper or better ones can still arrive
+      if ((found.length >= wanted && Date.now() - started >= 500) || Date.now() >= until) return found;
+      await new Promise((r) => setTimeout(r, 150));
+      options.signal?.throwIfAborted();
+    }
+  }
+
+  /** Candidates from the offers known now. */
+  candidates(spec: VerifiedQubeSpec): ProviderCandidate[] {
+    return this.offers
+      .list()
+      .filter(({ offer }) => offer.tiers.includes(spec.spec.tier) && offer.provider !== this.options.identity.peerId)
+      .map(({ offer }) => toCandidate(offer, spec));
+  }
+
+  offerOf(provider: string): Offer | undefined {
+    return this.offers.list().find((known) => known.offer.provider === provider)?.offer;
+  }
+
+  async dispatch(
+    candidate: ProviderCandidate,
+    qube: SealedQube,
+    options: { signal?: AbortSignal } & DispatchEvents = {},
+  ): Promise<Dispatch> {
+    const offer = this.offerOf(candidate.id);
+    if (!offer) throw new PeerError("OFFER_UNKNOWN", "No valid offer from this provider", { details: candidate.id });
+    const now = this.now();
+    const terms: AgreementTerms = {
+      version: 1,
+      qubeId: qube.spec.id,
+      requestor: this.options.identity.peerId,
+      provider: offer.provider,
+      price: candidate.price.toString(),
+      currency: offer.price.currency,
+      deadline: new Date(now.getTime() + qube.spec.spec.limits.wallTimeMs + COMMIT_GRACE_MS).toISOString(),
+      nonce: randomBytes(16).toString("hex"),
+      requestorSealingKey: toHex(this.options.identity.sealing.publicKey),
+    };
+    const proposal: SignedEnvelope<AgreementTerms> = proposeAgreement(terms, this.options.identity);
+    const session = await ExchangeSession.open(
+      this.node as never,
+      { provider: offer.provider, addrs: offer.addrs, sealingKey: Buffer.from(offer.sealingKey, "hex") },
+      qube.spec,
+      proposal,
+      this.options.identity,
+      qube.inputs,
+      options.signal ? { signal: options.signal } : {},
+    );
+    options.onAgreement?.(candidate.id);
+    options.onSent?.(candidate.id);
+    return new Libp2pDispatch(candidate, session, options);
+  }
+
+  async close(): Promise<void> {
+    this.offers.stop();
+    await this.node.stop();
+  }
+}
+
+class Libp2pDispatch implements Dispatch {
+  constructor(
+    readonly provider: ProviderCandidate,
+    private readonly session: ExchangeSession,
+    private readonly events: DispatchEvents,
+  ) {}
+
+  async awaitCommitment(options: { signal?: AbortSignal } = {}): Promise<string> {
+    const commitment = await this.session.awaitCommitment({
+      ...options,
+      onStarted: () => this.events.onStarted?.(this.provider.id),
+    });
+    return commitment.payload.commitment;
+  }
+
+  async reveal(outputDir: string, options: { signal?: AbortSignal } = {}): Promise<ProviderAnswer> {
+    const result = await this.session.reveal(outputDir, options);
+    const statement = result.statement.payload;
+    return {
+      provider: this.provider.id,
+      ...(this.provider.payout ? { payout: this.provider.payout } : {}),
+      outputsRoot: statement.outputsRoot,
+      manifest: result.manifest,
+      files: result.files,
+      outputDir,
+      statement: result.statement,
+      ...(this.session.commitment ? { commitment: this.session.commitment } : {}),
+      exitCode: statement.exitCode,
+      stdout: result.stdout,
+      stderr: result.stderr,
+    };
+  }
+
+  abort(reason: Error): void {
+    this.session.abort(reason);
+  }
+}
+
+function toCandidate(offer: Offer, spec: VerifiedQubeSpec): ProviderCandidate {
+  const probe = offer.probes[spec.spec.tier];
+  return {
+    id: offer.provider,
+    payout: offer.payout.toLowerCase(),
+    ...(offer.operator ? { operator: offer.operator } : {}),
+    tiers: offer.tiers,
+    price: qubePrice(
+      { start: BigInt(offer.price.start), perSecond: BigInt(offer.price.perSecond) },
+      spec.spec.limits.wallTimeMs,
+    ),
+    ...(probe
+      ? {
+          probe: { reportHash: probe.reportHash, pass: probe.pass, fail: probe.fail, inconclusive: probe.inconclusive },
+        }
+      : {}),
+  };
+}

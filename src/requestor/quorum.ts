@@ -1,0 +1,74 @@
+/**
+ * The quorum rule, pure. Answers are grouped by outputs root; a qube is verified when at least `quorum`
+ * responders agree and nobody dissents (the strict rule), or, once tie-breakers were needed, when one root
+ * holds a qualified majority: at least `quorum` votes and more than every other root together. Otherwise it
+ * asks for more replicas, up to `maxReplicas`, and then reports no consensus.
+ */
+export interface Vote {
+  provider: string;
+  /** The outputs root revealed, or undefined for a provider that committed and never revealed validly. */
+  root: string | undefined;
+}
+
+export type QuorumDecision =
+  | { status: "verified"; root: string; agreeing: string[]; dissenting: string[] }
+  | { status: "need-more"; replicas: number; reason: string }
+  | { status: "no-consensus"; reason: string; groups: Record<string, string[]> };
+
+export interface QuorumPolicy {
+  quorum: number;
+  maxReplicas: number;
+}
+
+/**
+ * Decides on the votes so far. `used` is the number of providers tried (including failed ones).
+ *
+ * @example
+ * decide([{ provider: "a", root: "r" }, { provider: "b", root: "r" }], { quorum: 2, maxReplicas: 5 }, 2);
+ * // { status: "verified", root: "r", agreeing: ["a", "b"], dissenting: [] }
+ */
+export function decide(votes: Vote[], policy: QuorumPolicy, used: number): QuorumDecision {
+  const groups = new Map<string, string[]>();
+  const missing: string[] = [];
+  for (const vote of votes) {
+    if (vote.root === undefined) missing.push(vote.provider);
+    else groups.set(vote.root, [...(groups.get(vote.root) ?? []), vote.provider]);
+  }
+  const ranked = [...groups.entries()].sort((a, b) => b[1].length - a[1].length);
+  const [best, second] = ranked;
+  const valid = votes.length - missing.length;
+  const bestCount = best?.[1].length ?? 0;
+  const others = valid - bestCount;
+  if (best && bestCount >= policy.quorum && others === 0 && missing.length === 0) {
+    return { status: "verified", root: best[0], agreeing: best[1], dissenting: [] };
+  }
+  // After dissent, a qualified majority: quorum votes, and more than all other roots and missing reveals together.
+  if (
+    best &&
+    bestCount >= policy.quorum &&
+    bestCount > others + missing.length &&
+    (!second || second[1].length < bestCount)
+  ) {
+    return {
+      status: "verified",
+      root: best[0],
+      agreeing: best[1],
+      dissenting: votes.map((v) => v.provider).filter((p) => !best[1].includes(p)),
+    };
+  }
+  // The fewest extra replicas that could still produce a qualified majority for the leading root.
+  const needForQuorum = Math.max(0, policy.quorum - bestCount);
+  const needForMajority = Math.max(0, others + missing.length + 1 - bestCount);
+  const more = Math.max(1, needForQuorum, needForMajority);
+  if (used + more > policy.maxReplicas) {
+    return {
+      status: "no-consensus",
+      reason: `no qualified majority after ${used} replicas (bound ${policy.maxReplicas})`,
+      groups: Object.fromEntries([
+        ...ranked,
+        ...(missing.length ? [["(no valid reveal)", missing] as [string, string[]]] : []),
+      ]),
+    };
+  }
+  return { status: "need-more", replicas: more, reason: others + missing.length > 0 ? "dissent" : "too few answers" };
+}

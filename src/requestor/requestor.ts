@@ -1,0 +1,310 @@
+/**
+ * The requestor SDK: find providers on a market (embedded network or Golem), run a sealed qube on k distinct
+ * providers with commit-reveal, decide by quorum (tie-breakers on dissent, up to a bound), and hand back the
+ * verified outputs with every provider's signed statement. Typed progress events let a CLI or UI follow it.
+ */
+import { randomUUID } from "node:crypto";
+import { mkdir, readdir, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { PeerError, toAirqubeError, UserError, type VerifiedQubeSpec } from "../qube/index.js";
+import type { ComputeMarket, Dispatch, ProviderAnswer, ProviderCandidate, SealedQube } from "./api.js";
+import { RequestorJournal } from "./journal.js";
+import { decide, type QuorumDecision, type Vote } from "./quorum.js";
+
+/** Progress events (past tense, for observers only). */
+export type RunEvent =
+  | { type: "offersFound"; count: number; usable: number }
+  | { type: "agreementSigned"; provider: string }
+  | { type: "qubeSent"; provider: string }
+  | { type: "qubeStarted"; provider: string }
+  | { type: "qubeCommitted"; provider: string }
+  | { type: "revealRequested"; providers: string[] }
+  | { type: "resultReceived"; provider: string; outputsRoot: string }
+  | { type: "providerFailed"; provider: string; code: string; message: string }
+  | { type: "tieBreakerDispatched"; replicas: number; reason: string }
+  | { type: "decided"; status: QuorumDecision["status"] };
+
+export interface RunOptions {
+  signal?: AbortSignal;
+  onProgress?: (event: RunEvent) => void;
+  /** Where the verified outputs go. */
+  outputDir: string;
+  /** Extra filter on candidates (price cap, probe score ...). */
+  filter?: (candidate: ProviderCandidate) => boolean;
+  /** Shuffles candidates (inject a seeded one in tests). Default Math.random. */
+  random?: () => number;
+}
+
+export interface RunResult {
+  qubeId: string;
+  status: "verified" | "no-consensus";
+  /** True only for a deterministic qube whose outputs a quorum agreed on. */
+  verified: boolean;
+  outputsRoot?: string;
+  agreeing: string[];
+  dissenting: string[];
+  /** Every answer received, with the provider's signed statement when the backend gives one. */
+  answers: Omit<ProviderAnswer, "outputDir">[];
+  failures: { provider: string; code: string; message: string }[];
+  outputs: { path: string; size: number; sha256: string }[];
+  reason?: string;
+}
+
+export interface RequestorOptions {
+  market: ComputeMarket;
+  /** Directory of the journal and of the per-provider output staging. */
+  dataDir: string;
+  now?: () => Date;
+}
+
+/** Distinct-operator rule: no two replicas to one provider id, payout address or declared operator. */
+export function distinctFrom(chosen: ProviderCandidate[]): (candidate: ProviderCandidate) => boolean {
+  return (candidate) =>
+    !chosen.some(
+      (c) =>
+        c.id === candidate.id ||
+        (c.payout !== undefined && c.payout === candidate.payout) ||
+        (c.operator !== undefined && c.operator === candidate.operator),
+    );
+}
+
+export class Requestor {
+  readonly journal: RequestorJournal;
+  private readonly now: () => Date;
+
+  constructor(private readonly options: RequestorOptions) {
+    this.journal = new RequestorJournal(join(options.dataDir, "journal.sqlite"));
+    this.now = options.now ?? (() => new Date());
+    this.journal.recover(this.now());
+  }
+
+  /** Runs a sealed qube to a verified result or to "no consensus". */
+  async run(qube: SealedQube, options: RunOptions): Promise<RunResult> {
+    const { spec } = qube;
+    const emit = (event: RunEvent) => options.onProgress?.(event);
+    const policy = spec.spec.redundancy;
+    if (policy.mode !== "fixed")
+      throw new UserError(
+        "POLICY_UNSUPPORTED",
+        "This requestor runs fixed redundancy; use the adaptive runner for adaptive policies",
+      );
+    const k = policy.k;
+    const maxReplicas = k + Math.max(2, k);
+    const staging = join(this.options.dataDir, "qubes", spec.id, randomUUID());
+    await mkdir(staging, { recursive: true });
+    this.journal.started(spec.id, spec.envelope, this.now());
+
+    const all = await this.options.market.findProviders(spec, {
+      wanted: k,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    const usable = shuffle(
+      all.filter(
+        (c) => (!c.probe || (c.probe.fail === 0 && c.probe.inconclusive === 0)) && (options.filter?.(c) ?? true),
+      ),
+      options.random ?? Math.random,
+    );
+    emit({ type: "offersFound", count: all.length, usable: usable.length });
+
+    const chosen: ProviderCandidate[] = [];
+    const failures: RunResult["failures"] = [];
+    const answers: ProviderAnswer[] = [];
+    const votes: Vote[] = [];
+    let want = k;
+    let decision: QuorumDecision | undefined;
+    try {
+      for (;;) {
+        const committed = await this.commitRound(qube, want, usable, chosen, failures, maxReplicas, options, emit);
+        emit({ type: "revealRequested", providers: committed.map((d) => d.provider.id) });
+        const revealed = await Promise.all(
+          committed.map((dispatch) => this.reveal(dispatch, staging, failures, options, emit)),
+        );
+        for (let i = 0; i < committed.length; i++) {
+          const answer = revealed[i];
+          if (answer) answers.push(answer);
+          votes.push({ provider: committed[i]!.provider.id, root: answer?.outputsRoot });
+        }
+        decision = decide(votes, { quorum: policy.quorum, maxReplicas }, chosen.length);
+        if (decision.status !== "need-more") break;
+        if (usable.filter(distinctFrom(chosen)).length === 0) {
+          decision = {
+            status: "no-consensus",
+            reason: `${decision.reason}, and no further distinct provider is available`,
+            groups: groupVotes(votes),
+          };
+          break;
+        }
+        want = decision.replicas;
+        emit({ type: "tieBreakerDispatched", replicas: want, reason: decision.reason });
+      }
+    } catch (error) {
+      this.journal.finished(spec.id, "failed", toAirqubeError(error).toJSON(), this.now());
+      await rm(staging, { recursive: true, force: true });
+      throw error;
+    }
+    emit({ type: "decided", status: decision.status });
+    const result = await this.finish(spec, decision, answers, failures, staging, options.outputDir);
+    this.journal.finished(
+      spec.id,
+      result.status,
+      { ...result, answers: result.answers.map((a) => ({ provider: a.provider, outputsRoot: a.outputsRoot })) },
+      this.now(),
+    );
+    return result;
+  }
+
+  /** Dispatches until `want` new providers have committed (replacing failures), within the replica bound. */
+  private async commitRound(
+    qube: SealedQube,
+    want: number,
+    usable: ProviderCandidate[],
+    chosen: ProviderCandidate[],
+    failures: RunResult["failures"],
+    maxReplicas: number,
+    options: RunOptions,
+    emit: (event: RunEvent) => void,
+  ): Promise<Dispatch[]> {
+    const committed: Dispatch[] = [];
+    const next = (): ProviderCandidate | undefined => usable.find(distinctFrom(chosen));
+    const attempt = async (): Promise<void> => {
+      for (;;) {
+        if (chosen.length >= maxReplicas) return;
+        const candidate = next();
+        if (!candidate) return;
+        chosen.push(candidate);
+        const provider = candidate.id;
+        this.journal.dispatch(qube.spec.id, provider, "dispatched", this.now());
+        try {
+          const dispatch = await this.options.market.dispatch(candidate, qube, {
+            ...(options.signal ? { signal: options.signal } : {}),
+            onAgreement: (p) => emit({ type: "agreementSigned", provider: p }),
+            onSent: (p) => emit({ type: "qubeSent", provider: p }),
+            onStarted: (p) => emit({ type: "qubeStarted", provider: p }),
+          });
+          await dispatch.awaitCommitment(options.signal ? { signal: options.signal } : {});
+          this.journal.dispatch(qube.spec.id, provider, "committed", this.now());
+          emit({ type: "qubeCommitted", provider });
+          committed.push(dispatch);
+          return;
+        } catch (error) {
+          options.signal?.throwIfAborted();
+          const e = toAirqubeError(error);
+          failures.push({ provider, code: e.code, message: e.message });
+          this.journal.dispatch(qube.spec.id, provider, "failed", this.now(), { error: `${e.code}: ${e.message}` });
+          emit({ type: "providerFailed", provider, code: e.code, message: e.message });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: want }, attempt));
+    if (committed.length === 0 && want > 0) {
+      throw new PeerError("NO_PROVIDER", "No provider could run the qube", {
+        details:
+          failures.length > 0
+            ? failures.map((f) => `${f.provider.slice(-8)} ${f.code}`).join("; ")
+            : "no usable offer was found",
+      });
+    }
+    return committed;
+  }
+
+  private async reveal(
+    dispatch: Dispatch,
+    staging: string,
+    failures: RunResult["failures"],
+    options: RunOptions,
+    emit: (event: RunEvent) => void,
+  ): Promise<ProviderAnswer | undefined> {
+    const provider = dispatch.provider.id;
+    try {
+      const answer = await dispatch.reveal(join(staging, provider), options.signal ? { signal: options.signal } : {});
+      emit({ type: "resultReceived", provider, outputsRoot: answer.outputsRoot });
+      return answer;
+    } catch (error) {
+      options.signal?.throwIfAborted();
+      const e = toAirqubeError(error);
+      failures.push({ provider, code: e.code, message: e.message });
+      emit({ type: "providerFailed", provider, code: e.code, message: e.message });
+      return undefined;
+    }
+  }
+
+  private async finish(
+    spec: VerifiedQubeSpec,
+    decision: QuorumDecision,
+    answers: ProviderAnswer[],
+    failures: RunResult["failures"],
+    staging: string,
+    outputDir: string,
+  ): Promise<RunResult> {
+    const strip = (a: ProviderAnswer) => {
+      const { outputDir: _, ...rest } = a;
+      return rest;
+    };
+    try {
+      if (decision.status === "verified") {
+        const winner = answers.find((a) => a.outputsRoot === decision.root)!;
+        await moveContents(winner.outputDir, outputDir);
+        return {
+          qubeId: spec.id,
+          status: "verified",
+          verified: spec.spec.deterministic,
+          outputsRoot: decision.root,
+          agreeing: decision.agreeing,
+          dissenting: decision.dissenting,
+          answers: answers.map(strip),
+          failures,
+          outputs: winner.files.map(({ path, size, sha256 }) => ({ path, size, sha256 })),
+          ...(spec.spec.deterministic
+            ? {}
+            : { reason: "the qube is declared non-deterministic: outputs agreed but are not reported as verified" }),
+        };
+      }
+      return {
+        qubeId: spec.id,
+        status: "no-consensus",
+        verified: false,
+        agreeing: [],
+        dissenting: answers.map((a) => a.provider),
+        answers: answers.map(strip),
+        failures,
+        outputs: [],
+        reason: decision.status === "no-consensus" ? decision.reason : "undecided",
+      };
+    } finally {
+      await rm(staging, { recursive: true, force: true });
+    }
+  }
+
+  close(): void {
+    this.journal.close();
+  }
+}
+
+function groupVotes(votes: Vote[]): Record<string, string[]> {
+  const groups: Record<string, string[]> = {};
+  for (const v of votes) (groups[v.root ?? "(no valid reveal)"] ??= []).push(v.provider);
+  return groups;
+}
+
+function shuffle<T>(items: T[], random: () => number): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+async function moveContents(from: string, to: string): Promise<void> {
+  await mkdir(to, { recursive: true });
+  for (const entry of await readdir(from).catch(() => [] as string[])) {
+    try {
+      await rename(join(from, entry), join(to, entry));
+    } catch (error) {
+      throw new UserError("OUTPUT_CONFLICT", "Could not place the verified outputs", {
+        details: `${join(to, entry)}: ${(error as Error).message}`,
+        cause: error,
+      });
+    }
+  }
+}
