@@ -2,6 +2,9 @@
 /** The `airqube` command. Each sub-command lives in its own module and registers itself here. */
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
+import { registerDevnetCommands } from "./devnet-command.js";
+import { registerProviderCommand } from "./provider-command.js";
+import { registerRunCommands } from "./run-command.js";
 import { registerSandboxCommand } from "./sandbox-command.js";
 
 const pkg = JSON.parse(
@@ -21,6 +24,9 @@ export function buildProgram(): Command {
       process.exit(error.exitCode === 0 ? 0 : 2);
     });
   registerSandboxCommand(program);
+  registerProviderCommand(program);
+  registerRunCommands(program);
+  registerDevnetCommands(program);
   return program;
 }
 

@@ -1,0 +1,156 @@
+/** `airqube devnet up|bootstrap` and `airqube demo`. */
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Command, Option } from "commander";
+import { Devnet } from "../devnet/devnet.js";
+import { startBootstrapPeer } from "../net/bootstrap-peer.js";
+import { Identity } from "../qube/index.js";
+import { sealQube } from "../requestor/draft.js";
+import { Libp2pMarket } from "../requestor/libp2p-market.js";
+import { Requestor } from "../requestor/requestor.js";
+import { reportError } from "./output.js";
+import { progressReporter } from "./progress.js";
+import { parseCount } from "./units.js";
+
+const waitForSignal = () =>
+  new Promise<string>((resolve) => {
+    process.once("SIGINT", () => resolve("SIGINT"));
+    process.once("SIGTERM", () => resolve("SIGTERM"));
+  });
+
+export function registerDevnetCommands(program: Command): void {
+  const devnet = program.command("devnet").description("a local network on this machine (everything on 127.0.0.1)");
+  devnet
+    .command("up")
+    .description("start a bootstrap peer and N provider agents as separate processes; run until interrupted")
+    .addOption(new Option("--providers <n>", "number of provider agents").argParser(parseCount).default(3))
+    .option("--dir <dir>", "directory for the agents' data (default: a temporary one)")
+    .option("--json", "print the bootstrap address and providers as JSON")
+    .action(async (flags: { providers: number; dir?: string; json?: boolean }) => {
+      let net: Devnet | undefined;
+      try {
+        const stopped = waitForSignal();
+        net = await Devnet.start({
+          providers: flags.providers,
+          ...(flags.dir ? { dir: flags.dir } : {}),
+          onEvent: (event) => {
+            if (!flags.json) process.stderr.write(`airqube devnet: ${event.type}\n`);
+          },
+        });
+        const info = {
+          event: "ready",
+          bootstrap: net.bootstrap,
+          dir: net.dir,
+          providers: net.providers.map((p) => ({ peerId: p.peerId, addrs: p.addrs, dataDir: p.dataDir })),
+        };
+        if (flags.json) process.stdout.write(`${JSON.stringify(info)}\n`);
+        else {
+          process.stdout.write(`devnet ready: ${net.providers.length} providers\n  bootstrap ${net.bootstrap}\n`);
+          process.stdout.write(`  try: AIRQUBE_BOOTSTRAP=${net.bootstrap} airqube offers\n  press Ctrl-C to stop\n`);
+        }
+        await stopped;
+        await net.stop();
+        if (!flags.dir) await rm(net.dir, { recursive: true, force: true });
+        process.exitCode = 0;
+      } catch (error) {
+        await net?.stop(1000);
+        process.exitCode = reportError(error, Boolean(flags.json));
+      }
+    });
+  devnet
+    .command("bootstrap", { hidden: true })
+    .description("run only a bootstrap peer")
+    .option("--listen <multiaddr>", "listen address", "/ip4/127.0.0.1/tcp/0")
+    .option("--json", "print the ready line as JSON")
+    .action(async (flags: { listen: string; json?: boolean }) => {
+      try {
+        const stopped = waitForSignal();
+        const peer = await startBootstrapPeer({ identity: Identity.fromSeed(randomBytes(32)), listen: [flags.listen] });
+        process.stdout.write(
+          flags.json
+            ? `${JSON.stringify({ event: "ready", peerId: peer.node.peerId.toString(), addrs: peer.addrs })}\n`
+            : `bootstrap ${peer.addrs.join(" ")}\n`,
+        );
+        await stopped;
+        await peer.stop();
+      } catch (error) {
+        process.exitCode = reportError(error, Boolean(flags.json));
+      }
+    });
+
+  program
+    .command("demo")
+    .description("start a devnet of 3 providers, run a sample qube on all three, and show the verified result")
+    .option("--json", "JSON lines instead of a progress display")
+    .action(async (flags: { json?: boolean }) => {
+      process.exitCode = await demo(Boolean(flags.json));
+    });
+}
+
+async function demo(json: boolean): Promise<number> {
+  const say = (text: string) => {
+    if (!json) process.stdout.write(`${text}\n`);
+  };
+  const work = await mkdtemp(join(tmpdir(), "airqube-demo-"));
+  let net: Devnet | undefined;
+  let market: Libp2pMarket | undefined;
+  let requestor: Requestor | undefined;
+  try {
+    say("starting a devnet: 1 bootstrap peer and 3 provider agents on 127.0.0.1 (the escape suite runs first)");
+    net = await Devnet.start({
+      providers: 3,
+      dir: join(work, "devnet"),
+      onEvent: (e) => e.type === "probed" && say(`escape suite: ${JSON.stringify(e.detail)}`),
+    });
+    say(`devnet up: bootstrap ${net.bootstrap}`);
+    const identity = Identity.fromSeed(randomBytes(32));
+    const inputDir = join(work, "input");
+    await (await import("node:fs/promises")).mkdir(inputDir);
+    await (await import("node:fs/promises")).writeFile(
+      join(inputDir, "numbers.txt"),
+      `${Array.from({ length: 1000 }, (_, i) => i + 1).join("\n")}\n`,
+    );
+    const qube = await sealQube(
+      {
+        image: "airqube/busybox:latest",
+        command: [
+          "sh",
+          "-c",
+          "awk '{ s += $1 } END { print s }' /input/numbers.txt > /output/sum.txt; sha256sum /input/numbers.txt | cut -d' ' -f1 > /output/input.sha256",
+        ],
+        inputDir,
+        outputs: ["input.sha256", "sum.txt"],
+        limits: { wallTimeMs: 30_000, memoryBytes: 64 * 1024 * 1024, scratchBytes: 16 * 1024 * 1024 },
+        redundancy: { mode: "fixed", k: 3, quorum: 2 },
+      },
+      identity,
+    );
+    say(`qube ${qube.spec.id}: sum of 1..1000 on 3 independent providers, inputs sealed to each`);
+    market = await Libp2pMarket.connect({ identity, bootstrap: [net.bootstrap] });
+    requestor = new Requestor({ market, dataDir: join(work, "requestor") });
+    const progress = progressReporter({ json, replicas: 3 });
+    const outputDir = join(work, "output");
+    const result = await requestor.run(qube, { outputDir, onProgress: progress.onProgress });
+    progress.stop();
+    if (json) process.stdout.write(`${JSON.stringify({ event: "result", ...result })}\n`);
+    if (result.status !== "verified") {
+      say(`no consensus: ${result.reason ?? ""}`);
+      return 1;
+    }
+    const sum = (await readFile(join(outputDir, "sum.txt"), "utf8")).trim();
+    say(`VERIFIED by ${result.agreeing.length} providers: sum = ${sum} (expected 500500)`);
+    say(`  outputs root ${result.outputsRoot}`);
+    for (const answer of result.answers)
+      say(`  ${answer.provider} signed statement over ${answer.outputsRoot.slice(0, 23)}…`);
+    return sum === "500500" ? 0 : 1;
+  } catch (error) {
+    return reportError(error, json);
+  } finally {
+    requestor?.close();
+    await market?.close();
+    await net?.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,159 @@
+/** `airqube provider start|status|earnings`. */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { type Command, Option } from "commander";
+import { ProviderAgent } from "../provider/agent.js";
+import { loadProviderConfig } from "../provider/config.js";
+import { JobLedger } from "../provider/ledger.js";
+import { escapeSuiteGate } from "../provider/probe-gate.js";
+import { UserError } from "../qube/index.js";
+import type { Sandbox } from "../sandbox/api.js";
+import { cliLogger } from "./logger.js";
+import { printJson, reportError } from "./output.js";
+import { defaultProbeCache, defaultProviderDir } from "./paths.js";
+import { parseCount } from "./units.js";
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+interface StartFlags {
+  config?: string;
+  listen?: string[];
+  bootstrap?: string[];
+  tier?: string[];
+  maxConcurrent?: number;
+  priceStart?: string;
+  pricePerSecond?: string;
+  dataDir?: string;
+  payout?: string;
+  operator?: string;
+  probeCache?: string;
+  behaviour?: string;
+  devnet?: boolean;
+  json?: boolean;
+}
+
+export function registerProviderCommand(program: Command): void {
+  const provider = program
+    .command("provider")
+    .description("run a provider agent that earns by running qubes in hardened sandboxes");
+  provider
+    .command("start")
+    .description("prove the sandbox tiers with the escape suite, announce an offer, and serve qubes until interrupted")
+    .option("--config <file>", "JSON config file (flags override it)")
+    .option("--listen <multiaddr>", "listen address (repeatable; default /ip4/127.0.0.1/tcp/0)", collect)
+    .option("--bootstrap <multiaddr>", "bootstrap peer (repeatable)", collect)
+    .option("--tier <tier>", "tier to offer: container | microvm (repeatable; default container)", collect)
+    .addOption(new Option("--max-concurrent <n>", "qubes run at once").argParser(parseCount))
+    .option("--price-start <wei>", "fixed price per qube, wei")
+    .option("--price-per-second <wei>", "price per second of wall-time limit, wei")
+    .option("--payout <address>", "EVM payout address (default: a key created in the data directory)")
+    .option("--operator <key>", "operator key shared by your machines (requestors spread replicas across operators)")
+    .option("--data-dir <dir>", "identity, ledger and job files", defaultProviderDir())
+    .option("--probe-cache <dir>", "cache of escape-suite reports", defaultProbeCache())
+    .addOption(new Option("--behaviour <name>", "adversary behaviour for tests (devnet only)").hideHelp())
+    .addOption(new Option("--devnet", "mark this agent as part of a local devnet").hideHelp())
+    .option("--json", "print machine-readable events on stdout")
+    .action(async (flags: StartFlags) => {
+      process.exitCode = await start(flags);
+    });
+  provider
+    .command("status")
+    .description("show what the agent in a data directory is doing and what it has done")
+    .option("--data-dir <dir>", "the agent's data directory", defaultProviderDir())
+    .option("--json", "print JSON")
+    .action((flags: { dataDir: string; json?: boolean }) => {
+      process.exitCode = status(flags);
+    });
+}
+
+async function start(flags: StartFlags): Promise<number> {
+  const logger = cliLogger("provider");
+  let agent: ProviderAgent | undefined;
+  try {
+    const price =
+      flags.priceStart !== undefined || flags.pricePerSecond !== undefined
+        ? { currency: "GLM", start: flags.priceStart ?? "0", perSecond: flags.pricePerSecond ?? "0" }
+        : undefined;
+    const config = loadProviderConfig(flags.config, {
+      dataDir: flags.dataDir,
+      listen: flags.listen,
+      bootstrap: flags.bootstrap,
+      tiers: flags.tier,
+      maxConcurrent: flags.maxConcurrent,
+      price,
+      payout: flags.payout,
+      operator: flags.operator,
+      probeCache: flags.probeCache,
+      behaviour: flags.behaviour,
+      devnet: flags.devnet,
+    });
+    const sandboxes: Partial<Record<"container" | "microvm", Sandbox>> = {};
+    if (config.tiers.includes("microvm")) {
+      const { MicroVmSandbox } = await import("../sandbox/microvm-sandbox.js");
+      sandboxes.microvm = new MicroVmSandbox();
+    }
+    agent = new ProviderAgent(config, {
+      probe: escapeSuiteGate(config.probeCache ? { cacheDir: config.probeCache } : {}),
+      sandboxes,
+      logger,
+    });
+    const shutdown = new Promise<string>((resolve) => {
+      process.once("SIGINT", () => resolve("SIGINT"));
+      process.once("SIGTERM", () => resolve("SIGTERM"));
+    });
+    const ready = await agent.start();
+    if (flags.json) process.stdout.write(`${JSON.stringify({ event: "ready", ...ready })}\n`);
+    else {
+      process.stdout.write(`provider ${ready.peerId} ready\n`);
+      for (const addr of ready.addrs) process.stdout.write(`  listening on ${addr}\n`);
+      for (const [tier, probe] of Object.entries(ready.probes))
+        process.stdout.write(
+          `  ${tier}: escape suite ${probe?.pass} pass, ${probe?.fail} fail, ${probe?.inconclusive} inconclusive (${probe?.reportHash})\n`,
+        );
+      process.stdout.write(`  payout ${ready.payout}; press Ctrl-C to stop\n`);
+    }
+    const signal = await shutdown;
+    logger.info({ signal }, "draining");
+    const summary = agent.ledger.summary();
+    await agent.stop();
+    if (flags.json) process.stdout.write(`${JSON.stringify({ event: "stopped", ...summary })}\n`);
+    return 0;
+  } catch (error) {
+    await agent?.stop({ drainMs: 0 }).catch(() => undefined);
+    return reportError(error, Boolean(flags.json));
+  }
+}
+
+function status(flags: { dataDir: string; json?: boolean }): number {
+  try {
+    const file = join(flags.dataDir, "status.json");
+    if (!existsSync(file))
+      throw new UserError("PROVIDER_UNKNOWN", "No provider has run in this data directory", { details: flags.dataDir });
+    const state = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown> & { pid: number };
+    let alive = false;
+    try {
+      process.kill(state.pid, 0);
+      alive = true;
+    } catch {}
+    const ledger = new JobLedger(join(flags.dataDir, "ledger.sqlite"));
+    const report = { ...state, alive, ledger: ledger.summary(), recentJobs: ledger.recent(10) };
+    ledger.close();
+    if (flags.json) printJson(report);
+    else {
+      process.stdout.write(`provider ${String(state.peerId)} ${alive ? "running" : "stopped"} (pid ${state.pid})\n`);
+      process.stdout.write(
+        `  tiers ${JSON.stringify(state.tiers)}, running ${String(state.running)}/${String(state.maxConcurrent)}${state.draining ? ", draining" : ""}\n`,
+      );
+      process.stdout.write(
+        `  jobs ${report.ledger.jobs} ${JSON.stringify(report.ledger.byState)}; earned ${report.ledger.earnedWei} wei\n`,
+      );
+      for (const job of report.recentJobs)
+        process.stdout.write(
+          `  ${job.createdAt} ${job.qubeId.slice(0, 15)}… ${job.state}${job.errorCode ? ` ${job.errorCode}` : ""}\n`,
+        );
+    }
+    return 0;
+  } catch (error) {
+    return reportError(error, Boolean(flags.json));
+  }
+}

@@ -1,0 +1,207 @@
+/** `airqube run`, `airqube offers` and `airqube journal`: the requestor side of the embedded network. */
+import { join } from "node:path";
+import { type Command, Option } from "commander";
+import { loadOrCreateIdentity } from "../net/keys.js";
+import { UserError } from "../qube/index.js";
+import { sealQube } from "../requestor/draft.js";
+import { RequestorJournal } from "../requestor/journal.js";
+import { Libp2pMarket } from "../requestor/libp2p-market.js";
+import { Requestor } from "../requestor/requestor.js";
+import { printJson, reportError } from "./output.js";
+import { defaultRequestorDir } from "./paths.js";
+import { progressReporter } from "./progress.js";
+import { parseCount, parseDuration, parsePositive, parseSize } from "./units.js";
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+interface RunFlags {
+  bootstrap?: string[];
+  image: string;
+  imageDigest?: string;
+  input?: string;
+  output: string;
+  out?: string[];
+  env?: string[];
+  redundancy: number;
+  quorum?: number;
+  tier: "container" | "microvm";
+  timeout: number;
+  memory: number;
+  cpus: number;
+  maxPrice?: string;
+  dataDir: string;
+  json?: boolean;
+}
+
+function bootstrapFrom(flags: { bootstrap?: string[] }): string[] {
+  const list = flags.bootstrap ?? (process.env.AIRQUBE_BOOTSTRAP ? process.env.AIRQUBE_BOOTSTRAP.split(",") : []);
+  if (list.length === 0)
+    throw new UserError("BOOTSTRAP_MISSING", "No bootstrap peer", {
+      details: "pass --bootstrap MULTIADDR (printed by `airqube devnet up`) or set AIRQUBE_BOOTSTRAP",
+    });
+  return list;
+}
+
+export function registerRunCommands(program: Command): void {
+  program
+    .command("run")
+    .description("run a qube on several independent providers and accept only a result a quorum agrees on")
+    .option("--bootstrap <multiaddr>", "bootstrap peer (repeatable; default $AIRQUBE_BOOTSTRAP)", collect)
+    .requiredOption("--image <ref>", "image reference, e.g. airqube/busybox:latest")
+    .option("--image-digest <sha256:...>", "image digest (default: looked up in the local Docker engine)")
+    .option("--input <dir>", "directory whose files are sealed to each provider and placed at /input")
+    .requiredOption("--output <dir>", "where the verified outputs go")
+    .option("--out <path>", "declared output under /output (repeatable; default result)", collect)
+    .option("--env <KEY=VALUE>", "environment variable (repeatable)", collect)
+    .addOption(new Option("--redundancy <k>", "number of independent providers").argParser(parseCount).default(3))
+    .addOption(new Option("--quorum <q>", "agreeing answers needed (default: a majority of k)").argParser(parseCount))
+    .addOption(new Option("--tier <tier>", "isolation tier").choices(["container", "microvm"]).default("container"))
+    .addOption(
+      new Option("--timeout <duration>", "wall-clock limit per provider")
+        .argParser(parseDuration)
+        .default(60_000, "60s"),
+    )
+    .addOption(new Option("--memory <size>", "memory limit").argParser(parseSize).default(256 * 1024 * 1024, "256m"))
+    .addOption(new Option("--cpus <n>", "CPU limit in cores").argParser(parsePositive).default(1))
+    .option("--max-price <wei>", "refuse providers asking more than this per qube")
+    .option("--data-dir <dir>", "requestor identity and journal", defaultRequestorDir())
+    .option("--json", "JSON lines: one per progress event, then the result")
+    .argument("<command...>", "the command to run (after --)")
+    .addHelpText(
+      "after",
+      "\nExample:\n  airqube run --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3... --image airqube/busybox:latest \\\n    --output ./out --out result.txt -- sh -c 'echo 42 > /output/result.txt'",
+    )
+    .action(async (command: string[], flags: RunFlags) => {
+      process.exitCode = await run(command, flags);
+    });
+  program
+    .command("offers")
+    .description("list the providers' signed offers on the network")
+    .option("--bootstrap <multiaddr>", "bootstrap peer (repeatable; default $AIRQUBE_BOOTSTRAP)", collect)
+    .option("--data-dir <dir>", "requestor identity", defaultRequestorDir())
+    .option("--json", "print JSON")
+    .action(async (flags: { bootstrap?: string[]; dataDir: string; json?: boolean }) => {
+      process.exitCode = await offers(flags);
+    });
+  program
+    .command("journal")
+    .description("list the qubes this requestor ran, including ones interrupted by a crash")
+    .option("--data-dir <dir>", "requestor data directory", defaultRequestorDir())
+    .option("--json", "print JSON")
+    .action((flags: { dataDir: string; json?: boolean }) => {
+      const journal = new RequestorJournal(join(flags.dataDir, "journal.sqlite"));
+      journal.recover(new Date());
+      const list = journal.list();
+      journal.close();
+      if (flags.json) printJson(list);
+      else
+        for (const q of list)
+          process.stdout.write(`${q.createdAt} ${q.qubeId} ${q.state} (${q.dispatches.length} providers)\n`);
+    });
+}
+
+async function run(command: string[], flags: RunFlags): Promise<number> {
+  const controller = new AbortController();
+  const onSignal = () => controller.abort();
+  process.once("SIGINT", onSignal);
+  let market: Libp2pMarket | undefined;
+  let requestor: Requestor | undefined;
+  let stopProgress = () => {};
+  try {
+    const identity = loadOrCreateIdentity(flags.dataDir);
+    const quorum = flags.quorum ?? Math.floor(flags.redundancy / 2) + 1;
+    if (quorum > flags.redundancy)
+      throw new UserError("QUORUM_INVALID", "The quorum cannot exceed the redundancy", {
+        details: `${quorum} > ${flags.redundancy}`,
+      });
+    const env = Object.fromEntries(
+      (flags.env ?? []).map((pair) => [pair.split("=")[0]!, pair.slice(pair.indexOf("=") + 1)]),
+    );
+    const qube = await sealQube(
+      {
+        image: flags.image,
+        ...(flags.imageDigest ? { imageDigest: flags.imageDigest } : {}),
+        command,
+        env,
+        ...(flags.input ? { inputDir: flags.input } : {}),
+        outputs: flags.out ?? ["result"],
+        tier: flags.tier,
+        limits: { wallTimeMs: flags.timeout, memoryBytes: flags.memory, milliCpus: Math.round(flags.cpus * 1000) },
+        redundancy: { mode: "fixed", k: flags.redundancy, quorum },
+      },
+      identity,
+    );
+    market = await Libp2pMarket.connect({ identity, bootstrap: bootstrapFrom(flags) });
+    requestor = new Requestor({ market, dataDir: flags.dataDir });
+    const progress = progressReporter({ json: Boolean(flags.json), replicas: flags.redundancy });
+    stopProgress = progress.stop;
+    const maxPrice = flags.maxPrice !== undefined ? BigInt(flags.maxPrice) : undefined;
+    const result = await requestor.run(qube, {
+      outputDir: flags.output,
+      signal: controller.signal,
+      onProgress: progress.onProgress,
+      ...(maxPrice !== undefined ? { filter: (c) => c.price <= maxPrice } : {}),
+    });
+    stopProgress();
+    if (flags.json) process.stdout.write(`${JSON.stringify({ event: "result", ...result })}\n`);
+    else {
+      const head =
+        result.status === "verified"
+          ? result.verified
+            ? "VERIFIED"
+            : "AGREED (not verified: non-deterministic qube)"
+          : "NO CONSENSUS";
+      process.stdout.write(`${head}: qube ${result.qubeId}\n`);
+      if (result.outputsRoot) process.stdout.write(`  outputs root ${result.outputsRoot}\n`);
+      process.stdout.write(`  agreeing providers: ${result.agreeing.length ? result.agreeing.join(", ") : "none"}\n`);
+      if (result.dissenting.length) process.stdout.write(`  dissenting: ${result.dissenting.join(", ")}\n`);
+      for (const f of result.failures) process.stdout.write(`  failed: ${f.provider} ${f.code}\n`);
+      for (const o of result.outputs)
+        process.stdout.write(`  ${join(flags.output, o.path)} ${o.size} bytes sha256:${o.sha256}\n`);
+      const stdout = result.answers.find((a) => a.outputsRoot === result.outputsRoot)?.stdout;
+      if (stdout) process.stdout.write(`  stdout (unverified): ${stdout.trimEnd()}\n`);
+      if (result.reason) process.stdout.write(`  ${result.reason}\n`);
+    }
+    return result.status === "verified" ? 0 : 1;
+  } catch (error) {
+    stopProgress();
+    return reportError(error, Boolean(flags.json));
+  } finally {
+    process.off("SIGINT", onSignal);
+    requestor?.close();
+    await market?.close();
+  }
+}
+
+async function offers(flags: { bootstrap?: string[]; dataDir: string; json?: boolean }): Promise<number> {
+  let market: Libp2pMarket | undefined;
+  try {
+    market = await Libp2pMarket.connect({
+      identity: loadOrCreateIdentity(flags.dataDir),
+      bootstrap: bootstrapFrom(flags),
+    });
+    const deadline = Date.now() + 2000;
+    while (Date.now() < deadline) {
+      await market.offers.queryConnected();
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const list = market.offers.list().map((known) => known.offer);
+    if (flags.json) printJson(list);
+    else {
+      if (list.length === 0) process.stdout.write("no offers\n");
+      for (const o of list) {
+        const probes = Object.entries(o.probes)
+          .map(([tier, p]) => `${tier} ${p?.pass}/${(p?.pass ?? 0) + (p?.fail ?? 0) + (p?.inconclusive ?? 0)} pass`)
+          .join(", ");
+        process.stdout.write(
+          `${o.provider}  tiers ${o.tiers.join(",")}  ${o.resources.available}/${o.resources.maxConcurrent} free  price ${o.price.start}+${o.price.perSecond}/s wei  probes ${probes}\n`,
+        );
+      }
+    }
+    return 0;
+  } catch (error) {
+    return reportError(error, Boolean(flags.json));
+  } finally {
+    await market?.close();
+  }
+}

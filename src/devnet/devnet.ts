@@ -1,0 +1,216 @@
+/**
+ * A local network on one machine: a bootstrap peer and N provider agents, each a separate process on
+ * 127.0.0.1, with their data under one directory. The escape suite runs once up front and its report is
+ * shared through the probe cache (same host, same runtime: same result). `stop()` ends every process.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdir, mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { escapeSuiteGate } from "../provider/probe-gate.js";
+import { PlatformError, TimeoutError } from "../qube/index.js";
+import { ContainerSandbox } from "../sandbox/container-sandbox.js";
+
+const BIN = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "airqube.js");
+
+export interface DevnetProviderOptions {
+  /** Adversary behaviour (tests only). */
+  behaviour?: string;
+  maxConcurrent?: number;
+  operator?: string;
+  payout?: string;
+  priceStart?: string;
+  pricePerSecond?: string;
+}
+
+export interface DevnetOptions {
+  providers: number | DevnetProviderOptions[];
+  /** Root directory; default a fresh temporary one. */
+  dir?: string;
+  /** Passed to every child (e.g. AIRQUBE_SLOW_MS). */
+  env?: Record<string, string>;
+  signal?: AbortSignal;
+  onEvent?: (event: {
+    type: "probed" | "bootstrapReady" | "providerReady" | "providerExited";
+    detail: unknown;
+  }) => void;
+  readyTimeoutMs?: number;
+}
+
+export interface DevnetProvider {
+  index: number;
+  peerId: string;
+  addrs: string[];
+  dataDir: string;
+  process: ChildProcess;
+  behaviour: string;
+}
+
+interface Ready {
+  event: "ready";
+  peerId: string;
+  addrs: string[];
+}
+
+/** Starts one `airqube` child process and waits for its `ready` JSON line. */
+function spawnReady(
+  args: string[],
+  env: Record<string, string>,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<{ child: ChildProcess; ready: Ready }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...env },
+    });
+    let stderr = "";
+    child.stderr!.on("data", (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString()).slice(-4000);
+    });
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(
+        new TimeoutError("DEVNET_TIMEOUT", "A devnet process did not become ready in time", {
+          details: `${args.join(" ")}\n${stderr}`,
+        }),
+      );
+    }, timeoutMs);
+    const onAbort = () => {
+      child.kill("SIGKILL");
+      clearTimeout(timer);
+      reject(new TimeoutError("ABORTED", "Devnet start was aborted"));
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const lines = createInterface({ input: child.stdout! });
+    lines.once("line", (line) => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      try {
+        const ready = JSON.parse(line) as Ready;
+        if (ready.event !== "ready") throw new Error(line);
+        resolve({ child, ready });
+      } catch {
+        child.kill("SIGKILL");
+        reject(
+          new PlatformError("DEVNET_START_FAILED", "A devnet process failed to start", {
+            details: `${line}\n${stderr}`,
+          }),
+        );
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(
+        new PlatformError("DEVNET_START_FAILED", "A devnet process exited during start", {
+          details: `exit ${code}\n${stderr}`,
+        }),
+      );
+    });
+  });
+}
+
+export class Devnet {
+  private constructor(
+    readonly dir: string,
+    readonly bootstrap: string,
+    readonly providers: DevnetProvider[],
+    private readonly bootstrapProcess: ChildProcess,
+  ) {}
+
+  /**
+   * Starts a devnet and resolves when every provider has announced itself.
+   *
+   * @example
+   * const devnet = await Devnet.start({ providers: 3 });
+   * // ... run qubes against devnet.bootstrap ...
+   * await devnet.stop();
+   */
+  static async start(options: DevnetOptions): Promise<Devnet> {
+    const dir = options.dir ?? (await mkdtemp(join(tmpdir(), "airqube-devnet-")));
+    await mkdir(dir, { recursive: true });
+    const probeCache = join(dir, "probe-cache");
+    const timeout = options.readyTimeoutMs ?? 60_000;
+    const env = { AIRQUBE_LOG_LEVEL: process.env.AIRQUBE_LOG_LEVEL ?? "warn", ...options.env };
+    const summary = await escapeSuiteGate({ cacheDir: probeCache })(
+      "container",
+      new ContainerSandbox(),
+      options.signal ? { signal: options.signal } : {},
+    );
+    options.onEvent?.({ type: "probed", detail: summary });
+
+    const boot = await spawnReady(["devnet", "bootstrap", "--json"], env, timeout, options.signal);
+    const bootstrap = boot.ready.addrs[0]!;
+    options.onEvent?.({ type: "bootstrapReady", detail: bootstrap });
+    const specs: DevnetProviderOptions[] =
+      typeof options.providers === "number" ? Array.from({ length: options.providers }, () => ({})) : options.providers;
+    const started: DevnetProvider[] = [];
+    try {
+      const results = await Promise.all(
+        specs.map(async (spec, index) => {
+          const dataDir = join(dir, `provider-${index}`);
+          const args = [
+            "provider",
+            "start",
+            "--json",
+            "--devnet",
+            "--data-dir",
+            dataDir,
+            "--bootstrap",
+            bootstrap,
+            "--probe-cache",
+            probeCache,
+          ];
+          if (spec.behaviour) args.push("--behaviour", spec.behaviour);
+          if (spec.maxConcurrent) args.push("--max-concurrent", String(spec.maxConcurrent));
+          if (spec.operator) args.push("--operator", spec.operator);
+          if (spec.payout) args.push("--payout", spec.payout);
+          if (spec.priceStart)
+            args.push("--price-start", spec.priceStart, "--price-per-second", spec.pricePerSecond ?? "0");
+          const { child, ready } = await spawnReady(args, env, timeout, options.signal);
+          const provider: DevnetProvider = {
+            index,
+            peerId: ready.peerId,
+            addrs: ready.addrs,
+            dataDir,
+            process: child,
+            behaviour: spec.behaviour ?? "honest",
+          };
+          started.push(provider);
+          child.once("exit", (code, signal) =>
+            options.onEvent?.({ type: "providerExited", detail: { index, code, signal } }),
+          );
+          options.onEvent?.({ type: "providerReady", detail: { index, peerId: ready.peerId } });
+          return provider;
+        }),
+      );
+      return new Devnet(
+        dir,
+        bootstrap,
+        results.sort((a, b) => a.index - b.index),
+        boot.child,
+      );
+    } catch (error) {
+      for (const p of started) p.process.kill("SIGKILL");
+      boot.child.kill("SIGKILL");
+      throw error;
+    }
+  }
+
+  /** Stops every process: SIGTERM (providers drain), then SIGKILL after `graceMs`. */
+  async stop(graceMs = 10_000): Promise<void> {
+    const all = [...this.providers.map((p) => p.process), this.bootstrapProcess];
+    await Promise.all(all.map((child) => stopChild(child, graceMs)));
+  }
+}
+
+async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  await exited;
+  clearTimeout(timer);
+}

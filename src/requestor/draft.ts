@@ -1,0 +1,96 @@
+/**
+ * Turns what a user asks for (an image, a command, an input directory, output paths, limits, redundancy)
+ * into a signed, sealed qube: inputs are hashed, the image digest is looked up when not given, the spec is
+ * completed, signed and verified like a provider would verify it.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { readdir, stat } from "node:fs/promises";
+import { join, relative, sep } from "node:path";
+import Docker from "dockerode";
+import {
+  createQubeSpec,
+  type Identity,
+  type QubeSpecDraft,
+  type RedundancyPolicy,
+  signQubeSpec,
+  type Tier,
+  UserError,
+  verifySignedQubeSpec,
+} from "../qube/index.js";
+import { imageDigest } from "../sandbox/images.js";
+import type { SealedQube } from "./api.js";
+
+export interface QubeRequest {
+  image: string;
+  imageDigest?: string;
+  command: string[];
+  env?: Record<string, string>;
+  inputDir?: string;
+  outputs: string[];
+  tier?: Tier;
+  limits?: QubeSpecDraft["limits"];
+  redundancy?: RedundancyPolicy;
+  deterministic?: boolean;
+  /** Lifetime of the spec; default one hour. */
+  ttlMs?: number;
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest("hex");
+}
+
+async function listFiles(root: string, dir = root): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...(await listFiles(root, path)));
+    else if (entry.isFile()) out.push(path);
+    else
+      throw new UserError("INPUT_UNSUPPORTED", "Inputs may hold only regular files and directories", { details: path });
+  }
+  return out;
+}
+
+/**
+ * Builds, signs and verifies a qube.
+ *
+ * @example
+ * const qube = await sealQube({ image: "airqube/busybox:latest", command: ["sh", "-c", "echo hi > /output/r"], outputs: ["r"] }, me);
+ */
+export async function sealQube(
+  request: QubeRequest,
+  identity: Identity,
+  options: { now?: Date; docker?: Docker } = {},
+): Promise<SealedQube> {
+  const now = options.now ?? new Date();
+  const digest = request.imageDigest ?? (await imageDigest(options.docker ?? new Docker(), request.image));
+  const inputs = new Map<string, string>();
+  const described: NonNullable<QubeSpecDraft["inputs"]> = [];
+  if (request.inputDir) {
+    const info = await stat(request.inputDir).catch(() => undefined);
+    if (!info?.isDirectory())
+      throw new UserError("INPUT_UNREADABLE", "The input directory does not exist", { details: request.inputDir });
+    for (const file of await listFiles(request.inputDir)) {
+      const path = relative(request.inputDir, file).split(sep).join("/");
+      inputs.set(path, file);
+      described.push({ path, size: (await stat(file)).size, sha256: await sha256File(file) });
+    }
+  }
+  const spec = createQubeSpec({
+    image: { ref: request.image, digest },
+    command: request.command,
+    env: request.env ?? {},
+    inputs: described,
+    outputs: request.outputs,
+    ...(request.tier ? { tier: request.tier } : {}),
+    ...(request.limits ? { limits: request.limits } : {}),
+    ...(request.redundancy ? { redundancy: request.redundancy } : {}),
+    deterministic: request.deterministic ?? true,
+    expiresAt: new Date(now.getTime() + (request.ttlMs ?? 3600_000)),
+    requestor: identity.peerId,
+  });
+  return { spec: verifySignedQubeSpec(signQubeSpec(spec, identity), { now, source: "user" }), inputs };
+}
