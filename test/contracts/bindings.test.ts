@@ -1,0 +1,17 @@
+import { expect } from "chai";
+import { airqubeEscrowAbi, airqubeEscrowBytecode } from "../../src/chain/abi/airqube-escrow.js";
+import { testGLMAbi, testGLMBytecode } from "../../src/chain/abi/test-glm.js";
+import { connection } from "./helpers.js";
+
+describe("src/chain/abi bindings", () => {
+  it("match the current compile (run `npm run chain:bindings` after changing a contract)", async () => {
+    const { artifacts } = await import("hardhat");
+    const escrow = await artifacts.readArtifact("AirqubeEscrow");
+    const glm = await artifacts.readArtifact("TestGLM");
+    expect(airqubeEscrowAbi).to.deep.equal(escrow.abi);
+    expect(airqubeEscrowBytecode).to.equal(escrow.bytecode);
+    expect(testGLMAbi).to.deep.equal(glm.abi);
+    expect(testGLMBytecode).to.equal(glm.bytecode);
+    expect(connection).to.not.equal(undefined);
+  });
+});
