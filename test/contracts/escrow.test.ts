@@ -149,9 +149,7 @@ describe("AirqubeEscrow", () => {
       const o = own(job, 1, R);
       expect(await escrow.commitmentOf(jobIdOf(job), R, o.salt, job.providers[1]!)).to.equal(o.commitment);
       const tx = escrow.connect(providers[1]!).commit(t(job), 1, o.commitment);
-      await expect(tx)
-        .to.emit(escrow, "Committed")
-        .withArgs(jobIdOf(job), job.providers[1], o.commitment);
+      await expect(tx).to.emit(escrow, "Committed").withArgs(jobIdOf(job), job.providers[1], o.commitment);
       await expect(tx).to.changeTokenBalances(ethers, token, [providers[1]!, escrow], [-STAKE, STAKE]);
       const [status, committed, revealed] = await escrow.jobState(jobIdOf(job));
       expect([status, committed, revealed]).to.deep.equal([1n, 2n, 0n]);
@@ -548,7 +546,12 @@ describe("AirqubeEscrow", () => {
       await expect(tx)
         .to.emit(escrow, "Withdrawn")
         .withArgs(job.providers[0], PRICE + STAKE);
-      await expect(tx).to.changeTokenBalances(ethers, token, [providers[0]!, escrow], [PRICE + STAKE, -(PRICE + STAKE)]);
+      await expect(tx).to.changeTokenBalances(
+        ethers,
+        token,
+        [providers[0]!, escrow],
+        [PRICE + STAKE, -(PRICE + STAKE)],
+      );
       await expect(escrow.connect(providers[0]!).withdraw())
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowNothingToWithdraw")
         .withArgs(job.providers[0]);
