@@ -1,17 +1,28 @@
 #!/usr/bin/env node
-/** The `airqube` command. Each sub-command lives in its own module and registers itself here. */
+/**
+ * The `airqube` command. Each sub-command lives in its own module; only the module of the command being run
+ * is loaded (all of them for `--help`), so that a command starts without loading libp2p, ethers and Docker
+ * clients it does not need.
+ */
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
-import { registerDevnetCommands } from "./devnet-command.js";
-import { registerProviderCommand } from "./provider-command.js";
-import { registerRunCommands } from "./run-command.js";
-import { registerSandboxCommand } from "./sandbox-command.js";
 
 const pkg = JSON.parse(
   readFileSync(new URL("../../package.json", import.meta.url).pathname.replace("/dist/", "/"), "utf8"),
 ) as { version: string };
 
-export function buildProgram(): Command {
+const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
+  sandbox: async () => (await import("./sandbox-command.js")).registerSandboxCommand,
+  probe: async () => (await import("./probe-command.js")).registerProbeCommand,
+  provider: async () => (await import("./provider-command.js")).registerProviderCommand,
+  run: async () => (await import("./run-command.js")).registerRunCommands,
+  offers: async () => (await import("./run-command.js")).registerRunCommands,
+  journal: async () => (await import("./run-command.js")).registerRunCommands,
+  devnet: async () => (await import("./devnet-command.js")).registerDevnetCommands,
+  demo: async () => (await import("./devnet-command.js")).registerDevnetCommands,
+};
+
+export async function buildProgram(argv: string[]): Promise<Command> {
   const program = new Command("airqube")
     .description(
       "Offload disposable workloads (qubes) to untrusted providers and trust only results a quorum agrees on.",
@@ -23,11 +34,16 @@ export function buildProgram(): Command {
       // usage errors exit 2; --help and --version exit 0
       process.exit(error.exitCode === 0 ? 0 : 2);
     });
-  registerSandboxCommand(program);
-  registerProviderCommand(program);
-  registerRunCommands(program);
-  registerDevnetCommands(program);
+  const wanted = argv[2];
+  const loaders = wanted && COMMANDS[wanted] ? [COMMANDS[wanted]] : Object.values(COMMANDS);
+  const registered = new Set<(program: Command) => void>();
+  for (const load of loaders) {
+    const register = await load();
+    if (registered.has(register)) continue;
+    registered.add(register);
+    register(program);
+  }
   return program;
 }
 
-await buildProgram().parseAsync(process.argv);
+await (await buildProgram(process.argv)).parseAsync(process.argv);

@@ -115,7 +115,9 @@ async function start(flags: StartFlags): Promise<number> {
     const signal = await shutdown;
     logger.info({ signal }, "draining");
     const summary = agent.ledger.summary();
+    const t0 = performance.now();
     await agent.stop();
+    logger.info({ ms: Math.round(performance.now() - t0) }, "stopped");
     if (flags.json) process.stdout.write(`${JSON.stringify({ event: "stopped", ...summary })}\n`);
     return 0;
   } catch (error) {

@@ -6,6 +6,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import Docker from "dockerode";
 import type { Logger } from "pino";
 import { pino } from "pino";
 import {
@@ -40,6 +41,7 @@ import {
 } from "../qube/index.js";
 import type { Sandbox } from "../sandbox/api.js";
 import { ContainerSandbox } from "../sandbox/container-sandbox.js";
+import { imageDigest } from "../sandbox/images.js";
 import { checkAdmission } from "./admission.js";
 import { type Behaviour, parseBehaviour } from "./behaviour.js";
 import { defaultResources, type ProviderConfig, type ProviderResources } from "./config.js";
@@ -91,6 +93,7 @@ export class ProviderAgent {
   private readonly logger: Logger;
   private readonly now: () => Date;
   private tiers: Tier[] = [];
+  private readonly docker = new Docker();
   private draining = false;
 
   constructor(
@@ -226,9 +229,11 @@ export class ProviderAgent {
           maxConcurrent: this.config.maxConcurrent,
           draining: this.draining,
         });
-        if (refusal) {
-          this.logger.info({ qubeId: spec.id, ...refusal }, "qube refused");
-          return { ok: false, ...refusal };
+        const imageRefusal = refusal ? undefined : await this.checkImage(spec.spec.image.digest);
+        if (refusal ?? imageRefusal) {
+          const reason = (refusal ?? imageRefusal)!;
+          this.logger.info({ qubeId: spec.id, ...reason }, "qube refused");
+          return { ok: false, ...reason };
         }
         const jobId = randomUUID();
         const dir = join(this.config.dataDir, "jobs", jobId);
@@ -252,6 +257,18 @@ export class ProviderAgent {
       record: (jobId, event) => this.record(jobId, event),
       afterCommit: (job) => this.behaviour.afterCommit(job),
     };
+  }
+
+  /** Refuses a qube whose image (by digest) is not available here, before anything is accepted. */
+  private async checkImage(digest: string): Promise<{ code: string; reason: string } | undefined> {
+    try {
+      const found = await imageDigest(this.docker, digest);
+      return found === digest
+        ? undefined
+        : { code: "IMAGE_UNAVAILABLE", reason: `image ${digest} resolves to ${found}` };
+    } catch {
+      return { code: "IMAGE_UNAVAILABLE", reason: `image ${digest} is not available on this provider` };
+    }
   }
 
   private record(jobId: string, event: JobEvent): void {
@@ -365,7 +382,9 @@ export class ProviderAgent {
     await this.stopAnnouncing?.();
     this.market?.stop();
     const drain = Promise.all(this.running.values());
-    await Promise.race([drain, new Promise((r) => setTimeout(r, options.drainMs ?? 60_000))]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([drain, new Promise((r) => (timer = setTimeout(r, options.drainMs ?? 60_000)))]);
+    clearTimeout(timer);
     await this.node?.stop();
     for (const sandbox of Object.values(this.sandboxes)) await sandbox?.close();
     this.ledger.close();
