@@ -1,8 +1,9 @@
 /**
  * The quorum rule, pure. Answers are grouped by outputs root; a qube is verified when at least `quorum`
- * responders agree and nobody dissents (the strict rule), or, once tie-breakers were needed, when one root
- * holds a qualified majority: at least `quorum` votes and more than every other root together. Otherwise it
- * asks for more replicas, up to `maxReplicas`, and then reports no consensus.
+ * responders agree and nobody dissents. On dissent (another root, or a commitment without a valid reveal)
+ * tie-breakers run until one root holds a qualified majority: its votes reach `quorum` plus the number of
+ * dissenting votes, so that every dissent is outvoted by one more agreeing replica. Otherwise it asks for
+ * more replicas, up to `maxReplicas`, and then reports no consensus.
  */
 export interface Vote {
   provider: string;
@@ -42,13 +43,8 @@ export function decide(votes: Vote[], policy: QuorumPolicy, used: number): Quoru
   if (best && bestCount >= policy.quorum && others === 0 && missing.length === 0) {
     return { status: "verified", root: best[0], agreeing: best[1], dissenting: [] };
   }
-  // After dissent, a qualified majority: quorum votes, and more than all other roots and missing reveals together.
-  if (
-    best &&
-    bestCount >= policy.quorum &&
-    bestCount > others + missing.length &&
-    (!second || second[1].length < bestCount)
-  ) {
+  // After dissent, a qualified majority: quorum votes plus one for every dissenting vote.
+  if (best && bestCount >= policy.quorum + others + missing.length && (!second || second[1].length < bestCount)) {
     return {
       status: "verified",
       root: best[0],
@@ -57,9 +53,7 @@ export function decide(votes: Vote[], policy: QuorumPolicy, used: number): Quoru
     };
   }
   // The fewest extra replicas that could still produce a qualified majority for the leading root.
-  const needForQuorum = Math.max(0, policy.quorum - bestCount);
-  const needForMajority = Math.max(0, others + missing.length + 1 - bestCount);
-  const more = Math.max(1, needForQuorum, needForMajority);
+  const more = Math.max(1, policy.quorum + others + missing.length - bestCount);
   if (used + more > policy.maxReplicas) {
     return {
       status: "no-consensus",

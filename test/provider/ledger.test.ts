@@ -1,0 +1,46 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "chai";
+import { JobLedger } from "../../src/provider/ledger.js";
+import { RequestorJournal } from "../../src/requestor/journal.js";
+
+describe("provider: job ledger (SQLite)", () => {
+  it("records jobs, survives a restart and marks in-flight jobs abandoned", () => {
+    const path = join(mkdtempSync(join(tmpdir(), "aq-ledger-")), "ledger.sqlite");
+    const now = new Date("2026-11-26T10:00:00Z");
+    const ledger = new JobLedger(path);
+    ledger.accepted("j1", "aq1x", "peerA", "1000", now);
+    ledger.transition("j1", "revealed", now);
+    ledger.accepted("j2", "aq1y", "peerB", "2000", now);
+    ledger.transition("j2", "running", now);
+    ledger.close(); // a crash: j2 was running
+
+    const again = new JobLedger(path);
+    expect(again.recover(now)).to.deep.equal(["j2"]);
+    expect(again.get("j2")?.state).to.equal("abandoned");
+    expect(again.get("j1")?.state).to.equal("revealed");
+    expect(again.summary()).to.deep.equal({ jobs: 2, byState: { abandoned: 1, revealed: 1 }, earnedWei: "1000" });
+    again.close();
+  });
+});
+
+describe("requestor: journal (SQLite)", () => {
+  it("reports qubes interrupted by a crash after a restart", () => {
+    const path = join(mkdtempSync(join(tmpdir(), "aq-journal-")), "journal.sqlite");
+    const now = new Date();
+    const journal = new RequestorJournal(path);
+    journal.started("aq1a", { spec: 1 }, now);
+    journal.dispatch("aq1a", "p1", "committed", now);
+    journal.started("aq1b", { spec: 2 }, now);
+    journal.finished("aq1b", "verified", { ok: true }, now);
+    journal.close(); // crash while aq1a was dispatching
+
+    const again = new RequestorJournal(path);
+    expect(again.recover(now)).to.deep.equal(["aq1a"]);
+    expect(again.get("aq1a")).to.deep.include({ state: "interrupted" });
+    expect(again.get("aq1a")?.dispatches).to.deep.equal([{ provider: "p1", state: "committed", outputsRoot: null, error: null }]);
+    expect(again.get("aq1b")).to.deep.include({ state: "verified", summary: { ok: true } });
+    again.close();
+  });
+});
