@@ -21,7 +21,7 @@ import { imageDigest } from "./images.js";
 import { type AccelChoice, type AccelDecision, kvmGroup, resolveAccel } from "./microvm/accel.js";
 import type { VmInput, VmQube } from "./microvm/host-frames.js";
 import { defaultCacheDir, type PreparedInitrd, prepareInitrd } from "./microvm/rootfs.js";
-import { MicroVm, type VmBootConfig, type VmServeResult } from "./microvm/vm.js";
+import { hostTscKhz, MicroVm, type VmBootConfig, type VmServeResult } from "./microvm/vm.js";
 import { safeRelativePath } from "./unpack.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -217,6 +217,7 @@ export class MicroVmSandbox implements Sandbox {
   private async bootConfig(initrd: PreparedInitrd, memoryBytes: number, vcpus: number): Promise<VmBootConfig> {
     const decision = await this.accel();
     const kvmGid = decision.accel === "kvm" ? await kvmGroup() : undefined;
+    const tscKhz = await hostTscKhz();
     return {
       qemuBinary: this.qemuBinary,
       kernel: await this.kernel,
@@ -228,6 +229,7 @@ export class MicroVmSandbox implements Sandbox {
       ...(this.options.consoleLog ? { consoleLog: true } : {}),
       onSpawned: (vm) => this.stats.vms.push({ id: vm.id, pid: vm.pid, directory: vm.directory }),
       ...(kvmGid !== undefined ? { kvmGid } : {}),
+      ...(tscKhz ? { tscKhz } : {}),
     };
   }
 

@@ -14,7 +14,7 @@ import { AirqubeError, PlatformError } from "../../qube/errors.js";
 import { buildCpio } from "./cpio.js";
 import type { Accel } from "./qemu-args.js";
 import { ensureCacheDir, initEntries } from "./rootfs.js";
-import { MicroVm } from "./vm.js";
+import { hostTscKhz, MicroVm } from "./vm.js";
 
 export type AccelChoice = Accel | "auto";
 
@@ -88,6 +88,7 @@ async function selfTest(config: SelfTestConfig, signal: AbortSignal | undefined)
   }
   const kvmGid = await kvmGroup();
   const initrd = await selfTestInitrd(config.initBinary, config.cacheDir);
+  const tscKhz = await hostTscKhz();
   const started = performance.now();
   try {
     const vm = await MicroVm.boot(
@@ -100,6 +101,7 @@ async function selfTest(config: SelfTestConfig, signal: AbortSignal | undefined)
         vcpus: 1,
         bootTimeoutMs: timeoutMs,
         ...(kvmGid !== undefined ? { kvmGid } : {}),
+        ...(tscKhz ? { tscKhz } : {}),
       },
       signal ? { signal } : {},
     );

@@ -16,9 +16,21 @@ export interface QemuArgsInput {
   vcpus: number;
   /** Where the kernel console (ttyS0) goes: nowhere (default) or a file in the VM's private temp dir. */
   consoleLog?: string;
+  /** The host TSC rate in kHz (see `kernelCmdline`). */
+  tscKhz?: number;
 }
 
-/** The kernel command line: quiet console on ttyS0, no reboot loops, no EDD probing. */
+/**
+ * The kernel command line: quiet console on ttyS0, no reboot loops, no EDD probing. With `tscKhz` (the host's
+ * TSC rate, which is what a TCG guest reads from rdtsc) the kernel skips TSC calibration against the PIT:
+ * on a loaded host that calibration fails, and the jiffies fallback then waits for PIT interrupts that the
+ * microvm machine never delivers, so the boot hangs.
+ */
+export function kernelCmdline(tscKhz?: number): string {
+  const tsc = tscKhz && Number.isInteger(tscKhz) && tscKhz > 0 ? [`tsc_early_khz=${tscKhz}`, "tsc=reliable"] : [];
+  return [KERNEL_CMDLINE, ...tsc].join(" ");
+}
+
 export const KERNEL_CMDLINE = [
   "console=ttyS0", // kernel messages on the first UART only, never on the channel (ttyS1)
   "quiet",
@@ -59,7 +71,7 @@ export function qemuArgs(input: QemuArgsInput): string[] {
     // No -netdev / -nic / -drive / -fsdev / -device virtio-*: no network, no disk, no shared folder.
     ...["-kernel", input.kernel],
     ...["-initrd", input.initrd],
-    ...["-append", KERNEL_CMDLINE],
+    ...["-append", kernelCmdline(input.tscKhz)],
   ];
 }
 
@@ -68,6 +80,10 @@ export const QEMU_UID = 65534;
 export const QEMU_GID = 65534;
 
 export interface QemuSpawnPlan {
+  /** The program to start: `setpriv`, which then execs QEMU (see `argv`). */
+  command: string;
+  /** Full argv after `command`: the setpriv options, `--`, the QEMU binary and its arguments. */
+  argv: string[];
   uid: number;
   gid: number;
   /** A new session and process group, so that the host can kill QEMU and anything it left behind at once. */
@@ -78,11 +94,27 @@ export interface QemuSpawnPlan {
 }
 
 /**
- * How to start the QEMU process: as nobody (or nobody with gid `kvm` when KVM must open /dev/kvm), in its
- * own process group, with a minimal environment and its private temp dir.
+ * How to start the QEMU process: through util-linux `setpriv` (parent-death signal KILL, no_new_privs), as
+ * nobody (or nobody with gid `kvm` when KVM must open /dev/kvm), in its own process group, with a minimal
+ * environment and its private temp dir as cwd and TMPDIR.
  */
-export function qemuSpawnPlan(input: { accel: Accel; privateDir: string; kvmGid?: number }): QemuSpawnPlan {
+export function qemuSpawnPlan(input: {
+  accel: Accel;
+  privateDir: string;
+  qemuBinary: string;
+  qemuArgs: string[];
+  kvmGid?: number;
+}): QemuSpawnPlan {
   return {
+    command: "setpriv",
+    argv: [
+      "--pdeathsig", // QEMU dies with the agent that started it: a crashed host never leaks a VM ...
+      "KILL",
+      "--no-new-privs", // ... and nothing QEMU could exec may gain privileges
+      "--",
+      input.qemuBinary,
+      ...input.qemuArgs,
+    ],
     uid: QEMU_UID,
     gid: input.accel === "kvm" && input.kvmGid !== undefined ? input.kvmGid : QEMU_GID,
     detached: true,
@@ -95,4 +127,12 @@ export function qemuSpawnPlan(input: { accel: Accel; privateDir: string; kvmGid?
 export function guestMemoryMiB(memoryBytes: number, rootfsBytes: number, initrdBytes: number): number {
   const mib = 1024 * 1024;
   return Math.ceil(memoryBytes / mib) + 96 + Math.ceil((rootfsBytes + initrdBytes) / mib);
+}
+
+/** Parses the host's TSC rate in kHz from /proc/cpuinfo text ("cpu MHz : 2300.000"); undefined if absent. */
+export function tscKhzFromCpuinfo(cpuinfo: string): number | undefined {
+  const match = /^cpu MHz\s*:\s*([0-9]+(?:\.[0-9]+)?)/m.exec(cpuinfo);
+  if (!match) return undefined;
+  const khz = Math.round(Number(match[1]) * 1000);
+  return khz > 100_000 && khz < 20_000_000 ? khz : undefined;
 }

@@ -14,10 +14,25 @@ import type { OutputFile } from "../api.js";
 import { ChannelParser, type ChannelResult, FRAME_MAX, HELLO } from "../channel.js";
 import { unpackTar } from "../unpack.js";
 import { encodeQube, type VmQube } from "./host-frames.js";
-import { type Accel, guestMemoryMiB, QEMU_GID, QEMU_UID, qemuArgs, qemuSpawnPlan } from "./qemu-args.js";
+import {
+  type Accel,
+  guestMemoryMiB,
+  QEMU_GID,
+  QEMU_UID,
+  qemuArgs,
+  qemuSpawnPlan,
+  tscKhzFromCpuinfo,
+} from "./qemu-args.js";
 
 const HELLO_FRAME = Buffer.concat([Buffer.from([0x48, 0, 0, 0, HELLO.length]), Buffer.from(HELLO, "latin1")]);
 const STDERR_TAIL = 4096;
+
+/** The host's TSC rate, read once from /proc/cpuinfo. */
+let tscKhzCache: Promise<number | undefined> | undefined;
+export function hostTscKhz(): Promise<number | undefined> {
+  tscKhzCache ??= readFile("/proc/cpuinfo", "utf8").then(tscKhzFromCpuinfo, () => undefined);
+  return tscKhzCache;
+}
 
 export interface VmBootConfig {
   qemuBinary: string;
@@ -32,6 +47,8 @@ export interface VmBootConfig {
   consoleLog?: boolean;
   /** Group id that may open /dev/kvm (for accel kvm). */
   kvmGid?: number;
+  /** Host TSC rate in kHz, passed to the guest kernel (see `kernelCmdline`). */
+  tscKhz?: number;
   /** Called as soon as QEMU is started (before the boot completes), to observe every VM. */
   onSpawned?: (vm: MicroVm) => void;
 }
@@ -148,15 +165,19 @@ export class MicroVm {
       memoryMiB: guestMemoryMiB(config.memoryBytes, config.initrd.rootfsBytes, config.initrd.bytes),
       vcpus: config.vcpus,
       ...(consoleLog ? { consoleLog } : {}),
+      ...(config.tscKhz ? { tscKhz: config.tscKhz } : {}),
     });
     const plan = qemuSpawnPlan({
       accel: config.accel,
       privateDir,
+      qemuBinary: config.qemuBinary,
+      qemuArgs: args,
       ...(config.kvmGid !== undefined ? { kvmGid: config.kvmGid } : {}),
     });
     let child: ChildProcess;
     try {
-      child = spawn(config.qemuBinary, args, { ...plan, stdio: ["pipe", "pipe", "pipe"] });
+      const { command, argv, ...spawnOptions } = plan;
+      child = spawn(command, argv, { ...spawnOptions, stdio: ["pipe", "pipe", "pipe"] });
     } catch (error) {
       await rm(privateDir, { recursive: true, force: true });
       throw new PlatformError("QEMU_SPAWN_FAILED", "Could not start QEMU", { details: String(error), cause: error });

@@ -1,0 +1,172 @@
+import { expect } from "chai";
+import { DEFAULT_LIMITS } from "../../src/sandbox/api.js";
+import { buildCpio, encodeCpioRecord } from "../../src/sandbox/microvm/cpio.js";
+import { encodeQube, frame } from "../../src/sandbox/microvm/host-frames.js";
+import {
+  guestMemoryMiB,
+  KERNEL_CMDLINE,
+  qemuArgs,
+  qemuSpawnPlan,
+  tscKhzFromCpuinfo,
+} from "../../src/sandbox/microvm/qemu-args.js";
+import { toRunResult } from "../../src/sandbox/microvm-sandbox.js";
+
+describe("micro-VM hardening as data", () => {
+  it("pins the QEMU argv", () => {
+    const args = qemuArgs({ accel: "tcg", kernel: "/boot/k", initrd: "/c/i.cpio.gz", memoryMiB: 384, vcpus: 1 });
+    expect(args).to.deep.equal([
+      "-M",
+      "microvm,x-option-roms=off,isa-serial=on,rtc=on",
+      "-accel",
+      "tcg",
+      "-m",
+      "384M",
+      "-smp",
+      "1",
+      "-nodefaults",
+      "-no-user-config",
+      "-nographic",
+      "-no-reboot",
+      "-sandbox",
+      "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+      "-serial",
+      "null",
+      "-chardev",
+      "stdio,id=channel,signal=off",
+      "-device",
+      "isa-serial,chardev=channel,index=1",
+      "-kernel",
+      "/boot/k",
+      "-initrd",
+      "/c/i.cpio.gz",
+      "-append",
+      "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t edd=off 8250.nr_uarts=2 rdinit=/init",
+    ]);
+    expect(KERNEL_CMDLINE).to.not.match(/ip=|nfsroot|init=\/bin/);
+  });
+
+  it("never gives a VM a network, disk or shared-folder device", () => {
+    const args = qemuArgs({ accel: "kvm", kernel: "k", initrd: "i", memoryMiB: 128, vcpus: 2 }).join(" ");
+    expect(args).to.not.match(/-net|-nic|-drive|-fsdev|virtfs|virtio-net|-hda|-cdrom|user,/);
+    expect(args).to.contain("-accel kvm -cpu host");
+  });
+
+  it("passes the host TSC rate so that a loaded host cannot hang the guest's calibration", () => {
+    const args = qemuArgs({ accel: "tcg", kernel: "k", initrd: "i", memoryMiB: 128, vcpus: 1, tscKhz: 2_300_000 });
+    expect(args.at(-1)).to.match(/ tsc_early_khz=2300000 tsc=reliable$/);
+    expect(tscKhzFromCpuinfo("processor\t: 0\ncpu MHz\t\t: 2300.000\n")).to.equal(2_300_000);
+    expect(tscKhzFromCpuinfo("no rate here")).to.equal(undefined);
+  });
+
+  it("keeps the console in the private dir only when asked", () => {
+    const args = qemuArgs({ accel: "tcg", kernel: "k", initrd: "i", memoryMiB: 128, vcpus: 1, consoleLog: "/p/c.log" });
+    expect(args).to.include("file:/p/c.log");
+  });
+
+  it("runs QEMU as nobody in its own process group with a private temp dir", () => {
+    const plan = qemuSpawnPlan({
+      accel: "tcg",
+      privateDir: "/tmp/airqube-vm-x",
+      qemuBinary: "qemu-system-x86_64",
+      qemuArgs: ["-M", "microvm"],
+      kvmGid: 108,
+    });
+    expect(plan).to.deep.equal({
+      command: "setpriv",
+      argv: ["--pdeathsig", "KILL", "--no-new-privs", "--", "qemu-system-x86_64", "-M", "microvm"],
+      uid: 65534,
+      gid: 65534,
+      detached: true,
+      cwd: "/tmp/airqube-vm-x",
+      env: { PATH: "/usr/bin:/bin", TMPDIR: "/tmp/airqube-vm-x", HOME: "/tmp/airqube-vm-x" },
+    });
+    expect(qemuSpawnPlan({ accel: "kvm", privateDir: "/p", qemuBinary: "q", qemuArgs: [], kvmGid: 108 }).gid).to.equal(
+      108,
+    );
+  });
+
+  it("sizes guest memory from the limit and the initramfs", () => {
+    expect(guestMemoryMiB(256 * 1024 * 1024, 2 * 1024 * 1024, 1024 * 1024)).to.equal(256 + 96 + 3);
+  });
+});
+
+describe("micro-VM host frames", () => {
+  it("encodes a qube as L, A, V, P, F, D..., G", () => {
+    const bytes = encodeQube({
+      command: ["echo", "hi"],
+      env: { A: "1" },
+      outputs: ["/output"],
+      inputs: [{ path: "x/y.txt", data: Buffer.alloc(70_000, 1) }],
+      limits: DEFAULT_LIMITS,
+    });
+    const types: string[] = [];
+    for (let offset = 0; offset < bytes.length; ) {
+      types.push(String.fromCharCode(bytes[offset]!));
+      offset += 5 + bytes.readUInt32BE(offset + 1);
+    }
+    expect(types).to.deep.equal(["L", "A", "A", "V", "P", "F", "D", "D", "G"]);
+    expect(bytes.readUInt32BE(1)).to.equal(72);
+    expect(bytes.readBigUInt64BE(5)).to.equal(BigInt(DEFAULT_LIMITS.wallTimeMs));
+  });
+
+  it("refuses NUL bytes, bad env names and oversized fields", () => {
+    const base = { env: {}, outputs: [], inputs: [], limits: DEFAULT_LIMITS };
+    expect(() => encodeQube({ ...base, command: ["a\0b"] })).to.throw(/NUL/);
+    expect(() => encodeQube({ ...base, command: ["x"], env: { "A=B": "1" } })).to.throw(/environment name/);
+    expect(() => frame("A", Buffer.alloc(65537))).to.throw(/64 KiB/);
+  });
+});
+
+describe("micro-VM initramfs (newc cpio)", () => {
+  it("encodes a record with 4-byte padding", () => {
+    const record = encodeCpioRecord(1, "a", 0o100644, Buffer.from("xyz"));
+    expect(record.subarray(0, 6).toString()).to.equal("070701");
+    expect(record.length % 4).to.equal(0);
+    expect(record.toString("latin1")).to.contain("a\0");
+  });
+
+  it("ends with the trailer", () => {
+    const archive = buildCpio([{ type: "directory", path: "d", mode: 0o755 }]);
+    expect(archive.toString("latin1")).to.contain("TRAILER!!!\0");
+  });
+});
+
+describe("micro-VM result mapping", () => {
+  const base = {
+    files: [],
+    hostTimedOut: false,
+    startedAt: new Date(0),
+    endedAt: new Date(1000),
+    durationMs: 1000,
+  };
+  const channel = {
+    stdout: "",
+    stderr: "",
+    stdoutTruncated: false,
+    stderrTruncated: false,
+    warnings: [] as string[],
+    complete: true,
+  };
+
+  it("maps the init's markers to timedOut / oomKilled and exit 137", () => {
+    const r = toRunResult(
+      { ...base, channel: { ...channel, exit: { kind: "signaled", signal: 9 }, warnings: ["oom-killed"] } },
+      "sha256:x",
+    );
+    expect([r.exitCode, r.oomKilled, r.timedOut]).to.deep.equal([137, true, false]);
+    const t = toRunResult(
+      { ...base, channel: { ...channel, exit: { kind: "signaled", signal: 9 }, warnings: ["timed-out"] } },
+      "sha256:x",
+    );
+    expect([t.exitCode, t.timedOut, t.tier]).to.deep.equal([137, true, "microvm"]);
+  });
+
+  it("reports exec failures as 127 with the warning on stderr", () => {
+    const r = toRunResult(
+      { ...base, channel: { ...channel, exit: { kind: "exec-failed", errno: 2 }, warnings: ["cannot run x"] } },
+      "sha256:x",
+    );
+    expect(r.exitCode).to.equal(127);
+    expect(r.stderr).to.equal("cannot run x\n");
+  });
+});

@@ -1,0 +1,334 @@
+import { execFileSync } from "node:child_process";
+import { access, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "chai";
+import Docker from "dockerode";
+import { AirqubeError } from "../../src/qube/errors.js";
+import { DEFAULT_LIMITS } from "../../src/sandbox/api.js";
+import { kvmGroup, resolveAccel } from "../../src/sandbox/microvm/accel.js";
+import { prepareInitrd } from "../../src/sandbox/microvm/rootfs.js";
+import { MicroVm } from "../../src/sandbox/microvm/vm.js";
+import { MicroVmSandbox } from "../../src/sandbox/microvm-sandbox.js";
+import { BUSYBOX } from "../helpers/docker.js";
+
+const MiB = 1024 * 1024;
+const root = join(import.meta.dirname, "..", "..");
+const sh = (script: string) => ["sh", "-c", script];
+const tmp = () => mkdtemp(join(tmpdir(), "aq-vm-test-"));
+
+function isAlive(pid: number | undefined): boolean {
+  if (pid === undefined) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Every VM a sandbox started must be gone: no QEMU process, no private temp dir. */
+async function expectAllDestroyed(sandbox: MicroVmSandbox): Promise<void> {
+  for (const vm of sandbox.stats.vms) {
+    expect(isAlive(vm.pid), `QEMU ${vm.pid} must be gone`).to.equal(false);
+    expect(await exists(vm.directory), `${vm.directory} must be wiped`).to.equal(false);
+  }
+}
+
+describe("MicroVmSandbox @qemu @docker", function () {
+  this.timeout(120_000);
+  const docker = new Docker();
+  let sandbox: MicroVmSandbox;
+  let evilInit: string;
+
+  before(async () => {
+    execFileSync("bash", [join(root, "scripts", "build-vm.sh")], { stdio: "ignore" });
+    const dir = await tmp();
+    evilInit = join(dir, "evil-vm-init");
+    const cc = (() => {
+      try {
+        execFileSync("musl-gcc", ["--version"], { stdio: "ignore" });
+        return "musl-gcc";
+      } catch {
+        return "gcc";
+      }
+    })();
+    execFileSync(cc, [
+      "-static",
+      "-Os",
+      "-o",
+      evilInit,
+      join(root, "test/sandbox/fixtures/evil-vm-init.c"),
+      join(root, "src/sandbox/native/channel.c"),
+    ]);
+    await docker.getImage(BUSYBOX).inspect(); // `npm run images` builds it
+    sandbox = new MicroVmSandbox({ docker, accel: "tcg" });
+  });
+
+  after(async () => {
+    await sandbox?.close();
+  });
+
+  afterEach(async () => {
+    if (sandbox) await expectAllDestroyed(sandbox);
+  });
+
+  it("runs a qube in its own kernel and returns stdout, stderr, exit code, inputs and outputs", async () => {
+    const input = await tmp();
+    await writeFile(join(input, "in.txt"), "input-data");
+    const out = await tmp();
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      inputDir: input,
+      env: { GREETING: "hello" },
+      command: sh(
+        [
+          'echo "$GREETING"; echo oops >&2; id -u; uname -r',
+          "cat /input/in.txt; echo; echo x > /input/in.txt 2>/dev/null || echo input-read-only",
+          "touch /etc/x 2>/dev/null || echo root-read-only",
+          "grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status",
+          "ls /sys/class/net",
+          "mkdir /output/d; printf abc > /output/d/x.txt; exit 7",
+        ].join("; "),
+      ),
+      outputs: ["/output"],
+      outputDir: out,
+    });
+    expect(result.tier).to.equal("microvm");
+    expect(result.exitCode).to.equal(7);
+    expect(result.stderr).to.equal("oops\n");
+    const lines = result.stdout.split("\n");
+    expect(lines.slice(0, 2)).to.deep.equal(["hello", "65534"]);
+    expect(lines[2]).to.match(/cloud-amd64$/);
+    expect(result.stdout).to.contain("input-data\ninput-read-only\nroot-read-only\n");
+    expect(result.stdout).to.match(/CapEff:\s+0000000000000000/);
+    expect(result.stdout).to.match(/CapBnd:\s+0000000000000000/);
+    expect(result.stdout).to.match(/NoNewPrivs:\s+1/);
+    expect(result.stdout.trim().split("\n").at(-1), "no network interface but loopback").to.equal("lo");
+    expect(result.outputs).to.deep.equal([
+      { path: "output/d/x.txt", size: 3, sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" },
+    ]);
+    expect(await readFile(join(out, "output/d/x.txt"), "utf8")).to.equal("abc");
+    expect(result.imageDigest).to.match(/^sha256:[0-9a-f]{64}$/);
+  });
+
+  it("OOM-kills a memory bomb at the memory limit", async () => {
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      command: sh("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"),
+      limits: { memoryBytes: 32 * MiB },
+    });
+    expect(result.oomKilled).to.equal(true);
+    expect(result.exitCode).to.equal(137);
+    expect(result.stdout).to.not.contain("survived");
+  });
+
+  it("kills a qube at its deadline", async () => {
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      command: sh("echo start; sleep 100"),
+      limits: { wallTimeMs: 1500 },
+    });
+    expect(result.timedOut).to.equal(true);
+    expect(result.exitCode).to.equal(137);
+    expect(result.stdout).to.equal("start\n");
+    expect(result.durationMs).to.be.below(10_000);
+  });
+
+  it("stops a fork bomb at the pids limit and a disk fill at the scratch cap", async () => {
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      command: sh(
+        "for i in $(seq 1 40); do sleep 5 & done 2>/dev/null; echo forks-capped; dd if=/dev/zero of=/scratch/f bs=1M count=64 2>/dev/null || echo disk-capped; kill $(jobs -p) 2>/dev/null; true",
+      ),
+      limits: { pids: 16, scratchBytes: 8 * MiB },
+    });
+    expect(result.stdout).to.contain("disk-capped");
+    expect(result.exitCode).to.equal(0);
+  });
+
+  it("lets a second qube see nothing of the first (a fresh kernel each time)", async () => {
+    const first = await sandbox.run({
+      image: BUSYBOX,
+      command: sh(
+        "echo secret > /scratch/s; echo secret > /tmp/s; echo secret > /output/s; cat /proc/sys/kernel/random/boot_id",
+      ),
+    });
+    const second = await sandbox.run({
+      image: BUSYBOX,
+      command: sh("ls -A /scratch /tmp /output; cat /proc/sys/kernel/random/boot_id"),
+    });
+    expect(second.stdout).to.not.contain("s\n/");
+    expect(second.stdout.split("\n").filter((line) => line === "s")).to.deep.equal([]);
+    expect(second.stdout.trim().split("\n").at(-1)).to.not.equal(first.stdout.trim());
+  });
+
+  it("refuses a symlink among the outputs and writes nothing", async () => {
+    const out = await tmp();
+    let error: unknown;
+    try {
+      await sandbox.run({
+        image: BUSYBOX,
+        command: sh("ln -s /etc/passwd /output/link; echo x > /output/a"),
+        outputs: ["/output"],
+        outputDir: out,
+      });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).to.be.instanceOf(AirqubeError);
+    expect((error as AirqubeError).code).to.equal("ARCHIVE_BAD_TYPE");
+    expect(await readdir(out)).to.deep.equal([]);
+  });
+
+  it("leaves no QEMU process and no temp dir when aborted mid-run", async () => {
+    const controller = new AbortController();
+    const before = sandbox.stats.vms.length;
+    const running = sandbox.run({ image: BUSYBOX, command: sh("sleep 60") }, { signal: controller.signal });
+    setTimeout(() => controller.abort(), 3000);
+    let error: unknown;
+    try {
+      await running;
+    } catch (caught) {
+      error = caught;
+    }
+    expect((error as AirqubeError).code).to.equal("ABORTED");
+    expect(sandbox.stats.vms.length).to.equal(before + 1);
+  });
+
+  it("refuses an image whose digest differs from the one the qube names", async () => {
+    let error: unknown;
+    try {
+      await sandbox.run({ image: BUSYBOX, imageDigest: `sha256:${"0".repeat(64)}`, command: ["true"] });
+    } catch (caught) {
+      error = caught;
+    }
+    expect((error as AirqubeError).code).to.equal("IMAGE_DIGEST_MISMATCH");
+  });
+
+  describe("a hostile guest (a VM whose init is compromised)", () => {
+    let evil: MicroVmSandbox;
+    before(() => {
+      evil = new MicroVmSandbox({ docker, accel: "tcg", initBinary: evilInit, graceMs: 2000 });
+    });
+    after(async () => {
+      await evil.close();
+      await expectAllDestroyed(evil);
+    });
+
+    const cases: [string, string][] = [
+      ["garbage", "CHANNEL_INVALID"],
+      ["oversized", "CHANNEL_INVALID"],
+      ["dotdot", "ARCHIVE_BAD_PATH"],
+      ["absolute", "ARCHIVE_BAD_PATH"],
+      ["truncated", "CHANNEL_INVALID"],
+    ];
+    for (const [mode, code] of cases) {
+      it(`refuses ${mode} on the channel with ${code} and writes nothing`, async () => {
+        const out = await tmp();
+        let error: unknown;
+        try {
+          await evil.run({ image: BUSYBOX, command: [mode], outputs: ["/output"], outputDir: out });
+        } catch (caught) {
+          error = caught;
+        }
+        expect(error, mode).to.be.instanceOf(AirqubeError);
+        expect((error as AirqubeError).code).to.equal(code);
+        expect((error as AirqubeError).fault).to.equal("peer");
+        expect(await readdir(out)).to.deep.equal([]);
+        expect(await exists(join(out, "..", "escaped.txt"))).to.equal(false);
+        expect(await exists("/tmp/airqube-escaped.txt")).to.equal(false);
+      });
+    }
+
+    it("caps a guest that floods stdout and never ends, and kills it at the deadline", async () => {
+      const result = await evil.run({
+        image: BUSYBOX,
+        command: ["flood"],
+        limits: { wallTimeMs: 1000, logBytes: 4096 },
+      });
+      expect(result.timedOut).to.equal(true);
+      expect(result.stdoutTruncated).to.equal(true);
+      expect(result.stdout.length).to.equal(4096);
+    });
+  });
+
+  describe("preloading", () => {
+    it("serves qubes from booted VMs, each VM exactly once", async () => {
+      const pooled = new MicroVmSandbox({ docker, accel: "tcg", preload: { image: BUSYBOX, count: 1 } });
+      try {
+        expect(await pooled.warm()).to.equal(1);
+        const boot = sh("cat /proc/sys/kernel/random/boot_id; echo x > /scratch/mark; ls /scratch");
+        const a = await pooled.run({ image: BUSYBOX, command: boot });
+        expect(pooled.stats.preloadedRuns).to.equal(1);
+        await pooled.warm(); // the replacement booted in the background
+        const b = await pooled.run({ image: BUSYBOX, command: boot });
+        expect(pooled.stats.preloadedRuns).to.equal(2);
+        expect(a.stdout.split("\n")[0]).to.not.equal(b.stdout.split("\n")[0]);
+        expect(b.stdout.split("\n").slice(1)).to.deep.equal(["mark", ""]);
+        const ids = pooled.stats.servedVmIds;
+        expect(new Set(ids).size, "no VM served two qubes").to.equal(ids.length);
+        // a qube that does not fit the pool (more memory) boots cold
+        await pooled.run({
+          image: BUSYBOX,
+          command: ["true"],
+          limits: { memoryBytes: DEFAULT_LIMITS.memoryBytes * 2 },
+        });
+        expect(pooled.stats.coldRuns).to.equal(1);
+      } finally {
+        await pooled.close();
+      }
+      await expectAllDestroyed(pooled);
+    });
+
+    it("refuses to hand a VM a second qube", async () => {
+      const kernel = (await readdir("/boot")).find(
+        (name) => name.endsWith("-cloud-amd64") && name.startsWith("vmlinuz"),
+      );
+      const initrd = await prepareInitrd(docker, BUSYBOX, { initBinary: join(root, "images/build/vm-init") });
+      const vm = await MicroVm.boot({
+        qemuBinary: "qemu-system-x86_64",
+        kernel: join("/boot", kernel!),
+        initrd,
+        accel: "tcg",
+        memoryBytes: DEFAULT_LIMITS.memoryBytes,
+        vcpus: 1,
+        bootTimeoutMs: 60_000,
+      });
+      const qube = { command: ["true"], env: {}, outputs: [], inputs: [], limits: DEFAULT_LIMITS };
+      const first = await vm.serve(qube, { graceMs: 5000 });
+      expect(first.channel.exit).to.deep.equal({ kind: "exited", code: 0 });
+      expect(vm.exitedAlready, "destroyed after its qube").to.equal(true);
+      let error: unknown;
+      try {
+        await vm.serve(qube, { graceMs: 5000 });
+      } catch (caught) {
+        error = caught;
+      }
+      expect((error as AirqubeError).code).to.equal("VM_REUSED");
+    });
+  });
+
+  it("auto accel boots a KVM self-test and falls back to TCG when KVM hangs or is missing", async function () {
+    this.timeout(30_000);
+    const kernel = (await readdir("/boot")).find((name) => name.endsWith("-cloud-amd64") && name.startsWith("vmlinuz"));
+    const decision = await resolveAccel("auto", {
+      qemuBinary: "qemu-system-x86_64",
+      kernel: join("/boot", kernel!),
+      initBinary: join(root, "images/build/vm-init"),
+      cacheDir: join(tmpdir(), `airqube-vm-cache-${process.getuid?.() ?? 0}`),
+      timeoutMs: 4000,
+    });
+    expect(["kvm", "tcg"]).to.include(decision.accel);
+    expect(decision.reason).to.be.a("string").and.not.equal("requested");
+    if ((await kvmGroup()) === undefined) expect(decision.accel).to.equal("tcg");
+    console.log(`      accel auto: ${decision.accel} (${decision.reason})`);
+  });
+});
