@@ -126,7 +126,7 @@ export class Requestor {
         }
         decision = decide(votes, { quorum: policy.quorum, maxReplicas }, chosen.length);
         if (decision.status !== "need-more") break;
-        if (usable.filter(distinctFrom(chosen)).length === 0) {
+        if (usable.filter(distinctFrom(chosen)).length === 0 && !(await this.refresh(qube, usable, chosen, options))) {
           decision = {
             status: "no-consensus",
             reason: `${decision.reason}, and no further distinct provider is available`,
@@ -169,7 +169,7 @@ export class Requestor {
     const attempt = async (): Promise<void> => {
       for (;;) {
         if (chosen.length >= maxReplicas) return;
-        const candidate = next();
+        const candidate = next() ?? (await this.refresh(qube, usable, chosen, options));
         if (!candidate) return;
         chosen.push(candidate);
         const provider = candidate.id;
@@ -205,6 +205,18 @@ export class Requestor {
       });
     }
     return committed;
+  }
+
+  /** Looks for further providers when the known ones are used up (replacements, tie-breakers). */
+  private async refresh(qube: SealedQube, usable: ProviderCandidate[], chosen: ProviderCandidate[], options: RunOptions): Promise<ProviderCandidate | undefined> {
+    const fresh = await this.options.market.findProviders(qube.spec, { wanted: chosen.length + 1, ...(options.signal ? { signal: options.signal } : {}) });
+    for (const candidate of fresh) {
+      if (usable.some((c) => c.id === candidate.id)) continue;
+      if (candidate.probe && (candidate.probe.fail > 0 || candidate.probe.inconclusive > 0)) continue;
+      if (options.filter && !options.filter(candidate)) continue;
+      usable.push(candidate);
+    }
+    return usable.find(distinctFrom(chosen));
   }
 
   private async reveal(

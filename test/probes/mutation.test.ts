@@ -1,0 +1,97 @@
+/**
+ * The mutation test of the escape suite: the unweakened sandbox passes every probe, and every probe is turned
+ * to `fail` by at least one weakening. Prints the probe × weakening table.
+ */
+import { expect } from "chai";
+import Docker from "dockerode";
+import { PROBES } from "../../src/probes/catalog.js";
+import { exitStatus, type ProbeReport } from "../../src/probes/report.js";
+import { runProbeSuite } from "../../src/probes/runner.js";
+import { MUTATION_WEAKENINGS } from "../../src/probes/weakenings.js";
+import { ourContainers } from "../helpers/docker.js";
+
+/** Suites run at once: two keeps a 2-core machine responsive and the whole test near one minute. */
+const PARALLEL = 2;
+
+async function runAll(names: readonly string[]): Promise<Map<string, ProbeReport>> {
+  const reports = new Map<string, ProbeReport>();
+  const queue = [...names];
+  const worker = async () => {
+    for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
+      reports.set(name, await runProbeSuite({ weakenings: [name] }));
+    }
+  };
+  await Promise.all(Array.from({ length: PARALLEL }, worker));
+  return reports;
+}
+
+/** Renders the probe × weakening table: F fail, . pass, ? inconclusive, - skipped. */
+function table(baseline: ProbeReport, reports: Map<string, ProbeReport>): string {
+  const names = [...reports.keys()];
+  const mark = { fail: "F", pass: ".", inconclusive: "?", skipped: "-" } as const;
+  const lines = ["columns:", ...names.map((name, i) => `  ${String.fromCharCode(65 + i)} = ${name}`)];
+  lines.push(`id  base ${names.map((_, i) => String.fromCharCode(65 + i)).join("")}  failed by`);
+  for (const probe of PROBES) {
+    const cells = names.map((name) => mark[reports.get(name)!.probes[probe.id - 1]!.verdict]).join("");
+    const by = names.filter((name) => reports.get(name)!.probes[probe.id - 1]!.verdict === "fail");
+    const base = baseline.probes[probe.id - 1]!.verdict;
+    lines.push(`${String(probe.id).padStart(2)}  ${base.padEnd(4).slice(0, 4)} ${cells}  ${by.join(", ") || "-"}`);
+  }
+  return lines.join("\n");
+}
+
+describe("escape suite mutation test @docker", function () {
+  this.timeout(600_000);
+  let baseline: ProbeReport;
+  let reports: Map<string, ProbeReport>;
+  const started = performance.now();
+
+  before(async () => {
+    await new Docker().getImage("airqube/probe:latest").inspect(); // built by `npm run images`
+    baseline = await runProbeSuite();
+    reports = await runAll(MUTATION_WEAKENINGS);
+    console.log(`\n${table(baseline, reports)}`);
+    console.log(`  ${reports.size + 1} suite runs in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+  });
+
+  after(async () => {
+    expect(await ourContainers(), "no probe container may outlive its qube").to.deep.equal([]);
+  });
+
+  it("passes every probe on the unweakened sandbox (zero fail, zero inconclusive, at least 35 pass)", () => {
+    const bad = baseline.probes.filter((p) => p.verdict === "fail" || p.verdict === "inconclusive");
+    expect(bad.map((p) => `${p.id} ${p.verdict}: ${p.evidence}`)).to.deep.equal([]);
+    expect(baseline.summary.pass).to.be.at.least(35);
+    expect(exitStatus(baseline)).to.equal(0);
+  });
+
+  it("skips only probes that do not apply here, each with its reason", () => {
+    for (const probe of baseline.probes.filter((p) => p.verdict === "skipped")) {
+      expect([21, 36], `probe ${probe.id} skipped: ${probe.evidence}`).to.include(probe.id);
+      expect(probe.evidence).to.match(/kernel|tier/);
+    }
+  });
+
+  it("turns every applicable probe to fail under at least one weakening", () => {
+    const neverFailed = baseline.probes
+      .filter((p) => p.verdict !== "skipped")
+      .filter((p) => ![...reports.values()].some((r) => r.probes[p.id - 1]!.verdict === "fail"))
+      .map((p) => `${p.id} ${p.title}`);
+    expect(neverFailed).to.deep.equal([]);
+  });
+
+  it("marks weakened reports as such and exits 1 on any failure", () => {
+    for (const [name, report] of reports) {
+      expect(report.suite).to.include(`weakened: ${name}`);
+      expect(report.summary.fail, name).to.be.greaterThan(0);
+      expect(exitStatus(report), name).to.equal(1);
+    }
+  });
+
+  it("fails the egress probe only through the loopback canary under network:host, with the token read back", () => {
+    const egress = reports.get("network:host")!.probes[29]!;
+    expect(egress.verdict).to.equal("fail");
+    expect(egress.evidence).to.include("harness: the loopback canary accepted");
+    expect(egress.evidence).to.include("token read back");
+  });
+});

@@ -1,0 +1,71 @@
+import { expect } from "chai";
+import { composeWeakenings, listWeakenings, MUTATION_WEAKENINGS, weakening } from "../../src/probes/weakenings.js";
+import { DEFAULT_LIMITS } from "../../src/sandbox/api.js";
+import { hardenedContainerConfig } from "../../src/sandbox/hardening.js";
+
+const base = () => hardenedContainerConfig(DEFAULT_LIMITS, "run-1", { initBinary: "/init" });
+
+describe("weakenings", () => {
+  it("lists at least the weakenings the issue names", () => {
+    const names = listWeakenings().map((w) => w.name);
+    for (const name of [
+      "cap:<NAME>",
+      "seccomp:unconfined",
+      "no-new-privileges:off",
+      "readonly-root:off",
+      "pids-limit:off",
+      "memory-limit:off",
+      "disk-limit:off",
+      "timeout:off",
+      "user:root",
+      "proc:unmasked",
+      "network:host",
+      "mount:docker-socket",
+    ])
+      expect(names).to.include(name);
+    for (const w of listWeakenings()) expect(w.description.length).to.be.greaterThan(10);
+  });
+
+  it("each is pure: changes the options or limits, never its input", () => {
+    for (const name of MUTATION_WEAKENINGS) {
+      const w = weakening(name);
+      const config = base();
+      const before = JSON.stringify(config);
+      const changedConfig = w.config ? JSON.stringify(w.config(config)) !== before : false;
+      const changedLimits = w.limits ? w.limits(DEFAULT_LIMITS).wallTimeMs !== DEFAULT_LIMITS.wallTimeMs : false;
+      expect(JSON.stringify(config), `${name} mutated its input`).to.equal(before);
+      expect(changedConfig || changedLimits, `${name} changes nothing`).to.equal(true);
+      if (w.config) expect(JSON.stringify(w.config(base()))).to.equal(JSON.stringify(w.config(base())));
+    }
+  });
+
+  it("removes exactly the named defence", () => {
+    const c = base();
+    expect(weakening("cap:NET_RAW").config!(c).HostConfig.CapAdd).to.deep.equal(["NET_RAW"]);
+    const seccomp = weakening("seccomp:unconfined").config!(c).HostConfig.SecurityOpt;
+    expect(seccomp).to.deep.equal(["no-new-privileges:true", "seccomp=unconfined"]);
+    const nnp = weakening("no-new-privileges:off").config!(c).HostConfig.SecurityOpt;
+    expect(nnp.some((o) => o.startsWith("no-new-privileges"))).to.equal(false);
+    expect(nnp.some((o) => o.startsWith("seccomp="))).to.equal(true);
+    const net = weakening("network:host").config!(c);
+    expect([net.HostConfig.NetworkMode, net.NetworkDisabled]).to.deep.equal(["host", false]);
+    const disk = weakening("disk-limit:off").config!(c).HostConfig.Tmpfs;
+    for (const options of Object.values(disk)) expect(options).not.to.include("size=");
+    expect(weakening("user:root").config!(c).User).to.equal("0:0");
+    expect(weakening("timeout:off").limits!(DEFAULT_LIMITS).wallTimeMs).to.equal(600_000);
+  });
+
+  it("refuses unknown names and capabilities with a UserError", () => {
+    expect(() => weakening("cap:ROOT")).to.throw(/Unknown capability/);
+    expect(() => weakening("privileged")).to.throw(/Unknown weakening/);
+  });
+
+  it("composes several weakenings in order", () => {
+    const { names, weaken, weakenLimits } = composeWeakenings(["cap:SYS_ADMIN", "user:root", "timeout:off"]);
+    expect(names).to.deep.equal(["cap:SYS_ADMIN", "user:root", "timeout:off"]);
+    const c = weaken!(base());
+    expect([c.User, c.HostConfig.CapAdd]).to.deep.equal(["0:0", ["SYS_ADMIN"]]);
+    expect(weakenLimits!(DEFAULT_LIMITS).wallTimeMs).to.equal(600_000);
+    expect(composeWeakenings([]).weaken).to.equal(undefined);
+  });
+});
