@@ -15,12 +15,13 @@
  *   transactions, since paying with a bare transfer would need a transaction too. `overheadGas = totalGas -
  *   transferGas` is what the escrow adds.
  */
-import { Contract, JsonRpcProvider, MaxUint256, Network, Wallet } from "ethers";
+import { Contract, type JsonRpcProvider, MaxUint256, Wallet } from "ethers";
 import { testGLMAbi } from "../src/chain/abi/test-glm.js";
 import { deployEscrow, fundAccounts } from "../src/chain/deploy.js";
 import { EscrowClient, type OwnOpening } from "../src/chain/escrow-client.js";
 import type { EscrowJob } from "../src/chain/job.js";
 import { startLocalChain } from "../src/chain/local-chain.js";
+import { createRpcProvider } from "../src/chain/rpc.js";
 
 const E18 = 10n ** 18n;
 const PRICE = 10n * E18;
@@ -42,7 +43,7 @@ async function main(): Promise<void> {
   const json = process.argv.includes("--json");
   const chain = await startLocalChain({ accounts: 8 });
   try {
-    const provider = new JsonRpcProvider(chain.rpcUrl, chain.chainId, { staticNetwork: Network.from(chain.chainId), cacheTimeout: -1 });
+    const provider = createRpcProvider(chain.rpcUrl, chain.chainId);
     const deployer = new Wallet(chain.accounts[0]!.privateKey, provider);
     const { token, escrow } = await deployEscrow(deployer);
     await fundAccounts(
@@ -56,7 +57,9 @@ async function main(): Promise<void> {
     await (await glm.getFunction("transfer")(escrow, 1n)).wait();
 
     const clients = await Promise.all(
-      chain.accounts.slice(1).map((a) => EscrowClient.connect({ rpcUrl: chain.rpcUrl, privateKey: a.privateKey, escrow })),
+      chain.accounts
+        .slice(1)
+        .map((a) => EscrowClient.connect({ rpcUrl: chain.rpcUrl, privateKey: a.privateKey, escrow })),
     );
     // Approvals are one-time per account and not part of a job: do them up front.
     for (const a of chain.accounts.slice(1)) {
@@ -64,7 +67,11 @@ async function main(): Promise<void> {
       await (await new Contract(token, testGLMAbi, w).getFunction("approve")(escrow, MaxUint256)).wait();
     }
 
-    const baseline = await measureBaselines(provider, chain.accounts.map((a) => a.privateKey), token);
+    const baseline = await measureBaselines(
+      provider,
+      chain.accounts.map((a) => a.privateKey),
+      token,
+    );
     const requestor = clients[0]!;
     let nonce = 0n;
 
@@ -114,7 +121,10 @@ async function main(): Promise<void> {
         totalGas,
         transferGas,
         overheadGas,
-        perPayee: { overheadGas: Math.round(overheadGas / k), settleAndWithdrawGas: Math.round((steps.settle + steps.withdraw) / k) },
+        perPayee: {
+          overheadGas: Math.round(overheadGas / k),
+          settleAndWithdrawGas: Math.round((steps.settle + steps.withdraw) / k),
+        },
       };
     };
 

@@ -4,9 +4,8 @@
 import {
   Contract,
   type ContractTransactionResponse,
-  JsonRpcProvider,
+  type JsonRpcProvider,
   MaxUint256,
-  Network,
   type TransactionReceipt,
   Wallet,
 } from "ethers";
@@ -25,7 +24,7 @@ import {
   parseEscrowJob,
   ZERO_BYTES32,
 } from "./job.js";
-import { type CallOptions, fetchChainId, runChainCall } from "./rpc.js";
+import { type CallOptions, createRpcProvider, fetchChainId, runChainCall } from "./rpc.js";
 
 /** What a transaction did. */
 export interface TxResult {
@@ -114,12 +113,7 @@ export class EscrowClient {
    */
   static async connect(config: EscrowClientConfig, options: CallOptions = {}): Promise<EscrowClient> {
     const chainId = await fetchChainId(config.rpcUrl, options);
-    const provider = new JsonRpcProvider(config.rpcUrl, chainId, {
-      staticNetwork: Network.from(chainId),
-      // ethers caches identical requests for 250 ms by default; on an automining chain a cached nonce is stale.
-      cacheTimeout: -1,
-      pollingInterval: config.pollingIntervalMs ?? 250,
-    });
+    const provider = createRpcProvider(config.rpcUrl, chainId, config.pollingIntervalMs);
     const wallet = new Wallet(config.privateKey, provider);
     return runChainCall(
       "connect to the escrow",

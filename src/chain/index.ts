@@ -28,4 +28,4 @@ export {
   localAccounts,
   startLocalChain,
 } from "./local-chain.js";
-export { type CallOptions, decodeRevert, fetchChainId } from "./rpc.js";
+export { type CallOptions, createRpcProvider, decodeRevert, fetchChainId } from "./rpc.js";

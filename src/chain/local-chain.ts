@@ -66,7 +66,7 @@ export function localAccounts(count: number): LocalAccount[] {
  *
  * @example
  * const chain = await startLocalChain({ port: 8545 });
- * const provider = new JsonRpcProvider(chain.rpcUrl);
+ * const provider = createRpcProvider(chain.rpcUrl, chain.chainId);
  * // ...
  * await chain.stop();
  */

@@ -1,7 +1,7 @@
 /**
  * Running chain calls with a deadline and turning whatever ethers throws into a {@link ChainError}.
  */
-import { Interface } from "ethers";
+import { Interface, JsonRpcProvider, Network } from "ethers";
 import { z } from "zod";
 import { airqubeEscrowAbi } from "./abi/airqube-escrow.js";
 import { testGLMAbi } from "./abi/test-glm.js";
@@ -170,4 +170,20 @@ export async function fetchChainId(rpcUrl: string, options: CallOptions = {}): P
     },
     options,
   );
+}
+
+/**
+ * An ethers provider set up for Airqube: a fixed network (no start-up probing loop when the chain is down) and
+ * no request cache (ethers caches identical requests for 250 ms by default, which hands out stale nonces on an
+ * automining chain such as the devnet's).
+ *
+ * @example
+ * const provider = createRpcProvider(chain.rpcUrl, chain.chainId);
+ */
+export function createRpcProvider(rpcUrl: string, chainId: number, pollingIntervalMs = 250): JsonRpcProvider {
+  return new JsonRpcProvider(rpcUrl, chainId, {
+    staticNetwork: Network.from(chainId),
+    cacheTimeout: -1,
+    pollingInterval: pollingIntervalMs,
+  });
 }

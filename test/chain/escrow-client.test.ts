@@ -1,10 +1,11 @@
 import { expect } from "chai";
-import { JsonRpcProvider, Network, Wallet } from "ethers";
+import { type JsonRpcProvider, Wallet } from "ethers";
 import { deployEscrow, fundAccounts } from "../../src/chain/deploy.js";
 import { ChainError } from "../../src/chain/errors.js";
 import { EscrowClient, type OwnOpening } from "../../src/chain/escrow-client.js";
 import { budgetOf, type EscrowJob, jobIdOf, parseEscrowJob } from "../../src/chain/job.js";
 import { type LocalChain, localAccounts, startLocalChain } from "../../src/chain/local-chain.js";
+import { createRpcProvider } from "../../src/chain/rpc.js";
 import { UserError } from "../../src/qube/errors.js";
 
 const E18 = 10n ** 18n;
@@ -22,10 +23,7 @@ describe("chain: local chain and EscrowClient (real EDR chain on 127.0.0.1)", fu
 
   before(async () => {
     chain = await startLocalChain({ accounts: 6 });
-    provider = new JsonRpcProvider(chain.rpcUrl, chain.chainId, {
-      staticNetwork: Network.from(chain.chainId),
-      cacheTimeout: -1,
-    });
+    provider = createRpcProvider(chain.rpcUrl, chain.chainId);
     const deployer = new Wallet(chain.accounts[0]!.privateKey, provider);
     ({ escrow, token } = await deployEscrow(deployer));
     await fundAccounts(
@@ -174,10 +172,7 @@ describe("chain: local chain and EscrowClient (real EDR chain on 127.0.0.1)", fu
 
   it("a stopped chain makes calls fail with CHAIN_UNREACHABLE", async () => {
     const other = await startLocalChain({ accounts: 2 });
-    const w = new Wallet(
-      other.accounts[0]!.privateKey,
-      new JsonRpcProvider(other.rpcUrl, other.chainId, { staticNetwork: true }),
-    );
+    const w = new Wallet(other.accounts[0]!.privateKey, createRpcProvider(other.rpcUrl, other.chainId));
     const d = await deployEscrow(w);
     const c = await EscrowClient.connect({
       rpcUrl: other.rpcUrl,

@@ -1,12 +1,12 @@
 import { expect } from "chai";
-import fc from "fast-check";
 import type { Signer } from "ethers";
+import fc from "fast-check";
+import type { EscrowJob, Opening } from "../../src/chain/job.js";
 import {
   budgetOf,
   deploy,
   deployEscrowFixture,
   type EscrowT,
-  ethers,
   hex32,
   hidden,
   jobIdOf,
@@ -16,11 +16,10 @@ import {
   own,
   PRICE,
   STAKE,
-  t,
   type TokenT,
+  t,
   tuples,
 } from "./helpers.js";
-import type { EscrowJob, Opening } from "../../src/chain/job.js";
 
 const { loadFixture, time } = networkHelpers;
 const R = hex32(0xaaaa);
