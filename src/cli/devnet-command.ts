@@ -11,6 +11,7 @@ import { sealQube } from "../requestor/draft.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
 import { Requestor } from "../requestor/requestor.js";
 import { reportError } from "./output.js";
+import { defaultProbeCache } from "./paths.js";
 import { progressReporter } from "./progress.js";
 import { parseCount } from "./units.js";
 
@@ -35,6 +36,7 @@ export function registerDevnetCommands(program: Command): void {
         net = await Devnet.start({
           providers: flags.providers,
           ...(flags.dir ? { dir: flags.dir } : {}),
+          probeCache: defaultProbeCache(),
           onEvent: (event) => {
             if (!flags.json) process.stderr.write(`airqube devnet: ${event.type}\n`);
           },

@@ -29,6 +29,8 @@ export interface DevnetOptions {
   providers: number | DevnetProviderOptions[];
   /** Root directory; default a fresh temporary one. */
   dir?: string;
+  /** Escape-suite report cache shared by the agents (default: inside `dir`). */
+  probeCache?: string;
   /** Passed to every child (e.g. AIRQUBE_SLOW_MS). */
   env?: Record<string, string>;
   signal?: AbortSignal;
@@ -131,7 +133,7 @@ export class Devnet {
   static async start(options: DevnetOptions): Promise<Devnet> {
     const dir = options.dir ?? (await mkdtemp(join(tmpdir(), "airqube-devnet-")));
     await mkdir(dir, { recursive: true });
-    const probeCache = join(dir, "probe-cache");
+    const probeCache = options.probeCache ?? join(dir, "probe-cache");
     const timeout = options.readyTimeoutMs ?? 60_000;
     const env = { AIRQUBE_LOG_LEVEL: process.env.AIRQUBE_LOG_LEVEL ?? "warn", ...options.env };
     const summary = await escapeSuiteGate({ cacheDir: probeCache })(

@@ -46,18 +46,18 @@ export class Libp2pMarket implements ComputeMarket {
   }
 
   /** Gathers offers for a while (gossip and direct queries to connected peers) and returns the usable ones. */
-  async findProviders(
-    spec: VerifiedQubeSpec,
-    options: { signal?: AbortSignal; wanted?: number } = {},
-  ): Promise<ProviderCandidate[]> {
+  async findProviders(spec: VerifiedQubeSpec, options: { signal?: AbortSignal; wanted?: number } = {}): Promise<ProviderCandidate[]> {
+    const wanted = options.wanted ?? 1;
+    // Offers already known and still valid are enough: no round trip (offers refresh by gossip meanwhile).
+    const known = this.candidates(spec);
+    if (known.length >= wanted) return known;
     const started = Date.now();
     const until = started + (this.options.discoveryMs ?? 5000);
-    const wanted = options.wanted ?? 1;
     for (;;) {
       await this.offers.queryConnected(options);
       const found = this.candidates(spec);
       // enough offers, and a short settle time so that cheaper or better ones can still arrive
-      if ((found.length >= wanted && Date.now() - started >= 500) || Date.now() >= until) return found;
+      if ((found.length >= wanted && Date.now() - started >= 300) || Date.now() >= until) return found;
       await new Promise((r) => setTimeout(r, 150));
       options.signal?.throwIfAborted();
     }

@@ -4,7 +4,7 @@ import { expect } from "chai";
 import { Devnet } from "../../src/devnet/devnet.js";
 import { JobLedger } from "../../src/provider/ledger.js";
 import type { RunEvent } from "../../src/requestor/requestor.js";
-import { connectRequestor, tmp } from "../helpers/network.js";
+import { connectRequestor, PROBE_CACHE, tmp } from "../helpers/network.js";
 
 describe("devnet: provider processes on 127.0.0.1 @docker", function () {
   this.timeout(180_000);
@@ -15,7 +15,7 @@ describe("devnet: provider processes on 127.0.0.1 @docker", function () {
   });
 
   it("replaces a provider killed with SIGKILL mid-qube, and the qube completes", async () => {
-    devnet = await Devnet.start({ providers: 4 });
+    devnet = await Devnet.start({ providers: 4, probeCache: PROBE_CACHE });
     const client = await connectRequestor(devnet.bootstrap);
     try {
       const qube = await client.seal({ command: ["sh", "-c", "sleep 2; echo done > /output/result"], redundancy: { mode: "fixed", k: 3, quorum: 2 } });
@@ -42,7 +42,7 @@ describe("devnet: provider processes on 127.0.0.1 @docker", function () {
   });
 
   it("drains a running qube on SIGTERM, then exits, and its ledger records the job", async () => {
-    devnet = await Devnet.start({ providers: 1 });
+    devnet = await Devnet.start({ providers: 1, probeCache: PROBE_CACHE });
     const client = await connectRequestor(devnet.bootstrap);
     const provider = devnet.providers[0]!;
     try {
