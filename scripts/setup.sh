@@ -4,7 +4,7 @@
 #   2. Debian packages: Docker engine, busybox-static, gcc, QEMU and a kernel for the micro-VM tier
 #   3. npm packages (npm ci, under Node 24)
 #   4. the Docker engine, started without any bridge network
-#   5. the local images (no registry): npm run images
+#   5. the local images (no registry), the micro-VM init, and the compiled CLI
 #   6. the main job (skip with AIRQUBE_SETUP_NO_DEMO=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,8 +47,11 @@ else
 fi
 
 bash scripts/docker-engine.sh start
-say "building local images"
+say "building local images and the micro-VM init"
 npm run --silent images
+npm run --silent build:vm
+say "compiling the CLI (dist/)"
+npm run --silent build
 
 if [ "${AIRQUBE_SETUP_NO_DEMO:-0}" != 1 ]; then
   say "running the main job"
