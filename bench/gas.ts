@@ -8,7 +8,8 @@
  * - Every provider agrees (the quorum is everyone); reveals travel in the settle transaction (the fast path),
  *   so `steps.reveal` is 0; `alternatives` gives the path where every provider reveals on chain itself.
  * - Accounts are returning ones (each ran a job before, as a provider or requestor does in steady state) and the
- *   escrow holds other funds; `firstJob` gives the same figures for accounts that never used the escrow.
+ *   escrow holds other funds; `firstJob` gives the first run for that k, where some accounts (all for k = 1)
+ *   had never used the escrow (a fresh balance slot costs about 17 000 gas more per account).
  * - `transferGas` is what the ERC-20 transfers themselves cost: for every `transferFrom` (budget, stakes) and
  *   `transfer` (withdrawals) the job makes, the gas of a plain transaction doing only that transfer, measured in
  *   the same run between accounts that hold tokens already. It includes the 21 000 base cost of those plain
@@ -131,7 +132,7 @@ async function main(): Promise<void> {
     const jobs = [];
     const alternatives = [];
     for (const k of [1, 3, 5]) {
-      const first = await runJob(k, false); // fresh accounts for this k's providers... see firstJob below
+      const first = await runJob(k, false);
       const steady = await runJob(k, false);
       const onchain = await runJob(k, true);
       jobs.push({ ...summarise(k, steady), firstJob: summarise(k, first) });
