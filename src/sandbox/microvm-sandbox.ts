@@ -84,6 +84,8 @@ export interface MicroVmStats {
   preloadedRuns: number;
   /** Ids of every VM that served a qube, in order: each appears once. */
   servedVmIds: string[];
+  /** Per run, milliseconds from `run` being called to the qube's first stdout bytes (when it wrote any). */
+  firstOutputMs: number[];
   /** Every VM booted: id, QEMU pid and private dir (to check that none outlives its qube). */
   vms: { id: string; pid: number | undefined; directory: string }[];
 }
@@ -108,7 +110,14 @@ interface Pool {
  */
 export class MicroVmSandbox implements Sandbox {
   readonly tier = "microvm" as const;
-  readonly stats: MicroVmStats = { booted: 0, coldRuns: 0, preloadedRuns: 0, servedVmIds: [], vms: [] };
+  readonly stats: MicroVmStats = {
+    booted: 0,
+    coldRuns: 0,
+    preloadedRuns: 0,
+    servedVmIds: [],
+    firstOutputMs: [],
+    vms: [],
+  };
   private readonly docker: Docker;
   private readonly initBinary: string;
   private readonly cacheDir: string;
@@ -159,6 +168,7 @@ export class MicroVmSandbox implements Sandbox {
   }
 
   async run(qube: QubeRun, options: { signal?: AbortSignal } = {}): Promise<RunResult> {
+    const requested = performance.now();
     const signal = options.signal;
     signal?.throwIfAborted();
     if (this.closed) throw new UserError("SANDBOX_CLOSED", "The micro-VM sandbox is closed");
@@ -201,6 +211,7 @@ export class MicroVmSandbox implements Sandbox {
       { graceMs: this.options.graceMs ?? 15_000, ...(qube.outputDir ? { outputDir: qube.outputDir } : {}) },
       signal ? { signal } : {},
     );
+    if (served.firstStdoutAt !== undefined) this.stats.firstOutputMs.push(served.firstStdoutAt - requested);
     return toRunResult(served, digest);
   }
 

@@ -63,6 +63,8 @@ export interface VmServeResult {
   durationMs: number;
   /** Milliseconds from `serve` to the first stdout frame, when there was one. */
   firstStdoutMs?: number;
+  /** `performance.now()` when the first stdout frame arrived. */
+  firstStdoutAt?: number;
 }
 
 /** Walks frame headers (not payloads) to spot stdout and the end frame without parsing twice. */
@@ -158,6 +160,7 @@ export class MicroVm {
     await chown(privateDir, QEMU_UID, QEMU_GID);
     await chmod(privateDir, 0o700);
     const consoleLog = config.consoleLog ? join(privateDir, "console.log") : undefined;
+    const tscKhz = config.tscKhz ?? (await hostTscKhz());
     const args = qemuArgs({
       accel: config.accel,
       kernel: config.kernel,
@@ -165,7 +168,7 @@ export class MicroVm {
       memoryMiB: guestMemoryMiB(config.memoryBytes, config.initrd.rootfsBytes, config.initrd.bytes),
       vcpus: config.vcpus,
       ...(consoleLog ? { consoleLog } : {}),
-      ...(config.tscKhz ? { tscKhz: config.tscKhz } : {}),
+      ...(tscKhz ? { tscKhz } : {}),
     });
     const plan = qemuSpawnPlan({
       accel: config.accel,
@@ -294,7 +297,7 @@ export class MicroVm {
     const tracker = new FrameTracker();
     const startedAt = new Date();
     const started = performance.now();
-    let firstStdoutMs: number | undefined;
+    let firstStdoutAt: number | undefined;
     let wake: () => void = () => undefined;
     const woken = new Promise<void>((resolve) => {
       wake = resolve;
@@ -302,7 +305,7 @@ export class MicroVm {
     const feed = (chunk: Buffer): void => {
       parser.push(chunk);
       tracker.push(chunk);
-      if (firstStdoutMs === undefined && tracker.sawStdout) firstStdoutMs = performance.now() - started;
+      if (firstStdoutAt === undefined && tracker.sawStdout) firstStdoutAt = performance.now();
       if (parser.error || tracker.sawEnd) wake();
       else if (parser.backpressured) {
         this.child.stdout?.pause();
@@ -340,19 +343,22 @@ export class MicroVm {
     this.sink = undefined;
     const durationMs = Math.round(performance.now() - started);
     const endedAt = new Date();
-    if (outcome === "abort") {
-      parser.archive.destroy();
-      throw new TimeoutError("ABORTED", "The qube was aborted");
-    }
-    const channel = parser.end();
-    if (parser.error) throw parser.error;
     const hostTimedOut = outcome === "timeout";
+    const fatal = async (error: AirqubeError): Promise<never> => {
+      parser.archive.destroy();
+      await settled(unpacking, 5000); // the unpacker removes its staging dir: nothing stays behind
+      throw error;
+    };
+    if (outcome === "abort") return fatal(new TimeoutError("ABORTED", "The qube was aborted"));
+    const earlier = parser.error;
+    const channel = parser.end();
+    // A VM killed at the host deadline may stop inside a frame; anything malformed before that is fatal.
+    if (earlier) return fatal(earlier);
+    if (parser.error && !hostTimedOut) return fatal(parser.error);
     if (!channel.complete && !hostTimedOut) {
       const details = this.stderrTail.trim();
-      throw new PeerError(
-        "VM_CHANNEL_INCOMPLETE",
-        "The VM ended without finishing its report",
-        details ? { details } : {},
+      return fatal(
+        new PeerError("VM_CHANNEL_INCOMPLETE", "The VM ended without finishing its report", details ? { details } : {}),
       );
     }
     let files: OutputFile[] = [];
@@ -369,7 +375,7 @@ export class MicroVm {
       startedAt,
       endedAt,
       durationMs,
-      ...(firstStdoutMs !== undefined ? { firstStdoutMs } : {}),
+      ...(firstStdoutAt !== undefined ? { firstStdoutAt, firstStdoutMs: firstStdoutAt - started } : {}),
     };
   }
 
@@ -394,6 +400,21 @@ export class MicroVm {
     })();
     return this.destroyed;
   }
+}
+
+/** Waits for a promise to settle, at most `ms`. */
+async function settled(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    promise.then(
+      () => undefined,
+      () => undefined,
+    ),
+    new Promise((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 async function drain(stream: NodeJS.ReadableStream): Promise<OutputFile[]> {

@@ -1,0 +1,137 @@
+/**
+ * `npm run bench:microvm -- [--json] [--runs N] [--accel auto|kvm|tcg]`
+ *
+ * Interleaves, in one run:
+ *  - cold: a trivial qube (`echo hi`) through `MicroVmSandbox.run` (boot, hello, qube, report, destroy);
+ *  - raw: `qemu-system-x86_64` booting the same kernel with a minimal busybox initramfs whose /init runs the
+ *    same command and powers off (the ENVIRONMENT.md command line, same TSC parameters), spawn to exit;
+ * then, with a preload pool of one VM, the time from `run` being called to the qube's first stdout bytes.
+ * Prints `{ coldMedianMs, rawQemuMedianMs, coldRatio, preloadedMedianMs, accel, ... }`.
+ */
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { gzipSync } from "node:zlib";
+import type { AccelChoice } from "../src/sandbox/microvm/accel.js";
+import { buildCpio } from "../src/sandbox/microvm/cpio.js";
+import { kernelCmdline } from "../src/sandbox/microvm/qemu-args.js";
+import { hostTscKhz } from "../src/sandbox/microvm/vm.js";
+import { defaultKernel, MicroVmSandbox } from "../src/sandbox/microvm-sandbox.js";
+
+const argv = process.argv.slice(2);
+const json = argv.includes("--json");
+const flag = (name: string): string | undefined => {
+  const index = argv.indexOf(name);
+  return index >= 0 ? argv[index + 1] : undefined;
+};
+const runs = Number(flag("--runs") ?? 5);
+const accelChoice = (flag("--accel") ?? "auto") as AccelChoice;
+const IMAGE = "airqube/busybox:latest";
+const log = (text: string) => {
+  if (!json) process.stderr.write(`${text}\n`);
+};
+
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+async function rawInitrd(dir: string): Promise<string> {
+  const busybox = readFileSync("/bin/busybox");
+  const script = "#!/bin/busybox sh\n/bin/busybox echo hi\n/bin/busybox poweroff -f\n";
+  const path = join(dir, "raw.cpio.gz");
+  await writeFile(
+    path,
+    gzipSync(
+      buildCpio([
+        { type: "directory", path: "bin", mode: 0o755 },
+        { type: "file", path: "bin/busybox", mode: 0o755, data: busybox },
+        { type: "file", path: "init", mode: 0o755, data: Buffer.from(script) },
+      ]),
+    ),
+  );
+  return path;
+}
+
+function rawBoot(kernel: string, initrd: string, accel: string, tscKhz: number | undefined): Promise<number> {
+  const started = performance.now();
+  const child = spawn(
+    "qemu-system-x86_64",
+    [
+      ...["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on", "-accel", accel, "-m", "256"],
+      ...["-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot"],
+      ...["-kernel", kernel, "-initrd", initrd, "-append", kernelCmdline(tscKhz)],
+    ],
+    { stdio: ["ignore", "pipe", "ignore"] },
+  );
+  let out = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    out += chunk.toString();
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+    child.once("close", () => {
+      clearTimeout(timer);
+      if (!out.includes("hi")) reject(new Error(`raw boot did not run the command: ${out.slice(-300)}`));
+      else resolve(performance.now() - started);
+    });
+  });
+}
+
+const kernel = await defaultKernel();
+const dir = await mkdtemp(join(tmpdir(), "airqube-bench-"));
+const cold = new MicroVmSandbox({ accel: accelChoice });
+const decision = await cold.accel();
+log(`accel: ${decision.accel} (${decision.reason})`);
+const tscKhz = await hostTscKhz();
+try {
+  const raw = await rawInitrd(dir);
+  const qube = { image: IMAGE, command: ["echo", "hi"] };
+  // warm-up (image conversion, page cache), not measured
+  await cold.run(qube);
+  await rawBoot(kernel, raw, decision.accel, tscKhz);
+  const coldMs: number[] = [];
+  const rawMs: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const r = await rawBoot(kernel, raw, decision.accel, tscKhz);
+    rawMs.push(r);
+    const started = performance.now();
+    const result = await cold.run(qube);
+    if (result.stdout !== "hi\n") throw new Error(`cold run failed: ${JSON.stringify(result)}`);
+    coldMs.push(performance.now() - started);
+    log(`run ${i + 1}: raw ${r.toFixed(0)} ms, cold ${coldMs.at(-1)!.toFixed(0)} ms`);
+  }
+
+  const pooled = new MicroVmSandbox({ accel: decision.accel, preload: { image: IMAGE, count: 1 } });
+  try {
+    for (let i = 0; i < runs; i++) {
+      await pooled.warm();
+      const result = await pooled.run(qube);
+      if (result.stdout !== "hi\n") throw new Error(`preloaded run failed: ${JSON.stringify(result)}`);
+      log(`preloaded ${i + 1}: first output after ${pooled.stats.firstOutputMs.at(-1)!.toFixed(1)} ms`);
+    }
+    const preloadedRuns = pooled.stats.preloadedRuns;
+    const coldMedianMs = Math.round(median(coldMs));
+    const rawQemuMedianMs = Math.round(median(rawMs));
+    const report = {
+      coldMedianMs,
+      rawQemuMedianMs,
+      coldRatio: Number((coldMedianMs / rawQemuMedianMs).toFixed(3)),
+      preloadedMedianMs: Number(median(pooled.stats.firstOutputMs).toFixed(1)),
+      accel: decision.accel,
+      accelReason: decision.reason,
+      runs,
+      preloadedRuns,
+      goals: { coldRatio: 1.15, preloadedMs: 100 },
+    };
+    process.stdout.write(`${JSON.stringify(json ? report : report, null, json ? 0 : 2)}\n`);
+  } finally {
+    await pooled.close();
+  }
+} finally {
+  await cold.close();
+  await rm(dir, { recursive: true, force: true });
+}
