@@ -27,6 +27,8 @@ function describe(event: RunEvent): string {
       return `${short(event.provider)} failed: ${event.code}`;
     case "tieBreakerDispatched":
       return `${event.reason}: dispatching ${event.replicas} more`;
+    case "providerMarked":
+      return `${short(event.provider)} marked: its answer contradicts the verified one`;
     case "decided":
       return `decided: ${event.status}`;
   }

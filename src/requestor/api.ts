@@ -48,6 +48,8 @@ export interface ProviderAnswer {
 /** One qube running on one provider. */
 export interface Dispatch {
   readonly provider: ProviderCandidate;
+  /** The provider's signed commitment, once received (embedded network only). */
+  readonly commitment?: SignedEnvelope<Commitment>;
   /** Resolves with the provider's commitment hash once it has run the qube. */
   awaitCommitment(options?: { signal?: AbortSignal }): Promise<string>;
   /** Asks for the reveal and receives the outputs into `outputDir`. */

@@ -30,6 +30,9 @@ export class RequestorJournal {
         qube_id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,
         created_at TEXT NOT NULL, updated_at TEXT NOT NULL, summary TEXT
       );
+      CREATE TABLE IF NOT EXISTS evidence (
+        qube_id TEXT NOT NULL, provider TEXT NOT NULL, evidence TEXT NOT NULL, recorded_at TEXT NOT NULL
+      );
       CREATE TABLE IF NOT EXISTS dispatches (
         qube_id TEXT NOT NULL, provider TEXT NOT NULL, state TEXT NOT NULL,
         outputs_root TEXT, error TEXT, updated_at TEXT NOT NULL,
@@ -77,6 +80,25 @@ export class RequestorJournal {
     this.db
       .prepare("UPDATE qubes SET state = ?, summary = ?, updated_at = ? WHERE qube_id = ?")
       .run(state, JSON.stringify(summary), now.toISOString(), qubeId);
+  }
+
+  /** Keeps what proves a provider wrong (signed statements, commitments), for disputes and the escrow. */
+  evidence(qubeId: string, provider: string, evidence: unknown, now: Date): void {
+    this.db
+      .prepare("INSERT INTO evidence (qube_id, provider, evidence, recorded_at) VALUES (?, ?, ?, ?)")
+      .run(qubeId, provider, JSON.stringify(evidence), now.toISOString());
+  }
+
+  evidenceFor(qubeId: string): { provider: string; evidence: unknown }[] {
+    return (
+      this.db.prepare("SELECT provider, evidence FROM evidence WHERE qube_id = ? ORDER BY rowid").all(qubeId) as {
+        provider: string;
+        evidence: string;
+      }[]
+    ).map((r) => ({
+      provider: r.provider,
+      evidence: JSON.parse(r.evidence),
+    }));
   }
 
   get(qubeId: string): JournalQube | undefined {

@@ -46,7 +46,10 @@ export class Libp2pMarket implements ComputeMarket {
   }
 
   /** Gathers offers for a while (gossip and direct queries to connected peers) and returns the usable ones. */
-  async findProviders(spec: VerifiedQubeSpec, options: { signal?: AbortSignal; wanted?: number } = {}): Promise<ProviderCandidate[]> {
+  async findProviders(
+    spec: VerifiedQubeSpec,
+    options: { signal?: AbortSignal; wanted?: number } = {},
+  ): Promise<ProviderCandidate[]> {
     const wanted = options.wanted ?? 1;
     // Offers already known and still valid are enough: no round trip (offers refresh by gossip meanwhile).
     const known = this.candidates(spec);
@@ -121,6 +124,10 @@ class Libp2pDispatch implements Dispatch {
     private readonly session: ExchangeSession,
     private readonly events: DispatchEvents,
   ) {}
+
+  get commitment() {
+    return this.session.commitment;
+  }
 
   async awaitCommitment(options: { signal?: AbortSignal } = {}): Promise<string> {
     const commitment = await this.session.awaitCommitment({

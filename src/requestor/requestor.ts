@@ -9,7 +9,9 @@ import { join } from "node:path";
 import { PeerError, toAirqubeError, UserError, type VerifiedQubeSpec } from "../qube/index.js";
 import type { ComputeMarket, Dispatch, ProviderAnswer, ProviderCandidate, SealedQube } from "./api.js";
 import { RequestorJournal } from "./journal.js";
+import { planReplication } from "./policy.js";
 import { decide, type QuorumDecision, type Vote } from "./quorum.js";
+import { type ReputationStore, SqliteReputation } from "./reputation.js";
 
 /** Progress events (past tense, for observers only). */
 export type RunEvent =
@@ -22,6 +24,7 @@ export type RunEvent =
   | { type: "resultReceived"; provider: string; outputsRoot: string }
   | { type: "providerFailed"; provider: string; code: string; message: string }
   | { type: "tieBreakerDispatched"; replicas: number; reason: string }
+  | { type: "providerMarked"; provider: string }
   | { type: "decided"; status: QuorumDecision["status"] };
 
 export interface RunOptions {
@@ -52,6 +55,10 @@ export interface RunResult {
 
 export interface RequestorOptions {
   market: ComputeMarket;
+  /** Reputation store (default: SQLite in `dataDir`). */
+  reputation?: ReputationStore;
+  /** How long a provider caught with a wrong result is excluded. Default one hour. */
+  excludeMs?: number;
   /** Directory of the journal and of the per-provider output staging. */
   dataDir: string;
   now?: () => Date;
@@ -70,10 +77,12 @@ export function distinctFrom(chosen: ProviderCandidate[]): (candidate: ProviderC
 
 export class Requestor {
   readonly journal: RequestorJournal;
+  readonly reputation: ReputationStore;
   private readonly now: () => Date;
 
   constructor(private readonly options: RequestorOptions) {
     this.journal = new RequestorJournal(join(options.dataDir, "journal.sqlite"));
+    this.reputation = options.reputation ?? new SqliteReputation(join(options.dataDir, "reputation.sqlite"));
     this.now = options.now ?? (() => new Date());
     this.journal.recover(this.now());
   }
@@ -83,38 +92,45 @@ export class Requestor {
     const { spec } = qube;
     const emit = (event: RunEvent) => options.onProgress?.(event);
     const policy = spec.spec.redundancy;
-    if (policy.mode !== "fixed")
-      throw new UserError(
-        "POLICY_UNSUPPORTED",
-        "This requestor runs fixed redundancy; use the adaptive runner for adaptive policies",
-      );
-    const k = policy.k;
-    const maxReplicas = k + Math.max(2, k);
+    const now = this.now();
     const staging = join(this.options.dataDir, "qubes", spec.id, randomUUID());
     await mkdir(staging, { recursive: true });
-    this.journal.started(spec.id, spec.envelope, this.now());
+    this.journal.started(spec.id, spec.envelope, now);
 
+    const wanted = policy.mode === "fixed" ? policy.k : policy.quorum;
     const all = await this.options.market.findProviders(spec, {
-      wanted: k,
+      wanted,
       ...(options.signal ? { signal: options.signal } : {}),
     });
-    const usable = shuffle(
-      all.filter(
-        (c) => (!c.probe || (c.probe.fail === 0 && c.probe.inconclusive === 0)) && (options.filter?.(c) ?? true),
-      ),
-      options.random ?? Math.random,
-    );
+    const eligible = (c: ProviderCandidate) =>
+      (!c.probe || (c.probe.fail === 0 && c.probe.inconclusive === 0)) &&
+      !this.reputation.isExcluded(c.id, now) &&
+      (options.filter?.(c) ?? true);
+    const random = options.random ?? Math.random;
+    const usable = shuffle(all.filter(eligible), random);
     emit({ type: "offersFound", count: all.length, usable: usable.length });
 
+    let plan = planReplication(policy, usable[0] ? this.reputation.get(usable[0].id) : undefined, random);
     const chosen: ProviderCandidate[] = [];
     const failures: RunResult["failures"] = [];
     const answers: ProviderAnswer[] = [];
     const votes: Vote[] = [];
-    let want = k;
+    const unrevealed: Dispatch[] = [];
+    let want = plan.replicas;
     let decision: QuorumDecision | undefined;
     try {
       for (;;) {
-        const committed = await this.commitRound(qube, want, usable, chosen, failures, maxReplicas, options, emit);
+        const committed = await this.commitRound(
+          qube,
+          want,
+          usable,
+          chosen,
+          failures,
+          plan.maxReplicas,
+          options,
+          emit,
+          eligible,
+        );
         emit({ type: "revealRequested", providers: committed.map((d) => d.provider.id) });
         const revealed = await Promise.all(
           committed.map((dispatch) => this.reveal(dispatch, staging, failures, options, emit)),
@@ -122,11 +138,25 @@ export class Requestor {
         for (let i = 0; i < committed.length; i++) {
           const answer = revealed[i];
           if (answer) answers.push(answer);
+          else unrevealed.push(committed[i]!);
           votes.push({ provider: committed[i]!.provider.id, root: answer?.outputsRoot });
         }
-        decision = decide(votes, { quorum: policy.quorum, maxReplicas }, chosen.length);
+        decision = decide(votes, { quorum: plan.quorum, maxReplicas: plan.maxReplicas }, chosen.length);
+        if (decision.status === "no-consensus" && plan.solo && policy.mode === "adaptive") {
+          // the trusted provider did not deliver: fall back to replication
+          plan = {
+            replicas: policy.quorum,
+            quorum: policy.quorum,
+            maxReplicas: Math.max(policy.quorum, policy.maxReplicas) + chosen.length,
+            solo: false,
+          };
+          decision = decide(votes, { quorum: plan.quorum, maxReplicas: plan.maxReplicas }, chosen.length);
+        }
         if (decision.status !== "need-more") break;
-        if (usable.filter(distinctFrom(chosen)).length === 0 && !(await this.refresh(qube, usable, chosen, options))) {
+        if (
+          usable.filter(distinctFrom(chosen)).length === 0 &&
+          !(await this.refresh(qube, usable, chosen, options, eligible))
+        ) {
           decision = {
             status: "no-consensus",
             reason: `${decision.reason}, and no further distinct provider is available`,
@@ -142,6 +172,7 @@ export class Requestor {
       await rm(staging, { recursive: true, force: true });
       throw error;
     }
+    this.judge(spec.id, decision, answers, unrevealed, emit);
     emit({ type: "decided", status: decision.status });
     const result = await this.finish(spec, decision, answers, failures, staging, options.outputDir);
     this.journal.finished(
@@ -151,6 +182,42 @@ export class Requestor {
       this.now(),
     );
     return result;
+  }
+
+  /**
+   * Updates reputations and keeps evidence after a decision: agreeing providers gain a valid result; a
+   * dissenter (another root than the verified one) or a provider whose commitment had no valid reveal is
+   * marked and excluded for `excludeMs`, and what proves it is journalled.
+   */
+  private judge(
+    qubeId: string,
+    decision: QuorumDecision,
+    answers: ProviderAnswer[],
+    unrevealed: Dispatch[],
+    emit: (event: RunEvent) => void,
+  ): void {
+    const now = this.now();
+    const excludeMs = this.options.excludeMs ?? 3600_000;
+    const mark = (provider: string, evidence: unknown) => {
+      this.reputation.recordWrong(provider, now, excludeMs);
+      this.journal.evidence(qubeId, provider, evidence, now);
+      emit({ type: "providerMarked", provider });
+    };
+    for (const dispatch of unrevealed) {
+      mark(dispatch.provider.id, { kind: "commitment-without-valid-reveal", commitment: dispatch.commitment ?? null });
+    }
+    if (decision.status !== "verified") return;
+    const winner = answers.find((a) => a.outputsRoot === decision.root);
+    for (const answer of answers) {
+      if (answer.outputsRoot === decision.root) this.reputation.recordValid(answer.provider);
+      else
+        mark(answer.provider, {
+          kind: "conflicting-statements",
+          qubeId,
+          accepted: winner?.statement ?? decision.root,
+          dissent: answer.statement ?? answer.outputsRoot,
+        });
+    }
   }
 
   /** Dispatches until `want` new providers have committed (replacing failures), within the replica bound. */
@@ -163,13 +230,14 @@ export class Requestor {
     maxReplicas: number,
     options: RunOptions,
     emit: (event: RunEvent) => void,
+    eligible: (c: ProviderCandidate) => boolean,
   ): Promise<Dispatch[]> {
     const committed: Dispatch[] = [];
     const next = (): ProviderCandidate | undefined => usable.find(distinctFrom(chosen));
     const attempt = async (): Promise<void> => {
       for (;;) {
         if (chosen.length >= maxReplicas) return;
-        const candidate = next() ?? (await this.refresh(qube, usable, chosen, options));
+        const candidate = next() ?? (await this.refresh(qube, usable, chosen, options, eligible));
         if (!candidate) return;
         chosen.push(candidate);
         const provider = candidate.id;
@@ -208,13 +276,19 @@ export class Requestor {
   }
 
   /** Looks for further providers when the known ones are used up (replacements, tie-breakers). */
-  private async refresh(qube: SealedQube, usable: ProviderCandidate[], chosen: ProviderCandidate[], options: RunOptions): Promise<ProviderCandidate | undefined> {
-    const fresh = await this.options.market.findProviders(qube.spec, { wanted: chosen.length + 1, ...(options.signal ? { signal: options.signal } : {}) });
+  private async refresh(
+    qube: SealedQube,
+    usable: ProviderCandidate[],
+    chosen: ProviderCandidate[],
+    options: RunOptions,
+    eligible: (c: ProviderCandidate) => boolean,
+  ): Promise<ProviderCandidate | undefined> {
+    const fresh = await this.options.market.findProviders(qube.spec, {
+      wanted: chosen.length + 1,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
     for (const candidate of fresh) {
-      if (usable.some((c) => c.id === candidate.id)) continue;
-      if (candidate.probe && (candidate.probe.fail > 0 || candidate.probe.inconclusive > 0)) continue;
-      if (options.filter && !options.filter(candidate)) continue;
-      usable.push(candidate);
+      if (!usable.some((c) => c.id === candidate.id) && eligible(candidate)) usable.push(candidate);
     }
     return usable.find(distinctFrom(chosen));
   }

@@ -6,7 +6,12 @@ const policy = { quorum: 2, maxReplicas: 6 };
 
 describe("requestor: quorum rule", () => {
   it("verifies when a quorum agrees and nobody dissents", () => {
-    expect(decide([v("a", "r"), v("b", "r"), v("c", "r")], policy, 3)).to.deep.equal({ status: "verified", root: "r", agreeing: ["a", "b", "c"], dissenting: [] });
+    expect(decide([v("a", "r"), v("b", "r"), v("c", "r")], policy, 3)).to.deep.equal({
+      status: "verified",
+      root: "r",
+      agreeing: ["a", "b", "c"],
+      dissenting: [],
+    });
   });
 
   it("asks for tie-breakers on dissent, then accepts a qualified majority", () => {
@@ -15,7 +20,11 @@ describe("requestor: quorum rule", () => {
     const later = decide([v("a", "r"), v("b", "r"), v("c", "x"), v("d", "r")], policy, 4);
     expect(later).to.deep.equal({ status: "verified", root: "r", agreeing: ["a", "b", "d"], dissenting: ["c"] });
     // two dissenters need two extra agreeing votes
-    expect(decide([v("a", "r"), v("b", "r"), v("c", "x"), v("d", "y")], policy, 4)).to.deep.equal({ status: "need-more", replicas: 2, reason: "dissent" });
+    expect(decide([v("a", "r"), v("b", "r"), v("c", "x"), v("d", "y")], policy, 4)).to.deep.equal({
+      status: "need-more",
+      replicas: 2,
+      reason: "dissent",
+    });
   });
 
   it("counts a missing reveal against consensus", () => {
