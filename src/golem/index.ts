@@ -1,0 +1,17 @@
+/**
+ * The Golem backend: run qubes on providers rented from the Golem network through golem-js and yagna, with
+ * Airqube's redundancy and verification on top. See `GolemMarket` and `loadGolemConfig`.
+ */
+export {
+  DEFAULT_GOLEM_CONFIG,
+  type GolemConfig,
+  type GolemFileConfig,
+  type GolemImage,
+  golemFileConfigSchema,
+  isLoopbackHost,
+  loadGolemConfig,
+  PAYMENT_NETWORKS,
+} from "./config.js";
+export { commitmentOf, GOLEM_COMMITMENT_DOMAIN, GolemDispatch } from "./golem-dispatch.js";
+export { GolemMarket, type GolemMarketOptions } from "./golem-market.js";
+export { candidateFromOffer, golemImageFor, orderFor, paymentPlatform, rentHoursFor, workloadResources } from "./order.js";
