@@ -264,7 +264,7 @@ export class MicroVm {
    */
   async serve(
     qube: VmQube,
-    run: { outputDir?: string; graceMs: number },
+    run: { outputDir?: string; graceMs: number; unpackTimeoutMs?: number },
     options: { signal?: AbortSignal } = {},
   ): Promise<VmServeResult> {
     if (this.served) throw new InternalError("VM_REUSED", "A micro-VM may serve only one qube");
@@ -278,7 +278,7 @@ export class MicroVm {
 
   private async serveOnce(
     qube: VmQube,
-    run: { outputDir?: string; graceMs: number },
+    run: { outputDir?: string; graceMs: number; unpackTimeoutMs?: number },
     signal: AbortSignal | undefined,
   ): Promise<VmServeResult> {
     signal?.throwIfAborted();
@@ -363,7 +363,17 @@ export class MicroVm {
     }
     let files: OutputFile[] = [];
     try {
-      files = await unpacking;
+      // The whole archive is in the unpacker's hands now; bound the wait all the same.
+      let timer: NodeJS.Timeout | undefined;
+      files = await Promise.race([
+        unpacking,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new InternalError("UNPACK_STUCK", "Unpacking the outputs did not finish")),
+            run.unpackTimeoutMs ?? 120_000,
+          );
+        }),
+      ]).finally(() => clearTimeout(timer));
     } catch (error) {
       if (channel.complete && !hostTimedOut) throw error;
       if (!(error instanceof AirqubeError)) throw error;
