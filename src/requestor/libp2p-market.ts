@@ -16,6 +16,8 @@ export interface Libp2pMarketOptions {
   identity: Identity;
   bootstrap: string[];
   allowPublic?: boolean;
+  /** Extra time beyond the qube's wall time that a provider gets to commit. Default 30 s. */
+  commitGraceMs?: number;
   /** How long to gather offers before answering `findProviders`. */
   discoveryMs?: number;
   now?: () => Date;
@@ -93,7 +95,9 @@ export class Libp2pMarket implements ComputeMarket {
       provider: offer.provider,
       price: candidate.price.toString(),
       currency: offer.price.currency,
-      deadline: new Date(now.getTime() + qube.spec.spec.limits.wallTimeMs + COMMIT_GRACE_MS).toISOString(),
+      deadline: new Date(
+        now.getTime() + qube.spec.spec.limits.wallTimeMs + (this.options.commitGraceMs ?? COMMIT_GRACE_MS),
+      ).toISOString(),
       nonce: randomBytes(16).toString("hex"),
       requestorSealingKey: toHex(this.options.identity.sealing.publicKey),
     };
@@ -109,7 +113,7 @@ export class Libp2pMarket implements ComputeMarket {
     );
     options.onAgreement?.(candidate.id);
     options.onSent?.(candidate.id);
-    return new Libp2pDispatch(candidate, session, options);
+    return new Libp2pDispatch(candidate, session, options, this.options.commitGraceMs);
   }
 
   async close(): Promise<void> {
@@ -123,6 +127,7 @@ class Libp2pDispatch implements Dispatch {
     readonly provider: ProviderCandidate,
     private readonly session: ExchangeSession,
     private readonly events: DispatchEvents,
+    private readonly commitGraceMs?: number,
   ) {}
 
   get commitment() {

@@ -34,6 +34,8 @@ export interface RunOptions {
   outputDir: string;
   /** Extra filter on candidates (price cap, probe score ...). */
   filter?: (candidate: ProviderCandidate) => boolean;
+  /** Providers to try first (when they are eligible), e.g. a security team probing a given provider. */
+  prefer?: string[];
   /** Shuffles candidates (inject a seeded one in tests). Default Math.random. */
   random?: () => number;
 }
@@ -107,7 +109,13 @@ export class Requestor {
       !this.reputation.isExcluded(c.id, now) &&
       (options.filter?.(c) ?? true);
     const random = options.random ?? Math.random;
-    const usable = shuffle(all.filter(eligible), random);
+    // sorted first so that a seeded `random` gives a reproducible order; preferred providers go first
+    const usable = shuffle(
+      all.filter(eligible).sort((a, b) => (a.id < b.id ? -1 : 1)),
+      random,
+    );
+    const preferred = options.prefer ?? [];
+    usable.sort((a, b) => Number(preferred.includes(b.id)) - Number(preferred.includes(a.id)));
     emit({ type: "offersFound", count: all.length, usable: usable.length });
 
     let plan = planReplication(policy, usable[0] ? this.reputation.get(usable[0].id) : undefined, random);

@@ -110,9 +110,9 @@ export class ExchangeSession {
 
   /** Waits for the provider's signed commitment (bounded by the qube's wall time plus a grace period). */
   async awaitCommitment(
-    options: { signal?: AbortSignal; onStarted?: () => void } = {},
+    options: { signal?: AbortSignal; onStarted?: () => void; graceMs?: number } = {},
   ): Promise<SignedEnvelope<Commitment>> {
-    const signal = withDeadline(this.spec.spec.limits.wallTimeMs + COMMIT_GRACE_MS, options.signal);
+    const signal = withDeadline(this.spec.spec.limits.wallTimeMs + (options.graceMs ?? COMMIT_GRACE_MS), options.signal);
     try {
       for (;;) {
         const message = await this.wire.receive(providerProgressSchema, { signal });
