@@ -1,0 +1,155 @@
+import { connect } from "node:net";
+import { expect } from "chai";
+import type Docker from "dockerode";
+import { exitStatus } from "../../src/probes/report.js";
+import { runProbeSuite } from "../../src/probes/runner.js";
+import type { QubeRun, RunResult, Sandbox } from "../../src/sandbox/api.js";
+import { ContainerSandbox } from "../../src/sandbox/container-sandbox.js";
+
+/** A fake sandbox: answers each phase with canned stdout (a small hand-written port implementation). */
+class FakeSandbox implements Sandbox {
+  readonly tier = "container" as const;
+  readonly runs: QubeRun[] = [];
+  constructor(
+    private readonly answer: (phase: string, qube: QubeRun) => Promise<Partial<RunResult>> | Partial<RunResult>,
+  ) {}
+  async run(qube: QubeRun): Promise<RunResult> {
+    this.runs.push(qube);
+    const phase = qube.command[2]!;
+    return {
+      tier: "container",
+      imageDigest: "sha256:fake",
+      exitCode: 0,
+      durationMs: 10,
+      stdout: "",
+      stderr: "",
+      stdoutTruncated: false,
+      stderrTruncated: false,
+      oomKilled: false,
+      timedOut: false,
+      outputs: [],
+      startedAt: "",
+      endedAt: "",
+      ...(await this.answer(phase, qube)),
+    };
+  }
+  async close(): Promise<void> {}
+}
+
+const line = (id: number, verdict: string, extra: Record<string, unknown> = {}) =>
+  `${JSON.stringify({ id, verdict, evidence: `row ${id}`, ms: 1, ...extra })}\n`;
+const allPass = () =>
+  Array.from({ length: 36 }, (_, i) => i + 1)
+    .map((id) => line(id, id === 21 || id === 36 ? "skipped" : "pass"))
+    .join("");
+const honest = (phase: string): Partial<RunResult> =>
+  phase === "main"
+    ? { stdout: allPass() }
+    : phase === "plant"
+      ? { stdout: line(37, "pass", { phase: "plant" }) }
+      : phase === "check"
+        ? { stdout: line(37, "pass", { phase: "check" }) }
+        : { timedOut: true, exitCode: 137, durationMs: 1600 };
+const docker = {
+  version: async () => ({ Version: "fake" }),
+  info: async () => ({ SecurityOptions: [] }),
+} as unknown as Docker;
+
+describe("probe runner (fake sandbox)", () => {
+  it("builds the report from the four phases and tells the probe the unweakened expectations", async () => {
+    const sandbox = new FakeSandbox(honest);
+    const report = await runProbeSuite({ docker, sandboxFactory: () => sandbox });
+    expect(report.summary).to.deep.equal({ pass: 35, fail: 0, inconclusive: 0, skipped: 2 });
+    expect(report.suiteVersion).to.equal("1.0.0+sha256:fake");
+    expect(sandbox.runs.map((r) => r.command.join(" "))).to.deep.equal([
+      "/airqube/probe --phase main",
+      "/airqube/probe --phase plant",
+      "/airqube/probe --phase check",
+      "/airqube/probe --phase deadline",
+    ]);
+    const env = sandbox.runs[0]!.env!;
+    expect(env.AIRQUBE_PROBE_PIDS).to.equal("64");
+    expect(Number(env.AIRQUBE_PROBE_CANARY_PORT)).to.be.greaterThan(0);
+    expect(sandbox.runs[3]!.env!.AIRQUBE_PROBE_DEADLINE_MS).to.equal("1500");
+    expect(sandbox.runs[0]!.env!.AIRQUBE_PROBE_NONCE).to.equal(sandbox.runs[2]!.env!.AIRQUBE_PROBE_NONCE);
+  });
+
+  it("turns missing, duplicated and garbage verdicts into inconclusive, never pass", async () => {
+    const sandbox = new FakeSandbox((phase) => {
+      if (phase !== "main") return honest(phase);
+      const lines = allPass()
+        .split("\n")
+        .filter((l) => !l.includes('"id":5,'));
+      return { stdout: `${lines.join("\n")}${line(7, "fail")}garbage\n${"x".repeat(10_000)}\n`, exitCode: 139 };
+    });
+    const report = await runProbeSuite({ docker, sandboxFactory: () => sandbox });
+    expect(report.probes[4]!.verdict).to.equal("inconclusive");
+    expect(report.probes[4]!.evidence).to.match(/no verdict \(exit 139, 2 invalid lines dropped/);
+    expect(report.probes[6]!.verdict).to.equal("inconclusive");
+    expect(report.probes[6]!.evidence).to.include("several verdicts");
+    expect(exitStatus(report)).to.equal(2);
+  });
+
+  it("fails row 35 when the spinning qube outlives its deadline, and row 37 when planting failed but residue showed", async () => {
+    const sandbox = new FakeSandbox((phase) => {
+      if (phase === "deadline") return { stdout: line(35, "fail", { phase: "deadline" }) };
+      if (phase === "plant") return { stdout: line(37, "inconclusive", { phase: "plant" }) };
+      if (phase === "check") return { stdout: line(37, "fail", { phase: "check" }) };
+      return honest(phase);
+    });
+    const report = await runProbeSuite({ docker, sandboxFactory: () => sandbox });
+    expect(report.probes[34]!.verdict).to.equal("fail");
+    expect(report.probes[36]!.verdict).to.equal("fail");
+    expect(exitStatus(report)).to.equal(1);
+  });
+
+  it("fails row 30 on the canary's own count even when the probe claims pass", async () => {
+    const sandbox = new FakeSandbox(async (phase, qube) => {
+      if (phase === "main") {
+        const port = Number(qube.env!.AIRQUBE_PROBE_CANARY_PORT);
+        await new Promise<void>((resolve) =>
+          connect({ host: "127.0.0.1", port }).on("close", resolve).on("error", resolve).resume(),
+        );
+      }
+      return honest(phase);
+    });
+    const report = await runProbeSuite({ docker, sandboxFactory: () => sandbox });
+    expect(report.probes[29]!.verdict).to.equal("fail");
+    expect(report.probes[29]!.evidence).to.include("canary accepted 1 connection");
+  });
+
+  it("marks every row inconclusive when the sandbox itself fails", async () => {
+    const sandbox = new FakeSandbox(() => {
+      throw new Error("docker went away");
+    });
+    const report = await runProbeSuite({ docker, sandboxFactory: () => sandbox });
+    expect(report.summary.inconclusive).to.equal(37);
+    expect(report.probes[0]!.evidence).to.include("the sandbox failed");
+  });
+});
+
+describe("probe program, row 36 @docker", function () {
+  this.timeout(60_000);
+  const sandbox = new ContainerSandbox();
+  const run = async (env: Record<string, string>) => {
+    const result = await sandbox.run({
+      image: "airqube/probe:latest",
+      command: ["/airqube/probe", "--only", "36"],
+      env: { AIRQUBE_PROBE_TIER: "microvm", ...env },
+    });
+    return JSON.parse(result.stdout.trim()) as { verdict: string; evidence: string };
+  };
+
+  it("fails when a sandbox claiming the VM tier shares the host's kernel (same boot id)", async () => {
+    const { readFile } = await import("node:fs/promises");
+    const bootId = (await readFile("/proc/sys/kernel/random/boot_id", "utf8")).trim();
+    expect((await run({ AIRQUBE_PROBE_HOST_BOOT_ID: bootId })).verdict).to.equal("fail");
+  });
+
+  it("passes when the boot id differs, and is inconclusive without the host's identity", async () => {
+    expect((await run({ AIRQUBE_PROBE_HOST_BOOT_ID: "00000000-0000-0000-0000-000000000000" })).verdict).to.equal(
+      "pass",
+    );
+    expect((await run({})).verdict).to.equal("inconclusive");
+  });
+});
