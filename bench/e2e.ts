@@ -27,12 +27,29 @@ const sandbox = new ContainerSandbox();
 const command = ["sh", "-c", "echo ok > /output/result"];
 const limits = { wallTimeMs: 20_000, memoryBytes: 64 << 20, scratchBytes: 16 << 20 };
 
-const phases: { market: number[]; transfer: number[]; sandbox: number[]; verification: number[] } = { market: [], transfer: [], sandbox: [], verification: [] };
+const phases: { market: number[]; transfer: number[]; sandbox: number[]; verification: number[] } = {
+  market: [],
+  transfer: [],
+  sandbox: [],
+  verification: [],
+};
 async function remote(k: number): Promise<number> {
-  const qube = await sealQube({ image: "airqube/busybox:latest", command, outputs: ["result"], limits, redundancy: { mode: "fixed", k, quorum: Math.floor(k / 2) + 1 } }, identity);
+  const qube = await sealQube(
+    {
+      image: "airqube/busybox:latest",
+      command,
+      outputs: ["result"],
+      limits,
+      redundancy: { mode: "fixed", k, quorum: Math.floor(k / 2) + 1 },
+    },
+    identity,
+  );
   const marks: Partial<Record<RunEvent["type"], number>> = {};
   const t0 = performance.now();
-  const result = await requestor.run(qube, { outputDir: tmp("aq-bench-out-"), onProgress: (e) => (marks[e.type] = performance.now()) });
+  const result = await requestor.run(qube, {
+    outputDir: tmp("aq-bench-out-"),
+    onProgress: (e) => (marks[e.type] = performance.now()),
+  });
   const total = performance.now() - t0;
   if (result.status !== "verified") throw new Error(`bench qube not verified: ${result.reason}`);
   if (k === 3) {
@@ -45,7 +62,13 @@ async function remote(k: number): Promise<number> {
 }
 async function local(): Promise<number> {
   const t0 = performance.now();
-  await sandbox.run({ image: "airqube/busybox:latest", command, outputs: ["/output/result"], outputDir: tmp("aq-bench-local-"), limits: { wallTimeMs: 20_000 } });
+  await sandbox.run({
+    image: "airqube/busybox:latest",
+    command,
+    outputs: ["/output/result"],
+    outputDir: tmp("aq-bench-local-"),
+    limits: { wallTimeMs: 20_000 },
+  });
   return performance.now() - t0;
 }
 

@@ -46,4 +46,12 @@ export async function buildProgram(argv: string[]): Promise<Command> {
   return program;
 }
 
+// A closed pipe (`airqube probe | head`) ends the command quietly instead of crashing it.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    throw error;
+  });
+}
+
 await (await buildProgram(process.argv)).parseAsync(process.argv);

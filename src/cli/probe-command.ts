@@ -1,7 +1,15 @@
 /** `airqube probe`: the sandbox escape regression suite, locally or on a remote provider. */
 import { writeFile } from "node:fs/promises";
 import { type Command, Option } from "commander";
-import { exitStatus, listWeakenings, type ProbeReport, reportHash, runProbeSuite, toJUnit } from "../probes/index.js";
+import {
+  exitStatus,
+  listWeakenings,
+  PROBE_IMAGE,
+  type ProbeReport,
+  reportHash,
+  runProbeSuite,
+  toJUnit,
+} from "../probes/index.js";
 import { UserError } from "../qube/index.js";
 import { printJson, reportError } from "./output.js";
 import { defaultRequestorDir } from "./paths.js";
@@ -17,6 +25,7 @@ interface ProbeFlags {
   dataDir: string;
   json?: boolean;
   junit?: string;
+  image: string;
 }
 
 export function registerProbeCommand(program: Command): void {
@@ -33,6 +42,7 @@ export function registerProbeCommand(program: Command): void {
       collect,
     )
     .option("--data-dir <dir>", "requestor identity for --provider", defaultRequestorDir())
+    .option("--image <ref>", "the probe image", PROBE_IMAGE)
     .option("--json", "print the JSON report")
     .option("--junit <file>", "also write a JUnit XML report")
     .addHelpText(
@@ -93,7 +103,6 @@ async function probe(flags: ProbeFlags): Promise<number> {
     else printReport(report);
     return exitStatus(report);
   } catch (error) {
-    reportError(error, Boolean(flags.json));
-    return 3;
+    return reportError(error, Boolean(flags.json));
   }
 }

@@ -148,7 +148,7 @@ export class ContainerSandbox implements Sandbox {
 
   async run(qube: QubeRun, options: { signal?: AbortSignal } = {}): Promise<RunResult> {
     const signal = options.signal;
-    signal?.throwIfAborted();
+    if (signal?.aborted) throw new TimeoutError("ABORTED", "The qube was aborted");
     let limits = resolveLimits(qube.limits);
     if (this.options.weakenLimits) limits = this.options.weakenLimits(limits);
     if (qube.command.length === 0) throw new UserError("COMMAND_MISSING", "A qube needs a command");
@@ -189,8 +189,10 @@ export class ContainerSandbox implements Sandbox {
       });
       return await this.execute(container, qube, limits, digest, outputs, signal);
     } catch (error) {
+      if (signal?.aborted && !(error instanceof AirqubeError && error.code === "ABORTED")) {
+        throw new TimeoutError("ABORTED", "The qube was aborted", { cause: error });
+      }
       if (error instanceof AirqubeError) throw error;
-      if (signal?.aborted) throw new TimeoutError("ABORTED", "The qube was aborted", { cause: error });
       throw new PlatformError("SANDBOX_FAILED", "The container sandbox failed", {
         details: String((error as Error)?.message ?? error),
         cause: error,
