@@ -259,6 +259,7 @@ export class ContainerSandbox implements Sandbox {
     const abort = new Promise<"abort">((resolveAbort) => {
       if (!signal) return;
       const onAbort = () => resolveAbort("abort");
+      if (signal.aborted) onAbort(); // aborted while the container was being created
       signal.addEventListener("abort", onAbort, { once: true });
       waited.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => undefined);
     });
@@ -273,6 +274,8 @@ export class ContainerSandbox implements Sandbox {
     const endedAt = new Date();
     if (aborted) {
       stream.destroy?.();
+      parser.archive.destroy();
+      await unpacking.catch(() => undefined); // the unpacker removes its staging before we report
       throw new TimeoutError("ABORTED", "The qube was aborted");
     }
     await Promise.race([streamEnded, new Promise((r) => setTimeout(r, 2000))]);
@@ -280,12 +283,15 @@ export class ContainerSandbox implements Sandbox {
     const channel = parser.end();
     const complete = channel.complete && !timedOut;
     let files: RunResult["outputs"] = [];
+    // Settle the unpacker first: a rejected archive must have removed its staging before anything is reported.
+    const unpacked = await unpacking.then(
+      (value) => ({ value, error: undefined }),
+      (error: unknown) => ({ value: undefined, error }),
+    );
     if (parser.error && !timedOut) throw parser.error;
-    try {
-      files = (await unpacking) ?? [];
-    } catch (error) {
-      if (complete || !(error instanceof PeerError)) throw error;
-    }
+    if (unpacked.error !== undefined) {
+      if (complete || !(unpacked.error instanceof PeerError)) throw unpacked.error;
+    } else files = unpacked.value ?? [];
     const exitCode =
       channel.exit?.kind === "exited"
         ? channel.exit.code

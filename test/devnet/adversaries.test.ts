@@ -22,25 +22,52 @@ describe("verification: adversary providers on a devnet @docker", function () {
 
   it("detects and handles lie, lazy, copy, slow and crash; never marks an honest provider", async () => {
     const behaviours = ["honest", "honest", "honest", "lie", "lazy", "copy", "slow", "crash"];
-    const devnet = await Devnet.start({ providers: behaviours.map((behaviour) => ({ behaviour })), probeCache: PROBE_CACHE, env: { AIRQUBE_SLOW_MS: "60000" } });
+    const devnet = await Devnet.start({
+      providers: behaviours.map((behaviour) => ({ behaviour })),
+      probeCache: PROBE_CACHE,
+      env: { AIRQUBE_SLOW_MS: "60000" },
+    });
     const { identity, market, requestor } = await requestorOn(devnet.bootstrap);
     const honest = devnet.providers.filter((p) => p.behaviour === "honest").map((p) => p.peerId);
     try {
       for (const adversary of devnet.providers.filter((p) => p.behaviour !== "honest")) {
-        const qube = await sealQube({ image: "airqube/busybox:latest", command: ["sh", "-c", `echo ${adversary.behaviour} > /output/result`], outputs: ["result"], limits, redundancy: { mode: "fixed", k: 3, quorum: 2 } }, identity);
+        const qube = await sealQube(
+          {
+            image: "airqube/busybox:latest",
+            command: ["sh", "-c", `echo ${adversary.behaviour} > /output/result`],
+            outputs: ["result"],
+            limits,
+            redundancy: { mode: "fixed", k: 3, quorum: 2 },
+          },
+          identity,
+        );
         const allowed = new Set([adversary.peerId, ...honest]);
-        const result = await requestor.run(qube, { outputDir: tmp("aq-adv-out-"), prefer: [adversary.peerId], filter: (c) => allowed.has(c.id), random: seededRandom(1) });
+        const result = await requestor.run(qube, {
+          outputDir: tmp("aq-adv-out-"),
+          prefer: [adversary.peerId],
+          filter: (c) => allowed.has(c.id),
+          random: seededRandom(1),
+        });
         const label = `${adversary.behaviour}: ${JSON.stringify({ status: result.status, failures: result.failures, dissenting: result.dissenting })}`;
         expect(result.status, label).to.equal("verified");
-        expect(result.agreeing.every((p) => honest.includes(p)), label).to.equal(true);
+        expect(
+          result.agreeing.every((p) => honest.includes(p)),
+          label,
+        ).to.equal(true);
         expect(result.agreeing, label).not.to.include(adversary.peerId);
         const marked = requestor.reputation.isExcluded(adversary.peerId, new Date());
         if (["lie", "lazy", "copy"].includes(adversary.behaviour)) {
           expect(marked, `${label}: should be marked`).to.equal(true);
-          expect(requestor.journal.evidenceFor(qube.spec.id).map((e) => e.provider), label).to.deep.equal([adversary.peerId]);
+          expect(
+            requestor.journal.evidenceFor(qube.spec.id).map((e) => e.provider),
+            label,
+          ).to.deep.equal([adversary.peerId]);
         } else {
           // slow and crash fail without proving a wrong answer: replaced, not marked
-          expect(result.failures.map((f) => f.provider), label).to.include(adversary.peerId);
+          expect(
+            result.failures.map((f) => f.provider),
+            label,
+          ).to.include(adversary.peerId);
           expect(marked, label).to.equal(false);
         }
       }
@@ -58,7 +85,10 @@ describe("verification: adversary providers on a devnet @docker", function () {
     // (with any honest replica the tie-breaker rule needs quorum + dissent agreeing votes). Before any colluder
     // is marked that has probability 1 / C(9,3) = 1/84 per qube, so over 60 qubes the expected count is at most
     // 60/84 = 0.71 and P(more than 3) < 1%: the test allows at most 3. A colluder that dissents is marked.
-    const specs = [...Array.from({ length: 3 }, () => ({ behaviour: "collude:A" })), ...Array.from({ length: 6 }, () => ({}))];
+    const specs = [
+      ...Array.from({ length: 3 }, () => ({ behaviour: "collude:A" })),
+      ...Array.from({ length: 6 }, () => ({})),
+    ];
     const devnet = await Devnet.start({ providers: specs, probeCache: PROBE_CACHE });
     const { identity, market, requestor } = await requestorOn(devnet.bootstrap);
     const colluders = new Set(devnet.providers.filter((p) => p.behaviour === "collude:A").map((p) => p.peerId));
@@ -68,11 +98,23 @@ describe("verification: adversary providers on a devnet @docker", function () {
     const dissented = new Set<string>();
     try {
       for (let i = 0; i < 60; i++) {
-        const qube = await sealQube({ image: "airqube/busybox:latest", command: ["sh", "-c", `echo ${i} > /output/result`], outputs: ["result"], limits, redundancy: { mode: "fixed", k: 3, quorum: 2 } }, identity);
+        const qube = await sealQube(
+          {
+            image: "airqube/busybox:latest",
+            command: ["sh", "-c", `echo ${i} > /output/result`],
+            outputs: ["result"],
+            limits,
+            redundancy: { mode: "fixed", k: 3, quorum: 2 },
+          },
+          identity,
+        );
         const outputDir = tmp("aq-col-out-");
         const result = await requestor.run(qube, { outputDir, random });
         for (const p of result.dissenting) dissented.add(p);
-        const accepted = result.status === "verified" ? (await import("node:fs/promises")).readFile(`${outputDir}/result`, "utf8") : Promise.resolve(`${i}\n`);
+        const accepted =
+          result.status === "verified"
+            ? (await import("node:fs/promises")).readFile(`${outputDir}/result`, "utf8")
+            : Promise.resolve(`${i}\n`);
         if ((await accepted).trim() !== String(i)) {
           wrong++;
           if ([...colluders].every((c) => requestor.reputation.isExcluded(c, new Date()))) wrongAfterAllMarked++;
@@ -85,7 +127,8 @@ describe("verification: adversary providers on a devnet @docker", function () {
         expect(requestor.reputation.isExcluded(c, new Date())).to.equal(true);
       }
       expect(dissented.size).to.be.greaterThan(0);
-      for (const p of devnet.providers) if (!colluders.has(p.peerId)) expect(requestor.reputation.get(p.peerId).wrong).to.equal(0);
+      for (const p of devnet.providers)
+        if (!colluders.has(p.peerId)) expect(requestor.reputation.get(p.peerId).wrong).to.equal(0);
     } finally {
       requestor.close();
       await market.close();

@@ -18,7 +18,10 @@ describe("devnet: provider processes on 127.0.0.1 @docker", function () {
     devnet = await Devnet.start({ providers: 4, probeCache: PROBE_CACHE });
     const client = await connectRequestor(devnet.bootstrap);
     try {
-      const qube = await client.seal({ command: ["sh", "-c", "sleep 2; echo done > /output/result"], redundancy: { mode: "fixed", k: 3, quorum: 2 } });
+      const qube = await client.seal({
+        command: ["sh", "-c", "sleep 2; echo done > /output/result"],
+        redundancy: { mode: "fixed", k: 3, quorum: 2 },
+      });
       let killed: string | undefined;
       const events: RunEvent[] = [];
       const result = await client.requestor.run(qube, {
@@ -46,7 +49,10 @@ describe("devnet: provider processes on 127.0.0.1 @docker", function () {
     const client = await connectRequestor(devnet.bootstrap);
     const provider = devnet.providers[0]!;
     try {
-      const qube = await client.seal({ command: ["sh", "-c", "sleep 2; echo drained > /output/result"], redundancy: { mode: "fixed", k: 1, quorum: 1 } });
+      const qube = await client.seal({
+        command: ["sh", "-c", "sleep 2; echo drained > /output/result"],
+        redundancy: { mode: "fixed", k: 1, quorum: 1 },
+      });
       const outputDir = tmp("aq-out-");
       const exited = new Promise<number | null>((resolve) => provider.process.once("exit", (code) => resolve(code)));
       const result = await client.requestor.run(qube, {

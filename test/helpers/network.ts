@@ -6,7 +6,7 @@ import { ProviderAgent } from "../../src/provider/agent.js";
 import { loadProviderConfig, type ProviderConfig } from "../../src/provider/config.js";
 import { escapeSuiteGate } from "../../src/provider/probe-gate.js";
 import { Identity } from "../../src/qube/index.js";
-import { sealQube, type QubeRequest } from "../../src/requestor/draft.js";
+import { type QubeRequest, sealQube } from "../../src/requestor/draft.js";
 import { Libp2pMarket } from "../../src/requestor/libp2p-market.js";
 import { Requestor } from "../../src/requestor/requestor.js";
 
@@ -16,11 +16,19 @@ export const PROBE_CACHE = join(tmpdir(), `airqube-test-probe-cache-${process.pi
 export const tmp = (prefix: string) => mkdtempSync(join(tmpdir(), prefix));
 
 /** Starts n in-process provider agents (real libp2p on loopback, real Docker); the first is the bootstrap. */
-export async function startAgents(n: number, overrides: (i: number) => Partial<ProviderConfig> = () => ({})): Promise<{ agents: ProviderAgent[]; bootstrap: string }> {
+export async function startAgents(
+  n: number,
+  overrides: (i: number) => Partial<ProviderConfig> = () => ({}),
+): Promise<{ agents: ProviderAgent[]; bootstrap: string }> {
   const agents: ProviderAgent[] = [];
   let bootstrap = "";
   for (let i = 0; i < n; i++) {
-    const config = loadProviderConfig(undefined, { dataDir: tmp("aq-provider-"), bootstrap: bootstrap ? [bootstrap] : [], probeCache: PROBE_CACHE, ...overrides(i) });
+    const config = loadProviderConfig(undefined, {
+      dataDir: tmp("aq-provider-"),
+      bootstrap: bootstrap ? [bootstrap] : [],
+      probeCache: PROBE_CACHE,
+      ...overrides(i),
+    });
     const agent = new ProviderAgent(config, { probe: escapeSuiteGate({ cacheDir: PROBE_CACHE }) });
     const status = await agent.start();
     if (i === 0) bootstrap = status.addrs[0]!;
@@ -38,7 +46,15 @@ export async function connectRequestor(bootstrap: string) {
     market,
     requestor,
     seal: (request: Partial<QubeRequest> & Pick<QubeRequest, "command">) =>
-      sealQube({ image: "airqube/busybox:latest", outputs: ["result"], limits: { wallTimeMs: 20_000, memoryBytes: 64 << 20, scratchBytes: 16 << 20 }, ...request }, identity),
+      sealQube(
+        {
+          image: "airqube/busybox:latest",
+          outputs: ["result"],
+          limits: { wallTimeMs: 20_000, memoryBytes: 64 << 20, scratchBytes: 16 << 20 },
+          ...request,
+        },
+        identity,
+      ),
     close: async () => {
       requestor.close();
       await market.close();

@@ -1,9 +1,9 @@
-import { expect } from "chai";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
+import { expect } from "chai";
 import { type AgreementTerms, proposeAgreement } from "../../src/net/agreement.js";
-import { ExchangeSession } from "../../src/net/exchange/dialer.js";
 import { EXCHANGE_PROTOCOL, MAX_FRAME_BYTES } from "../../src/net/exchange/constants.js";
+import { ExchangeSession } from "../../src/net/exchange/dialer.js";
 import { Wire } from "../../src/net/wire.js";
 import type { ProviderAgent } from "../../src/provider/agent.js";
 import { toHex, verifyResultStatement } from "../../src/qube/index.js";
@@ -24,7 +24,11 @@ describe("net: qube exchange between real agents @docker", function () {
     for (const agent of agents ?? []) await agent.stop({ drainMs: 5000 });
   });
 
-  const sessionTo = async (agent: ProviderAgent, qube: Awaited<ReturnType<typeof client.seal>>, terms: Partial<AgreementTerms> = {}) => {
+  const sessionTo = async (
+    agent: ProviderAgent,
+    qube: Awaited<ReturnType<typeof client.seal>>,
+    terms: Partial<AgreementTerms> = {},
+  ) => {
     const offer = agent.offer();
     const proposal = proposeAgreement(
       {
@@ -41,12 +45,22 @@ describe("net: qube exchange between real agents @docker", function () {
       },
       client.identity,
     );
-    return ExchangeSession.open(client.market.node as never, { provider: offer.provider, addrs: offer.addrs, sealingKey: Buffer.from(offer.sealingKey, "hex") }, qube.spec, proposal, client.identity, qube.inputs);
+    return ExchangeSession.open(
+      client.market.node as never,
+      { provider: offer.provider, addrs: offer.addrs, sealingKey: Buffer.from(offer.sealingKey, "hex") },
+      qube.spec,
+      proposal,
+      client.identity,
+      qube.inputs,
+    );
   };
 
   /** Proves a provider still serves: a full qube on it alone. */
   const stillServes = async (agent: ProviderAgent) => {
-    const qube = await client.seal({ command: ["sh", "-c", "echo alive > /output/result"], redundancy: { mode: "fixed", k: 1, quorum: 1 } });
+    const qube = await client.seal({
+      command: ["sh", "-c", "echo alive > /output/result"],
+      redundancy: { mode: "fixed", k: 1, quorum: 1 },
+    });
     const session = await sessionTo(agent, qube);
     await session.awaitCommitment();
     const result = await session.reveal(tmp("aq-out-"));
@@ -74,7 +88,8 @@ describe("net: qube exchange between real agents @docker", function () {
     const target = agents[1]!;
     const peer = peerIdFromString(target.identity.peerId);
     await client.market.node.peerStore.merge(peer, { multiaddrs: target.offer().addrs.map((a) => multiaddr(a)) });
-    const open = async () => new Wire(await client.market.node.dialProtocol(peer, EXCHANGE_PROTOCOL), { maxFrameBytes: MAX_FRAME_BYTES * 4 });
+    const open = async () =>
+      new Wire(await client.market.node.dialProtocol(peer, EXCHANGE_PROTOCOL), { maxFrameBytes: MAX_FRAME_BYTES * 4 });
     const expectClosed = async (wire: Wire) => {
       const frame = await wire.receiveFrame({ signal: AbortSignal.timeout(10_000) }).catch((e) => e);
       // the provider answers with a "failed" message and aborts, or just aborts
@@ -86,7 +101,9 @@ describe("net: qube exchange between real agents @docker", function () {
     };
     // malformed JSON
     let wire = await open();
-    await (wire as unknown as { lp: { write(b: Uint8Array): Promise<void> } }).lp.write(new Uint8Array([0x4a, 0x7b, 0x22]));
+    await (wire as unknown as { lp: { write(b: Uint8Array): Promise<void> } }).lp.write(
+      new Uint8Array([0x4a, 0x7b, 0x22]),
+    );
     await expectClosed(wire);
     // oversized frame (checked before it is buffered)
     wire = await open();
@@ -101,7 +118,11 @@ describe("net: qube exchange between real agents @docker", function () {
     const qube = await client.seal({ command: ["true"] });
     const tampered = { ...qube.spec.envelope, payload: { ...qube.spec.envelope.payload, command: ["false"] } };
     wire = await open();
-    await wire.send({ type: "propose", spec: tampered, proposal: { kind: "agreement", payload: {}, signer: client.identity.peerId, signature: "00".repeat(64) } });
+    await wire.send({
+      type: "propose",
+      spec: tampered,
+      proposal: { kind: "agreement", payload: {}, signer: client.identity.peerId, signature: "00".repeat(64) },
+    });
     const answer = await wire.receiveFrame({ signal: AbortSignal.timeout(10_000) });
     expect(answer.kind === "json" && answer.value).to.deep.include({ type: "failed", code: "SIGNATURE_INVALID" });
     await stillServes(target);
@@ -136,7 +157,10 @@ describe("net: qube exchange between real agents @docker", function () {
     const { agents: liars, bootstrap: liarBoot } = await startAgents(1, () => ({ behaviour: "lie", devnet: true }));
     const liarClient = await connectRequestor(liarBoot);
     try {
-      const qube = await liarClient.seal({ command: ["sh", "-c", "echo truth > /output/result"], redundancy: { mode: "fixed", k: 1, quorum: 1 } });
+      const qube = await liarClient.seal({
+        command: ["sh", "-c", "echo truth > /output/result"],
+        redundancy: { mode: "fixed", k: 1, quorum: 1 },
+      });
       const result = await liarClient.requestor.run(qube, { outputDir: tmp("aq-out-") });
       // a lone liar is self-consistent: its root matches its archive; only redundancy exposes it
       expect(result.status).to.equal("verified");

@@ -52,7 +52,9 @@ describe("net: Wire framing", () => {
 
   it("times out a read with a deadline", async () => {
     const [, b] = await streamPair();
-    const error = await new Wire(b, { maxFrameBytes: 1024 }).receive(schema, { signal: AbortSignal.timeout(50) }).catch((e) => e);
+    const error = await new Wire(b, { maxFrameBytes: 1024 })
+      .receive(schema, { signal: AbortSignal.timeout(50) })
+      .catch((e) => e);
     expect(error.code).to.equal("STREAM_TIMEOUT");
   });
 });

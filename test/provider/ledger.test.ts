@@ -39,7 +39,9 @@ describe("requestor: journal (SQLite)", () => {
     const again = new RequestorJournal(path);
     expect(again.recover(now)).to.deep.equal(["aq1a"]);
     expect(again.get("aq1a")).to.deep.include({ state: "interrupted" });
-    expect(again.get("aq1a")?.dispatches).to.deep.equal([{ provider: "p1", state: "committed", outputsRoot: null, error: null }]);
+    expect(again.get("aq1a")?.dispatches).to.deep.equal([
+      { provider: "p1", state: "committed", outputsRoot: null, error: null },
+    ]);
     expect(again.get("aq1b")).to.deep.include({ state: "verified", summary: { ok: true } });
     again.close();
   });
