@@ -543,8 +543,10 @@ export class FakeGolem {
     for (const [path, data] of [...vm.fs].sort(([a], [b]) => (a < b ? -1 : 1)))
       if (declared.some((d) => path === `${output}/${d}` || path.startsWith(`${output}/${d}/`))) entries.push([path, data]);
     const chunks: Buffer[] = [];
-    pack.on("data", (c: Buffer) => chunks.push(c));
-    const ended = new Promise((r) => pack.on("end", r));
+    pack.on("data", (c: unknown) => {
+      chunks.push(c as Buffer);
+    });
+    const ended = new Promise<void>((r) => pack.on("end", () => r()));
     for (const [path, data] of entries) pack.entry({ name: path.slice(1), size: data.length, mode: 0o644 }, data);
     pack.finalize();
     await ended;

@@ -1,0 +1,197 @@
+/**
+ * The escape suite as a qube on one Golem provider: `GolemSandbox` implements the sandbox port by running each
+ * probe qube on a chosen provider through `GolemMarket` and the unchanged `Requestor` (k = 1), and
+ * `runGolemProbe` runs the suite's main phase (rows 1-36 as the probe program sees them) there.
+ *
+ * What it measures is Golem's own VM runtime, not an Airqube sandbox: the report says what the provider's
+ * sandbox allows, as the probe program sees it from inside. Rows that need the requestor's host (the loopback
+ * canary, namespace ids, the wall-clock kill, residue between two qubes on one host) cannot be judged
+ * remotely and are reported as skipped or as the probe's own verdict only. Golem signs nothing, so the report
+ * is only as trustworthy as the provider that ran it.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  PROBE_IMAGE,
+  PROBES,
+  type ProbeReport,
+  type ProbeResult,
+  parseProbeOutput,
+  SUITE,
+  SUITE_LIMITS,
+  SUITE_VERSION,
+  summarize,
+} from "../probes/index.js";
+import { Identity, PeerError } from "../qube/index.js";
+import { sealQube } from "../requestor/draft.js";
+import { Requestor } from "../requestor/requestor.js";
+import type { QubeRun, RunResult, Sandbox } from "../sandbox/api.js";
+import type { GolemConfig } from "./config.js";
+import { GolemMarket, type GolemMarketOptions } from "./golem-market.js";
+
+/** Where the probe program lives in its image. */
+export const PROBE_PROGRAM = "/airqube/probe";
+
+/** A sandbox that is one Golem provider's VM. */
+export class GolemSandbox implements Sandbox {
+  readonly tier = "microvm" as const;
+  constructor(
+    private readonly provider: string,
+    private readonly requestor: Requestor,
+    private readonly identity: Identity,
+    /** Docker digest of the image, the key of its GVMI in `golem.images`. */
+    private readonly imageDigest?: string,
+  ) {}
+
+  async run(qube: QubeRun, options: { signal?: AbortSignal } = {}): Promise<RunResult> {
+    const limits = qube.limits ?? {};
+    const digest = qube.imageDigest ?? this.imageDigest;
+    const sealed = await sealQube(
+      {
+        image: qube.image,
+        ...(digest ? { imageDigest: digest } : {}),
+        command: qube.command,
+        env: qube.env ?? {},
+        outputs: ["probe"],
+        tier: "microvm",
+        limits: {
+          ...(limits.wallTimeMs ? { wallTimeMs: Math.max(1000, limits.wallTimeMs) } : {}),
+          ...(limits.memoryBytes ? { memoryBytes: limits.memoryBytes } : {}),
+          ...(limits.pids ? { pids: Math.max(8, limits.pids) } : {}),
+          ...(limits.scratchBytes ? { scratchBytes: limits.scratchBytes } : {}),
+          ...(limits.cpus ? { milliCpus: Math.max(100, Math.round(limits.cpus * 1000)) } : {}),
+          outputBytes: 1024 * 1024,
+          outputFiles: 16,
+        },
+        redundancy: { mode: "fixed", k: 1, quorum: 1 },
+        deterministic: false,
+      },
+      this.identity,
+    );
+    const out = await mkdtemp(join(tmpdir(), "airqube-golem-probe-"));
+    const startedAt = new Date();
+    try {
+      const result = await this.requestor.run(sealed, {
+        outputDir: out,
+        filter: (c) => c.id === this.provider.toLowerCase(),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      const answer = result.answers[0];
+      if (!answer)
+        throw new PeerError("PROVIDER_NO_ANSWER", "The Golem provider did not answer the probe qube", {
+          details: result.failures.map((f) => `${f.code}: ${f.message}`).join("; ") || result.reason,
+        });
+      const endedAt = new Date();
+      return {
+        tier: "microvm",
+        imageDigest: sealed.spec.spec.image.digest,
+        exitCode: answer.exitCode ?? -1,
+        durationMs: endedAt.getTime() - startedAt.getTime(),
+        stdout: answer.stdout,
+        stderr: answer.stderr,
+        stdoutTruncated: false,
+        stderrTruncated: false,
+        oomKilled: false,
+        timedOut: false,
+        outputs: [],
+        startedAt: startedAt.toISOString(),
+        endedAt: endedAt.toISOString(),
+      };
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
+  }
+
+  async close(): Promise<void> {}
+}
+
+export interface GolemProbeOptions {
+  config: GolemConfig;
+  /** Golem node id of the provider to probe. */
+  provider: string;
+  /** Requestor state (journal); default a temporary directory. */
+  dataDir?: string;
+  image?: string;
+  /** Docker digest of the probe image (its GVMI must be in `golem.images`); default looked up in Docker. */
+  imageDigest?: string;
+  signal?: AbortSignal;
+  /** golem-js overrides, for tests. */
+  market?: Pick<GolemMarketOptions, "override" | "stagingDir" | "logger">;
+}
+
+/**
+ * Runs the escape suite's main phase as one qube on one Golem provider and reports what its sandbox allows.
+ *
+ * @example
+ * const report = await runGolemProbe({ config: loadGolemConfig(process.env, file.golem), provider: "0xabc..." });
+ */
+export async function runGolemProbe(options: GolemProbeOptions): Promise<ProbeReport & { provider: string }> {
+  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "airqube-golem-probe-req-")));
+  const market = await GolemMarket.connect(options.config, {
+    ...options.market,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  const requestor = new Requestor({ market, dataDir });
+  try {
+    const sandbox = new GolemSandbox(options.provider, requestor, Identity.fromSeed(randomBytes(32)), options.imageDigest);
+    const startedAt = new Date().toISOString();
+    const run = await sandbox.run(
+      {
+        image: options.image ?? PROBE_IMAGE,
+        command: [PROBE_PROGRAM, "--phase", "main"],
+        env: probeEnv(),
+        limits: { ...SUITE_LIMITS },
+      },
+      options.signal ? { signal: options.signal } : {},
+    );
+    const parsed = parseProbeOutput(run.stdout, "main");
+    const probes = PROBES.map((info): ProbeResult => {
+      const base = { ...info, cves: [...info.cves] };
+      if (info.id === 37)
+        return { ...base, verdict: "skipped", evidence: "needs two qubes on one host: not judged on Golem", durationMs: 0 };
+      const line = parsed.lines.get(info.id);
+      if (!line || parsed.duplicates.has(info.id))
+        return {
+          ...base,
+          verdict: "inconclusive",
+          evidence: line ? "several verdicts" : `no verdict (exit ${run.exitCode})`,
+          durationMs: 0,
+        };
+      const note = info.id === 30 ? " (no loopback canary on Golem: the probe's own verdict)" : "";
+      return { ...base, verdict: line.verdict, evidence: `${line.evidence}${note}`, durationMs: line.ms ?? 0 };
+    });
+    return {
+      suite: `${SUITE} (main phase, as a qube on Golem)`,
+      suiteVersion: `${SUITE_VERSION}+${run.imageDigest}`,
+      tier: "microvm",
+      host: { kernel: "unknown", runtime: "golem-vm", runtimeVersion: options.config.runtime.version ?? "any" },
+      startedAt,
+      probes,
+      summary: summarize(probes),
+      provider: options.provider,
+    };
+  } finally {
+    requestor.close();
+    await market.close();
+  }
+}
+
+/** What the probe is told: the suite's limits; nothing about the requestor's host, which is not the VM's. */
+function probeEnv(): Record<string, string> {
+  return {
+    AIRQUBE_PROBE_TIER: "microvm",
+    AIRQUBE_PROBE_PIDS: String(SUITE_LIMITS.pids),
+    AIRQUBE_PROBE_MEMORY: String(SUITE_LIMITS.memoryBytes),
+    AIRQUBE_PROBE_SCRATCH: String(SUITE_LIMITS.scratchBytes),
+    AIRQUBE_PROBE_CPUS: String(SUITE_LIMITS.cpus),
+    AIRQUBE_PROBE_DEADLINE_MS: String(SUITE_LIMITS.wallTimeMs),
+    AIRQUBE_PROBE_CANARY_PORT: "0",
+    AIRQUBE_PROBE_HOST_NS: "",
+    AIRQUBE_PROBE_LSM: "",
+    AIRQUBE_PROBE_NONCE: randomBytes(8).toString("hex"),
+    AIRQUBE_PROBE_HOST_KERNEL: "",
+    AIRQUBE_PROBE_HOST_BOOT_ID: "",
+  };
+}
