@@ -28,7 +28,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/resource.h>
@@ -161,6 +164,20 @@ static void open_channel(void) {
   aq_channel_init(chan);
 }
 
+/* The VM has no network device; loopback is up so that programs talking to themselves work. */
+static void loopback_up(void) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strcpy(ifr.ifr_name, "lo");
+  if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
+    ifr.ifr_flags |= IFF_UP;
+    ioctl(fd, SIOCSIFFLAGS, &ifr);
+  }
+  close(fd);
+}
+
 static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -194,6 +211,7 @@ int main(void) {
   mount_or_fail("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL);
   mount_or_fail("cgroup2", CG, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
   setup_dev();
+  loopback_up();
   aq_frame('H', AQ_HELLO, strlen(AQ_HELLO));
 
   /* Wait (booted, idle) for the one qube this VM will ever serve. */
@@ -254,7 +272,14 @@ int main(void) {
   mount_or_fail("tmpfs", "/scratch", "tmpfs", MS_NOSUID | MS_NODEV, opts);
   mount_or_fail("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts);
   mount_or_fail("tmpfs", "/output", "tmpfs", MS_NOSUID | MS_NODEV, opts);
+  mount_or_fail("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts);
   if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0) fail("remount / read-only", errno);
+  /* Kernel knobs the qube must not reach or use: no user namespaces, /proc/sys and sysrq read-only. */
+  write_file("/proc/sys/user/max_user_namespaces", "0");
+  mount_or_fail("/proc/sys", "/proc/sys", NULL, MS_BIND, NULL);
+  mount(NULL, "/proc/sys", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  mount_or_fail("/proc/sysrq-trigger", "/proc/sysrq-trigger", NULL, MS_BIND, NULL);
+  mount(NULL, "/proc/sysrq-trigger", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL);
 
   /* Limits: a cgroup for the command and everything it starts. */
   write_file(CG "/cgroup.subtree_control", "+memory +pids");
@@ -262,7 +287,6 @@ int main(void) {
   char num[32];
   snprintf(num, sizeof num, "%llu", (unsigned long long)lim.memory);
   write_file(CGQ "/memory.max", num);
-  write_file(CGQ "/memory.oom.group", "1");
   snprintf(num, sizeof num, "%llu", (unsigned long long)lim.pids);
   write_file(CGQ "/pids.max", num);
 
