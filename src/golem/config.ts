@@ -8,7 +8,16 @@ import { z } from "zod";
 import { digestSchema, UserError } from "../qube/index.js";
 
 /** Payment networks golem-js 3 knows; `holesky` is its (and our) testnet default. */
-export const PAYMENT_NETWORKS = ["holesky", "mainnet", "polygon", "amoy", "sepolia", "goerli", "mumbai", "rinkeby"] as const;
+export const PAYMENT_NETWORKS = [
+  "holesky",
+  "mainnet",
+  "polygon",
+  "amoy",
+  "sepolia",
+  "goerli",
+  "mumbai",
+  "rinkeby",
+] as const;
 
 /** The Golem image (GVMI) a Docker image digest maps to. */
 export const golemImageSchema = z.strictObject({
@@ -33,7 +42,10 @@ export const golemFileConfigSchema = z.strictObject({
   apiUrl: z.string().url().optional(),
   appKey: z.string().min(1).max(256).optional(),
   paymentNetwork: z.enum(PAYMENT_NETWORKS).optional(),
-  paymentDriver: z.string().regex(/^[a-z0-9-]{1,32}$/).optional(),
+  paymentDriver: z
+    .string()
+    .regex(/^[a-z0-9-]{1,32}$/)
+    .optional(),
   subnet: z
     .string()
     .regex(/^[A-Za-z0-9_.-]{1,64}$/)
@@ -70,7 +82,10 @@ export const golemFileConfigSchema = z.strictObject({
       scanMs: z.int().min(100).max(600_000),
       negotiationMs: z.int().min(100).max(3_600_000),
       deployMs: z.int().min(100).max(3_600_000),
-      transferMs: z.int().min(100).max(24 * 3_600_000),
+      transferMs: z
+        .int()
+        .min(100)
+        .max(24 * 3_600_000),
       finalizeMs: z.int().min(100).max(3_600_000),
       runGraceMs: z.int().min(0).max(3_600_000),
     })

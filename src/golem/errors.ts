@@ -11,14 +11,7 @@ import {
   GolemUserError,
   GolemWorkError,
 } from "@golem-sdk/golem-js";
-import {
-  AirqubeError,
-  InternalError,
-  PeerError,
-  PlatformError,
-  TimeoutError,
-  UserError,
-} from "../qube/index.js";
+import { AirqubeError, InternalError, PeerError, PlatformError, TimeoutError, UserError } from "../qube/index.js";
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -31,18 +24,14 @@ function messageOf(error: unknown): string {
  * @example
  * try { await exe.run(...) } catch (e) { throw fromGolemError(e, "GOLEM_RUN_FAILED", "The provider could not run the qube", signal) }
  */
-export function fromGolemError(
-  error: unknown,
-  code: string,
-  shortMessage: string,
-  signal?: AbortSignal,
-): AirqubeError {
+export function fromGolemError(error: unknown, code: string, shortMessage: string, signal?: AbortSignal): AirqubeError {
   if (error instanceof AirqubeError) return error;
   const details = messageOf(error);
   if (signal?.aborted) return new TimeoutError("ABORTED", "The Golem operation was aborted", { details, cause: error });
   if (error instanceof GolemTimeoutError || (error instanceof Error && error.name === "TimeoutError"))
     return new TimeoutError(`${code}_TIMEOUT`, `${shortMessage} in time`, { details, cause: error });
-  if (error instanceof GolemAbortError) return new TimeoutError(`${code}_ABORTED`, shortMessage, { details, cause: error });
+  if (error instanceof GolemAbortError)
+    return new TimeoutError(`${code}_ABORTED`, shortMessage, { details, cause: error });
   if (error instanceof GolemConfigError || error instanceof GolemUserError)
     return new UserError(code, shortMessage, { details, cause: error });
   if (error instanceof GolemWorkError || error instanceof GolemMarketError)

@@ -148,7 +148,10 @@ export class GolemDispatch implements Dispatch {
           "Could not upload an input to the provider",
           config.timeouts.transferMs,
           signal,
-          (s) => this.exe!.uploadFile(source, `${config.layout.input.replace(/\/+$/, "")}/${input.path}`, { signalOrTimeout: s }),
+          (s) =>
+            this.exe!.uploadFile(source, `${config.layout.input.replace(/\/+$/, "")}/${input.path}`, {
+              signalOrTimeout: s,
+            }),
         );
         expectOk(result, "GOLEM_UPLOAD_FAILED", "The provider could not store an input", input.path);
       }
@@ -248,7 +251,8 @@ export class GolemDispatch implements Dispatch {
         // a fresh deadline: the caller's signal may be aborted already, and golem-js would then skip the release
         await this.rental.stopAndFinalize(config.timeouts.finalizeMs).catch((e) => this.releaseErrors.push(e));
       }
-      if (this.allocation) await glm.payment.releaseAllocation(this.allocation).catch((e) => this.releaseErrors.push(e));
+      if (this.allocation)
+        await glm.payment.releaseAllocation(this.allocation).catch((e) => this.releaseErrors.push(e));
     })();
     return this.releasing;
   }
@@ -321,7 +325,9 @@ export class GolemDispatch implements Dispatch {
       expectOk(result, "GOLEM_DOWNLOAD_FAILED", "The provider could not send the outputs");
     } finally {
       await storage.release([url]).catch(() => undefined);
-      await new Promise<void>((resolve, reject) => out.end((error?: Error | null) => (error ? reject(error) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        out.end((error?: Error | null) => (error ? reject(error) : resolve())),
+      );
     }
     if (overflow)
       throw new PeerError("GOLEM_DOWNLOAD_OVERSIZE", "The provider sent more bytes than it packed", {

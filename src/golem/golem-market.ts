@@ -7,12 +7,7 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  GolemNetwork,
-  type GolemNetworkOptions,
-  type Logger as GolemLogger,
-  nullLogger,
-} from "@golem-sdk/golem-js";
+import { type Logger as GolemLogger, GolemNetwork, type GolemNetworkOptions, nullLogger } from "@golem-sdk/golem-js";
 import type { Logger as PinoLogger } from "pino";
 import { PlatformError, TimeoutError, type VerifiedQubeSpec } from "../qube/index.js";
 import type { ComputeMarket, Dispatch, DispatchEvents, ProviderCandidate, SealedQube } from "../requestor/api.js";
@@ -178,14 +173,22 @@ export class GolemMarket implements ComputeMarket {
     this.closed = true;
     const pending = [...this.active];
     for (const d of pending) d.abort(new PlatformError("MARKET_CLOSED", "The Golem market is closing"));
-    await Promise.all(pending.map(async (d) => (await d.release(), await d.dispose())));
+    await Promise.all(
+      pending.map(async (d) => {
+        await d.release();
+        await d.dispose();
+      }),
+    );
     await this.glm.disconnect().catch(() => undefined);
   }
 
   private watchRejections(provider: string, onRejected: (reason: string) => void): () => void {
     const id = provider.toLowerCase();
     let set = this.rejectionWatchers.get(id);
-    if (!set) this.rejectionWatchers.set(id, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      this.rejectionWatchers.set(id, set);
+    }
     set.add(onRejected);
     return () => {
       set.delete(onRejected);

@@ -14,4 +14,12 @@ export {
 } from "./config.js";
 export { commitmentOf, GOLEM_COMMITMENT_DOMAIN, GolemDispatch } from "./golem-dispatch.js";
 export { GolemMarket, type GolemMarketOptions } from "./golem-market.js";
-export { candidateFromOffer, golemImageFor, orderFor, paymentPlatform, rentHoursFor, workloadResources } from "./order.js";
+export {
+  candidateFromOffer,
+  golemImageFor,
+  orderFor,
+  paymentPlatform,
+  rentHoursFor,
+  workloadResources,
+} from "./order.js";
+export { type GolemProbeOptions, GolemSandbox, PROBE_PROGRAM, runGolemProbe } from "./probe.js";

@@ -18,7 +18,10 @@ export const GLM_WEI = 10n ** 18n;
 export const RENT_OVERHEAD_SEC = 15 * 60;
 
 /** The GVMI mapped to the spec's image, or UserError `GOLEM_IMAGE_UNMAPPED`/`GOLEM_IMAGE_URL_MISSING`. */
-export function golemImageFor(spec: Pick<QubeSpec, "image">, config: Pick<GolemConfig, "images" | "allowRemote">): GolemImage {
+export function golemImageFor(
+  spec: Pick<QubeSpec, "image">,
+  config: Pick<GolemConfig, "images" | "allowRemote">,
+): GolemImage {
   const image = config.images[spec.image.digest];
   if (!image)
     throw new UserError("GOLEM_IMAGE_UNMAPPED", "No Golem image (GVMI) is configured for this Docker image", {
@@ -73,7 +76,9 @@ export function orderFor(spec: QubeSpec, config: GolemConfig, providerId?: strin
     market: {
       rentHours: rentHoursFor(spec),
       pricing: { model: "linear", ...config.pricing },
-      ...(providerId ? { offerProposalFilter: (proposal) => proposal.provider.id.toLowerCase() === providerId.toLowerCase() } : {}),
+      ...(providerId
+        ? { offerProposalFilter: (proposal) => proposal.provider.id.toLowerCase() === providerId.toLowerCase() }
+        : {}),
     },
   };
 }

@@ -135,7 +135,12 @@ export async function runGolemProbe(options: GolemProbeOptions): Promise<ProbeRe
   });
   const requestor = new Requestor({ market, dataDir });
   try {
-    const sandbox = new GolemSandbox(options.provider, requestor, Identity.fromSeed(randomBytes(32)), options.imageDigest);
+    const sandbox = new GolemSandbox(
+      options.provider,
+      requestor,
+      Identity.fromSeed(randomBytes(32)),
+      options.imageDigest,
+    );
     const startedAt = new Date().toISOString();
     const run = await sandbox.run(
       {
@@ -150,7 +155,12 @@ export async function runGolemProbe(options: GolemProbeOptions): Promise<ProbeRe
     const probes = PROBES.map((info): ProbeResult => {
       const base = { ...info, cves: [...info.cves] };
       if (info.id === 37)
-        return { ...base, verdict: "skipped", evidence: "needs two qubes on one host: not judged on Golem", durationMs: 0 };
+        return {
+          ...base,
+          verdict: "skipped",
+          evidence: "needs two qubes on one host: not judged on Golem",
+          durationMs: 0,
+        };
       const line = parsed.lines.get(info.id);
       if (!line || parsed.duplicates.has(info.id))
         return {

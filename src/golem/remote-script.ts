@@ -15,7 +15,7 @@ import { z } from "zod";
 import { PeerError } from "../qube/index.js";
 
 const RUN_SCRIPT = [
-  's=$1; o=$2; shift 2',
+  "s=$1; o=$2; shift 2",
   'mkdir -p "$s" || exit 121',
   'while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do export "$1" || exit 122; shift; done',
   "shift",
@@ -25,16 +25,19 @@ const RUN_SCRIPT = [
 ].join("\n");
 
 const PACK_SCRIPT = [
-  's=$1; o=$2; l=$3; t=$4; shift 4',
+  "s=$1; o=$2; l=$3; t=$4; shift 4",
   "cd / || exit 124",
   'head -c "$l" "$s/stdout" >"$s/out" 2>/dev/null || : >"$s/out"',
   'head -c "$l" "$s/stderr" >"$s/err" 2>/dev/null || : >"$s/err"',
   '[ -f "$s/exit" ] || echo -1 >"$s/exit"',
   "n=$#",
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'for p in "$@"; do if [ -e "${o#/}/$p" ] || [ -h "${o#/}/$p" ]; then set -- "$@" "${o#/}/$p"; fi; done',
   'shift "$n"',
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'tar -cf "$t" "${s#/}/exit" "${s#/}/out" "${s#/}/err" "$@" || exit 125',
   'echo "airqube-pack-size $(wc -c <"$t")"',
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'h=$(sha256sum "$t" 2>/dev/null) && echo "airqube-pack-sha256 ${h%% *}"',
   "exit 0",
 ].join("\n");

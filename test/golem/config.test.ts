@@ -26,10 +26,20 @@ describe("golem config", () => {
 
   it("lets the environment override the file", () => {
     const config = loadGolemConfig(
-      { YAGNA_APPKEY: "env", YAGNA_API_URL: "http://localhost:7466/", PAYMENT_NETWORK: "polygon", YAGNA_SUBNET: "norbert" },
+      {
+        YAGNA_APPKEY: "env",
+        YAGNA_API_URL: "http://localhost:7466/",
+        PAYMENT_NETWORK: "polygon",
+        YAGNA_SUBNET: "norbert",
+      },
       { appKey: "file", paymentNetwork: "holesky", subnet: "public", pricing: { maxStartPrice: 0.1 } },
     );
-    expect(config).to.include({ appKey: "env", apiUrl: "http://localhost:7466", paymentNetwork: "polygon", subnet: "norbert" });
+    expect(config).to.include({
+      appKey: "env",
+      apiUrl: "http://localhost:7466",
+      paymentNetwork: "polygon",
+      subnet: "norbert",
+    });
     expect(config.pricing).to.deep.equal({ maxStartPrice: 0.1, maxCpuPerHourPrice: 1, maxEnvPerHourPrice: 0.5 });
   });
 
@@ -52,7 +62,9 @@ describe("golem config", () => {
   });
 
   it("rejects invalid settings with the failing field", () => {
-    expect(codeOf(() => loadGolemConfig({ YAGNA_APPKEY: "k", PAYMENT_NETWORK: "moon" }))).to.equal("GOLEM_CONFIG_INVALID");
+    expect(codeOf(() => loadGolemConfig({ YAGNA_APPKEY: "k", PAYMENT_NETWORK: "moon" }))).to.equal(
+      "GOLEM_CONFIG_INVALID",
+    );
     expect(codeOf(() => loadGolemConfig({ YAGNA_APPKEY: "k" }, { images: { "sha256:zz": { hash: "x" } } }))).to.equal(
       "GOLEM_CONFIG_INVALID",
     );

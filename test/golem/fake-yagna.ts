@@ -19,8 +19,8 @@ import {
   Allocation,
   Demand,
   GolemMarketError,
-  Invoice,
   type GolemNetworkOptions,
+  Invoice,
   MarketErrorCode,
   OfferProposal,
   Result,
@@ -237,7 +237,12 @@ export class FakeGolem {
         const stream = streams.get(offer.demand.id);
         setTimeout(() => {
           if (p.rejectCounter) {
-            stream?.next({ type: "ProposalRejected", counterProposal: counter, reason: p.rejectCounter, timestamp: new Date() });
+            stream?.next({
+              type: "ProposalRejected",
+              counterProposal: counter,
+              reason: p.rejectCounter,
+              timestamp: new Date(),
+            });
             return;
           }
           stream?.next({
@@ -329,8 +334,20 @@ export class FakeGolem {
     const id = this.id("agreement");
     const model = {
       agreementId: id,
-      demand: { demandId: proposal.demand.id, requestorId: REQUESTOR_ADDRESS, properties: {}, constraints: "", timestamp: new Date().toISOString() },
-      offer: { offerId: proposal.id, providerId: p.id, properties: this.properties(p), constraints: "", timestamp: new Date().toISOString() },
+      demand: {
+        demandId: proposal.demand.id,
+        requestorId: REQUESTOR_ADDRESS,
+        properties: {},
+        constraints: "",
+        timestamp: new Date().toISOString(),
+      },
+      offer: {
+        offerId: proposal.id,
+        providerId: p.id,
+        properties: this.properties(p),
+        constraints: "",
+        timestamp: new Date().toISOString(),
+      },
       validTo: new Date(Date.now() + 3600_000).toISOString(),
       state,
       timestamp: new Date().toISOString(),
@@ -483,7 +500,10 @@ export class FakeGolem {
         if (to.startsWith("container:")) {
           const source = this.published.get(from);
           if (source === undefined) return { ok: false, message: `cannot fetch ${from}` };
-          vm.fs.set(to.slice("container:".length), typeof source === "string" ? await readFile(source) : Buffer.from(source));
+          vm.fs.set(
+            to.slice("container:".length),
+            typeof source === "string" ? await readFile(source) : Buffer.from(source),
+          );
           return { ok: true };
         }
         const data = vm.fs.get(from.slice("container:".length));
@@ -533,7 +553,16 @@ export class FakeGolem {
   }
 
   private async emulatePack(vm: FakeVm, argv: string[]) {
-    const [, , , stage, output, limit, tarPath, ...declared] = argv as [string, string, string, string, string, string, string, ...string[]];
+    const [, , , stage, output, limit, tarPath, ...declared] = argv as [
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      ...string[],
+    ];
     const pack = tar.pack();
     const entries: [string, Buffer][] = [
       [`${stage}/exit`, vm.fs.get(`${stage}/exit`) ?? Buffer.from("-1\n")],
@@ -541,7 +570,8 @@ export class FakeGolem {
       [`${stage}/err`, (vm.fs.get(`${stage}/stderr`) ?? Buffer.alloc(0)).subarray(0, Number(limit))],
     ];
     for (const [path, data] of [...vm.fs].sort(([a], [b]) => (a < b ? -1 : 1)))
-      if (declared.some((d) => path === `${output}/${d}` || path.startsWith(`${output}/${d}/`))) entries.push([path, data]);
+      if (declared.some((d) => path === `${output}/${d}` || path.startsWith(`${output}/${d}/`)))
+        entries.push([path, data]);
     const chunks: Buffer[] = [];
     pack.on("data", (c: unknown) => {
       chunks.push(c as Buffer);

@@ -1,8 +1,8 @@
 /** The pure mapping from a qube spec to a golem-js order, and from scanned offers to candidates. */
 import { expect } from "chai";
 import { candidateFromOffer, glmToWei, orderFor, rentHoursFor, workloadResources } from "../../src/golem/order.js";
-import { createQubeSpec } from "../../src/qube/spec.js";
 import { AirqubeError } from "../../src/qube/errors.js";
+import { createQubeSpec } from "../../src/qube/spec.js";
 import { GVMI_HASH, IMAGE_DIGEST, node, requestor, testConfig } from "./helpers.js";
 
 const GiB = 1024 ** 3;
@@ -11,7 +11,13 @@ const spec = createQubeSpec({
   command: ["true"],
   inputs: [{ path: "a", size: GiB, sha256: "0".repeat(64) }],
   outputs: ["out"],
-  limits: { milliCpus: 2500, memoryBytes: 3 * GiB, scratchBytes: 2 * GiB, outputBytes: GiB / 2, wallTimeMs: 20 * 60_000 },
+  limits: {
+    milliCpus: 2500,
+    memoryBytes: 3 * GiB,
+    scratchBytes: 2 * GiB,
+    outputBytes: GiB / 2,
+    wallTimeMs: 20 * 60_000,
+  },
   expiresAt: "2030-01-01T00:00:00.000Z",
   requestor: requestor.peerId,
 });
@@ -82,7 +88,9 @@ describe("golem order mapping", () => {
     expect(candidateFromOffer(offer({ "golem.inf.mem.gib": 2 }), spec, config)).to.equal(undefined);
     expect(candidateFromOffer(offer({ "golem.inf.cpu.threads": 2 }), spec, config)).to.equal(undefined);
     expect(candidateFromOffer(offer({ "golem.runtime.name": "wasmtime" }), spec, config)).to.equal(undefined);
-    expect(candidateFromOffer(offer({ "golem.com.pricing.model.linear.coeffs": [0.1, 0, 0] }), spec, config)).to.equal(undefined);
+    expect(candidateFromOffer(offer({ "golem.com.pricing.model.linear.coeffs": [0.1, 0, 0] }), spec, config)).to.equal(
+      undefined,
+    );
     expect(candidateFromOffer({ ...offer(), providerId: "not-a-node" }, spec, config)).to.equal(undefined);
     const cheapCap = testConfig({ maxGlmPerQube: 0.1 });
     expect(candidateFromOffer(offer(), spec, cheapCap)).to.equal(undefined);

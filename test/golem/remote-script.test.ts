@@ -26,7 +26,11 @@ describe("golem remote scripts (real /bin/sh)", () => {
     const layout = remoteLayout(output, "0123456789abcdef0123456789abcdef");
     const qube = runCommand(
       layout,
-      ["/bin/sh", "-c", 'mkdir -p d && printf "%s" "$GREETING" > d/a; echo out; echo err >&2; echo x > undeclared; exit 3'],
+      [
+        "/bin/sh",
+        "-c",
+        'mkdir -p d && printf "%s" "$GREETING" > d/a; echo out; echo err >&2; echo x > undeclared; exit 3',
+      ],
       { GREETING: "hello 'world' $(not run)" },
     );
     await run(qube.entryPoint, qube.args);
