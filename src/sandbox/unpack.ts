@@ -109,9 +109,21 @@ async function extractInto(
   const feeding = (async () => {
     try {
       for await (const chunk of source) {
-        if (!extract.write(chunk)) await new Promise<void>((r) => extract.once("drain", () => r()));
+        if (extract.destroyed) break;
+        if (!extract.write(chunk)) {
+          // wait for room, or for the extractor to be torn down after a rejected entry
+          await new Promise<void>((r) => {
+            const done = () => {
+              extract.off("drain", done);
+              extract.off("close", done);
+              r();
+            };
+            extract.once("drain", done);
+            extract.once("close", done);
+          });
+        }
       }
-      (extract as unknown as NodeJS.WritableStream).end();
+      if (!extract.destroyed) (extract as unknown as NodeJS.WritableStream).end();
     } catch (error) {
       extract.destroy(error as Error);
     }

@@ -6,7 +6,7 @@ import { ChannelParser, HELLO } from "../../src/sandbox/channel.js";
 import { unpackTar } from "../../src/sandbox/unpack.js";
 import { tmp } from "../helpers/network.js";
 
-type Entry = tar.Headers & { body?: string };
+type Entry = Parameters<ReturnType<typeof tar.pack>["entry"]>[0] & { body?: string };
 
 async function tarOf(entries: Entry[]): Promise<Buffer> {
   const pack = tar.pack();
