@@ -17,6 +17,8 @@ import { defaultRequestorDir } from "./paths.js";
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 interface ProbeFlags {
+  backend: "libp2p" | "golem";
+  config?: string;
   tier: "container" | "microvm";
   weaken?: string[];
   listWeakenings?: boolean;
@@ -35,7 +37,12 @@ export function registerProbeCommand(program: Command): void {
     .addOption(new Option("--tier <tier>", "sandbox tier").choices(["container", "microvm"]).default("container"))
     .option("--weaken <name>", "remove one defence for this run, to prove the suite can fail (repeatable)", collect)
     .option("--list-weakenings", "list the weakenings and exit")
-    .option("--provider <peerId>", "run the suite as a qube on this provider instead of locally")
+    .option(
+      "--provider <id>",
+      "run the suite as a qube on this provider (peer id, or Golem node id) instead of locally",
+    )
+    .addOption(new Option("--backend <name>", "network of --provider").choices(["libp2p", "golem"]).default("libp2p"))
+    .option("--config <file>", "JSON config file (its `golem` section configures the Golem backend)")
     .option(
       "--bootstrap <multiaddr>",
       "bootstrap peer for --provider (repeatable; default $AIRQUBE_BOOTSTRAP)",
@@ -78,7 +85,15 @@ async function probe(flags: ProbeFlags): Promise<number> {
       return 0;
     }
     let report: ProbeReport;
-    if (flags.provider) {
+    if (flags.provider && flags.backend === "golem") {
+      const { loadGolemConfig, runGolemProbe } = await import("../golem/index.js");
+      const { readConfigFile } = await import("./run-command.js");
+      const file = await readConfigFile(flags.config);
+      report = await runGolemProbe({
+        config: loadGolemConfig(process.env, file.golem as never),
+        provider: flags.provider,
+      });
+    } else if (flags.provider) {
       if (flags.weaken?.length) throw new UserError("WEAKEN_REMOTE", "Weakenings apply only to local sandboxes");
       const { runRemoteProbeSuite } = await import("../requestor/remote-probe.js");
       report = await runRemoteProbeSuite({

@@ -31,6 +31,10 @@ function describe(event: RunEvent): string {
       return `${short(event.provider)} marked: its answer contradicts the verified one`;
     case "decided":
       return `decided: ${event.status}`;
+    case "budgetLocked":
+      return `budget ${event.budget} wei locked in escrow job ${event.jobId.slice(0, 10)}… for ${event.providers.length} providers (tx ${event.txHash.slice(0, 10)}…)`;
+    case "paymentClosed":
+      return `escrow job ${event.report.jobId.slice(0, 10)}… ${event.report.status}${event.report.settleTx ? ` (tx ${event.report.settleTx.slice(0, 10)}…)` : ""}${event.report.error ? `: ${event.report.error.code}` : ""}`;
   }
 }
 

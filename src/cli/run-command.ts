@@ -1,12 +1,16 @@
 /** `airqube run`, `airqube offers` and `airqube journal`: the requestor side of the embedded network. */
+
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { loadOrCreateIdentity } from "../net/keys.js";
 import { UserError } from "../qube/index.js";
+import type { ComputeMarket } from "../requestor/api.js";
 import { sealQube } from "../requestor/draft.js";
 import { RequestorJournal } from "../requestor/journal.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
 import { Requestor } from "../requestor/requestor.js";
+import { cliLogger } from "./logger.js";
 import { printJson, reportError } from "./output.js";
 import { defaultRequestorDir } from "./paths.js";
 import { progressReporter } from "./progress.js";
@@ -15,6 +19,8 @@ import { parseCount, parseDuration, parsePositive, parseSize } from "./units.js"
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 interface RunFlags {
+  backend: "libp2p" | "golem";
+  config?: string;
   bootstrap?: string[];
   image: string;
   imageDigest?: string;
@@ -46,6 +52,12 @@ export function registerRunCommands(program: Command): void {
   program
     .command("run")
     .description("run a qube on several independent providers and accept only a result a quorum agrees on")
+    .addOption(
+      new Option("--backend <name>", "where providers come from: the embedded network or the Golem network (yagna)")
+        .choices(["libp2p", "golem"])
+        .default("libp2p"),
+    )
+    .option("--config <file>", "JSON config file (its `golem` section configures the Golem backend)")
     .option("--bootstrap <multiaddr>", "bootstrap peer (repeatable; default $AIRQUBE_BOOTSTRAP)", collect)
     .requiredOption("--image <ref>", "image reference, e.g. airqube/busybox:latest")
     .option("--image-digest <sha256:...>", "image digest (default: looked up in the local Docker engine)")
@@ -104,7 +116,7 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
   const controller = new AbortController();
   const onSignal = () => controller.abort();
   process.once("SIGINT", onSignal);
-  let market: Libp2pMarket | undefined;
+  let market: ComputeMarket | undefined;
   let requestor: Requestor | undefined;
   let stopProgress = () => {};
   try {
@@ -131,7 +143,10 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
       },
       identity,
     );
-    market = await Libp2pMarket.connect({ identity, bootstrap: bootstrapFrom(flags) });
+    market =
+      flags.backend === "golem"
+        ? await connectGolem(flags.config, controller.signal)
+        : await Libp2pMarket.connect({ identity, bootstrap: bootstrapFrom(flags) });
     requestor = new Requestor({ market, dataDir: flags.dataDir });
     const progress = progressReporter({ json: Boolean(flags.json), replicas: flags.redundancy });
     stopProgress = progress.stop;
@@ -171,6 +186,27 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     requestor?.close();
     await market?.close();
   }
+}
+
+/** Reads a JSON config file (or nothing), with a clear error. */
+export async function readConfigFile(file: string | undefined): Promise<Record<string, unknown>> {
+  if (!file) return {};
+  try {
+    return JSON.parse(await readFile(file, "utf8")) as Record<string, unknown>;
+  } catch (error) {
+    throw new UserError("CONFIG_UNREADABLE", "Could not read the config file", {
+      details: `${file}: ${(error as Error).message}`,
+      cause: error,
+    });
+  }
+}
+
+/** The Golem backend, configured from golem-js's environment variables and the config file's `golem` section. */
+export async function connectGolem(configFile: string | undefined, signal: AbortSignal): Promise<ComputeMarket> {
+  const { GolemMarket, loadGolemConfig } = await import("../golem/index.js");
+  const file = await readConfigFile(configFile);
+  const config = loadGolemConfig(process.env, file.golem as never);
+  return GolemMarket.connect(config, { signal, logger: cliLogger("golem") });
 }
 
 async function offers(flags: { bootstrap?: string[]; dataDir: string; json?: boolean }): Promise<number> {
