@@ -1,0 +1,66 @@
+import { execFile } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { expect } from "chai";
+import { tmp } from "../helpers/network.js";
+
+const run = promisify(execFile);
+const BIN = join(import.meta.dirname, "..", "..", "bin", "airqube.js");
+
+async function airqube(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { timeout: 120_000 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe("cli: airqube", function () {
+  this.timeout(180_000);
+
+  it("prints help listing every command", async () => {
+    const { code, stdout } = await airqube(["--help"]);
+    expect(code).to.equal(0);
+    for (const command of ["sandbox", "probe", "provider", "run", "offers", "journal", "devnet", "demo"]) expect(stdout).to.contain(command);
+  });
+
+  it("rejects a bad flag value with a clear message and exit status 2", async () => {
+    const { code, stderr } = await airqube(["sandbox", "run", "--image", "x", "--memory", "12q", "--", "true"]);
+    expect(code).to.equal(2);
+    expect(stderr).to.contain('"12q" is not a size');
+  });
+
+  describe("sandbox run @docker", () => {
+    it("prints the result as JSON and exits with the qube's status", async () => {
+      const out = tmp("aq-cli-out-");
+      const { code, stdout } = await airqube(["sandbox", "run", "--image", "airqube/busybox:latest", "--output", out, "--json", "--", "sh", "-c", "echo hi; echo 42 > /output/a; exit 3"]);
+      expect(code).to.equal(3);
+      const result = JSON.parse(stdout);
+      expect(result).to.include({ exitCode: 3, stdout: "hi\n", stdoutTruncated: false, stderrTruncated: false, oomKilled: false, timedOut: false });
+      expect(result.outputs).to.deep.equal([{ path: "output/a", size: 3, sha256: "084c799cd551dd1d8d5c5f9a5d593b2e931f5e36122ee5c793c1d08a19839cc0" }]);
+      expect(await readFile(join(out, "output/a"), "utf8")).to.equal("42\n");
+    });
+
+    it("exits 125 with a one-line explanation when the sandbox fails", async () => {
+      const { code, stderr } = await airqube(["sandbox", "run", "--image", "airqube/none:missing", "--", "true"]);
+      expect(code).to.equal(125);
+      expect(stderr.trim().split("\n")).to.have.length(1);
+      expect(stderr).to.contain("[IMAGE_NOT_FOUND]");
+    });
+  });
+
+  it("run without a bootstrap peer says how to get one", async () => {
+    const { code, stderr } = await airqube(["run", "--image", "airqube/busybox:latest", "--output", tmp("aq-cli-"), "--data-dir", tmp("aq-cli-req-"), "--", "true"]);
+    expect(code).to.equal(125);
+    expect(stderr).to.contain("BOOTSTRAP_MISSING");
+  });
+
+  it("provider status on an empty data directory explains itself", async () => {
+    const { code, stderr } = await airqube(["provider", "status", "--data-dir", tmp("aq-cli-prov-")]);
+    expect(code).to.equal(125);
+    expect(stderr).to.contain("PROVIDER_UNKNOWN");
+  });
+});
