@@ -4,11 +4,13 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
+import { formatUnits } from "ethers";
 import { Devnet } from "../devnet/devnet.js";
 import { startBootstrapPeer } from "../net/bootstrap-peer.js";
 import { Identity } from "../qube/index.js";
 import { sealQube } from "../requestor/draft.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
+import { EscrowPayments, type PaymentReport } from "../requestor/payments.js";
 import { Requestor } from "../requestor/requestor.js";
 import { reportError } from "./output.js";
 import { defaultProbeCache } from "./paths.js";
@@ -28,8 +30,9 @@ export function registerDevnetCommands(program: Command): void {
     .description("start a bootstrap peer and N provider agents as separate processes; run until interrupted")
     .addOption(new Option("--providers <n>", "number of provider agents").argParser(parseCount).default(3))
     .option("--dir <dir>", "directory for the agents' data (default: a temporary one)")
+    .option("--no-chain", "run without a local chain (qubes are not paid)")
     .option("--json", "print the bootstrap address and providers as JSON")
-    .action(async (flags: { providers: number; dir?: string; json?: boolean }) => {
+    .action(async (flags: { providers: number; dir?: string; chain: boolean; json?: boolean }) => {
       let net: Devnet | undefined;
       try {
         const stopped = waitForSignal();
@@ -37,6 +40,7 @@ export function registerDevnetCommands(program: Command): void {
           providers: flags.providers,
           ...(flags.dir ? { dir: flags.dir } : {}),
           probeCache: defaultProbeCache(),
+          chain: flags.chain,
           onEvent: (event) => {
             if (!flags.json) process.stderr.write(`airqube devnet: ${event.type}\n`);
           },
@@ -45,11 +49,35 @@ export function registerDevnetCommands(program: Command): void {
           event: "ready",
           bootstrap: net.bootstrap,
           dir: net.dir,
-          providers: net.providers.map((p) => ({ peerId: p.peerId, addrs: p.addrs, dataDir: p.dataDir })),
+          providers: net.providers.map((p) => ({
+            peerId: p.peerId,
+            addrs: p.addrs,
+            dataDir: p.dataDir,
+            ...(p.payout ? { payout: p.payout } : {}),
+          })),
+          ...(net.chain
+            ? {
+                chain: {
+                  rpcUrl: net.chain.rpcUrl,
+                  chainId: net.chain.chainId,
+                  escrow: net.chain.escrow,
+                  token: net.chain.token,
+                  requestor: net.chain.requestor.address,
+                  // the key stays in a file (mode 0600), never on stdout
+                  requestorKeyFile: net.chain.requestorKeyFile,
+                },
+              }
+            : {}),
         };
         if (flags.json) process.stdout.write(`${JSON.stringify(info)}\n`);
         else {
           process.stdout.write(`devnet ready: ${net.providers.length} providers\n  bootstrap ${net.bootstrap}\n`);
+          if (net.chain) {
+            process.stdout.write(`  chain ${net.chain.rpcUrl} (id ${net.chain.chainId}), escrow ${net.chain.escrow}\n`);
+            process.stdout.write(
+              `  funded requestor ${net.chain.requestor.address}, key in ${net.chain.requestorKeyFile}\n`,
+            );
+          }
           process.stdout.write(`  try: AIRQUBE_BOOTSTRAP=${net.bootstrap} airqube offers\n  press Ctrl-C to stop\n`);
         }
         await stopped;
@@ -85,13 +113,14 @@ export function registerDevnetCommands(program: Command): void {
   program
     .command("demo")
     .description("start a devnet of 3 providers, run a sample qube on all three, and show the verified result")
+    .option("--no-chain", "run without the local chain and escrow (nobody is paid)")
     .option("--json", "JSON lines instead of a progress display")
-    .action(async (flags: { json?: boolean }) => {
-      process.exitCode = await demo(Boolean(flags.json));
+    .action(async (flags: { json?: boolean; chain: boolean }) => {
+      process.exitCode = await demo(Boolean(flags.json), flags.chain);
     });
 }
 
-async function demo(json: boolean): Promise<number> {
+async function demo(json: boolean, chain: boolean): Promise<number> {
   const say = (text: string) => {
     if (!json) process.stdout.write(`${text}\n`);
   };
@@ -99,14 +128,27 @@ async function demo(json: boolean): Promise<number> {
   let net: Devnet | undefined;
   let market: Libp2pMarket | undefined;
   let requestor: Requestor | undefined;
+  let payments: EscrowPayments | undefined;
   try {
     say("starting a devnet: 1 bootstrap peer and 3 provider agents on 127.0.0.1 (the escape suite runs first)");
     net = await Devnet.start({
       providers: 3,
       dir: join(work, "devnet"),
-      onEvent: (e) => e.type === "probed" && say(`escape suite: ${JSON.stringify(e.detail)}`),
+      chain,
+      onEvent: (e) => {
+        if (e.type === "probed") say(`escape suite: ${JSON.stringify(e.detail)}`);
+        if (e.type === "chainReady") say(`local chain and escrow: ${JSON.stringify(e.detail)}`);
+      },
     });
     say(`devnet up: bootstrap ${net.bootstrap}`);
+    if (net.chain) {
+      payments = await EscrowPayments.connect({
+        rpcUrl: net.chain.rpcUrl,
+        privateKey: net.chain.requestor.privateKey,
+        escrow: net.chain.escrow,
+      });
+      say(`requestor ${payments.account} pays in test GLM through escrow ${payments.escrow}`);
+    }
     const identity = Identity.fromSeed(randomBytes(32));
     const inputDir = join(work, "input");
     await (await import("node:fs/promises")).mkdir(inputDir);
@@ -131,7 +173,7 @@ async function demo(json: boolean): Promise<number> {
     );
     say(`qube ${qube.spec.id}: sum of 1..1000 on 3 independent providers, inputs sealed to each`);
     market = await Libp2pMarket.connect({ identity, bootstrap: [net.bootstrap] });
-    requestor = new Requestor({ market, dataDir: join(work, "requestor") });
+    requestor = new Requestor({ market, dataDir: join(work, "requestor"), ...(payments ? { payments } : {}) });
     const progress = progressReporter({ json, replicas: 3 });
     const outputDir = join(work, "output");
     const result = await requestor.run(qube, { outputDir, onProgress: progress.onProgress });
@@ -146,13 +188,40 @@ async function demo(json: boolean): Promise<number> {
     say(`  outputs root ${result.outputsRoot}`);
     for (const answer of result.answers)
       say(`  ${answer.provider} signed statement over ${answer.outputsRoot.slice(0, 23)}…`);
-    return sum === "500500" ? 0 : 1;
+    if (net.chain) {
+      const names = new Map(net.providers.map((p) => [p.payout?.toLowerCase(), p.peerId]));
+      names.set(net.chain.requestor.address.toLowerCase(), "requestor (refund)");
+      for (const report of result.payments ?? []) for (const line of describePayment(report, names)) say(line);
+    }
+    const settled = !net.chain || (result.payments ?? []).every((p) => p.status === "settled");
+    return sum === "500500" && settled ? 0 : 1;
   } catch (error) {
     return reportError(error, json);
   } finally {
     requestor?.close();
+    payments?.dispose();
     await market?.close();
     await net?.stop();
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** Lines saying who got paid what in one escrow job. */
+function describePayment(report: PaymentReport, names: Map<string | undefined, string>): string[] {
+  const glm = (wei: string) => `${formatUnits(wei, 18)} GLM`;
+  const name = (account: string) => names.get(account.toLowerCase()) ?? account;
+  const lines = [
+    `PAID on agreement: escrow job ${report.jobId}`,
+    `  budget ${glm(report.budget)} locked in tx ${report.lockTx ?? "?"} (price ${glm(report.price)}, stake ${glm(report.stake)} per provider)`,
+  ];
+  if (report.status !== "settled" && report.status !== "reclaimed") {
+    lines.push(
+      `  not settled yet (${report.error ? `${report.error.code}: ${report.error.message}` : `allowed from ${report.notBefore}`})`,
+    );
+    return lines;
+  }
+  lines.push(`  ${report.status} in tx ${report.settleTx}`);
+  for (const c of report.credits) lines.push(`    ${name(c.account)} credited ${glm(c.amount)}`);
+  for (const s of report.slashed) lines.push(`    ${name(s.account)} lost its stake of ${glm(s.amount)}`);
+  return lines;
 }

@@ -2,9 +2,13 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
+import { formatUnits } from "ethers";
+import { EscrowClient } from "../chain/escrow-client.js";
+import { loadOrCreatePayoutWallet } from "../net/keys.js";
 import { ProviderAgent } from "../provider/agent.js";
 import { loadProviderConfig } from "../provider/config.js";
 import { JobLedger } from "../provider/ledger.js";
+import { readChainFile } from "../provider/payments.js";
 import { escapeSuiteGate } from "../provider/probe-gate.js";
 import { UserError } from "../qube/index.js";
 import type { Sandbox } from "../sandbox/api.js";
@@ -29,6 +33,9 @@ interface StartFlags {
   probeCache?: string;
   behaviour?: string;
   devnet?: boolean;
+  rpcUrl?: string;
+  escrow?: string;
+  maxStake?: string;
   json?: boolean;
 }
 
@@ -50,6 +57,9 @@ export function registerProviderCommand(program: Command): void {
     .option("--operator <key>", "operator key shared by your machines (requestors spread replicas across operators)")
     .option("--data-dir <dir>", "identity, ledger and job files", defaultProviderDir())
     .option("--probe-cache <dir>", "cache of escape-suite reports", defaultProbeCache())
+    .option("--rpc-url <url>", "paid qubes: JSON-RPC URL of the chain (the payout key is payout.key in the data dir)")
+    .option("--escrow <address>", "paid qubes: address of the AirqubeEscrow contract")
+    .option("--max-stake <wei>", "paid qubes: largest stake bonded for one qube (default 10 GLM)")
     .addOption(new Option("--behaviour <name>", "adversary behaviour for tests (devnet only)").hideHelp())
     .addOption(new Option("--devnet", "mark this agent as part of a local devnet").hideHelp())
     .option("--json", "print machine-readable events on stdout")
@@ -64,6 +74,74 @@ export function registerProviderCommand(program: Command): void {
     .action((flags: { dataDir: string; json?: boolean }) => {
       process.exitCode = status(flags);
     });
+  provider
+    .command("earnings")
+    .description("show what the escrow credited to this provider's payout account, and withdraw it")
+    .option("--data-dir <dir>", "the agent's data directory (payout.key, chain.json)", defaultProviderDir())
+    .option("--rpc-url <url>", "JSON-RPC URL of the chain (default: the one the agent last ran with)")
+    .option("--escrow <address>", "escrow address (default: the one the agent last ran with)")
+    .option("--withdraw", "withdraw the whole credited balance to the payout account")
+    .option("--json", "print JSON")
+    .action(async (flags: EarningsFlags) => {
+      process.exitCode = await earnings(flags);
+    });
+}
+
+interface EarningsFlags {
+  dataDir: string;
+  rpcUrl?: string;
+  escrow?: string;
+  withdraw?: boolean;
+  json?: boolean;
+}
+
+async function earnings(flags: EarningsFlags): Promise<number> {
+  let client: EscrowClient | undefined;
+  try {
+    const saved = readChainFile(flags.dataDir);
+    const rpcUrl = flags.rpcUrl ?? saved?.rpcUrl;
+    const escrow = flags.escrow ?? saved?.escrow;
+    if (!rpcUrl || !escrow)
+      throw new UserError("CHAIN_UNCONFIGURED", "No chain is known for this provider", {
+        details: "pass --rpc-url and --escrow, or run the agent with them once",
+      });
+    if (!existsSync(join(flags.dataDir, "payout.key")))
+      throw new UserError("PROVIDER_UNKNOWN", "No payout key in this data directory", { details: flags.dataDir });
+    const wallet = loadOrCreatePayoutWallet(flags.dataDir);
+    client = await EscrowClient.connect({ rpcUrl, escrow, privateKey: wallet.privateKey });
+    const credits = await client.credits();
+    const credited = await client.balanceOf();
+    const withdrawn = flags.withdraw && credited > 0n ? await client.withdraw() : undefined;
+    const wallet_ = await client.tokenBalanceOf();
+    const total = credits.reduce((sum, c) => sum + c.amount, 0n);
+    const report = {
+      payout: client.address,
+      chainId: client.chainId,
+      escrow: client.escrowAddress,
+      creditedWei: (withdrawn ? 0n : credited).toString(),
+      totalCreditedWei: total.toString(),
+      credits: credits.map((c) => ({ jobId: c.jobId, amountWei: c.amount.toString(), tx: c.txHash })),
+      walletWei: wallet_.toString(),
+      ...(withdrawn ? { withdrawal: { tx: withdrawn.hash, amountWei: withdrawn.amount.toString() } } : {}),
+    };
+    if (flags.json) printJson(report);
+    else {
+      const glm = (wei: bigint | string) => `${formatUnits(wei, 18)} GLM`;
+      process.stdout.write(`provider payout ${report.payout} (escrow ${report.escrow}, chain ${report.chainId})\n`);
+      process.stdout.write(`  credited, withdrawable: ${glm(report.creditedWei)}\n`);
+      process.stdout.write(`  credited in total:      ${glm(total)} over ${credits.length} credits\n`);
+      for (const c of credits.slice(-10))
+        process.stdout.write(`    job ${c.jobId.slice(0, 10)}… +${glm(c.amount)} (tx ${c.txHash.slice(0, 10)}…)\n`);
+      if (withdrawn) process.stdout.write(`  withdrew ${glm(withdrawn.amount)} in tx ${withdrawn.hash}\n`);
+      else if (flags.withdraw) process.stdout.write("  nothing to withdraw\n");
+      process.stdout.write(`  wallet balance:         ${glm(wallet_)}\n`);
+    }
+    return 0;
+  } catch (error) {
+    return reportError(error, Boolean(flags.json));
+  } finally {
+    client?.close();
+  }
 }
 
 async function start(flags: StartFlags): Promise<number> {
@@ -86,6 +164,14 @@ async function start(flags: StartFlags): Promise<number> {
       probeCache: flags.probeCache,
       behaviour: flags.behaviour,
       devnet: flags.devnet,
+      chain:
+        flags.rpcUrl !== undefined || flags.escrow !== undefined
+          ? {
+              rpcUrl: flags.rpcUrl,
+              escrow: flags.escrow,
+              ...(flags.maxStake !== undefined ? { maxStake: flags.maxStake } : {}),
+            }
+          : undefined,
     });
     const sandboxes: Partial<Record<"container" | "microvm", Sandbox>> = {};
     if (config.tiers.includes("microvm")) {

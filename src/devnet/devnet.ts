@@ -4,13 +4,17 @@
  * shared through the probe cache (same host, same runtime: same result). `stop()` ends every process.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdir, mkdtemp } from "node:fs/promises";
+import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { Wallet } from "ethers";
+import { deployEscrow, fundAccounts } from "../chain/deploy.js";
+import { type LocalChain, startLocalChain } from "../chain/local-chain.js";
+import { createRpcProvider } from "../chain/rpc.js";
 import { escapeSuiteGate } from "../provider/probe-gate.js";
-import { PlatformError, TimeoutError } from "../qube/index.js";
+import { PlatformError, TimeoutError, UserError } from "../qube/index.js";
 import { ContainerSandbox } from "../sandbox/container-sandbox.js";
 
 const BIN = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "airqube.js");
@@ -35,10 +39,34 @@ export interface DevnetOptions {
   env?: Record<string, string>;
   signal?: AbortSignal;
   onEvent?: (event: {
-    type: "probed" | "bootstrapReady" | "providerReady" | "providerExited";
+    type: "probed" | "chainReady" | "bootstrapReady" | "providerReady" | "providerExited";
     detail: unknown;
   }) => void;
   readyTimeoutMs?: number;
+  /**
+   * Starts a local chain on 127.0.0.1 with the test token and the escrow, funds the requestor and every
+   * provider, and runs the providers paid (each gets its funded payout key in its data directory).
+   */
+  chain?: boolean;
+  /** Token each funded account gets, wei (default 1000 GLM). */
+  fundWei?: bigint;
+}
+
+/** What a requestor needs to pay on the devnet's chain. */
+export interface DevnetChain {
+  /** `http://127.0.0.1:PORT`. */
+  rpcUrl: string;
+  chainId: number;
+  escrow: string;
+  token: string;
+  /** The funded requestor account and its key (a well-known test key: local chains only; never print it). */
+  requestor: { address: string; privateKey: string };
+  /** `requestor.key` in the devnet directory (mode 0600), holding that key. */
+  requestorKeyFile: string;
+  /** Payout address of each provider, by index. */
+  payouts: string[];
+  /** Stops the chain (done by `Devnet.stop`; exposed so tests can take the chain down). */
+  stop(): Promise<void>;
 }
 
 export interface DevnetProvider {
@@ -48,6 +76,8 @@ export interface DevnetProvider {
   dataDir: string;
   process: ChildProcess;
   behaviour: string;
+  /** Payout address (with a chain: the funded account whose key is in its data directory). */
+  payout?: string;
 }
 
 interface Ready {
@@ -120,6 +150,7 @@ export class Devnet {
     readonly bootstrap: string,
     readonly providers: DevnetProvider[],
     private readonly bootstrapProcess: ChildProcess,
+    readonly chain?: DevnetChain,
   ) {}
 
   /**
@@ -142,12 +173,23 @@ export class Devnet {
       options.signal ? { signal: options.signal } : {},
     );
     options.onEvent?.({ type: "probed", detail: summary });
-
-    const boot = await spawnReady(["devnet", "bootstrap", "--json"], env, timeout, options.signal);
-    const bootstrap = boot.ready.addrs[0]!;
-    options.onEvent?.({ type: "bootstrapReady", detail: bootstrap });
     const specs: DevnetProviderOptions[] =
       typeof options.providers === "number" ? Array.from({ length: options.providers }, () => ({})) : options.providers;
+    if (options.chain && specs.some((spec) => spec.payout)) {
+      throw new UserError("DEVNET_INVALID", "A devnet with a chain creates the payout keys; do not set `payout`");
+    }
+    const chain = options.chain ? await startChain(dir, specs.length, options) : undefined;
+    if (chain) options.onEvent?.({ type: "chainReady", detail: { rpcUrl: chain.rpcUrl, escrow: chain.escrow } });
+
+    let boot: { child: ChildProcess; ready: Ready };
+    try {
+      boot = await spawnReady(["devnet", "bootstrap", "--json"], env, timeout, options.signal);
+    } catch (error) {
+      await chain?.stop();
+      throw error;
+    }
+    const bootstrap = boot.ready.addrs[0]!;
+    options.onEvent?.({ type: "bootstrapReady", detail: bootstrap });
     const started: DevnetProvider[] = [];
     try {
       const results = await Promise.all(
@@ -171,6 +213,12 @@ export class Devnet {
           if (spec.payout) args.push("--payout", spec.payout);
           if (spec.priceStart)
             args.push("--price-start", spec.priceStart, "--price-per-second", spec.pricePerSecond ?? "0");
+          if (chain) {
+            // the funded payout key goes into the data directory, never onto a command line
+            await mkdir(dataDir, { recursive: true, mode: 0o700 });
+            await writeFile(join(dataDir, "payout.key"), `${chain.providerKeys[index]}\n`, { mode: 0o600 });
+            args.push("--rpc-url", chain.rpcUrl, "--escrow", chain.escrow);
+          }
           const { child, ready } = await spawnReady(args, env, timeout, options.signal);
           const provider: DevnetProvider = {
             index,
@@ -179,6 +227,7 @@ export class Devnet {
             dataDir,
             process: child,
             behaviour: spec.behaviour ?? "honest",
+            ...(chain ? { payout: chain.payouts[index]! } : spec.payout ? { payout: spec.payout } : {}),
           };
           started.push(provider);
           child.once("exit", (code, signal) =>
@@ -188,15 +237,18 @@ export class Devnet {
           return provider;
         }),
       );
+      const { providerKeys: _, ...exposed } = chain ?? { providerKeys: [] };
       return new Devnet(
         dir,
         bootstrap,
         results.sort((a, b) => a.index - b.index),
         boot.child,
+        chain ? (exposed as DevnetChain) : undefined,
       );
     } catch (error) {
       for (const p of started) p.process.kill("SIGKILL");
       boot.child.kill("SIGKILL");
+      await chain?.stop();
       throw error;
     }
   }
@@ -205,6 +257,55 @@ export class Devnet {
   async stop(graceMs = 10_000): Promise<void> {
     const all = [...this.providers.map((p) => p.process), this.bootstrapProcess];
     await Promise.all(all.map((child) => stopChild(child, graceMs)));
+    await this.chain?.stop();
+  }
+}
+
+/**
+ * Starts the local chain, deploys the token and the escrow, and funds the requestor (account 1) and the
+ * providers (accounts 2..n+1) with tokens; every account has native currency for gas.
+ */
+async function startChain(
+  dir: string,
+  providers: number,
+  options: DevnetOptions,
+): Promise<DevnetChain & { providerKeys: string[] }> {
+  const chain: LocalChain = await startLocalChain({ accounts: providers + 2 });
+  try {
+    const rpc = createRpcProvider(chain.rpcUrl, chain.chainId);
+    try {
+      const deployer = new Wallet(chain.accounts[0]!.privateKey, rpc);
+      const call = options.signal ? { signal: options.signal } : {};
+      const { token, escrow } = await deployEscrow(deployer, {}, call);
+      const funded = chain.accounts.slice(1);
+      await fundAccounts(
+        deployer,
+        token,
+        funded.map((a) => a.address),
+        options.fundWei ?? 1000n * 10n ** 18n,
+        call,
+      );
+      const requestor = chain.accounts[1]!;
+      const requestorKeyFile = join(dir, "requestor.key");
+      await writeFile(requestorKeyFile, `${requestor.privateKey}\n`, { mode: 0o600 });
+      const providerAccounts = chain.accounts.slice(2);
+      return {
+        rpcUrl: chain.rpcUrl,
+        chainId: chain.chainId,
+        escrow,
+        token,
+        requestor: { address: requestor.address, privateKey: requestor.privateKey },
+        requestorKeyFile,
+        payouts: providerAccounts.map((a) => a.address),
+        providerKeys: providerAccounts.map((a) => a.privateKey),
+        stop: () => chain.stop(),
+      };
+    } finally {
+      rpc.destroy();
+    }
+  } catch (error) {
+    await chain.stop();
+    throw error;
   }
 }
 

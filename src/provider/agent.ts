@@ -9,6 +9,8 @@ import { join } from "node:path";
 import Docker from "dockerode";
 import type { Logger } from "pino";
 import { pino } from "pino";
+import type { EscrowJob } from "../chain/job.js";
+import { rootToBytes32 } from "../chain/qube-ids.js";
 import {
   type Admission,
   type AdmittedJob,
@@ -46,6 +48,7 @@ import { checkAdmission } from "./admission.js";
 import { type Behaviour, parseBehaviour } from "./behaviour.js";
 import { defaultResources, type ProviderConfig, type ProviderResources } from "./config.js";
 import { JobLedger } from "./ledger.js";
+import { ProviderPayments, writeChainFile } from "./payments.js";
 
 /** The escape-suite outcome the agent needs per tier. */
 export interface ProbeSummary {
@@ -81,6 +84,11 @@ export class ProviderAgent {
   readonly identity;
   readonly ledger: JobLedger;
   readonly payout: string;
+  /** The payout key, when the agent is paid on chain (never logged). */
+  private readonly payoutKey: string | undefined;
+  private payments: ProviderPayments | undefined;
+  /** Escrow jobs of admitted paid qubes, by admitted job id. */
+  private readonly escrowJobs = new Map<string, EscrowJob>();
   private node: AirqubeNode | undefined;
   private stopAnnouncing: (() => Promise<void>) | undefined;
   /** Offers of other providers, relayed to requestors that ask. */
@@ -101,7 +109,23 @@ export class ProviderAgent {
     private readonly deps: ProviderDeps,
   ) {
     this.identity = loadOrCreateIdentity(config.dataDir);
-    this.payout = config.payout ?? loadOrCreatePayoutWallet(config.dataDir).address;
+    if (config.chain) {
+      // paid on chain: the agent signs its commitments, so it needs the payout key itself
+      const wallet = loadOrCreatePayoutWallet(config.dataDir);
+      if (config.payout && config.payout.toLowerCase() !== wallet.address.toLowerCase()) {
+        throw new UserError(
+          "PAYOUT_KEY_MISMATCH",
+          "The payout address is not the one of the data directory's payout key",
+          {
+            details: `--payout ${config.payout}, payout.key is ${wallet.address}; drop --payout or replace payout.key`,
+          },
+        );
+      }
+      this.payout = wallet.address;
+      this.payoutKey = wallet.privateKey;
+    } else {
+      this.payout = config.payout ?? loadOrCreatePayoutWallet(config.dataDir).address;
+    }
     this.ledger = new JobLedger(join(config.dataDir, "ledger.sqlite"));
     this.resources = config.resources ?? defaultResources();
     this.behaviour = parseBehaviour(config.behaviour);
@@ -133,6 +157,10 @@ export class ProviderAgent {
       throw new PlatformError("NO_SAFE_TIER", "No sandbox tier passed the escape suite; refusing to offer anything", {
         details: JSON.stringify(this.probes),
       });
+    }
+    if (this.config.chain && this.payoutKey) {
+      this.payments = await ProviderPayments.connect(this.config.chain, this.payoutKey, options);
+      writeChainFile(this.config.dataDir, this.config.chain);
     }
     this.node = await createNode({
       identity: this.identity,
@@ -218,7 +246,7 @@ export class ProviderAgent {
     return {
       identity: this.identity,
       now: this.now,
-      admit: async ({ spec, agreement }): Promise<Admission> => {
+      admit: async ({ spec, agreement, escrow }): Promise<Admission> => {
         const refusal = checkAdmission({
           spec: spec.spec,
           price: BigInt(agreement.requestor.payload.price),
@@ -235,7 +263,25 @@ export class ProviderAgent {
           this.logger.info({ qubeId: spec.id, ...reason }, "qube refused");
           return { ok: false, ...reason };
         }
+        let escrowJob: EscrowJob | undefined;
+        if (this.payments) {
+          const verdict = await this.payments.check({
+            ...(escrow ? { escrow } : {}),
+            terms: agreement.requestor.payload,
+            qubeId: spec.id,
+            wallTimeMs: spec.spec.limits.wallTimeMs,
+            now: this.now(),
+          });
+          if (!verdict.ok) {
+            this.logger.info({ qubeId: spec.id, code: verdict.code, reason: verdict.reason }, "qube refused");
+            return { ok: false, code: verdict.code, reason: verdict.reason };
+          }
+          escrowJob = verdict.job;
+        } else if (escrow || agreement.requestor.payload.escrowJob) {
+          return { ok: false, code: "ESCROW_UNSUPPORTED", reason: "this provider is not configured with a chain" };
+        }
         const jobId = randomUUID();
+        if (escrowJob) this.escrowJobs.set(jobId, escrowJob);
         const dir = join(this.config.dataDir, "jobs", jobId);
         let release!: () => void;
         const done = new Promise<void>((resolve) => {
@@ -244,6 +290,7 @@ export class ProviderAgent {
         this.running.set(jobId, done);
         done.then(async () => {
           this.running.delete(jobId);
+          this.escrowJobs.delete(jobId);
           await rm(dir, { recursive: true, force: true });
           await this.writeStatus();
         });
@@ -359,13 +406,25 @@ export class ProviderAgent {
     };
   }
 
-  private commit(job: AdmittedJob, execution: Execution): CommitPlan {
-    void job;
+  /**
+   * Commits to the outputs: for a paid qube, first bonds the stake and commits on chain with the same salt
+   * (so the requestor can settle with the off-chain reveal), then signs the off-chain commitment.
+   */
+  private async commit(job: AdmittedJob, execution: Execution): Promise<CommitPlan> {
     const self = this.identity.peerId;
+    const salt = randomBytes(32);
+    const escrowJob = this.escrowJobs.get(job.jobId);
+    if (escrowJob && this.payments) {
+      const { hash } = await this.payments.commit(escrowJob, {
+        outputsRoot: rootToBytes32(execution.statement.payload.outputsRoot),
+        salt: `0x${salt.toString("hex")}`,
+      });
+      this.logger.info({ jobId: job.jobId, tx: hash }, "stake bonded and committed on chain");
+    }
     const { commitment, reveal } = createCommitment({
       qubeId: execution.statement.payload.qubeId,
       outputsRoot: execution.statement.payload.outputsRoot,
-      salt: randomBytes(32),
+      salt,
       provider: this.behaviour.sealProvider(self),
     });
     const ours = { ...commitment, provider: self };
@@ -386,6 +445,7 @@ export class ProviderAgent {
     await Promise.race([drain, new Promise((r) => (timer = setTimeout(r, options.drainMs ?? 60_000)))]);
     clearTimeout(timer);
     await this.node?.stop();
+    this.payments?.close();
     for (const sandbox of Object.values(this.sandboxes)) await sandbox?.close();
     this.ledger.close();
   }

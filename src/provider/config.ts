@@ -34,6 +34,18 @@ export const providerConfigSchema = z
       .regex(/^0x[0-9a-fA-F]{40}$/)
       .optional(),
     operator: z.string().min(1).max(128).optional(),
+    /**
+     * Paid qubes: the chain's JSON-RPC URL and the escrow. The payout key is `payout.key` in the data
+     * directory. With a chain, every qube must come with an open escrow job.
+     */
+    chain: z
+      .strictObject({
+        rpcUrl: z.url({ protocol: /^https?$/ }).max(2048),
+        escrow: z.string().regex(/^0x[0-9a-fA-F]{40}$/),
+        /** Largest stake bonded for one qube, wei. */
+        maxStake: weiSchema.default("10000000000000000000"),
+      })
+      .optional(),
     resources: z
       .strictObject({
         milliCpus: z.int().min(100).max(256_000),
@@ -58,6 +70,17 @@ export const providerConfigSchema = z
     behaviour: behaviourSchema.default("honest"),
   })
   .superRefine((config, ctx) => {
+    if (
+      config.chain &&
+      !config.allowPublic &&
+      !/^https?:\/\/(127\.[0-9.]+|localhost|\[::1\])(:[0-9]+)?(\/|$)/.test(config.chain.rpcUrl)
+    ) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["chain", "rpcUrl"],
+        message: "must be a loopback URL unless allowPublic is set",
+      });
+    }
     if (config.behaviour !== "honest" && !config.devnet && process.env.AIRQUBE_TEST !== "1") {
       ctx.addIssue({
         code: "custom",

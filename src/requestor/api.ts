@@ -3,6 +3,8 @@
  * for the Golem network): find providers for a qube, and run it on one provider in two phases (commit, then
  * reveal) so that the requestor can apply commit-reveal and a quorum on top of any backend.
  */
+
+import type { EscrowJob } from "../chain/job.js";
 import type {
   Commitment,
   OutputManifest,
@@ -40,6 +42,8 @@ export interface ProviderAnswer {
   /** Signed by the provider on the embedded network; absent on Golem (it signs nothing). */
   statement?: SignedEnvelope<ResultStatement>;
   commitment?: SignedEnvelope<Commitment>;
+  /** The salt of the provider's verified reveal (hex); with `outputsRoot` it opens its escrow commitment. */
+  salt?: string;
   exitCode: number | null;
   stdout: string;
   stderr: string;
@@ -65,6 +69,15 @@ export interface SealedQube {
   inputs: Map<string, string>;
 }
 
+/** The escrow job a dispatch is paid from: the budget is locked on chain before the qube is sent. */
+export interface EscrowSeat {
+  jobId: string;
+  job: EscrowJob;
+  chainId: number;
+  /** The escrow contract's address. */
+  escrow: string;
+}
+
 export interface DispatchEvents {
   onAgreement?: (provider: string) => void;
   onSent?: (provider: string) => void;
@@ -82,7 +95,7 @@ export interface ComputeMarket {
   dispatch(
     candidate: ProviderCandidate,
     qube: SealedQube,
-    options?: { signal?: AbortSignal } & DispatchEvents,
+    options?: { signal?: AbortSignal; escrow?: EscrowSeat } & DispatchEvents,
   ): Promise<Dispatch>;
   close(): Promise<void>;
 }

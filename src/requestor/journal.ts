@@ -38,6 +38,10 @@ export class RequestorJournal {
         outputs_root TEXT, error TEXT, updated_at TEXT NOT NULL,
         PRIMARY KEY (qube_id, provider)
       );
+      CREATE TABLE IF NOT EXISTS escrow_jobs (
+        job_id TEXT PRIMARY KEY, qube_id TEXT NOT NULL, job TEXT NOT NULL, state TEXT NOT NULL,
+        openings TEXT NOT NULL DEFAULT '{}', lock_tx TEXT, report TEXT, updated_at TEXT NOT NULL
+      );
     `);
   }
 
@@ -133,7 +137,64 @@ export class RequestorJournal {
     };
   }
 
+  /** Records an escrow job whose budget is locked (before anything is dispatched to its providers). */
+  escrowOpened(qubeId: string, jobId: string, job: unknown, lockTx: string, now: Date): void {
+    this.db
+      .prepare(
+        "INSERT INTO escrow_jobs (job_id, qube_id, job, state, lock_tx, updated_at) VALUES (?, ?, ?, 'open', ?, ?)",
+      )
+      .run(jobId, qubeId, JSON.stringify(job), lockTx, now.toISOString());
+  }
+
+  /** Adds openings (payout address → outputs root and salt) of a job, as soon as the reveals are verified. */
+  escrowOpenings(jobId: string, openings: Record<string, { outputsRoot: string; salt: string }>, now: Date): void {
+    const row = this.db.prepare("SELECT openings FROM escrow_jobs WHERE job_id = ?").get(jobId) as
+      | { openings: string }
+      | undefined;
+    if (!row) return;
+    const merged = { ...(JSON.parse(row.openings) as Record<string, unknown>), ...openings };
+    this.db
+      .prepare("UPDATE escrow_jobs SET openings = ?, updated_at = ? WHERE job_id = ?")
+      .run(JSON.stringify(merged), now.toISOString(), jobId);
+  }
+
+  /** Records how a job ended (`settled`, `reclaimed`) or that it is still `open` (with the last report). */
+  escrowClosed(jobId: string, state: "open" | "settled" | "reclaimed", report: unknown, now: Date): void {
+    this.db
+      .prepare("UPDATE escrow_jobs SET state = ?, report = ?, updated_at = ? WHERE job_id = ?")
+      .run(state, JSON.stringify(report), now.toISOString(), jobId);
+  }
+
+  /** Escrow jobs, all or only those still open (not yet settled or reclaimed). */
+  escrowJobs(filter: { qubeId?: string; openOnly?: boolean } = {}): JournalEscrowJob[] {
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM escrow_jobs WHERE (? IS NULL OR qube_id = ?) AND (? = 0 OR state = 'open') ORDER BY rowid`,
+      )
+      .all(filter.qubeId ?? null, filter.qubeId ?? null, filter.openOnly ? 1 : 0) as Record<string, string | null>[];
+    return rows.map((r) => ({
+      jobId: r.job_id!,
+      qubeId: r.qube_id!,
+      job: JSON.parse(r.job!),
+      state: r.state as JournalEscrowJob["state"],
+      openings: JSON.parse(r.openings ?? "{}"),
+      lockTx: r.lock_tx ?? null,
+      report: r.report ? JSON.parse(r.report) : null,
+    }));
+  }
+
   close(): void {
     this.db.close();
   }
+}
+
+/** An escrow job as journalled: its parameters (JSON-safe), the openings known, how it ended. */
+export interface JournalEscrowJob {
+  jobId: string;
+  qubeId: string;
+  job: unknown;
+  state: "open" | "settled" | "reclaimed";
+  openings: Record<string, { outputsRoot: string; salt: string }>;
+  lockTx: string | null;
+  report: unknown;
 }

@@ -10,7 +10,16 @@ import { type AirqubeNode, createNode } from "../net/node.js";
 import { OfferBook } from "../net/offers/discovery.js";
 import { type Offer, qubePrice } from "../net/offers/offer.js";
 import { type Identity, PeerError, type SignedEnvelope, toHex, type VerifiedQubeSpec } from "../qube/index.js";
-import type { ComputeMarket, Dispatch, DispatchEvents, ProviderAnswer, ProviderCandidate, SealedQube } from "./api.js";
+import type {
+  ComputeMarket,
+  Dispatch,
+  DispatchEvents,
+  EscrowSeat,
+  ProviderAnswer,
+  ProviderCandidate,
+  SealedQube,
+} from "./api.js";
+import { toWireJob } from "./payments.js";
 
 export interface Libp2pMarketOptions {
   identity: Identity;
@@ -83,7 +92,7 @@ export class Libp2pMarket implements ComputeMarket {
   async dispatch(
     candidate: ProviderCandidate,
     qube: SealedQube,
-    options: { signal?: AbortSignal } & DispatchEvents = {},
+    options: { signal?: AbortSignal; escrow?: EscrowSeat } & DispatchEvents = {},
   ): Promise<Dispatch> {
     const offer = this.offerOf(candidate.id);
     if (!offer) throw new PeerError("OFFER_UNKNOWN", "No valid offer from this provider", { details: candidate.id });
@@ -93,11 +102,13 @@ export class Libp2pMarket implements ComputeMarket {
       qubeId: qube.spec.id,
       requestor: this.options.identity.peerId,
       provider: offer.provider,
-      price: candidate.price.toString(),
+      // a paid qube: the agreed price is the escrow job's (what each provider of the quorum is paid)
+      price: (options.escrow ? options.escrow.job.price : candidate.price).toString(),
       currency: offer.price.currency,
       deadline: new Date(
         now.getTime() + qube.spec.spec.limits.wallTimeMs + (this.options.commitGraceMs ?? COMMIT_GRACE_MS),
       ).toISOString(),
+      ...(options.escrow ? { escrowJob: options.escrow.jobId } : {}),
       nonce: randomBytes(16).toString("hex"),
       requestorSealingKey: toHex(this.options.identity.sealing.publicKey),
     };
@@ -109,7 +120,10 @@ export class Libp2pMarket implements ComputeMarket {
       proposal,
       this.options.identity,
       qube.inputs,
-      options.signal ? { signal: options.signal } : {},
+      {
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(options.escrow ? { escrow: toWireJob(options.escrow) } : {}),
+      },
     );
     options.onAgreement?.(candidate.id);
     options.onSent?.(candidate.id);
@@ -154,6 +168,7 @@ class Libp2pDispatch implements Dispatch {
       outputDir,
       statement: result.statement,
       ...(this.session.commitment ? { commitment: this.session.commitment } : {}),
+      salt: result.reveal.payload.salt,
       exitCode: statement.exitCode,
       stdout: result.stdout,
       stderr: result.stderr,

@@ -6,9 +6,14 @@
 import { randomUUID } from "node:crypto";
 import { mkdir, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
+import type { OwnOpening } from "../chain/escrow-client.js";
+import { type EscrowJobJson, jobFromJson, jobToJson } from "../chain/job-json.js";
+import { rootToBytes32, saltToBytes32 } from "../chain/qube-ids.js";
+import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
 import { PeerError, toAirqubeError, UserError, type VerifiedQubeSpec } from "../qube/index.js";
-import type { ComputeMarket, Dispatch, ProviderAnswer, ProviderCandidate, SealedQube } from "./api.js";
-import { RequestorJournal } from "./journal.js";
+import type { ComputeMarket, Dispatch, EscrowSeat, ProviderAnswer, ProviderCandidate, SealedQube } from "./api.js";
+import { type JournalEscrowJob, RequestorJournal } from "./journal.js";
+import { baseReport, type PaymentReport, type PaymentsPort } from "./payments.js";
 import { planReplication } from "./policy.js";
 import { decide, type QuorumDecision, type Vote } from "./quorum.js";
 import { type ReputationStore, SqliteReputation } from "./reputation.js";
@@ -25,7 +30,9 @@ export type RunEvent =
   | { type: "providerFailed"; provider: string; code: string; message: string }
   | { type: "tieBreakerDispatched"; replicas: number; reason: string }
   | { type: "providerMarked"; provider: string }
-  | { type: "decided"; status: QuorumDecision["status"] };
+  | { type: "decided"; status: QuorumDecision["status"] }
+  | { type: "budgetLocked"; jobId: string; providers: string[]; budget: string; txHash: string }
+  | { type: "paymentClosed"; report: PaymentReport };
 
 export interface RunOptions {
   signal?: AbortSignal;
@@ -53,6 +60,8 @@ export interface RunResult {
   failures: { provider: string; code: string; message: string }[];
   outputs: { path: string; size: number; sha256: string }[];
   reason?: string;
+  /** With a payments port: every escrow job of the run and its settlement (transaction, who got what). */
+  payments?: PaymentReport[];
 }
 
 export interface RequestorOptions {
@@ -64,6 +73,16 @@ export interface RequestorOptions {
   /** Directory of the journal and of the per-provider output staging. */
   dataDir: string;
   now?: () => Date;
+  /**
+   * Pay on agreement through an escrow. Without it qubes run unpaid. With it, every round's budget is locked
+   * before the qube is sent, and the run settles it after the decision.
+   */
+  payments?: PaymentsPort;
+  /** How long a run waits for the escrow to allow settlement (e.g. the commit deadline after a failure); later
+   * jobs stay open in the journal for {@link Requestor.recoverPayments}. Default 180 s. */
+  settleWaitMs?: number;
+  /** The commit grace the market gives providers (used for the escrow's commit deadline). Default 30 s. */
+  commitGraceMs?: number;
 }
 
 /** Distinct-operator rule: no two replicas to one provider id, payout address or declared operator. */
@@ -105,6 +124,7 @@ export class Requestor {
       ...(options.signal ? { signal: options.signal } : {}),
     });
     const eligible = (c: ProviderCandidate) =>
+      (!this.options.payments || c.payout !== undefined) &&
       (!c.probe || (c.probe.fail === 0 && c.probe.inconclusive === 0)) &&
       !this.reputation.isExcluded(c.id, now) &&
       (options.filter?.(c) ?? true);
@@ -126,6 +146,7 @@ export class Requestor {
     const unrevealed: Dispatch[] = [];
     let want = plan.replicas;
     let decision: QuorumDecision | undefined;
+    const seats = new Map<string, EscrowSeat>();
     try {
       for (;;) {
         const committed = await this.commitRound(
@@ -134,10 +155,11 @@ export class Requestor {
           usable,
           chosen,
           failures,
-          plan.maxReplicas,
+          plan,
           options,
           emit,
           eligible,
+          seats,
         );
         emit({ type: "revealRequested", providers: committed.map((d) => d.provider.id) });
         const revealed = await Promise.all(
@@ -149,6 +171,7 @@ export class Requestor {
           else unrevealed.push(committed[i]!);
           votes.push({ provider: committed[i]!.provider.id, root: answer?.outputsRoot });
         }
+        this.recordOpenings(revealed, seats);
         decision = decide(votes, { quorum: plan.quorum, maxReplicas: plan.maxReplicas }, chosen.length);
         if (decision.status === "no-consensus" && plan.solo && policy.mode === "adaptive") {
           // the trusted provider did not deliver: fall back to replication
@@ -183,6 +206,11 @@ export class Requestor {
     this.judge(spec.id, decision, answers, unrevealed, emit);
     emit({ type: "decided", status: decision.status });
     const result = await this.finish(spec, decision, answers, failures, staging, options.outputDir);
+    if (this.options.payments) {
+      const ids = new Set([...seats.values()].map((s) => s.jobId));
+      const entries = this.journal.escrowJobs({ qubeId: spec.id, openOnly: true }).filter((e) => ids.has(e.jobId));
+      result.payments = await this.closeJobs(entries, this.options.settleWaitMs ?? 180_000, options.signal, emit);
+    }
     this.journal.finished(
       spec.id,
       result.status,
@@ -228,50 +256,95 @@ export class Requestor {
     }
   }
 
-  /** Dispatches until `want` new providers have committed (replacing failures), within the replica bound. */
+  /**
+   * Dispatches until `want` new providers have committed (replacing failures), within the replica bound.
+   * With payments, the round's providers are chosen first and their job is locked before anything is sent
+   * (a failure to lock fails the run); each replacement locks its own job first (a failure to lock ends
+   * that replacement, recorded as a failure).
+   */
   private async commitRound(
     qube: SealedQube,
     want: number,
     usable: ProviderCandidate[],
     chosen: ProviderCandidate[],
     failures: RunResult["failures"],
-    maxReplicas: number,
+    plan: { maxReplicas: number; quorum: number },
     options: RunOptions,
     emit: (event: RunEvent) => void,
     eligible: (c: ProviderCandidate) => boolean,
+    seats: Map<string, EscrowSeat>,
   ): Promise<Dispatch[]> {
     const committed: Dispatch[] = [];
+    const payments = this.options.payments;
     const next = (): ProviderCandidate | undefined => usable.find(distinctFrom(chosen));
-    const attempt = async (): Promise<void> => {
-      for (;;) {
-        if (chosen.length >= maxReplicas) return;
-        const candidate = next() ?? (await this.refresh(qube, usable, chosen, options, eligible));
-        if (!candidate) return;
-        chosen.push(candidate);
-        const provider = candidate.id;
-        this.journal.dispatch(qube.spec.id, provider, "dispatched", this.now());
-        try {
-          const dispatch = await this.options.market.dispatch(candidate, qube, {
-            ...(options.signal ? { signal: options.signal } : {}),
-            onAgreement: (p) => emit({ type: "agreementSigned", provider: p }),
-            onSent: (p) => emit({ type: "qubeSent", provider: p }),
-            onStarted: (p) => emit({ type: "qubeStarted", provider: p }),
-          });
-          await dispatch.awaitCommitment(options.signal ? { signal: options.signal } : {});
-          this.journal.dispatch(qube.spec.id, provider, "committed", this.now());
-          emit({ type: "qubeCommitted", provider });
-          committed.push(dispatch);
-          return;
-        } catch (error) {
-          options.signal?.throwIfAborted();
-          const e = toAirqubeError(error);
-          failures.push({ provider, code: e.code, message: e.message });
-          this.journal.dispatch(qube.spec.id, provider, "failed", this.now(), { error: `${e.code}: ${e.message}` });
-          emit({ type: "providerFailed", provider, code: e.code, message: e.message });
-        }
+    const pick = async (): Promise<ProviderCandidate | undefined> => {
+      if (chosen.length >= plan.maxReplicas) return undefined;
+      const candidate = next() ?? (await this.refresh(qube, usable, chosen, options, eligible));
+      if (candidate) chosen.push(candidate);
+      return candidate;
+    };
+    const fail = (provider: string, error: unknown) => {
+      const e = toAirqubeError(error);
+      failures.push({ provider, code: e.code, message: e.message });
+      this.journal.dispatch(qube.spec.id, provider, "failed", this.now(), { error: `${e.code}: ${e.message}` });
+      emit({ type: "providerFailed", provider, code: e.code, message: e.message });
+    };
+    const dispatchTo = async (candidate: ProviderCandidate): Promise<boolean> => {
+      const provider = candidate.id;
+      const seat = seats.get(provider);
+      this.journal.dispatch(qube.spec.id, provider, "dispatched", this.now());
+      try {
+        const dispatch = await this.options.market.dispatch(candidate, qube, {
+          ...(options.signal ? { signal: options.signal } : {}),
+          ...(seat ? { escrow: seat } : {}),
+          onAgreement: (p) => emit({ type: "agreementSigned", provider: p }),
+          onSent: (p) => emit({ type: "qubeSent", provider: p }),
+          onStarted: (p) => emit({ type: "qubeStarted", provider: p }),
+        });
+        await dispatch.awaitCommitment(options.signal ? { signal: options.signal } : {});
+        this.journal.dispatch(qube.spec.id, provider, "committed", this.now());
+        emit({ type: "qubeCommitted", provider });
+        committed.push(dispatch);
+        return true;
+      } catch (error) {
+        options.signal?.throwIfAborted();
+        fail(provider, error);
+        return false;
       }
     };
-    await Promise.all(Array.from({ length: want }, attempt));
+    const attempt = async (first?: ProviderCandidate): Promise<void> => {
+      let candidate = first;
+      for (;;) {
+        if (!candidate) {
+          candidate = await pick();
+          if (!candidate) return;
+          if (payments) {
+            try {
+              await this.lock(qube, [candidate], plan.quorum, seats, options, emit);
+            } catch (error) {
+              options.signal?.throwIfAborted();
+              fail(candidate.id, error);
+              return;
+            }
+          }
+        }
+        if (await dispatchTo(candidate)) return;
+        candidate = undefined;
+      }
+    };
+    if (payments) {
+      const picks: ProviderCandidate[] = [];
+      while (picks.length < want) {
+        const candidate = await pick();
+        if (!candidate) break;
+        picks.push(candidate);
+      }
+      // the budget is locked before the qube goes anywhere: a chain that is down fails the run here
+      if (picks.length > 0) await this.lock(qube, picks, plan.quorum, seats, options, emit);
+      await Promise.all(picks.map((candidate) => attempt(candidate)));
+    } else {
+      await Promise.all(Array.from({ length: want }, () => attempt()));
+    }
     if (committed.length === 0 && want > 0) {
       throw new PeerError("NO_PROVIDER", "No provider could run the qube", {
         details:
@@ -281,6 +354,108 @@ export class Requestor {
       });
     }
     return committed;
+  }
+
+  /** Opens one escrow job for `candidates` and journals it; the job's quorum is a majority of its seats. */
+  private async lock(
+    qube: SealedQube,
+    candidates: ProviderCandidate[],
+    quorum: number,
+    seats: Map<string, EscrowSeat>,
+    options: RunOptions,
+    emit: (event: RunEvent) => void,
+  ): Promise<void> {
+    const n = candidates.length;
+    // biome-ignore lint/complexity/useMathMinMax: bigints (Math.max takes numbers)
+    const price = candidates.reduce((max, c) => (c.price > max ? c.price : max), 1n);
+    const { seat, txHash } = await this.options.payments!.lock(
+      {
+        qubeId: qube.spec.id,
+        payouts: candidates.map((c) => c.payout!),
+        price,
+        quorum: Math.min(n, Math.max(quorum, Math.floor(n / 2) + 1)),
+        wallTimeMs: qube.spec.spec.limits.wallTimeMs,
+        commitGraceMs: this.options.commitGraceMs ?? COMMIT_GRACE_MS,
+      },
+      options.signal ? { signal: options.signal } : {},
+    );
+    this.journal.escrowOpened(qube.spec.id, seat.jobId, jobToJson(seat.job), txHash, this.now());
+    for (const c of candidates) seats.set(c.id, seat);
+    emit({
+      type: "budgetLocked",
+      jobId: seat.jobId,
+      providers: candidates.map((c) => c.id),
+      budget: (seat.job.price * BigInt(n)).toString(),
+      txHash,
+    });
+  }
+
+  /** Journals the openings of verified reveals (payout address → root and salt), per escrow job. */
+  private recordOpenings(answers: (ProviderAnswer | undefined)[], seats: Map<string, EscrowSeat>): void {
+    const byJob = new Map<string, Record<string, { outputsRoot: string; salt: string }>>();
+    for (const answer of answers) {
+      const seat = answer ? seats.get(answer.provider) : undefined;
+      if (!answer || !seat || !answer.payout || !answer.salt) continue;
+      const record = byJob.get(seat.jobId) ?? {};
+      record[answer.payout.toLowerCase()] = {
+        outputsRoot: rootToBytes32(answer.outputsRoot),
+        salt: saltToBytes32(answer.salt),
+      };
+      byJob.set(seat.jobId, record);
+    }
+    for (const [jobId, openings] of byJob) this.journal.escrowOpenings(jobId, openings, this.now());
+  }
+
+  /** Settles (or reclaims) journalled escrow jobs; a job the contract does not allow yet stays open. */
+  private async closeJobs(
+    entries: JournalEscrowJob[],
+    maxWaitMs: number,
+    signal: AbortSignal | undefined,
+    emit: (event: RunEvent) => void,
+  ): Promise<PaymentReport[]> {
+    const payments = this.options.payments!;
+    return Promise.all(
+      entries.map(async (entry) => {
+        const job = jobFromJson(entry.job as EscrowJobJson);
+        const openings = new Map<string, OwnOpening>(Object.entries(entry.openings));
+        let report: PaymentReport;
+        try {
+          report = await payments.close(job, openings, { maxWaitMs, ...(signal ? { signal } : {}) });
+        } catch (error) {
+          const e = toAirqubeError(error);
+          report = { ...baseReport(job), status: "pending", error: { code: e.code, message: e.message } };
+        }
+        if (entry.lockTx) report.lockTx = entry.lockTx;
+        this.journal.escrowClosed(
+          entry.jobId,
+          report.status === "pending" ? "open" : report.status,
+          report,
+          this.now(),
+        );
+        emit({ type: "paymentClosed", report });
+        return report;
+      }),
+    );
+  }
+
+  /**
+   * Settles or reclaims every escrow job a previous run left open (a requestor that stopped between the
+   * result and the settlement loses no payment). Jobs the contract does not allow yet stay open.
+   *
+   * @example
+   * const requestor = new Requestor({ market, dataDir, payments });
+   * const reports = await requestor.recoverPayments();
+   */
+  async recoverPayments(
+    options: { signal?: AbortSignal; maxWaitMs?: number; onProgress?: (event: RunEvent) => void } = {},
+  ): Promise<PaymentReport[]> {
+    if (!this.options.payments) {
+      throw new UserError("PAYMENTS_UNCONFIGURED", "No payments port is configured", {
+        details: "pass `payments` (an EscrowPayments) to the Requestor",
+      });
+    }
+    const open = this.journal.escrowJobs({ openOnly: true });
+    return this.closeJobs(open, options.maxWaitMs ?? 0, options.signal, (e) => options.onProgress?.(e));
   }
 
   /** Looks for further providers when the known ones are used up (replacements, tie-breakers). */

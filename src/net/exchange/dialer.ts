@@ -30,7 +30,7 @@ import { unpackTar } from "../../sandbox/unpack.js";
 import { type Agreement, type AgreementTerms, verifyAgreement } from "../agreement.js";
 import { parseMessage, Wire, withDeadline } from "../wire.js";
 import { COMMIT_GRACE_MS, EXCHANGE_PROTOCOL, MAX_FRAME_BYTES, NEGOTIATION_TIMEOUT_MS } from "./constants.js";
-import { answerSchema, doneSchema, providerProgressSchema, revealSchema } from "./messages.js";
+import { answerSchema, doneSchema, type EscrowJobWire, providerProgressSchema, revealSchema } from "./messages.js";
 import { fileSource, receiveSealed, sendSealed } from "./transfer.js";
 
 /** Thrown when a provider refuses a proposal; carries its reason. */
@@ -62,7 +62,7 @@ export class ExchangeSession {
 
   /**
    * Dials the provider, proposes, and on acceptance streams the sealed inputs.
-   * `inputs` maps each spec input path to a host file.
+   * `inputs` maps each spec input path to a host file. `escrow` is the job the budget is locked in (paid qubes).
    */
   static async open(
     node: Libp2p,
@@ -71,7 +71,7 @@ export class ExchangeSession {
     proposal: SignedEnvelope<AgreementTerms>,
     identity: Identity,
     inputs: Map<string, string>,
-    options: { signal?: AbortSignal } = {},
+    options: { signal?: AbortSignal; escrow?: EscrowJobWire } = {},
   ): Promise<ExchangeSession> {
     const peer = peerIdFromString(target.provider);
     const signal = withDeadline(NEGOTIATION_TIMEOUT_MS, options.signal);
@@ -88,7 +88,10 @@ export class ExchangeSession {
     const wire = new Wire(stream, { maxFrameBytes: MAX_FRAME_BYTES });
     const session = new ExchangeSession(wire, target.provider, spec, identity);
     try {
-      await wire.send({ type: "propose", spec: spec.envelope, proposal }, { signal });
+      await wire.send(
+        { type: "propose", spec: spec.envelope, proposal, ...(options.escrow ? { escrow: options.escrow } : {}) },
+        { signal },
+      );
       const answer = await wire.receive(answerSchema, { signal });
       if (answer.type === "reject") throw new ProposalRejectedError(answer.code, answer.reason);
       const agreement = verifyAgreement({ requestor: proposal, provider: answer.agreement });
@@ -112,7 +115,10 @@ export class ExchangeSession {
   async awaitCommitment(
     options: { signal?: AbortSignal; onStarted?: () => void; graceMs?: number } = {},
   ): Promise<SignedEnvelope<Commitment>> {
-    const signal = withDeadline(this.spec.spec.limits.wallTimeMs + (options.graceMs ?? COMMIT_GRACE_MS), options.signal);
+    const signal = withDeadline(
+      this.spec.spec.limits.wallTimeMs + (options.graceMs ?? COMMIT_GRACE_MS),
+      options.signal,
+    );
     try {
       for (;;) {
         const message = await this.wire.receive(providerProgressSchema, { signal });

@@ -30,7 +30,7 @@ import {
   NEGOTIATION_TIMEOUT_MS,
   REVEAL_WAIT_MS,
 } from "./constants.js";
-import { inputEndSchema, proposeSchema, revealRequestSchema } from "./messages.js";
+import { type EscrowJobWire, inputEndSchema, proposeSchema, revealRequestSchema } from "./messages.js";
 import { receiveSealed, sendSealed, writeNewFile } from "./transfer.js";
 
 /** A qube the host admitted. */
@@ -65,14 +65,21 @@ export interface CommitPlan {
 export interface ExchangeHost {
   identity: Identity;
   now(): Date;
-  admit(request: { spec: VerifiedQubeSpec; agreement: Agreement; peer: string }): Promise<Admission>;
+  /** `escrow` is the proposal's escrow job (validated in shape only: the host checks it against the chain). */
+  admit(request: {
+    spec: VerifiedQubeSpec;
+    agreement: Agreement;
+    peer: string;
+    escrow?: EscrowJobWire;
+  }): Promise<Admission>;
   execute(
     job: AdmittedJob,
     spec: VerifiedQubeSpec,
     agreement: Agreement,
     options: { signal: AbortSignal },
   ): Promise<Execution>;
-  commit(job: AdmittedJob, execution: Execution): CommitPlan;
+  /** May bond and commit on chain first (paid qubes): the off-chain commitment is sent once this resolves. */
+  commit(job: AdmittedJob, execution: Execution): CommitPlan | Promise<CommitPlan>;
   /** Journals a state change of a job (the ledger). */
   record(jobId: string, event: JobEvent): void;
   /** Optional: called after commit, before waiting for the reveal request (the `crash`/`slow` behaviours). */
@@ -133,7 +140,7 @@ async function serve(wire: Wire, peer: string, host: ExchangeHost, signal?: Abor
   if (Date.parse(terms.deadline) <= now.getTime())
     throw new PeerError("AGREEMENT_INVALID", "The proposal's deadline has passed");
   const agreement = countersign(proposal, host.identity);
-  const admission = await host.admit({ spec, agreement, peer });
+  const admission = await host.admit({ spec, agreement, peer, ...(first.escrow ? { escrow: first.escrow } : {}) });
   if (!admission.ok) {
     await wire.send({ type: "reject", code: admission.code, reason: admission.reason });
     await wire.close();
@@ -150,7 +157,7 @@ async function serve(wire: Wire, peer: string, host: ExchangeHost, signal?: Abor
     await wire.send({ type: "started" });
     host.record(job.jobId, { state: "running" });
     const execution = await host.execute(job, spec, agreement, { signal: jobSignal });
-    const plan = host.commit(job, execution);
+    const plan = await host.commit(job, execution);
     await wire.send({ type: "commit", commitment: plan.commitment });
     host.record(job.jobId, { state: "committed", outputsRoot: execution.statement.payload.outputsRoot });
     await host.afterCommit?.(job);

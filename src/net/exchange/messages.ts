@@ -5,10 +5,36 @@ import { MAX_LOG_EXCERPT } from "./constants.js";
 
 const envelope = z.strictObject({ kind: z.string(), payload: z.unknown(), signer: z.string(), signature: z.string() });
 
+const uintString = z.string().regex(/^(0|[1-9][0-9]{0,28})$/, "must be a whole number");
+const evmAddress = z.string().regex(/^0x[0-9a-fA-F]{40}$/);
+
+/**
+ * The escrow job of a paid qube as it travels in the proposal (integers as decimal strings). The agreement
+ * names its id (`escrowJob`); the provider recomputes the id from these fields and checks the chain.
+ */
+export const escrowJobWireSchema = z.strictObject({
+  requestor: evmAddress,
+  qubeId: z.string().regex(/^0x[0-9a-fA-F]{64}$/),
+  nonce: uintString,
+  providers: z.array(evmAddress).min(1).max(12),
+  price: uintString,
+  stake: uintString,
+  quorum: z.int().min(1).max(12),
+  commitDeadline: z.int().nonnegative(),
+  revealDeadline: z.int().nonnegative(),
+  finalDeadline: z.int().nonnegative(),
+  /** The chain and contract the job lives on, so a provider on another chain refuses instead of waiting. */
+  chainId: z.int().positive(),
+  escrow: evmAddress,
+});
+export type EscrowJobWire = z.infer<typeof escrowJobWireSchema>;
+
 export const proposeSchema = z.strictObject({
   type: z.literal("propose"),
   spec: envelope,
   proposal: envelope,
+  /** Present when the budget is locked in an escrow (the agreement's `escrowJob` is its id). */
+  escrow: escrowJobWireSchema.optional(),
 });
 
 export const acceptSchema = z.strictObject({ type: z.literal("accept"), agreement: envelope });
