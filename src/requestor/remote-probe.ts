@@ -14,6 +14,10 @@ import { sealQube } from "./draft.js";
 import { Libp2pMarket } from "./libp2p-market.js";
 import { Requestor } from "./requestor.js";
 
+/** Where the remote qube's own output is captured (the probe program knows this name and skips it). */
+const CAPTURE_DIR = ".airqube-remote";
+const CAPTURE = `/output/${CAPTURE_DIR}`;
+
 /** A sandbox that is one remote provider. */
 export class RemoteSandbox implements Sandbox {
   readonly statements: SignedEnvelope<ResultStatement>[] = [];
@@ -66,7 +70,8 @@ export class RemoteSandbox implements Sandbox {
       }
       this.statements.push(answer.statement);
       const statement = answer.statement.payload;
-      const read = (name: string) => readFile(join(out, name), "utf8").catch(() => "");
+      const read = (name: string) =>
+        readFile(join(out, CAPTURE_DIR, name), "utf8").catch(() => readFile(join(out, name), "utf8").catch(() => ""));
       const exit = Number((await read("exit")).trim());
       return {
         tier: statement.tier,
