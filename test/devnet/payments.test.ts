@@ -4,6 +4,8 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { expect } from "chai";
 import { ChainError } from "../../src/chain/errors.js";
+import { jobIdOf, parseEscrowJob } from "../../src/chain/job.js";
+import { qubeIdToBytes32 } from "../../src/chain/qube-ids.js";
 import { Devnet } from "../../src/devnet/devnet.js";
 import { JobLedger } from "../../src/provider/ledger.js";
 import { Identity } from "../../src/qube/index.js";
@@ -206,6 +208,85 @@ describe("payments: pay on agreement on a devnet with a chain @docker", function
       expect(await restarted.requestor.recoverPayments()).to.deep.equal([]);
     } finally {
       await restarted.close();
+    }
+  });
+
+  it("providers refuse a qube whose escrow job is missing or not open on chain", async () => {
+    const unopened = await requestorWith(tmp("aq-pay-fake-"), (real) => ({
+      chainId: real.chainId,
+      escrow: real.escrow,
+      account: real.account,
+      // a job that was never opened: its budget is not locked
+      lock: async (request) => {
+        const now = Math.floor(Date.now() / 1000);
+        const job = parseEscrowJob({
+          requestor: real.account,
+          qubeId: qubeIdToBytes32(request.qubeId),
+          nonce: 1n,
+          providers: request.payouts,
+          price: request.price,
+          stake: request.price,
+          quorum: request.quorum,
+          commitDeadline: now + 600,
+          revealDeadline: now + 700,
+          finalDeadline: now + 800,
+        });
+        return { seat: { jobId: jobIdOf(job), job, chainId: real.chainId, escrow: real.escrow }, txHash: "0x" };
+      },
+      close: (job, openings, options) => real.close(job, openings, options),
+      dispose: () => real.dispose(),
+    }));
+    try {
+      const allowed = new Set(honest().map((p) => p.peerId));
+      const failed: string[] = [];
+      const error = await unopened.requestor
+        .run(await unopened.seal("unfunded"), {
+          outputDir: tmp("aq-pay-out-"),
+          filter: (c) => allowed.has(c.id),
+          onProgress: (e) => e.type === "providerFailed" && failed.push(e.message),
+        })
+        .then(
+          () => undefined,
+          (e: unknown) => e as Error,
+        );
+      expect(error?.message).to.match(/No provider could run the qube/);
+      expect(failed).to.have.length(3);
+      for (const message of failed)
+        expect(message).to.match(/ESCROW_NOT_OPEN: escrow job 0x[0-9a-f]{64} is not opened/);
+    } finally {
+      await unopened.close();
+    }
+    // a requestor that does not pay at all
+    const identity = Identity.fromSeed(randomBytes(32));
+    const market = await Libp2pMarket.connect({ identity, bootstrap: [devnet.bootstrap] });
+    const unpaid = new Requestor({ market, dataDir: tmp("aq-pay-unpaid-") });
+    try {
+      const qube = await sealQube(
+        {
+          image: "airqube/busybox:latest",
+          command: ["sh", "-c", "echo free > /output/result"],
+          outputs: ["result"],
+          limits,
+          redundancy: { mode: "fixed", k: 1, quorum: 1 },
+        },
+        identity,
+      );
+      const failed: string[] = [];
+      const error = await unpaid
+        .run(qube, {
+          outputDir: tmp("aq-pay-out-"),
+          onProgress: (e) => e.type === "providerFailed" && failed.push(e.message),
+        })
+        .then(
+          () => undefined,
+          (e: unknown) => e as Error,
+        );
+      expect(error?.message).to.match(/No provider could run the qube/);
+      expect(failed.length).to.be.greaterThan(0);
+      for (const message of failed) expect(message).to.match(/ESCROW_REQUIRED: this provider works paid only/);
+    } finally {
+      unpaid.close();
+      await market.close();
     }
   });
 
