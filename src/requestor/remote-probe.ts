@@ -34,15 +34,16 @@ export class RemoteSandbox implements Sandbox {
     const sealed = await sealQube(
       {
         image: qube.image,
+        // the probe's stdout, stderr and status become declared outputs, covered by the signed statement
         command: [
           "/bin/sh",
           "-c",
-          '"$@" > /output/stdout 2> /output/stderr; echo $? > /output/exit',
+          `mkdir ${CAPTURE} && "$@" > ${CAPTURE}/stdout 2> ${CAPTURE}/stderr; echo $? > ${CAPTURE}/exit`,
           "airqube-probe",
           ...qube.command,
         ],
         env: qube.env ?? {},
-        outputs: ["exit", "stderr", "stdout"],
+        outputs: [CAPTURE_DIR],
         tier: this.tier,
         limits: {
           ...(limits.wallTimeMs ? { wallTimeMs: Math.max(1000, limits.wallTimeMs) } : {}),
@@ -70,8 +71,7 @@ export class RemoteSandbox implements Sandbox {
       }
       this.statements.push(answer.statement);
       const statement = answer.statement.payload;
-      const read = (name: string) =>
-        readFile(join(out, CAPTURE_DIR, name), "utf8").catch(() => readFile(join(out, name), "utf8").catch(() => ""));
+      const read = (name: string) => readFile(join(out, CAPTURE_DIR, name), "utf8").catch(() => "");
       const exit = Number((await read("exit")).trim());
       return {
         tier: statement.tier,
