@@ -66,7 +66,10 @@ export function progressReporter(mode: { json: boolean; replicas: number }): {
   let total = mode.replicas * 2;
   return {
     onProgress: (event) => {
-      if (event.type === "tieBreakerDispatched") bar.setTotal((total += event.replicas * 2));
+      if (event.type === "tieBreakerDispatched") {
+        total += event.replicas * 2;
+        bar.setTotal(total);
+      }
       if (event.type === "qubeCommitted" || event.type === "resultReceived")
         bar.increment(1, { status: describe(event) });
       else bar.update({ status: describe(event) });

@@ -84,7 +84,7 @@ async function runSandbox(command: string[], flags: RunFlags): Promise<number> {
   let sandbox: Sandbox | undefined;
   try {
     if (flags.tier !== "container" && flags.tier !== "microvm")
-      throw new (await import("../qube/errors.js")).UserError("TIER_UNKNOWN", `Unknown tier "${flags.tier}"`, {
+      throw new UserError("TIER_UNKNOWN", `Unknown tier "${flags.tier}"`, {
         details: "use container or microvm",
       });
     const env = Object.fromEntries(

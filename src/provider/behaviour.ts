@@ -112,7 +112,14 @@ export function parseBehaviour(name: string): Behaviour {
   }
   if (name === "slow") {
     const delay = Number(process.env.AIRQUBE_SLOW_MS ?? 120_000);
-    return { ...honest, name, run: async (execute) => (await new Promise((r) => setTimeout(r, delay)), execute()) };
+    return {
+      ...honest,
+      name,
+      run: async (execute) => {
+        await new Promise((r) => setTimeout(r, delay));
+        return execute();
+      },
+    };
   }
   if (name === "crash") {
     return {

@@ -24,7 +24,6 @@ export class RemoteSandbox implements Sandbox {
   constructor(
     readonly tier: Tier,
     private readonly provider: string,
-    private readonly market: Libp2pMarket,
     private readonly requestor: Requestor,
     private readonly identity: ReturnType<typeof loadOrCreateIdentity>,
   ) {}
@@ -118,7 +117,7 @@ export async function runRemoteProbeSuite(
   const market = await Libp2pMarket.connect({ identity, bootstrap });
   const requestor = new Requestor({ market, dataDir: options.dataDir });
   try {
-    const sandbox = new RemoteSandbox(options.tier, options.provider, market, requestor, identity);
+    const sandbox = new RemoteSandbox(options.tier, options.provider, requestor, identity);
     const report = await runProbeSuite({
       tier: options.tier,
       image: PROBE_IMAGE,

@@ -113,8 +113,7 @@ export async function loadImageArchive(
   options: { expectedDigest?: string; signal?: AbortSignal } = {},
 ): Promise<string> {
   options.signal?.throwIfAborted();
-  const input =
-    typeof source === "string" ? createReadStream(source) : (await import("node:stream")).Readable.from([source]);
+  const input = typeof source === "string" ? createReadStream(source) : Readable.from([source]);
   try {
     await drainDockerStream(await docker.loadImage(input, {}));
   } catch (error) {

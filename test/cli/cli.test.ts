@@ -24,7 +24,8 @@ describe("cli: airqube", function () {
   it("prints help listing every command", async () => {
     const { code, stdout } = await airqube(["--help"]);
     expect(code).to.equal(0);
-    for (const command of ["sandbox", "probe", "provider", "run", "offers", "journal", "devnet", "demo"]) expect(stdout).to.contain(command);
+    for (const command of ["sandbox", "probe", "provider", "run", "offers", "journal", "devnet", "demo"])
+      expect(stdout).to.contain(command);
   });
 
   it("rejects a bad flag value with a clear message and exit status 2", async () => {
@@ -36,11 +37,32 @@ describe("cli: airqube", function () {
   describe("sandbox run @docker", () => {
     it("prints the result as JSON and exits with the qube's status", async () => {
       const out = tmp("aq-cli-out-");
-      const { code, stdout } = await airqube(["sandbox", "run", "--image", "airqube/busybox:latest", "--output", out, "--json", "--", "sh", "-c", "echo hi; echo 42 > /output/a; exit 3"]);
+      const { code, stdout } = await airqube([
+        "sandbox",
+        "run",
+        "--image",
+        "airqube/busybox:latest",
+        "--output",
+        out,
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo hi; echo 42 > /output/a; exit 3",
+      ]);
       expect(code).to.equal(3);
       const result = JSON.parse(stdout);
-      expect(result).to.include({ exitCode: 3, stdout: "hi\n", stdoutTruncated: false, stderrTruncated: false, oomKilled: false, timedOut: false });
-      expect(result.outputs).to.deep.equal([{ path: "output/a", size: 3, sha256: "084c799cd551dd1d8d5c5f9a5d593b2e931f5e36122ee5c793c1d08a19839cc0" }]);
+      expect(result).to.include({
+        exitCode: 3,
+        stdout: "hi\n",
+        stdoutTruncated: false,
+        stderrTruncated: false,
+        oomKilled: false,
+        timedOut: false,
+      });
+      expect(result.outputs).to.deep.equal([
+        { path: "output/a", size: 3, sha256: "084c799cd551dd1d8d5c5f9a5d593b2e931f5e36122ee5c793c1d08a19839cc0" },
+      ]);
       expect(await readFile(join(out, "output/a"), "utf8")).to.equal("42\n");
     });
 
@@ -53,7 +75,17 @@ describe("cli: airqube", function () {
   });
 
   it("run without a bootstrap peer says how to get one", async () => {
-    const { code, stderr } = await airqube(["run", "--image", "airqube/busybox:latest", "--output", tmp("aq-cli-"), "--data-dir", tmp("aq-cli-req-"), "--", "true"]);
+    const { code, stderr } = await airqube([
+      "run",
+      "--image",
+      "airqube/busybox:latest",
+      "--output",
+      tmp("aq-cli-"),
+      "--data-dir",
+      tmp("aq-cli-req-"),
+      "--",
+      "true",
+    ]);
     expect(code).to.equal(125);
     expect(stderr).to.contain("BOOTSTRAP_MISSING");
   });

@@ -42,13 +42,20 @@ describe("ContainerSandbox @docker", function () {
   it("passes inputs read-only under /input", async () => {
     const input = await tmp();
     await writeFile(join(input, "in.txt"), "input-data");
-    const result = await sandbox.run({ image: BUSYBOX, inputDir: input, command: sh("cat /input/in.txt; echo x > /input/in.txt || echo refused") });
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      inputDir: input,
+      command: sh("cat /input/in.txt; echo x > /input/in.txt || echo refused"),
+    });
     expect(result.stdout).to.match(/^input-data/);
     expect(result.stdout).to.contain("refused");
   });
 
   it("runs as nobody with no capabilities, no-new-privileges and a seccomp filter", async () => {
-    const result = await sandbox.run({ image: BUSYBOX, command: sh("id -u; grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs|Seccomp):' /proc/self/status") });
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      command: sh("id -u; grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs|Seccomp):' /proc/self/status"),
+    });
     expect(result.stdout).to.contain("65534\n");
     expect(result.stdout).to.match(/CapEff:\s+0000000000000000/);
     expect(result.stdout).to.match(/CapBnd:\s+0000000000000000/);
@@ -74,7 +81,9 @@ describe("ContainerSandbox @docker", function () {
   it("stops a fork bomb at the pids limit", async () => {
     const result = await sandbox.run({
       image: BUSYBOX,
-      command: sh("i=0; while [ $i -lt 100 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null; echo started; ls /proc | grep -c '^[0-9]'"),
+      command: sh(
+        "i=0; while [ $i -lt 100 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null; echo started; ls /proc | grep -c '^[0-9]'",
+      ),
       limits: { pids: 16, wallTimeMs: 20_000 },
     });
     const count = Number(result.stdout.trim().split("\n").pop());
@@ -92,7 +101,11 @@ describe("ContainerSandbox @docker", function () {
   });
 
   it("kills a busy loop at the deadline", async () => {
-    const result = await sandbox.run({ image: BUSYBOX, command: sh("while :; do :; done"), limits: { wallTimeMs: 1500 } });
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      command: sh("while :; do :; done"),
+      limits: { wallTimeMs: 1500 },
+    });
     expect(result.timedOut).to.equal(true);
     expect(result.exitCode).to.equal(137);
     expect(result.durationMs).to.be.within(1400, 6000);
@@ -109,15 +122,25 @@ describe("ContainerSandbox @docker", function () {
   });
 
   it("truncates output beyond the log cap and says so", async () => {
-    const result = await sandbox.run({ image: BUSYBOX, command: sh("head -c 100000 /dev/zero | tr '\\0' a"), limits: { logBytes: 1000 } });
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      command: sh("head -c 100000 /dev/zero | tr '\\0' a"),
+      limits: { logBytes: 1000 },
+    });
     expect(result.stdout).to.have.length(1000);
     expect(result.stdoutTruncated).to.equal(true);
     expect(result.stderrTruncated).to.equal(false);
   });
 
   it("lets a second qube see nothing of the first", async () => {
-    await sandbox.run({ image: BUSYBOX, command: sh("echo secret > /scratch/left; echo secret > /tmp/left; echo secret > /output/left; (sleep 30 &)") });
-    const second = await sandbox.run({ image: BUSYBOX, command: sh("ls -A /scratch /tmp /output; ps -o comm | grep -cx sleep") });
+    await sandbox.run({
+      image: BUSYBOX,
+      command: sh("echo secret > /scratch/left; echo secret > /tmp/left; echo secret > /output/left; (sleep 30 &)"),
+    });
+    const second = await sandbox.run({
+      image: BUSYBOX,
+      command: sh("ls -A /scratch /tmp /output; ps -o comm | grep -cx sleep"),
+    });
     expect(second.stdout).not.to.contain("left");
     expect(second.stdout.trim().split("\n").pop()).to.equal("0");
   });
@@ -125,7 +148,9 @@ describe("ContainerSandbox @docker", function () {
   it("leaves no container when aborted mid-run", async () => {
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 500);
-    const error = await sandbox.run({ image: BUSYBOX, command: sh("sleep 30") }, { signal: controller.signal }).catch((e) => e);
+    const error = await sandbox
+      .run({ image: BUSYBOX, command: sh("sleep 30") }, { signal: controller.signal })
+      .catch((e) => e);
     expect(error).to.be.instanceOf(AirqubeError);
     expect(error.code).to.equal("ABORTED");
   });
@@ -141,7 +166,14 @@ describe("ContainerSandbox @docker", function () {
 
   it("refuses a symlink among the outputs and writes nothing", async () => {
     const out = await tmp();
-    const error = await sandbox.run({ image: BUSYBOX, command: sh("echo a > /output/a; ln -s /etc/passwd /output/link"), outputs: ["/output"], outputDir: out }).catch((e) => e);
+    const error = await sandbox
+      .run({
+        image: BUSYBOX,
+        command: sh("echo a > /output/a; ln -s /etc/passwd /output/link"),
+        outputs: ["/output"],
+        outputDir: out,
+      })
+      .catch((e) => e);
     expect(error.code).to.equal("ARCHIVE_BAD_TYPE");
     expect(await readdir(out)).to.deep.equal([]);
   });
@@ -158,7 +190,11 @@ describe("ContainerSandbox @docker", function () {
   });
 
   it("sweeps containers left by a dead agent", async () => {
-    const container = await docker.createContainer({ Image: BUSYBOX, Cmd: ["true"], Labels: { "io.airqube.sandbox": "1", "io.airqube.sandbox.owner": "999999" } });
+    const container = await docker.createContainer({
+      Image: BUSYBOX,
+      Cmd: ["true"],
+      Labels: { "io.airqube.sandbox": "1", "io.airqube.sandbox.owner": "999999" },
+    });
     const removed = await ContainerSandbox.sweep(docker);
     expect(removed).to.be.at.least(1);
     const error = await container.inspect().catch((e) => e);

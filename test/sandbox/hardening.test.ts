@@ -44,7 +44,26 @@ describe("container hardening", () => {
   });
 
   it("denies io_uring, mount, namespaces, modules, keyrings, bpf, ptrace and the rest of PROBES.md row 7-16", () => {
-    for (const name of ["io_uring_setup", "io_uring_enter", "io_uring_register", "mount", "setns", "unshare", "pivot_root", "init_module", "finit_module", "add_key", "keyctl", "bpf", "perf_event_open", "userfaultfd", "ptrace", "process_vm_readv", "open_by_handle_at", "syslog"]) {
+    for (const name of [
+      "io_uring_setup",
+      "io_uring_enter",
+      "io_uring_register",
+      "mount",
+      "setns",
+      "unshare",
+      "pivot_root",
+      "init_module",
+      "finit_module",
+      "add_key",
+      "keyctl",
+      "bpf",
+      "perf_event_open",
+      "userfaultfd",
+      "ptrace",
+      "process_vm_readv",
+      "open_by_handle_at",
+      "syslog",
+    ]) {
       expect(DENIED_SYSCALLS, name).to.include(name);
     }
     for (const name of DENIED_SYSCALLS) expect(ALLOWED_SYSCALLS, name).not.to.include(name);
