@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# The main job shown by the README's first command: a demo qube in the hardened container sandbox.
+# The main job the README's first command ends in: `airqube demo` starts a devnet (a local chain, a bootstrap
+# peer and three provider agents on 127.0.0.1), runs a sample qube with redundancy 3, shows the verified result
+# and the settlement, and stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-node bin/airqube.js sandbox run --image airqube/busybox:latest --output "$out" --timeout 20s -- \
-  sh -c 'echo "hello from a disposable qube: uid=$(id -u), caps=$(grep CapEff /proc/self/status | cut -f2)"; echo 42 > /output/answer.txt'
-echo "output: $(cat "$out/output/answer.txt")"
+exec node bin/airqube.js demo

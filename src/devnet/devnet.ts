@@ -4,6 +4,7 @@
  * shared through the probe cache (same host, same runtime: same result). `stop()` ends every process.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -17,7 +18,17 @@ import { escapeSuiteGate } from "../provider/probe-gate.js";
 import { PlatformError, TimeoutError, UserError } from "../qube/index.js";
 import { ContainerSandbox } from "../sandbox/container-sandbox.js";
 
-const BIN = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "airqube.js");
+/** The `airqube` entry point of this checkout, found from src/devnet/ or from its compiled copy in dist/src/devnet/. */
+function findBin(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const candidate = join(dir, "bin", "airqube.js");
+    if (existsSync(candidate)) return candidate;
+    dir = dirname(dir);
+  }
+  throw new PlatformError("DEVNET_BIN_MISSING", "Cannot find bin/airqube.js above the devnet module");
+}
+const BIN = findBin();
 
 export interface DevnetProviderOptions {
   /** Adversary behaviour (tests only). */

@@ -10,10 +10,21 @@ import { PROBE_CACHE, tmp } from "../helpers/network.js";
 
 const limits = { wallTimeMs: 5_000, memoryBytes: 64 << 20, scratchBytes: 16 << 20 };
 
-async function requestorOn(bootstrap: string) {
+async function requestorOn(bootstrap: string, providers: number) {
   const identity = Identity.fromSeed(randomBytes(32));
-  const market = await Libp2pMarket.connect({ identity, bootstrap: [bootstrap], commitGraceMs: 4_000 });
+  const market = await Libp2pMarket.connect({
+    identity,
+    bootstrap: [bootstrap],
+    commitGraceMs: 4_000,
+    discoveryMs: 20_000,
+  });
   const requestor = new Requestor({ market, dataDir: tmp("aq-adv-req-") });
+  // discovery warm-up: these tests pin providers, so every offer must be known first
+  const probe = await sealQube(
+    { image: "airqube/busybox:latest", command: ["true"], outputs: ["result"], limits },
+    identity,
+  );
+  await market.findProviders(probe.spec, { wanted: providers });
   return { identity, market, requestor };
 }
 
@@ -27,7 +38,7 @@ describe("verification: adversary providers on a devnet @docker", function () {
       probeCache: PROBE_CACHE,
       env: { AIRQUBE_SLOW_MS: "60000" },
     });
-    const { identity, market, requestor } = await requestorOn(devnet.bootstrap);
+    const { identity, market, requestor } = await requestorOn(devnet.bootstrap, behaviours.length);
     const honest = devnet.providers.filter((p) => p.behaviour === "honest").map((p) => p.peerId);
     try {
       for (const adversary of devnet.providers.filter((p) => p.behaviour !== "honest")) {
@@ -90,7 +101,7 @@ describe("verification: adversary providers on a devnet @docker", function () {
       ...Array.from({ length: 6 }, () => ({})),
     ];
     const devnet = await Devnet.start({ providers: specs, probeCache: PROBE_CACHE });
-    const { identity, market, requestor } = await requestorOn(devnet.bootstrap);
+    const { identity, market, requestor } = await requestorOn(devnet.bootstrap, specs.length);
     const colluders = new Set(devnet.providers.filter((p) => p.behaviour === "collude:A").map((p) => p.peerId));
     const random = seededRandom(2026);
     let wrong = 0;
