@@ -3,9 +3,8 @@
  * result and earnings owed. Writes are single statements (atomic); a restarted agent marks jobs that were in
  * flight as abandoned and knows what it did before.
  */
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
-import { DatabaseSync } from "node:sqlite";
+import type { DatabaseSync } from "node:sqlite";
+import { openDatabase } from "../store/sqlite.js";
 
 export type JobState = "accepted" | "running" | "committed" | "revealed" | "failed" | "abandoned";
 
@@ -35,11 +34,9 @@ export class JobLedger {
   private readonly db: DatabaseSync;
 
   constructor(path: string) {
-    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
-    this.db = new DatabaseSync(path);
-    this.db.exec(`
-      PRAGMA journal_mode = WAL;
-      PRAGMA busy_timeout = 5000;
+    this.db = openDatabase(
+      path,
+      `
       CREATE TABLE IF NOT EXISTS jobs (
         job_id TEXT PRIMARY KEY,
         qube_id TEXT NOT NULL,
@@ -53,7 +50,8 @@ export class JobLedger {
         error_reason TEXT
       );
       CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-    `);
+    `,
+    );
   }
 
   /** Marks every job that was in flight when the agent stopped as abandoned; returns their ids. */

@@ -2,9 +2,8 @@
  * The requestor's journal in SQLite: every qube it dispatched, to whom, and how it ended, so that a requestor
  * that crashed knows what it was doing: on restart, qubes still open are reported as interrupted.
  */
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
-import { DatabaseSync } from "node:sqlite";
+import type { DatabaseSync } from "node:sqlite";
+import { openDatabase } from "../store/sqlite.js";
 
 export type QubeState = "dispatching" | "verified" | "no-consensus" | "failed" | "interrupted";
 
@@ -21,11 +20,9 @@ export class RequestorJournal {
   private readonly db: DatabaseSync;
 
   constructor(path: string) {
-    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
-    this.db = new DatabaseSync(path);
-    this.db.exec(`
-      PRAGMA journal_mode = WAL;
-      PRAGMA busy_timeout = 5000;
+    this.db = openDatabase(
+      path,
+      `
       CREATE TABLE IF NOT EXISTS qubes (
         qube_id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,
         created_at TEXT NOT NULL, updated_at TEXT NOT NULL, summary TEXT
@@ -42,7 +39,8 @@ export class RequestorJournal {
         job_id TEXT PRIMARY KEY, qube_id TEXT NOT NULL, job TEXT NOT NULL, state TEXT NOT NULL,
         openings TEXT NOT NULL DEFAULT '{}', lock_tx TEXT, report TEXT, updated_at TEXT NOT NULL
       );
-    `);
+    `,
+    );
   }
 
   /** Marks qubes left open by a previous run as interrupted and returns their ids. */

@@ -151,6 +151,7 @@ class Libp2pDispatch implements Dispatch {
   async awaitCommitment(options: { signal?: AbortSignal } = {}): Promise<string> {
     const commitment = await this.session.awaitCommitment({
       ...options,
+      ...(this.commitGraceMs !== undefined ? { graceMs: this.commitGraceMs } : {}),
       onStarted: () => this.events.onStarted?.(this.provider.id),
     });
     return commitment.payload.commitment;

@@ -4,9 +4,8 @@
  * root, or a commitment without a valid reveal). Marked providers are excluded until the mark expires; one
  * wrong result resets the count to zero.
  */
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
-import { DatabaseSync } from "node:sqlite";
+import type { DatabaseSync } from "node:sqlite";
+import { openDatabase } from "../store/sqlite.js";
 
 export interface Reputation {
   consecutiveValid: number;
@@ -51,15 +50,14 @@ export class MemoryReputation implements ReputationStore {
 export class SqliteReputation implements ReputationStore {
   private readonly db: DatabaseSync;
   constructor(path: string) {
-    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
-    this.db = new DatabaseSync(path);
-    this.db.exec(`
-      PRAGMA journal_mode = WAL;
-      PRAGMA busy_timeout = 5000;
+    this.db = openDatabase(
+      path,
+      `
       CREATE TABLE IF NOT EXISTS reputation (
         provider TEXT PRIMARY KEY, consecutive_valid INTEGER NOT NULL, wrong INTEGER NOT NULL, marked_until TEXT
       );
-    `);
+    `,
+    );
   }
   get(provider: string): Reputation {
     const row = this.db

@@ -551,7 +551,10 @@ export class Requestor {
 
 function groupVotes(votes: Vote[]): Record<string, string[]> {
   const groups: Record<string, string[]> = {};
-  for (const v of votes) (groups[v.root ?? "(no valid reveal)"] ??= []).push(v.provider);
+  for (const v of votes) {
+    const key = v.root ?? "(no valid reveal)";
+    groups[key] = [...(groups[key] ?? []), v.provider];
+  }
   return groups;
 }
 

@@ -46,3 +46,20 @@ describe("requestor: journal (SQLite)", () => {
     again.close();
   });
 });
+
+describe("store: a file that is not a database", () => {
+  it("gives a typed error instead of a crash", async () => {
+    const path = join(mkdtempSync(join(tmpdir(), "aq-store-")), "ledger.sqlite");
+    (await import("node:fs")).writeFileSync(
+      path,
+      "this is not a database, but it is long enough to look like a header".repeat(20),
+    );
+    let error: unknown;
+    try {
+      new JobLedger(path);
+    } catch (e) {
+      error = e;
+    }
+    expect((error as { code?: string }).code).to.equal("STORE_UNAVAILABLE");
+  });
+});
