@@ -341,31 +341,33 @@ export class ProviderAgent {
     const raw = join(job.outputsDir, "..");
     await mkdir(raw, { recursive: true });
     const startedAt = this.now();
-    const result = await this.behaviour.run(() =>
-      sandbox.run(
-        {
-          image: spec.image.digest,
-          imageDigest: spec.image.digest,
-          command: spec.command,
-          env: spec.env,
-          ...(spec.inputs.length > 0 ? { inputDir: job.inputsDir } : {}),
-          outputs: spec.outputs.map((path) => `/output/${path}`),
-          outputDir: raw,
-          limits: {
-            cpus: spec.limits.milliCpus / 1000,
-            memoryBytes: spec.limits.memoryBytes,
-            pids: spec.limits.pids,
-            scratchBytes: spec.limits.scratchBytes,
-            wallTimeMs: spec.limits.wallTimeMs,
-            output: {
-              maxFileBytes: spec.limits.outputBytes,
-              maxTotalBytes: spec.limits.outputBytes,
-              maxFiles: spec.limits.outputFiles,
+    const result = await this.behaviour.run(
+      () =>
+        sandbox.run(
+          {
+            image: spec.image.digest,
+            imageDigest: spec.image.digest,
+            command: spec.command,
+            env: spec.env,
+            ...(spec.inputs.length > 0 ? { inputDir: job.inputsDir } : {}),
+            outputs: spec.outputs.map((path) => `/output/${path}`),
+            outputDir: raw,
+            limits: {
+              cpus: spec.limits.milliCpus / 1000,
+              memoryBytes: spec.limits.memoryBytes,
+              pids: spec.limits.pids,
+              scratchBytes: spec.limits.scratchBytes,
+              wallTimeMs: spec.limits.wallTimeMs,
+              output: {
+                maxFileBytes: spec.limits.outputBytes,
+                maxTotalBytes: spec.limits.outputBytes,
+                maxFiles: spec.limits.outputFiles,
+              },
             },
           },
-        },
-        options,
-      ),
+          options,
+        ),
+      spec.image.digest,
     );
     await mkdir(job.outputsDir, { recursive: true });
     await this.behaviour.tamper(job.outputsDir, spec.outputs);

@@ -17,8 +17,8 @@ import type { OutputFile, RunResult } from "../sandbox/api.js";
 
 export interface Behaviour {
   readonly name: string;
-  /** Wraps the sandbox run. */
-  run(execute: () => Promise<RunResult>): Promise<RunResult>;
+  /** Wraps the sandbox run of a qube whose image digest is `imageDigest`. */
+  run(execute: () => Promise<RunResult>, imageDigest: string): Promise<RunResult>;
   /** Changes outputs on disk after the run (adversaries only). */
   tamper(outputsDir: string, declared: string[]): Promise<void>;
   /** The output files to commit to, relative to the outputs directory. */
@@ -45,11 +45,12 @@ export async function hashTree(dir: string, prefix = ""): Promise<OutputFile[]> 
   return out;
 }
 
-const fakeRun = (): RunResult => {
+/** What a lazy provider pretends: a successful run of the right image, with nothing produced. */
+const fakeRun = (imageDigest: string): RunResult => {
   const now = new Date().toISOString();
   return {
     tier: "container",
-    imageDigest: "",
+    imageDigest,
     exitCode: 0,
     durationMs: 1,
     stdout: "",
@@ -98,7 +99,8 @@ export function parseBehaviour(name: string): Behaviour {
       tamper: (dir, declared) => overwriteFirst(dir, declared, "\nlie", true),
       listOutputs: fromDisk,
     };
-  if (name === "lazy") return { ...honest, name, run: async () => fakeRun(), listOutputs: fromDisk };
+  if (name === "lazy")
+    return { ...honest, name, run: async (_execute, imageDigest) => fakeRun(imageDigest), listOutputs: fromDisk };
   if (name === "copy")
     return { ...honest, name, sealProvider: () => "12D3KooWCopiedCommitmentFromAnotherProviderXXXXXXXXXX" };
   if (name.startsWith("collude:")) {

@@ -92,10 +92,13 @@ describe("verification: adversary providers on a devnet @docker", function () {
   });
 
   it("9 providers, 3 colluding: wrong results stay within the bound, colluders are marked, then none is accepted", async () => {
-    // Analytic bound for this set-up: a wrong result is accepted only when all k = 3 replicas are colluders
-    // (with any honest replica the tie-breaker rule needs quorum + dissent agreeing votes). Before any colluder
-    // is marked that has probability 1 / C(9,3) = 1/84 per qube, so over 60 qubes the expected count is at most
-    // 60/84 = 0.71 and P(more than 3) < 1%: the test allows at most 3. A colluder that dissents is marked.
+    // Analytic bound for this set-up (k = 3, quorum 2, tie-breakers until quorum + one vote per dissent): a
+    // wrong result is accepted only when the colluders hold a qualified majority of a round, i.e. all three of
+    // the first replicas are colluders (1/C(9,3) = 1/84), or two are and the single tie-breaker is the third
+    // (C(3,2)*C(6,1)/84 * 1/6 = 3/84). So before any colluder is marked P(wrong) <= 4/84 per qube; over 60
+    // qubes the expected count is at most 2.86 (sd 1.65), and marking only lowers it: the test allows at most
+    // 7 (mean + 3 sd). When colluders win a round they outvote an honest replica, which is then marked: that is
+    // the price of a colluding majority in a round, and why wrong results must stop once colluders are marked.
     const specs = [
       ...Array.from({ length: 3 }, () => ({ behaviour: "collude:A" })),
       ...Array.from({ length: 6 }, () => ({})),
@@ -131,7 +134,7 @@ describe("verification: adversary providers on a devnet @docker", function () {
           if ([...colluders].every((c) => requestor.reputation.isExcluded(c, new Date()))) wrongAfterAllMarked++;
         }
       }
-      expect(wrong).to.be.at.most(3);
+      expect(wrong).to.be.at.most(7);
       expect(wrongAfterAllMarked).to.equal(0);
       for (const c of dissented) {
         expect(colluders.has(c), `only colluders dissent: ${c}`).to.equal(true);
