@@ -70,7 +70,13 @@ export async function createNode(options: NodeOptions): Promise<AirqubeNode> {
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     peerDiscovery: bootstrapList.length > 0 ? [bootstrap({ list: bootstrapList, timeout: 100 })] : [],
-    connectionManager: { maxConnections: 200 },
+    connectionManager: {
+      maxConnections: 200,
+      // every devnet peer dials from 127.0.0.1: the default of 5 inbound connections per second per host would
+      // turn away the 6th peer that starts at once (and the bootstrap list is dialled only at start)
+      inboundConnectionThreshold: 200,
+      maxIncomingPendingConnections: 64,
+    },
     connectionGater: {
       // never dial anything but loopback unless allowed (defence in depth against hostile offers)
       denyDialMultiaddr: (ma) => !options.allowPublic && !LOOPBACK.test(ma.toString()),

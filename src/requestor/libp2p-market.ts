@@ -3,6 +3,7 @@
  * signed by both sides, qubes exchanged over the exchange protocol with commit-reveal.
  */
 import { randomBytes } from "node:crypto";
+import { multiaddr } from "@multiformats/multiaddr";
 import { type AgreementTerms, proposeAgreement } from "../net/agreement.js";
 import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
 import { ExchangeSession } from "../net/exchange/dialer.js";
@@ -49,6 +50,13 @@ export class Libp2pMarket implements ComputeMarket {
     });
     const offers = new OfferBook(node, options.now ? { now: options.now } : {});
     offers.start();
+    try {
+      await dialBootstrap(node, options.bootstrap);
+    } catch (error) {
+      offers.stop();
+      await node.stop();
+      throw error;
+    }
     return new Libp2pMarket(node, offers, options);
   }
 
@@ -198,4 +206,24 @@ function toCandidate(offer: Offer, spec: VerifiedQubeSpec): ProviderCandidate {
         }
       : {}),
   };
+}
+
+/** Dials the bootstrap peers (a few tries each) so that a wrong address fails now, with a clear error. */
+async function dialBootstrap(node: AirqubeNode, bootstrap: string[]): Promise<void> {
+  if (bootstrap.length === 0) return;
+  const errors: string[] = [];
+  for (let attempt = 0; attempt < 3; attempt++) {
+    for (const address of bootstrap) {
+      try {
+        await node.dial(multiaddr(address), { signal: AbortSignal.timeout(5_000) });
+        return;
+      } catch (error) {
+        errors.push(`${address}: ${(error as Error).message}`);
+      }
+    }
+    await new Promise((r) => setTimeout(r, 300 * (attempt + 1)));
+  }
+  throw new PeerError("BOOTSTRAP_UNREACHABLE", "Could not reach any bootstrap peer", {
+    details: errors.slice(-bootstrap.length).join("; "),
+  });
 }
