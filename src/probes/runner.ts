@@ -220,7 +220,9 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
       AIRQUBE_PROBE_DEADLINE_MS: String(deadlineMs),
       AIRQUBE_PROBE_CANARY_PORT: String(canary?.port ?? 0),
       AIRQUBE_PROBE_HOST_NS: namespaces,
-      AIRQUBE_PROBE_LSM: lsm,
+      // In a VM the qube faces the guest kernel, which the tier boots with no major LSM: the host's LSM
+      // confines QEMU, not the qube. A guest that shows a label (e.g. AppArmor's "unconfined") still fails row 21.
+      AIRQUBE_PROBE_LSM: tier === "microvm" ? "none" : lsm,
       AIRQUBE_PROBE_NONCE: nonce,
       AIRQUBE_PROBE_HOST_KERNEL: `${release()} ${osVersion()}`,
       AIRQUBE_PROBE_HOST_BOOT_ID: bootId,

@@ -91,6 +91,9 @@ export interface SeccompProfile {
   syscalls: SeccompRule[];
 }
 
+/** The personas `personality` may set: PER_LINUX, PER_LINUX32, UNAME26 (and with PER_LINUX32), the query value. */
+export const PERSONALITY_ALLOWED: readonly number[] = [0x0, 0x8, 0x20000, 0x20008, 0xffffffff];
+
 const EPERM = 1;
 const ENOSYS = 38;
 
@@ -116,7 +119,7 @@ export function seccompProfile(): SeccompProfile {
       // clone3 takes its flags in a struct seccomp cannot inspect: ENOSYS makes libc fall back to clone.
       { names: ["clone3"], action: "SCMP_ACT_ERRNO", errnoRet: ENOSYS },
       // personality: only PER_LINUX (0), PER_LINUX32 (8), UNAME26 (0x20000) and the query value 0xffffffff.
-      ...[0x0, 0x8, 0x20000, 0x20008, 0xffffffff].map(
+      ...PERSONALITY_ALLOWED.map(
         (value): SeccompRule => ({
           names: ["personality"],
           action: "SCMP_ACT_ALLOW",

@@ -40,8 +40,9 @@ describe("micro-VM hardening as data", () => {
       "-initrd",
       "/c/i.cpio.gz",
       "-append",
-      "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t edd=off 8250.nr_uarts=2 rdinit=/init",
+      "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t edd=off 8250.nr_uarts=2 rdinit=/init lsm=landlock,lockdown,yama,bpf",
     ]);
+    expect(KERNEL_CMDLINE, "no major LSM that would label the qube unconfined").to.not.match(/apparmor|selinux/);
     expect(KERNEL_CMDLINE).to.not.match(/ip=|nfsroot|init=\/bin/);
   });
 
@@ -105,8 +106,18 @@ describe("micro-VM host frames", () => {
       offset += 5 + bytes.readUInt32BE(offset + 1);
     }
     expect(types).to.deep.equal(["L", "A", "A", "V", "P", "F", "D", "D", "G"]);
-    expect(bytes.readUInt32BE(1)).to.equal(72);
+    expect(bytes.readUInt32BE(1)).to.equal(80);
     expect(bytes.readBigUInt64BE(5)).to.equal(BigInt(DEFAULT_LIMITS.wallTimeMs));
+    // the last limit is the CPU share in thousandths of a CPU, for the qube's cpu.max
+    expect(bytes.readBigUInt64BE(5 + 72)).to.equal(BigInt(Math.ceil(DEFAULT_LIMITS.cpus * 1000)));
+    const half = encodeQube({
+      command: ["x"],
+      env: {},
+      outputs: [],
+      inputs: [],
+      limits: { ...DEFAULT_LIMITS, cpus: 0.5 },
+    });
+    expect(half.readBigUInt64BE(5 + 72)).to.equal(500n);
   });
 
   it("refuses NUL bytes, bad env names and oversized fields", () => {

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import Docker from "dockerode";
+import { PROBE_IMAGE, runProbeSuite } from "../../src/probes/runner.js";
 import { AirqubeError } from "../../src/qube/errors.js";
 import { DEFAULT_LIMITS } from "../../src/sandbox/api.js";
 import { kvmGroup, resolveAccel } from "../../src/sandbox/microvm/accel.js";
@@ -330,5 +331,29 @@ describe("MicroVmSandbox @qemu @docker", function () {
     expect(decision.reason).to.be.a("string").and.not.equal("requested");
     if ((await kvmGroup()) === undefined) expect(decision.accel).to.equal("tcg");
     console.log(`      accel auto: ${decision.accel} (${decision.reason})`);
+  });
+});
+
+describe("the escape suite on the micro-VM tier @qemu @docker", function () {
+  this.timeout(300_000);
+
+  before(async () => {
+    execFileSync("bash", [join(root, "scripts", "build-vm.sh")], { stdio: "ignore" });
+    await new Docker().getImage(PROBE_IMAGE).inspect(); // `npm run images` builds it
+  });
+
+  it("passes every probe, kernel identity included, with no fail and no inconclusive", async () => {
+    const report = await runProbeSuite({ tier: "microvm" });
+    const notPassed = report.probes
+      .filter((p) => p.verdict !== "pass")
+      .map((p) => `${p.id} ${p.verdict}: ${p.evidence}`);
+    expect(report.summary.fail, notPassed.join("\n")).to.equal(0);
+    expect(report.summary.inconclusive, notPassed.join("\n")).to.equal(0);
+    expect(report.summary.pass, notPassed.join("\n")).to.equal(36);
+    expect(report.probes.find((p) => p.id === 36)?.verdict, "a kernel of its own").to.equal("pass");
+    // the one row not passed: the guest boots with no AppArmor/SELinux, and says so
+    const lsm = report.probes.find((p) => p.id === 21);
+    expect(lsm?.verdict).to.equal("skipped");
+    expect(lsm?.evidence).to.match(/no AppArmor\/SELinux/);
   });
 });

@@ -1042,6 +1042,8 @@ static int mount_allowed(const char *point, const char *fstype, int ro) {
     if (strcmp(fstype, "tmpfs") == 0 &&
         (strcmp(point, "/scratch") == 0 || strcmp(point, "/output") == 0 || strcmp(point, "/tmp") == 0))
       return 1;
+    /* The VM tier writes the declared inputs into a tmpfs it then makes read-only. */
+    if (strcmp(fstype, "tmpfs") == 0 && strcmp(point, "/input") == 0) return ro;
     return 0;
   }
   /* Binds from the host: only the runtime's per-container files, our init and the inputs, all read-only. */

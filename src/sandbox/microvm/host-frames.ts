@@ -1,7 +1,8 @@
 /**
  * The host-to-VM half of the micro-VM channel: after the VM's init says hello, the host sends the one qube it
  * will run as frames in the init channel's framing (1 byte type, u32 BE length, payload):
- *   'L' limits (9 x u64 BE)   'A' argv element   'V' "KEY=VALUE"   'P' declared output path
+ *   'L' limits (10 x u64 BE; the last is the CPU share in thousandths of a CPU, for the qube's cpu.max)
+ *   'A' argv element   'V' "KEY=VALUE"   'P' declared output path
  *   'F' input file start (path relative to /input)   'D' input file data   'G' go
  * Pure: `encodeQube` turns a checked qube into bytes. The VM side is src/sandbox/microvm/native/vm-init.c.
  */
@@ -53,6 +54,8 @@ export function encodeQube(qube: VmQube): Buffer {
     limits.output.maxTotalBytes,
     limits.output.maxFiles,
     inputBytes,
+    // the qube's cgroup gets cpu.max from this: a fractional share is enforced even on a whole vCPU
+    limits.cpus * 1000,
   ];
   const limitsPayload = Buffer.alloc(8 * values.length);
   values.forEach((value, index) => {

@@ -40,6 +40,9 @@ export const KERNEL_CMDLINE = [
   "edd=off", // no BIOS disk probing (microvm has no BIOS disks)
   "8250.nr_uarts=2", // exactly the two UARTs the VM has
   "rdinit=/init", // our static init from the initramfs
+  // No major LSM: the Debian kernel would enable AppArmor with no policy loaded, so the qube would run under the
+  // label "unconfined" and nothing would confine it. The VM boundary, seccomp and no capabilities do.
+  "lsm=landlock,lockdown,yama,bpf",
 ].join(" ");
 
 /**

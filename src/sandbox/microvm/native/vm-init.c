@@ -12,17 +12,19 @@
  *    'Z' and powers off. Any failure of its own ends in 'W' + 'X' kind 2 + 'Z' and a power-off.
  *
  * Host-to-VM frames (same framing as channel.h: 1 byte type, u32 BE length, payload):
- *   'L' limits: 9 x u64 BE: wallTimeMs, memoryBytes, pids, scratchBytes, logBytes,
- *       outMaxFileBytes, outMaxTotalBytes, outMaxFiles, inputBytes
+ *   'L' limits: 10 x u64 BE: wallTimeMs, memoryBytes, pids, scratchBytes, logBytes,
+ *       outMaxFileBytes, outMaxTotalBytes, outMaxFiles, inputBytes, milliCpus (0: no CPU quota)
  *   'A' one argv element      'V' one environment entry "KEY=VALUE"     'P' one declared output path
  *   'F' start of an input file (path relative to /input)   'D' data of the current input file   'G' go
  * The host is trusted by this program; it still checks every length and path it is sent.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -41,8 +43,13 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include <asm/unistd.h> /* __X32_SYSCALL_BIT */
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 #include "../../native/channel.h"
+#include "vm-seccomp.h" /* generated from src/sandbox/seccomp.ts by `npm run build:vm` */
 
 #define MAX_ARGS 4096
 #define MAX_ENV 4096
@@ -54,8 +61,9 @@
 static int chan = -1;
 
 struct limits {
-  uint64_t wall_ms, memory, pids, scratch, log, out_file, out_total, out_files, input;
+  uint64_t wall_ms, memory, pids, scratch, log, out_file, out_total, out_files, input, millicpus;
 };
+#define LIMIT_COUNT 10
 
 static void power_off(void) {
   if (chan >= 0) tcdrain(chan);
@@ -178,6 +186,88 @@ static void loopback_up(void) {
   close(fd);
 }
 
+/* Makes path read-only, as runtimes do with their "readonly paths" (absent paths are skipped). */
+static void bind_read_only(const char *path) {
+  struct stat st;
+  if (lstat(path, &st) < 0) return;
+  mount_or_fail(path, path, NULL, MS_BIND | MS_REC, NULL);
+  if (mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    fail(path, errno);
+}
+
+/* Hides path, as runtimes do with their "masked paths": /dev/null over a file, an empty read-only tmpfs over a
+ * directory (absent paths are skipped). */
+static void mask(const char *path) {
+  struct stat st;
+  if (lstat(path, &st) < 0) return;
+  if (S_ISDIR(st.st_mode)) {
+    if (mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555") < 0)
+      fail(path, errno);
+  } else if (mount("/dev/null", path, NULL, MS_BIND, NULL) < 0) {
+    fail(path, errno);
+  }
+}
+
+#if defined(__x86_64__)
+#define AQ_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define AQ_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#else
+#error "vm-init: no seccomp filter for this architecture"
+#endif
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define AQ_ARG0_LOW offsetof(struct seccomp_data, args[0])
+#else
+#define AQ_ARG0_LOW (offsetof(struct seccomp_data, args[0]) + 4)
+#endif
+#define AQ_RET(action) BPF_STMT(BPF_RET | BPF_K, (action))
+#define AQ_ERRNO(e) (SECCOMP_RET_ERRNO | ((e) & SECCOMP_RET_DATA))
+#define AQ_N_ALLOWED (sizeof aq_allowed_syscalls / sizeof aq_allowed_syscalls[0])
+#define AQ_N_PERSONAS (sizeof aq_personality_allowed / sizeof aq_personality_allowed[0])
+
+/*
+ * The container tier's seccomp policy (src/sandbox/seccomp.ts) as a classic BPF program: a system call of
+ * another architecture (or x32) kills or is refused; clone only without namespace flags; clone3 answers ENOSYS
+ * so that libc falls back to clone; personality only with the harmless personas; the allowlist; everything else
+ * (mount and namespace calls, module loading, keyrings, bpf, perf_event_open, userfaultfd, ptrace,
+ * process_vm_*, open_by_handle_at, syslog, io_uring_*, ...) answers EPERM. Needs no_new_privs (set before).
+ */
+static int install_seccomp(void) {
+  static struct sock_filter prog[16 + AQ_N_PERSONAS + 2 * AQ_N_ALLOWED];
+  size_t n = 0;
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+  prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AQ_AUDIT_ARCH, 1, 0);
+  prog[n++] = (struct sock_filter)AQ_RET(SECCOMP_RET_KILL_PROCESS);
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+#ifdef __x86_64__
+  prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, __X32_SYSCALL_BIT, 0, 1);
+  prog[n++] = (struct sock_filter)AQ_RET(AQ_ERRNO(EPERM));
+#endif
+  prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 4);
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, AQ_ARG0_LOW);
+  prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, AQ_CLONE_NAMESPACE_FLAGS, 0, 1);
+  prog[n++] = (struct sock_filter)AQ_RET(AQ_ERRNO(EPERM));
+  prog[n++] = (struct sock_filter)AQ_RET(SECCOMP_RET_ALLOW);
+#ifdef __NR_clone3
+  prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1);
+  prog[n++] = (struct sock_filter)AQ_RET(AQ_ERRNO(ENOSYS));
+#endif
+  prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_personality, 0, AQ_N_PERSONAS + 3);
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, AQ_ARG0_LOW);
+  for (size_t i = 0; i < AQ_N_PERSONAS; i++)
+    prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, aq_personality_allowed[i],
+                                             (unsigned char)(AQ_N_PERSONAS - i), 0);
+  prog[n++] = (struct sock_filter)AQ_RET(AQ_ERRNO(EPERM));
+  prog[n++] = (struct sock_filter)AQ_RET(SECCOMP_RET_ALLOW);
+  for (size_t i = 0; i < AQ_N_ALLOWED; i++) {
+    prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)aq_allowed_syscalls[i], 0, 1);
+    prog[n++] = (struct sock_filter)AQ_RET(SECCOMP_RET_ALLOW);
+  }
+  prog[n++] = (struct sock_filter)AQ_RET(AQ_ERRNO(EPERM));
+  struct sock_fprog fprog = {.len = (unsigned short)n, .filter = prog};
+  return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0);
+}
+
 static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -235,9 +325,9 @@ int main(void) {
       continue;
     }
     if (type == 'L') {
-      if (len != 72) fail("bad limits frame", EPROTO);
+      if (len != 8 * LIMIT_COUNT) fail("bad limits frame", EPROTO);
       uint64_t *v = (uint64_t *)&lim;
-      for (int i = 0; i < 9; i++) v[i] = be64(frame + 8 * i);
+      for (int i = 0; i < LIMIT_COUNT; i++) v[i] = be64(frame + 8 * i);
       char opts[96];
       snprintf(opts, sizeof opts, "size=%llu,mode=0755", (unsigned long long)(lim.input + 65536));
       mount_or_fail("tmpfs", "/input", "tmpfs", MS_NOSUID | MS_NODEV, opts);
@@ -280,15 +370,27 @@ int main(void) {
   mount(NULL, "/proc/sys", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
   mount_or_fail("/proc/sysrq-trigger", "/proc/sysrq-trigger", NULL, MS_BIND, NULL);
   mount(NULL, "/proc/sysrq-trigger", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL);
+  /* The rest of runc's read-only and masked paths. */
+  static const char *const read_only[] = {"/proc/bus", "/proc/fs", "/proc/irq"};
+  for (size_t i = 0; i < sizeof read_only / sizeof read_only[0]; i++) bind_read_only(read_only[i]);
+  static const char *const masked[] = {"/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
+                                       "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                                       "/proc/sched_debug", "/proc/scsi", "/sys/firmware"};
+  for (size_t i = 0; i < sizeof masked / sizeof masked[0]; i++) mask(masked[i]);
 
   /* Limits: a cgroup for the command and everything it starts. */
-  write_file(CG "/cgroup.subtree_control", "+memory +pids");
+  write_file(CG "/cgroup.subtree_control", "+cpu +memory +pids");
   if (mkdir(CGQ, 0755) < 0) fail(CGQ, errno);
   char num[32];
   snprintf(num, sizeof num, "%llu", (unsigned long long)lim.memory);
   write_file(CGQ "/memory.max", num);
   snprintf(num, sizeof num, "%llu", (unsigned long long)lim.pids);
   write_file(CGQ "/pids.max", num);
+  if (lim.millicpus > 0) { /* a CPU quota per 100 ms period (the kernel's floor is 1 ms) */
+    uint64_t quota = lim.millicpus * 100 < 1000 ? 1000 : lim.millicpus * 100;
+    snprintf(num, sizeof num, "%llu 100000", (unsigned long long)quota);
+    write_file(CGQ "/cpu.max", num);
+  }
 
   int out[2], err[2], status_pipe[2];
   if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(status_pipe, O_CLOEXEC) < 0)
@@ -300,6 +402,10 @@ int main(void) {
     int e = 0;
     int cg = open(CGQ "/cgroup.procs", O_WRONLY | O_CLOEXEC);
     if (cg < 0 || write(cg, "0", 1) != 1) e = errno ? errno : EIO;
+    /* A private mount namespace without the init's cgroup2 mount: the qube sees only its own file system. */
+    if (!e && (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+               umount2(CG, MNT_DETACH) < 0))
+      e = errno;
     if (!e) {
       dup2(out[1], 1);
       dup2(err[1], 2);
@@ -312,7 +418,7 @@ int main(void) {
       for (int cap = 0; cap <= 63; cap++) prctl(PR_CAPBSET_DROP, cap, 0, 0, 0); /* no capability, ever */
       prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
       if (chdir("/scratch") < 0 || setgroups(0, NULL) < 0 || setgid(QUBE_UID) < 0 || setuid(QUBE_UID) < 0 ||
-          prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+          prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || install_seccomp() < 0)
         e = errno;
     }
     if (!e) {
