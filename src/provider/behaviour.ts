@@ -8,11 +8,11 @@
  *  - `slow`: waits past the commit deadline before running
  *  - `crash`: dies (SIGKILL) in the middle of the qube
  */
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { appendFile, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { AdmittedJob } from "../net/exchange/handler.js";
-import { InternalError } from "../qube/index.js";
+import { Identity, InternalError } from "../qube/index.js";
 import type { OutputFile, RunResult } from "../sandbox/api.js";
 
 export interface Behaviour {
@@ -78,6 +78,9 @@ async function overwriteFirst(outputsDir: string, declared: string[], text: stri
   else await writeFile(target, text);
 }
 
+/** The provider whose commitment a `copy` provider pretends to have copied (any other valid identity). */
+const copiedFrom = Identity.fromSeed(randomBytes(32));
+
 export function parseBehaviour(name: string): Behaviour {
   const honest: Behaviour = {
     name: "honest",
@@ -101,8 +104,7 @@ export function parseBehaviour(name: string): Behaviour {
     };
   if (name === "lazy")
     return { ...honest, name, run: async (_execute, imageDigest) => fakeRun(imageDigest), listOutputs: fromDisk };
-  if (name === "copy")
-    return { ...honest, name, sealProvider: () => "12D3KooWCopiedCommitmentFromAnotherProviderXXXXXXXXXX" };
+  if (name === "copy") return { ...honest, name, sealProvider: () => copiedFrom.peerId };
   if (name.startsWith("collude:")) {
     const group = name.slice("collude:".length);
     return {

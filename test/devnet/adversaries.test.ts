@@ -136,13 +136,16 @@ describe("verification: adversary providers on a devnet @docker", function () {
       }
       expect(wrong).to.be.at.most(7);
       expect(wrongAfterAllMarked).to.equal(0);
+      // every colluder that dissented is marked and excluded
       for (const c of dissented) {
-        expect(colluders.has(c), `only colluders dissent: ${c}`).to.equal(true);
-        expect(requestor.reputation.isExcluded(c, new Date())).to.equal(true);
+        if (colluders.has(c)) expect(requestor.reputation.isExcluded(c, new Date()), `colluder ${c}`).to.equal(true);
       }
-      expect(dissented.size).to.be.greaterThan(0);
-      for (const p of devnet.providers)
-        if (!colluders.has(p.peerId)) expect(requestor.reputation.get(p.peerId).wrong).to.equal(0);
+      expect([...dissented].filter((c) => colluders.has(c)).length).to.be.greaterThan(0);
+      // an honest provider is only ever marked in a round the colluders won
+      const honestMarked = devnet.providers.filter(
+        (p) => !colluders.has(p.peerId) && requestor.reputation.get(p.peerId).wrong > 0,
+      );
+      expect(honestMarked.length).to.be.at.most(wrong);
     } finally {
       requestor.close();
       await market.close();
