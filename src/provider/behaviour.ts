@@ -131,7 +131,7 @@ export function parseBehaviour(name: string): Behaviour {
       name,
       run: async (execute) => {
         const running = execute();
-        setTimeout(() => process.kill(process.pid, "SIGKILL"), 300);
+        setTimeout(() => process.kill(process.pid, "SIGKILL"), 20); // mid-qube: the container is running
         return running;
       },
     };
