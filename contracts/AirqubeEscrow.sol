@@ -187,8 +187,8 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
                 if (job.providers[j] == p) revert AirqubeEscrowInvalidProvider(p);
             }
         }
-        jobId = keccak256(abi.encode(job));
-        if (_jobId(job) != jobId) revert AirqubeEscrowNonCanonicalJob();
+        if (!_isCanonical(job)) revert AirqubeEscrowNonCanonicalJob();
+        jobId = _jobId(job);
         if (_jobs[jobId] != 0) revert AirqubeEscrowJobExists(jobId);
 
         _jobs[jobId] = uint256(Status.Open);
@@ -284,14 +284,15 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
         if (block.timestamp > job.finalDeadline) revert AirqubeEscrowTooLate(jobId, job.finalDeadline);
         _checkChain(jobId, word, openings);
 
-        (bytes32 winner, uint256 winners, uint256 revealedCount) = _tally(jobId, job, word, openings);
+        (bytes32 winner, uint256 winners, uint256 revealedCount, uint256 revealedMask) =
+            _tally(jobId, job, word, openings);
         if (revealedCount < openings.length && block.timestamp <= job.revealDeadline) {
             revert AirqubeEscrowTooEarly(jobId, job.revealDeadline);
         }
 
         // Effects: the job is closed before anything is credited; nothing else is touched but balances.
         _jobs[jobId] = (word & ~uint256(0xff)) | uint256(Status.Settled);
-        _payout(jobId, job, openings, winner, winners, revealedCount);
+        _payout(jobId, job, openings, winner, winners, revealedCount, revealedMask);
     }
 
     /**
@@ -402,7 +403,7 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
     /**
      * @dev `keccak256(abi.encode(job))` hashed straight from calldata, without re-encoding: the head (10 words),
      * then the providers array, which a canonical encoding puts right after the head. Any other layout gives
-     * another id, and {openJob} only accepts calldata whose raw hash equals the re-encoded one.
+     * another id, and {openJob} only accepts calldata in that layout with clean values (see {_isCanonical}).
      */
     function _jobId(Job calldata job) private pure returns (bytes32 id) {
         assembly ("memory-safe") {
@@ -412,6 +413,28 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
             if eq(calldataload(add(job, 0x60)), 0x140) { len := add(0x160, shl(5, calldataload(add(job, 0x140)))) }
             calldatacopy(add(m, 0x20), job, len)
             id := keccak256(m, add(len, 0x20))
+        }
+    }
+
+    /**
+     * @dev Whether the job's calldata is in the canonical ABI encoding, so that {_jobId} equals
+     * `keccak256(abi.encode(job))`: the providers array right after the head (offset 0x140) and every value
+     * clean (no bits beyond its type's width). Cheaper than re-encoding the job and hashing it a second time.
+     */
+    function _isCanonical(Job calldata job) private pure returns (bool ok) {
+        assembly ("memory-safe") {
+            let dirty := or(shr(160, calldataload(job)), shr(64, calldataload(add(job, 0x40))))
+            dirty := or(dirty, or(shr(96, calldataload(add(job, 0x80))), shr(96, calldataload(add(job, 0xa0)))))
+            dirty := or(dirty, or(shr(8, calldataload(add(job, 0xc0))), shr(40, calldataload(add(job, 0xe0)))))
+            dirty := or(dirty, or(shr(40, calldataload(add(job, 0x100))), shr(40, calldataload(add(job, 0x120)))))
+            ok := and(iszero(dirty), eq(calldataload(add(job, 0x60)), 0x140))
+            // With the canonical offset the length word is `job.providers.length`, checked to be at most 12.
+            if ok {
+                let p := add(job, 0x160)
+                for { let end := add(p, shl(5, calldataload(add(job, 0x140)))) } lt(p, end) { p := add(p, 0x20) } {
+                    if shr(160, calldataload(p)) { ok := 0 }
+                }
+            }
         }
     }
 
@@ -433,9 +456,15 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
 
     /// @dev Reverts unless `openings` are exactly the job's commitments in commit order.
     function _checkChain(bytes32 jobId, uint256 word, Opening[] calldata openings) private pure {
-        uint256 acc = 0;
-        for (uint256 i = 0; i < openings.length; ++i) {
-            acc = _chain(acc, openings[i].index, openings[i].commitment);
+        uint256 acc;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            let p := openings.offset
+            for { let end := add(p, shl(7, openings.length)) } lt(p, end) { p := add(p, 0x80) } {
+                mstore(m, acc)
+                calldatacopy(add(m, 0x20), p, 0x40)
+                acc := shr(32, shl(32, keccak256(m, 0x60)))
+            }
         }
         if (acc != word >> _ACC_SHIFT) revert AirqubeEscrowCommitmentsMismatch(jobId);
     }
@@ -457,31 +486,36 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
     }
 
     /// @dev Checks every opening and finds the quorum root (with 2 * quorum > k at most one root reaches it).
+    /// Bit `i` of `revealedMask` is set when `openings[i]` carries an opening.
     function _tally(bytes32 jobId, Job calldata job, uint256 word, Opening[] calldata openings)
         private
         pure
-        returns (bytes32 winner, uint256 winners, uint256 revealedCount)
+        returns (bytes32 winner, uint256 winners, uint256 revealedCount, uint256 revealedMask)
     {
+        address[] calldata providers = job.providers;
         uint256 n = openings.length;
         for (uint256 i = 0; i < n; ++i) {
             Opening calldata o = openings[i];
+            uint256 index = o.index;
             if (o.outputsRoot == 0 && o.salt == 0) {
-                if (word & (1 << (_REVEALED_SHIFT + o.index)) != 0) {
-                    revert AirqubeEscrowRevealMissing(jobId, job.providers[o.index]);
+                if (word & (1 << (_REVEALED_SHIFT + index)) != 0) {
+                    revert AirqubeEscrowRevealMissing(jobId, providers[index]);
                 }
             } else {
-                _checkOpening(jobId, o, job.providers[o.index]);
+                _checkOpening(jobId, o, providers[index]);
+                revealedMask |= 1 << i;
                 ++revealedCount;
             }
         }
+        uint256 quorum = job.quorum;
         for (uint256 i = 0; i < n && winners == 0; ++i) {
+            if (revealedMask & (1 << i) == 0) continue;
             bytes32 root = openings[i].outputsRoot;
-            if (root == 0 && openings[i].salt == 0) continue;
-            uint256 count = 0;
-            for (uint256 j = i; j < n; ++j) {
-                if (openings[j].outputsRoot == root && (root != 0 || openings[j].salt != 0)) ++count;
+            uint256 count = 1;
+            for (uint256 j = i + 1; j < n; ++j) {
+                if (revealedMask & (1 << j) != 0 && openings[j].outputsRoot == root) ++count;
             }
-            if (count >= job.quorum) {
+            if (count >= quorum) {
                 winner = root;
                 winners = count;
             }
@@ -496,18 +530,21 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
         Opening[] calldata openings,
         bytes32 winner,
         uint256 winners,
-        uint256 revealedCount
+        uint256 revealedCount,
+        uint256 revealedMask
     ) private {
+        address[] calldata providers = job.providers;
         uint256 n = openings.length;
         uint256 stake = job.stake;
-        uint256 refund = uint256(job.price) * job.providers.length;
+        uint256 price = job.price;
+        uint256 refund = price * providers.length;
         uint256 slashed;
         uint256 reward;
         if (winners != 0) {
             slashed = stake * (n - winners);
             uint256 share = slashed / winners;
-            refund = refund - uint256(job.price) * winners + (slashed - share * winners);
-            reward = uint256(job.price) + stake + share;
+            refund = refund - price * winners + (slashed - share * winners);
+            reward = price + stake + share;
         } else {
             slashed = stake * (n - revealedCount);
             refund += slashed;
@@ -517,11 +554,10 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
 
         for (uint256 i = 0; i < n; ++i) {
             Opening calldata o = openings[i];
-            bool revealed = o.outputsRoot != 0 || o.salt != 0;
-            if (revealed && (winners == 0 || o.outputsRoot == winner)) {
-                _credit(jobId, job.providers[o.index], reward);
+            if (revealedMask & (1 << i) != 0 && (winners == 0 || o.outputsRoot == winner)) {
+                _credit(jobId, providers[o.index], reward);
             } else if (stake != 0) {
-                emit Slashed(jobId, job.providers[o.index], stake);
+                emit Slashed(jobId, providers[o.index], stake);
             }
         }
         _credit(jobId, job.requestor, refund);

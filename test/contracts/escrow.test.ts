@@ -131,6 +131,19 @@ describe("AirqubeEscrow", () => {
       ).to.be.revertedWithCustomError(escrow, "AirqubeEscrowNonCanonicalJob");
     });
 
+    it("rejects calldata with bits beyond a value's width (a dirty nonce)", async () => {
+      const { escrow, requestor, providers } = await loadFixture(deployEscrowFixture);
+      const job = await makeJob(requestor, providers.slice(0, 1), { quorum: 1 });
+      const data = escrow.interface.encodeFunctionData("openJob", [t(job)]);
+      const words = data.slice(10).match(/.{64}/g)!;
+      // Word 0 is the tuple offset; the head starts at word 1, so the nonce is word 3. Values the escrow reads
+      // itself (requestor, providers, price, ...) already revert without a reason when dirty (ABI decoder).
+      words[3] = `01${words[3]!.slice(2)}`;
+      await expect(
+        requestor.sendTransaction({ to: await escrow.getAddress(), data: `${data.slice(0, 10)}${words.join("")}` }),
+      ).to.be.revertedWithCustomError(escrow, "AirqubeEscrowNonCanonicalJob");
+    });
+
     it("fails without an allowance (token error bubbles up)", async () => {
       const { escrow, token, requestor, providers } = await loadFixture(deployEscrowFixture);
       await token.connect(requestor).approve(await escrow.getAddress(), 0n);
