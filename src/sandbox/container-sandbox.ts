@@ -13,9 +13,16 @@ import Docker from "dockerode";
 import { AirqubeError, PeerError, PlatformError, TimeoutError, UserError } from "../qube/errors.js";
 import { DEFAULT_LIMITS, type QubeRun, type RunResult, type Sandbox, type SandboxLimits } from "./api.js";
 import { ChannelParser } from "./channel.js";
-import { type HardenedContainerConfig, hardenedContainerConfig, INIT_PATH, SANDBOX_LABEL } from "./hardening.js";
+import {
+  type HardenedContainerConfig,
+  hardenedContainerConfig,
+  INIT_PATH,
+  SANDBOX_LABEL,
+  warmContainerConfig,
+} from "./hardening.js";
 import { imageDigest } from "./images.js";
 import { safeRelativePath, unpackTar } from "./unpack.js";
+import { encodeQubeFrame, type WarmOptions, WarmPool } from "./warm-pool.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Where `npm run images` puts the static init (works from src/ and from dist/src/). */
@@ -34,6 +41,19 @@ export interface ContainerSandboxOptions {
   weaken?: (config: HardenedContainerConfig) => HardenedContainerConfig;
   /** Applied to the limits after defaults (the escape suite's `timeout:off` etc.). */
   weakenLimits?: (limits: SandboxLimits) => SandboxLimits;
+  /**
+   * Keep `count` containers of `image` created and started ahead of need (see warm-pool.ts). Qubes with inputs,
+   * another image or other container limits start cold.
+   */
+  warm?: WarmOptions;
+}
+
+/** What a sandbox has done so far (tests and the benchmark read it). */
+export interface ContainerSandboxStats {
+  coldRuns: number;
+  warmRuns: number;
+  /** Ids of every container that served a qube, in order: each appears once. */
+  servedContainerIds: string[];
 }
 
 /** Checks the limits a caller passed and fills in the defaults. */
@@ -135,15 +155,38 @@ async function copyTree(from: string, to: string): Promise<void> {
  * @example
  * const sandbox = new ContainerSandbox();
  * const result = await sandbox.run({ image: "airqube/busybox:latest", command: ["echo", "hi"] });
+ *
+ * // with two containers kept warm for the busybox image and the default limits:
+ * const warm = new ContainerSandbox({ warm: { image: "airqube/busybox:latest", count: 2 } });
+ * await warm.warm();
+ * await warm.run({ image: "airqube/busybox:latest", command: ["true"] });
+ * await warm.close();
  */
 export class ContainerSandbox implements Sandbox {
   readonly tier = "container" as const;
+  readonly stats: ContainerSandboxStats = { coldRuns: 0, warmRuns: 0, servedContainerIds: [] };
   private readonly docker: Docker;
   private readonly initBinary: string;
+  private readonly pool: WarmPool | undefined;
 
   constructor(private readonly options: ContainerSandboxOptions = {}) {
     this.docker = options.docker ?? new Docker();
     this.initBinary = options.initBinary ?? defaultInitBinary();
+    if (options.warm && options.warm.count > 0) {
+      let limits = resolveLimits(options.warm.limits);
+      if (options.weakenLimits) limits = options.weakenLimits(limits);
+      this.pool = new WarmPool(this.docker, options.warm, limits, (runId) => {
+        let config = warmContainerConfig(limits, runId, { initBinary: this.initBinary });
+        config.Labels[`${SANDBOX_LABEL}.owner`] = String(process.pid);
+        if (options.weaken) config = options.weaken(structuredClone(config));
+        return config;
+      });
+    }
+  }
+
+  /** Resolves when the warm pool is full (at once without one); returns how many containers wait. */
+  async warm(options: { signal?: AbortSignal } = {}): Promise<number> {
+    return this.pool ? await this.pool.full(options) : 0;
   }
 
   async run(qube: QubeRun, options: { signal?: AbortSignal } = {}): Promise<RunResult> {
@@ -169,25 +212,33 @@ export class ContainerSandbox implements Sandbox {
       });
     }
 
-    const inputDir = await stageInputs(qube);
-    const runId = randomUUID();
-    let config = hardenedContainerConfig(limits, runId, {
-      initBinary: this.initBinary,
-      ...(inputDir ? { inputDir } : {}),
-    });
-    config.Labels[`${SANDBOX_LABEL}.owner`] = String(process.pid);
-    if (this.options.weaken) config = this.options.weaken(structuredClone(config));
     const env = Object.entries(qube.env ?? {}).map(([key, value]) => `${key}=${value}`);
-    let container: Docker.Container | undefined;
+    // A warm container has no /input bind: qubes with inputs start cold.
+    const hasInputs = Boolean(qube.inputs?.length || qube.inputDir);
+    const frame = this.pool && !hasInputs ? encodeQubeFrame(qube.command, env, outputs) : undefined;
+    const warm = frame ? this.pool?.take(digest, limits) : undefined;
+    const inputDir = warm ? undefined : await stageInputs(qube);
+    let container = warm;
     try {
-      container = await this.docker.createContainer({
-        Image: digest, // run the digest we checked, never a tag that could move
-        Entrypoint: [INIT_PATH],
-        Cmd: [...outputs.flatMap((path) => ["-o", path]), "--", ...qube.command],
-        Env: env,
-        ...config,
-      });
-      return await this.execute(container, qube, limits, digest, outputs, signal);
+      if (container) this.stats.warmRuns++;
+      else {
+        let config = hardenedContainerConfig(limits, randomUUID(), {
+          initBinary: this.initBinary,
+          ...(inputDir ? { inputDir } : {}),
+        });
+        config.Labels[`${SANDBOX_LABEL}.owner`] = String(process.pid);
+        if (this.options.weaken) config = this.options.weaken(structuredClone(config));
+        container = await this.docker.createContainer({
+          Image: digest, // run the digest we checked, never a tag that could move
+          Entrypoint: [INIT_PATH],
+          Cmd: [...outputs.flatMap((path) => ["-o", path]), "--", ...qube.command],
+          Env: env,
+          ...config,
+        });
+        this.stats.coldRuns++;
+      }
+      this.stats.servedContainerIds.push(container.id);
+      return await this.execute(container, qube, limits, digest, outputs, signal, warm ? frame : undefined);
     } catch (error) {
       if (signal?.aborted && !(error instanceof AirqubeError && error.code === "ABORTED")) {
         throw new TimeoutError("ABORTED", "The qube was aborted", { cause: error });
@@ -210,6 +261,8 @@ export class ContainerSandbox implements Sandbox {
     digest: string,
     outputs: string[],
     signal: AbortSignal | undefined,
+    /** For a warm container (already started, its init waiting): the qube frame to send instead of starting it. */
+    frame?: Buffer,
   ): Promise<RunResult> {
     const parser = new ChannelParser({
       logBytes: limits.logBytes,
@@ -226,9 +279,12 @@ export class ContainerSandbox implements Sandbox {
         : drain(parser.archive);
     unpacking.catch(() => undefined); // observed below
 
-    const stream = (await container.attach({ stream: true, stdout: true, stderr: true })) as NodeJS.ReadableStream & {
-      destroy?: () => void;
-    };
+    const stream = (await container.attach({
+      stream: true,
+      stdout: true,
+      stderr: true,
+      ...(frame ? { stdin: true, hijack: true } : {}),
+    })) as NodeJS.ReadWriteStream & { destroy?: () => void };
     const stdout = new PassThrough();
     const initErr = new PassThrough();
     this.docker.modem.demuxStream(stream, stdout, initErr);
@@ -248,7 +304,12 @@ export class ContainerSandbox implements Sandbox {
 
     const startedAt = new Date();
     const started = performance.now();
-    await container.start();
+    if (frame) {
+      // The init writes nothing before this frame arrives, so the attach above misses no byte of the channel.
+      await new Promise<void>((resolveWrite, rejectWrite) =>
+        stream.write(frame, (error) => (error ? rejectWrite(error) : resolveWrite())),
+      );
+    } else await container.start();
     let timedOut = false;
     let aborted = false;
     const waited = container.wait();
@@ -318,7 +379,10 @@ export class ContainerSandbox implements Sandbox {
     };
   }
 
-  async close(): Promise<void> {}
+  /** Destroys the warm pool's containers (those serving a qube are destroyed when it ends). */
+  async close(): Promise<void> {
+    await this.pool?.close();
+  }
 
   /**
    * Removes containers left by Airqube processes that are gone (a crashed agent). Containers of live

@@ -78,6 +78,8 @@ export interface HardenedContainerConfig {
   NetworkDisabled: boolean;
   AttachStdin: boolean;
   OpenStdin: boolean;
+  /** Set only on warm containers: stdin closes after the host's one attach. */
+  StdinOnce?: boolean;
   Tty: boolean;
   Labels: Record<string, string>;
   StopTimeout: number;
@@ -140,5 +142,30 @@ export function hardenedContainerConfig(
       Devices: [], // no devices beyond Docker's minimal /dev
       LogConfig: { Type: "none", Config: {} }, // stdout/stderr are captured by attach, never stored on the host
     },
+  };
+}
+
+/**
+ * The create options of a warm container (`ContainerSandbox` with `warm`): exactly `hardenedContainerConfig`
+ * with no input bind, plus an open stdin on which the host sends the one qube frame the init waits for
+ * (`--await-qube`). Stdin closes after the host's single attach, and the init reads it once, then points it
+ * at /dev/null; the qube never sees it. Every confinement flag is the cold container's, unchanged.
+ *
+ * @example
+ * const config = warmContainerConfig(DEFAULT_LIMITS, "warm-1", { initBinary: "/usr/lib/airqube/airqube-init" });
+ * await docker.createContainer({ Image: digest, Entrypoint: [INIT_PATH], Cmd: ["--await-qube"], ...config });
+ */
+export function warmContainerConfig(
+  limits: SandboxLimits,
+  runId: string,
+  mounts: { initBinary: string },
+): HardenedContainerConfig {
+  const config = hardenedContainerConfig(limits, runId, { initBinary: mounts.initBinary });
+  return {
+    ...config,
+    AttachStdin: true, // the host attaches once, to send the qube frame
+    OpenStdin: true,
+    StdinOnce: true, // closed when that attach ends: no second qube can be sent
+    Labels: { ...config.Labels, [`${SANDBOX_LABEL}.warm`]: "1" },
   };
 }

@@ -1,6 +1,10 @@
 /*
  * airqube-init: PID 1 of every container qube. Bind-mounted read-only at /.airqube-init.
  *   /.airqube-init [-o /output/path]... -- COMMAND [ARGS...]
+ *   /.airqube-init --await-qube
+ * The second form is a warm container's: created and started ahead of need, the init blocks on stdin until the
+ * host sends exactly one qube frame (argv, environment, declared outputs; see read_qube below), then runs it
+ * exactly as the first form would. Stdin is read once and closed: a warm container serves one qube.
  * Runs COMMAND with stdout and stderr on pipes, forwards both as frames, reports how it ended, then archives the
  * declared outputs, all on one framed channel on stdout (see channel.h). It never reads anything from the qube
  * but its output bytes and files, and marks itself non-dumpable so the qube (same uid) cannot reach its
@@ -11,6 +15,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -20,12 +25,95 @@
 #include "channel.h"
 
 #define MAX_OUTPUTS 64
+#define QUBE_MAGIC "AQQ1"
+#define QUBE_MAX (256 * 1024) /* bytes of one qube frame's payload */
+#define QUBE_MAX_ARGS 4096
+#define QUBE_MAX_ENV 4096
+
+static int read_exact(int fd, void *buf, size_t len) {
+  char *p = buf;
+  while (len > 0) {
+    ssize_t n = read(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static uint32_t be32(const unsigned char *p) {
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+/*
+ * Reads the one qube frame from stdin: "AQQ1", u32 BE payload length (at most QUBE_MAX), then the payload:
+ * u32 BE argc (1..QUBE_MAX_ARGS), envc (..QUBE_MAX_ENV), outc (..MAX_OUTPUTS), followed by exactly
+ * argc + envc + outc NUL-terminated strings and nothing else. argv[0] is non-empty, each env entry is
+ * KEY=VALUE with a non-empty key, each output path is absolute. Environment entries are added to the init's
+ * own (the image's), as Docker adds a container's Env to its image's. Returns the index of argv in *argvp.
+ */
+static const char *read_qube(char ***argvp, char **outputs, int *noutputs) {
+  static unsigned char buf[QUBE_MAX];
+  static char *args[QUBE_MAX_ARGS + 1];
+  unsigned char header[8];
+  if (read_exact(0, header, sizeof header) < 0) return "stdin closed before the qube frame";
+  if (memcmp(header, QUBE_MAGIC, 4) != 0) return "bad qube frame magic";
+  uint32_t len = be32(header + 4);
+  if (len < 12 || len > QUBE_MAX) return "qube frame length out of bounds";
+  if (read_exact(0, buf, len) < 0) return "qube frame truncated";
+  uint32_t argc = be32(buf), envc = be32(buf + 4), outc = be32(buf + 8);
+  if (argc < 1 || argc > QUBE_MAX_ARGS || envc > QUBE_MAX_ENV || outc > MAX_OUTPUTS) return "qube frame counts out of bounds";
+  size_t pos = 12;
+  uint32_t total = argc + envc + outc;
+  for (uint32_t k = 0; k < total; k++) {
+    if (pos >= len) return "qube frame has too few strings";
+    char *s = (char *)buf + pos;
+    char *end = memchr(s, '\0', len - pos);
+    if (!end) return "qube frame string not terminated";
+    if (k < argc) {
+      if (k == 0 && end == s) return "empty command";
+      args[k] = s;
+    } else if (k < argc + envc) {
+      char *eq = strchr(s, '=');
+      if (!eq || eq == s) return "bad environment entry";
+      if (putenv(s) != 0) return "cannot set the environment";
+    } else {
+      if (s[0] != '/') return "output path not absolute";
+      outputs[(*noutputs)++] = s;
+    }
+    pos = (size_t)(end - (char *)buf) + 1;
+  }
+  if (pos != len) return "qube frame has trailing bytes";
+  args[argc] = NULL;
+  *argvp = args;
+  return NULL;
+}
 
 int main(int argc, char **argv) {
   char *outputs[MAX_OUTPUTS];
   int noutputs = 0, i = 1;
   prctl(PR_SET_DUMPABLE, 0);
   aq_channel_init(1);
+  if (argc == 2 && strcmp(argv[1], "--await-qube") == 0) {
+    /* Nothing is written before the qube frame arrives: the host attaches to stdout when it sends it. */
+    char **qube_argv = NULL;
+    const char *problem = read_qube(&qube_argv, outputs, &noutputs);
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0) { dup2(devnull, 0); if (devnull != 0) close(devnull); } /* stdin is read once */
+    aq_frame('H', AQ_HELLO, strlen(AQ_HELLO));
+    if (problem) {
+      aq_warn("airqube-init: %s", problem);
+      aq_exit_frame(2, EINVAL);
+      aq_frame('Z', NULL, 0);
+      return 125;
+    }
+    argv = qube_argv;
+    argc = 0;
+    while (argv[argc]) argc++;
+    i = 0;
+    goto run;
+  }
   aq_frame('H', AQ_HELLO, strlen(AQ_HELLO));
   for (; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) { i++; break; }
@@ -42,6 +130,7 @@ int main(int argc, char **argv) {
     return 125;
   }
 
+run:;
   int out[2], err[2], status_pipe[2];
   if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(status_pipe, O_CLOEXEC) < 0) {
     aq_warn("airqube-init: pipe: %s", strerror(errno));
