@@ -4,16 +4,17 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
-import { formatUnits } from "ethers";
 import { Devnet } from "../devnet/devnet.js";
 import { startBootstrapPeer } from "../net/bootstrap-peer.js";
 import { Identity } from "../qube/index.js";
 import { sealQube } from "../requestor/draft.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
-import { EscrowPayments, type PaymentReport } from "../requestor/payments.js";
+import { EscrowPayments } from "../requestor/payments.js";
 import { Requestor } from "../requestor/requestor.js";
 import { reportError } from "./output.js";
 import { defaultProbeCache } from "./paths.js";
+import { PAYMENT_ENV } from "./payment-options.js";
+import { describePayment } from "./payment-report.js";
 import { progressReporter } from "./progress.js";
 import { parseCount } from "./units.js";
 
@@ -65,6 +66,9 @@ export function registerDevnetCommands(program: Command): void {
                   requestor: net.chain.requestor.address,
                   // the key stays in a file (mode 0600), never on stdout
                   requestorKeyFile: net.chain.requestorKeyFile,
+                  // what `airqube run` needs to pay (the key file's path, not the key)
+                  runArgs: paidRunArgs(net),
+                  env: paidRunEnv(net),
                 },
               }
             : {}),
@@ -77,6 +81,11 @@ export function registerDevnetCommands(program: Command): void {
             process.stdout.write(
               `  funded requestor ${net.chain.requestor.address}, key in ${net.chain.requestorKeyFile}\n`,
             );
+            process.stdout.write(
+              `  pay with: airqube run --bootstrap ${net.bootstrap} ${paidRunArgs(net).join(" ")} --image ... --output ... -- CMD\n`,
+            );
+            const exports = Object.entries(paidRunEnv(net)).map(([k, v]) => `${k}=${v}`);
+            process.stdout.write(`  or:       export AIRQUBE_BOOTSTRAP=${net.bootstrap} ${exports.join(" ")}\n`);
           }
           process.stdout.write(`  try: AIRQUBE_BOOTSTRAP=${net.bootstrap} airqube offers\n  press Ctrl-C to stop\n`);
         }
@@ -206,22 +215,18 @@ async function demo(json: boolean, chain: boolean): Promise<number> {
   }
 }
 
-/** Lines saying who got paid what in one escrow job. */
-function describePayment(report: PaymentReport, names: Map<string | undefined, string>): string[] {
-  const glm = (wei: string) => `${formatUnits(wei, 18)} GLM`;
-  const name = (account: string) => names.get(account.toLowerCase()) ?? account;
-  const lines = [
-    `PAID on agreement: escrow job ${report.jobId}`,
-    `  budget ${glm(report.budget)} locked in tx ${report.lockTx ?? "?"} (price ${glm(report.price)}, stake ${glm(report.stake)} per provider)`,
-  ];
-  if (report.status !== "settled" && report.status !== "reclaimed") {
-    lines.push(
-      `  not settled yet (${report.error ? `${report.error.code}: ${report.error.message}` : `allowed from ${report.notBefore}`})`,
-    );
-    return lines;
-  }
-  lines.push(`  ${report.status} in tx ${report.settleTx}`);
-  for (const c of report.credits) lines.push(`    ${name(c.account)} credited ${glm(c.amount)}`);
-  for (const s of report.slashed) lines.push(`    ${name(s.account)} lost its stake of ${glm(s.amount)}`);
-  return lines;
+/** The flags of a paid `airqube run` on this devnet (the requestor key stays in its file). */
+function paidRunArgs(net: Devnet): string[] {
+  const chain = net.chain!;
+  return ["--rpc-url", chain.rpcUrl, "--escrow", chain.escrow, "--payment-key-file", chain.requestorKeyFile];
+}
+
+/** The same as environment variables. */
+function paidRunEnv(net: Devnet): Record<string, string> {
+  const chain = net.chain!;
+  return {
+    [PAYMENT_ENV.rpcUrl]: chain.rpcUrl,
+    [PAYMENT_ENV.escrow]: chain.escrow,
+    [PAYMENT_ENV.keyFile]: chain.requestorKeyFile,
+  };
 }

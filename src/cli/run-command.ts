@@ -3,22 +3,27 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
+import { budgetOf } from "../chain/job.js";
+import { type EscrowJobJson, jobFromJson } from "../chain/job-json.js";
 import { loadOrCreateIdentity } from "../net/keys.js";
 import { UserError } from "../qube/index.js";
 import type { ComputeMarket } from "../requestor/api.js";
 import { sealQube } from "../requestor/draft.js";
-import { RequestorJournal } from "../requestor/journal.js";
+import { type JournalEscrowJob, RequestorJournal } from "../requestor/journal.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
+import { EscrowPayments, type PaymentReport } from "../requestor/payments.js";
 import { Requestor } from "../requestor/requestor.js";
 import { cliLogger } from "./logger.js";
 import { printJson, reportError } from "./output.js";
 import { defaultRequestorDir } from "./paths.js";
+import { type PaymentFlags, paymentSettingsFrom } from "./payment-options.js";
+import { describePayment, glm } from "./payment-report.js";
 import { progressReporter } from "./progress.js";
 import { parseCount, parseDuration, parsePositive, parseSize } from "./units.js";
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
-interface RunFlags {
+interface RunFlags extends PaymentFlags {
   backend: "libp2p" | "golem";
   config?: string;
   bootstrap?: string[];
@@ -77,11 +82,22 @@ export function registerRunCommands(program: Command): void {
     .addOption(new Option("--cpus <n>", "CPU limit in cores").argParser(parsePositive).default(1))
     .option("--max-price <wei>", "refuse providers asking more than this per qube")
     .option("--data-dir <dir>", "requestor identity and journal", defaultRequestorDir())
+    .option("--rpc-url <url>", "pay on agreement: JSON-RPC URL of the chain (default $AIRQUBE_RPC_URL)")
+    .option("--escrow <address>", "pay on agreement: the AirqubeEscrow contract (default $AIRQUBE_ESCROW)")
+    .option(
+      "--payment-key-file <file>",
+      "pay on agreement: file holding the paying account's hex private key (default $AIRQUBE_PAYMENT_KEY_FILE)",
+    )
+    .option("--allow-public", "allow a non-loopback RPC URL and peers (real deployments only)")
     .option("--json", "JSON lines: one per progress event, then the result")
     .argument("<command...>", "the command to run (after --)")
     .addHelpText(
       "after",
-      "\nExample:\n  airqube run --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3... --image airqube/busybox:latest \\\n    --output ./out --out result.txt -- sh -c 'echo 42 > /output/result.txt'",
+      "\nExample:\n  airqube run --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3... --image airqube/busybox:latest \\\n    --output ./out --out result.txt -- sh -c 'echo 42 > /output/result.txt'\n" +
+        "\nPaid (the flags `airqube devnet up` prints): add --rpc-url http://127.0.0.1:PORT --escrow 0x... \\\n" +
+        "    --payment-key-file DEVNET_DIR/requestor.key\n" +
+        "  The budget is locked in the escrow before the qube is sent and settled after the verified result;\n" +
+        "  escrow jobs an earlier run left open are settled (or reclaimed) first.",
     )
     .action(async (command: string[], flags: RunFlags) => {
       process.exitCode = await run(command, flags);
@@ -103,12 +119,23 @@ export function registerRunCommands(program: Command): void {
     .action((flags: { dataDir: string; json?: boolean }) => {
       const journal = new RequestorJournal(join(flags.dataDir, "journal.sqlite"));
       journal.recover(new Date());
-      const list = journal.list();
+      const list = journal.list().map((q) => ({
+        ...q,
+        escrowJobs: journal.escrowJobs({ qubeId: q.qubeId }).map(escrowJobSummary),
+      }));
       journal.close();
       if (flags.json) printJson(list);
       else
-        for (const q of list)
+        for (const q of list) {
           process.stdout.write(`${q.createdAt} ${q.qubeId} ${q.state} (${q.dispatches.length} providers)\n`);
+          for (const j of q.escrowJobs) {
+            const settle = j.settleTx ? `, ${j.state} in tx ${j.settleTx}` : "";
+            const pending = j.error ? ` (${j.error.code}: ${j.error.message})` : "";
+            process.stdout.write(
+              `  escrow job ${j.jobId} ${j.state}${pending}: budget ${glm(j.budget)} for ${j.providers.length} providers, locked in tx ${j.lockTx ?? "?"}${settle}\n`,
+            );
+          }
+        }
     });
 }
 
@@ -118,8 +145,20 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
   process.once("SIGINT", onSignal);
   let market: ComputeMarket | undefined;
   let requestor: Requestor | undefined;
+  let payments: EscrowPayments | undefined;
   let stopProgress = () => {};
   try {
+    const settings = await paymentSettingsFrom(flags, process.env);
+    if (settings && flags.backend === "golem")
+      throw new UserError("PAYMENTS_UNSUPPORTED", "The escrow pays providers of the embedded network only", {
+        details: "the Golem backend pays through yagna: drop --rpc-url, --escrow and --payment-key-file",
+      });
+    // the chain must answer before anything else happens: a chain that is down fails the run here
+    if (settings)
+      payments = await EscrowPayments.connect(
+        { rpcUrl: settings.rpcUrl, escrow: settings.escrow, privateKey: settings.privateKey },
+        { signal: controller.signal },
+      );
     const identity = loadOrCreateIdentity(flags.dataDir);
     const quorum = flags.quorum ?? Math.floor(flags.redundancy / 2) + 1;
     if (quorum > flags.redundancy)
@@ -146,8 +185,19 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     market =
       flags.backend === "golem"
         ? await connectGolem(flags.config, controller.signal)
-        : await Libp2pMarket.connect({ identity, bootstrap: bootstrapFrom(flags) });
-    requestor = new Requestor({ market, dataDir: flags.dataDir });
+        : await Libp2pMarket.connect({
+            identity,
+            bootstrap: bootstrapFrom(flags),
+            ...(flags.allowPublic ? { allowPublic: true } : {}),
+          });
+    requestor = new Requestor({ market, dataDir: flags.dataDir, ...(payments ? { payments } : {}) });
+    const names = new Map<string | undefined, string>();
+    if (payments) {
+      names.set(payments.account.toLowerCase(), "requestor (refund)");
+      // settle or reclaim what an earlier run left open before locking anything new
+      const recovered = await requestor.recoverPayments({ signal: controller.signal });
+      reportRecovered(recovered, payments, Boolean(flags.json), names);
+    }
     const progress = progressReporter({ json: Boolean(flags.json), replicas: flags.redundancy });
     stopProgress = progress.stop;
     const maxPrice = flags.maxPrice !== undefined ? BigInt(flags.maxPrice) : undefined;
@@ -160,6 +210,7 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     stopProgress();
     if (flags.json) process.stdout.write(`${JSON.stringify({ event: "result", ...result })}\n`);
     else {
+      for (const a of result.answers) if (a.payout) names.set(a.payout.toLowerCase(), a.provider);
       const head =
         result.status === "verified"
           ? result.verified
@@ -176,6 +227,8 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
       const stdout = result.answers.find((a) => a.outputsRoot === result.outputsRoot)?.stdout;
       if (stdout) process.stdout.write(`  stdout (unverified): ${stdout.trimEnd()}\n`);
       if (result.reason) process.stdout.write(`  ${result.reason}\n`);
+      for (const report of result.payments ?? [])
+        for (const line of describePayment(report, names)) process.stdout.write(`${line}\n`);
     }
     return result.status === "verified" ? 0 : 1;
   } catch (error) {
@@ -184,8 +237,50 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
   } finally {
     process.off("SIGINT", onSignal);
     requestor?.close();
+    payments?.dispose();
     await market?.close();
   }
+}
+
+/** Says what the start-up recovery did with the escrow jobs an earlier run left open. */
+function reportRecovered(
+  reports: PaymentReport[],
+  payments: EscrowPayments,
+  json: boolean,
+  names: ReadonlyMap<string | undefined, string>,
+): void {
+  if (json) {
+    process.stdout.write(
+      `${JSON.stringify({ event: "paymentsRecovered", account: payments.account, escrow: payments.escrow, payments: reports })}\n`,
+    );
+    return;
+  }
+  process.stderr.write(`airqube: paying from ${payments.account} through escrow ${payments.escrow}\n`);
+  if (reports.length === 0) return;
+  process.stdout.write(`recovered ${reports.length} escrow job(s) an earlier run left open:\n`);
+  for (const report of reports) for (const line of describePayment(report, names)) process.stdout.write(`${line}\n`);
+}
+
+/** An escrow job of the journal, for `airqube journal` (state, transactions, amounts; never openings). */
+function escrowJobSummary(entry: JournalEscrowJob) {
+  const report = (entry.report ?? {}) as Partial<PaymentReport>;
+  const job = entry.job as EscrowJobJson;
+  return {
+    jobId: entry.jobId,
+    state: entry.state,
+    providers: job.providers,
+    budget: budgetOf(jobFromJson(job)).toString(),
+    price: job.price,
+    stake: job.stake,
+    /** From then on the budget can be reclaimed (unix seconds). */
+    finalDeadline: job.finalDeadline,
+    lockTx: entry.lockTx,
+    ...(report.settleTx ? { settleTx: report.settleTx } : {}),
+    ...(report.credits ? { credits: report.credits } : {}),
+    ...(report.slashed ? { slashed: report.slashed } : {}),
+    ...(report.error ? { error: report.error } : {}),
+    ...(report.notBefore ? { notBefore: report.notBefore } : {}),
+  };
 }
 
 /** Reads a JSON config file (or nothing), with a clear error. */

@@ -1,0 +1,32 @@
+/** How the CLI prints escrow jobs: who got paid what, in which transactions (`airqube run`, `demo`, `journal`). */
+import { formatUnits } from "ethers";
+import type { PaymentReport } from "../requestor/payments.js";
+
+/** Wei as GLM (18 decimals). */
+export const glm = (wei: string): string => `${formatUnits(wei, 18)} GLM`;
+
+/**
+ * Lines saying who got paid what in one escrow job; `names` maps lower-case accounts to readable names.
+ *
+ * @example
+ * for (const line of describePayment(report, new Map([[payout.toLowerCase(), peerId]]))) console.log(line);
+ */
+export function describePayment(report: PaymentReport, names: ReadonlyMap<string | undefined, string>): string[] {
+  const name = (account: string) => names.get(account.toLowerCase()) ?? account;
+  const lines = [
+    `PAID on agreement: escrow job ${report.jobId}`,
+    `  budget ${glm(report.budget)} locked in tx ${report.lockTx ?? "?"} (price ${glm(report.price)}, stake ${glm(report.stake)} per provider)`,
+  ];
+  if (report.status !== "settled" && report.status !== "reclaimed") {
+    lines.push(
+      `  not settled yet (${report.error ? `${report.error.code}: ${report.error.message}` : `allowed from ${report.notBefore}`}); the next paid \`airqube run\` with this data directory settles it`,
+    );
+    return lines;
+  }
+  lines.push(
+    `  ${report.status}${report.settleTx ? ` in tx ${report.settleTx}` : " on chain before (no transaction of ours)"}`,
+  );
+  for (const c of report.credits) lines.push(`    ${name(c.account)} credited ${glm(c.amount)}`);
+  for (const s of report.slashed) lines.push(`    ${name(s.account)} lost its stake of ${glm(s.amount)}`);
+  return lines;
+}
