@@ -133,7 +133,8 @@ function spawnReady(
       signal?.removeEventListener("abort", onAbort);
       try {
         const ready = JSON.parse(line) as Ready;
-        if (ready.event !== "ready") throw new Error(line);
+        if (ready.event !== "ready")
+          throw new PlatformError("DEVNET_START_FAILED", "Unexpected first line", { details: line });
         resolve({ child, ready });
       } catch {
         child.kill("SIGKILL");

@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import {
+  canonicalBytes,
   type Identity,
   isoTimeSchema,
   PeerError,
@@ -82,7 +83,7 @@ export function verifyAgreement(value: unknown): Agreement {
     signer: requestor.payload.provider,
     what: "agreement",
   });
-  if (JSON.stringify(provider.payload) !== JSON.stringify(requestor.payload)) {
+  if (!Buffer.from(canonicalBytes(provider.payload)).equals(Buffer.from(canonicalBytes(requestor.payload)))) {
     throw new PeerError("AGREEMENT_INVALID", "The two halves of the agreement differ");
   }
   return { requestor, provider };

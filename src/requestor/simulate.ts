@@ -8,7 +8,7 @@
  * rule (k replicas, quorum q, tie-breakers on dissent, dissenters marked and excluded); `adaptive` is BOINC's
  * adaptive replication on top of Airqube's rule.
  */
-import type { RedundancyPolicy } from "../qube/index.js";
+import { type RedundancyPolicy, UserError } from "../qube/index.js";
 import { fixedMaxReplicas, planReplication } from "./policy.js";
 import { decide, type Vote } from "./quorum.js";
 import { MemoryReputation } from "./reputation.js";
@@ -130,7 +130,10 @@ export function simulate(options: SimulationOptions): SimulationResult {
         trustAfter: Number(parts[1] ?? 10),
         spotCheckPermille: 0,
       };
-    else throw new Error(`unknown policy ${options.policy}`);
+    else
+      throw new UserError("POLICY_UNKNOWN", "Unknown simulation policy", {
+        details: `${options.policy}: use fixed:M, quorum:K:Q or adaptive[:TRUST_AFTER[:QUORUM]]`,
+      });
     const first = pick();
     if (first === undefined) {
       noConsensus++;
