@@ -122,7 +122,7 @@ export class Libp2pMarket implements ComputeMarket {
     };
     const proposal: SignedEnvelope<AgreementTerms> = proposeAgreement(terms, this.options.identity);
     const session = await ExchangeSession.open(
-      this.node as never,
+      this.node,
       { provider: offer.provider, addrs: offer.addrs, sealingKey: Buffer.from(offer.sealingKey, "hex") },
       qube.spec,
       proposal,

@@ -46,7 +46,7 @@ describe("net: qube exchange between real agents @docker", function () {
       client.identity,
     );
     return ExchangeSession.open(
-      client.market.node as never,
+      client.market.node,
       { provider: offer.provider, addrs: offer.addrs, sealingKey: Buffer.from(offer.sealingKey, "hex") },
       qube.spec,
       proposal,

@@ -65,7 +65,7 @@ export class ExchangeSession {
    * `inputs` maps each spec input path to a host file. `escrow` is the job the budget is locked in (paid qubes).
    */
   static async open(
-    node: Libp2p,
+    node: Pick<Libp2p, "peerStore" | "dialProtocol">,
     target: { provider: string; addrs: string[]; sealingKey: Uint8Array },
     spec: VerifiedQubeSpec,
     proposal: SignedEnvelope<AgreementTerms>,
