@@ -14,9 +14,8 @@ import {
   sha256HexSchema,
   signEnvelope,
   verifyEnvelope,
+  weiSchema,
 } from "../qube/index.js";
-
-const weiSchema = z.string().regex(/^(0|[1-9][0-9]{0,77})$/, "must be a non-negative integer in wei");
 
 export const agreementTermsSchema = z.strictObject({
   version: z.literal(1),

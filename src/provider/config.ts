@@ -5,9 +5,7 @@
 import { readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { z } from "zod";
-import { tierSchema, UserError } from "../qube/index.js";
-
-const weiSchema = z.string().regex(/^(0|[1-9][0-9]{0,77})$/, "must be a whole number of wei");
+import { tierSchema, UserError, weiSchema } from "../qube/index.js";
 
 /** Adversary behaviours for tests; refused outside devnet or test configurations. */
 export const behaviourSchema = z

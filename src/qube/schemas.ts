@@ -46,3 +46,6 @@ export type Tier = z.infer<typeof tierSchema>;
 export function tierSatisfies(required: Tier, offered: Tier): boolean {
   return TIERS.indexOf(offered) >= TIERS.indexOf(required);
 }
+
+/** An amount in wei: a non-negative integer as a decimal string (fits 256 bits). */
+export const weiSchema = z.string().regex(/^(0|[1-9][0-9]{0,77})$/, "must be a non-negative integer in wei");

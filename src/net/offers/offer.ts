@@ -16,9 +16,8 @@ import {
   signEnvelope,
   tierSchema,
   verifyEnvelope,
+  weiSchema,
 } from "../../qube/index.js";
-
-const weiSchema = z.string().regex(/^(0|[1-9][0-9]{0,77})$/, "must be a non-negative integer in wei");
 
 export const probeSummarySchema = z.strictObject({
   reportHash: digestSchema,
