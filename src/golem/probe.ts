@@ -25,7 +25,7 @@ import {
   summarize,
 } from "../probes/index.js";
 import { Identity, PeerError } from "../qube/index.js";
-import { sealQube } from "../requestor/draft.js";
+import { sealQube, specLimitsFor } from "../requestor/draft.js";
 import { Requestor } from "../requestor/requestor.js";
 import type { QubeRun, RunResult, Sandbox } from "../sandbox/api.js";
 import type { GolemConfig } from "./config.js";
@@ -57,11 +57,7 @@ export class GolemSandbox implements Sandbox {
         outputs: ["probe"],
         tier: "microvm",
         limits: {
-          ...(limits.wallTimeMs ? { wallTimeMs: Math.max(1000, limits.wallTimeMs) } : {}),
-          ...(limits.memoryBytes ? { memoryBytes: limits.memoryBytes } : {}),
-          ...(limits.pids ? { pids: Math.max(8, limits.pids) } : {}),
-          ...(limits.scratchBytes ? { scratchBytes: limits.scratchBytes } : {}),
-          ...(limits.cpus ? { milliCpus: Math.max(100, Math.round(limits.cpus * 1000)) } : {}),
+          ...specLimitsFor(limits),
           outputBytes: 1024 * 1024,
           outputFiles: 16,
         },

@@ -18,6 +18,7 @@ import {
   UserError,
   verifySignedQubeSpec,
 } from "../qube/index.js";
+import type { SandboxLimits } from "../sandbox/api.js";
 import { imageDigest } from "../sandbox/images.js";
 import type { SealedQube } from "./api.js";
 
@@ -34,6 +35,20 @@ export interface QubeRequest {
   deterministic?: boolean;
   /** Lifetime of the spec; default one hour. */
   ttlMs?: number;
+}
+
+/**
+ * The spec limits that express a sandbox-level request (what a `Sandbox` caller such as the escape suite
+ * asks for), raised to the spec's minimums where needed; limits not given keep the spec defaults.
+ */
+export function specLimitsFor(limits: Partial<SandboxLimits>): NonNullable<QubeSpecDraft["limits"]> {
+  return {
+    ...(limits.wallTimeMs ? { wallTimeMs: Math.max(1000, limits.wallTimeMs) } : {}),
+    ...(limits.memoryBytes ? { memoryBytes: limits.memoryBytes } : {}),
+    ...(limits.pids ? { pids: Math.max(8, limits.pids) } : {}),
+    ...(limits.scratchBytes ? { scratchBytes: limits.scratchBytes } : {}),
+    ...(limits.cpus ? { milliCpus: Math.max(100, Math.round(limits.cpus * 1000)) } : {}),
+  };
 }
 
 async function sha256File(path: string): Promise<string> {

@@ -10,7 +10,7 @@ import { loadOrCreateIdentity } from "../net/keys.js";
 import { PROBE_IMAGE, type ProbeReport, runProbeSuite } from "../probes/index.js";
 import { PeerError, type ResultStatement, type SignedEnvelope, type Tier, UserError } from "../qube/index.js";
 import type { QubeRun, RunResult, Sandbox } from "../sandbox/api.js";
-import { sealQube } from "./draft.js";
+import { sealQube, specLimitsFor } from "./draft.js";
 import { Libp2pMarket } from "./libp2p-market.js";
 import { Requestor } from "./requestor.js";
 
@@ -44,13 +44,7 @@ export class RemoteSandbox implements Sandbox {
         env: qube.env ?? {},
         outputs: [CAPTURE_DIR],
         tier: this.tier,
-        limits: {
-          ...(limits.wallTimeMs ? { wallTimeMs: Math.max(1000, limits.wallTimeMs) } : {}),
-          ...(limits.memoryBytes ? { memoryBytes: limits.memoryBytes } : {}),
-          ...(limits.pids ? { pids: Math.max(8, limits.pids) } : {}),
-          ...(limits.scratchBytes ? { scratchBytes: limits.scratchBytes } : {}),
-          ...(limits.cpus ? { milliCpus: Math.max(100, Math.round(limits.cpus * 1000)) } : {}),
-        },
+        limits: specLimitsFor(limits),
         redundancy: { mode: "fixed", k: 1, quorum: 1 },
       },
       this.identity,
