@@ -393,8 +393,8 @@ export class ContainerSandbox implements Sandbox {
     let removed = 0;
     for (const info of containers) {
       const owner = Number(info.Labels[`${SANDBOX_LABEL}.owner`]);
-      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) continue;
-      if (owner === process.pid) continue;
+      // ours, or a live process's: not a leftover
+      if (Number.isInteger(owner) && owner > 0 && (owner === process.pid || isAlive(owner))) continue;
       await docker
         .getContainer(info.Id)
         .remove({ force: true })
