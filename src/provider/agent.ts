@@ -246,22 +246,17 @@ export class ProviderAgent {
     return {
       identity: this.identity,
       now: this.now,
+      query: async ({ spec, price, payment }) => {
+        // asked before the requestor locks any money: everything the proposal would check, short of the job
+        const refusal = (await this.refusalFor(spec.spec, price)) ?? this.paymentRefusal(payment);
+        if (refusal) this.logger.info({ qubeId: spec.id, ...refusal }, "qube refused when asked");
+        return refusal;
+      },
       admit: async ({ spec, agreement, escrow }): Promise<Admission> => {
-        const refusal = checkAdmission({
-          spec: spec.spec,
-          price: BigInt(agreement.requestor.payload.price),
-          tiers: this.tiers,
-          resources: this.resources,
-          pricing: { start: BigInt(this.config.price.start), perSecond: BigInt(this.config.price.perSecond) },
-          running: this.running.size,
-          maxConcurrent: this.config.maxConcurrent,
-          draining: this.draining,
-        });
-        const imageRefusal = refusal ? undefined : await this.checkImage(spec.spec.image.digest);
-        if (refusal ?? imageRefusal) {
-          const reason = (refusal ?? imageRefusal)!;
-          this.logger.info({ qubeId: spec.id, ...reason }, "qube refused");
-          return { ok: false, ...reason };
+        const refusal = await this.refusalFor(spec.spec, BigInt(agreement.requestor.payload.price));
+        if (refusal) {
+          this.logger.info({ qubeId: spec.id, ...refusal }, "qube refused");
+          return { ok: false, ...refusal };
         }
         let escrowJob: EscrowJob | undefined;
         if (this.payments) {
@@ -304,6 +299,43 @@ export class ProviderAgent {
       record: (jobId, event) => this.record(jobId, event),
       afterCommit: (job) => this.behaviour.afterCommit(job),
     };
+  }
+
+  /** The first reason to refuse `spec` at `price` now (limits, tier, capacity, price, image), if any. */
+  private async refusalFor(spec: QubeSpec, price: bigint): Promise<{ code: string; reason: string } | undefined> {
+    const refusal = checkAdmission({
+      spec,
+      price,
+      tiers: this.tiers,
+      resources: this.resources,
+      pricing: { start: BigInt(this.config.price.start), perSecond: BigInt(this.config.price.perSecond) },
+      running: this.running.size,
+      maxConcurrent: this.config.maxConcurrent,
+      draining: this.draining,
+    });
+    return refusal ?? (await this.checkImage(spec.image.digest));
+  }
+
+  /** Whether the way the requestor would pay (an escrow on a chain, or not at all) suits this provider. */
+  private paymentRefusal(
+    payment: { chainId: number; escrow: string } | undefined,
+  ): { code: string; reason: string } | undefined {
+    if (!this.payments)
+      return payment
+        ? { code: "ESCROW_UNSUPPORTED", reason: "this provider is not configured with a chain" }
+        : undefined;
+    const { chainId, escrowAddress } = this.payments.client;
+    if (!payment)
+      return {
+        code: "ESCROW_REQUIRED",
+        reason: `this provider works paid only: lock the budget in escrow ${escrowAddress} on chain ${chainId}`,
+      };
+    if (payment.chainId !== chainId || payment.escrow.toLowerCase() !== escrowAddress.toLowerCase())
+      return {
+        code: "ESCROW_MISMATCH",
+        reason: `the budget would be locked in escrow ${payment.escrow} (chain ${payment.chainId}); this provider is paid through ${escrowAddress} (chain ${chainId})`,
+      };
+    return undefined;
   }
 
   /** Refuses a qube whose image (by digest) is not available here, before anything is accepted. */

@@ -1,4 +1,8 @@
-/** The qube exchange protocol: propose → accept → inputs → commit → reveal-request → reveal + outputs. */
+/**
+ * The qube exchange protocol: propose → accept → inputs → commit → reveal-request → reveal + outputs. A stream
+ * may instead open with an admission query (query → admissible | refuse), asked before any money is locked;
+ * after the proposal the requestor may send `cancel` at any point and the provider stops the qube.
+ */
 export const EXCHANGE_PROTOCOL = "/airqube/exchange/1.0.0";
 /** Largest frame: a signed spec (1 MiB) or one sealed chunk, whichever is larger. */
 export const MAX_FRAME_BYTES = 1024 * 1024 + 4096;
@@ -14,3 +18,5 @@ export const REVEAL_WAIT_MS = 10 * 60_000;
 export const MAX_LOG_EXCERPT = 64 * 1024;
 /** Plaintext bytes per sealed chunk on the wire. */
 export const SEAL_CHUNK_BYTES = 64 * 1024;
+/** How long the requestor spends telling a provider that it cancels (the cancel frame and closing the stream). */
+export const CANCEL_TIMEOUT_MS = 2_000;

@@ -4,7 +4,7 @@
  * `awaitCommitment` (the provider's signed commitment), `reveal` (ask for the reveal, check it against the
  * commitment and the statement, receive and unpack the outputs, recompute the outputs root).
  */
-import type { Libp2p, Stream } from "@libp2p/interface";
+import type { Libp2p } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
 import {
@@ -29,8 +29,22 @@ import type { OutputFile } from "../../sandbox/api.js";
 import { unpackTar } from "../../sandbox/unpack.js";
 import { type Agreement, type AgreementTerms, verifyAgreement } from "../agreement.js";
 import { parseMessage, Wire, withDeadline } from "../wire.js";
-import { COMMIT_GRACE_MS, EXCHANGE_PROTOCOL, MAX_FRAME_BYTES, NEGOTIATION_TIMEOUT_MS } from "./constants.js";
-import { answerSchema, doneSchema, type EscrowJobWire, providerProgressSchema, revealSchema } from "./messages.js";
+import {
+  CANCEL_TIMEOUT_MS,
+  COMMIT_GRACE_MS,
+  EXCHANGE_PROTOCOL,
+  MAX_FRAME_BYTES,
+  NEGOTIATION_TIMEOUT_MS,
+} from "./constants.js";
+import { AdmissionRefusedError } from "./errors.js";
+import {
+  answerSchema,
+  doneSchema,
+  type EscrowJobWire,
+  providerProgressSchema,
+  queryAnswerSchema,
+  revealSchema,
+} from "./messages.js";
 import { fileSource, receiveSealed, sendSealed } from "./transfer.js";
 
 /** Thrown when a provider refuses a proposal; carries its reason. */
@@ -49,10 +63,63 @@ export interface RevealedResult {
   stderr: string;
 }
 
+type DialNode = Pick<Libp2p, "peerStore" | "dialProtocol">;
+
+async function dial(node: DialNode, target: { provider: string; addrs: string[] }, signal: AbortSignal): Promise<Wire> {
+  const peer = peerIdFromString(target.provider);
+  try {
+    await node.peerStore.merge(peer, { multiaddrs: target.addrs.map((a) => multiaddr(a)) });
+    return new Wire(await node.dialProtocol(peer, EXCHANGE_PROTOCOL, { signal }), { maxFrameBytes: MAX_FRAME_BYTES });
+  } catch (error) {
+    throw new PeerError("PROVIDER_UNREACHABLE", "Could not reach the provider", {
+      details: `${target.provider}: ${(error as Error).message}`,
+      cause: error,
+    });
+  }
+}
+
+/**
+ * Asks a provider whether it would admit a qube at `price` (wei), paid through `payment` (absent: unpaid),
+ * before anything is locked or sent. Nothing is reserved: the proposal may still be refused (e.g. at capacity).
+ *
+ * @throws AdmissionRefusedError with the provider's reason code when it would not; PeerError when it cannot
+ * be reached or answers out of protocol.
+ * @example
+ * await askAdmission(node, { provider, addrs }, spec, { price: 10n ** 15n, payment: { chainId, escrow } });
+ */
+export async function askAdmission(
+  node: DialNode,
+  target: { provider: string; addrs: string[] },
+  spec: VerifiedQubeSpec,
+  terms: { price: bigint; payment?: { chainId: number; escrow: string } },
+  options: { signal?: AbortSignal } = {},
+): Promise<void> {
+  const signal = withDeadline(NEGOTIATION_TIMEOUT_MS, options.signal);
+  const wire = await dial(node, target, signal);
+  try {
+    await wire.send(
+      {
+        type: "query",
+        spec: spec.envelope,
+        price: terms.price.toString(),
+        ...(terms.payment ? { payment: terms.payment } : {}),
+      },
+      { signal },
+    );
+    const answer = await wire.receive(queryAnswerSchema, { signal });
+    await wire.close({ signal });
+    if (answer.type === "refuse") throw new AdmissionRefusedError(target.provider, answer.code, answer.reason);
+  } catch (error) {
+    wire.abort(error as Error);
+    throw error;
+  }
+}
+
 /** One qube on one provider. */
 export class ExchangeSession {
   agreement: Agreement | undefined;
   commitment: SignedEnvelope<Commitment> | undefined;
+  private cancelled: Promise<void> | undefined;
   private constructor(
     private readonly wire: Wire,
     readonly provider: string,
@@ -65,7 +132,7 @@ export class ExchangeSession {
    * `inputs` maps each spec input path to a host file. `escrow` is the job the budget is locked in (paid qubes).
    */
   static async open(
-    node: Pick<Libp2p, "peerStore" | "dialProtocol">,
+    node: DialNode,
     target: { provider: string; addrs: string[]; sealingKey: Uint8Array },
     spec: VerifiedQubeSpec,
     proposal: SignedEnvelope<AgreementTerms>,
@@ -73,19 +140,8 @@ export class ExchangeSession {
     inputs: Map<string, string>,
     options: { signal?: AbortSignal; escrow?: EscrowJobWire } = {},
   ): Promise<ExchangeSession> {
-    const peer = peerIdFromString(target.provider);
     const signal = withDeadline(NEGOTIATION_TIMEOUT_MS, options.signal);
-    let stream: Stream;
-    try {
-      await node.peerStore.merge(peer, { multiaddrs: target.addrs.map((a) => multiaddr(a)) });
-      stream = await node.dialProtocol(peer, EXCHANGE_PROTOCOL, { signal });
-    } catch (error) {
-      throw new PeerError("PROVIDER_UNREACHABLE", "Could not reach the provider", {
-        details: `${target.provider}: ${(error as Error).message}`,
-        cause: error,
-      });
-    }
-    const wire = new Wire(stream, { maxFrameBytes: MAX_FRAME_BYTES });
+    const wire = await dial(node, target, signal);
     const session = new ExchangeSession(wire, target.provider, spec, identity);
     try {
       await wire.send(
@@ -106,7 +162,7 @@ export class ExchangeSession {
       }
       return session;
     } catch (error) {
-      wire.abort(error as Error);
+      await session.end(error, options.signal);
       throw error;
     }
   }
@@ -142,7 +198,7 @@ export class ExchangeSession {
         return commitment;
       }
     } catch (error) {
-      this.wire.abort(error as Error);
+      await this.end(error, options.signal);
       throw error;
     }
   }
@@ -207,9 +263,34 @@ export class ExchangeSession {
         stderr: message.stderr,
       };
     } catch (error) {
-      this.wire.abort(error as Error);
+      await this.end(error, options.signal);
       throw error;
     }
+  }
+
+  /** After a failure: tells the provider to stop when the caller aborted (Ctrl-C), else just drops the stream. */
+  private async end(error: unknown, callerSignal: AbortSignal | undefined): Promise<void> {
+    if (callerSignal?.aborted) await this.cancel("the requestor was interrupted");
+    else this.wire.abort(error as Error);
+  }
+
+  /**
+   * Tells the provider to stop the qube (it destroys the sandbox and frees the seat), then drops the stream.
+   * Bounded by {@link CANCEL_TIMEOUT_MS}; never throws.
+   */
+  async cancel(reason: string): Promise<void> {
+    if (this.cancelled) return this.cancelled;
+    this.cancelled = (async () => {
+      const signal = AbortSignal.timeout(CANCEL_TIMEOUT_MS);
+      try {
+        await this.wire.send({ type: "cancel", reason: reason.slice(0, 256) }, { signal });
+        await this.wire.close({ signal });
+      } catch {
+        // the stream is gone already: the provider sees it reset, which stops the qube as well
+      }
+      this.wire.abort(new PeerError("QUBE_CANCELLED", "The qube was cancelled"));
+    })();
+    return this.cancelled;
   }
 
   /** Ends the session without a reveal (the provider's work is not used). */

@@ -16,6 +16,7 @@ import {
   PeerError,
   type ResultStatement,
   type SignedEnvelope,
+  TimeoutError,
   toAirqubeError,
   type VerifiedQubeSpec,
   verifySignedQubeSpec,
@@ -30,7 +31,14 @@ import {
   NEGOTIATION_TIMEOUT_MS,
   REVEAL_WAIT_MS,
 } from "./constants.js";
-import { type EscrowJobWire, inputEndSchema, proposeSchema, revealRequestSchema } from "./messages.js";
+import { QubeCancelledError } from "./errors.js";
+import {
+  type EscrowJobWire,
+  inputEndSchema,
+  openingSchema,
+  type QueryMessage,
+  requestorControlSchema,
+} from "./messages.js";
 import { receiveSealed, sendSealed, writeNewFile } from "./transfer.js";
 
 /** A qube the host admitted. */
@@ -65,6 +73,19 @@ export interface CommitPlan {
 export interface ExchangeHost {
   identity: Identity;
   now(): Date;
+  /**
+   * Answers an admission query (asked before the requestor locks any money): a refusal with a stable code, or
+   * undefined when the qube would be admitted now. Reserves nothing. Without it every query is answered
+   * `admissible` and the proposal decides.
+   */
+  query?(request: {
+    spec: VerifiedQubeSpec;
+    /** What each provider would be paid, wei. */
+    price: bigint;
+    /** The escrow the budget would be locked in (absent: unpaid). */
+    payment?: { chainId: number; escrow: string };
+    peer: string;
+  }): Promise<{ code: string; reason: string } | undefined>;
   /** `escrow` is the proposal's escrow job (validated in shape only: the host checks it against the chain). */
   admit(request: {
     spec: VerifiedQubeSpec;
@@ -124,8 +145,27 @@ export async function handleExchange(
   );
 }
 
+/** Answers an admission query: verifies the spec and its signer, then asks the host. */
+async function answerQuery(wire: Wire, query: QueryMessage, peer: string, host: ExchangeHost): Promise<void> {
+  const spec = verifySignedQubeSpec(query.spec, { now: host.now(), source: "peer" });
+  if (spec.envelope.signer !== peer)
+    throw new PeerError("PEER_MISMATCH", "The spec must be signed by the connected peer");
+  const refusal = await host.query?.({
+    spec,
+    price: BigInt(query.price),
+    ...(query.payment ? { payment: query.payment } : {}),
+    peer,
+  });
+  await wire.send(
+    refusal ? { type: "refuse", code: refusal.code, reason: refusal.reason.slice(0, 1024) } : { type: "admissible" },
+    { signal: withDeadline(NEGOTIATION_TIMEOUT_MS) },
+  );
+  await wire.close({ signal: withDeadline(NEGOTIATION_TIMEOUT_MS) });
+}
+
 async function serve(wire: Wire, peer: string, host: ExchangeHost, signal?: AbortSignal): Promise<void> {
-  const first = await wire.receive(proposeSchema, { signal: withDeadline(NEGOTIATION_TIMEOUT_MS, signal) });
+  const first = await wire.receive(openingSchema, { signal: withDeadline(NEGOTIATION_TIMEOUT_MS, signal) });
+  if (first.type === "query") return answerQuery(wire, first, peer, host);
   const now = host.now();
   const spec = verifySignedQubeSpec(first.spec, { now, source: "peer" });
   const proposal = verifyProposal(first.proposal);
@@ -149,20 +189,50 @@ async function serve(wire: Wire, peer: string, host: ExchangeHost, signal?: Abor
   const job = admission.job;
   const controller = new AbortController();
   const jobSignal = signal ? AbortSignal.any([signal, controller.signal]) : controller.signal;
+  let cancelled: QubeCancelledError | undefined;
+  let revealTimer: NodeJS.Timeout | undefined;
   try {
     host.record(job.jobId, { state: "accepted", qubeId: spec.id, requestor: peer, price: terms.price });
     await wire.send({ type: "accept", agreement: agreement.provider });
     await receiveInputs(wire, spec, job, host.identity, jobSignal);
 
+    // From here the requestor sends nothing until the reveal request, so the next message is read while the
+    // qube runs: a cancel, or a stream the requestor reset or closed, stops the qube and frees the seat now.
+    const control = wire.receive(requestorControlSchema, { signal: jobSignal }).then(
+      (message) => {
+        if (message.type === "cancel") {
+          cancelled = new QubeCancelledError(message.reason);
+          controller.abort(cancelled);
+        }
+        return message;
+      },
+      (error: unknown) => {
+        if (!jobSignal.aborted) {
+          cancelled = new QubeCancelledError(`the requestor went away (${toAirqubeError(error).code})`);
+          controller.abort(cancelled);
+        }
+        throw error;
+      },
+    );
+    control.catch(() => undefined);
+
     await wire.send({ type: "started" });
     host.record(job.jobId, { state: "running" });
     const execution = await host.execute(job, spec, agreement, { signal: jobSignal });
+    if (cancelled) throw cancelled;
     const plan = await host.commit(job, execution);
+    if (cancelled) throw cancelled;
     await wire.send({ type: "commit", commitment: plan.commitment });
     host.record(job.jobId, { state: "committed", outputsRoot: execution.statement.payload.outputsRoot });
     await host.afterCommit?.(job);
 
-    await wire.receive(revealRequestSchema, { signal: withDeadline(REVEAL_WAIT_MS, jobSignal) });
+    revealTimer = setTimeout(
+      () => controller.abort(new TimeoutError("STREAM_TIMEOUT", "No reveal request came in time")),
+      REVEAL_WAIT_MS,
+    );
+    const request = await control;
+    clearTimeout(revealTimer);
+    if (request.type === "cancel") throw cancelled ?? new QubeCancelledError(request.reason);
     const archive = packDirectory(job.outputsDir);
     await wire.send({
       type: "reveal",
@@ -182,10 +252,13 @@ async function serve(wire: Wire, peer: string, host: ExchangeHost, signal?: Abor
     host.record(job.jobId, { state: "revealed" });
     await wire.close();
   } catch (error) {
-    const e = toAirqubeError(error);
+    const e = cancelled ?? toAirqubeError(error);
     host.record(job.jobId, { state: "failed", code: e.code, reason: e.shortMessage });
-    throw e;
+    if (!(e instanceof QubeCancelledError)) throw e;
+    // cancelled: nothing to report back; the stream is dropped
+    wire.abort(e);
   } finally {
+    clearTimeout(revealTimer);
     controller.abort();
     job.release();
   }

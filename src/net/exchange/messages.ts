@@ -29,6 +29,36 @@ export const escrowJobWireSchema = z.strictObject({
 });
 export type EscrowJobWire = z.infer<typeof escrowJobWireSchema>;
 
+/** A refusal code: a provider's stable reason (`IMAGE_UNAVAILABLE`, `LIMITS_EXCEEDED`, `ESCROW_REQUIRED` ...). */
+export const refusalCodeSchema = z.string().regex(/^[A-Z][A-Z0-9_]{0,63}$/, "must be an upper-case code");
+
+/**
+ * Asked before any money is locked: would the provider admit this qube at this price, paid through this
+ * escrow (or unpaid)? The provider checks everything it can without a job (signature, tier, limits, wall time,
+ * image, price, escrow requirement, capacity now) and answers `admissible` or `refuse`; nothing is reserved.
+ */
+export const querySchema = z.strictObject({
+  type: z.literal("query"),
+  spec: envelope,
+  /** What each provider would be paid, wei. */
+  price: uintString,
+  /** The escrow the budget would be locked in; absent for an unpaid qube. */
+  payment: z.strictObject({ chainId: z.int().positive(), escrow: evmAddress }).optional(),
+});
+export const admissibleSchema = z.strictObject({ type: z.literal("admissible") });
+export const refuseSchema = z.strictObject({
+  type: z.literal("refuse"),
+  code: refusalCodeSchema,
+  reason: z.string().max(1024),
+});
+export const queryAnswerSchema = z.discriminatedUnion("type", [admissibleSchema, refuseSchema]);
+
+/**
+ * The requestor gives up on the qube (Ctrl-C, a decision reached without this provider): the provider stops
+ * the qube, destroys its sandbox and frees the seat. Valid at any point after the proposal.
+ */
+export const cancelSchema = z.strictObject({ type: z.literal("cancel"), reason: z.string().max(256) });
+
 export const proposeSchema = z.strictObject({
   type: z.literal("propose"),
   spec: envelope,
@@ -57,6 +87,8 @@ export const failedSchema = z.strictObject({
 export const providerProgressSchema = z.discriminatedUnion("type", [startedSchema, commitSchema, failedSchema]);
 
 export const revealRequestSchema = z.strictObject({ type: z.literal("reveal-request") });
+/** What a provider may receive while the qube runs and after it committed. */
+export const requestorControlSchema = z.discriminatedUnion("type", [revealRequestSchema, cancelSchema]);
 export const revealSchema = z.strictObject({
   type: z.literal("reveal"),
   reveal: envelope,
@@ -67,5 +99,9 @@ export const revealSchema = z.strictObject({
 });
 export const doneSchema = z.strictObject({ type: z.literal("done") });
 
+/** The first message of a stream: a proposal or an admission query. */
+export const openingSchema = z.discriminatedUnion("type", [proposeSchema, querySchema]);
+
 export type ProposeMessage = z.infer<typeof proposeSchema>;
+export type QueryMessage = z.infer<typeof querySchema>;
 export type RevealMessage = z.infer<typeof revealSchema>;

@@ -9,6 +9,8 @@ import { PeerError, type SealingKey, StreamOpener, StreamSealer } from "../../qu
 import type { Wire } from "../wire.js";
 import { withDeadline } from "../wire.js";
 import { SEAL_CHUNK_BYTES, TRANSFER_FRAME_TIMEOUT_MS } from "./constants.js";
+import { QubeCancelledError } from "./errors.js";
+import { cancelSchema } from "./messages.js";
 
 /** Seals an async source of plaintext to `recipientPublicKey` and sends it as byte frames. */
 export async function sendSealed(
@@ -38,7 +40,8 @@ export function fileSource(path: string): AsyncIterable<Uint8Array> {
 /**
  * Receives byte frames up to (excluding) the next JSON message, opening them as a sealed stream addressed to
  * `recipient`, and yields verified plaintext. The caller must consume the whole iterator; the stream as a
- * whole is proven only when the iterator completes. Returns the JSON message that ended the stream.
+ * whole is proven only when the iterator completes. Returns the JSON message that ended the stream; a
+ * `cancel` message throws {@link QubeCancelledError}.
  */
 export async function* receiveSealed(
   wire: Wire,
@@ -56,6 +59,9 @@ export async function* receiveSealed(
   for (;;) {
     const frame = await wire.receiveFrame({ signal: withDeadline(TRANSFER_FRAME_TIMEOUT_MS, options.signal) });
     if (frame.kind === "json") {
+      // a cancel in the middle of a transfer ends it as a cancel, not as a truncated stream
+      const cancel = cancelSchema.safeParse(frame.value);
+      if (cancel.success) throw new QubeCancelledError(cancel.data.reason);
       yield* opener.final();
       return frame.value;
     }
