@@ -108,7 +108,7 @@ export async function askAdmission(
     );
     const answer = await wire.receive(queryAnswerSchema, { signal });
     await wire.close({ signal });
-    if (answer.type === "refuse") throw new AdmissionRefusedError(target.provider, answer.code, answer.reason);
+    if (answer.type === "refuse") throw new AdmissionRefusedError(answer.code, answer.reason);
   } catch (error) {
     wire.abort(error as Error);
     throw error;

@@ -8,8 +8,8 @@ import { PeerError, TimeoutError } from "../../qube/index.js";
  */
 export class AdmissionRefusedError extends PeerError {
   readonly refusal: { code: string; reason: string };
-  constructor(provider: string, code: string, reason: string) {
-    super(code, "The provider would not admit the qube", { details: `${provider}: ${reason}` });
+  constructor(code: string, reason: string) {
+    super(code, "The provider would not admit the qube", { details: reason });
     this.refusal = { code, reason };
   }
 }
