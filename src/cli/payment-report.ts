@@ -2,8 +2,8 @@
 import { formatUnits } from "ethers";
 import type { PaymentReport } from "../requestor/payments.js";
 
-/** Wei as GLM (18 decimals). */
-export const glm = (wei: string): string => `${formatUnits(wei, 18)} GLM`;
+/** Wei as GLM (18 decimals): human output shows GLM, `--json` keeps wei. */
+export const glm = (wei: string | bigint): string => `${formatUnits(wei, 18)} GLM`;
 
 /**
  * Lines saying who got paid what in one escrow job; `names` maps lower-case accounts to readable names.

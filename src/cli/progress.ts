@@ -1,9 +1,14 @@
 /**
  * Progress display of a qube run: a progress bar on a terminal, one JSON object per line with `--json`,
- * plain lines otherwise (logs, CI).
+ * plain lines otherwise (logs, CI). The count is of providers that answered (revealed) out of the k the run
+ * asks for (plus tie-breakers), in both the bar and the plain lines.
  */
 import cliProgress from "cli-progress";
 import type { RunEvent } from "../requestor/requestor.js";
+import { glm } from "./payment-report.js";
+
+/** A peer id as `12D3…abcd` (its first and last four characters). */
+export const shortPeer = (peer: string) => (peer.length > 12 ? `${peer.slice(0, 4)}…${peer.slice(-4)}` : peer);
 
 const short = (peer: string) => `…${peer.slice(-8)}`;
 
@@ -11,6 +16,8 @@ function describe(event: RunEvent): string {
   switch (event.type) {
     case "offersFound":
       return `found ${event.count} offers, ${event.usable} usable`;
+    case "fewerProviders":
+      return `warning: only ${event.available} distinct provider${event.available === 1 ? "" : "s"} available for a redundancy of ${event.wanted}; running on ${event.available} (--allow-fewer)`;
     case "agreementSigned":
       return `agreement signed with ${short(event.provider)}`;
     case "qubeSent":
@@ -24,7 +31,7 @@ function describe(event: RunEvent): string {
     case "resultReceived":
       return `${short(event.provider)} revealed ${event.outputsRoot.slice(0, 19)}…`;
     case "providerFailed":
-      return `${short(event.provider)} failed: ${event.code}`;
+      return `${short(event.provider)} failed: ${event.message} [${event.code}]`;
     case "tieBreakerDispatched":
       return `${event.reason}: dispatching ${event.replicas} more`;
     case "providerMarked":
@@ -32,9 +39,31 @@ function describe(event: RunEvent): string {
     case "decided":
       return `decided: ${event.status}`;
     case "budgetLocked":
-      return `budget ${event.budget} wei locked in escrow job ${event.jobId.slice(0, 10)}… for ${event.providers.length} providers (tx ${event.txHash.slice(0, 10)}…)`;
+      return `budget ${glm(event.budget)} locked in escrow job ${event.jobId.slice(0, 10)}… for ${event.providers.length} providers (tx ${event.txHash.slice(0, 10)}…)`;
     case "paymentClosed":
       return `escrow job ${event.report.jobId.slice(0, 10)}… ${event.report.status}${event.report.settleTx ? ` (tx ${event.report.settleTx.slice(0, 10)}…)` : ""}${event.report.error ? `: ${event.report.error.code}` : ""}`;
+  }
+}
+
+/**
+ * Counts providers that answered out of those the run waits for: k at first, the number available when the
+ * run goes on with fewer (`--allow-fewer`), plus every tie-breaker replica.
+ */
+export class AnswerCounter {
+  answered = 0;
+  constructor(public total: number) {}
+
+  /** Updates the count; returns true when the event is an answer. */
+  observe(event: RunEvent): boolean {
+    if (event.type === "fewerProviders") this.total = event.available;
+    if (event.type === "tieBreakerDispatched") this.total += event.replicas;
+    if (event.type !== "resultReceived") return false;
+    this.answered += 1;
+    return true;
+  }
+
+  toString(): string {
+    return `${this.answered}/${this.total}`;
   }
 }
 
@@ -50,8 +79,15 @@ export function progressReporter(mode: { json: boolean; replicas: number }): {
       stop: () => undefined,
     };
   }
+  const counter = new AnswerCounter(mode.replicas);
   if (!process.stderr.isTTY) {
-    return { onProgress: (event) => process.stderr.write(`airqube: ${describe(event)}\n`), stop: () => undefined };
+    return {
+      onProgress: (event) => {
+        const answer = counter.observe(event);
+        process.stderr.write(`airqube: ${answer ? `[${counter} answered] ` : ""}${describe(event)}\n`);
+      },
+      stop: () => undefined,
+    };
   }
   const bar = new cliProgress.SingleBar(
     {
@@ -62,16 +98,13 @@ export function progressReporter(mode: { json: boolean; replicas: number }): {
     },
     cliProgress.Presets.shades_classic,
   );
-  bar.start(mode.replicas * 2, 0, { status: "looking for offers" });
-  let total = mode.replicas * 2;
+  bar.start(counter.total, 0, { status: "looking for offers" });
   return {
     onProgress: (event) => {
-      if (event.type === "tieBreakerDispatched") {
-        total += event.replicas * 2;
-        bar.setTotal(total);
-      }
-      if (event.type === "qubeCommitted" || event.type === "resultReceived")
-        bar.increment(1, { status: describe(event) });
+      const answer = counter.observe(event);
+      if (event.type === "fewerProviders") process.stderr.write(`\nairqube: ${describe(event)}\n`);
+      bar.setTotal(counter.total);
+      if (answer) bar.update(counter.answered, { status: describe(event) });
       else bar.update({ status: describe(event) });
     },
     stop: () => bar.stop(),

@@ -1,8 +1,7 @@
 /** `airqube run`, `airqube offers` and `airqube journal`: the requestor side of the embedded network. */
 
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type Command, Option } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import { budgetOf } from "../chain/job.js";
 import { type EscrowJobJson, jobFromJson } from "../chain/job-json.js";
 import { loadOrCreateIdentity } from "../net/keys.js";
@@ -12,16 +11,35 @@ import { sealQube } from "../requestor/draft.js";
 import { type JournalEscrowJob, RequestorJournal } from "../requestor/journal.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
 import { EscrowPayments, type PaymentReport } from "../requestor/payments.js";
-import { Requestor } from "../requestor/requestor.js";
+import { Requestor, type RunEvent, type RunResult } from "../requestor/requestor.js";
+import { type RequestorConfig, readConfigFile } from "./config-file.js";
+import {
+  AIRQUBE_ERROR_EXIT,
+  describeEnd,
+  describeLog,
+  describeMissing,
+  exitStatusOf,
+  OUTPUT_MISSING_EXIT,
+  TIMEOUT_EXIT,
+} from "./exit-status.js";
+import { interruptHandler, reportInterrupted } from "./interrupt.js";
 import { cliLogger } from "./logger.js";
 import { printJson, reportError } from "./output.js";
 import { defaultRequestorDir } from "./paths.js";
 import { type PaymentFlags, paymentSettingsFrom } from "./payment-options.js";
 import { describePayment, glm } from "./payment-report.js";
-import { progressReporter } from "./progress.js";
+import { progressReporter, shortPeer } from "./progress.js";
 import { parseCount, parseDuration, parsePositive, parseSize } from "./units.js";
 
+export { readConfigFile } from "./config-file.js";
+
 const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** A whole number of wei. */
+function parseWei(value: string): bigint {
+  if (!/^\d{1,78}$/.test(value.trim())) throw new InvalidArgumentError(`"${value}" is not an amount in wei`);
+  return BigInt(value.trim());
+}
 
 interface RunFlags extends PaymentFlags {
   backend: "libp2p" | "golem";
@@ -34,12 +52,13 @@ interface RunFlags extends PaymentFlags {
   out?: string[];
   env?: string[];
   redundancy: number;
+  allowFewer?: boolean;
   quorum?: number;
   tier: "container" | "microvm";
   timeout: number;
   memory: number;
   cpus: number;
-  maxPrice?: string;
+  maxPrice?: bigint;
   dataDir: string;
   json?: boolean;
 }
@@ -62,15 +81,23 @@ export function registerRunCommands(program: Command): void {
         .choices(["libp2p", "golem"])
         .default("libp2p"),
     )
-    .option("--config <file>", "JSON config file (its `golem` section configures the Golem backend)")
+    .option(
+      "--config <file>",
+      "JSON config file, checked whatever the backend (its `golem` section configures the Golem backend)",
+    )
     .option("--bootstrap <multiaddr>", "bootstrap peer (repeatable; default $AIRQUBE_BOOTSTRAP)", collect)
     .requiredOption("--image <ref>", "image reference, e.g. airqube/busybox:latest")
     .option("--image-digest <sha256:...>", "image digest (default: looked up in the local Docker engine)")
     .option("--input <dir>", "directory whose files are sealed to each provider and placed at /input")
-    .requiredOption("--output <dir>", "where the verified outputs go")
-    .option("--out <path>", "declared output under /output (repeatable; default result)", collect)
+    .requiredOption("--output <dir>", "where the verified outputs go (--out PATH lands at DIR/PATH)")
+    .option(
+      "--out <path>",
+      "declared output: a path under /output, placed at --output DIR/PATH (repeatable; default result); one the qube never writes fails the run (exit 123)",
+      collect,
+    )
     .option("--env <KEY=VALUE>", "environment variable (repeatable)", collect)
     .addOption(new Option("--redundancy <k>", "number of independent providers").argParser(parseCount).default(3))
+    .option("--allow-fewer", "run on fewer providers than --redundancy when no more are available (with a warning)")
     .addOption(new Option("--quorum <q>", "agreeing answers needed (default: a majority of k)").argParser(parseCount))
     .addOption(new Option("--tier <tier>", "isolation tier").choices(["container", "microvm"]).default("container"))
     .addOption(
@@ -80,7 +107,9 @@ export function registerRunCommands(program: Command): void {
     )
     .addOption(new Option("--memory <size>", "memory limit").argParser(parseSize).default(256 * 1024 * 1024, "256m"))
     .addOption(new Option("--cpus <n>", "CPU limit in cores").argParser(parsePositive).default(1))
-    .option("--max-price <wei>", "refuse providers asking more than this per qube")
+    .addOption(
+      new Option("--max-price <wei>", "refuse providers asking more than this per qube, wei").argParser(parseWei),
+    )
     .option("--data-dir <dir>", "requestor identity and journal", defaultRequestorDir())
     .option("--rpc-url <url>", "pay on agreement: JSON-RPC URL of the chain (default $AIRQUBE_RPC_URL)")
     .option("--escrow <address>", "pay on agreement: the AirqubeEscrow contract (default $AIRQUBE_ESCROW)")
@@ -97,7 +126,11 @@ export function registerRunCommands(program: Command): void {
         "\nPaid (the flags `airqube devnet up` prints): add --rpc-url http://127.0.0.1:PORT --escrow 0x... \\\n" +
         "    --payment-key-file DEVNET_DIR/requestor.key\n" +
         "  The budget is locked in the escrow before the qube is sent and settled after the verified result;\n" +
-        "  escrow jobs an earlier run left open are settled (or reclaimed) first.",
+        "  escrow jobs an earlier run left open are settled (or reclaimed) first.\n" +
+        "\nExit status (like docker run): the qube's exit code (127: command not found, 128+n: killed by signal n);\n" +
+        `  ${TIMEOUT_EXIT}: the qube was killed at --timeout; 137: killed at the memory limit;\n` +
+        `  ${OUTPUT_MISSING_EXIT}: the qube exited 0 but a declared --out was never written;\n` +
+        `  ${AIRQUBE_ERROR_EXIT}: Airqube failed (no provider, not enough providers, no consensus, chain, bad input).`,
     )
     .action(async (command: string[], flags: RunFlags) => {
       process.exitCode = await run(command, flags);
@@ -117,6 +150,12 @@ export function registerRunCommands(program: Command): void {
     .option("--data-dir <dir>", "requestor data directory", defaultRequestorDir())
     .option("--json", "print JSON")
     .action((flags: { dataDir: string; json?: boolean }) => {
+      try {
+        cliLogger("journal").debug({ dataDir: flags.dataDir }, "reading the journal");
+      } catch (error) {
+        process.exitCode = reportError(error, Boolean(flags.json));
+        return;
+      }
       const journal = new RequestorJournal(join(flags.dataDir, "journal.sqlite"));
       journal.recover(new Date());
       const list = journal.list().map((q) => ({
@@ -141,13 +180,17 @@ export function registerRunCommands(program: Command): void {
 
 async function run(command: string[], flags: RunFlags): Promise<number> {
   const controller = new AbortController();
-  const onSignal = () => controller.abort();
+  const onSignal = interruptHandler(controller);
   process.once("SIGINT", onSignal);
   let market: ComputeMarket | undefined;
   let requestor: Requestor | undefined;
   let payments: EscrowPayments | undefined;
   let stopProgress = () => {};
+  const failed: Extract<RunEvent, { type: "providerFailed" }>[] = [];
   try {
+    const logger = cliLogger("requestor");
+    // a config file that is missing or invalid is an error whatever the backend
+    const config = await readConfigFile(flags.config);
     const settings = await paymentSettingsFrom(flags, process.env);
     if (settings && flags.backend === "golem")
       throw new UserError("PAYMENTS_UNSUPPORTED", "The escrow pays providers of the embedded network only", {
@@ -182,9 +225,10 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
       },
       identity,
     );
+    logger.info({ qubeId: qube.spec.id, k: flags.redundancy, quorum }, "qube sealed");
     market =
       flags.backend === "golem"
-        ? await connectGolem(flags.config, controller.signal)
+        ? await connectGolem(config, controller.signal)
         : await Libp2pMarket.connect({
             identity,
             bootstrap: bootstrapFrom(flags),
@@ -200,39 +244,35 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     }
     const progress = progressReporter({ json: Boolean(flags.json), replicas: flags.redundancy });
     stopProgress = progress.stop;
-    const maxPrice = flags.maxPrice !== undefined ? BigInt(flags.maxPrice) : undefined;
+    const maxPrice = flags.maxPrice;
     const result = await requestor.run(qube, {
       outputDir: flags.output,
       signal: controller.signal,
-      onProgress: progress.onProgress,
+      onProgress: (event) => {
+        if (event.type === "providerFailed") failed.push(event);
+        logger.info({ event: event.type, ...event, type: undefined }, "progress");
+        progress.onProgress(event);
+      },
+      ...(flags.allowFewer ? { allowFewer: true } : {}),
       ...(maxPrice !== undefined ? { filter: (c) => c.price <= maxPrice } : {}),
     });
     stopProgress();
-    if (flags.json) process.stdout.write(`${JSON.stringify({ event: "result", ...result })}\n`);
+    const status = result.status === "verified" && result.outcome ? exitStatusOf(result.outcome) : AIRQUBE_ERROR_EXIT;
+    logger.info({ qubeId: result.qubeId, status: result.status, outcome: result.outcome, exitStatus: status }, "done");
+    if (flags.json) process.stdout.write(`${JSON.stringify({ event: "result", ...result, exitStatus: status })}\n`);
     else {
       for (const a of result.answers) if (a.payout) names.set(a.payout.toLowerCase(), a.provider);
-      const head =
-        result.status === "verified"
-          ? result.verified
-            ? "VERIFIED"
-            : "AGREED (not verified: non-deterministic qube)"
-          : "NO CONSENSUS";
-      process.stdout.write(`${head}: qube ${result.qubeId}\n`);
-      if (result.outputsRoot) process.stdout.write(`  outputs root ${result.outputsRoot}\n`);
-      process.stdout.write(`  agreeing providers: ${result.agreeing.length ? result.agreeing.join(", ") : "none"}\n`);
-      if (result.dissenting.length) process.stdout.write(`  dissenting: ${result.dissenting.join(", ")}\n`);
-      for (const f of result.failures) process.stdout.write(`  failed: ${f.provider} ${f.code}\n`);
-      for (const o of result.outputs)
-        process.stdout.write(`  ${join(flags.output, o.path)} ${o.size} bytes sha256:${o.sha256}\n`);
-      const stdout = result.answers.find((a) => a.outputsRoot === result.outputsRoot)?.stdout;
-      if (stdout) process.stdout.write(`  stdout (unverified): ${stdout.trimEnd()}\n`);
-      if (result.reason) process.stdout.write(`  ${result.reason}\n`);
+      for (const line of describeResult(result, flags)) process.stdout.write(`${line}\n`);
       for (const report of result.payments ?? [])
         for (const line of describePayment(report, names)) process.stdout.write(`${line}\n`);
     }
-    return result.status === "verified" ? 0 : 1;
+    return status;
   } catch (error) {
     stopProgress();
+    // Ctrl-C: the requestor told the providers to stop and journalled the qube as interrupted
+    if (controller.signal.aborted) return reportInterrupted(Boolean(flags.json));
+    // every provider's reason first (the error line sums them up)
+    if (!flags.json) for (const f of failed) process.stderr.write(`${describeFailure(f)}\n`);
     return reportError(error, Boolean(flags.json));
   } finally {
     process.off("SIGINT", onSignal);
@@ -240,6 +280,55 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     payments?.dispose();
     await market?.close();
   }
+}
+
+/** One line for a provider that refused or failed: `  12D3…abcd refused: IMAGE_UNAVAILABLE: …`. */
+export function describeFailure(f: { provider: string; code: string; message: string; details?: string }): string {
+  if (f.code === "PROPOSAL_REJECTED") return `  ${shortPeer(f.provider)} refused: ${f.details ?? f.message}`;
+  return `  ${shortPeer(f.provider)} failed: ${f.message} [${f.code}]`;
+}
+
+/**
+ * The human form of a run's result: a head line saying whether k providers agreed and on what outcome, then
+ * the providers, every refusal and failure, the outputs, missing declared outputs and the logs' tails.
+ */
+export function describeResult(result: RunResult, flags: { output: string; timeout?: number }): string[] {
+  const lines: string[] = [];
+  const outcome = result.outcome;
+  if (result.status === "verified" && outcome) {
+    const voters = result.agreeing.length + result.dissenting.length;
+    const head = result.verified
+      ? `VERIFIED by ${result.agreeing.length}/${voters} providers`
+      : `AGREED by ${result.agreeing.length}/${voters} providers (not verified: non-deterministic qube)`;
+    const missing = outcome.missingOutputs.length
+      ? `; declared output${outcome.missingOutputs.length === 1 ? "" : "s"} ${outcome.missingOutputs.join(", ")} never written`
+      : "";
+    lines.push(
+      `${head}: ${describeEnd(outcome, flags.timeout !== undefined ? { timeoutMs: flags.timeout } : {})}${missing}`,
+    );
+  } else {
+    lines.push(`NO CONSENSUS among ${result.answers.length + result.failures.length} providers: ${result.reason}`);
+  }
+  lines.push(`  qube ${result.qubeId}`);
+  if (result.outputsRoot) lines.push(`  outputs root ${result.outputsRoot}`);
+  if (result.status === "verified")
+    lines.push(`  agreeing providers: ${result.agreeing.length ? result.agreeing.join(", ") : "none"}`);
+  if (result.dissenting.length) lines.push(`  dissenting: ${result.dissenting.join(", ")}`);
+  if (result.status !== "verified")
+    for (const a of result.answers) {
+      const end = a.statement?.payload;
+      lines.push(
+        `  ${shortPeer(a.provider)} answered ${a.outputsRoot.slice(0, 19)}…: ${end ? describeEnd({ kind: end.outcome, exitCode: end.exitCode }) : `exit code ${a.exitCode}`}`,
+      );
+    }
+  for (const f of result.failures) lines.push(describeFailure(f));
+  for (const o of result.outputs) lines.push(`  ${join(flags.output, o.path)} ${o.size} bytes sha256:${o.sha256}`);
+  if (outcome) lines.push(...describeMissing(outcome.missingOutputs));
+  const winner = result.answers.find((a) => a.outputsRoot === result.outputsRoot);
+  if (winner?.stdout) lines.push(...describeLog("stdout (unverified)", winner.stdout));
+  if (outcome?.stderrTail) lines.push(...describeLog("stderr (unverified, last lines)", outcome.stderrTail));
+  if (result.reason && result.status === "verified") lines.push(`  ${result.reason}`);
+  return lines;
 }
 
 /** Says what the start-up recovery did with the escrow jobs an earlier run left open. */
@@ -283,23 +372,9 @@ function escrowJobSummary(entry: JournalEscrowJob) {
   };
 }
 
-/** Reads a JSON config file (or nothing), with a clear error. */
-export async function readConfigFile(file: string | undefined): Promise<Record<string, unknown>> {
-  if (!file) return {};
-  try {
-    return JSON.parse(await readFile(file, "utf8")) as Record<string, unknown>;
-  } catch (error) {
-    throw new UserError("CONFIG_UNREADABLE", "Could not read the config file", {
-      details: `${file}: ${(error as Error).message}`,
-      cause: error,
-    });
-  }
-}
-
 /** The Golem backend, configured from golem-js's environment variables and the config file's `golem` section. */
-export async function connectGolem(configFile: string | undefined, signal: AbortSignal): Promise<ComputeMarket> {
+export async function connectGolem(file: RequestorConfig, signal: AbortSignal): Promise<ComputeMarket> {
   const { GolemMarket, loadGolemConfig } = await import("../golem/index.js");
-  const file = await readConfigFile(configFile);
   const config = loadGolemConfig(process.env, file.golem as never);
   return GolemMarket.connect(config, { signal, logger: cliLogger("golem") });
 }

@@ -1,8 +1,26 @@
-/** `airqube sandbox run`: one qube in a local hardened sandbox. */
+/**
+ * `airqube sandbox run`: one qube in a local hardened sandbox. `--out PATH` means what it means in
+ * `airqube run`: a path under /output, placed at `--output DIR/PATH`; a declared output the qube never writes
+ * is named and fails the command (exit 123). The exit status follows `exit-status.ts`.
+ */
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readdir, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { UserError } from "../qube/errors.js";
-import type { Sandbox, Tier } from "../sandbox/api.js";
+import { relativePathProblem } from "../qube/paths.js";
+import { missingOutputs } from "../requestor/outcome.js";
+import type { Sandbox, RunResult as SandboxResult, Tier } from "../sandbox/api.js";
 import { ContainerSandbox } from "../sandbox/container-sandbox.js";
+import {
+  AIRQUBE_ERROR_EXIT,
+  describeEnd,
+  describeMissing,
+  exitStatusOf,
+  KILLED_EXIT,
+  OUTPUT_MISSING_EXIT,
+  TIMEOUT_EXIT,
+} from "./exit-status.js";
 import { printJson, reportError } from "./output.js";
 import { parseCount, parseDuration, parsePositive, parseSize } from "./units.js";
 
@@ -38,10 +56,10 @@ export function registerSandboxCommand(program: Command): void {
     .option("--image-digest <sha256:...>", "refuse to run unless the image has exactly this digest")
     .option("--tier <tier>", "isolation tier: container | microvm", "container")
     .option("--input <dir>", "directory placed read-only at /input")
-    .option("--output <dir>", "directory that receives the declared outputs (default output path: /output)")
+    .option("--output <dir>", "directory that receives the outputs: /output/PATH lands at DIR/PATH")
     .option(
       "--out <path>",
-      "declared output path inside the sandbox (repeatable; default /output when --output is set)",
+      "declared output: a path under /output, placed at --output DIR/PATH (repeatable; default: all of /output); one the qube never writes fails the run (exit 123)",
       collect,
       [],
     )
@@ -65,7 +83,10 @@ export function registerSandboxCommand(program: Command): void {
     .argument("<command...>", "the command to run (put it after --)")
     .addHelpText(
       "after",
-      "\nExit status: the qube's exit code, or 125 when the sandbox itself failed.\nExample:\n  airqube sandbox run --image airqube/busybox:latest --json -- sh -c 'echo hi'",
+      "\nExit status (like docker run): the qube's exit code (127: command not found, 128+n: killed by signal n);\n" +
+        `  ${TIMEOUT_EXIT}: killed at --timeout; ${KILLED_EXIT}: killed at the memory limit; ${OUTPUT_MISSING_EXIT}: exited 0 but a declared --out was\n` +
+        `  never written; ${AIRQUBE_ERROR_EXIT}: the sandbox itself failed.\n` +
+        "Example:\n  airqube sandbox run --image airqube/busybox:latest --output ./out --out a.txt -- sh -c 'echo hi > /output/a.txt'",
     )
     .action(async (command: string[], flags: RunFlags) => {
       process.exitCode = await runSandbox(command, flags);
@@ -76,12 +97,59 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/** Checks `--out` values: relative paths under /output (the same meaning as in `airqube run`). */
+export function declaredOutputs(out: string[], output: string | undefined): string[] {
+  if (out.length > 0 && !output)
+    throw new UserError("OUTPUT_DIR_MISSING", "--out needs --output", {
+      details: "pass --output DIR: /output/PATH lands at DIR/PATH",
+    });
+  for (const path of out) {
+    const problem = relativePathProblem(path);
+    if (problem !== undefined)
+      throw new UserError("OUT_INVALID", "--out is a path under /output", {
+        details: `"${path}": ${problem}; e.g. --out result.txt for /output/result.txt`,
+      });
+  }
+  return out;
+}
+
+/** Moves what the sandbox unpacked under `staging/output/` to `dir`, refusing to overwrite anything. */
+async function placeOutputs(staging: string, dir: string): Promise<void> {
+  const from = join(staging, "output");
+  for (const entry of await readdir(from).catch(() => [] as string[])) {
+    if (existsSync(join(dir, entry)))
+      throw new UserError("OUTPUT_CONFLICT", "An output would overwrite an existing file", {
+        details: join(dir, entry),
+      });
+    await rename(join(from, entry), join(dir, entry));
+  }
+}
+
+/** How the qube ended, as `exit-status.ts` reads it. */
+function outcomeOfSandbox(result: SandboxResult, declared: string[]) {
+  const kind = result.timedOut
+    ? ("timeout" as const)
+    : result.oomKilled
+      ? ("oom" as const)
+      : result.exitCode < 0
+        ? ("unknown" as const)
+        : result.exitCode > 255
+          ? ("killed" as const)
+          : ("exited" as const);
+  return {
+    kind,
+    exitCode: kind === "exited" ? result.exitCode : null,
+    missingOutputs: missingOutputs(declared, result.outputs),
+  };
+}
+
 async function runSandbox(command: string[], flags: RunFlags): Promise<number> {
   const controller = new AbortController();
   const onSignal = () => controller.abort();
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   let sandbox: Sandbox | undefined;
+  let staging: string | undefined;
   try {
     if (flags.tier !== "container" && flags.tier !== "microvm")
       throw new UserError("TIER_UNKNOWN", `Unknown tier "${flags.tier}"`, {
@@ -93,9 +161,14 @@ async function runSandbox(command: string[], flags: RunFlags): Promise<number> {
         return at > 0 ? [pair.slice(0, at), pair.slice(at + 1)] : [pair, ""];
       }),
     );
-    const outputs = flags.out.length > 0 ? flags.out : flags.output ? ["/output"] : [];
+    const declared = declaredOutputs(flags.out, flags.output);
+    const outputs = declared.length > 0 ? declared.map((p) => `/output/${p}`) : flags.output ? ["/output"] : [];
+    if (flags.output) {
+      await mkdir(flags.output, { recursive: true });
+      staging = await mkdtemp(join(flags.output, ".airqube-staging-"));
+    }
     sandbox = await createSandbox(flags.tier);
-    const result = await sandbox.run(
+    const raw = await sandbox.run(
       {
         image: flags.image,
         ...(flags.imageDigest ? { imageDigest: flags.imageDigest } : {}),
@@ -103,7 +176,7 @@ async function runSandbox(command: string[], flags: RunFlags): Promise<number> {
         env,
         ...(flags.input ? { inputDir: flags.input } : {}),
         outputs,
-        ...(flags.output ? { outputDir: flags.output } : {}),
+        ...(staging ? { outputDir: staging } : {}),
         limits: {
           wallTimeMs: flags.timeout,
           memoryBytes: flags.memory,
@@ -114,23 +187,37 @@ async function runSandbox(command: string[], flags: RunFlags): Promise<number> {
       },
       { signal: controller.signal },
     );
-    if (flags.json) printJson(result);
+    if (staging && flags.output) await placeOutputs(staging, flags.output);
+    // paths relative to /output, as --out names them
+    const result = {
+      ...raw,
+      outputs: raw.outputs.map((f) => ({ ...f, path: f.path.replace(/^output\//, "") })),
+    };
+    const outcome = outcomeOfSandbox(result, declared);
+    const status = exitStatusOf(outcome);
+    if (flags.json) printJson({ ...result, missingOutputs: outcome.missingOutputs, exitStatus: status });
     else {
       process.stdout.write(result.stdout);
       process.stderr.write(result.stderr);
       if (result.stdoutTruncated || result.stderrTruncated)
         process.stderr.write("airqube: output truncated at the log cap\n");
-      if (result.timedOut) process.stderr.write(`airqube: killed at the ${flags.timeout} ms deadline\n`);
-      if (result.oomKilled) process.stderr.write("airqube: killed at the memory limit\n");
       for (const file of result.outputs)
-        process.stderr.write(`airqube: output ${file.path} ${file.size} bytes sha256:${file.sha256}\n`);
+        process.stderr.write(
+          `airqube: output ${flags.output ? join(flags.output, file.path) : file.path} ${file.size} bytes sha256:${file.sha256}\n`,
+        );
+      for (const line of describeMissing(outcome.missingOutputs)) process.stderr.write(`airqube:${line.slice(1)}\n`);
+      if (status !== 0)
+        process.stderr.write(
+          `airqube: ${describeEnd(outcome, { timeoutMs: flags.timeout })}${status === OUTPUT_MISSING_EXIT ? " but left a declared output unwritten" : ""} (exit status ${status})\n`,
+        );
     }
-    return result.exitCode < 0 ? 125 : result.exitCode;
+    return status;
   } catch (error) {
     return reportError(error, Boolean(flags.json));
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+    if (staging) await rm(staging, { recursive: true, force: true });
     await sandbox?.close();
   }
 }

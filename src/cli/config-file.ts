@@ -1,0 +1,57 @@
+/**
+ * The `--config FILE` of the requestor commands (`run`, `probe`): a JSON object whose `golem` section
+ * configures the Golem backend. A file that is missing, unreadable, not JSON or holds unknown keys is an error
+ * whatever the backend, never ignored. (`provider start` reads its own config through `loadProviderConfig`.)
+ */
+import { readFile } from "node:fs/promises";
+import { z } from "zod";
+import { UserError } from "../qube/errors.js";
+
+/** Largest config file read, in bytes. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
+const requestorConfigSchema = z.strictObject({
+  /** Golem backend settings (checked in full by `loadGolemConfig` when the Golem backend is used). */
+  golem: z.record(z.string(), z.unknown()).optional(),
+});
+
+export type RequestorConfig = z.infer<typeof requestorConfigSchema>;
+
+/**
+ * Reads and checks a requestor config file; `{}` without a file.
+ *
+ * @throws UserError `CONFIG_UNREADABLE` (missing, unreadable, too large) or `CONFIG_INVALID` (not JSON, not
+ *   an object, unknown keys).
+ * @example
+ * const config = await readConfigFile(flags.config); // { golem?: {...} }
+ */
+export async function readConfigFile(file: string | undefined): Promise<RequestorConfig> {
+  if (file === undefined) return {};
+  let text: string;
+  try {
+    const bytes = await readFile(file);
+    if (bytes.length > MAX_CONFIG_BYTES) throw new RangeError(`larger than ${MAX_CONFIG_BYTES} bytes`);
+    text = bytes.toString("utf8");
+  } catch (error) {
+    throw new UserError("CONFIG_UNREADABLE", "Could not read the config file", {
+      details: `${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      cause: error,
+    });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new UserError("CONFIG_INVALID", "The config file is not valid JSON", {
+      details: `${file}: ${(error as Error).message}`,
+      cause: error,
+    });
+  }
+  const parsed = requestorConfigSchema.safeParse(value);
+  if (!parsed.success) {
+    throw new UserError("CONFIG_INVALID", "The config file is invalid", {
+      details: `${file}: ${parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ")}`,
+    });
+  }
+  return parsed.data;
+}
