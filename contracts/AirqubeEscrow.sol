@@ -12,23 +12,41 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
  * Each provider bonds its stake together with an on-chain commitment
  * `keccak256(abi.encode(jobId, outputsRoot, salt, provider))`. Openings (outputsRoot, salt) are revealed on
  * chain by anyone or, on the fast path, handed to {settle} in one batch; the contract checks every opening
- * against its commitment. Settlement pays `price` plus the stake back to every provider whose root is in the
- * quorum (at least `quorum` equal roots, `2 * quorum > k`), gives them the stakes of dissenters and
- * non-revealers in equal shares, and refunds the rest of the budget to the requestor. Without a quorum nobody
- * is paid, revealers get their stakes back, and the stakes of non-revealers go to the requestor. After the
- * final deadline an unsettled job can be reclaimed: budget to the requestor, stakes back to the providers.
- * All payouts are credited to per-account balances and pulled with {withdraw}.
+ * against its commitment.
+ *
+ * Groups: the jobs of one qube. A replacement (a provider that failed before committing is replaced) or a
+ * tie-breaker round is opened with {openFollowUp}, naming the qube's first job (the leader); the leader counts
+ * its follow-ups and the group is settled as a whole with {settleGroup} (a job of a group cannot be settled
+ * alone). Payment thus follows the qube's decision: the votes of every job of the group are counted together,
+ * so a first-round provider whose answer is in the decided quorum is paid even when its own job lost seats, and
+ * a tie-breaker whose answer went against the quorum is a dissenter, not a solo winner. The winning root needs
+ * at least the leader's `quorum` votes and a strict majority of the group's committed seats (for a job alone
+ * this is the usual `quorum` of `2 * quorum > k`), so at most one root wins.
+ *
+ * Settlement pays `price` plus the stake back to every provider whose root is the winner, gives them the stakes
+ * of the slashed in equal shares, and refunds the rest of the budget to the requestor. Without a winner nobody
+ * is paid, revealers get their stakes back, and the slashed stakes go to the requestor.
+ *
+ * Who can be slashed: a provider that revealed another root than the winner; and a provider that committed and
+ * never revealed ONLY if the requestor asked for reveals on chain ({requestReveal}) and a full reveal window
+ * (`revealDeadline - commitDeadline` seconds) passed since. A provider that was never asked gets its stake back
+ * (a requestor that vanishes cannot take honest providers' stakes). A job with missing openings and no request
+ * can be settled after its reveal deadline (the missing providers get their stakes back, unpaid); providers
+ * protect their pay by revealing on chain themselves before it. After the final deadline an unsettled job can be
+ * reclaimed: budget to the requestor, stakes back to the providers. All payouts are credited to per-account
+ * balances and pulled with {withdraw}.
  *
  * @dev Gas design (see the README section "Payments"):
  * - A job is identified by `jobId = keccak256(abi.encode(job))`; its parameters are never stored, every call
- *   passes them as calldata and the contract re-derives the id. One storage word per job holds the status,
- *   the committed and revealed bitmaps and a 224-bit hash chain over the commitments in commit order, so a
- *   commitment costs a warm re-write instead of a fresh slot (about 5k gas instead of 22k).
+ *   passes them as calldata and the contract re-derives the id. One storage word per job holds the status, the
+ *   group bits, the committed and revealed bitmaps, the time of the reveal request and a 184-bit hash chain
+ *   over the commitments in commit order, so a commitment costs a warm re-write instead of a fresh slot.
  * - On-chain commitments were chosen over provider-signed statements checked with ECDSA at settlement: the
  *   commit transaction is needed anyway to bond the stake, adding the commitment to it costs about 5k gas,
- *   while ECDSA statements cost about 4-5k gas each at settlement (ecrecover plus 65 bytes of calldata) and let
- *   whoever submits them leave an honest provider's statement out. With on-chain commitments nobody can
- *   censor a provider: it can always reveal on chain itself before the reveal deadline, and settle after it.
+ *   while ECDSA statements cost about 4-5k gas each at settlement and let whoever submits them leave an honest
+ *   provider's statement out. With on-chain commitments nobody can censor a provider: it can always reveal on
+ *   chain itself, and settle after the deadlines.
+ * - Groups cost nothing for a qube without follow-ups; a follow-up writes one more word (the leader's count).
  * - Balances keep a sentinel of 1 once an account was used, so a returning provider's next credit costs a
  *   warm-slot update (about 5k gas) instead of a fresh slot (about 22k).
  * - Reentrancy protection uses transient storage (EIP-1153, Cancun). Only plain ERC-20 tokens are supported
@@ -43,7 +61,7 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
         address requestor;
         /// The qube's content hash.
         bytes32 qubeId;
-        /// Distinguishes repeated jobs for the same qube.
+        /// Distinguishes repeated jobs for the same qube; a follow-up's nonce is `uint64(uint256(leaderId))`.
         uint64 nonce;
         /// The chosen providers, distinct; a provider's index in this list is its seat.
         address[] providers;
@@ -51,11 +69,12 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
         uint96 price;
         /// What each provider bonds with its commitment.
         uint96 stake;
-        /// How many equal roots make a quorum; `2 * quorum > providers.length`.
+        /// How many equal roots make a quorum; `2 * quorum > providers.length`. A group uses its leader's.
         uint8 quorum;
         /// Last second (block timestamp) at which a commitment is accepted.
         uint40 commitDeadline;
-        /// Last second at which a reveal is accepted; before it, settlement needs every committed opening.
+        /// Without a reveal request: the second after which the job can be settled with openings missing (their
+        /// providers get their stakes back). `revealDeadline - commitDeadline` is the reveal window.
         uint40 revealDeadline;
         /// Last second at which the job can be settled; after it, it can only be reclaimed.
         uint40 finalDeadline;
@@ -83,17 +102,30 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
 
     /// @notice The most providers a job may have.
     uint256 public constant MAX_PROVIDERS = 12;
+    /// @notice The most follow-up jobs a leader may have.
+    uint256 public constant MAX_FOLLOW_UPS = 31;
 
+    uint256 private constant _STATUS_MASK = 0x3;
+    uint256 private constant _FOLLOWER_BIT = 0x4;
+    uint256 private constant _FOLLOW_UPS_SHIFT = 3;
+    uint256 private constant _FOLLOW_UPS_MASK = 0x1f;
     uint256 private constant _COMMITTED_SHIFT = 8;
     uint256 private constant _REVEALED_SHIFT = 20;
-    uint256 private constant _ACC_SHIFT = 32;
+    uint256 private constant _REQUESTED_SHIFT = 32;
+    uint256 private constant _REQUESTED_MASK = 0xffffffffff;
+    uint256 private constant _ACC_SHIFT = 72;
+    uint256 private constant _ACC_BITS = 184;
     uint256 private constant _MASK_BITS = 0xfff;
-    uint256 private constant _LOW_BITS = 0xffffffff;
+    uint256 private constant _LOW_BITS = (1 << 72) - 1;
 
     /// @notice The token of budgets, stakes and payouts.
     IERC20 public immutable token;
 
-    /// @dev jobId => status (bits 0-7) | committed bitmap (8-19) | revealed bitmap (20-31) | chain (32-255).
+    /// @notice The block the escrow was deployed in: event reads start there.
+    uint256 public immutable deploymentBlock;
+
+    /// @dev jobId => status (bits 0-1) | follower flag (2) | follow-up count (3-7) | committed bitmap (8-19) |
+    /// revealed bitmap (20-31) | reveal request time (32-71) | commitment chain (72-255).
     mapping(bytes32 jobId => uint256 word) private _jobs;
 
     /// @dev account => balance + 1 once used (0 = never used).
@@ -101,13 +133,19 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
 
     /// @notice A job was opened and its budget locked.
     event JobOpened(bytes32 indexed jobId, address indexed requestor, bytes32 indexed qubeId, uint256 budget);
+    /// @notice A follow-up job (replacement or tie-breaker) joined its leader's group; carries both jobs'
+    /// parameters so that any provider of the group can settle it.
+    event FollowUpOpened(bytes32 indexed leaderId, bytes32 indexed jobId, Job leader, Job job);
     /// @notice A provider bonded its stake and committed to a result.
     event Committed(bytes32 indexed jobId, address indexed provider, bytes32 commitment);
+    /// @notice The requestor asked for reveals on chain; non-revealers can be slashed after `revealBy`.
+    event RevealRequested(bytes32 indexed jobId, uint256 revealBy);
     /// @notice A provider's opening was recorded on chain.
     event Revealed(bytes32 indexed jobId, address indexed provider, bytes32 outputsRoot, bytes32 salt);
-    /// @notice A job was settled; `outputsRoot` is the quorum's root, or zero without a quorum.
+    /// @notice A job was settled; `outputsRoot` is the (group's) winning root, or zero without one; `winners` are
+    /// this job's providers paid.
     event Settled(bytes32 indexed jobId, bytes32 indexed outputsRoot, uint256 winners, uint256 slashed);
-    /// @notice A provider's stake was taken because it dissented from the quorum or never revealed.
+    /// @notice A provider's stake was taken because it dissented from the quorum or never revealed when asked.
     event Slashed(bytes32 indexed jobId, address indexed provider, uint256 amount);
     /// @notice An unsettled job was reclaimed after its deadline.
     event Reclaimed(bytes32 indexed jobId, address indexed requestor, uint256 budget);
@@ -154,10 +192,20 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
     error AirqubeEscrowNothingToReveal(bytes32 jobId);
     /// @notice The account has nothing to withdraw.
     error AirqubeEscrowNothingToWithdraw(address account);
+    /// @notice The follow-up does not belong to the leader (requestor, qube or nonce differ), or the leader is a
+    /// follow-up itself, or it has {MAX_FOLLOW_UPS} already.
+    error AirqubeEscrowNotAFollowUp(bytes32 jobId, bytes32 leaderId);
+    /// @notice The job belongs to a group: settle it with {settleGroup}.
+    error AirqubeEscrowGroupSettlement(bytes32 jobId);
+    /// @notice The jobs given are not exactly the leader's group (leader first, each follow-up once).
+    error AirqubeEscrowGroupMismatch(bytes32 leaderId);
+    /// @notice Reveals were requested on chain for this job already.
+    error AirqubeEscrowAlreadyRequested(bytes32 jobId);
 
     /// @param token_ The ERC-20 token of budgets, stakes and payouts.
     constructor(IERC20 token_) {
         token = token_;
+        deploymentBlock = block.number;
     }
 
     // ---------------------------------------------------------------------------------------------------------
@@ -171,31 +219,59 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
      * @return jobId The job's id, `keccak256(abi.encode(job))`.
      */
     function openJob(Job calldata job) external nonReentrant returns (bytes32 jobId) {
-        if (job.requestor != msg.sender) revert AirqubeEscrowNotRequestor(msg.sender, job.requestor);
-        uint256 k = job.providers.length;
-        if (k == 0 || k > MAX_PROVIDERS) revert AirqubeEscrowInvalidProviderCount(k);
-        if (job.quorum > k || 2 * uint256(job.quorum) <= k) revert AirqubeEscrowInvalidQuorum(job.quorum, k);
-        if (job.price == 0) revert AirqubeEscrowZeroPrice();
-        if (
-            block.timestamp >= job.commitDeadline || job.commitDeadline >= job.revealDeadline
-                || job.revealDeadline >= job.finalDeadline
-        ) revert AirqubeEscrowInvalidDeadlines(job.commitDeadline, job.revealDeadline, job.finalDeadline);
-        for (uint256 i = 0; i < k; ++i) {
-            address p = job.providers[i];
-            if (p == address(0)) revert AirqubeEscrowInvalidProvider(p);
-            for (uint256 j = 0; j < i; ++j) {
-                if (job.providers[j] == p) revert AirqubeEscrowInvalidProvider(p);
-            }
-        }
-        if (!_isCanonical(job)) revert AirqubeEscrowNonCanonicalJob();
-        jobId = _jobId(job);
-        if (_jobs[jobId] != 0) revert AirqubeEscrowJobExists(jobId);
-
+        jobId = _checkNewJob(job);
         _jobs[jobId] = uint256(Status.Open);
-        uint256 budget = uint256(job.price) * k;
+        uint256 budget = uint256(job.price) * job.providers.length;
         emit JobOpened(jobId, msg.sender, job.qubeId, budget);
 
         token.safeTransferFrom(msg.sender, address(this), budget);
+    }
+
+    /**
+     * @notice Opens a follow-up job of a qube (a replacement or a tie-breaker round) in the group of the qube's
+     * first job, `leader`, and locks its budget. The group is then settled as a whole with {settleGroup}.
+     * @param job The follow-up's parameters: same requestor (the caller) and qube as the leader, and
+     * `nonce == uint64(uint256(leaderId))`.
+     * @param leader The leader's parameters; the leader must be open and not a follow-up itself.
+     * @return jobId The follow-up's id.
+     */
+    function openFollowUp(Job calldata job, Job calldata leader) external nonReentrant returns (bytes32 jobId) {
+        jobId = _checkNewJob(job);
+        bytes32 leaderId = _jobId(leader);
+        uint256 leaderWord = _openWord(leaderId);
+        if (
+            leader.requestor != job.requestor || leader.qubeId != job.qubeId
+                || job.nonce != uint64(uint256(leaderId)) || leaderWord & _FOLLOWER_BIT != 0
+                || (leaderWord >> _FOLLOW_UPS_SHIFT) & _FOLLOW_UPS_MASK == MAX_FOLLOW_UPS
+        ) revert AirqubeEscrowNotAFollowUp(jobId, leaderId);
+
+        _jobs[leaderId] = leaderWord + (1 << _FOLLOW_UPS_SHIFT);
+        _jobs[jobId] = uint256(Status.Open) | _FOLLOWER_BIT;
+        uint256 budget = uint256(job.price) * job.providers.length;
+        emit JobOpened(jobId, msg.sender, job.qubeId, budget);
+        emit FollowUpOpened(leaderId, jobId, leader, job);
+
+        token.safeTransferFrom(msg.sender, address(this), budget);
+    }
+
+    /**
+     * @notice Asks the job's providers to reveal on chain. Only after this request, and a full reveal window
+     * (`revealDeadline - commitDeadline` seconds) after it, can a provider that never revealed be slashed.
+     * Allowed once every provider committed or the commit deadline passed, once per job, and only while the
+     * window fits before the final deadline.
+     * @param job The job's parameters; the caller must be its requestor.
+     */
+    function requestReveal(Job calldata job) external nonReentrant {
+        bytes32 jobId = _jobId(job);
+        uint256 word = _openWord(jobId);
+        if (msg.sender != job.requestor) revert AirqubeEscrowNotRequestor(msg.sender, job.requestor);
+        _checkCommitPhaseOver(jobId, job, word);
+        if ((word >> _REQUESTED_SHIFT) & _REQUESTED_MASK != 0) revert AirqubeEscrowAlreadyRequested(jobId);
+        uint256 window = uint256(job.revealDeadline) - job.commitDeadline;
+        if (block.timestamp + window > job.finalDeadline) revert AirqubeEscrowTooLate(jobId, job.finalDeadline - window);
+
+        _jobs[jobId] = word | (block.timestamp << _REQUESTED_SHIFT);
+        emit RevealRequested(jobId, block.timestamp + window);
     }
 
     // ---------------------------------------------------------------------------------------------------------
@@ -228,9 +304,9 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
     }
 
     /**
-     * @notice Records openings on chain, so that a settlement after the reveal deadline must count them. Anyone
-     * may call it (a provider protects itself this way if the job is not settled in time). Allowed once every
-     * provider committed or the commit deadline passed, and until the reveal deadline.
+     * @notice Records openings on chain, so that a later settlement must count them. Anyone may call it (a
+     * provider protects itself this way when the requestor goes silent or asks on chain). Allowed once every
+     * provider committed or the commit deadline passed, and while the job is open, until its final deadline.
      * @param job The job's parameters.
      * @param openings Every commitment in commit order (see the `Committed` events); entries to reveal carry
      * their opening, the others a zero root and salt.
@@ -238,11 +314,8 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
     function reveal(Job calldata job, Opening[] calldata openings) external nonReentrant {
         bytes32 jobId = _jobId(job);
         uint256 word = _openWord(jobId);
-        uint256 k = job.providers.length;
-        if (((word >> _COMMITTED_SHIFT) & _MASK_BITS) != (1 << k) - 1 && block.timestamp <= job.commitDeadline) {
-            revert AirqubeEscrowTooEarly(jobId, job.commitDeadline);
-        }
-        if (block.timestamp > job.revealDeadline) revert AirqubeEscrowTooLate(jobId, job.revealDeadline);
+        _checkCommitPhaseOver(jobId, job, word);
+        if (block.timestamp > job.finalDeadline) revert AirqubeEscrowTooLate(jobId, job.finalDeadline);
         _checkChain(jobId, word, openings);
 
         uint256 newWord = word;
@@ -265,11 +338,13 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
     // ---------------------------------------------------------------------------------------------------------
 
     /**
-     * @notice Settles a job: finds the quorum among the revealed roots, credits `price + stake + share of the
-     * slashed stakes` to each provider in the quorum, slashes dissenters and non-revealers, and credits the
-     * rest of the budget to the requestor. Anyone may call it. Allowed once every provider committed or the
-     * commit deadline passed, and until the final deadline; before the reveal deadline every committed
-     * provider's opening must be given.
+     * @notice Settles a job that is not in a group: finds the winning root among the revealed ones, credits
+     * `price + stake + share of the slashed stakes` to each provider with it, slashes dissenters (and
+     * non-revealers, only after an on-chain reveal request and its full window), and credits the rest of the
+     * budget to the requestor. Anyone may call it. Allowed once every provider committed or the commit deadline
+     * passed, and until the final deadline. With an opening missing it needs, after a reveal request, the end of
+     * the request's window (the missing providers are slashed), and otherwise the reveal deadline (the missing
+     * providers get their stakes back).
      * @param job The job's parameters.
      * @param openings Every commitment in commit order (see the `Committed` events), with the openings known to
      * the caller; an opening revealed on chain (see the `Revealed` events) must be included.
@@ -277,39 +352,89 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
     function settle(Job calldata job, Opening[] calldata openings) external nonReentrant {
         bytes32 jobId = _jobId(job);
         uint256 word = _openWord(jobId);
-        uint256 k = job.providers.length;
-        if (((word >> _COMMITTED_SHIFT) & _MASK_BITS) != (1 << k) - 1 && block.timestamp <= job.commitDeadline) {
-            revert AirqubeEscrowTooEarly(jobId, job.commitDeadline);
+        if (word & (_FOLLOWER_BIT | (_FOLLOW_UPS_MASK << _FOLLOW_UPS_SHIFT)) != 0) {
+            revert AirqubeEscrowGroupSettlement(jobId);
         }
-        if (block.timestamp > job.finalDeadline) revert AirqubeEscrowTooLate(jobId, job.finalDeadline);
-        _checkChain(jobId, word, openings);
+        (uint256 revealedMask, bool slashMissing) = _checkSettlement(jobId, job, word, openings);
+        (bytes32 winner, uint256 count) = _winnerOf(openings, revealedMask, job.quorum, openings.length);
 
-        (bytes32 winner, uint256 winners, uint256 revealedCount, uint256 revealedMask) =
-            _tally(jobId, job, word, openings);
-        if (revealedCount < openings.length && block.timestamp <= job.revealDeadline) {
-            revert AirqubeEscrowTooEarly(jobId, job.revealDeadline);
-        }
-
-        // Effects: the job is closed before anything is credited; nothing else is touched but balances.
-        _jobs[jobId] = (word & ~uint256(0xff)) | uint256(Status.Settled);
-        _payout(jobId, job, openings, winner, winners, revealedCount, revealedMask);
+        _jobs[jobId] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
+        (uint256 winners, uint256 pool) = _tallyJob(openings, revealedMask, slashMissing, winner, count, job.stake);
+        uint256 share = winners == 0 ? 0 : pool / winners;
+        uint256 dust = winners == 0 ? 0 : pool - share * winners;
+        _payout(jobId, job, openings, revealedMask, slashMissing, winner, count, share, dust);
     }
 
     /**
-     * @notice Reclaims an unsettled job after its final deadline (or after its commit deadline if nobody
-     * committed): the budget is credited to the requestor and every bonded stake to its provider. Anyone may
-     * call it.
+     * @notice Settles a qube's group as a whole: the leader first, then each of its follow-ups once (any order).
+     * The votes of every job count together: the winner needs at least the leader's `quorum` votes and a strict
+     * majority of the group's committed seats. Each job is then paid out as {settle} does, the slashed stakes of
+     * the whole group shared by all its winners. Each job must allow settlement as {settle} requires.
+     * @param jobs The leader, then its follow-ups.
+     * @param openings For each job, its commitment chain with the known openings (as for {settle}).
+     */
+    function settleGroup(Job[] calldata jobs, Opening[][] calldata openings) external nonReentrant {
+        uint256 n = jobs.length;
+        if (n == 0 || openings.length != n) revert AirqubeEscrowGroupMismatch(bytes32(0));
+        bytes32 leaderId = _jobId(jobs[0]);
+        bytes32[] memory ids = new bytes32[](n);
+        uint256[] memory words = new uint256[](n);
+        _checkGroup(jobs, leaderId, ids, words);
+
+        uint256[] memory masks = new uint256[](n);
+        uint256 slashMissingBits;
+        uint256 committedTotal;
+        for (uint256 j = 0; j < n; ++j) {
+            (uint256 mask, bool slashMissing) = _checkSettlement(ids[j], jobs[j], words[j], openings[j]);
+            masks[j] = mask;
+            if (slashMissing) slashMissingBits |= 1 << j;
+            committedTotal += openings[j].length;
+        }
+        (bytes32 winner, uint256 count) = _groupWinner(openings, masks, jobs[0].quorum, committedTotal);
+
+        uint256 winners;
+        uint256 pool;
+        for (uint256 j = 0; j < n; ++j) {
+            _jobs[ids[j]] = (words[j] & ~_STATUS_MASK) | uint256(Status.Settled);
+            (uint256 w, uint256 p) =
+                _tallyJob(openings[j], masks[j], slashMissingBits & (1 << j) != 0, winner, count, jobs[j].stake);
+            winners += w;
+            pool += p;
+        }
+        uint256 share = winners == 0 ? 0 : pool / winners;
+        uint256 dust = winners == 0 ? 0 : pool - share * winners;
+        for (uint256 j = 0; j < n; ++j) {
+            _payout(
+                ids[j],
+                jobs[j],
+                openings[j],
+                masks[j],
+                slashMissingBits & (1 << j) != 0,
+                winner,
+                count,
+                share,
+                j == 0 ? dust : 0
+            );
+        }
+    }
+
+    /**
+     * @notice Reclaims an unsettled job after its final deadline (or, for a job outside any group, after its
+     * commit deadline if nobody committed): the budget is credited to the requestor and every bonded stake to its
+     * provider. Anyone may call it.
      * @param job The job's parameters.
      */
     function reclaim(Job calldata job) external nonReentrant {
         bytes32 jobId = _jobId(job);
         uint256 word = _openWord(jobId);
         uint256 committed = (word >> _COMMITTED_SHIFT) & _MASK_BITS;
-        if (committed == 0 ? block.timestamp <= job.commitDeadline : block.timestamp <= job.finalDeadline) {
-            revert AirqubeEscrowTooEarly(jobId, committed == 0 ? job.commitDeadline : job.finalDeadline);
+        bool alone = word & (_FOLLOWER_BIT | (_FOLLOW_UPS_MASK << _FOLLOW_UPS_SHIFT)) == 0;
+        bool early = committed == 0 && alone;
+        if (early ? block.timestamp <= job.commitDeadline : block.timestamp <= job.finalDeadline) {
+            revert AirqubeEscrowTooEarly(jobId, early ? job.commitDeadline : job.finalDeadline);
         }
 
-        _jobs[jobId] = (word & ~uint256(0xff)) | uint256(Status.Reclaimed);
+        _jobs[jobId] = (word & ~_STATUS_MASK) | uint256(Status.Reclaimed);
         uint256 budget = uint256(job.price) * job.providers.length;
         emit Reclaimed(jobId, job.requestor, budget);
 
@@ -355,7 +480,7 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
      * @return status The status.
      * @return committed Bitmap of the seats that committed.
      * @return revealed Bitmap of the seats that revealed on chain.
-     * @return chain The 224-bit hash chain over the commitments in commit order.
+     * @return chain The 184-bit hash chain over the commitments in commit order.
      */
     function jobState(bytes32 jobId)
         external
@@ -364,10 +489,30 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
     {
         uint256 word = _jobs[jobId];
         return (
-            Status(word & 0xff),
+            Status(word & _STATUS_MASK),
             (word >> _COMMITTED_SHIFT) & _MASK_BITS,
             (word >> _REVEALED_SHIFT) & _MASK_BITS,
             word >> _ACC_SHIFT
+        );
+    }
+
+    /**
+     * @notice A job's group and reveal request.
+     * @param jobId The job's id.
+     * @return followUp Whether the job is a follow-up of a leader.
+     * @return followUps How many follow-ups the job leads.
+     * @return revealRequestedAt When the requestor asked for reveals on chain (block timestamp), or zero.
+     */
+    function jobGroup(bytes32 jobId)
+        external
+        view
+        returns (bool followUp, uint256 followUps, uint256 revealRequestedAt)
+    {
+        uint256 word = _jobs[jobId];
+        return (
+            word & _FOLLOWER_BIT != 0,
+            (word >> _FOLLOW_UPS_SHIFT) & _FOLLOW_UPS_MASK,
+            (word >> _REQUESTED_SHIFT) & _REQUESTED_MASK
         );
     }
 
@@ -399,6 +544,168 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
     // ---------------------------------------------------------------------------------------------------------
     // Internals
     // ---------------------------------------------------------------------------------------------------------
+
+    /// @dev The checks of a new job (caller, providers, quorum, price, deadlines, encoding, uniqueness).
+    function _checkNewJob(Job calldata job) private view returns (bytes32 jobId) {
+        if (job.requestor != msg.sender) revert AirqubeEscrowNotRequestor(msg.sender, job.requestor);
+        uint256 k = job.providers.length;
+        if (k == 0 || k > MAX_PROVIDERS) revert AirqubeEscrowInvalidProviderCount(k);
+        if (job.quorum > k || 2 * uint256(job.quorum) <= k) revert AirqubeEscrowInvalidQuorum(job.quorum, k);
+        if (job.price == 0) revert AirqubeEscrowZeroPrice();
+        if (
+            block.timestamp >= job.commitDeadline || job.commitDeadline >= job.revealDeadline
+                || job.revealDeadline >= job.finalDeadline
+        ) revert AirqubeEscrowInvalidDeadlines(job.commitDeadline, job.revealDeadline, job.finalDeadline);
+        for (uint256 i = 0; i < k; ++i) {
+            address p = job.providers[i];
+            if (p == address(0)) revert AirqubeEscrowInvalidProvider(p);
+            for (uint256 j = 0; j < i; ++j) {
+                if (job.providers[j] == p) revert AirqubeEscrowInvalidProvider(p);
+            }
+        }
+        if (!_isCanonical(job)) revert AirqubeEscrowNonCanonicalJob();
+        jobId = _jobId(job);
+        if (_jobs[jobId] != 0) revert AirqubeEscrowJobExists(jobId);
+    }
+
+    /// @dev Reverts unless `jobs` is exactly the leader's group, each job open; fills their ids and words.
+    function _checkGroup(Job[] calldata jobs, bytes32 leaderId, bytes32[] memory ids, uint256[] memory words)
+        private
+        view
+    {
+        uint256 n = jobs.length;
+        uint256 leaderWord = _openWord(leaderId);
+        if (leaderWord & _FOLLOWER_BIT != 0 || (leaderWord >> _FOLLOW_UPS_SHIFT) & _FOLLOW_UPS_MASK != n - 1) {
+            revert AirqubeEscrowGroupMismatch(leaderId);
+        }
+        ids[0] = leaderId;
+        words[0] = leaderWord;
+        Job calldata leader = jobs[0];
+        for (uint256 j = 1; j < n; ++j) {
+            Job calldata f = jobs[j];
+            bytes32 id = _jobId(f);
+            uint256 word = _openWord(id);
+            if (
+                word & _FOLLOWER_BIT == 0 || f.requestor != leader.requestor || f.qubeId != leader.qubeId
+                    || f.nonce != uint64(uint256(leaderId))
+            ) revert AirqubeEscrowGroupMismatch(leaderId);
+            for (uint256 i = 1; i < j; ++i) {
+                if (ids[i] == id) revert AirqubeEscrowGroupMismatch(leaderId);
+            }
+            ids[j] = id;
+            words[j] = word;
+        }
+    }
+
+    /// @dev Reverts unless every provider committed or the commit deadline passed.
+    function _checkCommitPhaseOver(bytes32 jobId, Job calldata job, uint256 word) private view {
+        if (
+            ((word >> _COMMITTED_SHIFT) & _MASK_BITS) != (1 << job.providers.length) - 1
+                && block.timestamp <= job.commitDeadline
+        ) revert AirqubeEscrowTooEarly(jobId, job.commitDeadline);
+    }
+
+    /**
+     * @dev The checks of settling one job: timing, the commitment chain and every opening. Returns which openings
+     * are revealed, and whether missing ones are slashed (only after a reveal request and its full window).
+     */
+    function _checkSettlement(bytes32 jobId, Job calldata job, uint256 word, Opening[] calldata openings)
+        private
+        view
+        returns (uint256 revealedMask, bool slashMissing)
+    {
+        _checkCommitPhaseOver(jobId, job, word);
+        if (block.timestamp > job.finalDeadline) revert AirqubeEscrowTooLate(jobId, job.finalDeadline);
+        _checkChain(jobId, word, openings);
+
+        uint256 n = openings.length;
+        uint256 revealedCount;
+        for (uint256 i = 0; i < n; ++i) {
+            Opening calldata o = openings[i];
+            if (o.outputsRoot == 0 && o.salt == 0) {
+                if (word & (1 << (_REVEALED_SHIFT + o.index)) != 0) {
+                    revert AirqubeEscrowRevealMissing(jobId, job.providers[o.index]);
+                }
+            } else {
+                _checkOpening(jobId, o, job.providers[o.index]);
+                revealedMask |= 1 << i;
+                ++revealedCount;
+            }
+        }
+        if (revealedCount < n) {
+            uint256 requestedAt = (word >> _REQUESTED_SHIFT) & _REQUESTED_MASK;
+            if (requestedAt != 0) {
+                uint256 revealBy = requestedAt + (uint256(job.revealDeadline) - job.commitDeadline);
+                if (block.timestamp <= revealBy) revert AirqubeEscrowTooEarly(jobId, revealBy);
+                slashMissing = true;
+            } else if (block.timestamp <= job.revealDeadline) {
+                revert AirqubeEscrowTooEarly(jobId, job.revealDeadline);
+            }
+        }
+    }
+
+    /// @dev The winning root of one job: at least `quorum` equal revealed roots and a strict majority of the
+    /// `committed` seats (at most one root can have both).
+    function _winnerOf(Opening[] calldata openings, uint256 revealedMask, uint256 quorum, uint256 committed)
+        private
+        pure
+        returns (bytes32 winner, uint256 count)
+    {
+        uint256 n = openings.length;
+        for (uint256 i = 0; i < n; ++i) {
+            if (revealedMask & (1 << i) == 0) continue;
+            bytes32 root = openings[i].outputsRoot;
+            uint256 c = 1;
+            for (uint256 j = i + 1; j < n; ++j) {
+                if (revealedMask & (1 << j) != 0 && openings[j].outputsRoot == root) ++c;
+            }
+            if (c >= quorum && 2 * c > committed) return (root, c);
+        }
+    }
+
+    /// @dev The winning root of a group: as {_winnerOf}, counted over every job of the group.
+    function _groupWinner(Opening[][] calldata openings, uint256[] memory masks, uint256 quorum, uint256 committed)
+        private
+        pure
+        returns (bytes32 winner, uint256 count)
+    {
+        uint256 n = openings.length;
+        for (uint256 a = 0; a < n; ++a) {
+            for (uint256 i = 0; i < openings[a].length; ++i) {
+                if (masks[a] & (1 << i) == 0) continue;
+                bytes32 root = openings[a][i].outputsRoot;
+                uint256 c;
+                for (uint256 b = 0; b < n; ++b) {
+                    Opening[] calldata ob = openings[b];
+                    for (uint256 j = 0; j < ob.length; ++j) {
+                        if (masks[b] & (1 << j) != 0 && ob[j].outputsRoot == root) ++c;
+                    }
+                }
+                if (c >= quorum && 2 * c > committed) return (root, c);
+            }
+        }
+    }
+
+    /// @dev How many of a job's providers win, and the stakes its settlement slashes (`count` is the winner's
+    /// votes, zero without a winner).
+    function _tallyJob(
+        Opening[] calldata openings,
+        uint256 revealedMask,
+        bool slashMissing,
+        bytes32 winner,
+        uint256 count,
+        uint256 stake
+    ) private pure returns (uint256 winners, uint256 slashed) {
+        for (uint256 i = 0; i < openings.length; ++i) {
+            if (revealedMask & (1 << i) != 0) {
+                if (count == 0) continue;
+                if (openings[i].outputsRoot == winner) ++winners;
+                else slashed += stake;
+            } else if (slashMissing) {
+                slashed += stake;
+            }
+        }
+    }
 
     /**
      * @dev `keccak256(abi.encode(job))` hashed straight from calldata, without re-encoding: the head (10 words),
@@ -440,17 +747,19 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
 
     function _openWord(bytes32 jobId) private view returns (uint256 word) {
         word = _jobs[jobId];
-        if (word & 0xff != uint256(Status.Open)) revert AirqubeEscrowJobNotOpen(jobId, Status(word & 0xff));
+        if (word & _STATUS_MASK != uint256(Status.Open)) {
+            revert AirqubeEscrowJobNotOpen(jobId, Status(word & _STATUS_MASK));
+        }
     }
 
-    /// @dev One step of the commitment chain: the low 224 bits of keccak256(acc, index, commitment).
+    /// @dev One step of the commitment chain: the low 184 bits of keccak256(acc, index, commitment).
     function _chain(uint256 acc, uint256 index, bytes32 commitment) private pure returns (uint256 next) {
         assembly ("memory-safe") {
             let m := mload(0x40)
             mstore(m, acc)
             mstore(add(m, 0x20), index)
             mstore(add(m, 0x40), commitment)
-            next := shr(32, shl(32, keccak256(m, 0x60)))
+            next := shr(72, shl(72, keccak256(m, 0x60)))
         }
     }
 
@@ -463,7 +772,7 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
             for { let end := add(p, shl(7, openings.length)) } lt(p, end) { p := add(p, 0x80) } {
                 mstore(m, acc)
                 calldatacopy(add(m, 0x20), p, 0x40)
-                acc := shr(32, shl(32, keccak256(m, 0x60)))
+                acc := shr(72, shl(72, keccak256(m, 0x60)))
             }
         }
         if (acc != word >> _ACC_SHIFT) revert AirqubeEscrowCommitmentsMismatch(jobId);
@@ -485,81 +794,46 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
         if (expected != o.commitment) revert AirqubeEscrowBadOpening(jobId, provider);
     }
 
-    /// @dev Checks every opening and finds the quorum root (with 2 * quorum > k at most one root reaches it).
-    /// Bit `i` of `revealedMask` is set when `openings[i]` carries an opening.
-    function _tally(bytes32 jobId, Job calldata job, uint256 word, Opening[] calldata openings)
-        private
-        pure
-        returns (bytes32 winner, uint256 winners, uint256 revealedCount, uint256 revealedMask)
-    {
-        address[] calldata providers = job.providers;
-        uint256 n = openings.length;
-        for (uint256 i = 0; i < n; ++i) {
-            Opening calldata o = openings[i];
-            uint256 index = o.index;
-            if (o.outputsRoot == 0 && o.salt == 0) {
-                if (word & (1 << (_REVEALED_SHIFT + index)) != 0) {
-                    revert AirqubeEscrowRevealMissing(jobId, providers[index]);
-                }
-            } else {
-                _checkOpening(jobId, o, providers[index]);
-                revealedMask |= 1 << i;
-                ++revealedCount;
-            }
-        }
-        uint256 quorum = job.quorum;
-        for (uint256 i = 0; i < n && winners == 0; ++i) {
-            if (revealedMask & (1 << i) == 0) continue;
-            bytes32 root = openings[i].outputsRoot;
-            uint256 count = 1;
-            for (uint256 j = i + 1; j < n; ++j) {
-                if (revealedMask & (1 << j) != 0 && openings[j].outputsRoot == root) ++count;
-            }
-            if (count >= quorum) {
-                winner = root;
-                winners = count;
-            }
-        }
-    }
-
-    /// @dev Credits the quorum, slashes the others and refunds the requestor; the amounts add up to the budget
-    /// plus the committed stakes of this job, and nothing else.
+    /**
+     * @dev Pays out one job: winners get price, stake and `share`; dissenters and (when `slashMissing`)
+     * non-revealers are slashed; everyone else gets its stake back; the requestor gets the unused budget plus
+     * `dust` (with a winner) or the slashed stakes (without one). Over a group the amounts add up to the budgets
+     * plus the committed stakes of its jobs, and nothing else.
+     */
     function _payout(
         bytes32 jobId,
         Job calldata job,
         Opening[] calldata openings,
+        uint256 revealedMask,
+        bool slashMissing,
         bytes32 winner,
-        uint256 winners,
-        uint256 revealedCount,
-        uint256 revealedMask
+        uint256 count,
+        uint256 share,
+        uint256 dust
     ) private {
         address[] calldata providers = job.providers;
-        uint256 n = openings.length;
         uint256 stake = job.stake;
         uint256 price = job.price;
-        uint256 refund = price * providers.length;
+        uint256 refund = price * providers.length + dust;
+        uint256 winners;
         uint256 slashed;
-        uint256 reward;
-        if (winners != 0) {
-            slashed = stake * (n - winners);
-            uint256 share = slashed / winners;
-            refund = refund - price * winners + (slashed - share * winners);
-            reward = price + stake + share;
-        } else {
-            slashed = stake * (n - revealedCount);
-            refund += slashed;
-            reward = stake;
-        }
-        emit Settled(jobId, winner, winners, slashed);
-
-        for (uint256 i = 0; i < n; ++i) {
+        for (uint256 i = 0; i < openings.length; ++i) {
             Opening calldata o = openings[i];
-            if (revealedMask & (1 << i) != 0 && (winners == 0 || o.outputsRoot == winner)) {
-                _credit(jobId, providers[o.index], reward);
-            } else if (stake != 0) {
-                emit Slashed(jobId, providers[o.index], stake);
+            address provider = providers[o.index];
+            bool revealed = revealedMask & (1 << i) != 0;
+            if (revealed && count != 0 && o.outputsRoot == winner) {
+                ++winners;
+                refund -= price;
+                _credit(jobId, provider, price + stake + share);
+            } else if (revealed ? count != 0 : slashMissing) {
+                slashed += stake;
+                if (stake != 0) emit Slashed(jobId, provider, stake);
+            } else {
+                _credit(jobId, provider, stake);
             }
         }
+        if (count == 0) refund += slashed;
+        emit Settled(jobId, count == 0 ? bytes32(0) : winner, winners, slashed);
         _credit(jobId, job.requestor, refund);
     }
 

@@ -10,6 +10,7 @@ import {
   jobIdOf,
   makeJob,
   networkHelpers,
+  now,
   openAndCommit,
   own,
   PRICE,
@@ -275,12 +276,19 @@ describe("AirqubeEscrow", () => {
       await expect(escrow.connect(providers[0]!).reveal(t(job), tuples([o!]))).to.emit(escrow, "Revealed");
     });
 
-    it("rejects a reveal after the reveal deadline", async () => {
+    it("accepts a reveal after the reveal deadline while the job is open, and rejects one after the final deadline", async () => {
+      // Changed with issue 22: a provider may reveal until the job is closed (it was: until the reveal deadline).
       const { escrow, providers, job, openings } = await loadFixture(committedJob);
-      await time.increaseTo(job.revealDeadline);
+      await time.increaseTo(job.revealDeadline + 1);
+      await expect(
+        escrow
+          .connect(providers[0]!)
+          .reveal(t(job), tuples([hidden(openings[0]!), openings[1]!, hidden(openings[2]!)])),
+      ).to.emit(escrow, "Revealed");
+      await time.increaseTo(job.finalDeadline + 1);
       await expect(escrow.connect(providers[0]!).reveal(t(job), tuples(openings)))
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowTooLate")
-        .withArgs(jobIdOf(job), job.revealDeadline);
+        .withArgs(jobIdOf(job), job.finalDeadline);
     });
 
     it("rejects commitments out of order, missing or forged", async () => {
@@ -363,7 +371,8 @@ describe("AirqubeEscrow", () => {
       expect(await escrow.balanceOf(job.requestor)).to.equal(PRICE + 1n);
     });
 
-    it("slashes a provider that never revealed, once the reveal deadline passed", async () => {
+    it("returns the stake of a provider that never revealed and was never asked, once the reveal deadline passed", async () => {
+      // Changed with issue 22: without an on-chain reveal request a non-revealer is not slashed.
       const { escrow, requestor, providers } = await loadFixture(deployEscrowFixture);
       const job = await makeJob(requestor, providers.slice(0, 3));
       const openings = await openAndCommit(
@@ -377,7 +386,32 @@ describe("AirqubeEscrow", () => {
       await expect(escrow.connect(requestor).settle(t(job), tuples(withheld)))
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowTooEarly")
         .withArgs(jobIdOf(job), job.revealDeadline);
-      await time.increaseTo(job.revealDeadline);
+      await time.increaseTo(job.revealDeadline + 1);
+      const tx = escrow.connect(requestor).settle(t(job), tuples(withheld));
+      await expect(tx).to.emit(escrow, "Settled").withArgs(jobIdOf(job), R, 2, 0);
+      await expect(tx).to.not.emit(escrow, "Slashed");
+      expect(await escrow.balanceOf(job.providers[2]!)).to.equal(STAKE);
+      expect(await escrow.balanceOf(job.requestor)).to.equal(PRICE);
+    });
+
+    it("slashes a provider that never revealed only after a reveal request and its full window", async () => {
+      const { escrow, requestor, providers } = await loadFixture(deployEscrowFixture);
+      const job = await makeJob(requestor, providers.slice(0, 3));
+      const openings = await openAndCommit(
+        escrow,
+        requestor,
+        providers,
+        job,
+        [0, 1, 2].map((i) => own(job, i, R)),
+      );
+      const withheld = [openings[0]!, openings[1]!, hidden(openings[2]!)];
+      await escrow.connect(requestor).requestReveal(t(job));
+      const revealBy = (await now()) + (job.revealDeadline - job.commitDeadline);
+      await time.increaseTo(revealBy - 1); // the settlement's block is the window's last second
+      await expect(escrow.connect(requestor).settle(t(job), tuples(withheld)))
+        .to.be.revertedWithCustomError(escrow, "AirqubeEscrowTooEarly")
+        .withArgs(jobIdOf(job), revealBy);
+      await time.increaseTo(revealBy + 1);
       await expect(escrow.connect(requestor).settle(t(job), tuples(withheld)))
         .to.emit(escrow, "Slashed")
         .withArgs(jobIdOf(job), job.providers[2], STAKE);
@@ -391,7 +425,8 @@ describe("AirqubeEscrow", () => {
         own(job, 1, W),
         own(job, 2, hex32(0xcccc)),
       ]);
-      await time.increaseTo(job.revealDeadline);
+      await escrow.connect(requestor).requestReveal(t(job));
+      await time.increase(job.revealDeadline - job.commitDeadline + 1);
       const id = jobIdOf(job);
       const tx = escrow.connect(requestor).settle(t(job), tuples([openings[0]!, openings[1]!, hidden(openings[2]!)]));
       await expect(tx).to.emit(escrow, "Settled").withArgs(id, ethers.ZeroHash, 0, STAKE);
@@ -444,14 +479,13 @@ describe("AirqubeEscrow", () => {
       await expect(escrow.connect(requestor).settle(t(job), tuples(censored)))
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowRevealMissing")
         .withArgs(jobIdOf(job), job.providers[1]);
-      // Provider 1 settles itself with what is on chain: the others never revealed and lose their stakes.
+      // Provider 1 settles itself with what is on chain: the others never revealed, but nobody asked them on
+      // chain, so they get their stakes back (changed with issue 22: they were slashed).
       const tx = escrow
         .connect(providers[1]!)
         .settle(t(job), tuples([hidden(openings[0]!), openings[1]!, hidden(openings[2]!)]));
-      await expect(tx)
-        .to.emit(escrow, "Settled")
-        .withArgs(jobIdOf(job), ethers.ZeroHash, 0, 2n * STAKE);
-      expect(await escrow.balanceOf(job.providers[1]!)).to.equal(STAKE);
+      await expect(tx).to.emit(escrow, "Settled").withArgs(jobIdOf(job), ethers.ZeroHash, 0, 0);
+      for (const i of [0, 1, 2]) expect(await escrow.balanceOf(job.providers[i]!)).to.equal(STAKE);
     });
 
     it("treats a zero root with a non-zero salt as revealed", async () => {

@@ -29,6 +29,11 @@ export interface EscrowT {
   connect(s: Signer): EscrowT;
   interface: import("ethers").Interface;
   openJob(job: unknown[]): Tx;
+  openFollowUp(job: unknown[], leader: unknown[]): Tx;
+  requestReveal(job: unknown[]): Tx;
+  settleGroup(jobs: unknown[][], openings: unknown[][][]): Tx;
+  jobGroup(id: string): Promise<[boolean, bigint, bigint]>;
+  deploymentBlock(): Promise<bigint>;
   commit(job: unknown[], index: number | bigint, commitment: string): Tx;
   reveal(job: unknown[], openings: unknown[][]): Tx;
   settle(job: unknown[], openings: unknown[][]): Tx;
