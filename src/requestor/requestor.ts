@@ -13,6 +13,7 @@ import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
 import { PeerError, toAirqubeError, UserError, type VerifiedQubeSpec } from "../qube/index.js";
 import type { ComputeMarket, Dispatch, EscrowSeat, ProviderAnswer, ProviderCandidate, SealedQube } from "./api.js";
 import { type JournalEscrowJob, RequestorJournal } from "./journal.js";
+import { outcomeOf, type QubeOutcome, voteKey } from "./outcome.js";
 import { baseReport, type PaymentReport, type PaymentsPort } from "./payments.js";
 import { planReplication } from "./policy.js";
 import { decide, type QuorumDecision, type Vote } from "./quorum.js";
@@ -21,13 +22,15 @@ import { type ReputationStore, SqliteReputation } from "./reputation.js";
 /** Progress events (past tense, for observers only). */
 export type RunEvent =
   | { type: "offersFound"; count: number; usable: number }
+  /** Fewer distinct providers than the redundancy asks for, and the run goes on (`allowFewer`). */
+  | { type: "fewerProviders"; wanted: number; available: number }
   | { type: "agreementSigned"; provider: string }
   | { type: "qubeSent"; provider: string }
   | { type: "qubeStarted"; provider: string }
   | { type: "qubeCommitted"; provider: string }
   | { type: "revealRequested"; providers: string[] }
   | { type: "resultReceived"; provider: string; outputsRoot: string }
-  | { type: "providerFailed"; provider: string; code: string; message: string }
+  | { type: "providerFailed"; provider: string; code: string; message: string; details?: string }
   | { type: "tieBreakerDispatched"; replicas: number; reason: string }
   | { type: "providerMarked"; provider: string }
   | { type: "decided"; status: QuorumDecision["status"] }
@@ -45,6 +48,11 @@ export interface RunOptions {
   prefer?: string[];
   /** Shuffles candidates (inject a seeded one in tests). Default Math.random. */
   random?: () => number;
+  /**
+   * Run on fewer distinct providers than the redundancy asks for when no more are available (a
+   * `fewerProviders` event says so). Without it, that is a `NOT_ENOUGH_PROVIDERS` error before any dispatch.
+   */
+  allowFewer?: boolean;
 }
 
 export interface RunResult {
@@ -57,8 +65,14 @@ export interface RunResult {
   dissenting: string[];
   /** Every answer received, with the provider's signed statement when the backend gives one. */
   answers: Omit<ProviderAnswer, "outputDir">[];
-  failures: { provider: string; code: string; message: string }[];
+  /** Every provider that refused or failed, with its reason (`details`: the provider's own code and reason). */
+  failures: { provider: string; code: string; message: string; details?: string }[];
   outputs: { path: string; size: number; sha256: string }[];
+  /**
+   * What happened to the qube (exit code, time-out, OOM, declared outputs it never wrote, stderr tail), as the
+   * agreeing providers report it; absent without agreement. Providers vote on it together with the outputs root.
+   */
+  outcome?: QubeOutcome;
   reason?: string;
   /** With a payments port: every escrow job of the run and its settlement (transaction, who got what). */
   payments?: PaymentReport[];
@@ -123,11 +137,17 @@ export class Requestor {
       wanted,
       ...(options.signal ? { signal: options.signal } : {}),
     });
-    const eligible = (c: ProviderCandidate) =>
-      (!this.options.payments || c.payout !== undefined) &&
-      (!c.probe || (c.probe.fail === 0 && c.probe.inconclusive === 0)) &&
-      !this.reputation.isExcluded(c.id, now) &&
-      (options.filter?.(c) ?? true);
+    const unusable = (c: ProviderCandidate): string | undefined =>
+      this.options.payments && c.payout === undefined
+        ? "no payout address (this run pays)"
+        : c.probe && (c.probe.fail > 0 || c.probe.inconclusive > 0)
+          ? `escape suite not clean (${c.probe.fail} fail, ${c.probe.inconclusive} inconclusive)`
+          : this.reputation.isExcluded(c.id, now)
+            ? "excluded: it returned a wrong result recently"
+            : (options.filter?.(c) ?? true)
+              ? undefined
+              : "refused by the run's filter (e.g. --max-price)";
+    const eligible = (c: ProviderCandidate) => unusable(c) === undefined;
     const random = options.random ?? Math.random;
     // sorted first so that a seeded `random` gives a reproducible order; preferred providers go first
     const usable = shuffle(
@@ -148,6 +168,23 @@ export class Requestor {
     let decision: QuorumDecision | undefined;
     const seats = new Map<string, EscrowSeat>();
     try {
+      const available = distinctCount(usable);
+      if (policy.mode === "fixed" && available < policy.k) {
+        if (!options.allowFewer) {
+          const skipped = all
+            .filter((c) => !eligible(c))
+            .map((c) => `${c.id}: ${unusable(c)}`)
+            .join("; ");
+          throw new PeerError(
+            "NOT_ENOUGH_PROVIDERS",
+            `Found ${available} usable distinct provider${available === 1 ? "" : "s"} for a redundancy of ${policy.k}`,
+            {
+              details: `${all.length} offer${all.length === 1 ? "" : "s"} found${skipped ? ` (unusable: ${skipped})` : ""}; lower --redundancy, start more providers, or pass --allow-fewer to run on fewer`,
+            },
+          );
+        }
+        emit({ type: "fewerProviders", wanted: policy.k, available });
+      }
       for (;;) {
         const committed = await this.commitRound(
           qube,
@@ -169,7 +206,8 @@ export class Requestor {
           const answer = revealed[i];
           if (answer) answers.push(answer);
           else unrevealed.push(committed[i]!);
-          votes.push({ provider: committed[i]!.provider.id, root: answer?.outputsRoot });
+          // providers vote on the outputs root and on how the process ended
+          votes.push({ provider: committed[i]!.provider.id, root: answer ? voteKey(answer) : undefined });
         }
         this.recordOpenings(revealed, seats);
         decision = decide(votes, { quorum: plan.quorum, maxReplicas: plan.maxReplicas }, chosen.length);
@@ -243,9 +281,9 @@ export class Requestor {
       mark(dispatch.provider.id, { kind: "commitment-without-valid-reveal", commitment: dispatch.commitment ?? null });
     }
     if (decision.status !== "verified") return;
-    const winner = answers.find((a) => a.outputsRoot === decision.root);
+    const winner = answers.find((a) => voteKey(a) === decision.root);
     for (const answer of answers) {
-      if (answer.outputsRoot === decision.root) this.reputation.recordValid(answer.provider);
+      if (voteKey(answer) === decision.root) this.reputation.recordValid(answer.provider);
       else
         mark(answer.provider, {
           kind: "conflicting-statements",
@@ -275,6 +313,7 @@ export class Requestor {
     seats: Map<string, EscrowSeat>,
   ): Promise<Dispatch[]> {
     const committed: Dispatch[] = [];
+    const errors: Error[] = [];
     const payments = this.options.payments;
     const next = (): ProviderCandidate | undefined => usable.find(distinctFrom(chosen));
     const pick = async (): Promise<ProviderCandidate | undefined> => {
@@ -285,9 +324,16 @@ export class Requestor {
     };
     const fail = (provider: string, error: unknown) => {
       const e = toAirqubeError(error);
-      failures.push({ provider, code: e.code, message: e.message });
+      failures.push({ provider, code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) });
+      errors.push(e);
       this.journal.dispatch(qube.spec.id, provider, "failed", this.now(), { error: `${e.code}: ${e.message}` });
-      emit({ type: "providerFailed", provider, code: e.code, message: e.message });
+      emit({
+        type: "providerFailed",
+        provider,
+        code: e.code,
+        message: e.message,
+        ...(e.details ? { details: e.details } : {}),
+      });
     };
     const dispatchTo = async (candidate: ProviderCandidate): Promise<boolean> => {
       const provider = candidate.id;
@@ -346,11 +392,13 @@ export class Requestor {
       await Promise.all(Array.from({ length: want }, () => attempt()));
     }
     if (committed.length === 0 && want > 0) {
+      // every provider's reason, not only its code (the CLI also prints one line per provider)
       throw new PeerError("NO_PROVIDER", "No provider could run the qube", {
         details:
           failures.length > 0
-            ? failures.map((f) => `${f.provider.slice(-8)} ${f.code}`).join("; ")
+            ? failures.map((f) => `${f.provider}: ${f.code}${f.details ? `: ${f.details}` : ""}`).join("; ")
             : "no usable offer was found",
+        ...(errors.length > 0 ? { cause: errors.at(-1) } : {}),
       });
     }
     return committed;
@@ -491,8 +539,14 @@ export class Requestor {
     } catch (error) {
       options.signal?.throwIfAborted();
       const e = toAirqubeError(error);
-      failures.push({ provider, code: e.code, message: e.message });
-      emit({ type: "providerFailed", provider, code: e.code, message: e.message });
+      failures.push({ provider, code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) });
+      emit({
+        type: "providerFailed",
+        provider,
+        code: e.code,
+        message: e.message,
+        ...(e.details ? { details: e.details } : {}),
+      });
       return undefined;
     }
   }
@@ -511,13 +565,14 @@ export class Requestor {
     };
     try {
       if (decision.status === "verified") {
-        const winner = answers.find((a) => a.outputsRoot === decision.root)!;
+        const winner = answers.find((a) => voteKey(a) === decision.root)!;
         await moveContents(winner.outputDir, outputDir);
         return {
           qubeId: spec.id,
           status: "verified",
           verified: spec.spec.deterministic,
-          outputsRoot: decision.root,
+          outputsRoot: winner.outputsRoot,
+          outcome: outcomeOf(winner, spec.spec.outputs),
           agreeing: decision.agreeing,
           dissenting: decision.dissenting,
           answers: answers.map(strip),
@@ -547,6 +602,13 @@ export class Requestor {
   close(): void {
     this.journal.close();
   }
+}
+
+/** How many providers of `candidates` can be used together under the distinct-operator rule. */
+function distinctCount(candidates: ProviderCandidate[]): number {
+  const chosen: ProviderCandidate[] = [];
+  for (const c of candidates) if (distinctFrom(chosen)(c)) chosen.push(c);
+  return chosen.length;
 }
 
 function groupVotes(votes: Vote[]): Record<string, string[]> {
