@@ -2,7 +2,6 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
-import { formatUnits } from "ethers";
 import { EscrowClient } from "../chain/escrow-client.js";
 import { loadOrCreatePayoutWallet } from "../net/keys.js";
 import { ProviderAgent } from "../provider/agent.js";
@@ -15,6 +14,7 @@ import type { Sandbox } from "../sandbox/api.js";
 import { cliLogger } from "./logger.js";
 import { printJson, reportError } from "./output.js";
 import { defaultProbeCache, defaultProviderDir } from "./paths.js";
+import { glm } from "./payment-report.js";
 import { parseCount } from "./units.js";
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -71,8 +71,8 @@ export function registerProviderCommand(program: Command): void {
     .description("show what the agent in a data directory is doing and what it has done")
     .option("--data-dir <dir>", "the agent's data directory", defaultProviderDir())
     .option("--json", "print JSON")
-    .action((flags: { dataDir: string; json?: boolean }) => {
-      process.exitCode = status(flags);
+    .action(async (flags: { dataDir: string; json?: boolean }) => {
+      process.exitCode = await status(flags);
     });
   provider
     .command("earnings")
@@ -111,6 +111,7 @@ async function earnings(flags: EarningsFlags): Promise<number> {
     client = await EscrowClient.connect({ rpcUrl, escrow, privateKey: wallet.privateKey });
     const credits = await client.credits();
     const credited = await client.balanceOf();
+    cliLogger("provider").debug({ credits: credits.length }, "credits read");
     const withdrawn = flags.withdraw && credited > 0n ? await client.withdraw() : undefined;
     const wallet_ = await client.tokenBalanceOf();
     const total = credits.reduce((sum, c) => sum + c.amount, 0n);
@@ -126,10 +127,9 @@ async function earnings(flags: EarningsFlags): Promise<number> {
     };
     if (flags.json) printJson(report);
     else {
-      const glm = (wei: bigint | string) => `${formatUnits(wei, 18)} GLM`;
       process.stdout.write(`provider payout ${report.payout} (escrow ${report.escrow}, chain ${report.chainId})\n`);
+      process.stdout.write(`  ${earnedLine(total, credits.length)}\n`);
       process.stdout.write(`  credited, withdrawable: ${glm(report.creditedWei)}\n`);
-      process.stdout.write(`  credited in total:      ${glm(total)} over ${credits.length} credits\n`);
       for (const c of credits.slice(-10))
         process.stdout.write(`    job ${c.jobId.slice(0, 10)}… +${glm(c.amount)} (tx ${c.txHash.slice(0, 10)}…)\n`);
       if (withdrawn) process.stdout.write(`  withdrew ${glm(withdrawn.amount)} in tx ${withdrawn.hash}\n`);
@@ -212,8 +212,39 @@ async function start(flags: StartFlags): Promise<number> {
   }
 }
 
-function status(flags: { dataDir: string; json?: boolean }): number {
+/**
+ * The one earnings figure both `provider status` and `provider earnings` print: everything the escrow credited
+ * to the payout account (prices, stakes returned, shares of slashed stakes), read from the chain. The ledger's
+ * agreed prices are not earnings (an unpaid qube, or one never settled, pays nothing).
+ */
+function earnedLine(totalWei: bigint, credits: number): string {
+  return `earned: ${glm(totalWei)} credited by the escrow over ${credits} credit${credits === 1 ? "" : "s"}`;
+}
+
+/** Reads the earnings of a provider data directory from its chain, or says why it cannot. */
+async function earnedOf(dataDir: string): Promise<{ totalWei?: string; credits?: number; note?: string }> {
+  const saved = readChainFile(dataDir);
+  if (!saved) return { totalWei: "0", credits: 0, note: "unpaid provider: no chain configured" };
+  if (!existsSync(join(dataDir, "payout.key"))) return { note: "no payout key in the data directory" };
+  let client: EscrowClient | undefined;
   try {
+    const wallet = loadOrCreatePayoutWallet(dataDir);
+    client = await EscrowClient.connect(
+      { rpcUrl: saved.rpcUrl, escrow: saved.escrow, privateKey: wallet.privateKey },
+      { timeoutMs: 10_000 },
+    );
+    const credits = await client.credits(client.address, { timeoutMs: 10_000 });
+    return { totalWei: credits.reduce((sum, c) => sum + c.amount, 0n).toString(), credits: credits.length };
+  } catch (error) {
+    return { note: `chain unreachable (${(error as Error).message.slice(0, 200)})` };
+  } finally {
+    client?.close();
+  }
+}
+
+async function status(flags: { dataDir: string; json?: boolean }): Promise<number> {
+  try {
+    cliLogger("provider").debug({ dataDir: flags.dataDir }, "reading the provider's status");
     const file = join(flags.dataDir, "status.json");
     if (!existsSync(file))
       throw new UserError("PROVIDER_UNKNOWN", "No provider has run in this data directory", { details: flags.dataDir });
@@ -224,18 +255,29 @@ function status(flags: { dataDir: string; json?: boolean }): number {
       alive = true;
     } catch {}
     const ledger = new JobLedger(join(flags.dataDir, "ledger.sqlite"));
-    const report = { ...state, alive, ledger: ledger.summary(), recentJobs: ledger.recent(10) };
+    const { earnedWei: agreedWei, ...summary } = ledger.summary();
+    const recentJobs = ledger.recent(10);
     ledger.close();
+    const earned = await earnedOf(flags.dataDir);
+    const report = {
+      ...state,
+      alive,
+      ledger: { ...summary, agreedInRevealedWei: agreedWei },
+      earnedWei: earned.totalWei ?? null,
+      ...(earned.note ? { earnedNote: earned.note } : {}),
+      recentJobs,
+    };
     if (flags.json) printJson(report);
     else {
       process.stdout.write(`provider ${String(state.peerId)} ${alive ? "running" : "stopped"} (pid ${state.pid})\n`);
       process.stdout.write(
         `  tiers ${JSON.stringify(state.tiers)}, running ${String(state.running)}/${String(state.maxConcurrent)}${state.draining ? ", draining" : ""}\n`,
       );
+      process.stdout.write(`  jobs ${summary.jobs} ${JSON.stringify(summary.byState)}\n`);
       process.stdout.write(
-        `  jobs ${report.ledger.jobs} ${JSON.stringify(report.ledger.byState)}; earned ${report.ledger.earnedWei} wei\n`,
+        `  ${earned.totalWei !== undefined ? earnedLine(BigInt(earned.totalWei), earned.credits ?? 0) : "earned: unknown"}${earned.note ? ` (${earned.note})` : ""}\n`,
       );
-      for (const job of report.recentJobs)
+      for (const job of recentJobs)
         process.stdout.write(
           `  ${job.createdAt} ${job.qubeId.slice(0, 15)}… ${job.state}${job.errorCode ? ` ${job.errorCode}` : ""}\n`,
         );

@@ -28,6 +28,7 @@ import { printJson, reportError } from "./output.js";
 import { defaultRequestorDir } from "./paths.js";
 import { type PaymentFlags, paymentSettingsFrom } from "./payment-options.js";
 import { describePayment, glm } from "./payment-report.js";
+import { useDevnetProfile } from "./profile-hook.js";
 import { progressReporter, shortPeer } from "./progress.js";
 import { parseCount, parseDuration, parsePositive, parseSize } from "./units.js";
 
@@ -75,6 +76,7 @@ function bootstrapFrom(flags: { bootstrap?: string[] }): string[] {
 export function registerRunCommands(program: Command): void {
   program
     .command("run")
+    .hook("preAction", useDevnetProfile)
     .description("run a qube on several independent providers and accept only a result a quorum agrees on")
     .addOption(
       new Option("--backend <name>", "where providers come from: the embedded network or the Golem network (yagna)")
@@ -137,6 +139,7 @@ export function registerRunCommands(program: Command): void {
     });
   program
     .command("offers")
+    .hook("preAction", useDevnetProfile)
     .description("list the providers' signed offers on the network")
     .option("--bootstrap <multiaddr>", "bootstrap peer (repeatable; default $AIRQUBE_BOOTSTRAP)", collect)
     .option("--data-dir <dir>", "requestor identity", defaultRequestorDir())
@@ -146,6 +149,7 @@ export function registerRunCommands(program: Command): void {
     });
   program
     .command("journal")
+    .hook("preAction", useDevnetProfile)
     .description("list the qubes this requestor ran, including ones interrupted by a crash")
     .option("--data-dir <dir>", "requestor data directory", defaultRequestorDir())
     .option("--json", "print JSON")
@@ -382,6 +386,7 @@ export async function connectGolem(file: RequestorConfig, signal: AbortSignal): 
 async function offers(flags: { bootstrap?: string[]; dataDir: string; json?: boolean }): Promise<number> {
   let market: Libp2pMarket | undefined;
   try {
+    const logger = cliLogger("requestor");
     market = await Libp2pMarket.connect({
       identity: loadOrCreateIdentity(flags.dataDir),
       bootstrap: bootstrapFrom(flags),
@@ -392,6 +397,7 @@ async function offers(flags: { bootstrap?: string[]; dataDir: string; json?: boo
       await new Promise((r) => setTimeout(r, 250));
     }
     const list = market.offers.list().map((known) => known.offer);
+    logger.info({ offers: list.length }, "offers gathered");
     if (flags.json) printJson(list);
     else {
       if (list.length === 0) process.stdout.write("no offers\n");
@@ -400,7 +406,7 @@ async function offers(flags: { bootstrap?: string[]; dataDir: string; json?: boo
           .map(([tier, p]) => `${tier} ${p?.pass}/${(p?.pass ?? 0) + (p?.fail ?? 0) + (p?.inconclusive ?? 0)} pass`)
           .join(", ");
         process.stdout.write(
-          `${o.provider}  tiers ${o.tiers.join(",")}  ${o.resources.available}/${o.resources.maxConcurrent} free  price ${o.price.start}+${o.price.perSecond}/s wei  probes ${probes}\n`,
+          `${o.provider}  tiers ${o.tiers.join(",")}  ${o.resources.available}/${o.resources.maxConcurrent} free  price ${glm(o.price.start)} + ${glm(o.price.perSecond)}/s  probes ${probes}\n`,
         );
       }
     }
