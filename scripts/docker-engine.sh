@@ -24,7 +24,7 @@ start() {
     fi
   fi
   echo "airqube: starting dockerd (no bridge, no iptables)"
-  nohup dockerd --bridge=none --iptables=false --ip-forward=false --ip-masq=false \
+  setsid nohup dockerd --bridge=none --iptables=false --ip-forward=false --ip-masq=false \
     --pidfile "$state_dir/dockerd.real.pid" >"$state_dir/dockerd.log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 60); do

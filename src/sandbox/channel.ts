@@ -1,15 +1,31 @@
 /**
  * Host side of the init channel (src/sandbox/native/channel.h): parses the framed stream a sandbox sends out,
  * treating every byte as hostile. Frames are bounded before they are buffered, stdout and stderr are capped
- * (truncation is reported), and the outputs archive is streamed into the safe unpacker.
+ * (truncation is reported), and the outputs archive is streamed into the safe unpacker. `channelSink` feeds
+ * the parser from a stream with backpressure all the way to the sandbox: no buffer between the sandbox and the
+ * disk grows beyond a frame or a stream's high-water mark.
  */
-import { PassThrough } from "node:stream";
-import { PeerError } from "../qube/errors.js";
+import { PassThrough, Writable } from "node:stream";
+import { PeerError, UserError } from "../qube/errors.js";
 
 export const FRAME_MAX = 65536;
 export const HELLO = "airqube-init/1";
 const MAX_WARNINGS = 64;
 const MAX_WARNING_BYTES = 1024;
+/** Bytes of archive the parser holds for a slow unpacker before it asks its source to pause. */
+const ARCHIVE_HIGH_WATER = 1024 * 1024;
+
+/** Codes of the init's 'F' frame (channel.h, AQ_OUT_*): why the declared outputs were not sent. */
+export const OUTPUT_FAILURES = {
+  1: ["OUTPUT_TOO_MANY_FILES", "The qube's outputs hold more files or directories than the limit"],
+  2: ["OUTPUT_FILE_TOO_LARGE", "An output file is larger than the per-file limit"],
+  3: ["OUTPUT_TOO_LARGE", "The qube's outputs are larger than the total limit"],
+  4: ["OUTPUT_PATH_TOO_LONG", "An output path is longer than 1024 bytes"],
+  5: ["OUTPUT_TOO_DEEP", "An output is nested deeper than 32 levels"],
+  6: ["OUTPUT_UNREADABLE", "An output could not be read"],
+  7: ["OUTPUT_UNSUPPORTED_TYPE", "An output is not a regular file or directory (links, devices and FIFOs are refused)"],
+} as const;
+export type OutputFailureCode = (typeof OUTPUT_FAILURES)[keyof typeof OUTPUT_FAILURES][0];
 
 /** How the command ended, as the init reported it. */
 export type ExitReport =
@@ -26,6 +42,8 @@ export interface ChannelResult {
   warnings: string[];
   /** True when the stream ended with a proper 'Z' frame. */
   complete: boolean;
+  /** Why the init sent no outputs (an 'F' frame): the qube's outputs broke a limit or a rule. */
+  outputFailure?: UserError;
 }
 
 class CappedText {
@@ -55,7 +73,7 @@ function channelError(message: string, details?: string): PeerError {
  * is written to `archive` (a stream the caller hands to `unpackTar`), bounded by `maxArchiveBytes`.
  */
 export class ChannelParser {
-  readonly archive = new PassThrough();
+  readonly archive = new PassThrough({ highWaterMark: ARCHIVE_HIGH_WATER });
   private buffer: Buffer = Buffer.alloc(0);
   private readonly stdout: CappedText;
   private readonly stderr: CappedText;
@@ -65,8 +83,13 @@ export class ChannelParser {
   private ended = false;
   private archiveBytes = 0;
   private failure: PeerError | undefined;
+  private outputFailure: UserError | undefined;
+  private sentArchive = false;
 
   constructor(private readonly caps: { logBytes: number; maxArchiveBytes: number }) {
+    // Errors reach the archive's consumer (the unpacker) through its iterator; without one they are reported by
+    // `error`, `end()` and `outputFailure`, never as an uncaught stream error.
+    this.archive.on("error", () => undefined);
     this.stdout = new CappedText(caps.logBytes);
     this.stderr = new CappedText(caps.logBytes);
   }
@@ -74,6 +97,16 @@ export class ChannelParser {
   /** True while the archive consumer is behind: the caller should pause its source until `archive` drains. */
   get backpressured(): boolean {
     return this.archive.writableNeedDrain;
+  }
+
+  /** True once the 'Z' frame arrived: nothing more is expected. */
+  get complete(): boolean {
+    return this.ended;
+  }
+
+  /** True once the exit frame arrived: the qube's command has finished. */
+  get exited(): boolean {
+    return this.exit !== undefined;
   }
 
   /** The first protocol violation seen, if any; parsing stops at it. */
@@ -136,12 +169,29 @@ export class ChannelParser {
         else throw channelError("Unknown exit kind", String(kind));
         return;
       }
+      case "F": {
+        if (!this.exit) throw channelError("Sandbox sent an output failure before its exit status");
+        if (this.outputFailure || this.sentArchive)
+          throw channelError("Sandbox sent an output failure twice or after outputs");
+        const known = OUTPUT_FAILURES[payload[0] as keyof typeof OUTPUT_FAILURES];
+        if (!known || payload.length > 1 + 2 * MAX_WARNING_BYTES) throw channelError("Malformed output failure frame");
+        // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this removes
+        const detail = payload
+          .subarray(1)
+          .toString("utf8")
+          .replace(/[\u0000-\u001f\u007f]/g, "?");
+        this.outputFailure = new UserError(known[0], known[1], { details: detail });
+        this.archive.destroy(this.outputFailure); // the unpacker stops; its staging is removed
+        return;
+      }
       case "T":
         if (!this.exit) throw channelError("Sandbox sent outputs before its exit status");
+        if (this.outputFailure) throw channelError("Sandbox sent outputs after an output failure");
+        this.sentArchive = true;
         this.archiveBytes += payload.length;
         if (this.archiveBytes > this.caps.maxArchiveBytes)
           throw channelError("Sandbox outputs exceed the output cap", `${this.caps.maxArchiveBytes} bytes`);
-        this.archive.write(Buffer.from(payload));
+        if (!this.archive.destroyed) this.archive.write(Buffer.from(payload));
         return;
       case "Z":
         if (payload.length !== 0) throw channelError("Malformed end frame");
@@ -155,7 +205,12 @@ export class ChannelParser {
   /** Marks the input as finished and returns what was parsed. */
   end(): ChannelResult {
     if (!this.failure && this.buffer.length > 0) this.fail(channelError("Sandbox stream ended inside a frame"));
-    if (!this.archive.destroyed) this.archive.end();
+    // An archive cut short must never be taken for a whole one: without the end frame the unpacker is failed,
+    // so that it removes its staging and nothing of a partial archive lands in the output directory.
+    if (!this.archive.destroyed) {
+      if (this.ended) this.archive.end();
+      else this.archive.destroy(channelError("Sandbox stream ended before its end frame"));
+    }
     return {
       stdout: this.stdout.text(),
       stderr: this.stderr.text(),
@@ -164,6 +219,36 @@ export class ChannelParser {
       ...(this.exit ? { exit: this.exit } : {}),
       warnings: [...this.warnings],
       complete: this.ended,
+      ...(this.outputFailure ? { outputFailure: this.outputFailure } : {}),
     };
   }
+}
+
+/**
+ * A writable that feeds `parser` and holds its writer back while the parser's archive consumer (the unpacker)
+ * is behind, so that backpressure reaches the sandbox. It finishes as soon as the end frame arrives (`onEnd`).
+ *
+ * @example
+ * await pipeline(attachStream, new DockerDemux(), channelSink(parser, () => done()));
+ */
+export function channelSink(parser: ChannelParser, onEnd: () => void): Writable {
+  let signalled = false;
+  return new Writable({
+    highWaterMark: FRAME_MAX,
+    write(chunk: Buffer, _encoding, callback) {
+      parser.push(chunk);
+      if (parser.complete && !signalled) {
+        signalled = true;
+        onEnd();
+      }
+      if (!parser.backpressured || parser.archive.destroyed) return callback();
+      const resume = () => {
+        parser.archive.off("drain", resume);
+        parser.archive.off("close", resume);
+        callback();
+      };
+      parser.archive.on("drain", resume);
+      parser.archive.on("close", resume);
+    },
+  });
 }

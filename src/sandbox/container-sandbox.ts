@@ -7,12 +7,14 @@ import { randomUUID } from "node:crypto";
 import { chmod, copyFile, mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, posix, resolve } from "node:path";
-import { PassThrough } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import Docker from "dockerode";
 import { AirqubeError, PeerError, PlatformError, TimeoutError, UserError } from "../qube/errors.js";
 import { DEFAULT_LIMITS, type QubeRun, type RunResult, type Sandbox, type SandboxLimits } from "./api.js";
-import { ChannelParser } from "./channel.js";
+import { ChannelParser, channelSink } from "./channel.js";
+import { DockerDemux } from "./docker-demux.js";
 import {
   type HardenedContainerConfig,
   hardenedContainerConfig,
@@ -22,13 +24,28 @@ import {
 } from "./hardening.js";
 import { imageDigest } from "./images.js";
 import { safeRelativePath, unpackTar } from "./unpack.js";
-import { encodeQubeFrame, type WarmOptions, WarmPool } from "./warm-pool.js";
+import { encodeQubeFrame, initLimitsArgument, type WarmOptions, WarmPool } from "./warm-pool.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Where `npm run images` puts the static init (works from src/ and from dist/src/). */
 export function defaultInitBinary(): string {
   const root = here.includes(`${join("dist", "src")}`) ? join(here, "..", "..", "..") : join(here, "..", "..");
   return process.env.AIRQUBE_INIT_BINARY ?? join(root, "images", "build", "airqube-init");
+}
+
+/** After the container exited, how long its attach stream may stay silent before the run fails. */
+const STALL_MS = 15_000;
+/** How long to wait for the container's exit after its init sent the end frame. */
+const EXIT_GRACE_MS = 5_000;
+
+/** Time the outputs may take to arrive after the wall-clock limit: 30 s plus the output cap at 8 MiB/s. */
+export function transferAllowanceMs(limits: SandboxLimits): number {
+  return 30_000 + Math.ceil(limits.output.maxTotalBytes / (8 * 1024 * 1024)) * 1000;
+}
+
+/** Largest archive the host accepts: the output cap plus header room for every file and directory. */
+export function maxArchiveBytes(limits: SandboxLimits): number {
+  return limits.output.maxTotalBytes + (2 * limits.output.maxFiles + 2) * 3 * 512 + 1024 * 1024;
 }
 
 /** Output paths a qube may declare: only its writable scratch space. */
@@ -231,7 +248,13 @@ export class ContainerSandbox implements Sandbox {
         container = await this.docker.createContainer({
           Image: digest, // run the digest we checked, never a tag that could move
           Entrypoint: [INIT_PATH],
-          Cmd: [...outputs.flatMap((path) => ["-o", path]), "--", ...qube.command],
+          Cmd: [
+            "-l",
+            initLimitsArgument(limits.output),
+            ...outputs.flatMap((path) => ["-o", path]),
+            "--",
+            ...qube.command,
+          ],
           Env: env,
           ...config,
         });
@@ -264,18 +287,10 @@ export class ContainerSandbox implements Sandbox {
     /** For a warm container (already started, its init waiting): the qube frame to send instead of starting it. */
     frame?: Buffer,
   ): Promise<RunResult> {
-    const parser = new ChannelParser({
-      logBytes: limits.logBytes,
-      maxArchiveBytes: limits.output.maxTotalBytes + 1024 * 1024 + limits.output.maxFiles * 1024,
-    });
+    const parser = new ChannelParser({ logBytes: limits.logBytes, maxArchiveBytes: maxArchiveBytes(limits) });
     const unpacking =
       outputs.length > 0 && qube.outputDir
-        ? unpackTar(
-            parser.archive,
-            qube.outputDir,
-            { ...limits.output, maxFiles: limits.output.maxFiles },
-            signal ? { signal } : {},
-          )
+        ? unpackTar(parser.archive, qube.outputDir, limits.output, signal ? { signal } : {})
         : drain(parser.archive);
     unpacking.catch(() => undefined); // observed below
 
@@ -284,23 +299,23 @@ export class ContainerSandbox implements Sandbox {
       stdout: true,
       stderr: true,
       ...(frame ? { stdin: true, hijack: true } : {}),
-    })) as NodeJS.ReadWriteStream & { destroy?: () => void };
-    const stdout = new PassThrough();
-    const initErr = new PassThrough();
-    this.docker.modem.demuxStream(stream, stdout, initErr);
-    initErr.resume();
-    const streamEnded = new Promise<void>((resolveEnd) => {
-      stream.on("end", resolveEnd);
-      stream.on("close", resolveEnd);
-      stream.on("error", () => resolveEnd());
+    })) as NodeJS.ReadWriteStream & { destroy: (error?: Error) => void };
+    // Backpressure all the way: the engine's socket -> demux -> parser -> unpacker -> disk. The transfer is over
+    // when the init's end frame arrives (or the stream ends without one, which the parser reports).
+    const demux = new DockerDemux();
+    let endFrame: () => void = () => undefined;
+    const ended = new Promise<void>((resolveEnd) => {
+      endFrame = resolveEnd;
     });
-    stdout.on("data", (chunk: Buffer) => {
-      parser.push(chunk);
-      if (parser.backpressured) {
-        stdout.pause();
-        parser.archive.once("drain", () => stdout.resume());
-      }
-    });
+    const transfer = pipeline(
+      stream as unknown as NodeJS.ReadableStream,
+      demux,
+      channelSink(parser, () => endFrame()),
+    );
+    const transferred = Promise.race([ended, transfer]).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
 
     const startedAt = new Date();
     const started = performance.now();
@@ -310,46 +325,80 @@ export class ContainerSandbox implements Sandbox {
         stream.write(frame, (error) => (error ? rejectWrite(error) : resolveWrite())),
       );
     } else await container.start();
-    let timedOut = false;
-    let aborted = false;
     const waited = container.wait();
-    const timer = new Promise<"timeout">((resolveTimer) => {
-      const handle = setTimeout(() => resolveTimer("timeout"), limits.wallTimeMs);
-      waited.finally(() => clearTimeout(handle)).catch(() => undefined);
+    waited.catch(() => undefined);
+
+    // The wall clock bounds the qube's command; once it has exited (its exit frame arrived), the outputs get
+    // their own deadline sized to the output cap, so large outputs near the deadline are not cut.
+    const outcome = await new Promise<"done" | "timeout" | "abort" | "transfer-timeout" | "stalled">((settle) => {
+      const timers: NodeJS.Timeout[] = [];
+      const finish = (value: "done" | "timeout" | "abort" | "transfer-timeout" | "stalled") => {
+        for (const timer of timers) clearTimeout(timer);
+        clearInterval(watch);
+        signal?.removeEventListener("abort", onAbort);
+        settle(value);
+      };
+      const onAbort = () => finish("abort");
+      if (signal?.aborted) return finish("abort");
+      signal?.addEventListener("abort", onAbort, { once: true });
+      transferred.then(() => finish("done"));
+      timers.push(
+        setTimeout(() => {
+          if (!parser.exited) return finish("timeout");
+          timers.push(setTimeout(() => finish("transfer-timeout"), transferAllowanceMs(limits)));
+        }, limits.wallTimeMs),
+      );
+      // The engine ends the attach stream when the container exits; if it does not, do not wait forever.
+      let exitedAt: number | undefined;
+      waited.then(() => {
+        exitedAt = performance.now();
+      });
+      const watch = setInterval(() => {
+        const now = performance.now();
+        if (exitedAt !== undefined && now - exitedAt > STALL_MS && now - demux.lastByteAt > STALL_MS) finish("stalled");
+      }, 500);
     });
-    const abort = new Promise<"abort">((resolveAbort) => {
-      if (!signal) return;
-      const onAbort = () => resolveAbort("abort");
-      if (signal.aborted) onAbort(); // aborted while the container was being created
-      signal.addEventListener("abort", onAbort, { once: true });
-      waited.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => undefined);
-    });
-    const first = await Promise.race([waited.then(() => "done" as const), timer, abort]);
-    if (first !== "done") {
-      timedOut = first === "timeout";
-      aborted = first === "abort";
-      await container.kill({ signal: "SIGKILL" }).catch(() => undefined);
-      await waited.catch(() => undefined);
-    }
     const durationMs = Math.round(performance.now() - started);
     const endedAt = new Date();
-    if (aborted) {
-      stream.destroy?.();
-      parser.archive.destroy();
-      await unpacking.catch(() => undefined); // the unpacker removes its staging before we report
-      throw new TimeoutError("ABORTED", "The qube was aborted");
+    const timedOut = outcome === "timeout";
+    if (outcome !== "done") {
+      await container.kill({ signal: "SIGKILL" }).catch(() => undefined);
+      stream.destroy();
+      await waited.catch(() => undefined);
+    } else {
+      await Promise.race([waited, delay(EXIT_GRACE_MS)]);
+      stream.destroy(); // everything up to the end frame is in; a hijacked stream may not end by itself
     }
-    await Promise.race([streamEnded, new Promise((r) => setTimeout(r, 2000))]);
-    const info = await container.inspect();
+    const transferError = outcome === "done" ? await transferred : undefined;
     const channel = parser.end();
-    const complete = channel.complete && !timedOut;
-    let files: RunResult["outputs"] = [];
-    // Settle the unpacker first: a rejected archive must have removed its staging before anything is reported.
+    // Settle the unpacker first: a rejected or cut archive must have removed its staging before anything is reported.
     const unpacked = await unpacking.then(
       (value) => ({ value, error: undefined }),
       (error: unknown) => ({ value: undefined, error }),
     );
+    if (outcome === "abort") throw new TimeoutError("ABORTED", "The qube was aborted");
+    if (outcome === "transfer-timeout")
+      throw new TimeoutError("OUTPUT_TRANSFER_TIMEOUT", "The qube's outputs did not arrive in time", {
+        details: `${transferAllowanceMs(limits)} ms after the wall-clock limit`,
+      });
+    if (outcome === "stalled")
+      throw new PlatformError("SANDBOX_STREAM_STALLED", "The container exited but its output stream did not end", {
+        details: `no byte for ${STALL_MS} ms`,
+      });
     if (parser.error && !timedOut) throw parser.error;
+    if (transferError !== undefined && !timedOut && !channel.complete)
+      throw new PlatformError("SANDBOX_STREAM_FAILED", "The container's output stream failed", {
+        details: String((transferError as Error)?.message ?? transferError),
+        cause: transferError,
+      });
+    if (channel.outputFailure && !timedOut) throw channel.outputFailure;
+    const info = await container.inspect();
+    if (!channel.complete && !timedOut && !info.State.OOMKilled)
+      throw new PeerError("CHANNEL_INCOMPLETE", "The sandbox's init stopped before it sent everything", {
+        details: `container exit status ${info.State.ExitCode}`,
+      });
+    const complete = channel.complete && !timedOut;
+    let files: RunResult["outputs"] = [];
     if (unpacked.error !== undefined) {
       if (complete || !(unpacked.error instanceof PeerError)) throw unpacked.error;
     } else files = unpacked.value ?? [];

@@ -1,7 +1,8 @@
 /**
  * The safe unpacker, in the manner of Qubes' qfile-unpacker: turns an untrusted tar stream into regular files
  * and directories under one destination, and nothing else. It rejects absolute paths, `..`, symlinks, hard
- * links, devices, FIFOs and duplicate names, and enforces per-file, total-byte and file-count caps before a
+ * links, devices, FIFOs and duplicate names, and enforces per-file, total-byte, file-count and directory-count
+ * (the same number) caps before a
  * byte is written. Everything is unpacked into a fresh staging directory first and moved into place only when
  * the whole archive was valid, so a rejected archive leaves nothing behind.
  */
@@ -106,6 +107,7 @@ async function extractInto(
   const files: OutputFile[] = [];
   const seen = new Set<string>();
   let total = 0;
+  let directories = 0;
   const feeding = (async () => {
     try {
       for await (const chunk of source) {
@@ -145,6 +147,8 @@ async function extractInto(
       if (seen.has(name)) throw reject("ARCHIVE_DUPLICATE", "Archive has the same path twice", name);
       seen.add(name);
       if (header.type === "directory") {
+        if (++directories > limits.maxFiles)
+          throw reject("ARCHIVE_TOO_MANY_FILES", "Archive has too many directories", `limit ${limits.maxFiles}`);
         await ensureDirectory(staging, name);
         entry.resume();
         continue;

@@ -9,7 +9,7 @@
 import { randomUUID } from "node:crypto";
 import type Docker from "dockerode";
 import { UserError } from "../qube/errors.js";
-import type { SandboxLimits } from "./api.js";
+import type { ArchiveLimits, SandboxLimits } from "./api.js";
 import { type HardenedContainerConfig, INIT_PATH } from "./hardening.js";
 import { imageDigest } from "./images.js";
 
@@ -59,7 +59,21 @@ export function encodeQubeFrame(argv: string[], env: string[], outputs: string[]
 
 /** True when two limits give the same container (the fields fixed at create time). */
 export function sameContainerLimits(a: SandboxLimits, b: SandboxLimits): boolean {
-  return a.cpus === b.cpus && a.memoryBytes === b.memoryBytes && a.pids === b.pids && a.scratchBytes === b.scratchBytes;
+  return (
+    a.cpus === b.cpus &&
+    a.memoryBytes === b.memoryBytes &&
+    a.pids === b.pids &&
+    a.scratchBytes === b.scratchBytes &&
+    initLimitsArgument(a.output) === initLimitsArgument(b.output) // the init checks them
+  );
+}
+
+/**
+ * The init's `-l` argument: the output caps it checks before it sends any archive byte (the host checks them
+ * again while unpacking).
+ */
+export function initLimitsArgument(output: ArchiveLimits): string {
+  return `${output.maxFiles}:${output.maxFileBytes}:${output.maxTotalBytes}`;
 }
 
 /** Keeps `count` warm containers of one image and one set of limits. */
@@ -150,7 +164,7 @@ export class WarmPool {
     const container = await this.docker.createContainer({
       Image: digest, // the digest checked once, never a tag that could move
       Entrypoint: [INIT_PATH],
-      Cmd: ["--await-qube"],
+      Cmd: ["--await-qube", "-l", initLimitsArgument(this.limits.output)],
       Env: [], // the qube's environment comes in its frame
       ...this.config(randomUUID()),
     });

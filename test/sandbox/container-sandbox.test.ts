@@ -174,8 +174,106 @@ describe("ContainerSandbox @docker", function () {
         outputDir: out,
       })
       .catch((e) => e);
-    expect(error.code).to.equal("ARCHIVE_BAD_TYPE");
+    expect(error.code).to.equal("OUTPUT_UNSUPPORTED_TYPE");
+    expect(error.details).to.contain("/output/link");
     expect(await readdir(out)).to.deep.equal([]);
+  });
+
+  describe("outputs arrive whole, or not at all with a named reason", () => {
+    it("a 4 MB output arrives intact every time (it was lost about every second run)", async () => {
+      for (let round = 0; round < 8; round++) {
+        const out = await tmp();
+        const result = await sandbox.run({
+          image: BUSYBOX,
+          command: sh("head -c 4000000 /dev/zero > /output/a.bin"),
+          outputs: ["/output"],
+          outputDir: out,
+        });
+        expect(result.outputs.map((f) => [f.path, f.size])).to.deep.equal([["output/a.bin", 4_000_000]]);
+        expect((await readFile(join(out, "output/a.bin"))).length).to.equal(4_000_000);
+      }
+    });
+
+    it("keeps names longer than ustar's fields (pax), deep trees and files the qube made unreadable", async () => {
+      const out = await tmp();
+      const long = "n".repeat(150);
+      const dirs = ["a".repeat(120), "b".repeat(120), "c".repeat(120)].join("/");
+      const deep = Array.from({ length: 20 }, (_, i) => `d${i}`).join("/");
+      const result = await sandbox.run({
+        image: BUSYBOX,
+        command: sh(
+          `echo long > /output/${long}; mkdir -p /output/${dirs} /output/${deep}; echo x > /output/${dirs}/y; ` +
+            `echo deep > /output/${deep}/f; echo secret > /output/m; chmod 000 /output/m; chmod 000 /output/d0/d1`,
+        ),
+        outputs: ["/output"],
+        outputDir: out,
+      });
+      expect(result.outputs.map((f) => f.path)).to.have.members([
+        `output/${long}`,
+        `output/${dirs}/y`,
+        `output/${deep}/f`,
+        "output/m",
+      ]);
+      expect(await readFile(join(out, "output", deep, "f"), "utf8")).to.equal("deep\n");
+      expect(await readFile(join(out, "output/m"), "utf8")).to.equal("secret\n");
+    });
+
+    it("refuses a sparse file over the cap at once, by name, and writes nothing", async () => {
+      const out = await tmp();
+      const started = Date.now();
+      const error = await sandbox
+        .run({
+          image: BUSYBOX,
+          command: sh("echo a > /output/a; truncate -s 7G /output/x"),
+          outputs: ["/output"],
+          outputDir: out,
+          limits: { wallTimeMs: 20_000 },
+        })
+        .catch((e) => e);
+      expect(error.code).to.equal("OUTPUT_FILE_TOO_LARGE");
+      expect(error.details).to.contain("/output/x");
+      expect(Date.now() - started).to.be.below(10_000);
+      expect(await readdir(out)).to.deep.equal([]);
+    });
+
+    it("gives OUTPUT_TOO_MANY_FILES and OUTPUT_TOO_LARGE, leaving nothing on disk", async () => {
+      const out = await tmp();
+      const many = await sandbox
+        .run({
+          image: BUSYBOX,
+          command: sh("cd /output; i=0; while [ $i -lt 1200 ]; do : > f$i; i=$((i+1)); done"),
+          outputs: ["/output"],
+          outputDir: out,
+        })
+        .catch((e) => e);
+      expect(many.code).to.equal("OUTPUT_TOO_MANY_FILES");
+      const large = await sandbox
+        .run({
+          image: BUSYBOX,
+          command: sh("head -c 3000000 /dev/zero > /output/a; head -c 3000000 /dev/zero > /output/b"),
+          outputs: ["/output"],
+          outputDir: out,
+          limits: { output: { maxFiles: 10, maxFileBytes: 4 * MiB, maxTotalBytes: 5 * MiB } },
+        })
+        .catch((e) => e);
+      expect(large.code).to.equal("OUTPUT_TOO_LARGE");
+      expect(await readdir(out)).to.deep.equal([]);
+    });
+
+    it("a background child writing to stdout does not keep a finished qube alive", async () => {
+      const out = await tmp();
+      const result = await sandbox.run({
+        image: BUSYBOX,
+        command: sh("(while true; do echo bg; sleep 0.05; done) & echo main > /output/r; echo done"),
+        outputs: ["/output"],
+        outputDir: out,
+        limits: { wallTimeMs: 15_000 },
+      });
+      expect(result.timedOut).to.equal(false);
+      expect(result.exitCode).to.equal(0);
+      expect(result.durationMs).to.be.below(5_000);
+      expect(result.outputs.map((f) => f.path)).to.deep.equal(["output/r"]);
+    });
   });
 
   it("reports a command that cannot run", async () => {

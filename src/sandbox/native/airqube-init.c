@@ -1,7 +1,7 @@
 /*
  * airqube-init: PID 1 of every container qube. Bind-mounted read-only at /.airqube-init.
- *   /.airqube-init [-o /output/path]... -- COMMAND [ARGS...]
- *   /.airqube-init --await-qube
+ *   /.airqube-init [-l FILES:FILEBYTES:TOTALBYTES] [-o /output/path]... -- COMMAND [ARGS...]
+ *   /.airqube-init --await-qube [-l FILES:FILEBYTES:TOTALBYTES]
  * The second form is a warm container's: created and started ahead of need, the init blocks on stdin until the
  * host sends exactly one qube frame (argv, environment, declared outputs; see read_qube below), then runs it
  * exactly as the first form would. Stdin is read once and closed: a warm container serves one qube.
@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "channel.h"
@@ -90,47 +91,62 @@ static const char *read_qube(char ***argvp, char **outputs, int *noutputs) {
   return NULL;
 }
 
+/* Defaults when the host passes no -l (the host's own DEFAULT_LIMITS.output). */
+static struct aq_output_limits limits = {1000, 64ULL << 20, 256ULL << 20};
+
+static int refuse(const char *problem) {
+  aq_warn("airqube-init: %s", problem);
+  aq_exit_frame(2, EINVAL);
+  aq_frame('Z', NULL, 0);
+  return 125;
+}
+
+/* Milliseconds on the monotonic clock. */
+static long long now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* After the command exited, its pipes are drained for at most this long; then every other process is killed. */
+#define DRAIN_AFTER_EXIT_MS 500
+
 int main(int argc, char **argv) {
   char *outputs[MAX_OUTPUTS];
-  int noutputs = 0, i = 1;
+  int noutputs = 0, i = 1, await_qube = 0;
   prctl(PR_SET_DUMPABLE, 0);
   aq_channel_init(1);
-  if (argc == 2 && strcmp(argv[1], "--await-qube") == 0) {
+  /* Options: [--await-qube] [-l FILES:FILEBYTES:TOTALBYTES] [-o PATH]... [-- COMMAND ARGS...] */
+  const char *problem = NULL;
+  for (; i < argc; i++) {
+    if (strcmp(argv[i], "--") == 0) { i++; break; }
+    if (strcmp(argv[i], "--await-qube") == 0) { await_qube = 1; continue; }
+    if (strcmp(argv[i], "-l") == 0 && i + 1 < argc) {
+      if (aq_parse_limits(argv[++i], &limits) < 0) problem = "bad output limits";
+      continue;
+    }
+    if (strcmp(argv[i], "-o") == 0 && i + 1 < argc && noutputs < MAX_OUTPUTS) { outputs[noutputs++] = argv[++i]; continue; }
+    problem = "bad argument";
+    break;
+  }
+  if (await_qube) {
     /* Nothing is written before the qube frame arrives: the host attaches to stdout when it sends it. */
     char **qube_argv = NULL;
-    const char *problem = read_qube(&qube_argv, outputs, &noutputs);
+    noutputs = 0;
+    const char *frame_problem = read_qube(&qube_argv, outputs, &noutputs);
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0) { dup2(devnull, 0); if (devnull != 0) close(devnull); } /* stdin is read once */
     aq_frame('H', AQ_HELLO, strlen(AQ_HELLO));
-    if (problem) {
-      aq_warn("airqube-init: %s", problem);
-      aq_exit_frame(2, EINVAL);
-      aq_frame('Z', NULL, 0);
-      return 125;
-    }
+    if (problem) return refuse(problem);
+    if (frame_problem) return refuse(frame_problem);
     argv = qube_argv;
-    argc = 0;
-    while (argv[argc]) argc++;
     i = 0;
-    goto run;
-  }
-  aq_frame('H', AQ_HELLO, strlen(AQ_HELLO));
-  for (; i < argc; i++) {
-    if (strcmp(argv[i], "--") == 0) { i++; break; }
-    if (strcmp(argv[i], "-o") == 0 && i + 1 < argc && noutputs < MAX_OUTPUTS) { outputs[noutputs++] = argv[++i]; continue; }
-    aq_warn("airqube-init: bad argument %s", argv[i]);
-    aq_exit_frame(2, EINVAL);
-    aq_frame('Z', NULL, 0);
-    return 125;
-  }
-  if (i >= argc) {
-    aq_warn("airqube-init: no command");
-    aq_exit_frame(2, EINVAL);
-    aq_frame('Z', NULL, 0);
-    return 125;
+  } else {
+    aq_frame('H', AQ_HELLO, strlen(AQ_HELLO));
+    if (problem) return refuse(problem);
+    if (i >= argc) return refuse("no command");
   }
 
-run:;
   int out[2], err[2], status_pipe[2];
   if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(status_pipe, O_CLOEXEC) < 0) {
     aq_warn("airqube-init: pipe: %s", strerror(errno));
@@ -146,6 +162,7 @@ run:;
     return 125;
   }
   if (child == 0) {
+    setpgid(0, 0); /* its own process group: see aq_kill_others */
     dup2(out[1], 1);
     dup2(err[1], 2);
     int devnull = open("/dev/null", O_RDONLY);
@@ -166,17 +183,22 @@ run:;
 
   struct pollfd fds[2] = {{.fd = out[0], .events = POLLIN}, {.fd = err[0], .events = POLLIN}};
   static char buf[AQ_FRAME_MAX];
-  int open_fds = 2, exited = 0, wstatus = 0, quiet_rounds = 0;
+  int open_fds = 2, exited = 0, killed_others = 0, wstatus = 0;
+  long long exited_at = 0;
   while (open_fds > 0) {
+    if (exited && !killed_others && now_ms() - exited_at >= DRAIN_AFTER_EXIT_MS) {
+      /* The command is done; whatever still holds its pipes (a background child) must not keep the qube
+         alive or change its outputs: kill it, then read what is left until the pipes close. */
+      aq_kill_others(child);
+      killed_others = 1;
+    }
     int ready = poll(fds, 2, exited ? 50 : 200);
     if (ready < 0 && errno != EINTR) break;
-    if (ready == 0 && exited && ++quiet_rounds >= 4) break; /* a background process keeps a pipe open: stop */
     for (int k = 0; k < 2; k++) {
       if (fds[k].fd < 0 || !(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       ssize_t n = read(fds[k].fd, buf, sizeof buf);
       if (n > 0) {
         aq_frame(k == 0 ? 'O' : 'E', buf, (size_t)n);
-        quiet_rounds = 0;
       } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
         close(fds[k].fd);
         fds[k].fd = -1;
@@ -187,7 +209,7 @@ run:;
     pid_t pid;
     int st;
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
-      if (pid == child) { exited = 1; wstatus = st; }
+      if (pid == child) { exited = 1; wstatus = st; exited_at = now_ms(); }
   }
   while (!exited) {
     int st;
@@ -195,6 +217,8 @@ run:;
     if (pid < 0 && errno != EINTR) break;
     if (pid == child) { exited = 1; wstatus = st; }
   }
+  /* Nothing but the init may run while the outputs are read: they are final from here on. */
+  if (!killed_others) aq_kill_others(child);
 
   int code;
   if (exec_errno != 0) {
@@ -208,7 +232,7 @@ run:;
     aq_exit_frame(0, WEXITSTATUS(wstatus));
     code = WEXITSTATUS(wstatus);
   }
-  aq_archive_outputs(outputs, noutputs);
+  aq_archive_outputs(outputs, noutputs, &limits);
   aq_frame('Z', NULL, 0);
   return code;
 }
