@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { Devnet } from "../devnet/devnet.js";
+import { type DevnetProfile, removeDevnetProfile, writeDevnetProfile } from "../devnet/profile.js";
 import { startBootstrapPeer } from "../net/bootstrap-peer.js";
 import { Identity } from "../qube/index.js";
 import { sealQube } from "../requestor/draft.js";
@@ -12,7 +13,7 @@ import { Libp2pMarket } from "../requestor/libp2p-market.js";
 import { EscrowPayments } from "../requestor/payments.js";
 import { Requestor } from "../requestor/requestor.js";
 import { reportError } from "./output.js";
-import { defaultProbeCache } from "./paths.js";
+import { airqubeHome, defaultProbeCache } from "./paths.js";
 import { PAYMENT_ENV } from "./payment-options.js";
 import { describePayment } from "./payment-report.js";
 import { progressReporter } from "./progress.js";
@@ -32,24 +33,37 @@ export function registerDevnetCommands(program: Command): void {
     .addOption(new Option("--providers <n>", "number of provider agents").argParser(parseCount).default(3))
     .option("--dir <dir>", "directory for the agents' data (default: a temporary one)")
     .option("--no-chain", "run without a local chain (qubes are not paid)")
+    .option("--probe-cache <dir>", "escape-suite report cache (default $AIRQUBE_HOME/probe-cache)")
     .option("--json", "print the bootstrap address and providers as JSON")
-    .action(async (flags: { providers: number; dir?: string; chain: boolean; json?: boolean }) => {
+    .addHelpText(
+      "after",
+      "\nWhile it runs, the devnet's profile (AIRQUBE_HOME/devnet/profile.json: bootstrap, chain, escrow, the\n" +
+        "payment key file's path, a requestor data directory) is used by `airqube run`, `offers`, `probe --provider`\n" +
+        "and `journal` for whatever is not given by a flag or an AIRQUBE_* variable (flags > environment > profile).",
+    )
+    .action(async (flags: { providers: number; dir?: string; chain: boolean; probeCache?: string; json?: boolean }) => {
       let net: Devnet | undefined;
+      let profileFile: string | undefined;
       try {
         const stopped = waitForSignal();
         net = await Devnet.start({
           providers: flags.providers,
           ...(flags.dir ? { dir: flags.dir } : {}),
-          probeCache: defaultProbeCache(),
+          probeCache: flags.probeCache ?? defaultProbeCache(),
           chain: flags.chain,
           onEvent: (event) => {
             if (!flags.json) process.stderr.write(`airqube devnet: ${event.type}\n`);
           },
         });
+        profileFile = await writeDevnetProfile(airqubeHome(), profileOf(net));
         const info = {
           event: "ready",
           bootstrap: net.bootstrap,
           dir: net.dir,
+          /** Used by run, offers, probe --provider and journal while the devnet runs. */
+          profile: profileFile,
+          /** Every variable a requestor needs (the key stays in its file). */
+          env: devnetEnv(net),
           providers: net.providers.map((p) => ({
             peerId: p.peerId,
             addrs: p.addrs,
@@ -84,16 +98,22 @@ export function registerDevnetCommands(program: Command): void {
             process.stdout.write(
               `  pay with: airqube run --bootstrap ${net.bootstrap} ${paidRunArgs(net).join(" ")} --image ... --output ... -- CMD\n`,
             );
-            const exports = Object.entries(paidRunEnv(net)).map(([k, v]) => `${k}=${v}`);
-            process.stdout.write(`  or:       export AIRQUBE_BOOTSTRAP=${net.bootstrap} ${exports.join(" ")}\n`);
           }
-          process.stdout.write(`  try: AIRQUBE_BOOTSTRAP=${net.bootstrap} airqube offers\n  press Ctrl-C to stop\n`);
+          process.stdout.write(
+            `  profile ${profileFile}: airqube run, offers, probe --provider and journal use it while this devnet runs\n`,
+          );
+          process.stdout.write("  from another shell or machine user, set instead:\n");
+          const exports = Object.entries(devnetEnv(net)).map(([k, v]) => `${k}=${v}`);
+          process.stdout.write(`    export ${exports.join(" ")}\n`);
+          process.stdout.write("  try: airqube offers\n  press Ctrl-C to stop\n");
         }
         await stopped;
+        await removeDevnetProfile(airqubeHome(), process.pid);
         await net.stop();
         if (!flags.dir) await rm(net.dir, { recursive: true, force: true });
         process.exitCode = 0;
       } catch (error) {
+        if (profileFile) await removeDevnetProfile(airqubeHome(), process.pid);
         await net?.stop(1000);
         process.exitCode = reportError(error, Boolean(flags.json));
       }
@@ -219,6 +239,33 @@ async function demo(json: boolean, chain: boolean): Promise<number> {
 function paidRunArgs(net: Devnet): string[] {
   const chain = net.chain!;
   return ["--rpc-url", chain.rpcUrl, "--escrow", chain.escrow, "--payment-key-file", chain.requestorKeyFile];
+}
+
+/** What `devnet up` writes to the profile for the requestor commands. */
+function profileOf(net: Devnet): DevnetProfile {
+  return {
+    version: 1,
+    pid: process.pid,
+    dir: net.dir,
+    bootstrap: net.bootstrap,
+    dataDir: join(net.dir, "requestor"),
+    ...(net.chain
+      ? {
+          chain: {
+            rpcUrl: net.chain.rpcUrl,
+            chainId: net.chain.chainId,
+            escrow: net.chain.escrow,
+            token: net.chain.token,
+            paymentKeyFile: net.chain.requestorKeyFile,
+          },
+        }
+      : {}),
+  };
+}
+
+/** Every variable a requestor needs for this devnet: the bootstrap, and to pay, the chain, escrow and key file. */
+function devnetEnv(net: Devnet): Record<string, string> {
+  return { AIRQUBE_BOOTSTRAP: net.bootstrap, ...(net.chain ? paidRunEnv(net) : {}) };
 }
 
 /** The same as environment variables. */

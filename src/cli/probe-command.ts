@@ -11,12 +11,17 @@ import {
   toJUnit,
 } from "../probes/index.js";
 import { UserError } from "../qube/index.js";
+import type { EscrowPayments } from "../requestor/payments.js";
+import { interruptHandler, reportInterrupted } from "./interrupt.js";
 import { printJson, reportError } from "./output.js";
 import { defaultRequestorDir } from "./paths.js";
+import { type PaymentFlags, paymentSettingsFrom } from "./payment-options.js";
+import { describePayment } from "./payment-report.js";
+import { useDevnetProfile } from "./profile-hook.js";
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
-interface ProbeFlags {
+interface ProbeFlags extends PaymentFlags {
   backend: "libp2p" | "golem";
   config?: string;
   tier: "container" | "microvm";
@@ -33,6 +38,7 @@ interface ProbeFlags {
 export function registerProbeCommand(program: Command): void {
   program
     .command("probe")
+    .hook("preAction", useDevnetProfile)
     .description("run the sandbox escape regression suite and report, per probe, whether each defence holds")
     .addOption(new Option("--tier <tier>", "sandbox tier").choices(["container", "microvm"]).default("container"))
     .option("--weaken <name>", "remove one defence for this run, to prove the suite can fail (repeatable)", collect)
@@ -50,11 +56,20 @@ export function registerProbeCommand(program: Command): void {
     )
     .option("--data-dir <dir>", "requestor identity for --provider", defaultRequestorDir())
     .option("--image <ref>", "the probe image", PROBE_IMAGE)
+    .option("--rpc-url <url>", "--provider, paid: JSON-RPC URL of the chain (default $AIRQUBE_RPC_URL)")
+    .option("--escrow <address>", "--provider, paid: the AirqubeEscrow contract (default $AIRQUBE_ESCROW)")
+    .option(
+      "--payment-key-file <file>",
+      "--provider, paid: file holding the paying account's hex private key (default $AIRQUBE_PAYMENT_KEY_FILE)",
+    )
+    .option("--allow-public", "allow a non-loopback RPC URL and peers (real deployments only)")
     .option("--json", "print the JSON report")
     .option("--junit <file>", "also write a JUnit XML report")
     .addHelpText(
       "after",
-      "\nExit status: 0 when nothing failed and nothing was inconclusive, 1 when a probe failed, 2 when one was inconclusive.",
+      "\nExit status: 0 when nothing failed and nothing was inconclusive, 1 when a probe failed, 2 when one was inconclusive." +
+        "\n\nWith --provider the suite's qubes are paid like `airqube run` (--rpc-url, --escrow, --payment-key-file, or\n" +
+        "AIRQUBE_* variables, or the profile of a running `airqube devnet up`).",
     )
     .action(async (flags: ProbeFlags) => {
       process.exitCode = await probe(flags);
@@ -95,13 +110,7 @@ async function probe(flags: ProbeFlags): Promise<number> {
       });
     } else if (flags.provider) {
       if (flags.weaken?.length) throw new UserError("WEAKEN_REMOTE", "Weakenings apply only to local sandboxes");
-      const { runRemoteProbeSuite } = await import("../requestor/remote-probe.js");
-      report = await runRemoteProbeSuite({
-        provider: flags.provider,
-        bootstrap: flags.bootstrap,
-        dataDir: flags.dataDir,
-        tier: flags.tier,
-      });
+      report = await remoteProbe(flags, flags.provider);
     } else {
       const onProgress = flags.json
         ? undefined
@@ -118,6 +127,53 @@ async function probe(flags: ProbeFlags): Promise<number> {
     else printReport(report);
     return exitStatus(report);
   } catch (error) {
+    if (error instanceof ProbeInterrupted) return reportInterrupted(Boolean(flags.json));
     return reportError(error, Boolean(flags.json));
+  }
+}
+
+class ProbeInterrupted extends UserError {
+  constructor() {
+    super("INTERRUPTED", "Interrupted (Ctrl-C)");
+  }
+}
+
+/** The suite on a remote provider, paid like `airqube run` when payment settings are given (or profiled). */
+async function remoteProbe(flags: ProbeFlags, provider: string): Promise<ProbeReport> {
+  const { runRemoteProbeSuite } = await import("../requestor/remote-probe.js");
+  const { EscrowPayments: Escrow } = await import("../requestor/payments.js");
+  const controller = new AbortController();
+  const onSignal = interruptHandler(controller);
+  process.once("SIGINT", onSignal);
+  let payments: EscrowPayments | undefined;
+  try {
+    const settings = await paymentSettingsFrom(flags, process.env);
+    if (settings) {
+      payments = await Escrow.connect(
+        { rpcUrl: settings.rpcUrl, escrow: settings.escrow, privateKey: settings.privateKey },
+        { signal: controller.signal },
+      );
+      if (!flags.json)
+        process.stderr.write(`airqube: paying from ${payments.account} through escrow ${payments.escrow}\n`);
+    }
+    const report = await runRemoteProbeSuite({
+      provider,
+      dataDir: flags.dataDir,
+      tier: flags.tier,
+      signal: controller.signal,
+      ...(flags.bootstrap ? { bootstrap: flags.bootstrap } : {}),
+      ...(payments ? { payments } : {}),
+      ...(flags.allowPublic ? { allowPublic: true } : {}),
+    });
+    if (!flags.json)
+      for (const job of [...(report.recovered ?? []), ...(report.payments ?? [])])
+        for (const line of describePayment(job, new Map())) process.stderr.write(`${line}\n`);
+    return report;
+  } catch (error) {
+    if (controller.signal.aborted) throw new ProbeInterrupted();
+    throw error;
+  } finally {
+    process.off("SIGINT", onSignal);
+    payments?.dispose();
   }
 }

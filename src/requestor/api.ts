@@ -60,6 +60,8 @@ export interface Dispatch {
   reveal(outputDir: string, options?: { signal?: AbortSignal }): Promise<ProviderAnswer>;
   /** Gives up on this provider (and releases whatever it holds). */
   abort(reason: Error): void;
+  /** Tells the provider to stop the qube and free its seat (Ctrl-C), then gives up on it; never throws. */
+  cancel?(reason: string): Promise<void>;
 }
 
 /** A sealed qube ready to dispatch: the signed spec and its inputs on the requestor's disk. */
@@ -97,5 +99,16 @@ export interface ComputeMarket {
     qube: SealedQube,
     options?: { signal?: AbortSignal; escrow?: EscrowSeat } & DispatchEvents,
   ): Promise<Dispatch>;
+  /**
+   * Asks the provider, before any money is locked, whether it would admit the qube at `price` (wei) paid
+   * through `payment`. Resolves when it would; rejects with its refusal (the error's `code` is the
+   * provider's reason code, e.g. `IMAGE_UNAVAILABLE`) or when it cannot be reached. Optional: a backend
+   * without it is not asked.
+   */
+  admits?(
+    candidate: ProviderCandidate,
+    qube: SealedQube,
+    terms: { price: bigint; payment?: { chainId: number; escrow: string }; signal?: AbortSignal },
+  ): Promise<void>;
   close(): Promise<void>;
 }

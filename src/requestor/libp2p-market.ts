@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { multiaddr } from "@multiformats/multiaddr";
 import { type AgreementTerms, proposeAgreement } from "../net/agreement.js";
 import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
-import { ExchangeSession } from "../net/exchange/dialer.js";
+import { askAdmission, ExchangeSession } from "../net/exchange/dialer.js";
 import { type AirqubeNode, createNode } from "../net/node.js";
 import { OfferBook } from "../net/offers/discovery.js";
 import { type Offer, qubePrice } from "../net/offers/offer.js";
@@ -95,6 +95,22 @@ export class Libp2pMarket implements ComputeMarket {
 
   offerOf(provider: string): Offer | undefined {
     return this.offers.list().find((known) => known.offer.provider === provider)?.offer;
+  }
+
+  async admits(
+    candidate: ProviderCandidate,
+    qube: SealedQube,
+    terms: { price: bigint; payment?: { chainId: number; escrow: string }; signal?: AbortSignal },
+  ): Promise<void> {
+    const offer = this.offerOf(candidate.id);
+    if (!offer) throw new PeerError("OFFER_UNKNOWN", "No valid offer from this provider", { details: candidate.id });
+    await askAdmission(
+      this.node,
+      { provider: offer.provider, addrs: offer.addrs },
+      qube.spec,
+      { price: terms.price, ...(terms.payment ? { payment: terms.payment } : {}) },
+      terms.signal ? { signal: terms.signal } : {},
+    );
   }
 
   async dispatch(
@@ -186,6 +202,10 @@ class Libp2pDispatch implements Dispatch {
 
   abort(reason: Error): void {
     this.session.abort(reason);
+  }
+
+  cancel(reason: string): Promise<void> {
+    return this.session.cancel(reason);
   }
 }
 
