@@ -237,7 +237,12 @@ export class Requestor {
         emit({ type: "tieBreakerDispatched", replicas: want, reason: decision.reason });
       }
     } catch (error) {
-      this.journal.finished(spec.id, "failed", toAirqubeError(error).toJSON(), this.now());
+      // aborted by the caller (Ctrl-C): interrupted, not failed; the providers were told to stop
+      const interrupted = options.signal?.aborted === true;
+      const summary = interrupted
+        ? { code: "INTERRUPTED", message: "The run was interrupted; the providers were told to stop the qube" }
+        : toAirqubeError(error).toJSON();
+      this.journal.finished(spec.id, interrupted ? "interrupted" : "failed", summary, this.now());
       await rm(staging, { recursive: true, force: true });
       throw error;
     }
@@ -358,12 +363,48 @@ export class Requestor {
         return false;
       }
     };
+    /** Paid runs ask a provider whether it would admit the qube before any money is locked for it. */
+    const admits = async (candidate: ProviderCandidate): Promise<boolean> => {
+      if (!payments || !this.options.market.admits) return true;
+      try {
+        await this.options.market.admits(candidate, qube, {
+          price: candidate.price > 1n ? candidate.price : 1n,
+          payment: { chainId: payments.chainId, escrow: payments.escrow },
+          ...(options.signal ? { signal: options.signal } : {}),
+        });
+        return true;
+      } catch (error) {
+        options.signal?.throwIfAborted();
+        fail(candidate.id, error);
+        return false;
+      }
+    };
+    /** Waits for every attempt; on an interrupt, tells the providers that already committed to stop. */
+    const settleAll = async (attempts: Promise<void>[]): Promise<void> => {
+      const results = await Promise.allSettled(attempts);
+      if (options.signal?.aborted) {
+        await Promise.all(
+          committed.map((d) =>
+            d.cancel
+              ? d.cancel("the requestor was interrupted")
+              : d.abort(new PeerError("QUBE_CANCELLED", "The requestor was interrupted")),
+          ),
+        );
+        options.signal.throwIfAborted();
+      }
+      const failed = results.find((r) => r.status === "rejected");
+      if (failed) throw failed.reason;
+    };
     const attempt = async (first?: ProviderCandidate): Promise<void> => {
       let candidate = first;
       for (;;) {
         if (!candidate) {
           candidate = await pick();
           if (!candidate) return;
+          if (payments && !(await admits(candidate))) {
+            candidate = undefined;
+            continue;
+          }
           if (payments) {
             try {
               await this.lock(qube, [candidate], plan.quorum, seats, options, emit);
@@ -381,15 +422,22 @@ export class Requestor {
     if (payments) {
       const picks: ProviderCandidate[] = [];
       while (picks.length < want) {
-        const candidate = await pick();
-        if (!candidate) break;
-        picks.push(candidate);
+        const batch: ProviderCandidate[] = [];
+        while (picks.length + batch.length < want) {
+          const candidate = await pick();
+          if (!candidate) break;
+          batch.push(candidate);
+        }
+        if (batch.length === 0) break;
+        // asked first: only providers that would admit the qube get a seat in the job that locks money
+        const admitted = await Promise.all(batch.map((candidate) => admits(candidate)));
+        picks.push(...batch.filter((_, i) => admitted[i]));
       }
       // the budget is locked before the qube goes anywhere: a chain that is down fails the run here
       if (picks.length > 0) await this.lock(qube, picks, plan.quorum, seats, options, emit);
-      await Promise.all(picks.map((candidate) => attempt(candidate)));
+      await settleAll(picks.map((candidate) => attempt(candidate)));
     } else {
-      await Promise.all(Array.from({ length: want }, () => attempt()));
+      await settleAll(Array.from({ length: want }, () => attempt()));
     }
     if (committed.length === 0 && want > 0) {
       // every provider's reason, not only its code (the CLI also prints one line per provider)
