@@ -10,6 +10,8 @@ import { Wire } from "./wire.js";
 
 export interface BootstrapPeer {
   node: AirqubeNode;
+  /** The offers it has seen and serves. */
+  book: OfferBook;
   addrs: string[];
   stop(): Promise<void>;
 }
@@ -32,6 +34,7 @@ export async function startBootstrapPeer(options: { identity: Identity; listen?:
   });
   return {
     node,
+    book,
     addrs: node.getMultiaddrs().map((ma) => ma.toString()),
     stop: async () => {
       book.stop();

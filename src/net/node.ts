@@ -15,6 +15,32 @@ import { tcp } from "@libp2p/tcp";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import { type Identity, UserError } from "../qube/index.js";
+import { handleTimeQueries } from "./offers/clock.js";
+
+/**
+ * Gossipsub's IP-colocation penalty (P6) exempts loopback peers.
+ *
+ * Why: P6 counts every peer id ever seen from one IP, including disconnected peers whose score is kept for
+ * `retainScore` (1 hour) when it is not positive (and an idle requestor's score is exactly 0). Above 10 peer
+ * ids on one IP every peer on it gets -5 x surplus². On a devnet everything is 127.0.0.1, and each requestor
+ * (`airqube run`, `airqube offers` with a fresh data directory, a test's requestor) is a new peer id that
+ * comes and goes. After 8 departed requestors the providers' scores on the bootstrap went negative and the
+ * bootstrap pruned them all from its mesh (a fresh node connected to it got no gossip); after 12 they fell
+ * below the graylist threshold (-80) and the bootstrap dropped every message from them, so its offer book
+ * expired and `airqube offers` printed `[]` while every provider was alive and connected: the "offer network
+ * dies after about 15 minutes" of a devnet in use (test/net/offer-network.test.ts). Peers on loopback run on
+ * this very machine, where colocation says nothing about Sybils; remote peers keep the penalty.
+ */
+export class LoopbackExemptSet extends Set<string> {
+  override has(ip: string): boolean {
+    return isLoopbackIp(ip) || super.has(ip);
+  }
+}
+
+/** True for 127.0.0.0/8, ::1 and IPv4-mapped loopback. */
+export function isLoopbackIp(ip: string): boolean {
+  return /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/i.test(ip) || ip === "::1";
+}
 
 export type AirqubeNode = Libp2p<{ pubsub: GossipSub; identify: unknown; ping: unknown }>;
 
@@ -26,6 +52,8 @@ export interface NodeOptions {
   bootstrap?: string[];
   /** Permit non-loopback listen addresses (production deployments only). */
   allowPublic?: boolean;
+  /** The clock this node tells peers that ask its time (default the system clock; tests skew it). */
+  clock?: () => Date;
 }
 
 const LOOPBACK = /^\/(ip4\/127\.\d+\.\d+\.\d+|ip6\/::1)\//;
@@ -84,8 +112,16 @@ export async function createNode(options: NodeOptions): Promise<AirqubeNode> {
     services: {
       identify: identify(),
       ping: ping(),
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, floodPublish: true }),
+      pubsub: gossipsub({
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        floodPublish: true,
+        // see LoopbackExemptSet: without it a devnet's offer network dies once a dozen requestors have come and gone
+        scoreParams: { IPColocationFactorWhitelist: new LoopbackExemptSet() },
+      }),
     },
   });
+  // every node tells its time, so that a provider can find out that its clock is off (offers/clock.ts)
+  await handleTimeQueries(node, options.clock ?? (() => new Date()));
   return node as unknown as AirqubeNode;
 }

@@ -15,3 +15,19 @@ export const ANNOUNCE_INTERVAL_MS = 2_000;
 export const OFFER_TTL_MS = 60_000;
 /** Most offers a requestor keeps. */
 export const MAX_OFFERS = 10_000;
+/**
+ * Clock difference tolerated between a provider and the peers that verify its offers: an offer issued up to
+ * this much in the future, or expired less than this long ago, is still accepted. A provider whose clock is
+ * further off has its offers rejected, and warns its operator (see clock.ts).
+ */
+export const MAX_CLOCK_SKEW_MS = 30_000;
+/** Protocol a node asks a peer's clock with (every Airqube node answers). */
+export const TIME_PROTOCOL = "/airqube/time/1.0.0";
+/** How often a provider compares its clock with its peers'. */
+export const CLOCK_CHECK_INTERVAL_MS = 60_000;
+/** How many connected peers one clock check asks. */
+export const CLOCK_CHECK_PEERS = 8;
+/** A clock answer that took longer than this round trip is not used (its error would be too large). */
+export const CLOCK_MAX_RTT_MS = 2_000;
+/** How often a persisting skew is warned about again. */
+export const CLOCK_WARN_REPEAT_MS = 10 * 60_000;
