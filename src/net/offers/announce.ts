@@ -1,10 +1,12 @@
 /**
- * Provider side of offers: publishes the current signed offer on the gossipsub topic at an interval and
- * answers direct queries on the offer protocol.
+ * Provider side of offers: publishes the current signed offer on the gossipsub topic at an interval, answers
+ * direct queries on the offer protocol, and checks its clock against its peers' (offers from a clock that is
+ * off are rejected by everyone, see clock.ts).
  */
 
 import type { AirqubeNode } from "../node.js";
 import { Wire } from "../wire.js";
+import { type ClockSkew, watchClock } from "./clock.js";
 import {
   ANNOUNCE_INTERVAL_MS,
   MAX_OFFER_ANSWER_BYTES,
@@ -13,6 +15,19 @@ import {
   OFFER_TOPIC,
 } from "./constants.js";
 import type { SignedOffer } from "./offer.js";
+
+export interface AnnounceOptions {
+  intervalMs?: number;
+  known?: () => SignedOffer[];
+  /** The clock offers are issued with (default the system clock). */
+  now?: () => Date;
+  /** Called when this clock is further from the peers' than peers tolerate: every offer is being rejected. */
+  onClockSkew?: (skew: ClockSkew) => void;
+  /** Called when the clock is back within the tolerance after a skew was reported. */
+  onClockRecovered?: (skew: ClockSkew) => void;
+  /** Interval of clock checks (default CLOCK_CHECK_INTERVAL_MS; the first comes after a fifth of it). */
+  clockCheckMs?: number;
+}
 
 /**
  * Starts announcing. `current()` is called for each announcement so that availability stays fresh. A query
@@ -23,7 +38,7 @@ import type { SignedOffer } from "./offer.js";
 export async function announceOffers(
   node: AirqubeNode,
   current: () => SignedOffer,
-  options: { intervalMs?: number; known?: () => SignedOffer[] } = {},
+  options: AnnounceOptions = {},
 ): Promise<() => Promise<void>> {
   const encoder = new TextEncoder();
   await node.handle(OFFER_PROTOCOL, async (stream) => {
@@ -46,8 +61,19 @@ export async function announceOffers(
   publish();
   const timer = setInterval(publish, options.intervalMs ?? ANNOUNCE_INTERVAL_MS);
   timer.unref();
+  const stopWatching = options.onClockSkew
+    ? watchClock(node, {
+        now: options.now ?? (() => new Date()),
+        onSkew: options.onClockSkew,
+        ...(options.onClockRecovered ? { onRecovered: options.onClockRecovered } : {}),
+        ...(options.clockCheckMs
+          ? { intervalMs: options.clockCheckMs, firstCheckMs: Math.ceil(options.clockCheckMs / 5) }
+          : {}),
+      })
+    : undefined;
   return async () => {
     clearInterval(timer);
+    stopWatching?.();
     await node.unhandle(OFFER_PROTOCOL).catch(() => undefined);
   };
 }

@@ -23,7 +23,7 @@ const offerAnswerSchema = z.strictObject({
   offers: z.array(z.unknown()).max(MAX_OFFERS_PER_ANSWER),
 });
 
-import { type Offer, type SignedOffer, verifyOffer } from "./offer.js";
+import { type Offer, offerLive, type SignedOffer, verifyOffer } from "./offer.js";
 
 export interface KnownOffer {
   offer: Offer;
@@ -31,9 +31,36 @@ export interface KnownOffer {
   receivedAt: Date;
 }
 
+/** An offer this book refused, by the provider it claims to be from (the claim is unproven when invalid). */
+export interface DroppedOffer {
+  provider: string;
+  code: string;
+  message: string;
+  details?: string;
+  lastSeen: string;
+}
+
+/** What a book refused: distinct providers (claimed), by reason code. */
+export interface DroppedSummary {
+  count: number;
+  byCode: Record<string, number>;
+  offers: DroppedOffer[];
+}
+
+/** Most refused offers remembered (one per claimed provider and reason). */
+const MAX_DROPPED = 1_000;
+
+/** The provider an unverified offer claims to be from, for diagnostics only. */
+function claimedProvider(value: unknown): string {
+  const payload = (value as { payload?: { provider?: unknown } } | null)?.payload;
+  const provider = payload?.provider;
+  return typeof provider === "string" && provider.length <= 128 ? provider : "unknown";
+}
+
 /** Verified offers by provider peer id. */
 export class OfferBook {
   private readonly offers = new Map<string, KnownOffer>();
+  private readonly dropped = new Map<string, DroppedOffer>();
   private readonly decoder = new TextDecoder("utf-8", { fatal: true });
   private listener: ((event: CustomEvent<{ topic: string; data: Uint8Array }>) => void) | undefined;
 
@@ -52,10 +79,12 @@ export class OfferBook {
       const message = event.detail;
       if (message.topic !== OFFER_TOPIC) return;
       if (message.data.byteLength > MAX_OFFER_BYTES) return;
+      let value: unknown;
       try {
-        this.add(JSON.parse(this.decoder.decode(message.data)));
+        value = JSON.parse(this.decoder.decode(message.data));
+        this.add(value);
       } catch (error) {
-        this.options.onRejected?.(toAirqubeError(error));
+        this.reject(value, error);
       }
     };
     this.node.services.pubsub.addEventListener("message", this.listener as never);
@@ -66,9 +95,37 @@ export class OfferBook {
     if (this.listener) this.node.services.pubsub.removeEventListener("message", this.listener as never);
   }
 
+  private reject(value: unknown, error: unknown): void {
+    const failure = toAirqubeError(error);
+    const provider = claimedProvider(value);
+    const key = `${provider} ${failure.code}`;
+    if (this.dropped.has(key) || this.dropped.size < MAX_DROPPED) {
+      this.dropped.set(key, {
+        provider,
+        code: failure.code,
+        message: failure.message,
+        ...(failure.details ? { details: failure.details } : {}),
+        lastSeen: this.now().toISOString(),
+      });
+    }
+    this.options.onRejected?.(failure);
+  }
+
+  /**
+   * Offers refused so far (expired, issued in the future, badly signed, ...), one per claimed provider and
+   * reason; a provider whose offer is later accepted leaves this list.
+   */
+  droppedOffers(): DroppedSummary {
+    const offers = [...this.dropped.values()];
+    const byCode: Record<string, number> = {};
+    for (const o of offers) byCode[o.code] = (byCode[o.code] ?? 0) + 1;
+    return { count: offers.length, byCode, offers };
+  }
+
   /** Verifies and stores an offer (throws a PeerError when it is invalid). */
   add(value: unknown): Offer {
     const offer = verifyOffer(value, this.now());
+    for (const key of this.dropped.keys()) if (key.startsWith(`${offer.provider} `)) this.dropped.delete(key);
     const known = this.offers.get(offer.provider);
     if (known && Date.parse(known.offer.issuedAt) > Date.parse(offer.issuedAt)) return known.offer;
     if (!known && this.offers.size >= MAX_OFFERS) return offer;
@@ -96,7 +153,7 @@ export class OfferBook {
           this.add(value);
           added++;
         } catch (error) {
-          this.options.onRejected?.(toAirqubeError(error));
+          this.reject(value, error);
         }
       }
       await wire.close();
@@ -114,8 +171,8 @@ export class OfferBook {
 
   /** Offers still valid now. */
   list(): KnownOffer[] {
-    const now = this.now().getTime();
-    return [...this.offers.values()].filter((known) => Date.parse(known.offer.expiresAt) > now);
+    const now = this.now();
+    return [...this.offers.values()].filter((known) => offerLive(known.offer, now));
   }
 
   /** Forgets a provider (e.g. after it failed). */

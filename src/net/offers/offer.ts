@@ -18,6 +18,7 @@ import {
   verifyEnvelope,
   weiSchema,
 } from "../../qube/index.js";
+import { MAX_CLOCK_SKEW_MS } from "./constants.js";
 
 export const probeSummarySchema = z.strictObject({
   reportHash: digestSchema,
@@ -70,19 +71,32 @@ export function signOffer(offer: Offer, identity: Identity): SignedOffer {
   return signEnvelope("offer", offerSchema.parse(offer), identity);
 }
 
+/** Whether an offer is still usable at `now`, allowing MAX_CLOCK_SKEW_MS of clock difference with its provider. */
+export function offerLive(offer: Pick<Offer, "expiresAt">, now: Date): boolean {
+  return Date.parse(offer.expiresAt) + MAX_CLOCK_SKEW_MS > now.getTime();
+}
+
 /**
- * Verifies a signed offer from the network: signature, schema, signer = provider, and not expired at `now`.
- * Throws a PeerError otherwise.
+ * Verifies a signed offer from the network: signature, schema, signer = provider, not issued in the future
+ * and not expired at `now`, both with MAX_CLOCK_SKEW_MS of tolerance for the provider's clock. Throws a
+ * PeerError otherwise: OFFER_FROM_FUTURE and OFFER_EXPIRED name how far off the provider's clock looks.
  */
 export function verifyOffer(value: unknown, now: Date): Offer {
   const envelope = verifyEnvelope(value, { kind: "offer", schema: offerSchema, what: "offer" });
   const offer = envelope.payload;
   if (envelope.signer !== offer.provider)
     throw new PeerError("OFFER_INVALID", "Offer signed by someone other than its provider");
-  if (Date.parse(offer.expiresAt) <= now.getTime())
-    throw new PeerError("OFFER_EXPIRED", "Offer has expired", { details: offer.expiresAt });
-  if (Date.parse(offer.issuedAt) > now.getTime() + 60_000)
-    throw new PeerError("OFFER_INVALID", "Offer is issued in the future");
+  const ahead = Date.parse(offer.issuedAt) - now.getTime();
+  if (ahead > MAX_CLOCK_SKEW_MS)
+    throw new PeerError("OFFER_FROM_FUTURE", "Offer is issued in the future: the provider's clock is ahead", {
+      details: `issued ${Math.round(ahead / 1000)} s ahead of this clock (tolerance ${MAX_CLOCK_SKEW_MS / 1000} s)`,
+    });
+  if (!offerLive(offer, now))
+    throw new PeerError("OFFER_EXPIRED", "Offer has expired", {
+      details: `expired at ${offer.expiresAt}, ${Math.round((now.getTime() - Date.parse(offer.expiresAt)) / 1000)} s before this clock`,
+    });
+  if (Date.parse(offer.expiresAt) <= Date.parse(offer.issuedAt))
+    throw new PeerError("OFFER_INVALID", "Offer expires before it is issued");
   for (const tier of offer.tiers) {
     if (!offer.probes[tier])
       throw new PeerError("OFFER_INVALID", "Offer has no escape-suite result for a tier it offers", { details: tier });
