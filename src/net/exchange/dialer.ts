@@ -109,6 +109,10 @@ export async function askAdmission(
     const answer = await wire.receive(queryAnswerSchema, { signal });
     await wire.close({ signal });
     if (answer.type === "refuse") throw new AdmissionRefusedError(answer.code, answer.reason);
+    if (answer.type === "failed")
+      throw new PeerError("PROVIDER_FAILED", "The provider could not answer the admission query", {
+        details: `${answer.code}: ${answer.reason}`,
+      });
   } catch (error) {
     wire.abort(error as Error);
     throw error;

@@ -51,7 +51,6 @@ export const refuseSchema = z.strictObject({
   code: refusalCodeSchema,
   reason: z.string().max(1024),
 });
-export const queryAnswerSchema = z.discriminatedUnion("type", [admissibleSchema, refuseSchema]);
 
 /**
  * The requestor gives up on the qube (Ctrl-C, a decision reached without this provider): the provider stops
@@ -85,6 +84,8 @@ export const failedSchema = z.strictObject({
   reason: z.string().max(1024),
 });
 export const providerProgressSchema = z.discriminatedUnion("type", [startedSchema, commitSchema, failedSchema]);
+/** The answer to an admission query (`failed`: the provider could not check, e.g. the query was malformed). */
+export const queryAnswerSchema = z.discriminatedUnion("type", [admissibleSchema, refuseSchema, failedSchema]);
 
 export const revealRequestSchema = z.strictObject({ type: z.literal("reveal-request") });
 /** What a provider may receive while the qube runs and after it committed. */
