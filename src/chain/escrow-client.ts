@@ -4,8 +4,9 @@
 import {
   Contract,
   type ContractTransactionResponse,
+  type EventLog,
   type JsonRpcProvider,
-  MaxUint256,
+  type Log,
   type TransactionReceipt,
   Wallet,
 } from "ethers";
@@ -41,6 +42,16 @@ export interface JobState {
   revealed: number[];
 }
 
+/** A job's group (see the contract's `openFollowUp`) and its on-chain reveal request. */
+export interface JobGroup {
+  /** The job is a follow-up (replacement or tie-breaker) of a leader. */
+  followUp: boolean;
+  /** How many follow-ups the job leads. */
+  followUps: number;
+  /** When the requestor asked for reveals on chain (unix seconds), or 0. */
+  revealRequestedAt: number;
+}
+
 /** A provider's own opening, kept secret until the reveal. */
 export interface OwnOpening {
   outputsRoot: string;
@@ -65,13 +76,34 @@ export interface EscrowClientConfig {
   escrow: string;
   /** Polling interval for receipts, in milliseconds (default 250). */
   pollingIntervalMs?: number;
+  /**
+   * Widest block range of one `eth_getLogs` request (default {@link DEFAULT_LOG_RANGE_BLOCKS}): event reads
+   * start at the escrow's deployment block and page through ranges of this size, which public RPCs accept.
+   */
+  logRangeBlocks?: number;
 }
+
+/** Default widest block range of one `eth_getLogs` request. */
+export const DEFAULT_LOG_RANGE_BLOCKS = 2_000;
 
 const STATUSES = ["none", "open", "settled", "reclaimed"] as const;
 const hex32 = z.string().regex(/^0x[0-9a-fA-F]{64}$/);
 const committedLog = z.object({ commitment: hex32, provider: z.string() });
 const revealedLog = z.object({ provider: z.string(), outputsRoot: hex32, salt: hex32 });
 const jobStateAnswer = z.tuple([z.bigint().max(3n), z.bigint(), z.bigint(), z.bigint()]);
+const jobGroupAnswer = z.tuple([z.boolean(), z.bigint().max(31n), z.bigint().max((1n << 40n) - 1n)]);
+const jobArgs = z.tuple([
+  z.string(),
+  hex32,
+  z.bigint(),
+  z.array(z.string()),
+  z.bigint(),
+  z.bigint(),
+  z.bigint(),
+  z.bigint(),
+  z.bigint(),
+  z.bigint(),
+]);
 
 /**
  * Typed access to the escrow for one account. Every method takes `{ signal, timeoutMs }` last; failures are
@@ -90,12 +122,25 @@ export class EscrowClient {
   readonly escrowAddress: string;
   readonly tokenAddress: string;
   readonly chainId: number;
+  /** The block the escrow was deployed in: event reads start there. */
+  readonly deploymentBlock: number;
+  readonly #logRange: number;
   readonly #provider: JsonRpcProvider;
   readonly #escrow: Contract;
   readonly #token: Contract;
   #queue: Promise<unknown> = Promise.resolve();
 
-  private constructor(provider: JsonRpcProvider, wallet: Wallet, escrow: string, token: string, chainId: number) {
+  private constructor(
+    provider: JsonRpcProvider,
+    wallet: Wallet,
+    escrow: string,
+    token: string,
+    chainId: number,
+    deploymentBlock: number,
+    logRange: number,
+  ) {
+    this.deploymentBlock = deploymentBlock;
+    this.#logRange = logRange;
     this.#provider = provider;
     this.address = wallet.address;
     this.escrowAddress = escrow;
@@ -124,10 +169,19 @@ export class EscrowClient {
             details: `${config.escrow} on chain ${chainId}`,
           });
         }
-        const token = z
-          .string()
-          .parse(await new Contract(config.escrow, airqubeEscrowAbi, provider).getFunction("token")());
-        return new EscrowClient(provider, wallet, config.escrow, token, chainId);
+        const contract = new Contract(config.escrow, airqubeEscrowAbi, provider);
+        const token = z.string().parse(await contract.getFunction("token")());
+        const deployedAt = z
+          .bigint()
+          .nonnegative()
+          .parse(await contract.getFunction("deploymentBlock")());
+        const range = config.logRangeBlocks ?? DEFAULT_LOG_RANGE_BLOCKS;
+        if (!Number.isInteger(range) || range < 1 || range > 1_000_000) {
+          throw new ChainError("CHAIN_INVALID_RESPONSE", "The log range must be 1 to 1 000 000 blocks", {
+            details: String(range),
+          });
+        }
+        return new EscrowClient(provider, wallet, config.escrow, token, chainId, Number(deployedAt), range);
       },
       options,
     );
@@ -153,6 +207,38 @@ export class EscrowClient {
       options,
     );
     return { ...result, jobId: jobIdOf(checked) };
+  }
+
+  /**
+   * Opens a follow-up job (replacement or tie-breaker) in the group of `leader`, the qube's first job, and
+   * locks its budget. `job.nonce` must be {@link followUpNonce}`(jobIdOf(leader))`.
+   */
+  async openFollowUp(
+    job: EscrowJob,
+    leader: EscrowJob,
+    options: CallOptions = {},
+  ): Promise<TxResult & { jobId: string }> {
+    const checked = parseEscrowJob(job);
+    const lead = parseEscrowJob(leader);
+    const result = await this.#send(
+      "open the follow-up job",
+      async () => {
+        await this.#ensureAllowance(budgetOf(checked));
+        return this.#escrow.getFunction("openFollowUp")(jobTuple(checked), jobTuple(lead));
+      },
+      options,
+    );
+    return { ...result, jobId: jobIdOf(checked) };
+  }
+
+  /** Asks the job's providers to reveal on chain (the requestor only); starts their full reveal window. */
+  async requestReveal(job: EscrowJob, options: CallOptions = {}): Promise<TxResult> {
+    const checked = parseEscrowJob(job);
+    return this.#send(
+      "request reveals",
+      async () => this.#escrow.getFunction("requestReveal")(jobTuple(checked)),
+      options,
+    );
   }
 
   /**
@@ -202,6 +288,29 @@ export class EscrowClient {
     );
   }
 
+  /**
+   * Settles a qube's group (the leader first, then its follow-ups) with the openings the caller knows (provider
+   * address → opening); openings revealed on chain are added from the `Revealed` events.
+   */
+  async settleGroup(
+    jobs: EscrowJob[],
+    reveals: ReadonlyMap<string, OwnOpening>,
+    options: CallOptions = {},
+  ): Promise<TxResult> {
+    const checked = jobs.map((j) => parseEscrowJob(j));
+    const openings: Opening[][] = [];
+    for (const job of checked) openings.push(await this.openings(job, reveals, options));
+    return this.#send(
+      "settle the group",
+      async () =>
+        this.#escrow.getFunction("settleGroup")(
+          checked.map(jobTuple),
+          openings.map((o) => o.map(openingTuple)),
+        ),
+      options,
+    );
+  }
+
   /** Reclaims an unsettled job after its final deadline (or its commit deadline when nobody committed). */
   async reclaim(job: EscrowJob, options: CallOptions = {}): Promise<TxResult> {
     const checked = parseEscrowJob(job);
@@ -239,6 +348,51 @@ export class EscrowClient {
     };
   }
 
+  /** A job's group and its on-chain reveal request. */
+  async jobGroup(jobId: string, options: CallOptions = {}): Promise<JobGroup> {
+    const raw = await runChainCall(
+      "read a job's group",
+      async () => jobGroupAnswer.parse([...(await this.#escrow.getFunction("jobGroup")(jobId))]),
+      options,
+    );
+    return { followUp: raw[0], followUps: Number(raw[1]), revealRequestedAt: Number(raw[2]) };
+  }
+
+  /**
+   * The group a job belongs to, leader first, from the `FollowUpOpened` events: the job alone when it leads
+   * no follow-up.
+   *
+   * @throws ChainError `CHAIN_INVALID_RESPONSE` when the events do not match the chain state.
+   */
+  async groupOf(job: EscrowJob, options: CallOptions = {}): Promise<EscrowJob[]> {
+    const jobId = jobIdOf(job);
+    const group = await this.jobGroup(jobId, options);
+    let leader = job;
+    if (group.followUp) {
+      const [opened] = await this.#queryLogs(this.#escrow.filters.FollowUpOpened!(null, jobId), options);
+      if (!opened) throw new ChainError("CHAIN_INVALID_RESPONSE", "A follow-up job has no FollowUpOpened event");
+      leader = jobFromArgs(eventArgs(opened).leader);
+    }
+    const leaderId = jobIdOf(leader);
+    const logs = await this.#queryLogs(this.#escrow.filters.FollowUpOpened!(leaderId), options);
+    const followUps = logs.map((log) => jobFromArgs(eventArgs(log).job));
+    if (leaderId !== jobId) {
+      const { followUps: count } = await this.jobGroup(leaderId, options);
+      if (count !== followUps.length) {
+        throw new ChainError("CHAIN_INVALID_RESPONSE", "The group's events do not match its leader");
+      }
+    } else if (group.followUps !== followUps.length) {
+      throw new ChainError("CHAIN_INVALID_RESPONSE", "The group's events do not match its leader");
+    }
+    return [leader, ...followUps];
+  }
+
+  /** The latest block's timestamp (the contract's clock), unix seconds. */
+  async chainTime(options: CallOptions = {}): Promise<number> {
+    const block = await runChainCall("read the latest block", () => this.#provider.getBlock("latest"), options);
+    return block?.timestamp ?? 0;
+  }
+
   /**
    * The job's commitment chain in commit order, filled with the given openings and those revealed on chain.
    *
@@ -254,8 +408,8 @@ export class EscrowClient {
     return runChainCall(
       "read the job's commitments",
       async () => {
-        const committed = await this.#escrow.queryFilter(this.#escrow.filters.Committed!(jobId));
-        const revealed = await this.#escrow.queryFilter(this.#escrow.filters.Revealed!(jobId));
+        const committed = await this.#queryLogs(this.#escrow.filters.Committed!(jobId), options);
+        const revealed = await this.#queryLogs(this.#escrow.filters.Revealed!(jobId), options);
         for (const log of revealed) {
           const r = revealedLog.parse(eventArgs(log));
           known.set(r.provider.toLowerCase(), { outputsRoot: r.outputsRoot, salt: r.salt });
@@ -284,7 +438,7 @@ export class EscrowClient {
     return runChainCall(
       "read credits",
       async () => {
-        const logs = await this.#escrow.queryFilter(this.#escrow.filters.Credited!(null, account));
+        const logs = await this.#queryLogs(this.#escrow.filters.Credited!(null, account), options);
         return logs.map((log) => {
           const a = z.object({ jobId: hex32, amount: z.bigint() }).parse(eventArgs(log));
           return { jobId: a.jobId, amount: a.amount, blockNumber: log.blockNumber, txHash: log.transactionHash };
@@ -304,15 +458,31 @@ export class EscrowClient {
     return index;
   }
 
+  /**
+   * Sets the escrow's allowance to exactly `amount` (never an unlimited approval): the transaction that
+   * follows consumes it whole.
+   */
   async #ensureAllowance(amount: bigint): Promise<void> {
     if (amount === 0n) return;
     const allowance = (await this.#token.getFunction("allowance")(this.address, this.escrowAddress)) as bigint;
-    if (allowance >= amount) return;
-    const tx = (await this.#token.getFunction("approve")(
-      this.escrowAddress,
-      MaxUint256,
-    )) as ContractTransactionResponse;
+    if (allowance === amount) return;
+    const tx = (await this.#token.getFunction("approve")(this.escrowAddress, amount)) as ContractTransactionResponse;
     await tx.wait();
+  }
+
+  /**
+   * Event logs matching `filter`, from the escrow's deployment block to the latest, read in ranges of at most
+   * `logRangeBlocks` blocks (public RPC endpoints refuse wide `eth_getLogs` ranges).
+   */
+  async #queryLogs(filter: Parameters<Contract["queryFilter"]>[0], options: CallOptions): Promise<(EventLog | Log)[]> {
+    const latest = await this.#provider.getBlockNumber();
+    const out: (EventLog | Log)[] = [];
+    for (let from = this.deploymentBlock; from <= latest; from += this.#logRange) {
+      options.signal?.throwIfAborted();
+      const to = Math.min(latest, from + this.#logRange - 1);
+      out.push(...(await this.#escrow.queryFilter(filter, from, to)));
+    }
+    return out;
   }
 
   async #read<T>(label: string, fn: () => Promise<unknown>, options: CallOptions): Promise<T> {
@@ -341,6 +511,27 @@ function seats(mask: bigint): number[] {
   const out: number[] = [];
   for (let i = 0; i < 12; i++) if ((mask >> BigInt(i)) & 1n) out.push(i);
   return out;
+}
+
+/** The follow-up nonce of a leader: `uint64(uint256(leaderId))`. */
+export function followUpNonce(leaderId: string): bigint {
+  return BigInt(leaderId) & ((1n << 64n) - 1n);
+}
+
+function jobFromArgs(value: unknown): EscrowJob {
+  const items = jobArgs.parse(Array.isArray(value) ? [...value].map((v) => (Array.isArray(v) ? [...v] : v)) : value);
+  return parseEscrowJob({
+    requestor: items[0],
+    qubeId: items[1],
+    nonce: items[2],
+    providers: items[3],
+    price: items[4],
+    stake: items[5],
+    quorum: Number(items[6]),
+    commitDeadline: Number(items[7]),
+    revealDeadline: Number(items[8]),
+    finalDeadline: Number(items[9]),
+  });
 }
 
 function eventArgs(log: unknown): Record<string, unknown> {

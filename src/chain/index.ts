@@ -5,8 +5,11 @@ export { type Deployment, deployEscrow, fundAccounts } from "./deploy.js";
 export { ChainError, type ChainErrorCode } from "./errors.js";
 export {
   type Credit,
+  DEFAULT_LOG_RANGE_BLOCKS,
   EscrowClient,
   type EscrowClientConfig,
+  followUpNonce,
+  type JobGroup,
   type JobState,
   type OwnOpening,
   type TxResult,

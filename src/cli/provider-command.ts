@@ -7,10 +7,11 @@ import { loadOrCreatePayoutWallet } from "../net/keys.js";
 import { ProviderAgent } from "../provider/agent.js";
 import { loadProviderConfig } from "../provider/config.js";
 import { JobLedger } from "../provider/ledger.js";
-import { readChainFile } from "../provider/payments.js";
+import { readChainFile, settleSeats } from "../provider/payments.js";
 import { escapeSuiteGate } from "../provider/probe-gate.js";
 import { UserError } from "../qube/index.js";
 import type { Sandbox } from "../sandbox/api.js";
+import { lockDataDir } from "../store/dir-lock.js";
 import { cliLogger } from "./logger.js";
 import { printJson, reportError } from "./output.js";
 import { defaultProbeCache, defaultProviderDir } from "./paths.js";
@@ -84,6 +85,45 @@ export function registerProviderCommand(program: Command): void {
     .option("--json", "print JSON")
     .action(async (flags: EarningsFlags) => {
       process.exitCode = await earnings(flags);
+    });
+  provider
+    .command("settle")
+    .description("reveal, settle or reclaim by hand the escrow jobs this provider committed to (the agent does it too)")
+    .option(
+      "--data-dir <dir>",
+      "the agent's data directory (payout.key, chain.json, seats.sqlite)",
+      defaultProviderDir(),
+    )
+    .option("--rpc-url <url>", "JSON-RPC URL of the chain (default: the one the agent last ran with)")
+    .option("--escrow <address>", "escrow address (default: the one the agent last ran with)")
+    .option(
+      "--force",
+      "reveal on chain now and settle as soon as the contract allows, without waiting for the requestor",
+    )
+    .option("--json", "print JSON")
+    .action(async (flags: EarningsFlags & { force?: boolean }) => {
+      try {
+        const lock = lockDataDir(flags.dataDir, "airqube provider settle");
+        try {
+          const reports = await settleSeats(flags.dataDir, {
+            privateKey: loadOrCreatePayoutWallet(flags.dataDir).privateKey,
+            ...(flags.rpcUrl ? { rpcUrl: flags.rpcUrl } : {}),
+            ...(flags.escrow ? { escrow: flags.escrow } : {}),
+            ...(flags.force ? { force: true } : {}),
+          });
+          if (flags.json) printJson(reports);
+          else
+            for (const r of reports)
+              console.log(
+                `${r.jobId} ${r.action}${r.tx ? ` ${r.tx}` : ""}${r.notBefore ? ` (not before ${new Date(r.notBefore * 1000).toISOString()})` : ""}${r.error ? ` ${r.error.code}: ${r.error.message}` : ""}`,
+              );
+          process.exitCode = reports.some((r) => r.action === "error") ? 1 : 0;
+        } finally {
+          lock.release();
+        }
+      } catch (error) {
+        process.exitCode = reportError(error, Boolean(flags.json));
+      }
     });
 }
 

@@ -24,6 +24,7 @@ import { loadOrCreateIdentity, loadOrCreatePayoutWallet } from "../net/keys.js";
 import type { AirqubeNode } from "../net/node.js";
 import { createNode } from "../net/node.js";
 import { announceOffers } from "../net/offers/announce.js";
+import { describeSkew } from "../net/offers/clock.js";
 import { OFFER_TTL_MS } from "../net/offers/constants.js";
 import { OfferBook } from "../net/offers/discovery.js";
 import { type Offer, type SignedOffer, signOffer } from "../net/offers/offer.js";
@@ -44,6 +45,7 @@ import {
 import type { Sandbox } from "../sandbox/api.js";
 import { ContainerSandbox } from "../sandbox/container-sandbox.js";
 import { imageDigest } from "../sandbox/images.js";
+import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import { checkAdmission } from "./admission.js";
 import { type Behaviour, parseBehaviour } from "./behaviour.js";
 import { defaultResources, type ProviderConfig, type ProviderResources } from "./config.js";
@@ -103,11 +105,14 @@ export class ProviderAgent {
   private tiers: Tier[] = [];
   private readonly docker = new Docker();
   private draining = false;
+  private readonly dirLock: DirLock;
 
   constructor(
     readonly config: ProviderConfig,
     private readonly deps: ProviderDeps,
   ) {
+    // one process per data directory: a second agent must not delete this one's jobs
+    this.dirLock = lockDataDir(config.dataDir, "airqube provider agent");
     this.identity = loadOrCreateIdentity(config.dataDir);
     if (config.chain) {
       // paid on chain: the agent signs its commitments, so it needs the payout key itself
@@ -159,7 +164,12 @@ export class ProviderAgent {
       });
     }
     if (this.config.chain && this.payoutKey) {
-      this.payments = await ProviderPayments.connect(this.config.chain, this.payoutKey, options);
+      this.payments = await ProviderPayments.connect(this.config.chain, this.payoutKey, {
+        ...options,
+        dataDir: this.config.dataDir,
+      });
+      // reveal, settle or reclaim by itself when a requestor goes silent (see ProviderPayments.keep)
+      this.payments.startKeeper(5_000, (report) => this.logger.info({ ...report }, "escrow seat"));
       writeChainFile(this.config.dataDir, this.config.chain);
     }
     this.node = await createNode({
@@ -167,6 +177,7 @@ export class ProviderAgent {
       listen: this.config.listen,
       bootstrap: this.config.bootstrap,
       allowPublic: this.config.allowPublic,
+      clock: this.now,
     });
     await handleExchange(this.node, this.host(), {
       onError: (error, peer) => this.logger.warn({ peer, code: error.code, err: error.message }, "exchange failed"),
@@ -175,6 +186,10 @@ export class ProviderAgent {
     this.market.start();
     this.stopAnnouncing = await announceOffers(this.node, () => this.signedOffer(), {
       known: () => this.market?.envelopes() ?? [],
+      now: this.now,
+      // peers reject offers from a clock that is off: tell the operator, who would otherwise never know
+      onClockSkew: (skew) => this.logger.warn({ skewMs: skew.skewMs, peers: skew.peers }, describeSkew(skew)),
+      onClockRecovered: (skew) => this.logger.info({ skewMs: skew.skewMs }, "clock back in agreement with peers"),
     });
     await this.writeStatus();
     this.logger.info({ peerId: this.identity.peerId, addrs: this.addrs(), tiers: this.tiers }, "provider ready");
@@ -479,8 +494,9 @@ export class ProviderAgent {
     await Promise.race([drain, new Promise((r) => (timer = setTimeout(r, options.drainMs ?? 60_000)))]);
     clearTimeout(timer);
     await this.node?.stop();
-    this.payments?.close();
+    await this.payments?.close();
     for (const sandbox of Object.values(this.sandboxes)) await sandbox?.close();
     this.ledger.close();
+    this.dirLock.release();
   }
 }

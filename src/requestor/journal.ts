@@ -135,13 +135,23 @@ export class RequestorJournal {
     };
   }
 
-  /** Records an escrow job whose budget is locked (before anything is dispatched to its providers). */
-  escrowOpened(qubeId: string, jobId: string, job: unknown, lockTx: string, now: Date): void {
+  /**
+   * Records an escrow job before its lock transaction is sent (`lockTx` null; see {@link escrowLockTx}), so
+   * that a lock mined after a time-out on our side is still found and reconciled against the chain.
+   */
+  escrowOpened(qubeId: string, jobId: string, job: unknown, lockTx: string | null, now: Date): void {
     this.db
       .prepare(
         "INSERT INTO escrow_jobs (job_id, qube_id, job, state, lock_tx, updated_at) VALUES (?, ?, ?, 'open', ?, ?)",
       )
       .run(jobId, qubeId, JSON.stringify(job), lockTx, now.toISOString());
+  }
+
+  /** Records the lock transaction of a journalled escrow job. */
+  escrowLockTx(jobId: string, lockTx: string, now: Date): void {
+    this.db
+      .prepare("UPDATE escrow_jobs SET lock_tx = ?, updated_at = ? WHERE job_id = ?")
+      .run(lockTx, now.toISOString(), jobId);
   }
 
   /** Adds openings (payout address → outputs root and salt) of a job, as soon as the reveals are verified. */
@@ -156,8 +166,11 @@ export class RequestorJournal {
       .run(JSON.stringify(merged), now.toISOString(), jobId);
   }
 
-  /** Records how a job ended (`settled`, `reclaimed`) or that it is still `open` (with the last report). */
-  escrowClosed(jobId: string, state: "open" | "settled" | "reclaimed", report: unknown, now: Date): void {
+  /**
+   * Records how a job ended (`settled`, `reclaimed`, or `abandoned`: its lock was never mined and no longer can
+   * be) or that it is still `open` (with the last report).
+   */
+  escrowClosed(jobId: string, state: "open" | "settled" | "reclaimed" | "abandoned", report: unknown, now: Date): void {
     this.db
       .prepare("UPDATE escrow_jobs SET state = ?, report = ?, updated_at = ? WHERE job_id = ?")
       .run(state, JSON.stringify(report), now.toISOString(), jobId);
@@ -191,7 +204,7 @@ export interface JournalEscrowJob {
   jobId: string;
   qubeId: string;
   job: unknown;
-  state: "open" | "settled" | "reclaimed";
+  state: "open" | "settled" | "reclaimed" | "abandoned";
   openings: Record<string, { outputsRoot: string; salt: string }>;
   lockTx: string | null;
   report: unknown;

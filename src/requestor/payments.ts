@@ -4,26 +4,31 @@
  * the agreement, and settles it with the providers' openings (outputs root and salt of their verified
  * reveals) once the result is decided. Amounts are wei, reported as decimal strings (JSON-safe).
  *
- * Trade-off (one job per round): the providers of a round are known once its candidates are chosen, so a
- * round locks one job for all of them and its quorum is settled on chain. A replacement (a provider that
- * failed before committing is replaced) and a tie-breaker round open their own job. The contract judges
- * each job by its own quorum: a solo replacement or tie-breaker job pays its provider when it reveals, even
- * if the requestor's overall decision went against it (its wrong result is still rejected, kept as evidence
- * and marked in reputation). Reserving spare seats in the first job would avoid that but lock more budget
- * up front and leave unused seats to refund; the contract cannot see across jobs.
+ * Groups (issue 22, "payment follows the qube's decision"): the first round locks one job (the leader); a
+ * replacement or a tie-breaker round opens a follow-up job in the leader's group (`openFollowUp`), and the
+ * qube's jobs are settled together (`settleGroup`): the contract counts the votes of all of them, so a
+ * first-round provider whose answer is in the decided quorum is paid although its own job lost seats, and a
+ * tie-breaker whose answer went against the quorum is slashed as a dissenter instead of being paid by a
+ * one-seat quorum of its own.
+ *
+ * Every job is journalled with its deterministic id before its lock transaction is sent (`onPrepared`), so a
+ * lock that times out on our side and is mined later is still found and reconciled. When openings are missing
+ * after the run, the requestor asks for reveals on chain (`requestReveal`): only then, after a full reveal
+ * window, can a provider that never revealed be slashed.
  */
 import { randomBytes } from "node:crypto";
 import { Interface, type JsonRpcProvider } from "ethers";
 import { airqubeEscrowAbi } from "../chain/abi/airqube-escrow.js";
 import { ChainError } from "../chain/errors.js";
-import { EscrowClient, type EscrowClientConfig, type OwnOpening } from "../chain/escrow-client.js";
+import { EscrowClient, type EscrowClientConfig, followUpNonce, type OwnOpening } from "../chain/escrow-client.js";
 import { budgetOf, type EscrowJob, jobIdOf, parseEscrowJob } from "../chain/job.js";
-import { jobToJson } from "../chain/job-json.js";
+import { type EscrowJobJson, jobFromJson, jobToJson } from "../chain/job-json.js";
 import { qubeIdToBytes32 } from "../chain/qube-ids.js";
 import { type CallOptions, createRpcProvider, runChainCall } from "../chain/rpc.js";
 import type { EscrowJobWire } from "../net/exchange/messages.js";
-import { TimeoutError } from "../qube/errors.js";
+import { TimeoutError, toAirqubeError } from "../qube/errors.js";
 import type { EscrowSeat } from "./api.js";
+import type { JournalEscrowJob, RequestorJournal } from "./journal.js";
 
 /** What became of one escrow job. */
 export interface PaymentReport {
@@ -38,8 +43,11 @@ export interface PaymentReport {
   /** Bonded by each provider, wei. */
   stake: string;
   lockTx?: string;
-  /** `pending`: not yet allowed to settle (see `notBefore`) or the settlement failed (see `error`). */
-  status: "pending" | "settled" | "reclaimed";
+  /**
+   * `pending`: not yet allowed to settle (see `notBefore`) or the settlement failed (see `error`);
+   * `abandoned`: its lock transaction was never mined and no longer can be (nothing was locked).
+   */
+  status: "pending" | "settled" | "reclaimed" | "abandoned";
   settleTx?: string;
   /** Credits of the settlement or reclaim (account → wei): earnings, stakes back, the requestor's refund. */
   credits: { account: string; amount: string }[];
@@ -61,6 +69,8 @@ export interface LockRequest {
   /** The qube's wall time; the commit deadline leaves this plus `commitGraceMs`. */
   wallTimeMs: number;
   commitGraceMs: number;
+  /** For a replacement or tie-breaker round: the qube's first job, whose group the new job joins. */
+  leader?: EscrowJob;
 }
 
 /** The port the `Requestor` pays through (an escrow on any EVM chain; a fake in unit tests). */
@@ -75,17 +85,21 @@ export interface PaymentsPort {
    *
    * @throws ChainError when the chain is down or the transaction fails (nothing may then be dispatched).
    */
-  lock(request: LockRequest, options?: CallOptions): Promise<{ seat: EscrowSeat; txHash: string }>;
+  lock(
+    request: LockRequest,
+    options?: CallOptions & { onPrepared?: (seat: EscrowSeat) => void },
+  ): Promise<{ seat: EscrowSeat; txHash: string }>;
   /**
-   * Settles a job with the openings the requestor knows (payout address → opening), or reclaims it when
-   * nobody committed or the final deadline passed; waits up to `maxWaitMs` for the contract to allow it,
-   * otherwise reports it `pending`.
+   * Settles the jobs of one qube (its leader and follow-ups, as journalled) with the openings the requestor
+   * knows (payout address → opening), as one group; reclaims a job when nobody committed or the final deadline
+   * passed; asks for reveals on chain when openings are missing. Waits up to `maxWaitMs` for the contract to
+   * allow it, otherwise reports the jobs `pending`. One report per job given, in order.
    */
   close(
-    job: EscrowJob,
+    jobs: EscrowJob[],
     openings: ReadonlyMap<string, OwnOpening>,
     options?: CallOptions & { maxWaitMs?: number },
-  ): Promise<PaymentReport>;
+  ): Promise<PaymentReport[]>;
   dispose(): void;
 }
 
@@ -139,7 +153,10 @@ export class EscrowPayments implements PaymentsPort {
     return this.client;
   }
 
-  async lock(request: LockRequest, options: CallOptions = {}): Promise<{ seat: EscrowSeat; txHash: string }> {
+  async lock(
+    request: LockRequest,
+    options: CallOptions & { onPrepared?: (seat: EscrowSeat) => void } = {},
+  ): Promise<{ seat: EscrowSeat; txHash: string }> {
     const now = await this.chainTime(options, "open the job");
     const commitDeadline =
       now + Math.ceil((request.wallTimeMs + request.commitGraceMs) / 1000) + (this.config.marginS ?? 30);
@@ -147,69 +164,176 @@ export class EscrowPayments implements PaymentsPort {
     const job = parseEscrowJob({
       requestor: this.account,
       qubeId: qubeIdToBytes32(request.qubeId),
-      nonce: randomBytes(8).readBigUInt64BE(),
+      nonce: request.leader ? followUpNonce(jobIdOf(request.leader)) : randomBytes(8).readBigUInt64BE(),
       providers: request.payouts,
       price: request.price,
       stake: this.config.stakeOf ? this.config.stakeOf(request.price) : request.price,
       quorum: request.quorum,
       commitDeadline,
       revealDeadline,
-      finalDeadline: revealDeadline + (this.config.settleWindowS ?? 3600),
+      finalDeadline: Math.max(revealDeadline + (this.config.settleWindowS ?? 3600), request.leader?.finalDeadline ?? 0),
     });
-    const { jobId, hash } = await this.client.openJob(job, options);
-    return { seat: { jobId, job, chainId: this.chainId, escrow: this.escrow }, txHash: hash };
+    const seat = { jobId: jobIdOf(job), job, chainId: this.chainId, escrow: this.escrow };
+    // journalled before the transaction is sent: a lock mined after our timeout is still found
+    options.onPrepared?.(seat);
+    const { hash } = request.leader
+      ? await this.client.openFollowUp(job, request.leader, options)
+      : await this.client.openJob(job, options);
+    return { seat, txHash: hash };
   }
 
   async close(
-    job: EscrowJob,
+    jobs: EscrowJob[],
     openings: ReadonlyMap<string, OwnOpening>,
     options: CallOptions & { maxWaitMs?: number } = {},
-  ): Promise<PaymentReport> {
-    const jobId = jobIdOf(job);
+  ): Promise<PaymentReport[]> {
     const known = new Map([...openings].map(([k, v]) => [k.toLowerCase(), v]));
+    const reports = new Map<string, PaymentReport>();
+    const live: EscrowJob[] = [];
+    const now = await this.chainTime(options);
+    for (const job of jobs) {
+      const state = await this.client.jobState(jobIdOf(job), options);
+      if (state.status === "settled" || state.status === "reclaimed") {
+        reports.set(jobIdOf(job), { ...baseReport(job), status: state.status });
+      } else if (state.status === "none") {
+        // never mined: once the commit deadline passed it never can be (openJob requires an earlier block)
+        reports.set(
+          jobIdOf(job),
+          now > job.commitDeadline
+            ? { ...baseReport(job), status: "abandoned" }
+            : { ...baseReport(job), status: "pending", notBefore: job.commitDeadline + 1 },
+        );
+      } else live.push(job);
+    }
+    // the chain's groups: every open job's leader, with all its follow-ups
+    const done = new Set<string>();
+    for (const job of live) {
+      if (done.has(jobIdOf(job))) continue;
+      const group = await this.client.groupOf(job, options);
+      for (const j of group) done.add(jobIdOf(j));
+      for (const report of await this.closeGroup(group, known, options)) {
+        if (jobs.some((j) => jobIdOf(j) === report.jobId)) reports.set(report.jobId, report);
+      }
+    }
+    return jobs.map((job) => reports.get(jobIdOf(job)) ?? { ...baseReport(job), status: "pending" });
+  }
+
+  /** Settles one group (or a job alone) once the contract allows it; reclaims what is past its deadlines. */
+  private async closeGroup(
+    group: EscrowJob[],
+    known: Map<string, OwnOpening>,
+    options: CallOptions & { maxWaitMs?: number },
+  ): Promise<PaymentReport[]> {
     const maxWaitMs = options.maxWaitMs ?? 0;
     const started = Date.now();
+    const pending = (notBefore?: number) =>
+      group.map((job) => ({ ...baseReport(job), status: "pending" as const, ...(notBefore ? { notBefore } : {}) }));
     for (let attempt = 0; ; attempt++) {
-      const state = await this.client.jobState(jobId, options);
-      if (state.status === "settled" || state.status === "reclaimed" || state.status === "none") {
-        return { ...baseReport(job), status: state.status === "none" ? "pending" : state.status };
-      }
       const now = await this.chainTime(options);
-      const k = job.providers.length;
-      const nobody = state.committed.length === 0;
-      const allKnown = state.committed.every((i) => known.has(job.providers[i]!.toLowerCase()));
+      const states = await Promise.all(group.map((job) => this.client.jobState(jobIdOf(job), options)));
+      if (states.some((s) => s.status !== "open")) {
+        // part of the group is closed already (reclaimed after its deadline): the rest can only be reclaimed
+        return this.reclaimDue(group, states, now, options);
+      }
+      if (group.some((job) => now > job.finalDeadline)) return this.reclaimDue(group, states, now, options);
+      if (group.length === 1 && states[0]!.committed.length === 0) {
+        const job = group[0]!;
+        if (now <= job.commitDeadline) {
+          if (!(await this.waitUntil(job.commitDeadline + 1, now, started, maxWaitMs, attempt, options)))
+            return pending(job.commitDeadline + 1);
+          continue;
+        }
+        const tx = await this.client.reclaim(job, options);
+        return [{ ...(await this.receiptReport(job, tx.hash, options)), status: "reclaimed" }];
+      }
       let notBefore = 0;
-      if (now > job.finalDeadline) notBefore = 0;
-      else if (nobody) notBefore = job.commitDeadline + 1;
-      else {
-        if (state.committed.length < k) notBefore = job.commitDeadline + 1;
-        if (!allKnown) notBefore = Math.max(notBefore, job.revealDeadline + 1);
+      for (let i = 0; i < group.length; i++) {
+        const job = group[i]!;
+        const state = states[i]!;
+        if (state.committed.length < job.providers.length) notBefore = Math.max(notBefore, job.commitDeadline + 1);
+        const missing = state.committed.some(
+          (seat) => !state.revealed.includes(seat) && !known.has(job.providers[seat]!.toLowerCase()),
+        );
+        if (!missing) continue;
+        const phaseOver = state.committed.length === job.providers.length || now > job.commitDeadline;
+        const window = job.revealDeadline - job.commitDeadline;
+        let { revealRequestedAt } = await this.client.jobGroup(jobIdOf(job), options);
+        if (revealRequestedAt === 0 && phaseOver && now + window + 1 <= job.finalDeadline) {
+          // ask on chain: only now does a provider that keeps silent risk its stake, after a full window
+          const tx = await this.client.requestReveal(job, options);
+          revealRequestedAt = (await this.blockTime(tx.blockNumber, options)) ?? now;
+        }
+        notBefore = Math.max(
+          notBefore,
+          revealRequestedAt > 0 ? revealRequestedAt + window + 1 : job.revealDeadline + 1,
+        );
       }
       if (notBefore > now) {
-        const waitMs = (notBefore - now + 1) * 1000;
-        if (Date.now() - started + waitMs > maxWaitMs || attempt >= 4) {
-          return { ...baseReport(job), status: "pending", notBefore };
-        }
-        await sleep(waitMs, options.signal);
+        if (!(await this.waitUntil(notBefore, now, started, maxWaitMs, attempt, options))) return pending(notBefore);
         continue;
       }
-      const reclaim = nobody || now > job.finalDeadline;
       try {
-        const tx = reclaim ? await this.client.reclaim(job, options) : await this.client.settle(job, known, options);
-        return { ...(await this.receiptReport(job, tx.hash, options)), status: reclaim ? "reclaimed" : "settled" };
+        const tx =
+          group.length === 1
+            ? await this.client.settle(group[0]!, known, options)
+            : await this.client.settleGroup(group, known, options);
+        return Promise.all(
+          group.map(async (job) => ({
+            ...(await this.receiptReport(job, tx.hash, options)),
+            status: "settled" as const,
+          })),
+        );
       } catch (error) {
         // block time runs a little ahead of or behind ours: wait for the time the contract names
         if (error instanceof ChainError && error.errorName === "AirqubeEscrowTooEarly" && attempt < 4) {
           const until = Number(error.errorArgs[1] ?? 0) + 1;
-          const waitMs = Math.max(1000, (until - (await this.chainTime(options)) + 1) * 1000);
-          if (Date.now() - started + waitMs > maxWaitMs)
-            return { ...baseReport(job), status: "pending", notBefore: until };
-          await sleep(waitMs, options.signal);
+          if (!(await this.waitUntil(until, await this.chainTime(options), started, maxWaitMs, attempt, options)))
+            return pending(until);
           continue;
         }
         throw error;
       }
     }
+  }
+
+  /** Reclaims the group's open jobs whose final deadline passed; the others stay pending until theirs. */
+  private async reclaimDue(
+    group: EscrowJob[],
+    states: { status: string }[],
+    now: number,
+    options: CallOptions,
+  ): Promise<PaymentReport[]> {
+    const out: PaymentReport[] = [];
+    for (let i = 0; i < group.length; i++) {
+      const job = group[i]!;
+      const status = states[i]!.status;
+      if (status === "settled" || status === "reclaimed") out.push({ ...baseReport(job), status });
+      else if (now > job.finalDeadline) {
+        const tx = await this.client.reclaim(job, options);
+        out.push({ ...(await this.receiptReport(job, tx.hash, options)), status: "reclaimed" });
+      } else out.push({ ...baseReport(job), status: "pending", notBefore: job.finalDeadline + 1 });
+    }
+    return out;
+  }
+
+  /** Sleeps until chain time `until` if that fits in `maxWaitMs`; false when it does not. */
+  private async waitUntil(
+    until: number,
+    now: number,
+    started: number,
+    maxWaitMs: number,
+    attempt: number,
+    options: CallOptions,
+  ): Promise<boolean> {
+    const waitMs = Math.max(1000, (until - now + 1) * 1000);
+    if (Date.now() - started + waitMs > maxWaitMs || attempt >= 8) return false;
+    await sleep(waitMs, options.signal);
+    return true;
+  }
+
+  private async blockTime(blockNumber: number, options: CallOptions): Promise<number | undefined> {
+    const block = await runChainCall("read a block", () => this.provider.getBlock(blockNumber), options);
+    return block?.timestamp;
   }
 
   /** The latest block's timestamp (the contract's clock), unix seconds. */
@@ -230,6 +354,7 @@ export class EscrowPayments implements PaymentsPort {
     for (const log of receipt?.logs ?? []) {
       if (log.address.toLowerCase() !== this.escrow.toLowerCase()) continue;
       const parsed = escrowEvents.parseLog({ topics: [...log.topics], data: log.data });
+      if (String(parsed?.args[0]).toLowerCase() !== jobIdOf(job).toLowerCase()) continue;
       if (parsed?.name === "Credited")
         credits.push({ account: String(parsed.args[1]), amount: String(parsed.args[2]) });
       if (parsed?.name === "Slashed") slashed.push({ account: String(parsed.args[1]), amount: String(parsed.args[2]) });
@@ -278,4 +403,53 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     };
     signal?.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/**
+ * Closes journalled escrow jobs, one qube at a time (its jobs as one group), and journals each outcome:
+ * `settled`, `reclaimed`, `abandoned` (the lock was never mined and no longer can be) or still `open`.
+ * Reconciles against the chain, so a job journalled before its lock was sent is handled whatever became of it.
+ */
+export async function closeJournalled(
+  payments: PaymentsPort,
+  journal: RequestorJournal,
+  entries: JournalEscrowJob[],
+  options: { maxWaitMs: number; signal?: AbortSignal; now: () => Date; emit?: (report: PaymentReport) => void },
+): Promise<PaymentReport[]> {
+  const byQube = new Map<string, JournalEscrowJob[]>();
+  for (const entry of entries) byQube.set(entry.qubeId, [...(byQube.get(entry.qubeId) ?? []), entry]);
+  const groups = await Promise.all(
+    [...byQube.values()].map(async (group) => {
+      const jobs = group.map((entry) => jobFromJson(entry.job as EscrowJobJson));
+      const openings = new Map<string, OwnOpening>();
+      for (const entry of group) for (const [k, v] of Object.entries(entry.openings)) openings.set(k, v);
+      let reports: PaymentReport[];
+      try {
+        reports = await payments.close(jobs, openings, {
+          maxWaitMs: options.maxWaitMs,
+          ...(options.signal ? { signal: options.signal } : {}),
+        });
+      } catch (error) {
+        const e = toAirqubeError(error);
+        reports = jobs.map((job) => ({
+          ...baseReport(job),
+          status: "pending",
+          error: { code: e.code, message: e.message },
+        }));
+      }
+      return reports.map((report, i) => {
+        const entry = group[i]!;
+        if (entry.lockTx) report.lockTx = entry.lockTx;
+        journal.escrowClosed(entry.jobId, report.status === "pending" ? "open" : report.status, report, options.now());
+        options.emit?.(report);
+        return report;
+      });
+    }),
+  );
+  return groups.flat();
+}
+
+/** Whether an error says the chain cannot be reached (down, or not answering in time). */
+export function isChainDown(error: unknown): error is ChainError {
+  return error instanceof ChainError && (error.code === "CHAIN_UNREACHABLE" || error.code === "CHAIN_TIMEOUT");
 }

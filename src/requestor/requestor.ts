@@ -6,15 +6,15 @@
 import { randomUUID } from "node:crypto";
 import { mkdir, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { OwnOpening } from "../chain/escrow-client.js";
-import { type EscrowJobJson, jobFromJson, jobToJson } from "../chain/job-json.js";
+import { jobToJson } from "../chain/job-json.js";
 import { rootToBytes32, saltToBytes32 } from "../chain/qube-ids.js";
 import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
 import { PeerError, toAirqubeError, UserError, type VerifiedQubeSpec } from "../qube/index.js";
+import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import type { ComputeMarket, Dispatch, EscrowSeat, ProviderAnswer, ProviderCandidate, SealedQube } from "./api.js";
 import { type JournalEscrowJob, RequestorJournal } from "./journal.js";
 import { outcomeOf, type QubeOutcome, voteKey } from "./outcome.js";
-import { baseReport, type PaymentReport, type PaymentsPort } from "./payments.js";
+import { closeJournalled, isChainDown, type PaymentReport, type PaymentsPort } from "./payments.js";
 import { planReplication } from "./policy.js";
 import { decide, type QuorumDecision, type Vote } from "./quorum.js";
 import { type ReputationStore, SqliteReputation } from "./reputation.js";
@@ -114,8 +114,11 @@ export class Requestor {
   readonly journal: RequestorJournal;
   readonly reputation: ReputationStore;
   private readonly now: () => Date;
+  private readonly dirLock: DirLock;
 
   constructor(private readonly options: RequestorOptions) {
+    // one process per data directory: a second run must not mark this one's qubes interrupted
+    this.dirLock = lockDataDir(options.dataDir, "airqube requestor");
     this.journal = new RequestorJournal(join(options.dataDir, "journal.sqlite"));
     this.reputation = options.reputation ?? new SqliteReputation(join(options.dataDir, "reputation.sqlite"));
     this.now = options.now ?? (() => new Date());
@@ -319,6 +322,7 @@ export class Requestor {
   ): Promise<Dispatch[]> {
     const committed: Dispatch[] = [];
     const errors: Error[] = [];
+    let lockError: unknown;
     const payments = this.options.payments;
     const next = (): ProviderCandidate | undefined => usable.find(distinctFrom(chosen));
     const pick = async (): Promise<ProviderCandidate | undefined> => {
@@ -410,6 +414,7 @@ export class Requestor {
               await this.lock(qube, [candidate], plan.quorum, seats, options, emit);
             } catch (error) {
               options.signal?.throwIfAborted();
+              lockError = error;
               fail(candidate.id, error);
               return;
             }
@@ -439,6 +444,8 @@ export class Requestor {
     } else {
       await settleAll(Array.from({ length: want }, () => attempt()));
     }
+    // the chain went down mid-qube: that, not "no provider", is why nothing could run
+    if (committed.length === 0 && want > 0 && isChainDown(lockError)) throw lockError;
     if (committed.length === 0 && want > 0) {
       // every provider's reason, not only its code (the CLI also prints one line per provider)
       throw new PeerError("NO_PROVIDER", "No provider could run the qube", {
@@ -464,6 +471,8 @@ export class Requestor {
     const n = candidates.length;
     // biome-ignore lint/complexity/useMathMinMax: bigints (Math.max takes numbers)
     const price = candidates.reduce((max, c) => (c.price > max ? c.price : max), 1n);
+    // the qube's first job leads its group: replacements and tie-breakers are settled with it
+    const leader = seats.values().next().value?.job;
     const { seat, txHash } = await this.options.payments!.lock(
       {
         qubeId: qube.spec.id,
@@ -472,10 +481,14 @@ export class Requestor {
         quorum: Math.min(n, Math.max(quorum, Math.floor(n / 2) + 1)),
         wallTimeMs: qube.spec.spec.limits.wallTimeMs,
         commitGraceMs: this.options.commitGraceMs ?? COMMIT_GRACE_MS,
+        ...(leader ? { leader } : {}),
       },
-      options.signal ? { signal: options.signal } : {},
+      {
+        ...(options.signal ? { signal: options.signal } : {}),
+        onPrepared: (s) => this.journal.escrowOpened(qube.spec.id, s.jobId, jobToJson(s.job), null, this.now()),
+      },
     );
-    this.journal.escrowOpened(qube.spec.id, seat.jobId, jobToJson(seat.job), txHash, this.now());
+    this.journal.escrowLockTx(seat.jobId, txHash, this.now());
     for (const c of candidates) seats.set(c.id, seat);
     emit({
       type: "budgetLocked",
@@ -509,29 +522,12 @@ export class Requestor {
     signal: AbortSignal | undefined,
     emit: (event: RunEvent) => void,
   ): Promise<PaymentReport[]> {
-    const payments = this.options.payments!;
-    return Promise.all(
-      entries.map(async (entry) => {
-        const job = jobFromJson(entry.job as EscrowJobJson);
-        const openings = new Map<string, OwnOpening>(Object.entries(entry.openings));
-        let report: PaymentReport;
-        try {
-          report = await payments.close(job, openings, { maxWaitMs, ...(signal ? { signal } : {}) });
-        } catch (error) {
-          const e = toAirqubeError(error);
-          report = { ...baseReport(job), status: "pending", error: { code: e.code, message: e.message } };
-        }
-        if (entry.lockTx) report.lockTx = entry.lockTx;
-        this.journal.escrowClosed(
-          entry.jobId,
-          report.status === "pending" ? "open" : report.status,
-          report,
-          this.now(),
-        );
-        emit({ type: "paymentClosed", report });
-        return report;
-      }),
-    );
+    return closeJournalled(this.options.payments!, this.journal, entries, {
+      maxWaitMs,
+      now: this.now,
+      emit: (report) => emit({ type: "paymentClosed", report }),
+      ...(signal ? { signal } : {}),
+    });
   }
 
   /**
@@ -649,6 +645,7 @@ export class Requestor {
 
   close(): void {
     this.journal.close();
+    this.dirLock.release();
   }
 }
 

@@ -151,11 +151,13 @@ describe("payments: pay on agreement on a devnet with a chain @docker", function
       const label = JSON.stringify({ f: result.failures, r: result.reason, p: result.payments });
       expect(result.status, label).to.equal("verified");
       expect(result.dissenting).to.deep.equal([liar().peerId]);
-      // the round (liar + 2 honest) is one job; the tie-breaker that outvotes the dissent opens its own
+      // the round (liar + 2 honest) is the leader job; the tie-breaker that outvotes the dissent is its
+      // follow-up, and the two are settled as one group (issue 22: payment follows the qube's decision)
       expect(result.payments!.map((p) => [p.providers.length, p.status])).to.deep.equal([
         [3, "settled"],
         [1, "settled"],
       ]);
+      expect(result.payments![0]!.settleTx).to.equal(result.payments![1]!.settleTx);
       const [round, tieBreaker] = result.payments as [PaymentReport, PaymentReport];
       const price = BigInt(round.price);
       const stake = BigInt(round.stake);
@@ -163,9 +165,11 @@ describe("payments: pay on agreement on a devnet with a chain @docker", function
       expect(round.slashed).to.deep.equal([{ account: liar().payout!, amount: stake.toString() }]);
       expect(creditOf(round, liar().payout!)).to.equal(0n);
       const agreeing = round.providers.filter((p) => p !== liar().payout!.toLowerCase());
-      for (const p of agreeing) expect(creditOf(round, p)).to.equal(price + stake + stake / 2n);
-      expect(creditOf(round, devnet.chain!.requestor.address)).to.equal(price);
-      expect(creditOf(tieBreaker, tieBreaker.providers[0]!)).to.equal(BigInt(tieBreaker.price) + stake);
+      // the liar's stake is shared by the group's three winners (the tie-breaker among them); dust to the requestor
+      const share = stake / 3n;
+      for (const p of agreeing) expect(creditOf(round, p)).to.equal(price + stake + share);
+      expect(creditOf(round, devnet.chain!.requestor.address)).to.equal(price + (stake - 3n * share));
+      expect(creditOf(tieBreaker, tieBreaker.providers[0]!)).to.equal(BigInt(tieBreaker.price) + stake + share);
     } finally {
       await client.close();
     }
