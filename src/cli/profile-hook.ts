@@ -12,6 +12,8 @@ import { airqubeHome } from "./paths.js";
  * stderr which settings it took from the profile; an invalid profile ends the command with its error (125).
  */
 export function useDevnetProfile(_command: Command, action: Command): void {
+  // the local escape suite needs no network
+  if (action.name() === "probe" && !action.opts().provider) return;
   const home = airqubeHome();
   const json = Boolean(action.opts().json);
   let profile: ReturnType<typeof readDevnetProfile>;
