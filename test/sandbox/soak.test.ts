@@ -22,8 +22,8 @@ import { BUSYBOX, ourContainers } from "../helpers/docker.js";
 
 const MiB = 1024 * 1024;
 const MAX_FILES = DEFAULT_LIMITS.output.maxFiles;
-/** Lines in the seeded block that big files repeat (`seq SEED SEED+BLOCK_LINES-1`, about 40 KB). */
-const BLOCK_LINES = 5000;
+/** Lines in the seeded block that big files repeat (`seq SEED SEED+BLOCK_LINES-1`, about 1 MB). */
+const BLOCK_LINES = 120_000;
 
 /** One run's outputs: big files made of the seeded block, small files of one seeded line each. */
 interface Plan {
@@ -127,17 +127,26 @@ async function filesOnDisk(dir: string): Promise<string[]> {
     .sort();
 }
 
-/** Runs `jobs` with at most `width` at a time; returns when all settled, rejects with the first failure. */
+/**
+ * Runs `jobs` with at most `width` at a time. After a failure no new job starts; the jobs in flight are waited
+ * for (so that no sandbox outlives the test), then the first failure is thrown.
+ */
 async function pool<T>(jobs: (() => Promise<T>)[], width: number): Promise<T[]> {
   const results: T[] = [];
   let next = 0;
+  let failure: { error: unknown } | undefined;
   const worker = async () => {
-    while (next < jobs.length) {
+    while (next < jobs.length && !failure) {
       const index = next++;
-      results[index] = await jobs[index]!();
+      try {
+        results[index] = await jobs[index]!();
+      } catch (error) {
+        failure ??= { error };
+      }
     }
   };
   await Promise.all(Array.from({ length: width }, worker));
+  if (failure) throw failure.error;
   return results;
 }
 
@@ -160,6 +169,7 @@ async function soak(sandbox: Sandbox, plans: Plan[], width: number, limits: Part
   const started = performance.now();
   let files = 0;
   let bytes = 0;
+  let done = 0;
   await pool(
     plans.map((plan) => async () => {
       const out = await mkdtemp(join(tmpdir(), "aq-soak-"));
@@ -180,7 +190,8 @@ async function soak(sandbox: Sandbox, plans: Plan[], width: number, limits: Part
           });
         }
         const what = `seed ${plan.seed}: ${plan.big.join("+")} bytes, ${plan.small} small files`;
-        expect(result.exitCode, `${what}: ${result.stderr}`).to.equal(0);
+        const outcome = `timedOut ${result.timedOut}, oomKilled ${result.oomKilled}, ${result.durationMs} ms`;
+        expect(result.exitCode, `${what}: ${outcome}: ${result.stderr}`).to.equal(0);
         expect(result.outputs, what).to.deep.equal(want);
         expect(await filesOnDisk(out), what).to.deep.equal(want.map((file) => file.path).sort());
         for (const file of want) {
@@ -188,6 +199,8 @@ async function soak(sandbox: Sandbox, plans: Plan[], width: number, limits: Part
           bytes += file.size;
         }
         files += want.length;
+        if (++done % 25 === 0)
+          console.log(`      ${done}/${plans.length} runs checked (${Math.round(performance.now() - started)} ms)`);
       } finally {
         await rm(out, { recursive: true, force: true });
       }
@@ -259,7 +272,8 @@ const REFUSALS: { name: string; code: string; script: string; limits?: Partial<S
 ];
 
 describe("sandbox soak: outputs of every size and count arrive intact under load @docker", function () {
-  this.timeout(240_000);
+  // about 2-3 minutes on an idle 2-core machine; the bound leaves room for a loaded one
+  this.timeout(600_000);
   const docker = new Docker();
   const sandbox = new ContainerSandbox({ docker });
   let hog: ChildProcess | undefined;
@@ -280,7 +294,7 @@ describe("sandbox soak: outputs of every size and count arrive intact under load
     const limits: Partial<SandboxLimits> = {
       scratchBytes: 80 * MiB,
       memoryBytes: 256 * MiB,
-      wallTimeMs: 60_000,
+      wallTimeMs: 120_000,
     };
     const totals = await soak(sandbox, plans, 4, limits);
     expect(totals.runs).to.equal(200);

@@ -67,31 +67,69 @@ export interface VmServeResult {
   firstStdoutAt?: number;
 }
 
-/** Walks frame headers (not payloads) to spot stdout and the end frame without parsing twice. */
-class FrameTracker {
-  private header = Buffer.alloc(0);
-  private remaining = 0;
-  sawEnd = false;
+/**
+ * Reassembles whole frames from the serial stream, whose chunks are small (a few bytes to a few KiB): the
+ * parser then gets every frame in one piece, once, so the cost is linear in the bytes (feeding the parser the
+ * raw chunks made it re-concatenate its partial frame on every chunk: quadratic, ~50 KiB/s for 16 MiB).
+ * It holds at most one frame (5 + FRAME_MAX bytes); a header announcing more is handed to the parser as is,
+ * which rejects it. It also notes the frame types the host reacts to (stdout, exit, end).
+ */
+export class FrameAssembler {
+  private readonly header = Buffer.alloc(5);
+  private headerLength = 0;
+  private body: Buffer | undefined;
+  private bodyLength = 0;
+  private broken = false;
   sawStdout = false;
+  sawExit = false;
+  sawEnd = false;
+
+  constructor(private readonly emit: (bytes: Buffer) => void) {}
+
   push(chunk: Buffer): void {
-    let offset = 0;
-    while (offset < chunk.length && !this.sawEnd) {
-      if (this.remaining > 0) {
-        const skip = Math.min(this.remaining, chunk.length - offset);
-        this.remaining -= skip;
-        offset += skip;
-        continue;
-      }
-      const need = 5 - this.header.length;
-      this.header = Buffer.concat([this.header, chunk.subarray(offset, offset + need)]);
-      offset += Math.min(need, chunk.length - offset);
-      if (this.header.length < 5) return;
-      const type = this.header[0];
-      this.remaining = Math.min(this.header.readUInt32BE(1), FRAME_MAX + 1);
-      this.header = Buffer.alloc(0);
-      if (type === 0x4f) this.sawStdout = true;
-      if (type === 0x5a && this.remaining === 0) this.sawEnd = true;
+    if (this.broken) {
+      this.emit(chunk);
+      return;
     }
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (this.body === undefined) {
+        const take = Math.min(5 - this.headerLength, chunk.length - offset);
+        chunk.copy(this.header, this.headerLength, offset, offset + take);
+        this.headerLength += take;
+        offset += take;
+        if (this.headerLength < 5) return;
+        const length = this.header.readUInt32BE(1);
+        this.headerLength = 0;
+        if (length > FRAME_MAX) {
+          this.broken = true; // the parser fails on this header: pass everything through from here
+          this.emit(Buffer.concat([this.header, chunk.subarray(offset)]));
+          return;
+        }
+        this.body = Buffer.allocUnsafe(5 + length);
+        this.header.copy(this.body, 0);
+        this.bodyLength = 5;
+      }
+      const take = Math.min(this.body.length - this.bodyLength, chunk.length - offset);
+      chunk.copy(this.body, this.bodyLength, offset, offset + take);
+      this.bodyLength += take;
+      offset += take;
+      if (this.bodyLength === this.body.length) {
+        const whole = this.body;
+        this.body = undefined;
+        const type = whole[0];
+        if (type === 0x4f) this.sawStdout = true;
+        else if (type === 0x58) this.sawExit = true;
+        else if (type === 0x5a && whole.length === 5) this.sawEnd = true;
+        this.emit(whole);
+      }
+    }
+  }
+
+  /** The bytes of an unfinished frame, if the stream stopped inside one (the parser then reports it). */
+  rest(): Buffer {
+    if (this.body) return this.body.subarray(0, this.bodyLength);
+    return Buffer.from(this.header.subarray(0, this.headerLength));
   }
 }
 
@@ -259,12 +297,15 @@ export class MicroVm {
 
   /**
    * Sends the VM its one qube and collects the result. Always destroys the VM before settling. Rejects with
-   * `VM_REUSED` when called twice, `CHANNEL_INVALID` / `ARCHIVE_*` (PeerError) when the VM sends anything
-   * malformed, `ABORTED` on abort.
+   * `VM_REUSED` when called twice, `CHANNEL_INVALID` / `ARCHIVE_*` / `VM_CHANNEL_STALLED` (PeerError) when the
+   * VM sends anything malformed or stops sending its outputs, `OUTPUT_*` (UserError) when the qube's outputs
+   * break a cap or a rule (nothing is written then), `ABORTED` on abort. `graceMs` is added to the qube's wall
+   * time before the host kills the VM itself; once the exit report arrived, `idleTimeoutMs` (default 30 s) is
+   * the longest the VM may go without sending a byte while its outputs come over the serial port.
    */
   async serve(
     qube: VmQube,
-    run: { outputDir?: string; graceMs: number; unpackTimeoutMs?: number },
+    run: { outputDir?: string; graceMs: number; unpackTimeoutMs?: number; idleTimeoutMs?: number },
     options: { signal?: AbortSignal } = {},
   ): Promise<VmServeResult> {
     if (this.served) throw new InternalError("VM_REUSED", "A micro-VM may serve only one qube");
@@ -278,7 +319,7 @@ export class MicroVm {
 
   private async serveOnce(
     qube: VmQube,
-    run: { outputDir?: string; graceMs: number; unpackTimeoutMs?: number },
+    run: { outputDir?: string; graceMs: number; unpackTimeoutMs?: number; idleTimeoutMs?: number },
     signal: AbortSignal | undefined,
   ): Promise<VmServeResult> {
     signal?.throwIfAborted();
@@ -294,40 +335,69 @@ export class MicroVm {
         : drain(parser.archive);
     unpacking.catch(() => undefined); // observed below
 
-    const tracker = new FrameTracker();
     const startedAt = new Date();
     const started = performance.now();
     let firstStdoutAt: number | undefined;
-    let wake: () => void = () => undefined;
-    const woken = new Promise<void>((resolve) => {
-      wake = resolve;
+    let settle: (outcome: Outcome) => void = () => undefined;
+    const settledOutcome = new Promise<Outcome>((resolve) => {
+      settle = resolve;
     });
+    // Until the exit report the qube's wall time (plus grace) bounds the VM. After it only the outputs are still
+    // coming, bounded in bytes by the output caps the init checked up front: then the VM must keep them flowing
+    // (no idle gap over `idleTimeoutMs`, the host's own pauses for backpressure excluded), however long a large
+    // archive takes over the serial port. Counting the transfer against the wall time lost large outputs.
+    const idleMs = run.idleTimeoutMs ?? 30_000;
+    const stuckMs = run.unpackTimeoutMs ?? 120_000;
+    let pausedSince: number | undefined;
+    const assembler = new FrameAssembler((bytes) => parser.push(bytes));
+    const onTimer = (): void => {
+      if (!assembler.sawExit) settle("timeout");
+      else if (pausedSince === undefined) settle("stalled");
+      // the host itself is behind (the unpacker waits on the disk): not the VM's fault, up to a point
+      else if (performance.now() - pausedSince > stuckMs) settle("unpack-stuck");
+      else timer.refresh();
+    };
+    let timer = setTimeout(onTimer, limits.wallTimeMs + run.graceMs);
+    const stdout = this.child.stdout;
+    const resume = (): void => {
+      pausedSince = undefined;
+      if (assembler.sawExit) timer.refresh();
+      stdout?.resume();
+    };
     const feed = (chunk: Buffer): void => {
-      parser.push(chunk);
-      tracker.push(chunk);
-      if (firstStdoutAt === undefined && tracker.sawStdout) firstStdoutAt = performance.now();
-      if (parser.error || tracker.sawEnd) wake();
-      else if (parser.backpressured) {
-        this.child.stdout?.pause();
-        parser.archive.once("drain", () => this.child.stdout?.resume());
+      const hadExit = assembler.sawExit;
+      assembler.push(chunk);
+      if (firstStdoutAt === undefined && assembler.sawStdout) firstStdoutAt = performance.now();
+      if (assembler.sawExit && !hadExit) {
+        clearTimeout(timer);
+        timer = setTimeout(onTimer, idleMs);
+      } else if (assembler.sawExit) timer.refresh();
+      if (parser.error || assembler.sawEnd) settle("done");
+      else if (parser.backpressured && pausedSince === undefined) {
+        // Every buffer between the VM and the disk stays bounded: QEMU blocks on its full pipe, the guest's
+        // UART stops, and the init waits in write() until the unpacker has written what it holds.
+        pausedSince = performance.now();
+        stdout?.pause();
+        parser.archive.once("drain", resume);
       }
     };
     const early = Buffer.concat(this.early);
     this.early = [];
     this.sink = feed;
     feed(early);
+    // A rejected archive (the unpacker stops reading) ends the run at once instead of stalling the VM.
+    unpacking.then(
+      () => undefined,
+      () => settle("unpack-failed"),
+    );
 
-    let timer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
-    let outcome: "done" | "exited" | "timeout" | "abort";
+    let outcome: Outcome;
     try {
       this.child.stdin?.write(encodeQube(qube));
       outcome = await Promise.race([
-        woken.then(() => "done" as const),
+        settledOutcome,
         this.exited.then(() => "exited" as const),
-        new Promise<"timeout">((resolve) => {
-          timer = setTimeout(() => resolve("timeout"), limits.wallTimeMs + run.graceMs);
-        }),
         new Promise<"abort">((resolve) => {
           onAbort = () => resolve("abort");
           if (signal?.aborted) onAbort();
@@ -341,6 +411,7 @@ export class MicroVm {
     // The result is complete (or will never be): the VM goes now, whatever it is doing.
     await this.destroy();
     this.sink = undefined;
+    parser.archive.off("drain", resume);
     const durationMs = Math.round(performance.now() - started);
     const endedAt = new Date();
     const hostTimedOut = outcome === "timeout";
@@ -350,7 +421,26 @@ export class MicroVm {
       throw error;
     };
     if (outcome === "abort") return fatal(new TimeoutError("ABORTED", "The qube was aborted"));
+    if (outcome === "stalled")
+      return fatal(
+        new PeerError("VM_CHANNEL_STALLED", "The VM stopped sending its outputs", {
+          details: `no byte for ${idleMs} ms after the exit report`,
+        }),
+      );
+    if (outcome === "unpack-failed") {
+      await settled(unpacking, 5000);
+      const error = await unpacking.then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
+      parser.archive.destroy();
+      if (error instanceof AirqubeError) throw error;
+      throw new InternalError("UNPACK_FAILED", "Unpacking the outputs failed", { cause: error });
+    }
+    if (outcome === "unpack-stuck")
+      return fatal(new InternalError("UNPACK_STUCK", "Unpacking the outputs did not keep up"));
     const earlier = parser.error;
+    parser.push(assembler.rest());
     const channel = parser.end();
     // A VM killed at the host deadline may stop inside a frame; anything malformed before that is fatal.
     if (earlier) return fatal(earlier);
@@ -361,26 +451,29 @@ export class MicroVm {
         new PeerError("VM_CHANNEL_INCOMPLETE", "The VM ended without finishing its report", details ? { details } : {}),
       );
     }
+    // the init refused to send the outputs (a cap or a rule broken, named in the details): typed, nothing written
+    if (channel.outputFailure) return fatal(channel.outputFailure);
     let files: OutputFile[] = [];
-    try {
-      // The whole archive is in the unpacker's hands now; bound the wait all the same.
-      let timer: NodeJS.Timeout | undefined;
-      files = await Promise.race([
-        unpacking,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new InternalError("UNPACK_STUCK", "Unpacking the outputs did not finish")),
-            run.unpackTimeoutMs ?? 120_000,
-          );
-        }),
-      ]).finally(() => clearTimeout(timer));
-    } catch (error) {
-      if (channel.complete && !hostTimedOut) throw error;
-      if (!(error instanceof AirqubeError)) throw error;
+    if (hostTimedOut) {
+      // killed at the host deadline: the archive (if any) is incomplete and nothing of it is kept
+      parser.archive.destroy();
+      await settled(unpacking, 5000);
+      return { channel, files, hostTimedOut, startedAt, endedAt, durationMs };
     }
+    // The whole archive is in the unpacker's hands now; bound the wait all the same.
+    let unpackTimer: NodeJS.Timeout | undefined;
+    files = await Promise.race([
+      unpacking,
+      new Promise<never>((_, reject) => {
+        unpackTimer = setTimeout(
+          () => reject(new InternalError("UNPACK_STUCK", "Unpacking the outputs did not finish")),
+          run.unpackTimeoutMs ?? 120_000,
+        );
+      }),
+    ]).finally(() => clearTimeout(unpackTimer));
     return {
       channel,
-      files: hostTimedOut ? [] : files,
+      files,
       hostTimedOut,
       startedAt,
       endedAt,
@@ -433,3 +526,6 @@ async function drain(stream: NodeJS.ReadableStream): Promise<OutputFile[]> {
   }
   return [];
 }
+
+/** How a served qube's wait ended. */
+type Outcome = "done" | "exited" | "timeout" | "stalled" | "unpack-failed" | "unpack-stuck" | "abort";

@@ -7,9 +7,11 @@
  *    preloaded VM waits here, booted, for exactly one qube.
  * 3. Writes the inputs under /input (then read-only), mounts size-capped tmpfs at /scratch, /output and /tmp,
  *    remounts / read-only, puts the command in a cgroup with memory.max and pids.max, drops to uid/gid
- *    65534 with no_new_privs, runs it with the deadline, forwards stdout/stderr ('O'/'E', capped), reports
- *    how it ended ('X', plus 'W' "timed-out" / "oom-killed"), archives the declared outputs ('T'), sends
- *    'Z' and powers off. Any failure of its own ends in 'W' + 'X' kind 2 + 'Z' and a power-off.
+ *    65534 with no_new_privs, runs it with the deadline, forwards stdout/stderr ('O'/'E', capped), drains
+ *    the pipes for at most DRAIN_AFTER_EXIT_MS after the command exited and then kills every other process,
+ *    reports how it ended ('X', plus 'W' "timed-out" / "oom-killed"), archives the declared outputs with the
+ *    output caps of the 'L' frame (the shared walker of channel.c: 'T' frames, or one 'F' naming what broke a
+ *    cap; nothing for a qube killed at its deadline, as on the container tier), sends 'Z' and powers off. Any failure of its own ends in 'W' + 'X' kind 2 + 'Z' and a power-off.
  *
  * Host-to-VM frames (same framing as channel.h: 1 byte type, u32 BE length, payload):
  *   'L' limits: 10 x u64 BE: wallTimeMs, memoryBytes, pids, scratchBytes, logBytes,
@@ -57,6 +59,9 @@
 #define QUBE_UID 65534
 #define CG "/.airqube/cg"
 #define CGQ CG "/qube"
+/* After the command exited, its pipes are drained for at most this long (as airqube-init.c does); then every
+   other process is killed. */
+#define DRAIN_AFTER_EXIT_MS 500
 
 static int chan = -1;
 
@@ -440,23 +445,30 @@ int main(void) {
 
   struct pollfd fds[2] = {{.fd = out[0], .events = POLLIN}, {.fd = err[0], .events = POLLIN}};
   uint64_t sent[2] = {0, 0};
-  int open_fds = 2, exited = 0, wstatus = 0, timed_out = 0, quiet_rounds = 0;
-  int64_t deadline = started + (int64_t)lim.wall_ms;
+  int open_fds = 2, exited = 0, wstatus = 0, timed_out = 0, killed_others = 0;
+  int64_t deadline = started + (int64_t)lim.wall_ms, exited_at = 0, killed_at = 0;
   while (open_fds > 0) {
-    int64_t left = deadline - now_ms();
-    if (!timed_out && left <= 0) {
+    int64_t now = now_ms(), left = deadline - now;
+    if (!timed_out && !killed_others && left <= 0) {
       timed_out = 1;
       write_file(CGQ "/cgroup.kill", "1");
     }
+    if (exited && !killed_others && now - exited_at >= DRAIN_AFTER_EXIT_MS) {
+      /* The command is done: whatever still holds its pipes (a background child) must not keep the qube alive
+         or change its outputs. Kill it, as the container tier's init does, then read what is left. */
+      write_file(CGQ "/cgroup.kill", "1");
+      killed_others = 1;
+      killed_at = now;
+    }
+    /* Every writer is dead once killed: the pipes close at once. Never wait on them for more than a moment. */
+    if ((killed_others || timed_out) && now - (killed_others ? killed_at : deadline) > 2000) break;
     int wait = exited || timed_out ? 50 : (left < 200 ? (int)(left > 0 ? left : 0) : 200);
     int ready = poll(fds, 2, wait);
     if (ready < 0 && errno != EINTR) break;
-    if (ready == 0 && (exited || timed_out) && ++quiet_rounds >= 4) break;
     for (int k = 0; k < 2; k++) {
       if (fds[k].fd < 0 || !(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       ssize_t n = read(fds[k].fd, frame, AQ_FRAME_MAX);
       if (n > 0) {
-        quiet_rounds = 0;
         /* Forward up to log+1 bytes so that the host can tell truncation; drain the rest. */
         uint64_t room = lim.log + 1 > sent[k] ? lim.log + 1 - sent[k] : 0;
         size_t part = (uint64_t)n < room ? (size_t)n : (size_t)room;
@@ -470,11 +482,11 @@ int main(void) {
     }
     pid_t pid;
     int st;
-    while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) /* as PID 1, reap every orphan */
       if (pid == child) {
         exited = 1;
         wstatus = st;
-        write_file(CGQ "/cgroup.kill", "1"); /* no background process outlives the command */
+        exited_at = now_ms();
       }
   }
   write_file(CGQ "/cgroup.kill", "1");
@@ -487,6 +499,8 @@ int main(void) {
       wstatus = st;
     }
   }
+  /* Nothing but the init runs while the outputs are read: they are final from here on. */
+  aq_kill_others(child);
 
   if (timed_out) aq_frame('W', "timed-out", 9);
   if (cg_oom_kills() > 0) aq_frame('W', "oom-killed", 10);
@@ -498,7 +512,12 @@ int main(void) {
   } else {
     aq_exit_frame(0, WEXITSTATUS(wstatus));
   }
-  aq_archive_outputs(outputs, noutputs);
+  /* A qube killed at its deadline has no outputs, on either tier (the container tier's host kills the container
+     before its init could send any): the same qube gives the same result wherever it ran. */
+  if (!timed_out) {
+    struct aq_output_limits out_limits = {lim.out_files, lim.out_file, lim.out_total};
+    aq_archive_outputs(outputs, noutputs, &out_limits);
+  }
   aq_frame('Z', NULL, 0);
   power_off();
   return 0;
