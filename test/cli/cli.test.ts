@@ -60,10 +60,66 @@ describe("cli: airqube", function () {
         oomKilled: false,
         timedOut: false,
       });
+      // /output/a lands at OUT/a, as `airqube run --out a` places it
       expect(result.outputs).to.deep.equal([
-        { path: "output/a", size: 3, sha256: "084c799cd551dd1d8d5c5f9a5d593b2e931f5e36122ee5c793c1d08a19839cc0" },
+        { path: "a", size: 3, sha256: "084c799cd551dd1d8d5c5f9a5d593b2e931f5e36122ee5c793c1d08a19839cc0" },
       ]);
-      expect(await readFile(join(out, "output/a"), "utf8")).to.equal("42\n");
+      expect(result.exitStatus).to.equal(3);
+      expect(await readFile(join(out, "a"), "utf8")).to.equal("42\n");
+    });
+
+    it("--out means a path under /output, as in airqube run; a missing one is named and exits 123", async () => {
+      const out = tmp("aq-cli-out-");
+      const { code, stderr } = await airqube([
+        "sandbox",
+        "run",
+        "--image",
+        "airqube/busybox:latest",
+        "--output",
+        out,
+        "--out",
+        "a.txt",
+        "--out",
+        "b.txt",
+        "--",
+        "sh",
+        "-c",
+        "echo a > /output/a.txt",
+      ]);
+      expect(code).to.equal(123);
+      expect(stderr).to.contain("airqube: declared output never written: b.txt");
+      expect(await readFile(join(out, "a.txt"), "utf8")).to.equal("a\n");
+      const absolute = await airqube([
+        "sandbox",
+        "run",
+        "--image",
+        "airqube/busybox:latest",
+        "--output",
+        out,
+        "--out",
+        "/output/a.txt",
+        "--",
+        "true",
+      ]);
+      expect(absolute.code).to.equal(125);
+      expect(absolute.stderr).to.contain("[OUT_INVALID]");
+      expect(absolute.stderr).to.contain("--out result.txt for /output/result.txt");
+    });
+
+    it("a qube killed at its --timeout exits 124 and says so", async () => {
+      const { code, stderr } = await airqube([
+        "sandbox",
+        "run",
+        "--image",
+        "airqube/busybox:latest",
+        "--timeout",
+        "1s",
+        "--",
+        "sleep",
+        "20",
+      ]);
+      expect(code).to.equal(124);
+      expect(stderr).to.contain("airqube: the qube was killed at its 1 s time-out (exit status 124)");
     });
 
     it("exits 125 with a one-line explanation when the sandbox fails", async () => {
