@@ -100,10 +100,10 @@ async function probe(flags: ProbeFlags): Promise<number> {
       return 0;
     }
     let report: ProbeReport;
+    // a missing or invalid --config is an error whatever the backend
+    const file = await (await import("./config-file.js")).readConfigFile(flags.config);
     if (flags.provider && flags.backend === "golem") {
       const { loadGolemConfig, runGolemProbe } = await import("../golem/index.js");
-      const { readConfigFile } = await import("./run-command.js");
-      const file = await readConfigFile(flags.config);
       report = await runGolemProbe({
         config: loadGolemConfig(process.env, file.golem as never),
         provider: flags.provider,

@@ -197,7 +197,7 @@ describe("cli: airqube run pays on agreement @docker", function () {
     expect(`${stdout}${stderr}`.toLowerCase()).not.to.contain(key);
     const text = stdout.split("\n");
     const recovered = text.indexOf("recovered 1 escrow job(s) an earlier run left open:");
-    const verified = text.findIndex((l) => l.startsWith("VERIFIED: qube "));
+    const verified = text.findIndex((l) => l.startsWith("VERIFIED by "));
     expect(recovered, stdout).to.be.greaterThan(-1);
     expect(verified).to.be.greaterThan(recovered);
     expect(text[recovered + 1]).to.equal(`PAID on agreement: escrow job ${left.jobId}`);
