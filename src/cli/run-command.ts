@@ -397,10 +397,18 @@ async function offers(flags: { bootstrap?: string[]; dataDir: string; json?: boo
       await new Promise((r) => setTimeout(r, 250));
     }
     const list = market.offers.list().map((known) => known.offer);
-    logger.info({ offers: list.length }, "offers gathered");
-    if (flags.json) printJson(list);
+    // offers refused (expired, issued in the future by a provider whose clock is ahead, badly signed): say so
+    const dropped = market.offers.droppedOffers();
+    logger.info({ offers: list.length, dropped: dropped.count }, "offers gathered");
+    if (flags.json) printJson({ offers: list, dropped });
     else {
       if (list.length === 0) process.stdout.write("no offers\n");
+      if (dropped.count > 0) {
+        const why = Object.entries(dropped.byCode).map(([code, n]) => `${n} ${code}`);
+        process.stderr.write(`dropped ${dropped.count} offer(s): ${why.join(", ")}\n`);
+        for (const o of dropped.offers)
+          process.stderr.write(`  ${o.provider}: ${o.message}${o.details ? ` (${o.details})` : ""}\n`);
+      }
       for (const o of list) {
         const probes = Object.entries(o.probes)
           .map(([tier, p]) => `${tier} ${p?.pass}/${(p?.pass ?? 0) + (p?.fail ?? 0) + (p?.inconclusive ?? 0)} pass`)
