@@ -1,0 +1,302 @@
+/**
+ * Issues 22 and 17 at the client level, on a real local chain (EDR on 127.0.0.1): a vanished requestor takes no
+ * stake and the providers' keepers get themselves paid; a requestor that comes back asks on chain and pays;
+ * event reads page through an RPC that refuses wide eth_getLogs ranges; approvals are exact.
+ */
+import { mkdtempSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "chai";
+import { Contract, type JsonRpcProvider, Wallet } from "ethers";
+import { testGLMAbi } from "../../src/chain/abi/test-glm.js";
+import { deployEscrow, fundAccounts } from "../../src/chain/deploy.js";
+import { ChainError } from "../../src/chain/errors.js";
+import { EscrowClient } from "../../src/chain/escrow-client.js";
+import { jobIdOf } from "../../src/chain/job.js";
+import { jobToJson } from "../../src/chain/job-json.js";
+import { type LocalChain, startLocalChain } from "../../src/chain/local-chain.js";
+import { createRpcProvider } from "../../src/chain/rpc.js";
+import { ProviderPayments, type SeatReport } from "../../src/provider/payments.js";
+import { RequestorJournal } from "../../src/requestor/journal.js";
+import { closeJournalled, EscrowPayments } from "../../src/requestor/payments.js";
+
+const E18 = 10n ** 18n;
+const hex32 = (n: number) => `0x${n.toString(16).padStart(64, "0")}`;
+const QUBE = `aq1${"ab".repeat(32)}`;
+const ROOT = hex32(0x600d);
+
+describe("chain: payments when the requestor vanishes, paged logs, exact approvals", function () {
+  this.timeout(180_000);
+  let chain: LocalChain;
+  let rpc: JsonRpcProvider;
+  let escrow: string;
+  let token: string;
+
+  before(async () => {
+    chain = await startLocalChain({ accounts: 6 });
+    rpc = createRpcProvider(chain.rpcUrl, chain.chainId);
+    const deployer = new Wallet(chain.accounts[0]!.privateKey, rpc);
+    ({ escrow, token } = await deployEscrow(deployer));
+    await fundAccounts(
+      deployer,
+      token,
+      chain.accounts.map((a) => a.address),
+      1000n * E18,
+    );
+  });
+  after(async () => {
+    rpc?.destroy();
+    await chain?.stop();
+  });
+
+  const requestorPayments = () =>
+    EscrowPayments.connect({
+      rpcUrl: chain.rpcUrl,
+      privateKey: chain.accounts[1]!.privateKey,
+      escrow,
+      marginS: 10,
+      revealWindowS: 4,
+      settleWindowS: 120,
+    });
+  const providerPayments = (i: number) =>
+    ProviderPayments.connect(
+      { rpcUrl: chain.rpcUrl, escrow, maxStake: (100n * E18).toString() },
+      chain.accounts[i]!.privateKey,
+      {
+        dataDir: mkdtempSync(join(tmpdir(), `aq-seat-${i}-`)),
+      },
+    );
+
+  /** Everything the escrow holds is owed to someone: its token balance equals the sum of credits not withdrawn. */
+  async function expectConserved(client: EscrowClient) {
+    let owed = 0n;
+    for (const a of chain.accounts) owed += await client.balanceOf(a.address);
+    const glm = new Contract(token, testGLMAbi, rpc);
+    expect(await glm.getFunction("balanceOf")(escrow)).to.equal(owed);
+  }
+
+  async function keepUntilClosed(providers: ProviderPayments[], deadlineMs: number): Promise<SeatReport[]> {
+    const seen: SeatReport[] = [];
+    const until = Date.now() + deadlineMs;
+    while (Date.now() < until) {
+      for (const p of providers) seen.push(...(await p.keep()).filter((r) => r.action !== "wait"));
+      if (providers.every((p) => p.seats!.open().length === 0)) return seen;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    throw new Error(`seats still open: ${JSON.stringify(seen)}`);
+  }
+
+  it("a requestor that vanishes after the providers committed takes no stake: the keepers reveal, settle and are paid (issue 22)", async () => {
+    const requestor = await requestorPayments();
+    const providers = await Promise.all([2, 3, 4].map(providerPayments));
+    try {
+      const journal = new RequestorJournal(join(mkdtempSync(join(tmpdir(), "aq-journal-")), "journal.sqlite"));
+      const { seat } = await requestor.lock(
+        {
+          qubeId: QUBE,
+          payouts: providers.map((p) => p.client.address),
+          price: 5n * E18,
+          quorum: 2,
+          wallTimeMs: 1000,
+          commitGraceMs: 0,
+        },
+        { onPrepared: (s) => journal.escrowOpened(QUBE, s.jobId, jobToJson(s.job), null, new Date()) },
+      );
+      // journalled before the lock was sent, with the deterministic id
+      expect(journal.escrowJobs({ openOnly: true }).map((e) => e.jobId)).to.deep.equal([seat.jobId]);
+      const before = await Promise.all(providers.map((p) => p.client.tokenBalanceOf()));
+      for (const [i, p] of providers.entries())
+        await p.commit(seat.job, { outputsRoot: ROOT, salt: hex32(0x5a17 + i) });
+      // exact approvals: each stake approved is consumed whole
+      const glm = new Contract(token, testGLMAbi, rpc);
+      for (const p of providers) expect(await glm.getFunction("allowance")(p.client.address, escrow)).to.equal(0n);
+      expect(await glm.getFunction("allowance")(requestor.account, escrow)).to.equal(0n);
+
+      // the requestor is gone: it never asks for the reveals, never settles
+      const seen = await keepUntilClosed(providers, 60_000);
+      expect(seen.filter((r) => r.action === "revealed")).to.have.length(3);
+      expect(seen.filter((r) => r.action === "settled")).to.have.length.greaterThan(0);
+      const credits = await Promise.all(providers.map((p) => p.client.credits()));
+      for (const c of credits) {
+        expect(c.filter((x) => x.jobId === seat.jobId).reduce((s, x) => s + x.amount, 0n)).to.equal(
+          seat.job.price + seat.job.stake,
+        );
+      }
+      for (const [i, p] of providers.entries()) {
+        expect(await p.client.tokenBalanceOf()).to.equal(before[i]! - seat.job.stake);
+      }
+      // the requestor comes back with the same journal: nothing is left to take
+      const reports = await closeJournalled(requestor, journal, journal.escrowJobs({ openOnly: true }), {
+        maxWaitMs: 0,
+        now: () => new Date(),
+      });
+      expect(reports.map((r) => r.status)).to.deep.equal(["settled"]);
+      expect(journal.escrowJobs({ openOnly: true })).to.deep.equal([]);
+      await expectConserved(requestor.escrowClient);
+      journal.close();
+    } finally {
+      requestor.dispose();
+      for (const p of providers) await p.close();
+    }
+  });
+
+  it("a requestor that comes back without openings asks on chain; providers that answer are paid, none slashed", async () => {
+    const requestor = await requestorPayments();
+    const providers = await Promise.all([2, 3, 4].map(providerPayments));
+    try {
+      const { seat } = await requestor.lock({
+        qubeId: QUBE,
+        payouts: providers.map((p) => p.client.address),
+        price: 5n * E18,
+        quorum: 2,
+        wallTimeMs: 1000,
+        commitGraceMs: 0,
+      });
+      for (const [i, p] of providers.entries()) await p.commit(seat.job, { outputsRoot: ROOT, salt: hex32(0x77 + i) });
+      // the requestor closes with no openings at all: it must ask on chain and wait a full window
+      const closing = requestor.close([seat.job], new Map(), { maxWaitMs: 60_000 });
+      await new Promise((r) => setTimeout(r, 1500));
+      const keeping = keepUntilClosed(providers, 60_000);
+      const [reports] = await Promise.all([closing, keeping]);
+      const group = await requestor.escrowClient.jobGroup(seat.jobId);
+      expect(group.revealRequestedAt > 0).to.equal(true);
+      expect(reports[0]!.status).to.equal("settled");
+      expect(reports[0]!.slashed).to.deep.equal([]);
+      for (const p of providers) {
+        const got = (await p.client.credits()).filter((c) => c.jobId === seat.jobId);
+        expect(got.reduce((s, c) => s + c.amount, 0n)).to.equal(seat.job.price + seat.job.stake);
+      }
+      await expectConserved(requestor.escrowClient);
+    } finally {
+      requestor.dispose();
+      for (const p of providers) await p.close();
+    }
+  });
+
+  it("reads events from the deployment block in bounded ranges through an RPC that refuses wide ones", async () => {
+    // move the chain well past the deployment block
+    await rpc.send("hardhat_mine", ["0x400"]);
+    const ranges: [number, number][] = [];
+    const MAX = 100;
+    const server: Server = createServer(async (req, res) => {
+      const body = await new Promise<string>((resolve) => {
+        let data = "";
+        req.on("data", (c) => (data += c));
+        req.on("end", () => resolve(data));
+      });
+      const call = JSON.parse(body) as {
+        id: number;
+        method: string;
+        params: { fromBlock?: string; toBlock?: string }[];
+      };
+      const calls = Array.isArray(call) ? call : [call];
+      for (const c of calls) {
+        if (c.method !== "eth_getLogs") continue;
+        const from = Number(c.params[0]?.fromBlock ?? 0);
+        const to =
+          c.params[0]?.toBlock === "latest" || !c.params[0]?.toBlock
+            ? Number.MAX_SAFE_INTEGER
+            : Number(c.params[0].toBlock);
+        ranges.push([from, to]);
+        if (to - from + 1 > MAX) {
+          res.setHeader("content-type", "application/json");
+          res.end(
+            JSON.stringify({
+              jsonrpc: "2.0",
+              id: c.id,
+              error: { code: -32005, message: `block range too large (max ${MAX})` },
+            }),
+          );
+          return;
+        }
+      }
+      const upstream = await fetch(chain.rpcUrl, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+      });
+      res.setHeader("content-type", "application/json");
+      res.end(await upstream.text());
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as { port: number }).port;
+    const proxied = (range: number) =>
+      EscrowClient.connect({
+        rpcUrl: `http://127.0.0.1:${port}`,
+        privateKey: chain.accounts[2]!.privateKey,
+        escrow,
+        logRangeBlocks: range,
+      });
+    const narrow = await proxied(MAX);
+    const wide = await proxied(10_000);
+    try {
+      expect(narrow.deploymentBlock > 0).to.equal(true);
+      const credits = await narrow.credits();
+      expect(credits.length).to.be.greaterThan(0);
+      expect(ranges.length).to.be.greaterThan(5);
+      expect(ranges[0]![0]).to.equal(narrow.deploymentBlock);
+      for (const [from, to] of ranges) expect(to - from + 1).to.be.at.most(MAX);
+      let caught: unknown;
+      try {
+        await wide.credits();
+      } catch (error) {
+        caught = error;
+      }
+      expect(caught).to.be.instanceOf(ChainError);
+      // and the job's commitments (openings) page the same way
+      const someJob = credits[0]!.jobId;
+      expect(someJob).to.match(/^0x[0-9a-f]{64}$/);
+    } finally {
+      narrow.close();
+      wide.close();
+      server.close();
+    }
+  });
+
+  it("journals a lock before sending it and reconciles one that was never mined as abandoned", async () => {
+    const requestor = await requestorPayments();
+    const journal = new RequestorJournal(join(mkdtempSync(join(tmpdir(), "aq-journal-")), "journal.sqlite"));
+    try {
+      let caught: unknown;
+      try {
+        // a provider list the contract refuses (duplicate): the lock transaction reverts after being journalled
+        await requestor.lock(
+          {
+            qubeId: QUBE,
+            payouts: [chain.accounts[2]!.address, chain.accounts[2]!.address],
+            price: E18,
+            quorum: 2,
+            wallTimeMs: 1000,
+            commitGraceMs: 0,
+          },
+          { onPrepared: (s) => journal.escrowOpened(QUBE, s.jobId, jobToJson(s.job), null, new Date()) },
+        );
+      } catch (error) {
+        caught = error;
+      }
+      expect(caught).to.be.instanceOf(ChainError);
+      const [entry] = journal.escrowJobs({ openOnly: true });
+      expect(entry?.lockTx).to.equal(null);
+      // before its commit deadline it may still be mined: pending; after it: abandoned
+      const early = await closeJournalled(requestor, journal, journal.escrowJobs({ openOnly: true }), {
+        maxWaitMs: 0,
+        now: () => new Date(),
+      });
+      expect(early.map((r) => r.status)).to.deep.equal(["pending"]);
+      const job = (await import("../../src/chain/job-json.js")).jobFromJson(entry!.job as never);
+      expect(jobIdOf(job)).to.equal(entry!.jobId);
+      await rpc.send("evm_increaseTime", [job.commitDeadline - Math.floor(Date.now() / 1000) + 5]);
+      await rpc.send("evm_mine", []);
+      const late = await closeJournalled(requestor, journal, journal.escrowJobs({ openOnly: true }), {
+        maxWaitMs: 0,
+        now: () => new Date(),
+      });
+      expect(late.map((r) => r.status)).to.deep.equal(["abandoned"]);
+      expect(journal.escrowJobs({ openOnly: true })).to.deep.equal([]);
+    } finally {
+      journal.close();
+      requestor.dispose();
+    }
+  });
+});
