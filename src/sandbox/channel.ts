@@ -13,7 +13,7 @@ export const HELLO = "airqube-init/1";
 const MAX_WARNINGS = 64;
 const MAX_WARNING_BYTES = 1024;
 /** Bytes of archive the parser holds for a slow unpacker before it asks its source to pause. */
-const ARCHIVE_HIGH_WATER = 1024 * 1024;
+const ARCHIVE_HIGH_WATER = 256 * 1024;
 
 /** Codes of the init's 'F' frame (channel.h, AQ_OUT_*): why the declared outputs were not sent. */
 export const OUTPUT_FAILURES = {
@@ -74,7 +74,11 @@ function channelError(message: string, details?: string): PeerError {
  */
 export class ChannelParser {
   readonly archive = new PassThrough({ highWaterMark: ARCHIVE_HIGH_WATER });
-  private buffer: Buffer = Buffer.alloc(0);
+  /** The header being read (fewer than 5 bytes), or the current frame's type and payload bytes still due. */
+  private header: Buffer = Buffer.alloc(0);
+  private type = "";
+  private remaining: number | undefined;
+  private parts: Buffer[] = [];
   private readonly stdout: CappedText;
   private readonly stderr: CappedText;
   private readonly warnings: string[] = [];
@@ -117,25 +121,59 @@ export class ChannelParser {
   push(chunk: Buffer): void {
     if (this.failure) return;
     try {
-      this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
-      while (this.buffer.length >= 5) {
-        const type = String.fromCharCode(this.buffer[0]!);
-        const length = this.buffer.readUInt32BE(1);
-        if (length > FRAME_MAX) throw channelError("Sandbox sent an oversized frame", `${length} bytes`);
-        if (this.buffer.length < 5 + length) break;
-        const payload = this.buffer.subarray(5, 5 + length);
-        this.buffer = this.buffer.subarray(5 + length);
-        this.frame(type, payload);
+      // Zero-copy: archive payloads go on as slices of the incoming chunks, as they arrive; other frames (at most
+      // FRAME_MAX bytes) are gathered first. Nothing is buffered beyond one frame.
+      let data = chunk;
+      while (data.length > 0) {
+        if (this.remaining === undefined) {
+          const needed = 5 - this.header.length;
+          this.header =
+            this.header.length === 0
+              ? data.subarray(0, needed)
+              : Buffer.concat([this.header, data.subarray(0, needed)]);
+          data = data.subarray(needed);
+          if (this.header.length < 5) break;
+          this.type = String.fromCharCode(this.header[0]!);
+          const length = this.header.readUInt32BE(1);
+          this.header = Buffer.alloc(0);
+          if (length > FRAME_MAX) throw channelError("Sandbox sent an oversized frame", `${length} bytes`);
+          this.remaining = length;
+          this.parts = [];
+          if (this.type === "T") this.beginArchiveFrame(length);
+        }
+        const part = data.subarray(0, this.remaining);
+        data = data.subarray(part.length);
+        this.remaining -= part.length;
+        if (this.type === "T") {
+          if (part.length > 0 && !this.archive.destroyed) this.archive.write(part);
+        } else if (part.length > 0) this.parts.push(part);
+        if (this.remaining === 0) {
+          this.remaining = undefined;
+          if (this.type !== "T")
+            this.frame(this.type, this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts));
+          this.parts = [];
+        }
       }
-      if (this.buffer.length > 5 + FRAME_MAX) throw channelError("Sandbox frame buffer overflow");
     } catch (error) {
       this.fail(error as PeerError);
     }
   }
 
+  /** Checks an archive frame's header before its payload streams on to the unpacker. */
+  private beginArchiveFrame(length: number): void {
+    if (this.ended) throw channelError("Sandbox sent data after the end of stream");
+    if (!this.sawHello) throw channelError("Sandbox did not start with the init hello");
+    if (!this.exit) throw channelError("Sandbox sent outputs before its exit status");
+    if (this.outputFailure) throw channelError("Sandbox sent outputs after an output failure");
+    this.sentArchive = true;
+    this.archiveBytes += length;
+    if (this.archiveBytes > this.caps.maxArchiveBytes)
+      throw channelError("Sandbox outputs exceed the output cap", `${this.caps.maxArchiveBytes} bytes`);
+  }
+
   private fail(error: PeerError): void {
     this.failure = error;
-    this.buffer = Buffer.alloc(0);
+    this.parts = [];
     this.archive.destroy(error);
   }
 
@@ -185,14 +223,7 @@ export class ChannelParser {
         return;
       }
       case "T":
-        if (!this.exit) throw channelError("Sandbox sent outputs before its exit status");
-        if (this.outputFailure) throw channelError("Sandbox sent outputs after an output failure");
-        this.sentArchive = true;
-        this.archiveBytes += payload.length;
-        if (this.archiveBytes > this.caps.maxArchiveBytes)
-          throw channelError("Sandbox outputs exceed the output cap", `${this.caps.maxArchiveBytes} bytes`);
-        if (!this.archive.destroyed) this.archive.write(Buffer.from(payload));
-        return;
+        throw channelError("Archive frames are streamed, never gathered"); // unreachable: see push
       case "Z":
         if (payload.length !== 0) throw channelError("Malformed end frame");
         this.ended = true;
@@ -204,7 +235,8 @@ export class ChannelParser {
 
   /** Marks the input as finished and returns what was parsed. */
   end(): ChannelResult {
-    if (!this.failure && this.buffer.length > 0) this.fail(channelError("Sandbox stream ended inside a frame"));
+    if (!this.failure && (this.header.length > 0 || this.remaining !== undefined))
+      this.fail(channelError("Sandbox stream ended inside a frame"));
     // An archive cut short must never be taken for a whole one: without the end frame the unpacker is failed,
     // so that it removes its staging and nothing of a partial archive lands in the output directory.
     if (!this.archive.destroyed) {

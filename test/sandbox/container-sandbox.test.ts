@@ -260,6 +260,36 @@ describe("ContainerSandbox @docker", function () {
       expect(await readdir(out)).to.deep.equal([]);
     });
 
+    it("host memory stays bounded while a 200 MiB output streams to disk", async function () {
+      this.timeout(180_000);
+      // docker-modem's demultiplexer ignored backpressure: a paused consumer let the whole channel pile up in
+      // memory (2.3 GB seen for a 256 MiB cap). Now the process grows by a few buffers, not by the output.
+      const out = await tmp();
+      const big = 200 * MiB;
+      const before = process.memoryUsage().rss;
+      let peak = before;
+      const sampler = setInterval(() => {
+        peak = Math.max(peak, process.memoryUsage().rss);
+      }, 20);
+      try {
+        const result = await sandbox.run({
+          image: BUSYBOX,
+          command: sh(`head -c ${big} /dev/zero > /output/big`),
+          outputs: ["/output"],
+          outputDir: out,
+          limits: {
+            memoryBytes: 512 * MiB,
+            scratchBytes: 256 * MiB,
+            output: { maxFiles: 10, maxFileBytes: 256 * MiB, maxTotalBytes: 256 * MiB },
+          },
+        });
+        expect(result.outputs[0]?.size).to.equal(big);
+      } finally {
+        clearInterval(sampler);
+      }
+      expect(peak - before, `rss grew by ${Math.round((peak - before) / MiB)} MiB`).to.be.below(96 * MiB);
+    });
+
     it("a background child writing to stdout does not keep a finished qube alive", async () => {
       const out = await tmp();
       const result = await sandbox.run({
