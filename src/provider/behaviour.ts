@@ -2,6 +2,9 @@
  * Provider behaviours. `honest` is the product; the others are adversaries for the verification tests
  * (refused outside devnet or test configurations by the config schema):
  *  - `lie`: runs the qube, then changes an output (a wrong but self-consistent answer)
+ *  - `lie:every=N`: lies on every N-th qube it runs (the N-th, 2N-th, ...), is honest otherwise
+ *  - `lie:p=P[,seed=S]`: lies on each qube with probability P, drawn from a sequence seeded with S (default
+ *    0): the same seed gives the same honest/lying sequence, so a test is deterministic
  *  - `lazy`: answers without running anything (empty outputs)
  *  - `copy`: commits with a seal computed for another provider, as if it had copied a peer's commitment
  *  - `collude:GROUP`: returns the same wrong answer as every other member of GROUP
@@ -81,6 +84,33 @@ async function overwriteFirst(outputsDir: string, declared: string[], text: stri
 /** The provider whose commitment a `copy` provider pretends to have copied (any other valid identity). */
 const copiedFrom = Identity.fromSeed(randomBytes(32));
 
+/** `lie:every=N` and `lie:p=P[,seed=S]` as the syntax of the config schema (see INTERMITTENT_LIE). */
+export const INTERMITTENT_LIE = /^lie:(every=([1-9]\d{0,3})|p=(0(\.\d{1,6})?|1(\.0{1,6})?)(,seed=(\d{1,9}))?)$/;
+
+/** A number in [0, 1) drawn from `seed` for the `n`-th draw: the same seed and n give the same number. */
+export function seededDraw(seed: number, n: number): number {
+  const digest = createHash("sha256").update(`airqube-behaviour:${seed}:${n}`).digest();
+  return digest.readUIntBE(0, 6) / 2 ** 48;
+}
+
+/**
+ * For an intermittent liar, whether it lies on its `n`-th qube (1-based); undefined for any other behaviour.
+ *
+ * @example
+ * parseIntermittentLie("lie:every=3")!(3) // true; (1) and (2) are false
+ */
+export function parseIntermittentLie(name: string): ((n: number) => boolean) | undefined {
+  const match = INTERMITTENT_LIE.exec(name);
+  if (!match) return undefined;
+  if (match[2]) {
+    const every = Number(match[2]);
+    return (n) => n % every === 0;
+  }
+  const p = Number(match[3]);
+  const seed = Number(match[7] ?? 0);
+  return (n) => seededDraw(seed, n) < p;
+}
+
 export function parseBehaviour(name: string): Behaviour {
   const honest: Behaviour = {
     name: "honest",
@@ -102,6 +132,23 @@ export function parseBehaviour(name: string): Behaviour {
       tamper: (dir, declared) => overwriteFirst(dir, declared, "\nlie", true),
       listOutputs: fromDisk,
     };
+  const intermittent = parseIntermittentLie(name);
+  if (intermittent) {
+    // real cheaters do not lie every time: honest answers build a reputation the lies then spend
+    let count = 0;
+    const lying = new Set<string>();
+    return {
+      ...honest,
+      name,
+      tamper: async (dir, declared) => {
+        count++;
+        if (!intermittent(count)) return;
+        lying.add(dir);
+        await overwriteFirst(dir, declared, "\nlie", true);
+      },
+      listOutputs: (dir, reported) => (lying.delete(dir) ? fromDisk(dir) : honest.listOutputs(dir, reported)),
+    };
+  }
   if (name === "lazy")
     return { ...honest, name, run: async (_execute, imageDigest) => fakeRun(imageDigest), listOutputs: fromDisk };
   if (name === "copy") return { ...honest, name, sealProvider: () => copiedFrom.peerId };

@@ -6,13 +6,14 @@ import { readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { z } from "zod";
 import { tierSchema, UserError, weiSchema } from "../qube/index.js";
+import { INTERMITTENT_LIE } from "./behaviour.js";
 
 /** Adversary behaviours for tests; refused outside devnet or test configurations. */
 export const behaviourSchema = z
   .string()
-  .regex(
-    /^(honest|lie|lazy|copy|slow|crash|collude:[A-Za-z0-9_-]{1,32})$/,
-    "must be honest, lie, lazy, copy, slow, crash or collude:GROUP",
+  .refine(
+    (v) => /^(honest|lie|lazy|copy|slow|crash|collude:[A-Za-z0-9_-]{1,32})$/.test(v) || INTERMITTENT_LIE.test(v),
+    "must be honest, lie, lie:every=N, lie:p=P[,seed=S], lazy, copy, slow, crash or collude:GROUP",
   );
 
 export const providerConfigSchema = z
