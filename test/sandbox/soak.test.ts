@@ -24,6 +24,8 @@ const MiB = 1024 * 1024;
 const MAX_FILES = DEFAULT_LIMITS.output.maxFiles;
 /** Lines in the seeded block that big files repeat (`seq SEED SEED+BLOCK_LINES-1`, about 1 MB). */
 const BLOCK_LINES = 120_000;
+/** Container runs (200; fewer for a quick local look with AIRQUBE_SOAK_RUNS, never in CI). */
+const CONTAINER_RUNS = Number(process.env.AIRQUBE_SOAK_RUNS ?? 200);
 
 /** One run's outputs: big files made of the seeded block, small files of one seeded line each. */
 interface Plan {
@@ -290,14 +292,14 @@ describe("sandbox soak: outputs of every size and count arrive intact under load
   });
 
   it("200 container runs, 0 to 64 MiB and 0 to 1000 files each, 4 at a time beside a CPU hog: zero losses", async () => {
-    const plans = makePlans(200, 64 * MiB, MAX_FILES, 12);
+    const plans = makePlans(CONTAINER_RUNS, 64 * MiB, MAX_FILES, 12);
     const limits: Partial<SandboxLimits> = {
       scratchBytes: 80 * MiB,
       memoryBytes: 256 * MiB,
       wallTimeMs: 120_000,
     };
     const totals = await soak(sandbox, plans, 4, limits);
-    expect(totals.runs).to.equal(200);
+    expect(totals.runs).to.equal(CONTAINER_RUNS);
     console.log(`      container soak: ${JSON.stringify(totals)}`);
   });
 
