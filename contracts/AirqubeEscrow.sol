@@ -19,9 +19,13 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
  * its follow-ups and the group is settled as a whole with {settleGroup} (a job of a group cannot be settled
  * alone). Payment thus follows the qube's decision: the votes of every job of the group are counted together,
  * so a first-round provider whose answer is in the decided quorum is paid even when its own job lost seats, and
- * a tie-breaker whose answer went against the quorum is a dissenter, not a solo winner. The winning root needs
- * at least the leader's `quorum` votes and a strict majority of the group's committed seats (for a job alone
- * this is the usual `quorum` of `2 * quorum > k`), so at most one root wins.
+ * a tie-breaker whose answer went against the quorum is a dissenter, not a solo winner.
+ *
+ * The winning root is the requestor's rule (src/requestor/quorum.ts): a qualified majority, at least `quorum`
+ * votes plus one for every other committed seat (a dissent, or a commitment not revealed), counted over the
+ * group with the leader's `quorum`. It is a strict majority, so at most one root wins; a dissent without enough
+ * tie-breakers to outvote it leaves no winner (nobody paid, nobody who revealed slashed), as the requestor's
+ * decision is then "need more" or "no consensus".
  *
  * Settlement pays `price` plus the stake back to every provider whose root is the winner, gives them the stakes
  * of the slashed in equal shares, and refunds the rest of the budget to the requestor. Without a winner nobody
@@ -367,8 +371,8 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
 
     /**
      * @notice Settles a qube's group as a whole: the leader first, then each of its follow-ups once (any order).
-     * The votes of every job count together: the winner needs at least the leader's `quorum` votes and a strict
-     * majority of the group's committed seats. Each job is then paid out as {settle} does, the slashed stakes of
+     * The votes of every job count together: the winner needs the leader's `quorum` votes plus one for every
+     * other committed seat of the group. Each job is then paid out as {settle} does, the slashed stakes of
      * the whole group shared by all its winners. Each job must allow settlement as {settle} requires.
      * @param jobs The leader, then its follow-ups.
      * @param openings For each job, its commitment chain with the known openings (as for {settle}).
@@ -644,8 +648,8 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
         }
     }
 
-    /// @dev The winning root of one job: at least `quorum` equal revealed roots and a strict majority of the
-    /// `committed` seats (at most one root can have both).
+    /// @dev The winning root of one job: `c` equal revealed roots with `c >= quorum + (committed - c)`, a
+    /// qualified (hence strict) majority of the committed seats, so at most one root wins.
     function _winnerOf(Opening[] calldata openings, uint256 revealedMask, uint256 quorum, uint256 committed)
         private
         pure
@@ -659,7 +663,7 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
             for (uint256 j = i + 1; j < n; ++j) {
                 if (revealedMask & (1 << j) != 0 && openings[j].outputsRoot == root) ++c;
             }
-            if (c >= quorum && 2 * c > committed) return (root, c);
+            if (2 * c >= quorum + committed) return (root, c);
         }
     }
 
@@ -681,7 +685,7 @@ contract AirqubeEscrow is ReentrancyGuardTransient {
                         if (masks[b] & (1 << j) != 0 && ob[j].outputsRoot == root) ++c;
                     }
                 }
-                if (c >= quorum && 2 * c > committed) return (root, c);
+                if (2 * c >= quorum + committed) return (root, c);
             }
         }
     }

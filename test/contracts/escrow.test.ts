@@ -348,24 +348,28 @@ describe("AirqubeEscrow", () => {
     });
 
     it("slashes a dissenter; the quorum shares its stake, the dust and the unused price go to the requestor", async () => {
+      // Changed with issue 22: a dissent needs a qualified majority (quorum plus one per dissent) to be outvoted,
+      // as the requestor decides; 4 of 5 against 1 is one (it was 2 of 3 against 1).
       const { escrow, requestor, providers } = await loadFixture(deployEscrowFixture);
-      const job = await makeJob(requestor, providers.slice(0, 3));
+      const job = await makeJob(requestor, providers.slice(0, 5));
       const openings = await openAndCommit(escrow, requestor, providers, job, [
         own(job, 0, R),
         own(job, 1, W),
         own(job, 2, R),
+        own(job, 3, R),
+        own(job, 4, R),
       ]);
       const id = jobIdOf(job);
-      const share = STAKE / 2n;
+      const share = STAKE / 4n;
       const tx = escrow.connect(requestor).settle(t(job), tuples(openings));
-      await expect(tx).to.emit(escrow, "Settled").withArgs(id, R, 2, STAKE);
+      await expect(tx).to.emit(escrow, "Settled").withArgs(id, R, 4, STAKE);
       await expect(tx).to.emit(escrow, "Slashed").withArgs(id, job.providers[1], STAKE);
       await expect(tx)
         .to.emit(escrow, "Credited")
         .withArgs(id, job.providers[0], PRICE + STAKE + share);
       await expect(tx)
         .to.emit(escrow, "Credited")
-        .withArgs(id, job.requestor, PRICE + (STAKE - 2n * share));
+        .withArgs(id, job.requestor, PRICE + (STAKE - 4n * share));
       expect(await escrow.balanceOf(job.providers[1]!)).to.equal(0n);
       expect(await escrow.balanceOf(job.providers[2]!)).to.equal(PRICE + STAKE + share);
       expect(await escrow.balanceOf(job.requestor)).to.equal(PRICE + 1n);
@@ -374,23 +378,23 @@ describe("AirqubeEscrow", () => {
     it("returns the stake of a provider that never revealed and was never asked, once the reveal deadline passed", async () => {
       // Changed with issue 22: without an on-chain reveal request a non-revealer is not slashed.
       const { escrow, requestor, providers } = await loadFixture(deployEscrowFixture);
-      const job = await makeJob(requestor, providers.slice(0, 3));
+      const job = await makeJob(requestor, providers.slice(0, 5));
       const openings = await openAndCommit(
         escrow,
         requestor,
         providers,
         job,
-        [0, 1, 2].map((i) => own(job, i, R)),
+        [0, 1, 2, 3, 4].map((i) => own(job, i, R)),
       );
-      const withheld = [openings[0]!, openings[1]!, hidden(openings[2]!)];
+      const withheld = [...openings.slice(0, 4), hidden(openings[4]!)];
       await expect(escrow.connect(requestor).settle(t(job), tuples(withheld)))
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowTooEarly")
         .withArgs(jobIdOf(job), job.revealDeadline);
       await time.increaseTo(job.revealDeadline + 1);
       const tx = escrow.connect(requestor).settle(t(job), tuples(withheld));
-      await expect(tx).to.emit(escrow, "Settled").withArgs(jobIdOf(job), R, 2, 0);
+      await expect(tx).to.emit(escrow, "Settled").withArgs(jobIdOf(job), R, 4, 0);
       await expect(tx).to.not.emit(escrow, "Slashed");
-      expect(await escrow.balanceOf(job.providers[2]!)).to.equal(STAKE);
+      expect(await escrow.balanceOf(job.providers[4]!)).to.equal(STAKE);
       expect(await escrow.balanceOf(job.requestor)).to.equal(PRICE);
     });
 
@@ -500,15 +504,17 @@ describe("AirqubeEscrow", () => {
 
     it("with a zero stake slashes nothing", async () => {
       const { escrow, requestor, providers } = await loadFixture(deployEscrowFixture);
-      const job = await makeJob(requestor, providers.slice(0, 3), { stake: 0n });
+      const job = await makeJob(requestor, providers.slice(0, 5), { stake: 0n });
       const openings = await openAndCommit(escrow, requestor, providers, job, [
         own(job, 0, R),
         own(job, 1, W),
         own(job, 2, R),
+        own(job, 3, R),
+        own(job, 4, R),
       ]);
       const tx = escrow.connect(requestor).settle(t(job), tuples(openings));
       await expect(tx).to.not.emit(escrow, "Slashed");
-      await expect(tx).to.emit(escrow, "Settled").withArgs(jobIdOf(job), R, 2, 0);
+      await expect(tx).to.emit(escrow, "Settled").withArgs(jobIdOf(job), R, 4, 0);
     });
 
     it("rejects a bad opening, a wrong chain, a settled job and a late settlement", async () => {

@@ -133,21 +133,26 @@ describe("AirqubeEscrow: reveal requests", () => {
     for (const p of job.providers) expect(await escrow.balanceOf(p)).to.equal(PRICE + STAKE);
   });
 
-  it("a provider that revealed on chain is paid even if the requestor asks afterwards and the others stay silent", async () => {
-    const { escrow, requestor, providers, job, openings } = await loadFixture(committed);
-    await escrow
-      .connect(providers[0]!)
-      .reveal(t(job), tuples([openings[0]!, hidden(openings[1]!), hidden(openings[2]!)]));
-    await escrow
-      .connect(providers[1]!)
-      .reveal(t(job), tuples([hidden(openings[0]!), openings[1]!, hidden(openings[2]!)]));
+  it("a provider that revealed on chain is paid even if the requestor asks afterwards and another stays silent", async () => {
+    const { escrow, requestor, providers } = await loadFixture(deployEscrowFixture);
+    const job = await makeJob(requestor, providers.slice(0, 5));
+    const openings = await openAndCommit(
+      escrow,
+      requestor,
+      providers,
+      job,
+      [0, 1, 2, 3, 4].map((i) => own(job, i, R)),
+    );
+    for (const i of [0, 1, 2, 3]) {
+      await escrow.connect(providers[i]!).reveal(t(job), tuples(openings.map((o) => (o.index === i ? o : hidden(o)))));
+    }
     await escrow.connect(requestor).requestReveal(t(job));
     await time.increase(job.revealDeadline - job.commitDeadline + 1);
-    const tx = escrow.connect(requestor).settle(t(job), tuples([openings[0]!, openings[1]!, hidden(openings[2]!)]));
-    await expect(tx).to.emit(escrow, "Slashed").withArgs(jobIdOf(job), job.providers[2], STAKE);
-    const share = STAKE / 2n;
+    const tx = escrow.connect(requestor).settle(t(job), tuples([...openings.slice(0, 4), hidden(openings[4]!)]));
+    await expect(tx).to.emit(escrow, "Slashed").withArgs(jobIdOf(job), job.providers[4], STAKE);
+    const share = STAKE / 4n;
     expect(await escrow.balanceOf(job.providers[0]!)).to.equal(PRICE + STAKE + share);
-    expect(await escrow.balanceOf(job.providers[2]!)).to.equal(0n);
+    expect(await escrow.balanceOf(job.providers[4]!)).to.equal(0n);
   });
 });
 
@@ -245,7 +250,7 @@ describe("AirqubeEscrow: groups", () => {
   });
 
   it("slashes a tie-breaker whose answer went against the group's quorum, and pays the quorum", async () => {
-    const { escrow, token, requestor, providers } = await loadFixture(deployEscrowFixture);
+    const { escrow, token, requestor, providers, outsider } = await loadFixture(deployEscrowFixture);
     const [p0, p1, p2, p3, p4] = providers as [Signer, Signer, Signer, Signer, Signer];
     const leader = await makeJob(requestor, [p0, p1, p2]);
     const lo = await openAndCommit(escrow, requestor, providers, leader, [
@@ -253,31 +258,36 @@ describe("AirqubeEscrow: groups", () => {
       own(leader, 1, W),
       own(leader, 2, R),
     ]);
-    const tb1 = await followUp(leader, [p3]);
-    const tb2 = await followUp(leader, [p4]);
-    await escrow.connect(requestor).openFollowUp(t(tb1), t(leader));
-    await escrow.connect(requestor).openFollowUp(t(tb2), t(leader));
-    const o1 = own(tb1, 0, W); // the tie-breaker sides with the liar
-    const o2 = own(tb2, 0, R);
-    await escrow.connect(p3).commit(t(tb1), 0, o1.commitment);
-    await escrow.connect(p4).commit(t(tb2), 0, o2.commitment);
-    const tx = escrow.connect(p4).settleGroup([t(leader), t(tb2), t(tb1)], [tuples(lo), tuples([o2]), tuples([o1])]);
-    await expect(tx).to.emit(escrow, "Slashed").withArgs(jobIdOf(tb1), tb1.providers[0], STAKE);
+    // R, W, R needs tie-breakers: the first sides with the liar, two more outvote both dissents (4 >= 2 + 2)
+    const tbs = [await followUp(leader, [p3]), await followUp(leader, [p4]), await followUp(leader, [outsider])];
+    const signersOf = [p3, p4, outsider];
+    const tbo = [own(tbs[0]!, 0, W), own(tbs[1]!, 0, R), own(tbs[2]!, 0, R)];
+    for (const [i, tb] of tbs.entries()) {
+      await escrow.connect(requestor).openFollowUp(t(tb), t(leader));
+      await escrow.connect(signersOf[i]!).commit(t(tb), 0, tbo[i]!.commitment);
+    }
+    const tx = escrow
+      .connect(p4)
+      .settleGroup(
+        [t(leader), t(tbs[2]!), t(tbs[0]!), t(tbs[1]!)],
+        [tuples(lo), tuples([tbo[2]!]), tuples([tbo[0]!]), tuples([tbo[1]!])],
+      );
+    await expect(tx).to.emit(escrow, "Slashed").withArgs(jobIdOf(tbs[0]!), tbs[0]!.providers[0], STAKE);
     await expect(tx).to.emit(escrow, "Slashed").withArgs(jobIdOf(leader), leader.providers[1], STAKE);
-    const share = (2n * STAKE) / 3n;
-    for (const p of [leader.providers[0]!, leader.providers[2]!, tb2.providers[0]!]) {
+    const share = (2n * STAKE) / 4n;
+    for (const p of [leader.providers[0]!, leader.providers[2]!, tbs[1]!.providers[0]!, tbs[2]!.providers[0]!]) {
       expect(await escrow.balanceOf(p)).to.equal(PRICE + STAKE + share);
     }
-    expect(await escrow.balanceOf(tb1.providers[0]!)).to.equal(0n);
-    expect(await escrow.balanceOf(leader.requestor)).to.equal(2n * PRICE + (2n * STAKE - 3n * share));
+    expect(await escrow.balanceOf(tbs[0]!.providers[0]!)).to.equal(0n);
+    expect(await escrow.balanceOf(leader.requestor)).to.equal(2n * PRICE + (2n * STAKE - 4n * share));
     await expectConserved(
       escrow,
       token,
-      [requestor, ...providers].map((s) => s.address),
+      [requestor, ...providers, outsider].map((s) => s.address),
     );
   });
 
-  it("without a strict majority of the group's committed seats pays nobody and slashes nobody who revealed", async () => {
+  it("without a qualified majority of the group's committed seats pays nobody and slashes nobody who revealed", async () => {
     const { escrow, requestor, providers } = await loadFixture(deployEscrowFixture);
     const [p0, p1, p2, p3] = providers as [Signer, Signer, Signer, Signer];
     const leader = await makeJob(requestor, [p0, p1, p2]);
