@@ -1,16 +1,20 @@
 import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { expect } from "chai";
 import { Devnet } from "../../src/devnet/devnet.js";
+import { seededDraw } from "../../src/provider/behaviour.js";
 import { Identity } from "../../src/qube/index.js";
 import { sealQube } from "../../src/requestor/draft.js";
 import { Libp2pMarket } from "../../src/requestor/libp2p-market.js";
-import { Requestor } from "../../src/requestor/requestor.js";
+import { EscrowPayments } from "../../src/requestor/payments.js";
+import { Requestor, type RunEvent } from "../../src/requestor/requestor.js";
 import { seededRandom } from "../../src/requestor/simulate.js";
 import { PROBE_CACHE, tmp } from "../helpers/network.js";
 
 const limits = { wallTimeMs: 5_000, memoryBytes: 64 << 20, scratchBytes: 16 << 20 };
 
-async function requestorOn(bootstrap: string, providers: number) {
+async function requestorOn(bootstrap: string, providers: number, payments?: EscrowPayments) {
   const identity = Identity.fromSeed(randomBytes(32));
   const market = await Libp2pMarket.connect({
     identity,
@@ -18,7 +22,7 @@ async function requestorOn(bootstrap: string, providers: number) {
     commitGraceMs: 4_000,
     discoveryMs: 20_000,
   });
-  const requestor = new Requestor({ market, dataDir: tmp("aq-adv-req-") });
+  const requestor = new Requestor({ market, dataDir: tmp("aq-adv-req-"), ...(payments ? { payments } : {}) });
   // discovery warm-up: these tests pin providers, so every offer must be known first
   const probe = await sealQube(
     { image: "airqube/busybox:latest", command: ["true"], outputs: ["result"], limits },
@@ -86,6 +90,100 @@ describe("verification: adversary providers on a devnet @docker", function () {
       expect(requestor.reputation.get(honest[0]!).wrong).to.equal(0);
     } finally {
       requestor.close();
+      await market.close();
+      await devnet.stop(3000);
+    }
+  });
+
+  it("intermittent liars (lie:every=2, lie:p=0.5 seeded): honest first and paid, then outvoted, slashed, marked, excluded", async () => {
+    // a seed whose draws make the probabilistic liar honest on its first qube and lying on its second
+    let seed = 0;
+    while (!(seededDraw(seed, 1) >= 0.5 && seededDraw(seed, 2) < 0.5)) seed++;
+    const behaviours = ["honest", "honest", "honest", "lie:every=2", `lie:p=0.5,seed=${seed}`];
+    const devnet = await Devnet.start({
+      providers: behaviours.map((behaviour) => ({ behaviour })),
+      probeCache: PROBE_CACHE,
+      chain: true,
+    });
+    const chain = devnet.chain!;
+    const payments = await EscrowPayments.connect({
+      rpcUrl: chain.rpcUrl,
+      privateKey: chain.requestor.privateKey,
+      escrow: chain.escrow,
+    });
+    const { identity, market, requestor } = await requestorOn(devnet.bootstrap, behaviours.length, payments);
+    const honest = devnet.providers.filter((p) => p.behaviour === "honest").map((p) => p.peerId);
+    const slashedIn = (result: Awaited<ReturnType<Requestor["run"]>>) =>
+      (result.payments ?? []).flatMap((p) => p.slashed.map((s) => s.account.toLowerCase()));
+    try {
+      for (const adversary of devnet.providers.filter((p) => p.behaviour.startsWith("lie:"))) {
+        const allowed = new Set([adversary.peerId, ...honest]);
+        for (const round of [1, 2, 3]) {
+          const answer = `${adversary.index}-${round}`;
+          const qube = await sealQube(
+            {
+              image: "airqube/busybox:latest",
+              command: ["sh", "-c", `echo ${answer} > /output/result`],
+              outputs: ["result"],
+              limits,
+              redundancy: { mode: "fixed", k: 3, quorum: 2 },
+            },
+            identity,
+          );
+          const outputDir = tmp("aq-adv-out-");
+          const events: RunEvent[] = [];
+          const result = await requestor.run(qube, {
+            outputDir,
+            prefer: [adversary.peerId],
+            filter: (c) => allowed.has(c.id),
+            random: seededRandom(round),
+            onProgress: (e) => events.push(e),
+          });
+          const label = `${adversary.behaviour} qube ${round}: ${JSON.stringify({ status: result.status, agreeing: result.agreeing, dissenting: result.dissenting, failures: result.failures, payments: result.payments })}`;
+          // the qube always verifies with the honest answer
+          expect(result.status, label).to.equal("verified");
+          expect((await readFile(join(outputDir, "result"), "utf8")).trim(), label).to.equal(answer);
+          expect(
+            (result.payments ?? []).every((p) => p.status === "settled"),
+            label,
+          ).to.equal(true);
+          const excluded = requestor.reputation.isExcluded(adversary.peerId, new Date());
+          if (round === 1) {
+            // honest this time: in the quorum, paid, not slashed, not marked
+            expect(result.agreeing, label).to.include(adversary.peerId);
+            expect(slashedIn(result), label).to.deep.equal([]);
+            expect(excluded, label).to.equal(false);
+          } else if (round === 2) {
+            // lies this time: outvoted by the honest replicas, its stake taken on chain, marked
+            expect(result.dissenting, label).to.deep.equal([adversary.peerId]);
+            expect(
+              result.agreeing.every((p) => honest.includes(p)),
+              label,
+            ).to.equal(true);
+            expect(slashedIn(result), label).to.deep.equal([adversary.payout!.toLowerCase()]);
+            expect(excluded, label).to.equal(true);
+            expect(
+              requestor.journal.evidenceFor(qube.spec.id).map((e) => e.provider),
+              label,
+            ).to.deep.equal([adversary.peerId]);
+          } else {
+            // excluded afterwards: though preferred, it is not even sent the qube
+            expect(
+              events.filter((e) => e.type === "qubeSent").map((e) => (e as { provider: string }).provider),
+              label,
+            ).not.to.include(adversary.peerId);
+            expect(
+              result.agreeing.every((p) => honest.includes(p)),
+              label,
+            ).to.equal(true);
+            expect(slashedIn(result), label).to.deep.equal([]);
+          }
+        }
+      }
+      for (const id of honest) expect(requestor.reputation.isExcluded(id, new Date()), `honest ${id}`).to.equal(false);
+    } finally {
+      requestor.close();
+      payments.dispose();
       await market.close();
       await devnet.stop(3000);
     }
