@@ -17,7 +17,16 @@ import { airqubeHome, defaultProbeCache } from "./paths.js";
 import { PAYMENT_ENV } from "./payment-options.js";
 import { describePayment } from "./payment-report.js";
 import { progressReporter } from "./progress.js";
-import { parseCount } from "./units.js";
+import { parseCount, parseDuration } from "./units.js";
+
+interface DevnetUpFlags {
+  providers: number;
+  dir?: string;
+  chain: boolean;
+  probeCache?: string;
+  readyTimeout: number;
+  json?: boolean;
+}
 
 const waitForSignal = () =>
   new Promise<string>((resolve) => {
@@ -34,6 +43,11 @@ export function registerDevnetCommands(program: Command): void {
     .option("--dir <dir>", "directory for the agents' data (default: a temporary one)")
     .option("--no-chain", "run without a local chain (qubes are not paid)")
     .option("--probe-cache <dir>", "escape-suite report cache (default $AIRQUBE_HOME/probe-cache)")
+    .addOption(
+      new Option("--ready-timeout <duration>", "how long each agent may take to start")
+        .argParser(parseDuration)
+        .default(60_000, "60s"),
+    )
     .option("--json", "print the bootstrap address and providers as JSON")
     .addHelpText(
       "after",
@@ -41,7 +55,7 @@ export function registerDevnetCommands(program: Command): void {
         "payment key file's path, a requestor data directory) is used by `airqube run`, `offers`, `probe --provider`\n" +
         "and `journal` for whatever is not given by a flag or an AIRQUBE_* variable (flags > environment > profile).",
     )
-    .action(async (flags: { providers: number; dir?: string; chain: boolean; probeCache?: string; json?: boolean }) => {
+    .action(async (flags: DevnetUpFlags) => {
       let net: Devnet | undefined;
       let profileFile: string | undefined;
       try {
@@ -50,6 +64,7 @@ export function registerDevnetCommands(program: Command): void {
           providers: flags.providers,
           ...(flags.dir ? { dir: flags.dir } : {}),
           probeCache: flags.probeCache ?? defaultProbeCache(),
+          readyTimeoutMs: flags.readyTimeout,
           chain: flags.chain,
           onEvent: (event) => {
             if (!flags.json) process.stderr.write(`airqube devnet: ${event.type}\n`);

@@ -50,6 +50,8 @@ describe("cli: Ctrl-C during airqube run @docker", function () {
       providers: [{ maxConcurrent: 1 }, { maxConcurrent: 1 }, { maxConcurrent: 1 }],
       chain: true,
       probeCache: PROBE_CACHE,
+      // a busy machine starts agents slowly
+      readyTimeoutMs: 180_000,
     });
     const chain = devnet.chain!;
     payFlags = ["--rpc-url", chain.rpcUrl, "--escrow", chain.escrow, "--payment-key-file", chain.requestorKeyFile];
