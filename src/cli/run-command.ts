@@ -10,8 +10,9 @@ import type { ComputeMarket } from "../requestor/api.js";
 import { sealQube } from "../requestor/draft.js";
 import { type JournalEscrowJob, RequestorJournal } from "../requestor/journal.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
-import { EscrowPayments, type PaymentReport } from "../requestor/payments.js";
+import { closeJournalled, EscrowPayments, type PaymentReport } from "../requestor/payments.js";
 import { Requestor, type RunEvent, type RunResult } from "../requestor/requestor.js";
+import { lockDataDir } from "../store/dir-lock.js";
 import { type RequestorConfig, readConfigFile } from "./config-file.js";
 import {
   AIRQUBE_ERROR_EXIT,
@@ -152,8 +153,17 @@ export function registerRunCommands(program: Command): void {
     .hook("preAction", useDevnetProfile)
     .description("list the qubes this requestor ran, including ones interrupted by a crash")
     .option("--data-dir <dir>", "requestor data directory", defaultRequestorDir())
+    .option("--settle", "settle (or reclaim) every escrow job left pending, with the payment flags or variables")
+    .option("--rpc-url <url>", "with --settle: JSON-RPC URL of the chain (default $AIRQUBE_RPC_URL)")
+    .option("--escrow <address>", "with --settle: escrow address (default $AIRQUBE_ESCROW)")
+    .option("--payment-key-file <file>", "with --settle: the paying key's file (default $AIRQUBE_PAYMENT_KEY_FILE)")
+    .option("--allow-public", "with --settle: allow an RPC URL off this machine")
     .option("--json", "print JSON")
-    .action((flags: { dataDir: string; json?: boolean }) => {
+    .action(async (flags: { dataDir: string; json?: boolean; settle?: boolean } & PaymentFlags) => {
+      if (flags.settle) {
+        process.exitCode = await settleJournal(flags);
+        return;
+      }
       try {
         cliLogger("journal").debug({ dataDir: flags.dataDir }, "reading the journal");
       } catch (error) {
@@ -423,5 +433,50 @@ async function offers(flags: { bootstrap?: string[]; dataDir: string; json?: boo
     return reportError(error, Boolean(flags.json));
   } finally {
     await market?.close();
+  }
+}
+
+/** `airqube journal --settle`: settles or reclaims what earlier runs left pending in the data directory. */
+async function settleJournal(flags: { dataDir: string; json?: boolean } & PaymentFlags): Promise<number> {
+  let payments: EscrowPayments | undefined;
+  let journal: RequestorJournal | undefined;
+  const lock = (() => {
+    try {
+      return lockDataDir(flags.dataDir, "airqube journal --settle");
+    } catch (error) {
+      return error as Error;
+    }
+  })();
+  if (lock instanceof Error) return reportError(lock, Boolean(flags.json));
+  try {
+    const settings = await paymentSettingsFrom(flags, process.env);
+    if (!settings)
+      throw new UserError("PAYMENT_CONFIG_INVALID", "Settling needs the chain and the paying key", {
+        details:
+          "pass --rpc-url, --escrow and --payment-key-file (or AIRQUBE_RPC_URL, AIRQUBE_ESCROW, AIRQUBE_PAYMENT_KEY_FILE)",
+      });
+    payments = await EscrowPayments.connect({
+      rpcUrl: settings.rpcUrl,
+      escrow: settings.escrow,
+      privateKey: settings.privateKey,
+    });
+    journal = new RequestorJournal(join(flags.dataDir, "journal.sqlite"));
+    const reports = await closeJournalled(payments, journal, journal.escrowJobs({ openOnly: true }), {
+      maxWaitMs: 0,
+      now: () => new Date(),
+    });
+    if (flags.json) printJson(reports);
+    else
+      for (const r of reports)
+        process.stdout.write(
+          `${r.jobId} ${r.status}${r.settleTx ? ` in tx ${r.settleTx}` : ""}${r.notBefore ? ` (not before ${new Date(r.notBefore * 1000).toISOString()})` : ""}${r.error ? ` (${r.error.code}: ${r.error.message})` : ""}\n`,
+        );
+    return 0;
+  } catch (error) {
+    return reportError(error, Boolean(flags.json));
+  } finally {
+    journal?.close();
+    payments?.dispose();
+    lock.release();
   }
 }

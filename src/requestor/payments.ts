@@ -100,6 +100,13 @@ export interface PaymentsPort {
     openings: ReadonlyMap<string, OwnOpening>,
     options?: CallOptions & { maxWaitMs?: number },
   ): Promise<PaymentReport[]>;
+  /**
+   * Checks that the chain answers (a run that could not dispatch anything reports a chain that went down
+   * instead of "no provider").
+   *
+   * @throws ChainError `CHAIN_UNREACHABLE` or `CHAIN_TIMEOUT`.
+   */
+  ensureReachable?(options?: CallOptions): Promise<void>;
   dispose(): void;
 }
 
@@ -216,6 +223,10 @@ export class EscrowPayments implements PaymentsPort {
       }
     }
     return jobs.map((job) => reports.get(jobIdOf(job)) ?? { ...baseReport(job), status: "pending" });
+  }
+
+  async ensureReachable(options: CallOptions = {}): Promise<void> {
+    await this.chainTime({ timeoutMs: 10_000, ...options });
   }
 
   /** Settles one group (or a job alone) once the contract allows it; reclaims what is past its deadlines. */

@@ -446,6 +446,9 @@ export class Requestor {
     }
     // the chain went down mid-qube: that, not "no provider", is why nothing could run
     if (committed.length === 0 && want > 0 && isChainDown(lockError)) throw lockError;
+    if (committed.length === 0 && want > 0 && payments?.ensureReachable) {
+      await payments.ensureReachable(options.signal ? { signal: options.signal } : {});
+    }
     if (committed.length === 0 && want > 0) {
       // every provider's reason, not only its code (the CLI also prints one line per provider)
       throw new PeerError("NO_PROVIDER", "No provider could run the qube", {
