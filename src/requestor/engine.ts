@@ -427,6 +427,21 @@ export class RoundEngine {
   }
 }
 
+/**
+ * A shuffled copy (Fisher-Yates) drawing from `random`: the order in which candidates are tried.
+ *
+ * @example
+ * shuffled(["a", "b", "c"], seededRandom(1));
+ */
+export function shuffled<T>(items: readonly T[], random: () => number): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
 function groupVotes(votes: Vote[]): Record<string, string[]> {
   const groups: Record<string, string[]> = {};
   for (const v of votes) {

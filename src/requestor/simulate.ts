@@ -1,7 +1,8 @@
 /**
  * The verification simulator, pure and seeded: a pool of providers of which a fraction are saboteurs, many
  * qubes, and a replication policy; it counts wrong results accepted and replicas spent. It runs the same
- * quorum rule (`decide`), replication planning and reputation logic as the requestor.
+ * round engine as the requestor (`RoundEngine`: quorum rule, replacements, tie-breakers, adaptive replication and
+ * its fallback), fed with simulated answers, so its figures are the product's.
  *
  * Policies: `fixed:m` is Sarmenta's m-first majority voting (replicas are added one at a time until some
  * answer has m votes; the model behind the analytic error in VERIFICATION.md); `quorum:k:q` is Airqube's fixed
@@ -9,8 +10,7 @@
  * adaptive replication on top of Airqube's rule.
  */
 import { type RedundancyPolicy, UserError } from "../qube/index.js";
-import { fixedMaxReplicas, planReplication } from "./policy.js";
-import { decide, type Vote } from "./quorum.js";
+import { type EngineCommand, type EngineOutcome, RoundEngine, shuffled } from "./engine.js";
 import { MemoryReputation } from "./reputation.js";
 
 export interface SimulationOptions {
@@ -134,37 +134,38 @@ export function simulate(options: SimulationOptions): SimulationResult {
       throw new UserError("POLICY_UNKNOWN", "Unknown simulation policy", {
         details: `${options.policy}: use fixed:M, quorum:K:Q or adaptive[:TRUST_AFTER[:QUORUM]]`,
       });
-    const first = pick();
-    if (first === undefined) {
-      noConsensus++;
-      continue;
-    }
-    let plan = planReplication(policy, reputation.get(String(first)), random);
-    if (policy.mode === "fixed") plan = { ...plan, maxReplicas: fixedMaxReplicas(policy.k) };
-    const votes: Vote[] = [{ provider: String(first), root: answer(first, q) }];
-    replicas++;
-    let want = plan.replicas - 1;
-    for (;;) {
-      for (let i = 0; i < want; i++) {
-        const p = pick();
-        if (p === undefined) break;
-        replicas++;
-        votes.push({ provider: String(p), root: answer(p, q) });
+    // The product's own engine decides: candidates in a random order, every answer fed back as the market would.
+    const pool = shuffled(
+      Array.from({ length: n }, (_, p) => p).filter((p) => !excluded(p)),
+      random,
+    ).map((p) => ({ id: String(p) }));
+    const engine = new RoundEngine({
+      policy,
+      paid: false,
+      allowFewer: true,
+      random,
+      reputation: (id) => reputation.get(id),
+    });
+    let outcome: EngineOutcome | undefined;
+    let commands = engine.start(pool);
+    while (commands.length > 0) {
+      const next: EngineCommand[] = [];
+      for (const command of commands) {
+        if (command.type === "dispatch") next.push(...engine.handle({ type: "committed", provider: command.provider }));
+        else if (command.type === "reveal")
+          for (const p of command.providers)
+            next.push(...engine.handle({ type: "revealed", provider: p, vote: answer(Number(p), q) }));
+        else if (command.type === "findMore") next.push(...engine.handle({ type: "found", candidates: [] }));
+        else if (command.type === "finished") outcome = command.outcome;
       }
-      const decision = decide(votes, { quorum: plan.quorum, maxReplicas: plan.maxReplicas }, votes.length);
-      if (decision.status === "need-more" && used.size < n) {
-        want = decision.replicas;
-        continue;
-      }
-      if (decision.status === "verified") {
-        if (decision.root !== "right") wrong++;
-        for (const v of votes) {
-          if (v.root === decision.root) reputation.recordValid(v.provider);
-          else reputation.recordWrong(v.provider, now, excludeMs);
-        }
-      } else noConsensus++;
-      break;
+      commands = next;
     }
+    replicas += engine.chosen.length;
+    if (outcome?.kind === "decided" && outcome.decision.status === "verified") {
+      if (outcome.decision.root !== "right") wrong++;
+      for (const p of outcome.valid) reputation.recordValid(p);
+      for (const { provider } of outcome.marked) reputation.recordWrong(provider, now, excludeMs);
+    } else noConsensus++;
   }
   return {
     policy: options.policy,
