@@ -20,7 +20,7 @@ import { checkOutputPaths, resolveLimits } from "./container-sandbox.js";
 import { imageDigest } from "./images.js";
 import { type AccelChoice, type AccelDecision, kvmGroup, resolveAccel } from "./microvm/accel.js";
 import type { VmInput, VmQube } from "./microvm/host-frames.js";
-import { defaultCacheDir, type PreparedInitrd, prepareInitrd } from "./microvm/rootfs.js";
+import { defaultCacheDir, loadVmModules, type PreparedInitrd, prepareInitrd, type VmModule } from "./microvm/rootfs.js";
 import { hostTscKhz, MicroVm, type VmBootConfig, type VmServeResult } from "./microvm/vm.js";
 import { safeRelativePath } from "./unpack.js";
 
@@ -123,6 +123,8 @@ export class MicroVmSandbox implements Sandbox {
   private readonly cacheDir: string;
   private readonly qemuBinary: string;
   private kernel: Promise<string>;
+  /** The channel's kernel modules for `kernel`, read once. */
+  private modules: Promise<VmModule[]> | undefined;
   private decision: Promise<AccelDecision> | undefined;
   private pool: Promise<Pool> | undefined;
   private closed = false;
@@ -141,6 +143,11 @@ export class MicroVmSandbox implements Sandbox {
       this.pool = this.startPool(preload);
       this.pool.catch(() => undefined);
     }
+  }
+
+  private vmModules(): Promise<VmModule[]> {
+    this.modules ??= this.kernel.then((kernel) => loadVmModules(kernel));
+    return this.modules;
   }
 
   /** Which accelerator this sandbox uses, and why (runs the KVM self-test once for `auto`). */
@@ -196,6 +203,7 @@ export class MicroVmSandbox implements Sandbox {
         qube.image,
         {
           initBinary: this.initBinary,
+          modules: await this.vmModules(),
           cacheDir: this.cacheDir,
           ...(qube.imageDigest ? { expectedDigest: qube.imageDigest } : {}),
         },
@@ -258,6 +266,7 @@ export class MicroVmSandbox implements Sandbox {
   private async startPool(preload: PreloadOptions): Promise<Pool> {
     const initrd = await prepareInitrd(this.docker, preload.image, {
       initBinary: this.initBinary,
+      modules: await this.vmModules(),
       cacheDir: this.cacheDir,
     });
     const pool: Pool = {

@@ -1,4 +1,9 @@
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { expect } from "chai";
+import { PlatformError } from "../../src/qube/errors.js";
 import { DEFAULT_LIMITS } from "../../src/sandbox/api.js";
 import { buildCpio, encodeCpioRecord } from "../../src/sandbox/microvm/cpio.js";
 import { encodeQube, frame } from "../../src/sandbox/microvm/host-frames.js";
@@ -9,6 +14,7 @@ import {
   qemuSpawnPlan,
   tscKhzFromCpuinfo,
 } from "../../src/sandbox/microvm/qemu-args.js";
+import { bootFilesHash, initEntries, kernelRelease, loadVmModules } from "../../src/sandbox/microvm/rootfs.js";
 import { toRunResult } from "../../src/sandbox/microvm-sandbox.js";
 
 describe("micro-VM hardening as data", () => {
@@ -16,7 +22,7 @@ describe("micro-VM hardening as data", () => {
     const args = qemuArgs({ accel: "tcg", kernel: "/boot/k", initrd: "/c/i.cpio.gz", memoryMiB: 384, vcpus: 1 });
     expect(args).to.deep.equal([
       "-M",
-      "microvm,x-option-roms=off,isa-serial=on,rtc=on",
+      "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=on,auto-kernel-cmdline=off",
       "-accel",
       "tcg",
       "-m",
@@ -34,13 +40,15 @@ describe("micro-VM hardening as data", () => {
       "-chardev",
       "stdio,id=channel,signal=off",
       "-device",
-      "isa-serial,chardev=channel,index=1",
+      "virtio-serial-device,max_ports=2,emergency-write=off",
+      "-device",
+      "virtserialport,chardev=channel,name=airqube.0,nr=1",
       "-kernel",
       "/boot/k",
       "-initrd",
       "/c/i.cpio.gz",
       "-append",
-      "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t edd=off 8250.nr_uarts=2 rdinit=/init lsm=landlock,lockdown,yama,bpf",
+      "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t edd=off 8250.nr_uarts=1 rdinit=/init lsm=landlock,lockdown,yama,bpf",
     ]);
     expect(KERNEL_CMDLINE, "no major LSM that would label the qube unconfined").to.not.match(/apparmor|selinux/);
     expect(KERNEL_CMDLINE).to.not.match(/ip=|nfsroot|init=\/bin/);
@@ -50,6 +58,18 @@ describe("micro-VM hardening as data", () => {
     const args = qemuArgs({ accel: "kvm", kernel: "k", initrd: "i", memoryMiB: 128, vcpus: 2 }).join(" ");
     expect(args).to.not.match(/-net|-nic|-drive|-fsdev|virtfs|virtio-net|-hda|-cdrom|user,/);
     expect(args).to.contain("-accel kvm -cpu host");
+  });
+
+  it("gives the VM exactly one device beyond the console: the channel's virtio-serial port", () => {
+    const args = qemuArgs({ accel: "tcg", kernel: "k", initrd: "i", memoryMiB: 128, vcpus: 1 });
+    const devices = args.flatMap((arg, index) => (args[index - 1] === "-device" ? [arg] : []));
+    expect(devices).to.deep.equal([
+      "virtio-serial-device,max_ports=2,emergency-write=off",
+      "virtserialport,chardev=channel,name=airqube.0,nr=1",
+    ]);
+    const chardevs = args.flatMap((arg, index) => (args[index - 1] === "-chardev" ? [arg] : []));
+    expect(chardevs).to.deep.equal(["stdio,id=channel,signal=off"]);
+    expect(args[args.indexOf("-serial") + 1]).to.equal("null");
   });
 
   it("passes the host TSC rate so that a loaded host cannot hang the guest's calibration", () => {
@@ -179,5 +199,46 @@ describe("micro-VM result mapping", () => {
     );
     expect(r.exitCode).to.equal(127);
     expect(r.stderr).to.equal("cannot run x\n");
+  });
+});
+
+describe("micro-VM channel modules", () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "aq-vm-modules-"));
+    await mkdir(join(dir, "kernel/drivers/virtio"), { recursive: true });
+    await mkdir(join(dir, "kernel/drivers/char"), { recursive: true });
+  });
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  it("reads the kernel release from a Debian kernel's file name", () => {
+    expect(kernelRelease("/boot/vmlinuz-6.1.0-57-cloud-amd64")).to.equal("6.1.0-57-cloud-amd64");
+    expect(kernelRelease("/somewhere/bzImage")).to.equal(undefined);
+  });
+
+  it("loads plain and xz-compressed modules in dependency order and skips built-in ones", async () => {
+    await writeFile(join(dir, "kernel/drivers/virtio/virtio_ring.ko"), "ring");
+    execFileSync("sh", ["-c", `printf mmio | xz > ${join(dir, "kernel/drivers/virtio/virtio_mmio.ko.xz")}`]);
+    await writeFile(join(dir, "kernel/drivers/char/virtio_console.ko"), "console");
+    await writeFile(join(dir, "modules.builtin"), "kernel/drivers/virtio/virtio.ko\n");
+    const modules = await loadVmModules("/boot/whatever", dir);
+    expect(modules.map((m) => [m.name, m.data.toString()])).to.deep.equal([
+      ["virtio_ring", "ring"],
+      ["virtio_mmio", "mmio"],
+      ["virtio_console", "console"],
+    ]);
+    const entries = initEntries(Buffer.from("init"), modules);
+    const module = entries.find((entry) => entry.path === ".airqube/modules/virtio_console.ko");
+    expect(module).to.include({ type: "file", mode: 0o400 });
+    expect(bootFilesHash(Buffer.from("init"), modules)).to.not.equal(bootFilesHash(Buffer.from("init"), []));
+  });
+
+  it("refuses a kernel whose channel modules are neither present nor built in", async () => {
+    await writeFile(join(dir, "kernel/drivers/virtio/virtio_ring.ko"), "ring");
+    const error = await loadVmModules("/boot/vmlinuz-x", dir).catch((caught: unknown) => caught);
+    expect(error).to.be.instanceOf(PlatformError);
+    expect((error as PlatformError).code).to.equal("VM_MODULES_MISSING");
+    const unnamed = await loadVmModules("/boot/bzImage", undefined).catch((caught: unknown) => caught);
+    expect((unnamed as PlatformError).code).to.equal("VM_MODULES_MISSING");
   });
 });

@@ -8,9 +8,9 @@ import { PROBE_IMAGE, runProbeSuite } from "../../src/probes/runner.js";
 import { AirqubeError } from "../../src/qube/errors.js";
 import { DEFAULT_LIMITS } from "../../src/sandbox/api.js";
 import { kvmGroup, resolveAccel } from "../../src/sandbox/microvm/accel.js";
-import { prepareInitrd } from "../../src/sandbox/microvm/rootfs.js";
+import { loadVmModules, prepareInitrd } from "../../src/sandbox/microvm/rootfs.js";
 import { FrameAssembler, MicroVm } from "../../src/sandbox/microvm/vm.js";
-import { MicroVmSandbox } from "../../src/sandbox/microvm-sandbox.js";
+import { defaultKernel, MicroVmSandbox } from "../../src/sandbox/microvm-sandbox.js";
 import { BUSYBOX } from "../helpers/docker.js";
 
 const MiB = 1024 * 1024;
@@ -295,7 +295,10 @@ describe("MicroVmSandbox @qemu @docker", function () {
       const kernel = (await readdir("/boot")).find(
         (name) => name.endsWith("-cloud-amd64") && name.startsWith("vmlinuz"),
       );
-      const initrd = await prepareInitrd(docker, BUSYBOX, { initBinary: join(root, "images/build/vm-init") });
+      const initrd = await prepareInitrd(docker, BUSYBOX, {
+        initBinary: join(root, "images/build/vm-init"),
+        modules: await loadVmModules(await defaultKernel()),
+      });
       const vm = await MicroVm.boot({
         qemuBinary: "qemu-system-x86_64",
         kernel: join("/boot", kernel!),

@@ -5,7 +5,6 @@
  * the nested KVM of some cloud machines). The answer is cached per kernel and init for the process.
  */
 
-import { createHash } from "node:crypto";
 import { constants } from "node:fs";
 import { access, chmod, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -13,7 +12,7 @@ import { gzipSync } from "node:zlib";
 import { AirqubeError, PlatformError } from "../../qube/errors.js";
 import { buildCpio } from "./cpio.js";
 import type { Accel } from "./qemu-args.js";
-import { ensureCacheDir, initEntries } from "./rootfs.js";
+import { bootFilesHash, ensureCacheDir, initEntries, loadVmModules, type VmModule } from "./rootfs.js";
 import { hostTscKhz, MicroVm } from "./vm.js";
 
 export type AccelChoice = Accel | "auto";
@@ -41,15 +40,19 @@ export async function kvmGroup(): Promise<number | undefined> {
   return info?.gid;
 }
 
-/** Writes (once) the self-test initramfs: nothing but our init and its mount points. */
-export async function selfTestInitrd(initBinary: string, cacheDir: string): Promise<{ path: string; bytes: number }> {
+/** Writes (once) the self-test initramfs: nothing but our init, the channel's modules and the mount points. */
+export async function selfTestInitrd(
+  initBinary: string,
+  cacheDir: string,
+  modules: readonly VmModule[],
+): Promise<{ path: string; bytes: number }> {
   const init = await readFile(initBinary);
-  const hash = createHash("sha256").update(init).digest("hex").slice(0, 16);
+  const hash = bootFilesHash(init, modules);
   await ensureCacheDir(cacheDir);
   const path = join(cacheDir, `selftest-${hash}.cpio.gz`);
   const existing = await stat(path).catch(() => undefined);
   if (existing) return { path, bytes: existing.size };
-  const data = gzipSync(buildCpio(initEntries(init)));
+  const data = gzipSync(buildCpio(initEntries(init, modules)));
   const partial = `${path}.${process.pid}.partial`;
   await writeFile(partial, data, { mode: 0o644 });
   await chmod(partial, 0o644);
@@ -87,7 +90,7 @@ async function selfTest(config: SelfTestConfig, signal: AbortSignal | undefined)
     return { accel: "tcg", reason: "/dev/kvm is missing or not accessible" };
   }
   const kvmGid = await kvmGroup();
-  const initrd = await selfTestInitrd(config.initBinary, config.cacheDir);
+  const initrd = await selfTestInitrd(config.initBinary, config.cacheDir, await loadVmModules(config.kernel));
   const tscKhz = await hostTscKhz();
   const started = performance.now();
   try {

@@ -32,13 +32,13 @@ export function kernelCmdline(tscKhz?: number): string {
 }
 
 export const KERNEL_CMDLINE = [
-  "console=ttyS0", // kernel messages on the first UART only, never on the channel (ttyS1)
+  "console=ttyS0", // kernel messages on the UART only, never on the channel (a virtio-serial port)
   "quiet",
   "loglevel=3",
   "panic=-1", // a dying init reboots at once ...
   "reboot=t", // ... by triple fault, which -no-reboot turns into QEMU exiting
   "edd=off", // no BIOS disk probing (microvm has no BIOS disks)
-  "8250.nr_uarts=2", // exactly the two UARTs the VM has
+  "8250.nr_uarts=1", // exactly the one UART the VM has (the console)
   "rdinit=/init", // our static init from the initramfs
   // No major LSM: the Debian kernel would enable AppArmor with no policy loaded, so the qube would run under the
   // label "unconfined" and nothing would confine it. The VM boundary, seccomp and no capabilities do.
@@ -54,7 +54,9 @@ export const KERNEL_CMDLINE = [
 export function qemuArgs(input: QemuArgsInput): string[] {
   return [
     // The minimal machine: no PCI, no firmware option ROMs; the one ISA UART for the console, an RTC for the clock.
-    ...["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on"],
+    // ACPI on: its tables are how the guest finds the virtio-mmio transports (the Debian kernel has no
+    // virtio_mmio.device= command-line support, so QEMU adds nothing to the command line: auto-kernel-cmdline=off).
+    ...["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=on,auto-kernel-cmdline=off"],
     // TCG (software emulation) or KVM; KVM gets the host CPU model, TCG the default qemu64.
     ...["-accel", input.accel],
     ...(input.accel === "kvm" ? ["-cpu", "host"] : []),
@@ -68,10 +70,13 @@ export function qemuArgs(input: QemuArgsInput): string[] {
     ...["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"],
     // ttyS0: the kernel console, discarded unless a log file in the private temp dir is asked for.
     ...["-serial", input.consoleLog ? `file:${input.consoleLog}` : "null"],
-    // ttyS1: the framed channel, the only thing that crosses the VM boundary, on QEMU's stdin/stdout pipes.
+    // The framed channel, the only thing that crosses the VM boundary, on QEMU's stdin/stdout pipes: one
+    // virtio-serial port (virtio-console over virtio-mmio; 32 KiB buffers per guest write, where the UART moved a
+    // byte per exit). max_ports=2: port 0 (reserved for a console, unused) and ours; no emergency-write register.
     ...["-chardev", "stdio,id=channel,signal=off"],
-    ...["-device", "isa-serial,chardev=channel,index=1"],
-    // No -netdev / -nic / -drive / -fsdev / -device virtio-*: no network, no disk, no shared folder.
+    ...["-device", "virtio-serial-device,max_ports=2,emergency-write=off"],
+    ...["-device", "virtserialport,chardev=channel,name=airqube.0,nr=1"],
+    // No -netdev / -nic / -drive / -fsdev, no other -device: no network, no disk, no shared folder.
     ...["-kernel", input.kernel],
     ...["-initrd", input.initrd],
     ...["-append", kernelCmdline(input.tscKhz)],

@@ -3,16 +3,23 @@
  * created, never started container), turned into a newc cpio with our static init as `/init`, gzipped, and
  * cached under `<cacheDir>/<image digest>-<init hash>.cpio.gz`, so each image is converted once.
  *
+ * The initramfs also carries, under `/.airqube/modules`, the kernel modules of the VM's channel (virtio_ring,
+ * virtio, virtio_mmio, virtio_console), read from the booted kernel's /lib/modules tree (`loadVmModules`): the
+ * Debian cloud kernel builds them as modules, and the init loads them before anything of the qube runs.
+ *
  * What the conversion changes: device nodes, FIFOs and sockets are dropped (the init makes its own /dev);
  * set-uid and set-gid bits are cleared; hard links become copies; the paths the init owns (`init`,
  * `.airqube`, `dev`, `proc`, `sys`, `tmp`, `scratch`, `input`, `output`) are replaced by empty directories.
  */
+
+import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { chmod, lstat, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, posix } from "node:path";
+import { basename, join, posix } from "node:path";
 import { pipeline } from "node:stream/promises";
+import { promisify } from "node:util";
 import { createGzip } from "node:zlib";
 import type Docker from "dockerode";
 import tar from "tar-stream";
@@ -23,11 +30,103 @@ import { type CpioEntry, CpioWriter } from "./cpio.js";
 /** Top-level names the VM init owns; the image's versions are not copied. */
 export const RESERVED_TOP = new Set(["init", ".airqube", "dev", "proc", "sys", "tmp", "scratch", "input", "output"]);
 
-/** The entries every micro-VM initramfs starts with: the init and the mount points it uses. */
-export function initEntries(init: Buffer): CpioEntry[] {
+/** One kernel module for the initramfs, uncompressed (`name` without `.ko`, as vm-port.h loads it). */
+export interface VmModule {
+  name: string;
+  data: Buffer;
+}
+
+/** The channel's modules in load order, by their path under /lib/modules/<release> (without `.ko`). */
+export const VM_MODULES = [
+  "kernel/drivers/virtio/virtio_ring",
+  "kernel/drivers/virtio/virtio",
+  "kernel/drivers/virtio/virtio_mmio",
+  "kernel/drivers/char/virtio_console",
+] as const;
+
+/** The kernel release of a Debian kernel image path (`/boot/vmlinuz-6.1.0-57-cloud-amd64` -> `6.1.0-57-cloud-amd64`). */
+export function kernelRelease(kernel: string): string | undefined {
+  const match = /^vmlinuz-(.+)$/.exec(basename(kernel));
+  return match?.[1];
+}
+
+const run = promisify(execFile);
+
+/**
+ * Reads the channel's modules for the kernel that the VM boots, from `AIRQUBE_VM_MODULES` or
+ * /lib/modules/<release> (`.ko`, or `.ko.xz` / `.ko.zst` decompressed with xz / zstd). A module the kernel has
+ * built in (listed in modules.builtin) is skipped; one that is neither there nor built in is an error, as is a
+ * kernel whose release cannot be told from its file name.
+ *
+ * @example
+ * const modules = await loadVmModules("/boot/vmlinuz-6.1.0-57-cloud-amd64"); // [{ name: "virtio_ring", ... }, ...]
+ */
+export async function loadVmModules(kernel: string, modulesDir = process.env.AIRQUBE_VM_MODULES): Promise<VmModule[]> {
+  const release = kernelRelease(kernel);
+  const dir = modulesDir ?? (release ? join("/lib/modules", release) : undefined);
+  if (!dir)
+    throw new PlatformError("VM_MODULES_MISSING", "Cannot tell which kernel modules go with the micro-VM kernel", {
+      details: `${kernel}: name it vmlinuz-<release>, or set AIRQUBE_VM_MODULES to its /lib/modules/<release>`,
+    });
+  const builtin = await readFile(join(dir, "modules.builtin"), "utf8").catch(() => "");
+  const modules: VmModule[] = [];
+  for (const path of VM_MODULES) {
+    const name = basename(path);
+    const data = await readModule(join(dir, path));
+    if (data) modules.push({ name, data });
+    else if (!builtin.split("\n").includes(`${path}.ko`))
+      throw new PlatformError("VM_MODULES_MISSING", "A kernel module of the micro-VM channel is missing", {
+        details: `${join(dir, path)}.ko{,.xz,.zst}: install the kernel's modules (linux-image-cloud-amd64)`,
+      });
+  }
+  return modules;
+}
+
+async function readModule(base: string): Promise<Buffer | undefined> {
+  const plain = await readFile(`${base}.ko`).catch(() => undefined);
+  if (plain) return plain;
+  for (const [suffix, tool] of [
+    [".ko.xz", "xz"],
+    [".ko.zst", "zstd"],
+  ] as const) {
+    if (!(await stat(`${base}${suffix}`).catch(() => undefined))) continue;
+    try {
+      const { stdout } = await run(tool, ["-dc", `${base}${suffix}`], {
+        encoding: "buffer",
+        maxBuffer: 64 * 1024 * 1024,
+      });
+      return stdout;
+    } catch (error) {
+      throw new PlatformError("VM_MODULES_MISSING", `Could not decompress a kernel module with ${tool}`, {
+        details: `${base}${suffix}: ${String((error as Error)?.message ?? error)}`,
+        cause: error,
+      });
+    }
+  }
+  return undefined;
+}
+
+/** A short hash of the init and the modules: part of every cached initramfs's name. */
+export function bootFilesHash(init: Buffer, modules: readonly VmModule[]): string {
+  const hash = createHash("sha256").update(init);
+  for (const module of modules) hash.update(module.name).update("\0").update(module.data);
+  return hash.digest("hex").slice(0, 16);
+}
+
+/** The entries every micro-VM initramfs starts with: the init, the channel's modules and the mount points. */
+export function initEntries(init: Buffer, modules: readonly VmModule[]): CpioEntry[] {
   return [
     { type: "file", path: "init", mode: 0o755, data: init },
     { type: "directory", path: ".airqube", mode: 0o700 },
+    { type: "directory", path: ".airqube/modules", mode: 0o700 },
+    ...modules.map(
+      (module): CpioEntry => ({
+        type: "file",
+        path: `.airqube/modules/${module.name}.ko`,
+        mode: 0o400,
+        data: module.data,
+      }),
+    ),
     ...["dev", "proc", "sys", "scratch", "input", "output"].map(
       (path): CpioEntry => ({ type: "directory", path, mode: 0o755 }),
     ),
@@ -81,7 +180,7 @@ export interface PreparedInitrd {
 export async function prepareInitrd(
   docker: Docker,
   image: string,
-  config: { initBinary: string; cacheDir?: string; expectedDigest?: string },
+  config: { initBinary: string; modules: readonly VmModule[]; cacheDir?: string; expectedDigest?: string },
   options: { signal?: AbortSignal } = {},
 ): Promise<PreparedInitrd> {
   options.signal?.throwIfAborted();
@@ -98,7 +197,7 @@ export async function prepareInitrd(
       details: `${image} is ${digest}, the qube names ${config.expectedDigest}`,
     });
   }
-  const initHash = createHash("sha256").update(init).digest("hex").slice(0, 16);
+  const initHash = bootFilesHash(init, config.modules);
   await ensureCacheDir(cacheDir);
   const path = join(cacheDir, `${digest.replace(/^sha256:/, "")}-${initHash}.cpio.gz`);
   const sizePath = `${path}.size`;
@@ -122,7 +221,7 @@ export async function prepareInitrd(
     await pipeline(await container.export(), createWriteStream(exportPath, { mode: 0o600 }), {
       signal: options.signal ?? AbortSignal.timeout(300_000),
     });
-    const rootfsBytes = await convert(exportPath, partial, init, options.signal);
+    const rootfsBytes = await convert(exportPath, partial, init, config.modules, options.signal);
     await chmod(partial, 0o644);
     await rename(partial, path);
     await writeFile(sizePath, String(rootfsBytes), { mode: 0o644 });
@@ -152,7 +251,13 @@ async function* entriesOf(exportPath: string): AsyncGenerator<{ header: tar.Head
 }
 
 /** Two passes over the exported tar: first find hard-link targets, then write the cpio. Returns rootfs bytes. */
-async function convert(exportPath: string, output: string, init: Buffer, signal?: AbortSignal): Promise<number> {
+async function convert(
+  exportPath: string,
+  output: string,
+  init: Buffer,
+  modules: readonly VmModule[],
+  signal?: AbortSignal,
+): Promise<number> {
   const linkTargets = new Set<string>();
   for await (const { header } of entriesOf(exportPath)) {
     if (header.type === "link" && header.linkname) {
@@ -165,7 +270,7 @@ async function convert(exportPath: string, output: string, init: Buffer, signal?
   const done = pipeline(gzip, sink);
   const writer = new CpioWriter(gzip);
   let rootfsBytes = init.length;
-  for (const entry of initEntries(init)) await writer.add(entry);
+  for (const entry of initEntries(init, modules)) await writer.add(entry);
   const kept = new Map<string, { data: Buffer; mode: number; uid: number; gid: number }>();
   for await (const { header, data } of entriesOf(exportPath)) {
     signal?.throwIfAborted();

@@ -1,8 +1,10 @@
 /*
  * vm-init: PID 1 of every Airqube micro-VM (the /init of the initramfs built from the qube's image).
  *
- * 1. Mounts /proc (hidepid=2), /sys (read-only) and a private cgroup2, and a private devtmpfs only long enough to open the channel port (/dev/ttyS1, the second 8250 UART),
- *    then gives the qube a tmpfs /dev with null, zero, full, random and urandom only.
+ * 1. Mounts /sys (read-only), loads the virtio modules the initramfs carries (virtio_ring, virtio, virtio_mmio,
+ *    virtio_console: see vm-port.h), opens the channel, the virtio-serial port "airqube.0", through a private
+ *    device node, mounts /proc (hidepid=2) and a private cgroup2, forbids any further module load
+ *    (kernel.modules_disabled=1), then gives the qube a tmpfs /dev with null, zero, full, random and urandom only.
  * 2. Says hello ('H') on the channel and blocks until the host sends the qube (host-to-VM frames below), so a
  *    preloaded VM waits here, booted, for exactly one qube.
  * 3. Writes the inputs under /input (then read-only), mounts size-capped tmpfs at /scratch, /output and /tmp,
@@ -42,7 +44,6 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
-#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 #include <asm/unistd.h> /* __X32_SYSCALL_BIT */
@@ -51,6 +52,7 @@
 #include <linux/seccomp.h>
 
 #include "../../native/channel.h"
+#include "vm-port.h"
 #include "vm-seccomp.h" /* generated from src/sandbox/seccomp.ts by `npm run build:vm` */
 
 #define MAX_ARGS 4096
@@ -64,6 +66,10 @@
 #define DRAIN_AFTER_EXIT_MS 500
 
 static int chan = -1;
+static int kmsg = -1; /* the kernel log (the console), for failures before the channel is open */
+/* The host ends the VM once it has read 'Z'. Powering off at once could drop frames still queued in the virtio
+   ring (QEMU does not flush a throttled port at shutdown): the init waits this long for the host first. */
+#define HOST_END_WAIT_MS 120000
 
 struct limits {
   uint64_t wall_ms, memory, pids, scratch, log, out_file, out_total, out_files, input, millicpus;
@@ -71,7 +77,10 @@ struct limits {
 #define LIMIT_COUNT 10
 
 static void power_off(void) {
-  if (chan >= 0) tcdrain(chan);
+  if (chan >= 0) {
+    struct pollfd p = {.fd = chan, .events = POLLIN};
+    poll(&p, 1, HOST_END_WAIT_MS);
+  }
   sync();
   reboot(RB_POWER_OFF);
   reboot(RB_AUTOBOOT);
@@ -84,6 +93,8 @@ static void fail(const char *what, int err) {
     aq_warn("vm-init: %s: %s", what, strerror(err));
     aq_exit_frame(2, err);
     aq_frame('Z', NULL, 0);
+  } else if (kmsg >= 0) {
+    dprintf(kmsg, "vm-init: %s: %s\n", what, strerror(err));
   }
   power_off();
 }
@@ -158,22 +169,19 @@ static void setup_dev(void) {
 }
 
 static void open_channel(void) {
-  mount_or_fail("devtmpfs", "/.airqube/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, "mode=0700");
-  chan = open("/.airqube/dev/ttyS1", O_RDWR | O_NOCTTY | O_CLOEXEC);
-  int err = errno;
-  umount2("/.airqube/dev", MNT_DETACH);
-  if (chan < 0) fail("open /dev/ttyS1", err);
-  struct termios t;
-  if (tcgetattr(chan, &t) == 0) {
-    cfmakeraw(&t);
-    t.c_cflag &= ~(tcflag_t)CRTSCTS;
-    t.c_cflag |= CLOCAL | CREAD;
-    t.c_cc[VMIN] = 1;
-    t.c_cc[VTIME] = 0;
-    cfsetspeed(&t, B115200);
-    tcsetattr(chan, TCSANOW, &t);
+  mount_or_fail("tmpfs", AQ_VM_DEV_DIR, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=4k,mode=0700");
+  kmsg = aq_vm_open_char("kmsg", 1, 11, O_WRONLY);
+  const char *module = "";
+  int err = aq_vm_load_modules(&module);
+  if (err) {
+    char what[96];
+    snprintf(what, sizeof what, "load module %s", module);
+    fail(what, err);
   }
-  tcflush(chan, TCIFLUSH); /* the host speaks only after 'H': anything earlier is noise */
+  chan = aq_vm_open_port();
+  err = errno;
+  umount2(AQ_VM_DEV_DIR, MNT_DETACH); /* the open descriptors stay; the nodes go */
+  if (chan < 0) fail("open the channel port " AQ_VM_PORT_NAME, err);
   aq_channel_init(chan);
 }
 
@@ -301,9 +309,12 @@ int main(void) {
   umask(022);
   mkdir("/.airqube", 0700);
   chmod("/.airqube", 0700);
+  mount_or_fail("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL);
   open_channel();
   mount_or_fail("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2");
-  mount_or_fail("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL);
+  write_file("/proc/sys/kernel/modules_disabled", "1"); /* the channel's modules were the last ones */
+  if (kmsg >= 0) close(kmsg);
+  kmsg = -1;
   mount_or_fail("cgroup2", CG, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
   setup_dev();
   loopback_up();
