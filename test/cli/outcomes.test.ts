@@ -47,7 +47,7 @@ describe("cli: honest outcomes of airqube run @docker", function () {
   let runOn: (args: string[], command: string[], env?: Record<string, string>) => Promise<Out & { output: string }>;
 
   before(async () => {
-    devnet = await Devnet.start({ providers: 3, probeCache: PROBE_CACHE });
+    devnet = await Devnet.start({ providers: 3, probeCache: PROBE_CACHE, readyTimeoutMs: 180_000 });
     runOn = async (args, command, env = {}) => {
       const output = tmp("aq-outcome-out-");
       const result = await airqube(
