@@ -29,6 +29,8 @@ const PRICE = 10n * E18;
 const STAKE = 2n * E18;
 
 interface Steps {
+  /** The exact approvals (one before the open, one before each commit), since issue 17 never unlimited. */
+  approve: number;
   open: number;
   commit: number;
   reveal: number;
@@ -62,7 +64,8 @@ async function main(): Promise<void> {
         .slice(1)
         .map((a) => EscrowClient.connect({ rpcUrl: chain.rpcUrl, privateKey: a.privateKey, escrow })),
     );
-    // Approvals are one-time per account and not part of a job: do them up front.
+    // The client approves exact amounts before each open and commit (issue 17): these unlimited approvals are
+    // overwritten; the approval transactions are counted in `steps.approve` from the measured baseline.
     for (const a of chain.accounts.slice(1)) {
       const w = new Wallet(a.privateKey, provider);
       await (await new Contract(token, testGLMAbi, w).getFunction("approve")(escrow, MaxUint256)).wait();
@@ -91,7 +94,14 @@ async function main(): Promise<void> {
         revealDeadline: now + 1200,
         finalDeadline: now + 1800,
       };
-      const steps: Steps = { open: 0, commit: 0, reveal: 0, settle: 0, withdraw: 0 };
+      const steps: Steps = {
+        approve: (1 + k) * baseline.approve,
+        open: 0,
+        commit: 0,
+        reveal: 0,
+        settle: 0,
+        withdraw: 0,
+      };
       steps.open = Number((await requestor.openJob(job)).gasUsed);
       const reveals = new Map<string, OwnOpening>();
       for (const [i, p] of providers.entries()) {
@@ -112,7 +122,7 @@ async function main(): Promise<void> {
     };
 
     const summarise = (k: number, steps: Steps) => {
-      const totalGas = steps.open + steps.commit + steps.reveal + steps.settle + steps.withdraw;
+      const totalGas = steps.approve + steps.open + steps.commit + steps.reveal + steps.settle + steps.withdraw;
       // One transferFrom for the budget, one per stake; one transfer per withdrawing provider (no refund here).
       const transferGas = (1 + k) * baseline.transferFrom + k * baseline.transfer;
       const overheadGas = totalGas - transferGas;
@@ -168,14 +178,17 @@ async function measureBaselines(
   provider: JsonRpcProvider,
   keys: string[],
   token: string,
-): Promise<{ transfer: number; transferFrom: number }> {
+): Promise<{ transfer: number; transferFrom: number; approve: number }> {
   const [a, b, c] = keys.slice(5, 8).map((k) => new Wallet(k, provider)) as [Wallet, Wallet, Wallet];
   const ta = new Contract(token, testGLMAbi, a);
   const tc = new Contract(token, testGLMAbi, c);
   await (await ta.getFunction("approve")(c.address, MaxUint256)).wait();
   const t1 = await (await ta.getFunction("transfer")(b.address, 5n * E18)).wait();
   const t2 = await (await tc.getFunction("transferFrom")(a.address, b.address, 5n * E18)).wait();
-  return { transfer: Number(t1!.gasUsed), transferFrom: Number(t2!.gasUsed) };
+  // an exact approval from zero, as the client sends before each open and commit
+  const tb = new Contract(token, testGLMAbi, b);
+  const t3 = await (await tb.getFunction("approve")(c.address, 5n * E18)).wait();
+  return { transfer: Number(t1!.gasUsed), transferFrom: Number(t2!.gasUsed), approve: Number(t3!.gasUsed) };
 }
 
 await main();
