@@ -12,11 +12,18 @@ import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
 import { PeerError, toAirqubeError, UserError, type VerifiedQubeSpec } from "../qube/index.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import type { ComputeMarket, Dispatch, EscrowSeat, ProviderAnswer, ProviderCandidate, SealedQube } from "./api.js";
+import {
+  type EngineCommand,
+  type EngineEvent,
+  type EngineFailure,
+  type EngineOutcome,
+  RoundEngine,
+  shuffled,
+} from "./engine.js";
 import { type JournalEscrowJob, RequestorJournal } from "./journal.js";
 import { outcomeOf, type QubeOutcome, voteKey } from "./outcome.js";
 import { closeJournalled, isChainDown, type PaymentReport, type PaymentsPort } from "./payments.js";
-import { planReplication } from "./policy.js";
-import { decide, type QuorumDecision, type Vote } from "./quorum.js";
+import type { QuorumDecision } from "./quorum.js";
 import { type ReputationStore, SqliteReputation } from "./reputation.js";
 
 /** Progress events (past tense, for observers only). */
@@ -99,16 +106,7 @@ export interface RequestorOptions {
   commitGraceMs?: number;
 }
 
-/** Distinct-operator rule: no two replicas to one provider id, payout address or declared operator. */
-export function distinctFrom(chosen: ProviderCandidate[]): (candidate: ProviderCandidate) => boolean {
-  return (candidate) =>
-    !chosen.some(
-      (c) =>
-        c.id === candidate.id ||
-        (c.payout !== undefined && c.payout === candidate.payout) ||
-        (c.operator !== undefined && c.operator === candidate.operator),
-    );
-}
+export { distinctFrom } from "./engine.js";
 
 export class Requestor {
   readonly journal: RequestorJournal;
@@ -153,7 +151,7 @@ export class Requestor {
     const eligible = (c: ProviderCandidate) => unusable(c) === undefined;
     const random = options.random ?? Math.random;
     // sorted first so that a seeded `random` gives a reproducible order; preferred providers go first
-    const usable = shuffle(
+    const usable = shuffled(
       all.filter(eligible).sort((a, b) => (a.id < b.id ? -1 : 1)),
       random,
     );
@@ -161,84 +159,10 @@ export class Requestor {
     usable.sort((a, b) => Number(preferred.includes(b.id)) - Number(preferred.includes(a.id)));
     emit({ type: "offersFound", count: all.length, usable: usable.length });
 
-    let plan = planReplication(policy, usable[0] ? this.reputation.get(usable[0].id) : undefined, random);
-    const chosen: ProviderCandidate[] = [];
-    const failures: RunResult["failures"] = [];
-    const answers: ProviderAnswer[] = [];
-    const votes: Vote[] = [];
-    const unrevealed: Dispatch[] = [];
-    let want = plan.replicas;
-    let decision: QuorumDecision | undefined;
     const seats = new Map<string, EscrowSeat>();
+    let driven: Awaited<ReturnType<Requestor["drive"]>>;
     try {
-      const available = distinctCount(usable);
-      if (policy.mode === "fixed" && available < policy.k) {
-        if (!options.allowFewer) {
-          const skipped = all
-            .filter((c) => !eligible(c))
-            .map((c) => `${c.id}: ${unusable(c)}`)
-            .join("; ");
-          throw new PeerError(
-            "NOT_ENOUGH_PROVIDERS",
-            `Found ${available} usable distinct provider${available === 1 ? "" : "s"} for a redundancy of ${policy.k}`,
-            {
-              details: `${all.length} offer${all.length === 1 ? "" : "s"} found${skipped ? ` (unusable: ${skipped})` : ""}; lower --redundancy, start more providers, or pass --allow-fewer to run on fewer`,
-            },
-          );
-        }
-        emit({ type: "fewerProviders", wanted: policy.k, available });
-      }
-      for (;;) {
-        const committed = await this.commitRound(
-          qube,
-          want,
-          usable,
-          chosen,
-          failures,
-          plan,
-          options,
-          emit,
-          eligible,
-          seats,
-        );
-        emit({ type: "revealRequested", providers: committed.map((d) => d.provider.id) });
-        const revealed = await Promise.all(
-          committed.map((dispatch) => this.reveal(dispatch, staging, failures, options, emit)),
-        );
-        for (let i = 0; i < committed.length; i++) {
-          const answer = revealed[i];
-          if (answer) answers.push(answer);
-          else unrevealed.push(committed[i]!);
-          // providers vote on the outputs root and on how the process ended
-          votes.push({ provider: committed[i]!.provider.id, root: answer ? voteKey(answer) : undefined });
-        }
-        this.recordOpenings(revealed, seats);
-        decision = decide(votes, { quorum: plan.quorum, maxReplicas: plan.maxReplicas }, chosen.length);
-        if (decision.status === "no-consensus" && plan.solo && policy.mode === "adaptive") {
-          // the trusted provider did not deliver: fall back to replication
-          plan = {
-            replicas: policy.quorum,
-            quorum: policy.quorum,
-            maxReplicas: Math.max(policy.quorum, policy.maxReplicas) + chosen.length,
-            solo: false,
-          };
-          decision = decide(votes, { quorum: plan.quorum, maxReplicas: plan.maxReplicas }, chosen.length);
-        }
-        if (decision.status !== "need-more") break;
-        if (
-          usable.filter(distinctFrom(chosen)).length === 0 &&
-          !(await this.refresh(qube, usable, chosen, options, eligible))
-        ) {
-          decision = {
-            status: "no-consensus",
-            reason: `${decision.reason}, and no further distinct provider is available`,
-            groups: groupVotes(votes),
-          };
-          break;
-        }
-        want = decision.replicas;
-        emit({ type: "tieBreakerDispatched", replicas: want, reason: decision.reason });
-      }
+      driven = await this.drive(qube, { usable, all, unusable, eligible, random, staging, seats }, options, emit);
     } catch (error) {
       // aborted by the caller (Ctrl-C): interrupted, not failed; the providers were told to stop
       const interrupted = options.signal?.aborted === true;
@@ -249,7 +173,8 @@ export class Requestor {
       await rm(staging, { recursive: true, force: true });
       throw error;
     }
-    this.judge(spec.id, decision, answers, unrevealed, emit);
+    const { decision, answers, failures } = driven;
+    this.judge(spec.id, driven.outcome, answers, driven.dispatches, emit);
     emit({ type: "decided", status: decision.status });
     const result = await this.finish(spec, decision, answers, failures, staging, options.outputDir);
     if (this.options.payments) {
@@ -267,199 +192,285 @@ export class Requestor {
   }
 
   /**
-   * Updates reputations and keeps evidence after a decision: agreeing providers gain a valid result; a
-   * dissenter (another root than the verified one) or a provider whose commitment had no valid reveal is
-   * marked and excluded for `excludeMs`, and what proves it is journalled.
+   * Updates reputations and keeps evidence after a decision, as the engine judged: agreeing providers gain a
+   * valid result; a dissenter (another root than the verified one) or a provider whose commitment had no valid
+   * reveal is marked and excluded for `excludeMs`, and what proves it is journalled.
    */
   private judge(
     qubeId: string,
-    decision: QuorumDecision,
+    outcome: Extract<EngineOutcome, { kind: "decided" }>,
     answers: ProviderAnswer[],
-    unrevealed: Dispatch[],
+    dispatches: Map<string, Dispatch>,
     emit: (event: RunEvent) => void,
   ): void {
     const now = this.now();
     const excludeMs = this.options.excludeMs ?? 3600_000;
-    const mark = (provider: string, evidence: unknown) => {
+    const { decision } = outcome;
+    const winner = decision.status === "verified" ? answers.find((a) => voteKey(a) === decision.root) : undefined;
+    for (const provider of outcome.valid) this.reputation.recordValid(provider);
+    for (const { provider, reason } of outcome.marked) {
+      const answer = answers.find((a) => a.provider === provider);
+      const evidence =
+        reason === "no-valid-reveal"
+          ? { kind: "commitment-without-valid-reveal", commitment: dispatches.get(provider)?.commitment ?? null }
+          : {
+              kind: "conflicting-statements",
+              qubeId,
+              accepted: winner?.statement ?? (decision.status === "verified" ? decision.root : null),
+              dissent: answer?.statement ?? answer?.outputsRoot ?? null,
+            };
       this.reputation.recordWrong(provider, now, excludeMs);
       this.journal.evidence(qubeId, provider, evidence, now);
       emit({ type: "providerMarked", provider });
-    };
-    for (const dispatch of unrevealed) {
-      mark(dispatch.provider.id, { kind: "commitment-without-valid-reveal", commitment: dispatch.commitment ?? null });
-    }
-    if (decision.status !== "verified") return;
-    const winner = answers.find((a) => voteKey(a) === decision.root);
-    for (const answer of answers) {
-      if (voteKey(answer) === decision.root) this.reputation.recordValid(answer.provider);
-      else
-        mark(answer.provider, {
-          kind: "conflicting-statements",
-          qubeId,
-          accepted: winner?.statement ?? decision.root,
-          dissent: answer.statement ?? answer.outputsRoot,
-        });
     }
   }
 
   /**
-   * Dispatches until `want` new providers have committed (replacing failures), within the replica bound.
-   * With payments, the round's providers are chosen first and their job is locked before anything is sent
-   * (a failure to lock fails the run); each replacement locks its own job first (a failure to lock ends
-   * that replacement, recorded as a failure).
+   * Drives the round engine (src/requestor/engine.ts) over the market, the payments port and the journal: each
+   * command runs concurrently, and what it leads to goes back to the engine as an event, one at a time. An
+   * interrupt tells every provider that committed to stop the qube.
    */
-  private async commitRound(
+  private async drive(
     qube: SealedQube,
-    want: number,
-    usable: ProviderCandidate[],
-    chosen: ProviderCandidate[],
-    failures: RunResult["failures"],
-    plan: { maxReplicas: number; quorum: number },
+    run: {
+      usable: ProviderCandidate[];
+      all: ProviderCandidate[];
+      unusable: (c: ProviderCandidate) => string | undefined;
+      eligible: (c: ProviderCandidate) => boolean;
+      random: () => number;
+      staging: string;
+      seats: Map<string, EscrowSeat>;
+    },
     options: RunOptions,
     emit: (event: RunEvent) => void,
-    eligible: (c: ProviderCandidate) => boolean,
-    seats: Map<string, EscrowSeat>,
-  ): Promise<Dispatch[]> {
-    const committed: Dispatch[] = [];
-    const errors: Error[] = [];
-    let lockError: unknown;
+  ): Promise<{
+    outcome: Extract<EngineOutcome, { kind: "decided" }>;
+    decision: QuorumDecision;
+    answers: ProviderAnswer[];
+    dispatches: Map<string, Dispatch>;
+    failures: RunResult["failures"];
+  }> {
+    const { spec } = qube;
     const payments = this.options.payments;
-    const next = (): ProviderCandidate | undefined => usable.find(distinctFrom(chosen));
-    const pick = async (): Promise<ProviderCandidate | undefined> => {
-      if (chosen.length >= plan.maxReplicas) return undefined;
-      const candidate = next() ?? (await this.refresh(qube, usable, chosen, options, eligible));
-      if (candidate) chosen.push(candidate);
-      return candidate;
+    const signal = options.signal;
+    const withSignal = signal ? { signal } : {};
+    const known = new Map(run.usable.map((c) => [c.id, c]));
+    const dispatches = new Map<string, Dispatch>();
+    const committed = new Map<string, Dispatch>();
+    const answers: ProviderAnswer[] = [];
+    const failures: RunResult["failures"] = [];
+    const engine = new RoundEngine({
+      policy: spec.spec.redundancy,
+      paid: payments !== undefined,
+      allowFewer: options.allowFewer === true,
+      random: run.random,
+      reputation: (id) => this.reputation.get(id),
+    });
+
+    const events: EngineEvent[] = [];
+    let wake: (() => void) | undefined;
+    const post = (event: EngineEvent) => {
+      events.push(event);
+      wake?.();
     };
-    const fail = (provider: string, error: unknown) => {
+    const tasks = new Set<Promise<void>>();
+    let fatal: unknown;
+    const task = (work: () => Promise<void>) => {
+      const running = work()
+        .catch((error: unknown) => {
+          fatal ??= error; // only an interrupt or a bug gets here: every expected failure is an event
+          wake?.();
+        })
+        .finally(() => tasks.delete(running));
+      tasks.add(running);
+    };
+    const failure = (provider: string, error: unknown): EngineFailure => {
       const e = toAirqubeError(error);
-      failures.push({ provider, code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) });
-      errors.push(e);
-      this.journal.dispatch(qube.spec.id, provider, "failed", this.now(), { error: `${e.code}: ${e.message}` });
-      emit({
-        type: "providerFailed",
-        provider,
-        code: e.code,
-        message: e.message,
-        ...(e.details ? { details: e.details } : {}),
-      });
+      const details = e.details ? { details: e.details } : {};
+      failures.push({ provider, code: e.code, message: e.message, ...details });
+      this.journal.dispatch(spec.id, provider, "failed", this.now(), { error: `${e.code}: ${e.message}` });
+      emit({ type: "providerFailed", provider, code: e.code, message: e.message, ...details });
+      return { code: e.code, message: e.message, ...details, cause: e };
     };
-    const dispatchTo = async (candidate: ProviderCandidate): Promise<boolean> => {
-      const provider = candidate.id;
-      const seat = seats.get(provider);
-      this.journal.dispatch(qube.spec.id, provider, "dispatched", this.now());
-      try {
-        const dispatch = await this.options.market.dispatch(candidate, qube, {
-          ...(options.signal ? { signal: options.signal } : {}),
-          ...(seat ? { escrow: seat } : {}),
-          onAgreement: (p) => emit({ type: "agreementSigned", provider: p }),
-          onSent: (p) => emit({ type: "qubeSent", provider: p }),
-          onStarted: (p) => emit({ type: "qubeStarted", provider: p }),
-        });
-        await dispatch.awaitCommitment(options.signal ? { signal: options.signal } : {});
-        this.journal.dispatch(qube.spec.id, provider, "committed", this.now());
-        emit({ type: "qubeCommitted", provider });
-        committed.push(dispatch);
-        return true;
-      } catch (error) {
-        options.signal?.throwIfAborted();
-        fail(provider, error);
-        return false;
-      }
-    };
-    /** Paid runs ask a provider whether it would admit the qube before any money is locked for it. */
-    const admits = async (candidate: ProviderCandidate): Promise<boolean> => {
-      if (!payments || !this.options.market.admits) return true;
-      try {
-        await this.options.market.admits(candidate, qube, {
-          price: candidate.price > 1n ? candidate.price : 1n,
-          payment: { chainId: payments.chainId, escrow: payments.escrow },
-          ...(options.signal ? { signal: options.signal } : {}),
-        });
-        return true;
-      } catch (error) {
-        options.signal?.throwIfAborted();
-        fail(candidate.id, error);
-        return false;
-      }
-    };
-    /** Waits for every attempt; on an interrupt, tells the providers that already committed to stop. */
-    const settleAll = async (attempts: Promise<void>[]): Promise<void> => {
-      const results = await Promise.allSettled(attempts);
-      if (options.signal?.aborted) {
-        await Promise.all(
-          committed.map((d) =>
-            d.cancel
-              ? d.cancel("the requestor was interrupted")
-              : d.abort(new PeerError("QUBE_CANCELLED", "The requestor was interrupted")),
-          ),
-        );
-        options.signal.throwIfAborted();
-      }
-      const failed = results.find((r) => r.status === "rejected");
-      if (failed) throw failed.reason;
-    };
-    const attempt = async (first?: ProviderCandidate): Promise<void> => {
-      let candidate = first;
-      for (;;) {
-        if (!candidate) {
-          candidate = await pick();
-          if (!candidate) return;
-          if (payments && !(await admits(candidate))) {
-            candidate = undefined;
-            continue;
-          }
-          if (payments) {
-            try {
-              await this.lock(qube, [candidate], plan.quorum, seats, options, emit);
-            } catch (error) {
-              options.signal?.throwIfAborted();
-              lockError = error;
-              fail(candidate.id, error);
-              return;
+
+    let outcome: EngineOutcome | undefined;
+    const execute = (commands: EngineCommand[]) => {
+      for (const command of commands) {
+        switch (command.type) {
+          case "findMore":
+            task(async () => {
+              const fresh = await this.options.market
+                .findProviders(spec, { wanted: command.wanted, ...withSignal })
+                .catch((error: unknown) => {
+                  signal?.throwIfAborted();
+                  throw error;
+                });
+              const usable = fresh.filter((c) => !known.has(c.id) && run.eligible(c));
+              for (const c of usable) known.set(c.id, c);
+              post({ type: "found", candidates: usable });
+            });
+            break;
+          case "admit":
+            for (const provider of command.providers) {
+              const candidate = known.get(provider)!;
+              task(async () => {
+                try {
+                  if (payments && this.options.market.admits) {
+                    await this.options.market.admits(candidate, qube, {
+                      price: candidate.price > 1n ? candidate.price : 1n,
+                      payment: { chainId: payments.chainId, escrow: payments.escrow },
+                      ...withSignal,
+                    });
+                  }
+                  post({ type: "admitted", provider });
+                } catch (error) {
+                  signal?.throwIfAborted();
+                  post({ type: "refused", provider, failure: failure(provider, error) });
+                }
+              });
             }
-          }
+            break;
+          case "lock":
+            task(async () => {
+              const candidates = command.providers.map((id) => known.get(id)!);
+              try {
+                await this.lock(qube, candidates, command.quorum, run.seats, options, emit);
+                post({ type: "locked", providers: command.providers });
+              } catch (error) {
+                signal?.throwIfAborted();
+                const chainDown = isChainDown(error);
+                const recorded =
+                  command.providers.length === 1
+                    ? failure(command.providers[0]!, error)
+                    : { ...toAirqubeError(error).toJSON(), cause: error };
+                post({ type: "lockFailed", providers: command.providers, failure: recorded, chainDown });
+              }
+            });
+            break;
+          case "dispatch":
+            task(async () => {
+              const candidate = known.get(command.provider)!;
+              const provider = candidate.id;
+              const seat = run.seats.get(provider);
+              this.journal.dispatch(spec.id, provider, "dispatched", this.now());
+              try {
+                const dispatch = await this.options.market.dispatch(candidate, qube, {
+                  ...withSignal,
+                  ...(seat ? { escrow: seat } : {}),
+                  onAgreement: (p) => emit({ type: "agreementSigned", provider: p }),
+                  onSent: (p) => emit({ type: "qubeSent", provider: p }),
+                  onStarted: (p) => emit({ type: "qubeStarted", provider: p }),
+                });
+                dispatches.set(provider, dispatch);
+                await dispatch.awaitCommitment(withSignal);
+                committed.set(provider, dispatch);
+                this.journal.dispatch(spec.id, provider, "committed", this.now());
+                emit({ type: "qubeCommitted", provider });
+                post({ type: "committed", provider });
+              } catch (error) {
+                signal?.throwIfAborted();
+                post({ type: "failed", provider, failure: failure(provider, error) });
+              }
+            });
+            break;
+          case "reveal":
+            emit({ type: "revealRequested", providers: command.providers });
+            for (const provider of command.providers) {
+              const dispatch = committed.get(provider)!;
+              task(async () => {
+                try {
+                  const answer = await dispatch.reveal(join(run.staging, provider), withSignal);
+                  emit({ type: "resultReceived", provider, outputsRoot: answer.outputsRoot });
+                  answers.push(answer);
+                  this.recordOpenings([answer], run.seats);
+                  // providers vote on the outputs root and on how the process ended
+                  post({ type: "revealed", provider, vote: voteKey(answer) });
+                } catch (error) {
+                  signal?.throwIfAborted();
+                  const e = toAirqubeError(error);
+                  const details = e.details ? { details: e.details } : {};
+                  failures.push({ provider, code: e.code, message: e.message, ...details });
+                  emit({ type: "providerFailed", provider, code: e.code, message: e.message, ...details });
+                  post({ type: "revealFailed", provider, failure: { code: e.code, message: e.message, cause: e } });
+                }
+              });
+            }
+            break;
+          case "fewerProviders":
+            emit({ type: "fewerProviders", wanted: command.wanted, available: command.available });
+            break;
+          case "tieBreaker":
+            emit({ type: "tieBreakerDispatched", replicas: command.replicas, reason: command.reason });
+            break;
+          case "finished":
+            outcome = command.outcome;
+            break;
         }
-        if (await dispatchTo(candidate)) return;
-        candidate = undefined;
       }
     };
-    if (payments) {
-      const picks: ProviderCandidate[] = [];
-      while (picks.length < want) {
-        const batch: ProviderCandidate[] = [];
-        while (picks.length + batch.length < want) {
-          const candidate = await pick();
-          if (!candidate) break;
-          batch.push(candidate);
+
+    try {
+      execute(engine.start(run.usable));
+      while (outcome === undefined) {
+        if (fatal !== undefined || signal?.aborted) break;
+        const event = events.shift();
+        if (event) {
+          execute(engine.handle(event));
+          continue;
         }
-        if (batch.length === 0) break;
-        // asked first: only providers that would admit the qube get a seat in the job that locks money
-        const admitted = await Promise.all(batch.map((candidate) => admits(candidate)));
-        picks.push(...batch.filter((_, i) => admitted[i]));
+        if (tasks.size === 0)
+          throw new PeerError("ENGINE_STALLED", "The requestor's round engine stopped without a decision");
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+        wake = undefined;
       }
-      // the budget is locked before the qube goes anywhere: a chain that is down fails the run here
-      if (picks.length > 0) await this.lock(qube, picks, plan.quorum, seats, options, emit);
-      await settleAll(picks.map((candidate) => attempt(candidate)));
-    } else {
-      await settleAll(Array.from({ length: want }, () => attempt()));
+      if (fatal !== undefined || signal?.aborted) {
+        if (signal?.aborted) {
+          // tell every provider that committed to stop the qube and free its seat
+          await Promise.all(
+            [...committed.values()].map((d) =>
+              d.cancel
+                ? d.cancel("the requestor was interrupted")
+                : d.abort(new PeerError("QUBE_CANCELLED", "The requestor was interrupted")),
+            ),
+          );
+          signal.throwIfAborted();
+        }
+        throw fatal;
+      }
+    } finally {
+      // nothing of this run may keep going: outstanding work ends with the run (their results are dropped)
+      await Promise.allSettled([...tasks]);
     }
-    // the chain went down mid-qube: that, not "no provider", is why nothing could run
-    if (committed.length === 0 && want > 0 && isChainDown(lockError)) throw lockError;
-    if (committed.length === 0 && want > 0 && payments?.ensureReachable) {
-      await payments.ensureReachable(options.signal ? { signal: options.signal } : {});
+    const ended = outcome as EngineOutcome;
+    if (ended.kind === "decided") return { outcome: ended, decision: ended.decision, answers, dispatches, failures };
+    if (ended.code === "NOT_ENOUGH_PROVIDERS") {
+      const skipped = run.all
+        .filter((c) => !run.eligible(c))
+        .map((c) => `${c.id}: ${run.unusable(c)}`)
+        .join("; ");
+      const { available, wanted } = ended;
+      throw new PeerError(
+        "NOT_ENOUGH_PROVIDERS",
+        `Found ${available} usable distinct provider${available === 1 ? "" : "s"} for a redundancy of ${wanted}`,
+        {
+          details: `${run.all.length} offer${run.all.length === 1 ? "" : "s"} found${skipped ? ` (unusable: ${skipped})` : ""}; lower --redundancy, start more providers, or pass --allow-fewer to run on fewer`,
+        },
+      );
     }
-    if (committed.length === 0 && want > 0) {
-      // every provider's reason, not only its code (the CLI also prints one line per provider)
-      throw new PeerError("NO_PROVIDER", "No provider could run the qube", {
-        details:
-          failures.length > 0
-            ? failures.map((f) => `${f.provider}: ${f.code}${f.details ? `: ${f.details}` : ""}`).join("; ")
-            : "no usable offer was found",
-        ...(errors.length > 0 ? { cause: errors.at(-1) } : {}),
-      });
-    }
-    return committed;
+    if (ended.code === "LOCK_FAILED")
+      throw ended.failure.cause ?? new PeerError(ended.failure.code, ended.failure.message);
+    // nothing committed: the chain going down mid-qube, not "no provider", is why nothing could run
+    if (ended.chainDown) throw ended.chainDown.cause ?? new PeerError(ended.chainDown.code, ended.chainDown.message);
+    if (payments?.ensureReachable) await payments.ensureReachable(withSignal);
+    throw new PeerError("NO_PROVIDER", "No provider could run the qube", {
+      details:
+        failures.length > 0
+          ? failures.map((f) => `${f.provider}: ${f.code}${f.details ? `: ${f.details}` : ""}`).join("; ")
+          : "no usable offer was found",
+      ...(ended.failures.length > 0 ? { cause: ended.failures.at(-1)?.failure.cause } : {}),
+    });
   }
 
   /** Opens one escrow job for `candidates` and journals it; the job's quorum is a majority of its seats. */
@@ -553,51 +564,6 @@ export class Requestor {
     return this.closeJobs(open, options.maxWaitMs ?? 0, options.signal, (e) => options.onProgress?.(e));
   }
 
-  /** Looks for further providers when the known ones are used up (replacements, tie-breakers). */
-  private async refresh(
-    qube: SealedQube,
-    usable: ProviderCandidate[],
-    chosen: ProviderCandidate[],
-    options: RunOptions,
-    eligible: (c: ProviderCandidate) => boolean,
-  ): Promise<ProviderCandidate | undefined> {
-    const fresh = await this.options.market.findProviders(qube.spec, {
-      wanted: chosen.length + 1,
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
-    for (const candidate of fresh) {
-      if (!usable.some((c) => c.id === candidate.id) && eligible(candidate)) usable.push(candidate);
-    }
-    return usable.find(distinctFrom(chosen));
-  }
-
-  private async reveal(
-    dispatch: Dispatch,
-    staging: string,
-    failures: RunResult["failures"],
-    options: RunOptions,
-    emit: (event: RunEvent) => void,
-  ): Promise<ProviderAnswer | undefined> {
-    const provider = dispatch.provider.id;
-    try {
-      const answer = await dispatch.reveal(join(staging, provider), options.signal ? { signal: options.signal } : {});
-      emit({ type: "resultReceived", provider, outputsRoot: answer.outputsRoot });
-      return answer;
-    } catch (error) {
-      options.signal?.throwIfAborted();
-      const e = toAirqubeError(error);
-      failures.push({ provider, code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) });
-      emit({
-        type: "providerFailed",
-        provider,
-        code: e.code,
-        message: e.message,
-        ...(e.details ? { details: e.details } : {}),
-      });
-      return undefined;
-    }
-  }
-
   private async finish(
     spec: VerifiedQubeSpec,
     decision: QuorumDecision,
@@ -650,31 +616,6 @@ export class Requestor {
     this.journal.close();
     this.dirLock.release();
   }
-}
-
-/** How many providers of `candidates` can be used together under the distinct-operator rule. */
-function distinctCount(candidates: ProviderCandidate[]): number {
-  const chosen: ProviderCandidate[] = [];
-  for (const c of candidates) if (distinctFrom(chosen)(c)) chosen.push(c);
-  return chosen.length;
-}
-
-function groupVotes(votes: Vote[]): Record<string, string[]> {
-  const groups: Record<string, string[]> = {};
-  for (const v of votes) {
-    const key = v.root ?? "(no valid reveal)";
-    groups[key] = [...(groups[key] ?? []), v.provider];
-  }
-  return groups;
-}
-
-function shuffle<T>(items: T[], random: () => number): T[] {
-  const out = [...items];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
 }
 
 async function moveContents(from: string, to: string): Promise<void> {
