@@ -160,7 +160,7 @@ describe("AirqubeEscrow: groups", () => {
   /** The case: k = 3, two chosen providers never commit, two replacements (follow-ups) agree. */
   async function replaced() {
     const f = await deployEscrowFixture();
-    const [p0, p1, p2, p3, p4] = f.providers as [Signer, Signer, Signer, Signer, Signer];
+    const [p0, p1, p2, p3, p4] = f.providers as unknown as [Signer, Signer, Signer, Signer, Signer];
     const leader = await makeJob(f.requestor, [p0, p1, p2]);
     await f.escrow.connect(f.requestor).openJob(t(leader));
     const lo = own(leader, 0, R);
@@ -251,7 +251,7 @@ describe("AirqubeEscrow: groups", () => {
 
   it("slashes a tie-breaker whose answer went against the group's quorum, and pays the quorum", async () => {
     const { escrow, token, requestor, providers, outsider } = await loadFixture(deployEscrowFixture);
-    const [p0, p1, p2, p3, p4] = providers as [Signer, Signer, Signer, Signer, Signer];
+    const [p0, p1, p2, p3, p4] = providers as unknown as [Signer, Signer, Signer, Signer, Signer];
     const leader = await makeJob(requestor, [p0, p1, p2]);
     const lo = await openAndCommit(escrow, requestor, providers, leader, [
       own(leader, 0, R),
@@ -289,7 +289,7 @@ describe("AirqubeEscrow: groups", () => {
 
   it("without a qualified majority of the group's committed seats pays nobody and slashes nobody who revealed", async () => {
     const { escrow, requestor, providers } = await loadFixture(deployEscrowFixture);
-    const [p0, p1, p2, p3] = providers as [Signer, Signer, Signer, Signer];
+    const [p0, p1, p2, p3] = providers as unknown as [Signer, Signer, Signer, Signer];
     const leader = await makeJob(requestor, [p0, p1, p2]);
     const lo = await openAndCommit(escrow, requestor, providers, leader, [
       own(leader, 0, R),

@@ -107,9 +107,14 @@ describe("AirqubeEscrow: property over random crash points", () => {
           else await f.escrow.connect(settler).settleGroup(jobs.map(t), openings);
 
           // the qube's decision, by the requestor's own rule (src/requestor/quorum.ts) over the committed seats
-          const votes = group
-            .filter((g) => g.opening)
-            .map((g) => ({ provider: g.seat.address, root: live(g) ? g.opening!.outputsRoot : undefined }));
+          const votes = await Promise.all(
+            group
+              .filter((g) => g.opening)
+              .map(async (g) => ({
+                provider: await g.seat.getAddress(),
+                root: live(g) ? g.opening!.outputsRoot : undefined,
+              })),
+          );
           const decision = decide(votes, { quorum: leader.quorum, maxReplicas: 99 }, votes.length);
           const label = `${kinds} ${requestorFate} ${decision.status}`;
           for (const g of group.filter((x) => x.kind === "honest" && x.opening)) {
