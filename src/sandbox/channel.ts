@@ -213,10 +213,10 @@ export class ChannelParser {
           throw channelError("Sandbox sent an output failure twice or after outputs");
         const known = OUTPUT_FAILURES[payload[0] as keyof typeof OUTPUT_FAILURES];
         if (!known || payload.length > 1 + 2 * MAX_WARNING_BYTES) throw channelError("Malformed output failure frame");
-        // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this removes
         const detail = payload
           .subarray(1)
           .toString("utf8")
+          // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this removes
           .replace(/[\u0000-\u001f\u007f]/g, "?");
         this.outputFailure = new UserError(known[0], known[1], { details: detail });
         this.archive.destroy(this.outputFailure); // the unpacker stops; its staging is removed
