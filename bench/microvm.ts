@@ -7,8 +7,18 @@
  *    same command and powers off (the ENVIRONMENT.md command line, same TSC parameters), spawn to exit;
  * then, with a preload pool of one VM, the time from `run` being called to the qube's first stdout bytes.
  * Prints `{ coldMedianMs, rawQemuMedianMs, coldRatio, preloadedMedianMs, accel, ... }`.
+ *
+ * `npm run bench:microvm -- --throughput [--json] [--accel ...]` measures the channel instead: one qube writes
+ * 64 MiB in one file, one 256 MiB in four files (the default per-file and total output caps), and the host
+ * times each run (`ms`), the part after the qube's "written" line (`transferMs`: archive, virtio ring, pipe,
+ * parser, unpacker, SHA-256), and checks every byte (the files are a repeated pattern the host recomputes).
+ * `guestCopyMbPerS` is the guest's own pipe copy rate (`dd` of /dev/zero through a pipe), the ceiling that TCG
+ * sets; `emptyRunMs` is a run of `true` (boot, qube, report, destroy). `--sizes 1x64,4x64` (files x MiB) picks
+ * the outputs. Prints `{ sizes: [{ bytes, files, ms, transferMs, mbPerS, transferMbPerS }], emptyRunMs,
+ * guestCopyMbPerS }`.
  */
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -79,6 +89,113 @@ function rawBoot(kernel: string, initrd: string, accel: string, tscKhz: number |
       else resolve(performance.now() - started);
     });
   });
+}
+
+const MiB = 1024 * 1024;
+
+/** The content of output file `index`: 4 KiB blocks of one byte value (cheap to make under TCG, easy to check). */
+function expectedSha(index: number, bytes: number): string {
+  const block = Buffer.alloc(bytes, 65 + index);
+  return createHash("sha256").update(block).digest("hex");
+}
+
+/** `--sizes 1x64,4x64`: files x MiB each (whole MiB). */
+const plan = (flag("--sizes") ?? "1x64,4x64").split(",").map((item) => {
+  const [files, mib] = item.split("x").map(Number);
+  if (!Number.isInteger(files) || !Number.isInteger(mib) || files! < 1 || mib! < 1)
+    throw new Error(`--sizes wants FILESxMIB,...: ${item}`);
+  return [files!, mib! * MiB] as const;
+});
+
+async function throughput(): Promise<void> {
+  const sandbox = new MicroVmSandbox({ accel: accelChoice });
+  const decision = await sandbox.accel();
+  log(`accel: ${decision.accel} (${decision.reason})`);
+  const limits = {
+    memoryBytes: 640 * MiB, // tmpfs pages of /output are charged to the qube's cgroup
+    scratchBytes: 300 * MiB,
+    wallTimeMs: 600_000,
+  };
+  const sizes: {
+    bytes: number;
+    files: number;
+    ms: number;
+    transferMs: number;
+    mbPerS: number;
+    transferMbPerS: number;
+  }[] = [];
+  try {
+    // warm-up (image conversion), the fixed cost of a run (boot, qube, report, destroy), and the guest's own
+    // pipe copy rate (what the init's archive path does before the virtio ring)
+    await sandbox.run({ image: IMAGE, command: ["true"], limits });
+    const emptyStarted = performance.now();
+    await sandbox.run({ image: IMAGE, command: ["true"], limits });
+    const emptyRunMs = Math.round(performance.now() - emptyStarted);
+    const copy = await sandbox.run({
+      image: IMAGE,
+      command: [
+        "sh",
+        "-c",
+        "read s _ < /proc/uptime; dd if=/dev/zero bs=64k count=4096 2>/dev/null | cat > /dev/null; read e _ < /proc/uptime; echo $s $e",
+      ],
+      limits,
+    });
+    const [from, to] = copy.stdout.trim().split(" ").map(Number);
+    const copySeconds = (to ?? 0) - (from ?? 0);
+    const guestCopyMbPerS = copySeconds > 0 ? Number((256 / copySeconds).toFixed(1)) : undefined;
+    log(`empty run: ${emptyRunMs} ms, guest pipe copy: ${guestCopyMbPerS} MB/s`);
+    for (const [files, each] of plan) {
+      const dir = await mkdtemp(join(tmpdir(), "airqube-bench-out-"));
+      try {
+        const make = Array.from(
+          { length: files },
+          (_, i) =>
+            `printf '%4096s' '' | tr ' ' '\\${(65 + i).toString(8)}' > /scratch/b && ` +
+            `i=0; while [ $i -lt ${each / 4096 / 256} ]; do cat /scratch/b; i=$((i+1)); done > /scratch/c && ` +
+            `i=0; while [ $i -lt 256 ]; do cat /scratch/c; i=$((i+1)); done > /output/f${i}.bin && rm /scratch/c`,
+        ).join(" && ");
+        const started = performance.now();
+        const result = await sandbox.run({
+          image: IMAGE,
+          command: ["sh", "-c", `${make} && echo written`],
+          outputs: ["/output"],
+          outputDir: dir,
+          limits,
+        });
+        const ms = performance.now() - started;
+        const firstOutput = sandbox.stats.firstOutputMs.at(-1) ?? 0;
+        if (result.exitCode !== 0 || result.stdout !== "written\n")
+          throw new Error(`throughput run failed: ${JSON.stringify({ ...result, outputs: result.outputs.length })}`);
+        for (let i = 0; i < files; i++) {
+          const file = result.outputs.find((output) => output.path === `output/f${i}.bin`);
+          if (!file || file.size !== each || file.sha256 !== expectedSha(i, each))
+            throw new Error(`output f${i}.bin is not intact: ${JSON.stringify(file)}`);
+        }
+        const bytes = files * each;
+        const transferMs = ms - firstOutput;
+        sizes.push({
+          bytes,
+          files,
+          ms: Math.round(ms),
+          transferMs: Math.round(transferMs),
+          mbPerS: Number((bytes / MiB / (ms / 1000)).toFixed(1)),
+          transferMbPerS: Number((bytes / MiB / (transferMs / 1000)).toFixed(1)),
+        });
+        log(`${files} x ${each / MiB} MiB: ${JSON.stringify(sizes.at(-1))}`);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    }
+    const report = { sizes, emptyRunMs, guestCopyMbPerS, accel: decision.accel, accelReason: decision.reason };
+    process.stdout.write(`${JSON.stringify(report, null, json ? 0 : 2)}\n`);
+  } finally {
+    await sandbox.close();
+  }
+}
+
+if (argv.includes("--throughput")) {
+  await throughput();
+  process.exit(0);
 }
 
 const kernel = await defaultKernel();
