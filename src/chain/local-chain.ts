@@ -2,8 +2,11 @@
  * An embedded chain for the devnet: Hardhat's in-process EDR network, served over JSON-RPC on 127.0.0.1 so
  * that providers in other processes can reach it.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { existsSync } from "node:fs";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { HDNodeWallet, Mnemonic } from "ethers";
 import { ChainError } from "./errors.js";
 
@@ -41,6 +44,13 @@ export interface LocalChain {
   accounts: LocalAccount[];
   /** Stops the RPC server and the chain; idempotent. */
   stop(): Promise<void>;
+  /**
+   * Takes the chain off the network (closes the RPC server and every connection) while keeping its state, as
+   * a node that goes down; {@link LocalChain.resume} serves it again on the same port. For fault tests.
+   */
+  interrupt(): Promise<void>;
+  /** Serves the chain again on the same port after {@link LocalChain.interrupt}; a no-op when it is up. */
+  resume(): Promise<void>;
 }
 
 interface Eip1193 {
@@ -59,6 +69,16 @@ export function localAccounts(count: number): LocalAccount[] {
     const w = HDNodeWallet.fromMnemonic(mnemonic, `m/44'/60'/0'/0/${i}`);
     return { address: w.address, privateKey: w.privateKey };
   });
+}
+
+/** The directory of Airqube's own package.json (from src/ or from dist/src/). */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let up = 0; up < 6; up++) {
+    if (existsSync(join(dir, "package.json"))) return dir;
+    dir = dirname(dir);
+  }
+  return process.cwd();
 }
 
 /**
@@ -80,15 +100,20 @@ export async function startLocalChain(options: LocalChainOptions = {}): Promise<
   let connection: { provider: Eip1193; close(): Promise<void> };
   try {
     const { createHardhatRuntimeEnvironment } = await import("hardhat/hre");
-    const hre = await createHardhatRuntimeEnvironment({
-      networks: {
-        airqubeLocal: {
-          type: "edr-simulated",
-          chainId,
-          accounts: accounts.map((a) => ({ privateKey: a.privateKey, balance: balance.toString() })),
+    const hre = await createHardhatRuntimeEnvironment(
+      {
+        networks: {
+          airqubeLocal: {
+            type: "edr-simulated",
+            chainId,
+            accounts: accounts.map((a) => ({ privateKey: a.privateKey, balance: balance.toString() })),
+          },
         },
       },
-    });
+      {},
+      // Airqube's own package, not the directory the user happens to be in (Hardhat wants a package.json there)
+      packageRoot(),
+    );
     connection = (await hre.network.create("airqubeLocal")) as unknown as typeof connection;
   } catch (error) {
     throw new ChainError("CHAIN_START_FAILED", "Could not start the local chain", {
@@ -97,17 +122,26 @@ export async function startLocalChain(options: LocalChainOptions = {}): Promise<
     });
   }
 
-  const server = createServer((req, res) => {
-    void handleHttp(connection.provider, req, res);
-  });
-  try {
+  const serve = async (port: number) => {
+    const server = createServer((req, res) => {
+      void handleHttp(connection.provider, req, res);
+    });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(options.port ?? 0, "127.0.0.1", () => {
+      server.listen(port, "127.0.0.1", () => {
         server.off("error", reject);
         resolve();
       });
     });
+    return server;
+  };
+  const unserve = async (server: Server) => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  let server: Server | undefined;
+  try {
+    server = await serve(options.port ?? 0);
   } catch (error) {
     await connection.close();
     throw new ChainError("CHAIN_START_FAILED", "Could not serve the local chain on 127.0.0.1", {
@@ -115,23 +149,40 @@ export async function startLocalChain(options: LocalChainOptions = {}): Promise<
       cause: error,
     });
   }
+  const port = (server.address() as AddressInfo).port;
 
   let stopped: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopped ??= (async () => {
       signal?.removeEventListener("abort", onAbort);
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      const s = server;
+      server = undefined;
+      if (s) await unserve(s);
       await connection.close();
     })();
     return stopped;
+  };
+  const interrupt = async (): Promise<void> => {
+    const s = server;
+    server = undefined;
+    if (s) await unserve(s);
+  };
+  const resume = async (): Promise<void> => {
+    if (server || stopped) return;
+    try {
+      server = await serve(port);
+    } catch (error) {
+      throw new ChainError("CHAIN_START_FAILED", "Could not serve the local chain again on 127.0.0.1", {
+        details: `port ${port}: ${error instanceof Error ? error.message : String(error)}`,
+        cause: error,
+      });
+    }
   };
   const onAbort = (): void => void stop();
   signal?.addEventListener("abort", onAbort, { once: true });
   if (signal?.aborted) await stop();
 
-  const port = (server.address() as AddressInfo).port;
-  return { rpcUrl: `http://127.0.0.1:${port}`, chainId, accounts, stop };
+  return { rpcUrl: `http://127.0.0.1:${port}`, chainId, accounts, stop, interrupt, resume };
 }
 
 async function handleHttp(provider: Eip1193, req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -8,7 +8,7 @@ import { loadOrCreateIdentity } from "../net/keys.js";
 import { UserError } from "../qube/index.js";
 import type { ComputeMarket } from "../requestor/api.js";
 import { sealQube } from "../requestor/draft.js";
-import { type JournalEscrowJob, RequestorJournal } from "../requestor/journal.js";
+import { type JournalEscrowJob, type JournalQube, RequestorJournal } from "../requestor/journal.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
 import { closeJournalled, EscrowPayments, type PaymentReport } from "../requestor/payments.js";
 import { Requestor, type RunEvent, type RunResult } from "../requestor/requestor.js";
@@ -170,13 +170,35 @@ export function registerRunCommands(program: Command): void {
         process.exitCode = reportError(error, Boolean(flags.json));
         return;
       }
-      const journal = new RequestorJournal(join(flags.dataDir, "journal.sqlite"));
-      journal.recover(new Date());
-      const list = journal.list().map((q) => ({
-        ...q,
-        escrowJobs: journal.escrowJobs({ qubeId: q.qubeId }).map(escrowJobSummary),
-      }));
-      journal.close();
+      // a qube still dispatching is interrupted only when no process holds the data directory: listing the
+      // journal of a running requestor must not mark its qube interrupted
+      let lock: ReturnType<typeof lockDataDir> | undefined;
+      try {
+        lock = lockDataDir(flags.dataDir, "airqube journal");
+      } catch (error) {
+        if (!(error instanceof UserError && error.code === "DATA_DIR_LOCKED")) {
+          process.exitCode = reportError(error, Boolean(flags.json));
+          return;
+        }
+      }
+      let list: (JournalQube & { escrowJobs: ReturnType<typeof escrowJobSummary>[] })[];
+      try {
+        const journal = new RequestorJournal(join(flags.dataDir, "journal.sqlite"));
+        try {
+          if (lock) journal.recover(new Date());
+          list = journal.list().map((q) => ({
+            ...q,
+            escrowJobs: journal.escrowJobs({ qubeId: q.qubeId }).map(escrowJobSummary),
+          }));
+        } finally {
+          journal.close();
+        }
+      } catch (error) {
+        process.exitCode = reportError(error, Boolean(flags.json));
+        return;
+      } finally {
+        lock?.release();
+      }
       if (flags.json) printJson(list);
       else
         for (const q of list) {

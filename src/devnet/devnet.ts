@@ -78,6 +78,9 @@ export interface DevnetChain {
   payouts: string[];
   /** Stops the chain (done by `Devnet.stop`; exposed so tests can take the chain down). */
   stop(): Promise<void>;
+  /** Takes the chain off the network, keeping its state (fault tests); `resume()` serves it again, same port. */
+  interrupt(): Promise<void>;
+  resume(): Promise<void>;
 }
 
 export interface DevnetProvider {
@@ -311,6 +314,8 @@ async function startChain(
         payouts: providerAccounts.map((a) => a.address),
         providerKeys: providerAccounts.map((a) => a.privateKey),
         stop: () => chain.stop(),
+        interrupt: () => chain.interrupt(),
+        resume: () => chain.resume(),
       };
     } finally {
       rpc.destroy();

@@ -119,6 +119,11 @@ export interface EscrowPaymentsConfig extends EscrowClientConfig {
   settleWindowS?: number;
   /** Seconds added to the commit deadline for negotiation and input transfer (default 30). */
   marginS?: number;
+  /**
+   * How long a lock may take to be mined before the round gives up on it (default 60 s, the chain calls'
+   * deadline). A lock that is mined later stays journalled and is reclaimed by recovery.
+   */
+  lockTimeoutMs?: number;
 }
 
 const escrowEvents = new Interface(airqubeEscrowAbi);
@@ -183,9 +188,13 @@ export class EscrowPayments implements PaymentsPort {
     const seat = { jobId: jobIdOf(job), job, chainId: this.chainId, escrow: this.escrow };
     // journalled before the transaction is sent: a lock mined after our timeout is still found
     options.onPrepared?.(seat);
+    const send = {
+      ...options,
+      ...(options.timeoutMs === undefined && this.config.lockTimeoutMs ? { timeoutMs: this.config.lockTimeoutMs } : {}),
+    };
     const { hash } = request.leader
-      ? await this.client.openFollowUp(job, request.leader, options)
-      : await this.client.openJob(job, options);
+      ? await this.client.openFollowUp(job, request.leader, send)
+      : await this.client.openJob(job, send);
     return { seat, txHash: hash };
   }
 
@@ -295,6 +304,8 @@ export class EscrowPayments implements PaymentsPort {
           })),
         );
       } catch (error) {
+        // a provider's keeper (or another settlement) closed the job first: read what became of it
+        if (error instanceof ChainError && error.errorName === "AirqubeEscrowJobNotOpen" && attempt < 4) continue;
         // block time runs a little ahead of or behind ours: wait for the time the contract names
         if (error instanceof ChainError && error.errorName === "AirqubeEscrowTooEarly" && attempt < 4) {
           const until = Number(error.errorArgs[1] ?? 0) + 1;
@@ -320,8 +331,16 @@ export class EscrowPayments implements PaymentsPort {
       const status = states[i]!.status;
       if (status === "settled" || status === "reclaimed") out.push({ ...baseReport(job), status });
       else if (now > job.finalDeadline) {
-        const tx = await this.client.reclaim(job, options);
-        out.push({ ...(await this.receiptReport(job, tx.hash, options)), status: "reclaimed" });
+        try {
+          const tx = await this.client.reclaim(job, options);
+          out.push({ ...(await this.receiptReport(job, tx.hash, options)), status: "reclaimed" });
+        } catch (error) {
+          // closed by someone else (a provider's keeper) in the meantime: report what it became
+          if (!(error instanceof ChainError && error.errorName === "AirqubeEscrowJobNotOpen")) throw error;
+          const { status: closed } = await this.client.jobState(jobIdOf(job), options);
+          if (closed !== "settled" && closed !== "reclaimed") throw error;
+          out.push({ ...baseReport(job), status: closed });
+        }
       } else out.push({ ...baseReport(job), status: "pending", notBefore: job.finalDeadline + 1 });
     }
     return out;
