@@ -26,8 +26,8 @@ const MAX_FILES = DEFAULT_LIMITS.output.maxFiles;
 const BLOCK_LINES = 120_000;
 /** Container runs (200; fewer for a quick local look with AIRQUBE_SOAK_RUNS, never in CI). */
 const CONTAINER_RUNS = Number(process.env.AIRQUBE_SOAK_RUNS ?? 200);
-/** Micro-VM runs (24, or fewer with AIRQUBE_SOAK_VM_RUNS for a quick local look). */
-const VM_RUNS = Number(process.env.AIRQUBE_SOAK_VM_RUNS ?? 24);
+/** Micro-VM runs (20, or fewer with AIRQUBE_SOAK_VM_RUNS for a quick local look). */
+const VM_RUNS = Number(process.env.AIRQUBE_SOAK_VM_RUNS ?? 20);
 
 /** One run's outputs: big files made of the seeded block, small files of one seeded line each. */
 interface Plan {
