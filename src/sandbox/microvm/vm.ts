@@ -68,7 +68,7 @@ export interface VmServeResult {
 }
 
 /**
- * Reassembles whole frames from the serial stream, whose chunks are small (a few bytes to a few KiB): the
+ * Reassembles whole frames from the channel stream, whose chunks are cut anywhere (a few bytes to 64 KiB): the
  * parser then gets every frame in one piece, once, so the cost is linear in the bytes (feeding the parser the
  * raw chunks made it re-concatenate its partial frame on every chunk: quadratic, ~50 KiB/s for 16 MiB).
  * It holds at most one frame (5 + FRAME_MAX bytes); a header announcing more is handed to the parser as is,
@@ -301,7 +301,7 @@ export class MicroVm {
    * VM sends anything malformed or stops sending its outputs, `OUTPUT_*` (UserError) when the qube's outputs
    * break a cap or a rule (nothing is written then), `ABORTED` on abort. `graceMs` is added to the qube's wall
    * time before the host kills the VM itself; once the exit report arrived, `idleTimeoutMs` (default 30 s) is
-   * the longest the VM may go without sending a byte while its outputs come over the serial port.
+   * the longest the VM may go without sending a byte while its outputs come over the channel.
    */
   async serve(
     qube: VmQube,
@@ -345,7 +345,7 @@ export class MicroVm {
     // Until the exit report the qube's wall time (plus grace) bounds the VM. After it only the outputs are still
     // coming, bounded in bytes by the output caps the init checked up front: then the VM must keep them flowing
     // (no idle gap over `idleTimeoutMs`, the host's own pauses for backpressure excluded), however long a large
-    // archive takes over the serial port. Counting the transfer against the wall time lost large outputs.
+    // archive takes over the channel. Counting the transfer against the wall time lost large outputs.
     const idleMs = run.idleTimeoutMs ?? 30_000;
     const stuckMs = run.unpackTimeoutMs ?? 120_000;
     let pausedSince: number | undefined;
@@ -374,8 +374,8 @@ export class MicroVm {
       } else if (assembler.sawExit) timer.refresh();
       if (parser.error || assembler.sawEnd) settle("done");
       else if (parser.backpressured && pausedSince === undefined) {
-        // Every buffer between the VM and the disk stays bounded: QEMU blocks on its full pipe, the guest's
-        // UART stops, and the init waits in write() until the unpacker has written what it holds.
+        // Every buffer between the VM and the disk stays bounded: QEMU blocks on its full stdout, the guest's
+        // virtio ring fills, and the init waits in write() until the unpacker has written what it holds.
         pausedSince = performance.now();
         stdout?.pause();
         parser.archive.once("drain", resume);
