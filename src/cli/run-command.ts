@@ -38,6 +38,9 @@ export { readConfigFile } from "./config-file.js";
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 /** A whole number of wei. */
+/** Output files `airqube run` lists by name before it summarises the rest. */
+const MAX_LISTED_OUTPUTS = 20;
+
 function parseWei(value: string): bigint {
   if (!/^\d{1,78}$/.test(value.trim())) throw new InvalidArgumentError(`"${value}" is not an amount in wei`);
   return BigInt(value.trim());
@@ -358,7 +361,15 @@ export function describeResult(result: RunResult, flags: { output: string; timeo
       );
     }
   for (const f of result.failures) lines.push(describeFailure(f));
-  for (const o of result.outputs) lines.push(`  ${join(flags.output, o.path)} ${o.size} bytes sha256:${o.sha256}`);
+  // a few files by name; hundreds would bury the outcome (`--json` lists every one)
+  const shown = result.outputs.length > MAX_LISTED_OUTPUTS + 2 ? MAX_LISTED_OUTPUTS : result.outputs.length;
+  for (const o of result.outputs.slice(0, shown))
+    lines.push(`  ${join(flags.output, o.path)} ${o.size} bytes sha256:${o.sha256}`);
+  if (shown < result.outputs.length) {
+    const rest = result.outputs.slice(shown);
+    const bytes = rest.reduce((sum, o) => sum + o.size, 0);
+    lines.push(`  … and ${rest.length} more files (${bytes} bytes) under ${flags.output} (--json lists them all)`);
+  }
   if (outcome) lines.push(...describeMissing(outcome.missingOutputs));
   const winner = result.answers.find((a) => a.outputsRoot === result.outputsRoot);
   if (winner?.stdout) lines.push(...describeLog("stdout (unverified)", winner.stdout));
