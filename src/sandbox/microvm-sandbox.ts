@@ -1,9 +1,9 @@
 /**
  * The micro-VM tier: one disposable QEMU `microvm` per qube, with its own kernel (the Debian cloud kernel),
  * booted from an initramfs made of the qube's image plus our static init, no network device, no disk, and one
- * framed channel (a virtio-serial port) as the only thing crossing the VM boundary (src/sandbox/microvm/README in TSDoc:
- * inputs go in over that channel after the init's hello; stdout, stderr, the exit status and the outputs
- * archive come back over it and are parsed as hostile). Each VM serves exactly one qube and is destroyed.
+ * framed channel (a virtio-serial port) as the only thing crossing the VM boundary (src/sandbox/microvm/README
+ * in TSDoc: inputs go in over that channel after the init's hello; stdout, stderr, the exit status and the
+ * outputs archive come back over it and are parsed as hostile). Each VM serves exactly one qube and is destroyed.
  *
  * Preloading (as Qubes 4.3's preloaded disposables): with `preload`, N VMs of one image are kept booted and
  * waiting on their channel, so a matching qube starts without a boot; each is still used once and destroyed,
