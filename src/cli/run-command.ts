@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { budgetOf } from "../chain/job.js";
 import { type EscrowJobJson, jobFromJson } from "../chain/job-json.js";
+import { ADMISSION_REFUSED } from "../net/exchange/errors.js";
 import { loadOrCreateIdentity } from "../net/keys.js";
 import { UserError } from "../qube/index.js";
 import type { ComputeMarket } from "../requestor/api.js";
@@ -324,7 +325,10 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
 /** One line for a provider that refused or failed: `  12D3…abcd refused: IMAGE_UNAVAILABLE: …`. */
 export function describeFailure(f: { provider: string; code: string; message: string; details?: string }): string {
   if (f.code === "PROPOSAL_REJECTED") return `  ${shortPeer(f.provider)} refused: ${f.details ?? f.message}`;
-  return `  ${shortPeer(f.provider)} failed: ${f.message} [${f.code}]`;
+  if (f.message === ADMISSION_REFUSED)
+    return `  ${shortPeer(f.provider)} refused: ${f.code}: ${f.details ?? f.message}`;
+  const details = f.details && !f.message.endsWith(f.details) ? `: ${f.details}` : "";
+  return `  ${shortPeer(f.provider)} failed: ${f.message}${details} [${f.code}]`;
 }
 
 /**

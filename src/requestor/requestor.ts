@@ -287,10 +287,10 @@ export class Requestor {
     const failure = (provider: string, error: unknown): EngineFailure => {
       const e = toAirqubeError(error);
       const details = e.details ? { details: e.details } : {};
-      failures.push({ provider, code: e.code, message: e.message, ...details });
+      failures.push({ provider, code: e.code, message: e.shortMessage, ...details });
       this.journal.dispatch(spec.id, provider, "failed", this.now(), { error: `${e.code}: ${e.message}` });
-      emit({ type: "providerFailed", provider, code: e.code, message: e.message, ...details });
-      return { code: e.code, message: e.message, ...details, cause: e };
+      emit({ type: "providerFailed", provider, code: e.code, message: e.shortMessage, ...details });
+      return { code: e.code, message: e.shortMessage, ...details, cause: e };
     };
 
     let outcome: EngineOutcome | undefined;
@@ -389,8 +389,8 @@ export class Requestor {
                   signal?.throwIfAborted();
                   const e = toAirqubeError(error);
                   const details = e.details ? { details: e.details } : {};
-                  failures.push({ provider, code: e.code, message: e.message, ...details });
-                  emit({ type: "providerFailed", provider, code: e.code, message: e.message, ...details });
+                  failures.push({ provider, code: e.code, message: e.shortMessage, ...details });
+                  emit({ type: "providerFailed", provider, code: e.code, message: e.shortMessage, ...details });
                   post({ type: "revealFailed", provider, failure: { code: e.code, message: e.message, cause: e } });
                 }
               });

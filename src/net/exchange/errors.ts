@@ -6,10 +6,13 @@ import { PeerError, TimeoutError } from "../../qube/index.js";
  * (`IMAGE_UNAVAILABLE`, `LIMITS_EXCEEDED`, `ESCROW_REQUIRED`, `PRICE_TOO_LOW`, `AT_CAPACITY` ...), checked
  * to be an upper-case identifier; `reason` is its explanation (untrusted text, bounded).
  */
+/** The message of every admission refusal (its code is the provider's reason code). */
+export const ADMISSION_REFUSED = "The provider would not admit the qube";
+
 export class AdmissionRefusedError extends PeerError {
   readonly refusal: { code: string; reason: string };
   constructor(code: string, reason: string) {
-    super(code, "The provider would not admit the qube", { details: reason });
+    super(code, ADMISSION_REFUSED, { details: reason });
     this.refusal = { code, reason };
   }
 }
