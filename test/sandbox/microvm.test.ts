@@ -120,6 +120,30 @@ describe("MicroVmSandbox @qemu @docker", function () {
     expect(result.imageDigest).to.match(/^sha256:[0-9a-f]{64}$/);
   });
 
+  it("gives the guest one virtio device, the channel port, and no module loading once the init is done", async () => {
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      command: sh(
+        [
+          "for d in /sys/bus/virtio/devices/*; do cat $d/device; done",
+          "cat /sys/class/virtio-ports/*/name",
+          "cat /proc/sys/kernel/modules_disabled",
+          "ls /dev | tr '\\n' ' '; echo",
+          "ls /sys/class/tty | grep -c '^ttyS'",
+        ].join("; "),
+      ),
+    });
+    expect(result.exitCode, result.stderr).to.equal(0);
+    // 0x0003: virtio console; the only port is ours; no further module may be loaded (the qube could not anyway)
+    expect(result.stdout.split("\n").slice(0, 3)).to.deep.equal(["0x0003", "airqube.0", "1"]);
+    const dev = result.stdout.split("\n")[3]!.trim().split(" ");
+    expect(
+      dev.some((name) => /^(vport|hvc|tty|vd|sd)/.test(name)),
+      `no channel or disk node in /dev: ${dev}`,
+    ).to.equal(false);
+    expect(result.stdout.split("\n")[4], "one UART: the console").to.equal("1");
+  });
+
   it("OOM-kills a memory bomb at the memory limit", async () => {
     const result = await sandbox.run({
       image: BUSYBOX,
