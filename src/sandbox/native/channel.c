@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,14 +33,31 @@ static void write_all(const void *buf, size_t len) {
   }
 }
 
+/* Writes header and payload with one writev where the channel takes it (one virtio buffer, not two). */
+static void write_frame(const unsigned char *header, size_t hlen, const char *payload, size_t plen) {
+  struct iovec iov[2] = {{(void *)header, hlen}, {(void *)payload, plen}};
+  size_t total = hlen + plen;
+  ssize_t n;
+  do n = writev(channel_fd, iov, plen > 0 ? 2 : 1);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) _exit(125); /* the host is gone: nothing left to tell it */
+  if ((size_t)n == total) return;
+  /* a short write: finish it piece by piece */
+  if ((size_t)n < hlen) {
+    write_all(header + n, hlen - (size_t)n);
+    write_all(payload, plen);
+  } else {
+    write_all(payload + ((size_t)n - hlen), total - (size_t)n);
+  }
+}
+
 void aq_frame(char type, const void *payload, size_t len) {
   const char *p = payload;
   do {
     size_t part = len > AQ_FRAME_MAX ? AQ_FRAME_MAX : len;
     unsigned char header[5] = {(unsigned char)type, (unsigned char)(part >> 24), (unsigned char)(part >> 16),
                                (unsigned char)(part >> 8), (unsigned char)part};
-    write_all(header, sizeof header);
-    if (part > 0) write_all(p, part);
+    write_frame(header, sizeof header, p, part);
     p += part;
     len -= part;
   } while (len > 0);
