@@ -139,6 +139,8 @@ export class EscrowPayments implements PaymentsPort {
   readonly chainId: number;
   readonly escrow: string;
   readonly account: string;
+  /** Largest lead of the chain's clock over ours seen, seconds (see {@link EscrowPayments.chainTime}). */
+  private leadS = 0;
 
   private constructor(
     private readonly client: EscrowClient,
@@ -366,10 +368,17 @@ export class EscrowPayments implements PaymentsPort {
     return block?.timestamp;
   }
 
-  /** The latest block's timestamp (the contract's clock), unix seconds. */
+  /**
+   * The contract's clock, unix seconds: the latest block's timestamp, or our clock plus the largest lead of the
+   * chain's clock over ours seen so far. A chain that mines only on demand (the devnet) and runs ahead of our
+   * clock has a stale latest block while we wait: without the lead, a wait for a deadline never ends.
+   */
   private async chainTime(options: CallOptions, label = "read the latest block"): Promise<number> {
     const block = await runChainCall(label, () => this.provider.getBlock("latest"), options);
-    return Math.max(block?.timestamp ?? 0, Math.floor(Date.now() / 1000));
+    const wall = Math.floor(Date.now() / 1000);
+    const timestamp = block?.timestamp ?? 0;
+    if (timestamp - wall > this.leadS) this.leadS = timestamp - wall;
+    return Math.max(timestamp, wall + this.leadS);
   }
 
   /** Credits and slashes of a settlement or reclaim, read from its receipt's events. */

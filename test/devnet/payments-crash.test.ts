@@ -451,11 +451,14 @@ describe("payments: crashes and faults on a devnet with a chain @docker", functi
       );
       expect(result.status).to.equal("verified");
       const survivor = locks[0]!.find((id) => !killed.has(id))!;
-      expect(result.agreeing).to.include(survivor);
+      expect(result.agreeing, JSON.stringify({ locks, failures: result.failures })).to.include(survivor);
       expect(result.agreeing).to.have.length(3);
       for (const id of killed) expect(result.agreeing).to.not.include(id);
       const reports = result.payments ?? [];
-      expect(reports.map((r) => r.status)).to.deep.equal(reports.map(() => "settled"));
+      expect(
+        reports.map((r) => r.status),
+        JSON.stringify(reports),
+      ).to.deep.equal(reports.map(() => "settled"));
       expect(reports.length).to.be.greaterThan(1);
       const jobs = journalJobs(dataDir);
       expect(jobs.map((e) => e.state)).to.deep.equal(jobs.map(() => "settled"));
