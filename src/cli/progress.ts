@@ -31,7 +31,7 @@ function describe(event: RunEvent): string {
     case "resultReceived":
       return `${short(event.provider)} revealed ${event.outputsRoot.slice(0, 19)}…`;
     case "providerFailed":
-      return `${short(event.provider)} failed: ${event.message} [${event.code}]`;
+      return `${short(event.provider)} failed: ${event.message}${event.details ? `: ${event.details}` : ""} [${event.code}]`;
     case "tieBreakerDispatched":
       return `${event.reason}: dispatching ${event.replicas} more`;
     case "providerMarked":

@@ -247,7 +247,7 @@ describe("payments: pay on agreement on a devnet with a chain @docker", function
         .run(await unopened.seal("unfunded"), {
           outputDir: tmp("aq-pay-out-"),
           filter: (c) => allowed.has(c.id),
-          onProgress: (e) => e.type === "providerFailed" && failed.push(e.message),
+          onProgress: (e) => e.type === "providerFailed" && failed.push(`${e.message}: ${e.details ?? ""}`),
         })
         .then(
           () => undefined,
@@ -279,7 +279,7 @@ describe("payments: pay on agreement on a devnet with a chain @docker", function
       const error = await unpaid
         .run(qube, {
           outputDir: tmp("aq-pay-out-"),
-          onProgress: (e) => e.type === "providerFailed" && failed.push(e.message),
+          onProgress: (e) => e.type === "providerFailed" && failed.push(`${e.message}: ${e.details ?? ""}`),
         })
         .then(
           () => undefined,
