@@ -39,6 +39,8 @@ start() {
 stop() {
   if [ -f "$pidfile" ]; then
     pid=$(cat "$pidfile")
+    # dockerd's own pid file names the engine even when setsid had to fork to start it
+    if [ -s "$state_dir/dockerd.real.pid" ]; then pid=$(cat "$state_dir/dockerd.real.pid"); fi
     if kill -0 "$pid" 2>/dev/null; then
       kill "$pid" || true
       for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
