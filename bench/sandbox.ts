@@ -11,7 +11,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEFAULT_LIMITS } from "../src/sandbox/api.js";
+import { DEFAULT_SANDBOX_LIMITS } from "../src/sandbox/api.js";
 import { ContainerSandbox } from "../src/sandbox/container-sandbox.js";
 import { seccompProfile } from "../src/sandbox/seccomp.js";
 import { argValue, median, round, wantsJson } from "./stats.js";
@@ -20,7 +20,7 @@ const runs = argValue("--runs", 20);
 const image = "airqube/busybox:latest";
 const profile = join(mkdtempSync(join(tmpdir(), "aq-bench-")), "seccomp.json");
 writeFileSync(profile, JSON.stringify(seccompProfile()));
-const limits = DEFAULT_LIMITS;
+const limits = DEFAULT_SANDBOX_LIMITS;
 const scratch = `rw,noexec,nosuid,nodev,size=${limits.scratchBytes},mode=1777,uid=65534,gid=65534`;
 // The same flags hardenedContainerConfig sets, spelled as docker run options.
 const rawArgs = [

@@ -16,7 +16,7 @@ import { testGLMAbi } from "./abi/test-glm.js";
 import { ChainError } from "./errors.js";
 import {
   budgetOf,
-  commitmentOf,
+  escrowCommitmentOf,
   type EscrowJob,
   jobIdOf,
   jobTuple,
@@ -35,7 +35,7 @@ export interface TxResult {
 }
 
 /** A job's on-chain state. */
-export interface JobState {
+export interface EscrowJobState {
   status: "none" | "open" | "settled" | "reclaimed";
   /** Seats (provider indexes) that committed, and that revealed on chain. */
   committed: number[];
@@ -248,7 +248,7 @@ export class EscrowClient {
   async commit(job: EscrowJob, own: OwnOpening, options: CallOptions = {}): Promise<TxResult & { commitment: string }> {
     const checked = parseEscrowJob(job);
     const index = this.#seat(checked);
-    const commitment = commitmentOf(jobIdOf(checked), own.outputsRoot, own.salt, this.address);
+    const commitment = escrowCommitmentOf(jobIdOf(checked), own.outputsRoot, own.salt, this.address);
     const result = await this.#send(
       "commit",
       async () => {
@@ -335,7 +335,7 @@ export class EscrowClient {
   }
 
   /** A job's status and the seats that committed and revealed. */
-  async jobState(jobId: string, options: CallOptions = {}): Promise<JobState> {
+  async jobState(jobId: string, options: CallOptions = {}): Promise<EscrowJobState> {
     const raw = await runChainCall(
       "read a job's state",
       async () => jobStateAnswer.parse([...(await this.#escrow.getFunction("jobState")(jobId))]),
@@ -419,7 +419,7 @@ export class EscrowClient {
           const own = known.get(c.provider.toLowerCase());
           const index = job.providers.findIndex((p) => p.toLowerCase() === c.provider.toLowerCase());
           if (index < 0) throw new ChainError("CHAIN_INVALID_RESPONSE", "A commitment came from a non-provider");
-          const valid = own && commitmentOf(jobId, own.outputsRoot, own.salt, c.provider) === c.commitment;
+          const valid = own && escrowCommitmentOf(jobId, own.outputsRoot, own.salt, c.provider) === c.commitment;
           return {
             index,
             commitment: c.commitment,

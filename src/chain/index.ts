@@ -10,13 +10,13 @@ export {
   type EscrowClientConfig,
   followUpNonce,
   type JobGroup,
-  type JobState,
+  type EscrowJobState,
   type OwnOpening,
   type TxResult,
 } from "./escrow-client.js";
 export {
   budgetOf,
-  commitmentOf,
+  escrowCommitmentOf,
   type EscrowJob,
   escrowJobSchema,
   jobIdOf,

@@ -121,9 +121,9 @@ export function budgetOf(job: EscrowJob): bigint {
  * A provider's commitment, `keccak256(abi.encode(jobId, outputsRoot, salt, provider))`.
  *
  * @example
- * const c = commitmentOf(jobIdOf(job), outputsRoot, salt, myAddress);
+ * const c = escrowCommitmentOf(jobIdOf(job), outputsRoot, salt, myAddress);
  */
-export function commitmentOf(jobId: string, outputsRoot: string, salt: string, provider: string): string {
+export function escrowCommitmentOf(jobId: string, outputsRoot: string, salt: string, provider: string): string {
   return keccak256(coder.encode(["bytes32", "bytes32", "bytes32", "address"], [jobId, outputsRoot, salt, provider]));
 }
 

@@ -12,7 +12,7 @@ import { sealQube } from "../requestor/draft.js";
 import { type JournalEscrowJob, type JournalQube, RequestorJournal } from "../requestor/journal.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
 import { closeJournalled, EscrowPayments, type PaymentReport } from "../requestor/payments.js";
-import { Requestor, type RunEvent, type RunResult } from "../requestor/requestor.js";
+import { Requestor, type RunEvent, type RunReport } from "../requestor/requestor.js";
 import { lockDataDir } from "../store/dir-lock.js";
 import { type RequestorConfig, readConfigFile } from "./config-file.js";
 import {
@@ -335,7 +335,7 @@ export function describeFailure(f: { provider: string; code: string; message: st
  * The human form of a run's result: a head line saying whether k providers agreed and on what outcome, then
  * the providers, every refusal and failure, the outputs, missing declared outputs and the logs' tails.
  */
-export function describeResult(result: RunResult, flags: { output: string; timeout?: number }): string[] {
+export function describeResult(result: RunReport, flags: { output: string; timeout?: number }): string[] {
   const lines: string[] = [];
   const outcome = result.outcome;
   if (result.status === "verified" && outcome) {

@@ -10,7 +10,7 @@ import { type Command, Option } from "commander";
 import { UserError } from "../qube/errors.js";
 import { relativePathProblem } from "../qube/paths.js";
 import { missingOutputs } from "../requestor/outcome.js";
-import type { Sandbox, RunResult as SandboxResult, Tier } from "../sandbox/api.js";
+import type { Sandbox, SandboxResult, Tier } from "../sandbox/api.js";
 import { ContainerSandbox } from "../sandbox/container-sandbox.js";
 import {
   AIRQUBE_ERROR_EXIT,

@@ -29,7 +29,7 @@ import {
   UserError,
 } from "../qube/index.js";
 import type { Dispatch, DispatchEvents, ProviderAnswer, ProviderCandidate, SealedQube } from "../requestor/api.js";
-import type { OutputFile } from "../sandbox/api.js";
+import type { SandboxOutput } from "../sandbox/api.js";
 import { unpackTar } from "../sandbox/unpack.js";
 import type { GolemConfig } from "./config.js";
 import { fromGolemError } from "./errors.js";
@@ -43,7 +43,7 @@ export const GOLEM_COMMITMENT_DOMAIN = "airqube/golem-commitment/v1";
 interface Staged {
   outputsRoot: string;
   manifest: OutputManifest;
-  files: OutputFile[];
+  files: SandboxOutput[];
   dir: string;
   exitCode: number | null;
   stdout: string;
@@ -200,7 +200,7 @@ export class GolemDispatch implements Dispatch {
       await this.download(exe, report, tarFile, signal);
       this.staged = await this.unpack(tarFile, signal);
       await rm(tarFile, { force: true });
-      return commitmentOf(this.qube.spec.id, this.provider.id, this.staged.outputsRoot, this.salt);
+      return golemCommitmentOf(this.qube.spec.id, this.provider.id, this.staged.outputsRoot, this.salt);
     } catch (error) {
       await this.release();
       await this.dispose();
@@ -407,7 +407,7 @@ function expectOk(result: Result, code: string, message: string, what?: string):
  * The requestor-side commitment: "sha256:" + hex(SHA-256(domain NUL qubeId NUL provider NUL root NUL salt)).
  * Only the requestor knows the salt; it binds the staged outputs before any other provider's result is seen.
  */
-export function commitmentOf(qubeId: string, provider: string, outputsRoot: string, salt: Uint8Array): string {
+export function golemCommitmentOf(qubeId: string, provider: string, outputsRoot: string, salt: Uint8Array): string {
   const hash = createHash("sha256");
   for (const part of [GOLEM_COMMITMENT_DOMAIN, qubeId, provider, outputsRoot]) hash.update(part).update("\0");
   return `sha256:${hash.update(salt).digest("hex")}`;

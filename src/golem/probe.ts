@@ -27,7 +27,7 @@ import {
 import { Identity, PeerError } from "../qube/index.js";
 import { sealQube, specLimitsFor } from "../requestor/draft.js";
 import { Requestor } from "../requestor/requestor.js";
-import type { QubeRun, RunResult, Sandbox } from "../sandbox/api.js";
+import type { QubeRun, SandboxResult, Sandbox } from "../sandbox/api.js";
 import type { GolemConfig } from "./config.js";
 import { GolemMarket, type GolemMarketOptions } from "./golem-market.js";
 
@@ -45,7 +45,7 @@ export class GolemSandbox implements Sandbox {
     private readonly imageDigest?: string,
   ) {}
 
-  async run(qube: QubeRun, options: { signal?: AbortSignal } = {}): Promise<RunResult> {
+  async run(qube: QubeRun, options: { signal?: AbortSignal } = {}): Promise<SandboxResult> {
     const limits = qube.limits ?? {};
     const digest = qube.imageDigest ?? this.imageDigest;
     const sealed = await sealQube(

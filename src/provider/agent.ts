@@ -53,7 +53,7 @@ import { JobLedger } from "./ledger.js";
 import { ProviderPayments, writeChainFile } from "./payments.js";
 
 /** The escape-suite outcome the agent needs per tier. */
-export interface ProbeSummary {
+export interface ProbeGateResult {
   reportHash: string;
   pass: number;
   fail: number;
@@ -62,7 +62,7 @@ export interface ProbeSummary {
 }
 
 /** Runs (or looks up) the escape suite for one tier. */
-export type ProbeGate = (tier: Tier, sandbox: Sandbox, options: { signal?: AbortSignal }) => Promise<ProbeSummary>;
+export type ProbeGate = (tier: Tier, sandbox: Sandbox, options: { signal?: AbortSignal }) => Promise<ProbeGateResult>;
 
 export interface ProviderDeps {
   sandboxes?: Partial<Record<Tier, Sandbox>>;
@@ -79,7 +79,7 @@ export interface ProviderStatus {
   running: number;
   maxConcurrent: number;
   draining: boolean;
-  probes: Partial<Record<Tier, ProbeSummary>>;
+  probes: Partial<Record<Tier, ProbeGateResult>>;
 }
 
 export class ProviderAgent {
@@ -96,7 +96,7 @@ export class ProviderAgent {
   /** Offers of other providers, relayed to requestors that ask. */
   private market: OfferBook | undefined;
   private readonly sandboxes: Partial<Record<Tier, Sandbox>>;
-  private readonly probes: Partial<Record<Tier, ProbeSummary>> = {};
+  private readonly probes: Partial<Record<Tier, ProbeGateResult>> = {};
   private readonly running = new Map<string, Promise<void>>();
   private readonly resources: ProviderResources;
   private readonly behaviour: Behaviour;

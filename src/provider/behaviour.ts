@@ -16,16 +16,16 @@ import { appendFile, mkdir, readdir, readFile, stat, writeFile } from "node:fs/p
 import { dirname, join } from "node:path";
 import type { AdmittedJob } from "../net/exchange/handler.js";
 import { Identity, InternalError } from "../qube/index.js";
-import type { OutputFile, RunResult } from "../sandbox/api.js";
+import type { SandboxOutput, SandboxResult } from "../sandbox/api.js";
 
 export interface Behaviour {
   readonly name: string;
   /** Wraps the sandbox run of a qube whose image digest is `imageDigest`. */
-  run(execute: () => Promise<RunResult>, imageDigest: string): Promise<RunResult>;
+  run(execute: () => Promise<SandboxResult>, imageDigest: string): Promise<SandboxResult>;
   /** Changes outputs on disk after the run (adversaries only). */
   tamper(outputsDir: string, declared: string[]): Promise<void>;
   /** The output files to commit to, relative to the outputs directory. */
-  listOutputs(outputsDir: string, reported: OutputFile[]): Promise<OutputFile[]>;
+  listOutputs(outputsDir: string, reported: SandboxOutput[]): Promise<SandboxOutput[]>;
   /** The provider id the commitment seal is computed for (`copy` uses someone else's). */
   sealProvider(self: string): string;
   afterCommit(job: AdmittedJob): Promise<void>;
@@ -34,8 +34,8 @@ export interface Behaviour {
 const OUTPUT_PREFIX = "output/";
 
 /** Lists and hashes the regular files under `dir`, relative and sorted. */
-export async function hashTree(dir: string, prefix = ""): Promise<OutputFile[]> {
-  const out: OutputFile[] = [];
+export async function hashTree(dir: string, prefix = ""): Promise<SandboxOutput[]> {
+  const out: SandboxOutput[] = [];
   const entries = await readdir(join(dir, prefix), { withFileTypes: true }).catch(() => []);
   for (const entry of entries) {
     const path = prefix ? `${prefix}/${entry.name}` : entry.name;
@@ -49,7 +49,7 @@ export async function hashTree(dir: string, prefix = ""): Promise<OutputFile[]> 
 }
 
 /** What a lazy provider pretends: a successful run of the right image, with nothing produced. */
-const fakeRun = (imageDigest: string): RunResult => {
+const fakeRun = (imageDigest: string): SandboxResult => {
   const now = new Date().toISOString();
   return {
     tier: "container",

@@ -11,15 +11,15 @@ import Docker from "dockerode";
 import { PROBE_IMAGE, type ProbeReport, reportHash, runProbeSuite } from "../probes/index.js";
 import type { Tier } from "../qube/index.js";
 import type { Sandbox } from "../sandbox/api.js";
-import { DEFAULT_LIMITS } from "../sandbox/api.js";
+import { DEFAULT_SANDBOX_LIMITS } from "../sandbox/api.js";
 import { hardenedContainerConfig } from "../sandbox/hardening.js";
 import { imageDigest } from "../sandbox/images.js";
-import type { ProbeGate, ProbeSummary } from "./agent.js";
+import type { ProbeGate, ProbeGateResult } from "./agent.js";
 
 async function fingerprint(tier: Tier, docker: Docker): Promise<string> {
   const version = await docker.version().catch(() => ({ Version: "unknown" }));
   const probeImage = await imageDigest(docker, PROBE_IMAGE);
-  const hardening = JSON.stringify(hardenedContainerConfig(DEFAULT_LIMITS, "fingerprint", { initBinary: "/init" }));
+  const hardening = JSON.stringify(hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "fingerprint", { initBinary: "/init" }));
   return createHash("sha256")
     .update(JSON.stringify([tier, release(), version.Version, probeImage, hardening]))
     .digest("hex")
@@ -27,7 +27,7 @@ async function fingerprint(tier: Tier, docker: Docker): Promise<string> {
 }
 
 /** Summary of a report as offers carry it. */
-export function summaryOf(report: ProbeReport): ProbeSummary {
+export function summaryOf(report: ProbeReport): ProbeGateResult {
   return { reportHash: `sha256:${reportHash(report)}`, ...report.summary };
 }
 

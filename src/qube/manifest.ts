@@ -38,7 +38,7 @@ export const outputFileSchema = z.strictObject({
   uid: boundedInt(0, UINT32).optional(),
   gid: boundedInt(0, UINT32).optional(),
 });
-export type OutputFile = z.infer<typeof outputFileSchema>;
+export type ManifestEntry = z.infer<typeof outputFileSchema>;
 
 /** The manifest v1: sorted files with the metadata the spec keeps. */
 export const outputManifestSchema = z
@@ -102,7 +102,7 @@ export function buildOutputManifest(
   const kept = records
     .filter((f) => rules.include.some((p) => isPathUnder(f.path, p)))
     .map((f) => {
-      const entry: OutputFile = { path: f.path, size: f.size, sha256: f.sha256 };
+      const entry: ManifestEntry = { path: f.path, size: f.size, sha256: f.sha256 };
       if (!rules.stripModes) entry.mode = required(f.mode, "mode", f.path, fail);
       if (!rules.stripTimestamps) entry.mtimeMs = required(f.mtimeMs, "mtimeMs", f.path, fail);
       if (!rules.stripOwners) {

@@ -45,7 +45,7 @@ export const LIMIT_BOUNDS = {
 } as const satisfies Record<string, readonly [number, number]>;
 
 /** Limits used by `createQubeSpec` when the draft leaves them out. */
-export const DEFAULT_LIMITS = {
+export const DEFAULT_QUBE_LIMITS = {
   milliCpus: 1000,
   memoryBytes: 512 * MiB,
   pids: 64,
@@ -172,7 +172,7 @@ export const qubeSpecSchema = z
 /** A complete, validated qube spec v1. */
 export type QubeSpec = z.infer<typeof qubeSpecSchema>;
 export type QubeLimits = QubeSpec["limits"];
-export type InputFile = QubeSpec["inputs"][number];
+export type QubeInput = QubeSpec["inputs"][number];
 export type NormaliseRules = QubeSpec["normalise"];
 export type RedundancyPolicy = QubeSpec["redundancy"];
 export type NetworkPolicy = QubeSpec["network"];
@@ -226,7 +226,7 @@ export interface QubeSpecDraft {
   image: QubeSpec["image"];
   command: string[];
   env?: Record<string, string>;
-  inputs?: InputFile[];
+  inputs?: QubeInput[];
   outputs: string[];
   limits?: Partial<QubeLimits>;
   network?: NetworkPolicy;
@@ -263,7 +263,7 @@ export function createQubeSpec(draft: QubeSpecDraft, options: ParseSpecOptions =
     env: draft.env ?? {},
     inputs,
     outputs,
-    limits: { ...DEFAULT_LIMITS, ...draft.limits },
+    limits: { ...DEFAULT_QUBE_LIMITS, ...draft.limits },
     network: draft.network ?? { mode: "none" },
     tier: draft.tier ?? "container",
     normalise: {

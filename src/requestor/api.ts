@@ -13,7 +13,7 @@ import type {
   Tier,
   VerifiedQubeSpec,
 } from "../qube/index.js";
-import type { OutputFile } from "../sandbox/api.js";
+import type { SandboxOutput } from "../sandbox/api.js";
 
 /** A provider a qube may be sent to. */
 export interface ProviderCandidate {
@@ -36,7 +36,7 @@ export interface ProviderAnswer {
   payout?: string;
   outputsRoot: string;
   manifest: OutputManifest;
-  files: OutputFile[];
+  files: SandboxOutput[];
   /** Directory holding this provider's outputs. */
   outputDir: string;
   /** Signed by the provider on the embedded network; absent on Golem (it signs nothing). */

@@ -18,7 +18,7 @@ import {
   toAirqubeError,
   UserError,
 } from "../qube/index.js";
-import type { QubeRun, RunResult, Sandbox } from "../sandbox/api.js";
+import type { QubeRun, SandboxResult, Sandbox } from "../sandbox/api.js";
 import { sealQube, specLimitsFor } from "./draft.js";
 import { Libp2pMarket } from "./libp2p-market.js";
 import type { PaymentReport, PaymentsPort } from "./payments.js";
@@ -50,7 +50,7 @@ export class RemoteSandbox implements Sandbox {
     private readonly identity: ReturnType<typeof loadOrCreateIdentity>,
   ) {}
 
-  async run(qube: QubeRun, options: { signal?: AbortSignal } = {}): Promise<RunResult> {
+  async run(qube: QubeRun, options: { signal?: AbortSignal } = {}): Promise<SandboxResult> {
     const limits = qube.limits ?? {};
     const sealed = await sealQube(
       {

@@ -62,7 +62,7 @@ export interface RunOptions {
   allowFewer?: boolean;
 }
 
-export interface RunResult {
+export interface RunReport {
   qubeId: string;
   status: "verified" | "no-consensus";
   /** True only for a deterministic qube whose outputs a quorum agreed on. */
@@ -124,7 +124,7 @@ export class Requestor {
   }
 
   /** Runs a sealed qube to a verified result or to "no consensus". */
-  async run(qube: SealedQube, options: RunOptions): Promise<RunResult> {
+  async run(qube: SealedQube, options: RunOptions): Promise<RunReport> {
     const { spec } = qube;
     const emit = (event: RunEvent) => options.onProgress?.(event);
     const policy = spec.spec.redundancy;
@@ -248,7 +248,7 @@ export class Requestor {
     decision: QuorumDecision;
     answers: ProviderAnswer[];
     dispatches: Map<string, Dispatch>;
-    failures: RunResult["failures"];
+    failures: RunReport["failures"];
   }> {
     const { spec } = qube;
     const payments = this.options.payments;
@@ -258,7 +258,7 @@ export class Requestor {
     const dispatches = new Map<string, Dispatch>();
     const committed = new Map<string, Dispatch>();
     const answers: ProviderAnswer[] = [];
-    const failures: RunResult["failures"] = [];
+    const failures: RunReport["failures"] = [];
     const engine = new RoundEngine({
       policy: spec.spec.redundancy,
       paid: payments !== undefined,
@@ -568,10 +568,10 @@ export class Requestor {
     spec: VerifiedQubeSpec,
     decision: QuorumDecision,
     answers: ProviderAnswer[],
-    failures: RunResult["failures"],
+    failures: RunReport["failures"],
     staging: string,
     outputDir: string,
-  ): Promise<RunResult> {
+  ): Promise<RunReport> {
     const strip = (a: ProviderAnswer) => {
       const { outputDir: _, ...rest } = a;
       return rest;

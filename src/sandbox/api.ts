@@ -3,8 +3,10 @@
  * Tiers (`container`, `microvm`) implement it; everything above the sandbox layer speaks only this.
  */
 
-/** The isolation tiers Airqube knows. */
-export type Tier = "container" | "microvm";
+import type { Tier } from "../qube/schemas.js";
+
+/** The isolation tiers Airqube knows (one definition, in the qube format: `TIERS`). */
+export type { Tier };
 
 /** Resource limits of one qube. All are hard caps enforced by the sandbox. */
 export interface SandboxLimits {
@@ -32,7 +34,7 @@ export interface ArchiveLimits {
 }
 
 /** One input file to place in the sandbox, read-only, under /input. */
-export interface InputFile {
+export interface SandboxInput {
   /** Relative path under /input, e.g. `data/a.txt`. */
   path: string;
   /** Absolute path of the file on the host. */
@@ -51,7 +53,7 @@ export interface QubeRun {
   command: string[];
   env?: Record<string, string>;
   /** Input files, placed read-only under /input. */
-  inputs?: InputFile[];
+  inputs?: SandboxInput[];
   /** Host directory whose whole contents are placed under /input (alternative to `inputs`). */
   inputDir?: string;
   /**
@@ -65,7 +67,7 @@ export interface QubeRun {
 }
 
 /** One file the qube produced, as unpacked on the host. */
-export interface OutputFile {
+export interface SandboxOutput {
   /** Path relative to the output directory, `/`-separated. */
   path: string;
   size: number;
@@ -74,7 +76,7 @@ export interface OutputFile {
 }
 
 /** What the sandbox reports after the qube ended (normally, by a limit, or by time-out). */
-export interface RunResult {
+export interface SandboxResult {
   tier: Tier;
   /** Digest of the image actually run. */
   imageDigest: string;
@@ -87,7 +89,7 @@ export interface RunResult {
   stderrTruncated: boolean;
   oomKilled: boolean;
   timedOut: boolean;
-  outputs: OutputFile[];
+  outputs: SandboxOutput[];
   startedAt: string;
   endedAt: string;
 }
@@ -100,13 +102,13 @@ export interface Sandbox {
    * `AirqubeError` when the sandbox itself fails (image missing, digest mismatch, bad output archive);
    * a qube that fails or is killed is a normal result. Always destroys the sandbox, even on abort.
    */
-  run(qube: QubeRun, options?: { signal?: AbortSignal }): Promise<RunResult>;
+  run(qube: QubeRun, options?: { signal?: AbortSignal }): Promise<SandboxResult>;
   /** Releases pooled resources (warm containers, preloaded VMs). */
   close(): Promise<void>;
 }
 
 /** Defaults every tier applies when a limit is not given. */
-export const DEFAULT_LIMITS: SandboxLimits = {
+export const DEFAULT_SANDBOX_LIMITS: SandboxLimits = {
   cpus: 1,
   memoryBytes: 256 * 1024 * 1024,
   pids: 64,

@@ -12,7 +12,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import Docker from "dockerode";
 import { AirqubeError, PeerError, PlatformError, TimeoutError, UserError } from "../qube/errors.js";
-import { DEFAULT_LIMITS, type QubeRun, type RunResult, type Sandbox, type SandboxLimits } from "./api.js";
+import { DEFAULT_SANDBOX_LIMITS, type QubeRun, type SandboxResult, type Sandbox, type SandboxLimits } from "./api.js";
 import { ChannelParser, channelSink } from "./channel.js";
 import { DockerDemux } from "./docker-demux.js";
 import {
@@ -76,9 +76,9 @@ export interface ContainerSandboxStats {
 /** Checks the limits a caller passed and fills in the defaults. */
 export function resolveLimits(partial: Partial<SandboxLimits> = {}): SandboxLimits {
   const limits: SandboxLimits = {
-    ...DEFAULT_LIMITS,
+    ...DEFAULT_SANDBOX_LIMITS,
     ...partial,
-    output: { ...DEFAULT_LIMITS.output, ...partial.output },
+    output: { ...DEFAULT_SANDBOX_LIMITS.output, ...partial.output },
   };
   const positive: [string, number][] = [
     ["cpus", limits.cpus],
@@ -206,7 +206,7 @@ export class ContainerSandbox implements Sandbox {
     return this.pool ? await this.pool.full(options) : 0;
   }
 
-  async run(qube: QubeRun, options: { signal?: AbortSignal } = {}): Promise<RunResult> {
+  async run(qube: QubeRun, options: { signal?: AbortSignal } = {}): Promise<SandboxResult> {
     const signal = options.signal;
     if (signal?.aborted) throw new TimeoutError("ABORTED", "The qube was aborted");
     let limits = resolveLimits(qube.limits);
@@ -286,7 +286,7 @@ export class ContainerSandbox implements Sandbox {
     signal: AbortSignal | undefined,
     /** For a warm container (already started, its init waiting): the qube frame to send instead of starting it. */
     frame?: Buffer,
-  ): Promise<RunResult> {
+  ): Promise<SandboxResult> {
     const parser = new ChannelParser({ logBytes: limits.logBytes, maxArchiveBytes: maxArchiveBytes(limits) });
     const unpacking =
       outputs.length > 0 && qube.outputDir
@@ -398,7 +398,7 @@ export class ContainerSandbox implements Sandbox {
         details: `container exit status ${info.State.ExitCode}`,
       });
     const complete = channel.complete && !timedOut;
-    let files: RunResult["outputs"] = [];
+    let files: SandboxResult["outputs"] = [];
     if (unpacked.error !== undefined) {
       if (complete || !(unpacked.error instanceof PeerError)) throw unpacked.error;
     } else files = unpacked.value ?? [];

@@ -14,8 +14,8 @@ import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import Docker from "dockerode";
 import { AirqubeError, PlatformError, UserError } from "../qube/errors.js";
-import type { QubeRun, RunResult, Sandbox, SandboxLimits } from "./api.js";
-import { DEFAULT_LIMITS } from "./api.js";
+import type { QubeRun, SandboxResult, Sandbox, SandboxLimits } from "./api.js";
+import { DEFAULT_SANDBOX_LIMITS } from "./api.js";
 import { checkOutputPaths, resolveLimits } from "./container-sandbox.js";
 import { imageDigest } from "./images.js";
 import { type AccelChoice, type AccelDecision, kvmGroup, resolveAccel } from "./microvm/accel.js";
@@ -174,7 +174,7 @@ export class MicroVmSandbox implements Sandbox {
     return pool.ready.length;
   }
 
-  async run(qube: QubeRun, options: { signal?: AbortSignal } = {}): Promise<RunResult> {
+  async run(qube: QubeRun, options: { signal?: AbortSignal } = {}): Promise<SandboxResult> {
     const requested = performance.now();
     const signal = options.signal;
     signal?.throwIfAborted();
@@ -272,7 +272,7 @@ export class MicroVmSandbox implements Sandbox {
     const pool: Pool = {
       digest: initrd.imageDigest,
       initrd,
-      memoryBytes: preload.memoryBytes ?? DEFAULT_LIMITS.memoryBytes,
+      memoryBytes: preload.memoryBytes ?? DEFAULT_SANDBOX_LIMITS.memoryBytes,
       vcpus: Math.max(1, Math.ceil(preload.cpus ?? 1)),
       ready: [],
       booting: new Set(),
@@ -359,7 +359,7 @@ async function readInputs(qube: QubeRun): Promise<VmInput[]> {
 const MARKERS = new Set(["timed-out", "oom-killed"]);
 
 /** Maps what the VM reported to the tier-independent result. */
-export function toRunResult(served: VmServeResult, imageDigest: string): RunResult {
+export function toRunResult(served: VmServeResult, imageDigest: string): SandboxResult {
   const { channel } = served;
   const timedOut = served.hostTimedOut || channel.warnings.includes("timed-out");
   const oomKilled = channel.warnings.includes("oom-killed");

@@ -12,7 +12,7 @@ import { dirname, join, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import tar from "tar-stream";
 import { PeerError, TimeoutError, UserError } from "../qube/errors.js";
-import type { ArchiveLimits, OutputFile } from "./api.js";
+import type { ArchiveLimits, SandboxOutput } from "./api.js";
 
 /** Error codes of the unpacker, pinned by tests. */
 export type UnpackErrorCode =
@@ -83,7 +83,7 @@ export async function unpackTar(
   destination: string,
   limits: ArchiveLimits,
   options: UnpackOptions = {},
-): Promise<OutputFile[]> {
+): Promise<SandboxOutput[]> {
   const target = resolve(destination);
   await mkdir(target, { recursive: true });
   const staging = join(target, `.airqube-staging-${randomBytes(6).toString("hex")}`);
@@ -102,9 +102,9 @@ async function extractInto(
   staging: string,
   limits: ArchiveLimits,
   options: UnpackOptions,
-): Promise<OutputFile[]> {
+): Promise<SandboxOutput[]> {
   const extract = tar.extract();
-  const files: OutputFile[] = [];
+  const files: SandboxOutput[] = [];
   const seen = new Set<string>();
   let total = 0;
   let directories = 0;

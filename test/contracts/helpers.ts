@@ -6,7 +6,7 @@ import type { ContractTransactionResponse, Signer } from "ethers";
 import { network } from "hardhat";
 import {
   budgetOf,
-  commitmentOf,
+  escrowCommitmentOf,
   type EscrowJob,
   jobIdOf,
   jobTuple,
@@ -117,7 +117,7 @@ export function t(job: EscrowJob): unknown[] {
 /** A provider's opening for `root` (salt derived from the seat). */
 export function own(job: EscrowJob, index: number, root: string): Opening {
   const salt = hex32(0x5a17n + BigInt(index));
-  return { index, commitment: commitmentOf(jobIdOf(job), root, salt, job.providers[index]!), outputsRoot: root, salt };
+  return { index, commitment: escrowCommitmentOf(jobIdOf(job), root, salt, job.providers[index]!), outputsRoot: root, salt };
 }
 
 export function hidden(o: Opening): Opening {
@@ -141,4 +141,4 @@ export async function openAndCommit(
   return openings;
 }
 
-export { budgetOf, commitmentOf, jobIdOf, ZERO_BYTES32 };
+export { budgetOf, escrowCommitmentOf as commitmentOf, jobIdOf, ZERO_BYTES32 };

@@ -26,7 +26,7 @@ import { sealQube } from "../../src/requestor/draft.js";
 import { RequestorJournal } from "../../src/requestor/journal.js";
 import { Libp2pMarket } from "../../src/requestor/libp2p-market.js";
 import { EscrowPayments, type PaymentReport } from "../../src/requestor/payments.js";
-import { Requestor, type RunEvent, type RunResult } from "../../src/requestor/requestor.js";
+import { Requestor, type RunEvent, type RunReport } from "../../src/requestor/requestor.js";
 import { PROBE_CACHE, tmp } from "../helpers/network.js";
 import { type RpcProxy, startRpcProxy } from "../helpers/rpc-proxy.js";
 
@@ -355,7 +355,7 @@ describe("payments: crashes and faults on a devnet with a chain @docker", functi
     });
     const client = await requestorWith(dataDir, proxy.url, { lockTimeoutMs: 3_000 });
     try {
-      let outcome: RunResult | unknown;
+      let outcome: RunReport | unknown;
       try {
         outcome = await client.requestor.run(await client.seal(`echo late-${Date.now()} > /output/result`), {
           outputDir: tmp("aq-crash-out-"),
@@ -388,7 +388,7 @@ describe("payments: crashes and faults on a devnet with a chain @docker", functi
     const chain = devnet.chain!;
     let back: Promise<void> | undefined;
     try {
-      let outcome: RunResult | unknown;
+      let outcome: RunReport | unknown;
       try {
         outcome = await client.requestor.run(await client.seal(`sleep 2; echo down-${Date.now()} > /output/result`), {
           outputDir: tmp("aq-crash-out-"),
@@ -406,7 +406,7 @@ describe("payments: crashes and faults on a devnet with a chain @docker", functi
       if (outcome instanceof Error) {
         expect(outcome, String(outcome)).to.be.instanceOf(ChainError);
       } else {
-        expect((outcome as RunResult).status).to.equal("verified");
+        expect((outcome as RunReport).status).to.equal("verified");
       }
       const reports = await recoverAll(client);
       const states = journalJobs(dataDir).map((e) => e.state);

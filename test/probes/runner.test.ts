@@ -3,7 +3,7 @@ import { expect } from "chai";
 import type Docker from "dockerode";
 import { exitStatus } from "../../src/probes/report.js";
 import { runProbeSuite } from "../../src/probes/runner.js";
-import type { QubeRun, RunResult, Sandbox } from "../../src/sandbox/api.js";
+import type { QubeRun, SandboxResult, Sandbox } from "../../src/sandbox/api.js";
 import { ContainerSandbox } from "../../src/sandbox/container-sandbox.js";
 
 /** A fake sandbox: answers each phase with canned stdout (a small hand-written port implementation). */
@@ -11,9 +11,9 @@ class FakeSandbox implements Sandbox {
   readonly tier = "container" as const;
   readonly runs: QubeRun[] = [];
   constructor(
-    private readonly answer: (phase: string, qube: QubeRun) => Promise<Partial<RunResult>> | Partial<RunResult>,
+    private readonly answer: (phase: string, qube: QubeRun) => Promise<Partial<SandboxResult>> | Partial<SandboxResult>,
   ) {}
-  async run(qube: QubeRun): Promise<RunResult> {
+  async run(qube: QubeRun): Promise<SandboxResult> {
     this.runs.push(qube);
     const phase = qube.command[2]!;
     return {
@@ -42,7 +42,7 @@ const allPass = () =>
   Array.from({ length: 36 }, (_, i) => i + 1)
     .map((id) => line(id, id === 21 || id === 36 ? "skipped" : "pass"))
     .join("");
-const honest = (phase: string): Partial<RunResult> =>
+const honest = (phase: string): Partial<SandboxResult> =>
   phase === "main"
     ? { stdout: allPass() }
     : phase === "plant"

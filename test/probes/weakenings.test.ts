@@ -1,9 +1,9 @@
 import { expect } from "chai";
 import { composeWeakenings, listWeakenings, MUTATION_WEAKENINGS, weakening } from "../../src/probes/weakenings.js";
-import { DEFAULT_LIMITS } from "../../src/sandbox/api.js";
+import { DEFAULT_SANDBOX_LIMITS } from "../../src/sandbox/api.js";
 import { hardenedContainerConfig } from "../../src/sandbox/hardening.js";
 
-const base = () => hardenedContainerConfig(DEFAULT_LIMITS, "run-1", { initBinary: "/init" });
+const base = () => hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "run-1", { initBinary: "/init" });
 
 describe("weakenings", () => {
   it("lists at least the weakenings the issue names", () => {
@@ -32,7 +32,7 @@ describe("weakenings", () => {
       const config = base();
       const before = JSON.stringify(config);
       const changedConfig = w.config ? JSON.stringify(w.config(config)) !== before : false;
-      const changedLimits = w.limits ? w.limits(DEFAULT_LIMITS).wallTimeMs !== DEFAULT_LIMITS.wallTimeMs : false;
+      const changedLimits = w.limits ? w.limits(DEFAULT_SANDBOX_LIMITS).wallTimeMs !== DEFAULT_SANDBOX_LIMITS.wallTimeMs : false;
       expect(JSON.stringify(config), `${name} mutated its input`).to.equal(before);
       expect(changedConfig || changedLimits, `${name} changes nothing`).to.equal(true);
       if (w.config) expect(JSON.stringify(w.config(base()))).to.equal(JSON.stringify(w.config(base())));
@@ -52,7 +52,7 @@ describe("weakenings", () => {
     const disk = weakening("disk-limit:off").config!(c).HostConfig.Tmpfs;
     for (const options of Object.values(disk)) expect(options).not.to.include("size=");
     expect(weakening("user:root").config!(c).User).to.equal("0:0");
-    expect(weakening("timeout:off").limits!(DEFAULT_LIMITS).wallTimeMs).to.equal(600_000);
+    expect(weakening("timeout:off").limits!(DEFAULT_SANDBOX_LIMITS).wallTimeMs).to.equal(600_000);
   });
 
   it("refuses unknown names and capabilities with a UserError", () => {
@@ -65,7 +65,7 @@ describe("weakenings", () => {
     expect(names).to.deep.equal(["cap:SYS_ADMIN", "user:root", "timeout:off"]);
     const c = weaken!(base());
     expect([c.User, c.HostConfig.CapAdd]).to.deep.equal(["0:0", ["SYS_ADMIN"]]);
-    expect(weakenLimits!(DEFAULT_LIMITS).wallTimeMs).to.equal(600_000);
+    expect(weakenLimits!(DEFAULT_SANDBOX_LIMITS).wallTimeMs).to.equal(600_000);
     expect(composeWeakenings([]).weaken).to.equal(undefined);
   });
 });

@@ -1,10 +1,10 @@
 import { expect } from "chai";
-import { DEFAULT_LIMITS } from "../../src/sandbox/api.js";
+import { DEFAULT_SANDBOX_LIMITS } from "../../src/sandbox/api.js";
 import { hardenedContainerConfig, INIT_PATH, MASKED_PATHS, READONLY_PATHS } from "../../src/sandbox/hardening.js";
 import { ALLOWED_SYSCALLS, DENIED_SYSCALLS, seccompProfile } from "../../src/sandbox/seccomp.js";
 
 describe("container hardening", () => {
-  const config = hardenedContainerConfig(DEFAULT_LIMITS, "run-1", { initBinary: "/opt/init", inputDir: "/tmp/in" });
+  const config = hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "run-1", { initBinary: "/opt/init", inputDir: "/tmp/in" });
   const host = config.HostConfig;
 
   it("pins every flag", () => {
@@ -39,7 +39,7 @@ describe("container hardening", () => {
   });
 
   it("is pure", () => {
-    const again = hardenedContainerConfig(DEFAULT_LIMITS, "run-1", { initBinary: "/opt/init", inputDir: "/tmp/in" });
+    const again = hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "run-1", { initBinary: "/opt/init", inputDir: "/tmp/in" });
     expect(again).to.deep.equal(config);
   });
 

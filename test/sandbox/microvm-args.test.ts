@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { PlatformError } from "../../src/qube/errors.js";
-import { DEFAULT_LIMITS } from "../../src/sandbox/api.js";
+import { DEFAULT_SANDBOX_LIMITS } from "../../src/sandbox/api.js";
 import { buildCpio, encodeCpioRecord } from "../../src/sandbox/microvm/cpio.js";
 import { encodeQube, frame } from "../../src/sandbox/microvm/host-frames.js";
 import {
@@ -118,7 +118,7 @@ describe("micro-VM host frames", () => {
       env: { A: "1" },
       outputs: ["/output"],
       inputs: [{ path: "x/y.txt", data: Buffer.alloc(70_000, 1) }],
-      limits: DEFAULT_LIMITS,
+      limits: DEFAULT_SANDBOX_LIMITS,
     });
     const types: string[] = [];
     for (let offset = 0; offset < bytes.length; ) {
@@ -127,21 +127,21 @@ describe("micro-VM host frames", () => {
     }
     expect(types).to.deep.equal(["L", "A", "A", "V", "P", "F", "D", "D", "G"]);
     expect(bytes.readUInt32BE(1)).to.equal(80);
-    expect(bytes.readBigUInt64BE(5)).to.equal(BigInt(DEFAULT_LIMITS.wallTimeMs));
+    expect(bytes.readBigUInt64BE(5)).to.equal(BigInt(DEFAULT_SANDBOX_LIMITS.wallTimeMs));
     // the last limit is the CPU share in thousandths of a CPU, for the qube's cpu.max
-    expect(bytes.readBigUInt64BE(5 + 72)).to.equal(BigInt(Math.ceil(DEFAULT_LIMITS.cpus * 1000)));
+    expect(bytes.readBigUInt64BE(5 + 72)).to.equal(BigInt(Math.ceil(DEFAULT_SANDBOX_LIMITS.cpus * 1000)));
     const half = encodeQube({
       command: ["x"],
       env: {},
       outputs: [],
       inputs: [],
-      limits: { ...DEFAULT_LIMITS, cpus: 0.5 },
+      limits: { ...DEFAULT_SANDBOX_LIMITS, cpus: 0.5 },
     });
     expect(half.readBigUInt64BE(5 + 72)).to.equal(500n);
   });
 
   it("refuses NUL bytes, bad env names and oversized fields", () => {
-    const base = { env: {}, outputs: [], inputs: [], limits: DEFAULT_LIMITS };
+    const base = { env: {}, outputs: [], inputs: [], limits: DEFAULT_SANDBOX_LIMITS };
     expect(() => encodeQube({ ...base, command: ["a\0b"] })).to.throw(/NUL/);
     expect(() => encodeQube({ ...base, command: ["x"], env: { "A=B": "1" } })).to.throw(/environment name/);
     expect(() => frame("A", Buffer.alloc(65537))).to.throw(/64 KiB/);

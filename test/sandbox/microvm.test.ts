@@ -6,7 +6,7 @@ import { expect } from "chai";
 import Docker from "dockerode";
 import { PROBE_IMAGE, runProbeSuite } from "../../src/probes/runner.js";
 import { AirqubeError } from "../../src/qube/errors.js";
-import { DEFAULT_LIMITS } from "../../src/sandbox/api.js";
+import { DEFAULT_SANDBOX_LIMITS } from "../../src/sandbox/api.js";
 import { kvmGroup, resolveAccel } from "../../src/sandbox/microvm/accel.js";
 import { loadVmModules, prepareInitrd } from "../../src/sandbox/microvm/rootfs.js";
 import { FrameAssembler, MicroVm } from "../../src/sandbox/microvm/vm.js";
@@ -306,7 +306,7 @@ describe("MicroVmSandbox @qemu @docker", function () {
         await pooled.run({
           image: BUSYBOX,
           command: ["true"],
-          limits: { memoryBytes: DEFAULT_LIMITS.memoryBytes * 2 },
+          limits: { memoryBytes: DEFAULT_SANDBOX_LIMITS.memoryBytes * 2 },
         });
         expect(pooled.stats.coldRuns).to.equal(1);
       } finally {
@@ -328,11 +328,11 @@ describe("MicroVmSandbox @qemu @docker", function () {
         kernel: join("/boot", kernel!),
         initrd,
         accel: "tcg",
-        memoryBytes: DEFAULT_LIMITS.memoryBytes,
+        memoryBytes: DEFAULT_SANDBOX_LIMITS.memoryBytes,
         vcpus: 1,
         bootTimeoutMs: 60_000,
       });
-      const qube = { command: ["true"], env: {}, outputs: [], inputs: [], limits: DEFAULT_LIMITS };
+      const qube = { command: ["true"], env: {}, outputs: [], inputs: [], limits: DEFAULT_SANDBOX_LIMITS };
       const first = await vm.serve(qube, { graceMs: 5000 });
       expect(first.channel.exit).to.deep.equal({ kind: "exited", code: 0 });
       expect(vm.exitedAlready, "destroyed after its qube").to.equal(true);

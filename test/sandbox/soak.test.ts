@@ -14,14 +14,14 @@ import { join, relative } from "node:path";
 import { expect } from "chai";
 import Docker from "dockerode";
 import { AirqubeError } from "../../src/qube/errors.js";
-import type { OutputFile, QubeRun, RunResult, Sandbox, SandboxLimits } from "../../src/sandbox/api.js";
-import { DEFAULT_LIMITS } from "../../src/sandbox/api.js";
+import type { SandboxOutput, QubeRun, SandboxResult, Sandbox, SandboxLimits } from "../../src/sandbox/api.js";
+import { DEFAULT_SANDBOX_LIMITS } from "../../src/sandbox/api.js";
 import { ContainerSandbox } from "../../src/sandbox/container-sandbox.js";
 import { MicroVmSandbox } from "../../src/sandbox/microvm-sandbox.js";
 import { BUSYBOX, ourContainers } from "../helpers/docker.js";
 
 const MiB = 1024 * 1024;
-const MAX_FILES = DEFAULT_LIMITS.output.maxFiles;
+const MAX_FILES = DEFAULT_SANDBOX_LIMITS.output.maxFiles;
 /** Lines in the seeded block that big files repeat (`seq SEED SEED+BLOCK_LINES-1`, about 1 MB). */
 const BLOCK_LINES = 120_000;
 /** Container runs (200; fewer for a quick local look with AIRQUBE_SOAK_RUNS, never in CI). */
@@ -99,11 +99,11 @@ function script(plan: Plan): string {
 const sha256 = (data: Buffer | string) => createHash("sha256").update(data).digest("hex");
 
 /** What the qube must produce for a plan, computed on the host. */
-function expected(plan: Plan): OutputFile[] {
+function expected(plan: Plan): SandboxOutput[] {
   const lines: string[] = [];
   for (let n = plan.seed; n < plan.seed + BLOCK_LINES; n++) lines.push(`${n}\n`);
   const block = Buffer.from(lines.join(""));
-  const files: OutputFile[] = plan.big.map((size, j) => {
+  const files: SandboxOutput[] = plan.big.map((size, j) => {
     const hash = createHash("sha256");
     for (let done = 0; done < size; done += block.length)
       hash.update(block.subarray(0, Math.min(block.length, size - done)));
@@ -179,7 +179,7 @@ async function soak(sandbox: Sandbox, plans: Plan[], width: number, limits: Part
       const out = await mkdtemp(join(tmpdir(), "aq-soak-"));
       try {
         const want = expected(plan);
-        let result: RunResult;
+        let result: SandboxResult;
         try {
           result = await sandbox.run({
             image: BUSYBOX,

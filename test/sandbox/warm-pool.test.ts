@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { expect } from "chai";
 import Docker from "dockerode";
 import { AirqubeError } from "../../src/qube/errors.js";
-import type { QubeRun, RunResult } from "../../src/sandbox/api.js";
+import type { QubeRun, SandboxResult } from "../../src/sandbox/api.js";
 import { ContainerSandbox, defaultInitBinary } from "../../src/sandbox/container-sandbox.js";
 import { SANDBOX_LABEL } from "../../src/sandbox/hardening.js";
 import { encodeQubeFrame, QUBE_FRAME_MAX } from "../../src/sandbox/warm-pool.js";
@@ -16,7 +16,7 @@ const sh = (script: string) => ["sh", "-c", script];
 const tmp = () => mkdtemp(join(tmpdir(), "aq-warm-"));
 
 /** What a run reports, minus its timing. */
-function comparable(result: RunResult): Omit<RunResult, "durationMs" | "startedAt" | "endedAt"> {
+function comparable(result: SandboxResult): Omit<SandboxResult, "durationMs" | "startedAt" | "endedAt"> {
   const { durationMs: _d, startedAt: _s, endedAt: _e, ...rest } = result;
   return rest;
 }

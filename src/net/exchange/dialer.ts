@@ -25,7 +25,7 @@ import {
   verifyEnvelope,
   verifyResultStatement,
 } from "../../qube/index.js";
-import type { OutputFile } from "../../sandbox/api.js";
+import type { SandboxOutput } from "../../sandbox/api.js";
 import { unpackTar } from "../../sandbox/unpack.js";
 import { type Agreement, type AgreementTerms, verifyAgreement } from "../agreement.js";
 import { parseMessage, Wire, withDeadline } from "../wire.js";
@@ -58,7 +58,7 @@ export interface RevealedResult {
   statement: SignedEnvelope<ResultStatement>;
   reveal: SignedEnvelope<Reveal>;
   manifest: OutputManifest;
-  files: OutputFile[];
+  files: SandboxOutput[];
   stdout: string;
   stderr: string;
 }

@@ -10,7 +10,7 @@ import { chmod, chown, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AirqubeError, InternalError, PeerError, PlatformError, TimeoutError } from "../../qube/errors.js";
-import type { OutputFile } from "../api.js";
+import type { SandboxOutput } from "../api.js";
 import { ChannelParser, type ChannelResult, FRAME_MAX, HELLO } from "../channel.js";
 import { unpackTar } from "../unpack.js";
 import { encodeQube, type VmQube } from "./host-frames.js";
@@ -55,7 +55,7 @@ export interface VmBootConfig {
 
 export interface VmServeResult {
   channel: ChannelResult;
-  files: OutputFile[];
+  files: SandboxOutput[];
   /** The host killed the VM at wall time + grace (the init's own deadline did not end the qube in time). */
   hostTimedOut: boolean;
   startedAt: Date;
@@ -329,7 +329,7 @@ export class MicroVm {
       logBytes: limits.logBytes,
       maxArchiveBytes: limits.output.maxTotalBytes + 1024 * 1024 + limits.output.maxFiles * 1024,
     });
-    const unpacking: Promise<OutputFile[]> =
+    const unpacking: Promise<SandboxOutput[]> =
       qube.outputs.length > 0 && run.outputDir
         ? unpackTar(parser.archive, run.outputDir, limits.output, signal ? { signal } : {})
         : drain(parser.archive);
@@ -453,7 +453,7 @@ export class MicroVm {
     }
     // the init refused to send the outputs (a cap or a rule broken, named in the details): typed, nothing written
     if (channel.outputFailure) return fatal(channel.outputFailure);
-    let files: OutputFile[] = [];
+    let files: SandboxOutput[] = [];
     if (hostTimedOut) {
       // killed at the host deadline: the archive (if any) is incomplete and nothing of it is kept
       parser.archive.destroy();
@@ -520,7 +520,7 @@ async function settled(promise: Promise<unknown>, ms: number): Promise<void> {
   clearTimeout(timer);
 }
 
-async function drain(stream: NodeJS.ReadableStream): Promise<OutputFile[]> {
+async function drain(stream: NodeJS.ReadableStream): Promise<SandboxOutput[]> {
   for await (const _ of stream) {
     // outputs not requested: discard
   }
