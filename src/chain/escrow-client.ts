@@ -16,8 +16,8 @@ import { testGLMAbi } from "./abi/test-glm.js";
 import { ChainError } from "./errors.js";
 import {
   budgetOf,
-  escrowCommitmentOf,
   type EscrowJob,
+  escrowCommitmentOf,
   jobIdOf,
   jobTuple,
   type Opening,

@@ -8,16 +8,16 @@ export {
   DEFAULT_LOG_RANGE_BLOCKS,
   EscrowClient,
   type EscrowClientConfig,
+  type EscrowJobState,
   followUpNonce,
   type JobGroup,
-  type EscrowJobState,
   type OwnOpening,
   type TxResult,
 } from "./escrow-client.js";
 export {
   budgetOf,
-  escrowCommitmentOf,
   type EscrowJob,
+  escrowCommitmentOf,
   escrowJobSchema,
   jobIdOf,
   type Opening,

@@ -12,7 +12,7 @@ export {
   loadGolemConfig,
   PAYMENT_NETWORKS,
 } from "./config.js";
-export { golemCommitmentOf, GOLEM_COMMITMENT_DOMAIN, GolemDispatch } from "./golem-dispatch.js";
+export { GOLEM_COMMITMENT_DOMAIN, GolemDispatch, golemCommitmentOf } from "./golem-dispatch.js";
 export { GolemMarket, type GolemMarketOptions } from "./golem-market.js";
 export {
   candidateFromOffer,

@@ -27,7 +27,7 @@ import {
 import { Identity, PeerError } from "../qube/index.js";
 import { sealQube, specLimitsFor } from "../requestor/draft.js";
 import { Requestor } from "../requestor/requestor.js";
-import type { QubeRun, SandboxResult, Sandbox } from "../sandbox/api.js";
+import type { QubeRun, Sandbox, SandboxResult } from "../sandbox/api.js";
 import type { GolemConfig } from "./config.js";
 import { GolemMarket, type GolemMarketOptions } from "./golem-market.js";
 

@@ -11,7 +11,7 @@ import { readFile, readlink } from "node:fs/promises";
 import { version as osVersion, release } from "node:os";
 import Docker from "dockerode";
 import { type AirqubeError, toAirqubeError, UserError } from "../qube/errors.js";
-import type { QubeRun, SandboxResult, Sandbox, SandboxLimits, Tier } from "../sandbox/api.js";
+import type { QubeRun, Sandbox, SandboxLimits, SandboxResult, Tier } from "../sandbox/api.js";
 import type { HardenedContainerConfig } from "../sandbox/hardening.js";
 import { type Canary, openCanary } from "./canary.js";
 import { PROBES, type ProbeInfo } from "./catalog.js";

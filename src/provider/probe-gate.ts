@@ -19,7 +19,9 @@ import type { ProbeGate, ProbeGateResult } from "./agent.js";
 async function fingerprint(tier: Tier, docker: Docker): Promise<string> {
   const version = await docker.version().catch(() => ({ Version: "unknown" }));
   const probeImage = await imageDigest(docker, PROBE_IMAGE);
-  const hardening = JSON.stringify(hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "fingerprint", { initBinary: "/init" }));
+  const hardening = JSON.stringify(
+    hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "fingerprint", { initBinary: "/init" }),
+  );
   return createHash("sha256")
     .update(JSON.stringify([tier, release(), version.Version, probeImage, hardening]))
     .digest("hex")

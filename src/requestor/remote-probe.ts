@@ -18,7 +18,7 @@ import {
   toAirqubeError,
   UserError,
 } from "../qube/index.js";
-import type { QubeRun, SandboxResult, Sandbox } from "../sandbox/api.js";
+import type { QubeRun, Sandbox, SandboxResult } from "../sandbox/api.js";
 import { sealQube, specLimitsFor } from "./draft.js";
 import { Libp2pMarket } from "./libp2p-market.js";
 import type { PaymentReport, PaymentsPort } from "./payments.js";

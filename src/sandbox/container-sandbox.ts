@@ -12,7 +12,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import Docker from "dockerode";
 import { AirqubeError, PeerError, PlatformError, TimeoutError, UserError } from "../qube/errors.js";
-import { DEFAULT_SANDBOX_LIMITS, type QubeRun, type SandboxResult, type Sandbox, type SandboxLimits } from "./api.js";
+import { DEFAULT_SANDBOX_LIMITS, type QubeRun, type Sandbox, type SandboxLimits, type SandboxResult } from "./api.js";
 import { ChannelParser, channelSink } from "./channel.js";
 import { DockerDemux } from "./docker-demux.js";
 import {

@@ -14,7 +14,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import Docker from "dockerode";
 import { AirqubeError, PlatformError, UserError } from "../qube/errors.js";
-import type { QubeRun, SandboxResult, Sandbox, SandboxLimits } from "./api.js";
+import type { QubeRun, Sandbox, SandboxLimits, SandboxResult } from "./api.js";
 import { DEFAULT_SANDBOX_LIMITS } from "./api.js";
 import { checkOutputPaths, resolveLimits } from "./container-sandbox.js";
 import { imageDigest } from "./images.js";

@@ -6,8 +6,8 @@ import type { ContractTransactionResponse, Signer } from "ethers";
 import { network } from "hardhat";
 import {
   budgetOf,
-  escrowCommitmentOf,
   type EscrowJob,
+  escrowCommitmentOf,
   jobIdOf,
   jobTuple,
   type Opening,
@@ -117,7 +117,12 @@ export function t(job: EscrowJob): unknown[] {
 /** A provider's opening for `root` (salt derived from the seat). */
 export function own(job: EscrowJob, index: number, root: string): Opening {
   const salt = hex32(0x5a17n + BigInt(index));
-  return { index, commitment: escrowCommitmentOf(jobIdOf(job), root, salt, job.providers[index]!), outputsRoot: root, salt };
+  return {
+    index,
+    commitment: escrowCommitmentOf(jobIdOf(job), root, salt, job.providers[index]!),
+    outputsRoot: root,
+    salt,
+  };
 }
 
 export function hidden(o: Opening): Opening {

@@ -3,7 +3,7 @@ import { expect } from "chai";
 import type Docker from "dockerode";
 import { exitStatus } from "../../src/probes/report.js";
 import { runProbeSuite } from "../../src/probes/runner.js";
-import type { QubeRun, SandboxResult, Sandbox } from "../../src/sandbox/api.js";
+import type { QubeRun, Sandbox, SandboxResult } from "../../src/sandbox/api.js";
 import { ContainerSandbox } from "../../src/sandbox/container-sandbox.js";
 
 /** A fake sandbox: answers each phase with canned stdout (a small hand-written port implementation). */

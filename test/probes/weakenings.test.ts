@@ -32,7 +32,9 @@ describe("weakenings", () => {
       const config = base();
       const before = JSON.stringify(config);
       const changedConfig = w.config ? JSON.stringify(w.config(config)) !== before : false;
-      const changedLimits = w.limits ? w.limits(DEFAULT_SANDBOX_LIMITS).wallTimeMs !== DEFAULT_SANDBOX_LIMITS.wallTimeMs : false;
+      const changedLimits = w.limits
+        ? w.limits(DEFAULT_SANDBOX_LIMITS).wallTimeMs !== DEFAULT_SANDBOX_LIMITS.wallTimeMs
+        : false;
       expect(JSON.stringify(config), `${name} mutated its input`).to.equal(before);
       expect(changedConfig || changedLimits, `${name} changes nothing`).to.equal(true);
       if (w.config) expect(JSON.stringify(w.config(base()))).to.equal(JSON.stringify(w.config(base())));

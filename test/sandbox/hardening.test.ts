@@ -4,7 +4,10 @@ import { hardenedContainerConfig, INIT_PATH, MASKED_PATHS, READONLY_PATHS } from
 import { ALLOWED_SYSCALLS, DENIED_SYSCALLS, seccompProfile } from "../../src/sandbox/seccomp.js";
 
 describe("container hardening", () => {
-  const config = hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "run-1", { initBinary: "/opt/init", inputDir: "/tmp/in" });
+  const config = hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "run-1", {
+    initBinary: "/opt/init",
+    inputDir: "/tmp/in",
+  });
   const host = config.HostConfig;
 
   it("pins every flag", () => {
@@ -39,7 +42,10 @@ describe("container hardening", () => {
   });
 
   it("is pure", () => {
-    const again = hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "run-1", { initBinary: "/opt/init", inputDir: "/tmp/in" });
+    const again = hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "run-1", {
+      initBinary: "/opt/init",
+      inputDir: "/tmp/in",
+    });
     expect(again).to.deep.equal(config);
   });
 

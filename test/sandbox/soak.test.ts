@@ -14,7 +14,7 @@ import { join, relative } from "node:path";
 import { expect } from "chai";
 import Docker from "dockerode";
 import { AirqubeError } from "../../src/qube/errors.js";
-import type { SandboxOutput, QubeRun, SandboxResult, Sandbox, SandboxLimits } from "../../src/sandbox/api.js";
+import type { QubeRun, Sandbox, SandboxLimits, SandboxOutput, SandboxResult } from "../../src/sandbox/api.js";
 import { DEFAULT_SANDBOX_LIMITS } from "../../src/sandbox/api.js";
 import { ContainerSandbox } from "../../src/sandbox/container-sandbox.js";
 import { MicroVmSandbox } from "../../src/sandbox/microvm-sandbox.js";
