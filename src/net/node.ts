@@ -1,21 +1,41 @@
 /**
- * The libp2p node every Airqube peer runs: TCP, Noise, Yamux, identify, ping and gossipsub, with discovery
- * only through explicit bootstrap addresses (no mDNS, no multicast). Listen addresses must be loopback in
- * the devnet; `assertLoopback` refuses anything else unless the caller opts in.
+ * The libp2p node every Airqube peer runs: TCP (and circuit relay v2 in public mode), Noise, Yamux, identify,
+ * ping and gossipsub, with discovery only through explicit bootstrap addresses (no mDNS, no multicast).
+ *
+ * Two modes. The devnet (default): every listen, bootstrap and dial address is loopback. Public mode
+ * (`public: true`, `--public`): real hosts; the address policy of addresses.ts decides what is dialled and
+ * announced, libp2p's per-host inbound connection rate stays on, AutoNAT and DCUtR run, and a node may run
+ * a circuit relay server (a bootnode).
  */
 import { noise } from "@chainsafe/libp2p-noise";
 import { yamux } from "@chainsafe/libp2p-yamux";
+import { autoNAT } from "@libp2p/autonat";
 import { bootstrap } from "@libp2p/bootstrap";
+import { circuitRelayServer, circuitRelayTransport } from "@libp2p/circuit-relay-v2";
 import { privateKeyFromProtobuf } from "@libp2p/crypto/keys";
+import { dcutr } from "@libp2p/dcutr";
 import { type GossipSub, gossipsub } from "@libp2p/gossipsub";
+import { createPeerScoreParams } from "@libp2p/gossipsub/score";
 import { identify } from "@libp2p/identify";
-import type { Libp2p } from "@libp2p/interface";
-import { ping } from "@libp2p/ping";
+import { KEEP_ALIVE, type Libp2p } from "@libp2p/interface";
+import { type Ping, ping } from "@libp2p/ping";
 import { tcp } from "@libp2p/tcp";
-import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import { type Identity, UserError } from "../qube/index.js";
+import {
+  type AddressPolicy,
+  assertLoopback,
+  mayAnnounce,
+  mayDial,
+  parseMultiaddr,
+  preflightListen,
+} from "./addresses.js";
+import { AIRQUBE_RELAY_LIMITS, BOOTSTRAP_REDIAL_MS } from "./limits.js";
 import { handleTimeQueries } from "./offers/clock.js";
+import { OFFER_TOPIC } from "./offers/constants.js";
+import { OFFER_TOPIC_SCORE, offerTopicValidator } from "./offers/validator.js";
+
+export { assertLoopback, parseMultiaddr } from "./addresses.js";
 
 /**
  * Gossipsub's IP-colocation penalty (P6) exempts loopback peers.
@@ -42,40 +62,93 @@ export function isLoopbackIp(ip: string): boolean {
   return /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/i.test(ip) || ip === "::1";
 }
 
-export type AirqubeNode = Libp2p<{ pubsub: GossipSub; identify: unknown; ping: unknown }>;
+export type AirqubeNode = Libp2p<{ pubsub: GossipSub; identify: unknown; ping: Ping }>;
 
 export interface NodeOptions {
   identity: Identity;
-  /** Multiaddrs to listen on; default one random TCP port on 127.0.0.1. */
+  /** Multiaddrs to listen on; default one random TCP port on 127.0.0.1. `/p2p-circuit` reserves a relay slot. */
   listen?: string[];
-  /** Multiaddrs (with /p2p/ peer id) of bootstrap peers. */
+  /** Multiaddrs (with /p2p/ peer id) of bootstrap peers; the node keeps re-dialling them when they go away. */
   bootstrap?: string[];
-  /** Permit non-loopback listen addresses (production deployments only). */
+  /**
+   * Public mode: permit non-loopback listen, announce and dial addresses (a real deployment). The node then
+   * never dials loopback, private, link-local or unspecified addresses (unless `allowPrivate` or
+   * `allowLoopback`), never announces loopback, and keeps libp2p's per-host inbound connection rate limit.
+   */
+  public?: boolean;
+  /** @deprecated same as `public`. */
   allowPublic?: boolean;
-  /** The clock this node tells peers that ask its time (default the system clock; tests skew it). */
+  /** Public mode: also dial private-range and link-local addresses (a LAN; tests in network namespaces). */
+  allowPrivate?: boolean;
+  /** Public mode: also dial and announce loopback (tests on one machine only). */
+  allowLoopback?: boolean;
+  /** Addresses announced instead of the listen addresses (a public IP or DNS name in front of a NAT). */
+  announce?: string[];
+  /** Addresses announced in addition to the listen addresses. */
+  appendAnnounce?: string[];
+  /** Addresses never announced. */
+  noAnnounce?: string[];
+  /** Run a circuit relay v2 server (a bootnode): peers behind NAT reserve a slot and are reached through it. */
+  relayServer?: boolean;
+  /** The clock this node tells peers that ask its time and checks offers with (default the system clock). */
   clock?: () => Date;
 }
 
-const LOOPBACK = /^\/(ip4\/127\.\d+\.\d+\.\d+|ip6\/::1)\//;
-
-/** Refuses any address that is not on loopback. */
-export function assertLoopback(addresses: string[], what: string): void {
-  for (const address of addresses) {
-    if (!LOOPBACK.test(address)) {
-      throw new UserError("ADDRESS_NOT_LOOPBACK", `${what} must be on loopback (127.0.0.0/8 or ::1)`, {
-        details: `${address}; pass --allow-public only on a real deployment`,
-      });
-    }
-  }
+/** The address policy a node's options select. */
+export function addressPolicyOf(
+  options: Pick<NodeOptions, "public" | "allowPublic" | "allowPrivate" | "allowLoopback">,
+): AddressPolicy {
+  return {
+    public: options.public === true || options.allowPublic === true,
+    ...(options.allowPrivate ? { allowPrivate: true } : {}),
+    ...(options.allowLoopback ? { allowLoopback: true } : {}),
+  };
 }
 
-/** Parses a multiaddr given by a user, with a clear error. */
-export function parseMultiaddr(text: string): string {
-  try {
-    return multiaddr(text).toString();
-  } catch (error) {
-    throw new UserError("ADDRESS_INVALID", "Not a multiaddr", { details: text, cause: error });
+/**
+ * Checks a node's addresses before anything slow runs: multiaddr syntax, loopback only outside public mode,
+ * bootstrap addresses that the policy dials, and listen addresses this host can bind. Throws a UserError
+ * naming the address (`ADDRESS_INVALID`, `ADDRESS_NOT_LOOPBACK`, `ADDRESS_NOT_DIALLABLE`,
+ * `ADDRESS_UNAVAILABLE`, `ADDRESS_IN_USE`).
+ *
+ * @example
+ * await checkNodeAddresses({ public: true, listen: ["/ip4/0.0.0.0/tcp/4001"] });
+ */
+export async function checkNodeAddresses(options: Omit<NodeOptions, "identity">): Promise<void> {
+  const policy = addressPolicyOf(options);
+  const listen = (options.listen ?? []).map(parseMultiaddr);
+  const bootstrapList = (options.bootstrap ?? []).map(parseMultiaddr);
+  const announced = [...(options.announce ?? []), ...(options.appendAnnounce ?? [])].map(parseMultiaddr);
+  (options.noAnnounce ?? []).map(parseMultiaddr);
+  if (!policy.public) {
+    assertLoopback(
+      listen.filter((a) => !a.startsWith("/p2p-circuit")),
+      "Listen addresses",
+    );
+    assertLoopback(bootstrapList, "Bootstrap addresses");
+    assertLoopback(announced, "Announce addresses");
   }
+  for (const address of bootstrapList) {
+    if (!/\/p2p\/[^/]+$/.test(address))
+      throw new UserError("ADDRESS_INVALID", "A bootstrap address must end in /p2p/PEER_ID", { details: address });
+    if (!mayDial(address, policy))
+      throw new UserError("ADDRESS_NOT_DIALLABLE", "Public mode does not dial this bootstrap address", {
+        details: `${address}: loopback, private and link-local addresses are not dialled in public mode`,
+      });
+  }
+  await preflightListen(listen);
+}
+
+/** A listen failure of libp2p as a user error (the address is the user's), anything else unchanged. */
+function toListenError(error: unknown, listen: string[]): unknown {
+  const code = (error as { code?: string; cause?: { code?: string } }).code;
+  const name = (error as Error).name;
+  if (code === "EADDRNOTAVAIL" || code === "EADDRINUSE" || name === "NoValidAddressesError")
+    return new UserError("ADDRESS_UNUSABLE", "Cannot listen on the given addresses", {
+      details: `${listen.join(", ")}: ${(error as Error).message}`,
+      cause: error,
+    });
+  return error;
 }
 
 /**
@@ -85,43 +158,79 @@ export function parseMultiaddr(text: string): string {
  * const node = await createNode({ identity, bootstrap: ["/ip4/127.0.0.1/tcp/4001/p2p/12D3..."] });
  */
 export async function createNode(options: NodeOptions): Promise<AirqubeNode> {
+  const policy = addressPolicyOf(options);
   const listen = (options.listen ?? ["/ip4/127.0.0.1/tcp/0"]).map(parseMultiaddr);
   const bootstrapList = (options.bootstrap ?? []).map(parseMultiaddr);
-  if (!options.allowPublic) {
-    assertLoopback(listen, "Listen addresses");
-    assertLoopback(bootstrapList, "Bootstrap addresses");
+  await checkNodeAddresses({ ...options, listen });
+  const clock = options.clock ?? (() => new Date());
+  const relayed = policy.public || listen.some((a) => a.includes("/p2p-circuit"));
+  let node: Libp2p;
+  try {
+    node = await createLibp2p({
+      privateKey: privateKeyFromProtobuf(options.identity.toLibp2pPrivateKey()),
+      addresses: {
+        listen,
+        ...(options.announce?.length ? { announce: options.announce.map(parseMultiaddr) } : {}),
+        ...(options.appendAnnounce?.length ? { appendAnnounce: options.appendAnnounce.map(parseMultiaddr) } : {}),
+        ...(options.noAnnounce?.length ? { noAnnounce: options.noAnnounce.map(parseMultiaddr) } : {}),
+        // a wildcard listener in public mode never announces its loopback address
+        announceFilter: (addrs) => addrs.filter((ma) => mayAnnounce(ma.toString(), policy)),
+      },
+      transports: [tcp(), ...(relayed ? [circuitRelayTransport()] : [])],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      peerDiscovery:
+        bootstrapList.length > 0
+          ? [
+              bootstrap({
+                list: bootstrapList,
+                timeout: 100,
+                // a keep-alive tag without expiry: libp2p re-dials a bootstrap peer whenever it goes away, so a
+                // restarted bootnode is found again without restarting anyone
+                tagName: `${KEEP_ALIVE}-airqube-bootstrap`,
+                tagValue: 100,
+              }),
+            ]
+          : [],
+      connectionManager: {
+        maxConnections: 200,
+        // every devnet peer dials from 127.0.0.1: the default of 5 inbound connections per second per host would
+        // turn away the 6th peer that starts at once. Public mode keeps libp2p's defaults (doc/LIMITS.md).
+        ...(policy.public ? {} : { inboundConnectionThreshold: 200, maxIncomingPendingConnections: 64 }),
+        // keep-alive peers (bootstrap peers) are re-dialled at a steady pace for as long as they are away
+        reconnectRetries: Number.POSITIVE_INFINITY,
+        reconnectRetryInterval: BOOTSTRAP_REDIAL_MS,
+        reconnectBackoffFactor: 1,
+      },
+      connectionGater: {
+        // never dial what the address policy forbids (defence in depth against hostile offers)
+        denyDialMultiaddr: (ma) => !mayDial(ma.toString(), policy),
+      },
+      services: {
+        identify: identify(),
+        ping: ping(),
+        pubsub: gossipsub({
+          allowPublishToZeroTopicPeers: true,
+          emitSelf: false,
+          floodPublish: true,
+          scoreParams: createPeerScoreParams({
+            // see LoopbackExemptSet: without it a devnet's offer network dies once a dozen requestors came and went
+            IPColocationFactorWhitelist: new LoopbackExemptSet(),
+            // a peer that forwards bad offers loses score (P4), and below the graylist threshold is ignored
+            topics: { [OFFER_TOPIC]: OFFER_TOPIC_SCORE },
+          }),
+        }),
+        ...(policy.public ? { autoNAT: autoNAT(), dcutr: dcutr() } : {}),
+        ...(options.relayServer ? { relay: circuitRelayServer(AIRQUBE_RELAY_LIMITS) } : {}),
+      },
+    });
+  } catch (error) {
+    throw toListenError(error, listen);
   }
-  const node = await createLibp2p({
-    privateKey: privateKeyFromProtobuf(options.identity.toLibp2pPrivateKey()),
-    addresses: { listen },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    peerDiscovery: bootstrapList.length > 0 ? [bootstrap({ list: bootstrapList, timeout: 100 })] : [],
-    connectionManager: {
-      maxConnections: 200,
-      // every devnet peer dials from 127.0.0.1: the default of 5 inbound connections per second per host would
-      // turn away the 6th peer that starts at once (and the bootstrap list is dialled only at start)
-      inboundConnectionThreshold: 200,
-      maxIncomingPendingConnections: 64,
-    },
-    connectionGater: {
-      // never dial anything but loopback unless allowed (defence in depth against hostile offers)
-      denyDialMultiaddr: (ma) => !options.allowPublic && !LOOPBACK.test(ma.toString()),
-    },
-    services: {
-      identify: identify(),
-      ping: ping(),
-      pubsub: gossipsub({
-        allowPublishToZeroTopicPeers: true,
-        emitSelf: false,
-        floodPublish: true,
-        // see LoopbackExemptSet: without it a devnet's offer network dies once a dozen requestors have come and gone
-        scoreParams: { IPColocationFactorWhitelist: new LoopbackExemptSet() },
-      }),
-    },
-  });
+  const typed = node as unknown as AirqubeNode;
+  // offers are checked before they are delivered or forwarded: a bad one is dropped and its sender scored down
+  typed.services.pubsub.topicValidators.set(OFFER_TOPIC, offerTopicValidator(clock));
   // every node tells its time, so that a provider can find out that its clock is off (offers/clock.ts)
-  await handleTimeQueries(node, options.clock ?? (() => new Date()));
-  return node as unknown as AirqubeNode;
+  await handleTimeQueries(typed, clock);
+  return typed;
 }

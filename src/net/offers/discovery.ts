@@ -24,6 +24,7 @@ const offerAnswerSchema = z.strictObject({
 });
 
 import { type Offer, offerLive, type SignedOffer, verifyOffer } from "./offer.js";
+import { offerTopicValidator } from "./validator.js";
 
 export interface KnownOffer {
   offer: Offer;
@@ -88,11 +89,26 @@ export class OfferBook {
       }
     };
     this.node.services.pubsub.addEventListener("message", this.listener as never);
+    // gossiped offers are validated before delivery and forwarding (validator.ts); this book records why
+    this.node.services.pubsub.topicValidators.set(
+      OFFER_TOPIC,
+      offerTopicValidator(
+        () => this.now(),
+        (rejected) =>
+          rejected.value !== undefined
+            ? this.reject(rejected.value, rejected.error)
+            : this.options.onRejected?.(toAirqubeError(rejected.error ?? rejected.rejection)),
+      ),
+    );
     this.node.services.pubsub.subscribe(OFFER_TOPIC);
   }
 
   stop(): void {
     if (this.listener) this.node.services.pubsub.removeEventListener("message", this.listener as never);
+    this.node.services.pubsub.topicValidators.set(
+      OFFER_TOPIC,
+      offerTopicValidator(() => this.now()),
+    );
   }
 
   private reject(value: unknown, error: unknown): void {
