@@ -13,6 +13,10 @@ const MAX_CONFIG_BYTES = 1024 * 1024;
 const requestorConfigSchema = z.strictObject({
   /** Golem backend settings (checked in full by `loadGolemConfig` when the Golem backend is used). */
   golem: z.record(z.string(), z.unknown()).optional(),
+  /** Public mode (`--public`): bootstrap and provider addresses off this machine. */
+  public: z.boolean().optional(),
+  /** Public mode: also dial private-range addresses (`--allow-private-addrs`). */
+  allowPrivateAddrs: z.boolean().optional(),
 });
 
 export type RequestorConfig = z.infer<typeof requestorConfigSchema>;

@@ -23,6 +23,12 @@ const collect = (value: string, previous: string[] = []) => [...previous, value]
 interface StartFlags {
   config?: string;
   listen?: string[];
+  announce?: string[];
+  appendAnnounce?: string[];
+  public?: boolean;
+  allowPrivateAddrs?: boolean;
+  allowLoopbackAddrs?: boolean;
+  allowPublicRpc?: boolean;
   bootstrap?: string[];
   tier?: string[];
   maxConcurrent?: number;
@@ -49,6 +55,20 @@ export function registerProviderCommand(program: Command): void {
     .description("prove the sandbox tiers with the escape suite, announce an offer, and serve qubes until interrupted")
     .option("--config <file>", "JSON config file (flags override it)")
     .option("--listen <multiaddr>", "listen address (repeatable; default /ip4/127.0.0.1/tcp/0)", collect)
+    .option("--public", "public mode: real hosts (non-loopback listen, announce, bootstrap and dial addresses)")
+    .option(
+      "--announce <multiaddr>",
+      "public mode: address announced instead of the listen addresses (repeatable)",
+      collect,
+    )
+    .option(
+      "--append-announce <multiaddr>",
+      "public mode: address announced besides the listen addresses (repeatable)",
+      collect,
+    )
+    .option("--allow-private-addrs", "public mode: also dial private-range addresses (a LAN)")
+    .addOption(new Option("--allow-loopback-addrs", "public mode: also dial and announce loopback (tests)").hideHelp())
+    .option("--allow-public-rpc", "paid qubes: allow a chain RPC URL off this machine")
     .option("--bootstrap <multiaddr>", "bootstrap peer (repeatable)", collect)
     .option("--tier <tier>", "tier to offer: container | microvm (repeatable; default container)", collect)
     .addOption(new Option("--max-concurrent <n>", "qubes run at once").argParser(parseCount))
@@ -196,6 +216,12 @@ async function start(flags: StartFlags): Promise<number> {
       dataDir: flags.dataDir,
       listen: flags.listen,
       bootstrap: flags.bootstrap,
+      public: flags.public,
+      announce: flags.announce,
+      appendAnnounce: flags.appendAnnounce,
+      allowPrivate: flags.allowPrivateAddrs,
+      allowLoopback: flags.allowLoopbackAddrs,
+      allowPublicRpc: flags.allowPublicRpc,
       tiers: flags.tier,
       maxConcurrent: flags.maxConcurrent,
       price,

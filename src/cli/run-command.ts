@@ -47,7 +47,37 @@ function parseWei(value: string): bigint {
   return BigInt(value.trim());
 }
 
-interface RunFlags extends PaymentFlags {
+/** The public-network flags of `run`, `offers` and `probe --provider`. */
+export interface NetworkFlags {
+  public?: boolean;
+  allowPrivateAddrs?: boolean;
+  allowLoopbackAddrs?: boolean;
+  /** @deprecated public peers and a public chain RPC at once. */
+  allowPublic?: boolean;
+}
+
+/** Adds `--public` and its companions to a requestor command. */
+export function addNetworkOptions(command: Command): Command {
+  return command
+    .option("--public", "public mode: bootstrap and provider addresses off this machine (a real deployment)")
+    .option("--allow-private-addrs", "public mode: also dial private-range addresses (a LAN)")
+    .addOption(new Option("--allow-loopback-addrs", "public mode: also dial loopback (tests)").hideHelp());
+}
+
+/** The node options the network flags and the config file's keys select. */
+export function networkOptionsFrom(
+  flags: NetworkFlags,
+  config: { public?: boolean | undefined; allowPrivateAddrs?: boolean | undefined } = {},
+): { public?: true; allowPrivate?: true; allowLoopback?: true } {
+  return {
+    ...(flags.public || flags.allowPublic || config.public ? { public: true as const } : {}),
+    ...(flags.allowPrivateAddrs || config.allowPrivateAddrs ? { allowPrivate: true as const } : {}),
+    ...(flags.allowLoopbackAddrs ? { allowLoopback: true as const } : {}),
+  };
+}
+
+interface RunFlags extends PaymentFlags, NetworkFlags {
+  allowPublicRpc?: boolean;
   backend: "libp2p" | "golem";
   config?: string;
   bootstrap?: string[];
@@ -79,7 +109,7 @@ function bootstrapFrom(flags: { bootstrap?: string[] }): string[] {
 }
 
 export function registerRunCommands(program: Command): void {
-  program
+  const runCommand = program
     .command("run")
     .hook("preAction", useDevnetProfile)
     .description("run a qube on several independent providers and accept only a result a quorum agrees on")
@@ -124,7 +154,8 @@ export function registerRunCommands(program: Command): void {
       "--payment-key-file <file>",
       "pay on agreement: file holding the paying account's hex private key (default $AIRQUBE_PAYMENT_KEY_FILE)",
     )
-    .option("--allow-public", "allow a non-loopback RPC URL and peers (real deployments only)")
+    .option("--allow-public-rpc", "pay on agreement: allow a chain RPC URL off this machine")
+    .addOption(new Option("--allow-public", "public mode and a public chain RPC at once (deprecated)").hideHelp())
     .option("--json", "JSON lines: one per progress event, then the result")
     .argument("<command...>", "the command to run (after --)")
     .addHelpText(
@@ -142,16 +173,19 @@ export function registerRunCommands(program: Command): void {
     .action(async (command: string[], flags: RunFlags) => {
       process.exitCode = await run(command, flags);
     });
-  program
+  addNetworkOptions(runCommand);
+  const offersCommand = program
     .command("offers")
     .hook("preAction", useDevnetProfile)
     .description("list the providers' signed offers on the network")
+    .option("--config <file>", "JSON config file (`public`, `allowPrivateAddrs`)")
     .option("--bootstrap <multiaddr>", "bootstrap peer (repeatable; default $AIRQUBE_BOOTSTRAP)", collect)
     .option("--data-dir <dir>", "requestor identity", defaultRequestorDir())
     .option("--json", "print JSON")
-    .action(async (flags: { bootstrap?: string[]; dataDir: string; json?: boolean }) => {
+    .action(async (flags: OffersFlags) => {
       process.exitCode = await offers(flags);
     });
+  addNetworkOptions(offersCommand);
   program
     .command("journal")
     .hook("preAction", useDevnetProfile)
@@ -231,7 +265,11 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     const logger = cliLogger("requestor");
     // a config file that is missing or invalid is an error whatever the backend
     const config = await readConfigFile(flags.config);
-    const settings = await paymentSettingsFrom(flags, process.env);
+    // public peers and a public chain RPC are separate permissions (--public, --allow-public-rpc)
+    const settings = await paymentSettingsFrom(
+      { ...flags, allowPublic: Boolean(flags.allowPublicRpc || flags.allowPublic) },
+      process.env,
+    );
     if (settings && flags.backend === "golem")
       throw new UserError("PAYMENTS_UNSUPPORTED", "The escrow pays providers of the embedded network only", {
         details: "the Golem backend pays through yagna: drop --rpc-url, --escrow and --payment-key-file",
@@ -272,7 +310,7 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
         : await Libp2pMarket.connect({
             identity,
             bootstrap: bootstrapFrom(flags),
-            ...(flags.allowPublic ? { allowPublic: true } : {}),
+            ...networkOptionsFrom(flags, config),
           });
     requestor = new Requestor({ market, dataDir: flags.dataDir, ...(payments ? { payments } : {}) });
     const names = new Map<string | undefined, string>();
@@ -430,13 +468,22 @@ export async function connectGolem(file: RequestorConfig, signal: AbortSignal): 
   return GolemMarket.connect(config, { signal, logger: cliLogger("golem") });
 }
 
-async function offers(flags: { bootstrap?: string[]; dataDir: string; json?: boolean }): Promise<number> {
+interface OffersFlags extends NetworkFlags {
+  config?: string;
+  bootstrap?: string[];
+  dataDir: string;
+  json?: boolean;
+}
+
+async function offers(flags: OffersFlags): Promise<number> {
   let market: Libp2pMarket | undefined;
   try {
     const logger = cliLogger("requestor");
+    const config = await readConfigFile(flags.config);
     market = await Libp2pMarket.connect({
       identity: loadOrCreateIdentity(flags.dataDir),
       bootstrap: bootstrapFrom(flags),
+      ...networkOptionsFrom(flags, config),
     });
     const deadline = Date.now() + 2000;
     while (Date.now() < deadline) {

@@ -1,9 +1,10 @@
 /**
  * A bootstrap peer: the rendezvous of a network. It runs no qubes; it relays gossip and answers offer queries
  * with the (signed, self-authenticating) offers it has seen, so a newcomer learns the market from one dial.
+ * In public mode it is also a circuit relay for providers behind NAT.
  */
 import type { Identity } from "../qube/index.js";
-import { type AirqubeNode, createNode } from "./node.js";
+import { type AirqubeNode, createNode, type NodeOptions } from "./node.js";
 import { MAX_OFFER_ANSWER_BYTES, MAX_OFFERS_PER_ANSWER, OFFER_PROTOCOL } from "./offers/constants.js";
 import { OfferBook } from "./offers/discovery.js";
 import { Wire } from "./wire.js";
@@ -16,10 +17,27 @@ export interface BootstrapPeer {
   stop(): Promise<void>;
 }
 
-export async function startBootstrapPeer(options: { identity: Identity; listen?: string[] }): Promise<BootstrapPeer> {
-  const node = await createNode({ identity: options.identity, ...(options.listen ? { listen: options.listen } : {}) });
+export interface BootstrapPeerOptions extends Omit<NodeOptions, "relayServer"> {
+  /** Run a circuit relay v2 server (default: in public mode). */
+  relay?: boolean;
+}
+
+/**
+ * Starts a bootstrap peer (the node behind `airqube bootnode`). In public mode it runs a circuit relay v2
+ * server with Airqube's limits (net/limits.ts), so providers behind NAT reserve a slot on it; it bootstraps
+ * to the other bootnodes given, so gossip spans all of them and losing one changes nothing.
+ *
+ * @example
+ * const peer = await startBootstrapPeer({ identity: loadOrCreateKeyFile(file), listen: ["/ip4/0.0.0.0/tcp/4001"], public: true });
+ */
+export async function startBootstrapPeer(options: BootstrapPeerOptions): Promise<BootstrapPeer> {
+  const { relay, ...nodeOptions } = options;
+  const relayServer = relay ?? Boolean(options.public || options.allowPublic);
+  const node = await createNode({ ...nodeOptions, ...(relayServer ? { relayServer: true } : {}) });
   const book = new OfferBook(node);
   book.start();
+  // a provider that went away takes its offer with it (it gossips it again every few seconds while alive)
+  node.addEventListener("peer:disconnect", (event) => book.forget(event.detail.toString()));
   await node.handle(OFFER_PROTOCOL, async (stream) => {
     const wire = new Wire(stream, { maxFrameBytes: MAX_OFFER_ANSWER_BYTES });
     try {

@@ -21,8 +21,8 @@ import {
   type JobEvent,
 } from "../net/exchange/handler.js";
 import { loadOrCreateIdentity, loadOrCreatePayoutWallet } from "../net/keys.js";
-import type { AirqubeNode } from "../net/node.js";
-import { createNode } from "../net/node.js";
+import type { AirqubeNode, NodeOptions } from "../net/node.js";
+import { checkNodeAddresses, createNode } from "../net/node.js";
 import { announceOffers } from "../net/offers/announce.js";
 import { describeSkew } from "../net/offers/clock.js";
 import { OFFER_TTL_MS } from "../net/offers/constants.js";
@@ -148,6 +148,8 @@ export class ProviderAgent {
       this.logger.warn({ err: error }, "could not sweep leftover containers"),
     );
 
+    // address and config errors are the user's: report them now, not after the escape suite (tens of seconds)
+    await checkNodeAddresses(this.nodeOptions());
     for (const tier of this.config.tiers) {
       const sandbox = this.sandboxFor(tier);
       const summary = await this.deps.probe(tier, sandbox, options);
@@ -172,13 +174,7 @@ export class ProviderAgent {
       this.payments.startKeeper(5_000, (report) => this.logger.info({ ...report }, "escrow seat"));
       writeChainFile(this.config.dataDir, this.config.chain);
     }
-    this.node = await createNode({
-      identity: this.identity,
-      listen: this.config.listen,
-      bootstrap: this.config.bootstrap,
-      allowPublic: this.config.allowPublic,
-      clock: this.now,
-    });
+    this.node = await createNode({ identity: this.identity, ...this.nodeOptions(), clock: this.now });
     await handleExchange(this.node, this.host(), {
       onError: (error, peer) => this.logger.warn({ peer, code: error.code, err: error.message }, "exchange failed"),
     });
@@ -194,6 +190,21 @@ export class ProviderAgent {
     await this.writeStatus();
     this.logger.info({ peerId: this.identity.peerId, addrs: this.addrs(), tiers: this.tiers }, "provider ready");
     return this.status();
+  }
+
+  /** The node's network options from the config (public mode, addresses). */
+  private nodeOptions(): Omit<NodeOptions, "identity"> {
+    const c = this.config;
+    return {
+      listen: c.listen,
+      bootstrap: c.bootstrap,
+      public: c.public || c.allowPublic,
+      ...(c.allowPrivate ? { allowPrivate: true } : {}),
+      ...(c.allowLoopback ? { allowLoopback: true } : {}),
+      ...(c.announce ? { announce: c.announce } : {}),
+      ...(c.appendAnnounce ? { appendAnnounce: c.appendAnnounce } : {}),
+      ...(c.noAnnounce ? { noAnnounce: c.noAnnounce } : {}),
+    };
   }
 
   private sandboxFor(tier: Tier): Sandbox {

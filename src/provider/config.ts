@@ -1,6 +1,6 @@
 /**
  * Provider configuration: a JSON file and CLI flags, merged and validated with zod. Every number is bounded;
- * listen and bootstrap addresses must be loopback unless `allowPublic` is set.
+ * listen and bootstrap addresses must be loopback unless `public` is set (public mode, `--public`).
  */
 import { readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
@@ -21,7 +21,22 @@ export const providerConfigSchema = z
     dataDir: z.string().min(1),
     listen: z.array(z.string()).min(1).max(8).default(["/ip4/127.0.0.1/tcp/0"]),
     bootstrap: z.array(z.string()).max(32).default([]),
+    /** Public mode: real hosts (non-loopback listen, announce and bootstrap addresses; see net/addresses.ts). */
+    public: z.boolean().default(false),
+    /** @deprecated public mode and a public chain RPC at once; use `public` and `allowPublicRpc`. */
     allowPublic: z.boolean().default(false),
+    /** Permit a chain RPC URL off this machine (kept apart from public mode). */
+    allowPublicRpc: z.boolean().default(false),
+    /** Public mode: also dial private-range addresses (a LAN, network-namespace tests). */
+    allowPrivate: z.boolean().default(false),
+    /** Public mode: also dial and announce loopback (tests on one machine only). */
+    allowLoopback: z.boolean().default(false),
+    /** Addresses announced instead of the listen addresses (a public address or DNS name in front of a NAT). */
+    announce: z.array(z.string().min(1).max(256)).max(8).optional(),
+    /** Addresses announced in addition to the listen addresses. */
+    appendAnnounce: z.array(z.string().min(1).max(256)).max(8).optional(),
+    /** Addresses never announced. */
+    noAnnounce: z.array(z.string().min(1).max(256)).max(32).optional(),
     tiers: z.array(tierSchema).min(1).max(2).default(["container"]),
     maxConcurrent: z.int().min(1).max(64).default(2),
     price: z
@@ -72,12 +87,13 @@ export const providerConfigSchema = z
     if (
       config.chain &&
       !config.allowPublic &&
+      !config.allowPublicRpc &&
       !/^https?:\/\/(127\.[0-9.]+|localhost|\[::1\])(:[0-9]+)?(\/|$)/.test(config.chain.rpcUrl)
     ) {
       ctx.addIssue({
         code: "custom",
         path: ["chain", "rpcUrl"],
-        message: "must be a loopback URL unless allowPublic is set",
+        message: "must be a loopback URL unless allowPublicRpc is set (--allow-public-rpc)",
       });
     }
     if (config.behaviour !== "honest" && !config.devnet && process.env.AIRQUBE_TEST !== "1") {

@@ -3,6 +3,7 @@
  * signed by both sides, qubes exchanged over the exchange protocol with commit-reveal.
  */
 import { randomBytes } from "node:crypto";
+import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
 import { type AgreementTerms, proposeAgreement } from "../net/agreement.js";
 import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
@@ -22,10 +23,24 @@ import type {
 } from "./api.js";
 import { toWireJob } from "./payments.js";
 
+/** How long a candidate has to answer the liveness ping before its offer is dropped. */
+export const LIVENESS_TIMEOUT_MS = 3_000;
+/** How long a ping answer counts (a disconnect forgets it at once). */
+export const LIVENESS_CACHE_MS = 10_000;
+
 export interface Libp2pMarketOptions {
   identity: Identity;
   bootstrap: string[];
+  /** Public mode (see NodeOptions.public): never dials loopback or private addresses an offer names. */
+  public?: boolean;
+  /** @deprecated same as `public`. */
   allowPublic?: boolean;
+  /** Public mode: also dial private-range addresses (a LAN, network-namespace tests). */
+  allowPrivate?: boolean;
+  /** Public mode: also dial loopback (tests on one machine). */
+  allowLoopback?: boolean;
+  /** How long a candidate has to answer a ping before it is dropped (default LIVENESS_TIMEOUT_MS). */
+  livenessTimeoutMs?: number;
   /** Extra time beyond the qube's wall time that a provider gets to commit. Default 30 s. */
   commitGraceMs?: number;
   /** How long to gather offers before answering `findProviders`. */
@@ -35,18 +50,28 @@ export interface Libp2pMarketOptions {
 
 export class Libp2pMarket implements ComputeMarket {
   readonly name = "libp2p";
+  /** When each provider last answered a ping (ms since epoch). */
+  private readonly alive = new Map<string, number>();
+
   private constructor(
     readonly node: AirqubeNode,
     readonly offers: OfferBook,
     private readonly options: Libp2pMarketOptions,
-  ) {}
+  ) {
+    // a provider that disconnected must answer again before it is used
+    node.addEventListener("peer:disconnect", (event) => this.alive.delete(event.detail.toString()));
+  }
 
   /** Starts a requestor node and subscribes to offers. */
   static async connect(options: Libp2pMarketOptions): Promise<Libp2pMarket> {
     const node = await createNode({
       identity: options.identity,
       bootstrap: options.bootstrap,
-      ...(options.allowPublic ? { allowPublic: true } : {}),
+      ...(options.public || options.allowPublic ? { public: true } : {}),
+      ...(options.allowPrivate ? { allowPrivate: true } : {}),
+      ...(options.allowLoopback ? { allowLoopback: true } : {}),
+      // a requestor in public mode listens on loopback only (it opens every stream itself): nothing to announce
+      ...(options.public || options.allowPublic ? { listen: [] } : {}),
     });
     const offers = new OfferBook(node, options.now ? { now: options.now } : {});
     offers.start();
@@ -64,25 +89,63 @@ export class Libp2pMarket implements ComputeMarket {
     return this.options.now?.() ?? new Date();
   }
 
-  /** Gathers offers for a while (gossip and direct queries to connected peers) and returns the usable ones. */
+  /**
+   * Gathers offers for a while (gossip and direct queries to connected peers) and returns the usable ones
+   * whose providers answer: every candidate is pinged (within `livenessTimeoutMs`) before the requestor may
+   * lock escrow for it or sign an agreement with it; one that does not answer is dropped from the offer book
+   * (`PROVIDER_UNREACHABLE` in its dropped offers).
+   */
   async findProviders(
     spec: VerifiedQubeSpec,
     options: { signal?: AbortSignal; wanted?: number } = {},
   ): Promise<ProviderCandidate[]> {
     const wanted = options.wanted ?? 1;
-    // Offers already known and still valid are enough: no round trip (offers refresh by gossip meanwhile).
-    const known = this.candidates(spec);
+    // Offers already known and still valid are enough: no discovery round trip, only the liveness check.
+    const known = await this.live(this.candidates(spec), options);
     if (known.length >= wanted) return known;
     const started = Date.now();
     const until = started + (this.options.discoveryMs ?? 5000);
     for (;;) {
       await this.offers.queryConnected(options);
-      const found = this.candidates(spec);
+      const found = await this.live(this.candidates(spec), options);
       // enough offers, and a short settle time so that cheaper or better ones can still arrive
       if ((found.length >= wanted && Date.now() - started >= 300) || Date.now() >= until) return found;
       await new Promise((r) => setTimeout(r, 150));
       options.signal?.throwIfAborted();
     }
+  }
+
+  /** The candidates that answer a ping now (answers are remembered for LIVENESS_CACHE_MS, until a disconnect). */
+  private async live(candidates: ProviderCandidate[], options: { signal?: AbortSignal }): Promise<ProviderCandidate[]> {
+    const timeoutMs = this.options.livenessTimeoutMs ?? LIVENESS_TIMEOUT_MS;
+    const answers = await Promise.all(
+      candidates.map(async (candidate) => {
+        const seen = this.alive.get(candidate.id);
+        if (seen !== undefined && Date.now() - seen < LIVENESS_CACHE_MS) return true;
+        const offer = this.offerOf(candidate.id);
+        if (!offer) return false;
+        const timeout = AbortSignal.timeout(timeoutMs);
+        const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+        try {
+          const peer = peerIdFromString(offer.provider);
+          await this.node.peerStore.merge(peer, { multiaddrs: offer.addrs.map((a) => multiaddr(a)) });
+          await this.node.services.ping.ping(peer, { signal });
+          this.alive.set(candidate.id, Date.now());
+          return true;
+        } catch (error) {
+          options.signal?.throwIfAborted();
+          this.offers.drop(
+            offer.provider,
+            new PeerError("PROVIDER_UNREACHABLE", "The provider did not answer a ping: offer dropped", {
+              details: `${offer.addrs.join(", ")}: ${(error as Error).message}`.slice(0, 500),
+              cause: error,
+            }),
+          );
+          return false;
+        }
+      }),
+    );
+    return candidates.filter((_, i) => answers[i]);
   }
 
   /** Candidates from the offers known now. */

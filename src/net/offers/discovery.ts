@@ -191,6 +191,13 @@ export class OfferBook {
     return [...this.offers.values()].filter((known) => offerLive(known.offer, now));
   }
 
+  /** Forgets a provider's offer and records why (it did not answer, it disconnected). */
+  drop(provider: string, error: unknown): void {
+    const known = this.offers.get(provider);
+    this.offers.delete(provider);
+    this.reject(known?.envelope ?? { payload: { provider } }, error);
+  }
+
   /** Forgets a provider (e.g. after it failed). */
   forget(provider: string): void {
     this.offers.delete(provider);
