@@ -2,12 +2,12 @@
  * An embedded chain for the devnet: Hardhat's in-process EDR network, served over JSON-RPC on 127.0.0.1 so
  * that providers in other processes can reach it.
  */
-import { existsSync } from "node:fs";
+
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { HDNodeWallet, Mnemonic } from "ethers";
+import { packageRoot } from "../package-root.js";
+import { UserError } from "../qube/errors.js";
 import { ChainError } from "./errors.js";
 
 /** The mnemonic of Hardhat's default accounts: public knowledge, for local test chains only. */
@@ -71,14 +71,25 @@ export function localAccounts(count: number): LocalAccount[] {
   });
 }
 
-/** The directory of Airqube's own package.json (from src/ or from dist/src/). */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let up = 0; up < 6; up++) {
-    if (existsSync(join(dir, "package.json"))) return dir;
-    dir = dirname(dir);
+/**
+ * Hardhat (an optional peer dependency of the package: only the local chain needs it), or a clear error
+ * saying how to install it.
+ */
+async function loadHardhat(): Promise<typeof import("hardhat/hre")> {
+  try {
+    return await import("hardhat/hre");
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (code === "ERR_MODULE_NOT_FOUND" || code === "MODULE_NOT_FOUND")
+      throw new UserError("HARDHAT_MISSING", "The local chain (devnet) needs Hardhat, which is not installed", {
+        details: "install it next to airqube: npm install --save-dev hardhat@^3 (Node >= 22.13)",
+        cause: error,
+      });
+    throw new ChainError("CHAIN_START_FAILED", "Could not load Hardhat", {
+      details: error instanceof Error ? error.message : String(error),
+      cause: error,
+    });
   }
-  return process.cwd();
 }
 
 /**
@@ -98,8 +109,8 @@ export async function startLocalChain(options: LocalChainOptions = {}): Promise<
   const balance = options.balance ?? 10_000n * 10n ** 18n;
 
   let connection: { provider: Eip1193; close(): Promise<void> };
+  const { createHardhatRuntimeEnvironment } = await loadHardhat();
   try {
-    const { createHardhatRuntimeEnvironment } = await import("hardhat/hre");
     const hre = await createHardhatRuntimeEnvironment(
       {
         networks: {

@@ -4,12 +4,10 @@
  * is loaded (all of them for `--help`), so that a command starts without loading libp2p, ethers and Docker
  * clients it does not need.
  */
-import { readFileSync } from "node:fs";
 import { Command } from "commander";
+import { packageVersion } from "../package-root.js";
 
-const pkg = JSON.parse(
-  readFileSync(new URL("../../package.json", import.meta.url).pathname.replace("/dist/", "/"), "utf8"),
-) as { version: string };
+const pkg = { version: packageVersion() };
 
 const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
   sandbox: async () => (await import("./sandbox-command.js")).registerSandboxCommand,

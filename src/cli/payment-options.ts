@@ -27,10 +27,9 @@ export interface PaymentSettings {
   privateKey: string;
 }
 
-const settingsSchema = z.strictObject({
+const targetSchema = z.strictObject({
   rpcUrl: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }).max(2048),
   escrow: z.string().regex(/^0x[0-9a-fA-F]{40}$/, "must be a 0x-prefixed 20-byte address"),
-  keyFile: z.string().min(1).max(4096),
 });
 
 const keySchema = z.string().regex(/^(0x)?[0-9a-fA-F]{64}$/);
@@ -71,19 +70,52 @@ export async function paymentSettingsFrom(
       details: `missing ${missing.join(", ")}; \`airqube devnet up\` prints all three`,
     });
   }
-  const parsed = settingsSchema.safeParse(raw);
+  const { rpcUrl, escrow } = checkPaymentTarget(raw, Boolean(flags.allowPublic));
+  const keyFile = raw.keyFile as string;
+  if (keyFile.length > 4096)
+    throw new UserError("PAYMENT_CONFIG_INVALID", "The payment settings are invalid", {
+      details: "keyFile: longer than 4096 characters",
+    });
+  return { rpcUrl, escrow, keyFile, privateKey: await readKeyFile(keyFile) };
+}
+
+/**
+ * Checks the chain's RPC URL and the escrow address (an RPC URL off this machine only with `allowPublic`).
+ *
+ * @throws UserError `PAYMENT_CONFIG_INVALID` or `RPC_URL_NOT_LOOPBACK`.
+ */
+export function checkPaymentTarget(
+  raw: { rpcUrl?: string | undefined; escrow?: string | undefined },
+  allowPublic: boolean,
+): { rpcUrl: string; escrow: string } {
+  const parsed = targetSchema.safeParse({ rpcUrl: raw.rpcUrl, escrow: raw.escrow });
   if (!parsed.success) {
     throw new UserError("PAYMENT_CONFIG_INVALID", "The payment settings are invalid", {
       details: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
     });
   }
-  const { rpcUrl, escrow, keyFile } = parsed.data;
-  if (!flags.allowPublic && !isLoopbackHost(new URL(rpcUrl).hostname)) {
+  const { rpcUrl, escrow } = parsed.data;
+  if (!allowPublic && !isLoopbackHost(new URL(rpcUrl).hostname)) {
     throw new UserError("RPC_URL_NOT_LOOPBACK", "The RPC URL is not a loopback address", {
       details: `${rpcUrl}: use a node on this machine, or pass --allow-public on a real deployment`,
     });
   }
-  return { rpcUrl, escrow, keyFile, privateKey: await readKeyFile(keyFile) };
+  return { rpcUrl, escrow };
+}
+
+/**
+ * A hex private key (0x-prefixed or not) as ethers wants it; errors name `where`, never the key.
+ *
+ * @throws UserError `PAYMENT_KEY_INVALID`.
+ */
+export function parsePrivateKey(text: string, where: string): string {
+  const key = text.trim();
+  if (!keySchema.safeParse(key).success) {
+    throw new UserError("PAYMENT_KEY_INVALID", "That is not a private key", {
+      details: `${where}: expected 64 hex digits (0x-prefixed or not)`,
+    });
+  }
+  return key.startsWith("0x") ? key : `0x${key}`;
 }
 
 /** Reads a hex private key from a file, checking its size first; errors never include the content. */
@@ -104,10 +136,5 @@ async function readKeyFile(path: string): Promise<string> {
       cause: error,
     });
   }
-  if (!keySchema.safeParse(text).success) {
-    throw new UserError("PAYMENT_KEY_INVALID", "The payment key file does not hold a private key", {
-      details: `${path}: expected 64 hex digits (0x-prefixed or not)`,
-    });
-  }
-  return text.startsWith("0x") ? text : `0x${text}`;
+  return parsePrivateKey(text, path);
 }

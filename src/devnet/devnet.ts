@@ -4,31 +4,21 @@
  * shared through the probe cache (same host, same runtime: same result). `stop()` ends every process.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { Wallet } from "ethers";
 import { deployEscrow, fundAccounts } from "../chain/deploy.js";
 import { type LocalChain, startLocalChain } from "../chain/local-chain.js";
 import { createRpcProvider } from "../chain/rpc.js";
+import { packageRoot } from "../package-root.js";
 import { escapeSuiteGate } from "../provider/probe-gate.js";
 import { PlatformError, TimeoutError, UserError } from "../qube/index.js";
 import { ContainerSandbox } from "../sandbox/container-sandbox.js";
 
-/** The `airqube` entry point of this checkout, found from src/devnet/ or from its compiled copy in dist/src/devnet/. */
-function findBin(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    const candidate = join(dir, "bin", "airqube.js");
-    if (existsSync(candidate)) return candidate;
-    dir = dirname(dir);
-  }
-  throw new PlatformError("DEVNET_BIN_MISSING", "Cannot find bin/airqube.js above the devnet module");
-}
-const BIN = findBin();
+/** The `airqube` entry point of this package (from src/, dist/ or node_modules/airqube). */
+const BIN = join(packageRoot(), "bin", "airqube.js");
 
 export interface DevnetProviderOptions {
   /** Adversary behaviour (tests only). */

@@ -28,6 +28,8 @@ export interface QubeRequest {
   command: string[];
   env?: Record<string, string>;
   inputDir?: string;
+  /** Single input files (spec path → host file), alone or next to `inputDir`; a path may not be given twice. */
+  inputFiles?: { path: string; source: string }[];
   outputs: string[];
   tier?: Tier;
   limits?: QubeSpecDraft["limits"];
@@ -93,6 +95,17 @@ export async function sealQube(
       inputs.set(path, file);
       described.push({ path, size: (await stat(file)).size, sha256: await sha256File(file) });
     }
+  }
+  for (const file of request.inputFiles ?? []) {
+    if (inputs.has(file.path))
+      throw new UserError("INPUT_DUPLICATE", "An input path is given twice", { details: file.path });
+    const info = await stat(file.source).catch(() => undefined);
+    if (!info?.isFile())
+      throw new UserError("INPUT_UNREADABLE", "An input file does not exist or is not a regular file", {
+        details: `${file.path}: ${file.source}`,
+      });
+    inputs.set(file.path, file.source);
+    described.push({ path: file.path, size: info.size, sha256: await sha256File(file.source) });
   }
   const spec = createQubeSpec({
     image: { ref: request.image, digest },

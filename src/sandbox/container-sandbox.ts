@@ -9,8 +9,8 @@ import { tmpdir } from "node:os";
 import { dirname, join, posix, resolve } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as delay } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import Docker from "dockerode";
+import { packageRoot } from "../package-root.js";
 import { AirqubeError, PeerError, PlatformError, TimeoutError, UserError } from "../qube/errors.js";
 import { DEFAULT_SANDBOX_LIMITS, type QubeRun, type Sandbox, type SandboxLimits, type SandboxResult } from "./api.js";
 import { ChannelParser, channelSink } from "./channel.js";
@@ -26,11 +26,9 @@ import { imageDigest } from "./images.js";
 import { safeRelativePath, unpackTar } from "./unpack.js";
 import { encodeQubeFrame, initLimitsArgument, type WarmOptions, WarmPool } from "./warm-pool.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-/** Where `npm run images` puts the static init (works from src/ and from dist/src/). */
+/** Where `npm run images` puts the static init (under the package's root, from src/ or dist/). */
 export function defaultInitBinary(): string {
-  const root = here.includes(`${join("dist", "src")}`) ? join(here, "..", "..", "..") : join(here, "..", "..");
-  return process.env.AIRQUBE_INIT_BINARY ?? join(root, "images", "build", "airqube-init");
+  return process.env.AIRQUBE_INIT_BINARY ?? join(packageRoot(), "images", "build", "airqube-init");
 }
 
 /** After the container exited, how long its attach stream may stay silent before the run fails. */

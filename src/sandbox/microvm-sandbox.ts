@@ -10,9 +10,9 @@
  * and a replacement boots in the background.
  */
 import { readdir, readFile } from "node:fs/promises";
-import { dirname, join, relative, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, relative, resolve } from "node:path";
 import Docker from "dockerode";
+import { packageRoot } from "../package-root.js";
 import { AirqubeError, PlatformError, UserError } from "../qube/errors.js";
 import type { QubeRun, Sandbox, SandboxLimits, SandboxResult } from "./api.js";
 import { DEFAULT_SANDBOX_LIMITS } from "./api.js";
@@ -24,12 +24,9 @@ import { defaultCacheDir, loadVmModules, type PreparedInitrd, prepareInitrd, typ
 import { hostTscKhz, MicroVm, type VmBootConfig, type VmServeResult } from "./microvm/vm.js";
 import { safeRelativePath } from "./unpack.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const projectRoot = here.includes(join("dist", "src")) ? join(here, "..", "..", "..") : join(here, "..", "..");
-
 /** Where `npm run build:vm` puts the VM init. */
 export function defaultVmInit(): string {
-  return process.env.AIRQUBE_VM_INIT ?? join(projectRoot, "images", "build", "vm-init");
+  return process.env.AIRQUBE_VM_INIT ?? join(packageRoot(), "images", "build", "vm-init");
 }
 
 /** The newest Debian cloud kernel in /boot (or `AIRQUBE_VM_KERNEL`). */
