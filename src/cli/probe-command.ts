@@ -22,6 +22,8 @@ import { useDevnetProfile } from "./profile-hook.js";
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 interface ProbeFlags extends PaymentFlags {
+  public?: boolean;
+  allowPrivateAddrs?: boolean;
   backend: "libp2p" | "golem";
   config?: string;
   tier: "container" | "microvm";
@@ -63,6 +65,8 @@ export function registerProbeCommand(program: Command): void {
       "--provider, paid: file holding the paying account's hex private key (default $AIRQUBE_PAYMENT_KEY_FILE)",
     )
     .option("--allow-public", "allow a non-loopback RPC URL and peers (real deployments only)")
+    .option("--public", "--provider: public mode (bootstrap and provider addresses off this machine)")
+    .option("--allow-private-addrs", "--provider, public mode: also dial private-range addresses (a LAN)")
     .option("--json", "print the JSON report")
     .option("--junit <file>", "also write a JUnit XML report")
     .addHelpText(
@@ -164,6 +168,10 @@ async function remoteProbe(flags: ProbeFlags, provider: string): Promise<ProbeRe
       ...(flags.bootstrap ? { bootstrap: flags.bootstrap } : {}),
       ...(payments ? { payments } : {}),
       ...(flags.allowPublic ? { allowPublic: true } : {}),
+      network: {
+        ...(flags.public ? { public: true } : {}),
+        ...(flags.allowPrivateAddrs ? { allowPrivate: true } : {}),
+      },
     });
     if (!flags.json)
       for (const job of [...(report.recovered ?? []), ...(report.payments ?? [])])

@@ -129,6 +129,8 @@ export interface RemoteProbeOptions {
   /** Pays the probe qubes like `airqube run` (escrow jobs an earlier run left open are settled first). */
   payments?: PaymentsPort;
   allowPublic?: boolean;
+  /** Public mode (`--public`), and its address permissions (see Libp2pMarketOptions). */
+  network?: { public?: boolean; allowPrivate?: boolean; allowLoopback?: boolean };
 }
 
 /**
@@ -165,6 +167,7 @@ export async function runRemoteProbeSuite(options: RemoteProbeOptions): Promise<
     identity,
     bootstrap,
     ...(options.allowPublic ? { allowPublic: true } : {}),
+    ...options.network,
   });
   const requestor = new Requestor({
     market,
