@@ -69,6 +69,8 @@ export interface SealedQube {
   spec: VerifiedQubeSpec;
   /** Spec input path → host file. */
   inputs: Map<string, string>;
+  /** The image archive file of `spec.image.archiveDigest`, shipped to providers that lack the image. */
+  imageArchive?: string;
 }
 
 /** The escrow job a dispatch is paid from: the budget is locked on chain before the qube is sent. */

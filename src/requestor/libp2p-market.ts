@@ -210,6 +210,7 @@ export class Libp2pMarket implements ComputeMarket {
       {
         ...(options.signal ? { signal: options.signal } : {}),
         ...(options.escrow ? { escrow: toWireJob(options.escrow) } : {}),
+        ...(qube.imageArchive ? { imageArchive: qube.imageArchive } : {}),
       },
     );
     options.onAgreement?.(candidate.id);

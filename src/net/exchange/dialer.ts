@@ -123,6 +123,8 @@ export async function askAdmission(
 export class ExchangeSession {
   agreement: Agreement | undefined;
   commitment: SignedEnvelope<Commitment> | undefined;
+  /** Plain bytes of the image archive shipped to this provider (0: it had the image). */
+  imageBytesShipped = 0;
   private cancelled: Promise<void> | undefined;
   private constructor(
     private readonly wire: Wire,
@@ -134,6 +136,7 @@ export class ExchangeSession {
   /**
    * Dials the provider, proposes, and on acceptance streams the sealed inputs.
    * `inputs` maps each spec input path to a host file. `escrow` is the job the budget is locked in (paid qubes).
+   * `imageArchive` is the file of the spec's `image.archiveDigest`, sent sealed when the provider asks for it.
    */
   static async open(
     node: DialNode,
@@ -142,7 +145,7 @@ export class ExchangeSession {
     proposal: SignedEnvelope<AgreementTerms>,
     identity: Identity,
     inputs: Map<string, string>,
-    options: { signal?: AbortSignal; escrow?: EscrowJobWire } = {},
+    options: { signal?: AbortSignal; escrow?: EscrowJobWire; imageArchive?: string } = {},
   ): Promise<ExchangeSession> {
     const signal = withDeadline(NEGOTIATION_TIMEOUT_MS, options.signal);
     const wire = await dial(node, target, signal);
@@ -158,6 +161,15 @@ export class ExchangeSession {
       if (agreement.provider.signer !== target.provider)
         throw new PeerError("AGREEMENT_INVALID", "The agreement is countersigned by another provider");
       session.agreement = agreement;
+      if (answer.image === "send") {
+        if (!options.imageArchive || !spec.spec.image.archiveDigest)
+          throw new PeerError("IMAGE_NOT_SHIPPABLE", "The provider lacks the image and the qube ships none", {
+            details: spec.spec.image.digest,
+          });
+        const sealed = { qubeId: spec.id, recipientPublicKey: target.sealingKey };
+        session.imageBytesShipped = await sendSealed(wire, fileSource(options.imageArchive), sealed, options);
+        await wire.send({ type: "image-end" }, options);
+      }
       for (const input of spec.spec.inputs) {
         const source = inputs.get(input.path);
         if (!source) throw new PeerError("INPUT_MISSING", "No file for a declared input", { details: input.path });

@@ -34,6 +34,7 @@ import {
 import { QubeCancelledError } from "./errors.js";
 import {
   type EscrowJobWire,
+  imageEndSchema,
   inputEndSchema,
   openingSchema,
   type QueryMessage,
@@ -105,6 +106,20 @@ export interface ExchangeHost {
   record(jobId: string, event: JobEvent): void;
   /** Optional: called after commit, before waiting for the reveal request (the `crash`/`slow` behaviours). */
   afterCommit?(job: AdmittedJob): Promise<void>;
+  /** Optional: shipped images (src/images). Without it, a qube's image must be on the provider already. */
+  images?: ImageHost;
+}
+
+/** How the host gets a qube's image: already there, being installed for another qube, or shipped now. */
+export interface ImageHost {
+  /** Whether the requestor must ship the image of this admitted qube (`send`), or the host has or gets it. */
+  plan(spec: VerifiedQubeSpec): Promise<"send" | "have">;
+  /** The largest archive accepted (the opener refuses more). */
+  maxArchiveBytes: number;
+  /** Checks, loads and caches the shipped archive; the source is the opened, bounded, digest-checked stream. */
+  install(spec: VerifiedQubeSpec, source: AsyncIterable<Uint8Array>, options: { signal: AbortSignal }): Promise<void>;
+  /** Resolves once the image is usable (waits for another qube's install of it); throws when it is not. */
+  ready(spec: VerifiedQubeSpec, options: { signal: AbortSignal }): Promise<void>;
 }
 
 export type JobEvent =
@@ -157,7 +172,11 @@ async function answerQuery(wire: Wire, query: QueryMessage, peer: string, host: 
     peer,
   });
   await wire.send(
-    refusal ? { type: "refuse", code: refusal.code, reason: refusal.reason.slice(0, 1024) } : { type: "admissible" },
+    refusal
+      ? { type: "refuse", code: refusal.code, reason: refusal.reason.slice(0, 1024) }
+      : host.images && (await host.images.plan(spec)) === "send"
+        ? { type: "admissible", image: "send" }
+        : { type: "admissible" },
     { signal: withDeadline(NEGOTIATION_TIMEOUT_MS) },
   );
   await wire.close({ signal: withDeadline(NEGOTIATION_TIMEOUT_MS) });
@@ -193,8 +212,15 @@ async function serve(wire: Wire, peer: string, host: ExchangeHost, signal?: Abor
   let revealTimer: NodeJS.Timeout | undefined;
   try {
     host.record(job.jobId, { state: "accepted", qubeId: spec.id, requestor: peer, price: terms.price });
-    await wire.send({ type: "accept", agreement: agreement.provider });
+    const shipImage = host.images && (await host.images.plan(spec)) === "send";
+    await wire.send({
+      type: "accept",
+      agreement: agreement.provider,
+      ...(shipImage ? { image: "send" as const } : {}),
+    });
+    if (shipImage && host.images) await receiveImage(wire, spec, host.identity, host.images, jobSignal);
     await receiveInputs(wire, spec, job, host.identity, jobSignal);
+    await host.images?.ready(spec, { signal: jobSignal });
 
     // From here the requestor sends nothing until the reveal request, so the next message is read while the
     // qube runs: a cancel, or a stream the requestor reset or closed, stops the qube and frees the seat now.
@@ -262,6 +288,37 @@ async function serve(wire: Wire, peer: string, host: ExchangeHost, signal?: Abor
     controller.abort();
     job.release();
   }
+}
+
+/** Receives the sealed image archive (bounded, digest-checked by the opener) and has the host install it. */
+async function receiveImage(
+  wire: Wire,
+  spec: VerifiedQubeSpec,
+  identity: Identity,
+  images: ImageHost,
+  signal: AbortSignal,
+): Promise<void> {
+  const archiveDigest = spec.spec.image.archiveDigest;
+  if (!archiveDigest) throw new PeerError("IMAGE_NOT_SHIPPABLE", "The qube names no image archive to ship");
+  const pieces = receiveSealed(
+    wire,
+    {
+      qubeId: spec.id,
+      recipient: identity.sealing,
+      maxBytes: images.maxArchiveBytes,
+      expectedSha256: archiveDigest.replace(/^sha256:/, ""),
+    },
+    { signal },
+  );
+  let end: unknown;
+  await images.install(
+    spec,
+    (async function* () {
+      end = yield* pieces;
+    })(),
+    { signal },
+  );
+  parseMessage(imageEndSchema, end);
 }
 
 async function receiveInputs(

@@ -45,7 +45,8 @@ export const querySchema = z.strictObject({
   /** The escrow the budget would be locked in; absent for an unpaid qube. */
   payment: z.strictObject({ chainId: z.int().positive(), escrow: evmAddress }).optional(),
 });
-export const admissibleSchema = z.strictObject({ type: z.literal("admissible") });
+/** `image: "send"`: the provider lacks the qube's image and would take it shipped (spec `image.archiveDigest`). */
+export const admissibleSchema = z.strictObject({ type: z.literal("admissible"), image: z.literal("send").optional() });
 export const refuseSchema = z.strictObject({
   type: z.literal("refuse"),
   code: refusalCodeSchema,
@@ -66,7 +67,13 @@ export const proposeSchema = z.strictObject({
   escrow: escrowJobWireSchema.optional(),
 });
 
-export const acceptSchema = z.strictObject({ type: z.literal("accept"), agreement: envelope });
+/** `image: "send"`: the requestor sends the sealed image archive, then `image-end`, before the inputs. */
+export const acceptSchema = z.strictObject({
+  type: z.literal("accept"),
+  agreement: envelope,
+  image: z.literal("send").optional(),
+});
+export const imageEndSchema = z.strictObject({ type: z.literal("image-end") });
 export const rejectSchema = z.strictObject({
   type: z.literal("reject"),
   code: z.string().max(64),
