@@ -25,6 +25,8 @@ import type { SealedQube } from "./api.js";
 export interface QubeRequest {
   image: string;
   imageDigest?: string;
+  /** Ship the image: the archive file, its digest and the image id (src/images/ship.ts); pins both digests. */
+  imageArchive?: { path: string; imageId: string; archiveDigest: string };
   command: string[];
   env?: Record<string, string>;
   inputDir?: string;
@@ -83,7 +85,10 @@ export async function sealQube(
   options: { now?: Date; docker?: Docker } = {},
 ): Promise<SealedQube> {
   const now = options.now ?? new Date();
-  const digest = request.imageDigest ?? (await imageDigest(options.docker ?? new Docker(), request.image));
+  const digest =
+    request.imageArchive?.imageId ??
+    request.imageDigest ??
+    (await imageDigest(options.docker ?? new Docker(), request.image));
   const inputs = new Map<string, string>();
   const described: NonNullable<QubeSpecDraft["inputs"]> = [];
   if (request.inputDir) {
@@ -108,7 +113,11 @@ export async function sealQube(
     described.push({ path: file.path, size: info.size, sha256: await sha256File(file.source) });
   }
   const spec = createQubeSpec({
-    image: { ref: request.image, digest },
+    image: {
+      ref: request.image,
+      digest,
+      ...(request.imageArchive ? { archiveDigest: request.imageArchive.archiveDigest } : {}),
+    },
     command: request.command,
     env: request.env ?? {},
     inputs: described,
@@ -120,5 +129,9 @@ export async function sealQube(
     expiresAt: new Date(now.getTime() + (request.ttlMs ?? 3600_000)),
     requestor: identity.peerId,
   });
-  return { spec: verifySignedQubeSpec(signQubeSpec(spec, identity), { now, source: "user" }), inputs };
+  return {
+    spec: verifySignedQubeSpec(signQubeSpec(spec, identity), { now, source: "user" }),
+    inputs,
+    ...(request.imageArchive ? { imageArchive: request.imageArchive.path } : {}),
+  };
 }

@@ -61,6 +61,8 @@ export const offerSchema = z.strictObject({
   probes: z.partialRecord(tierSchema, probeSummarySchema),
   issuedAt: isoTimeSchema,
   expiresAt: isoTimeSchema,
+  /** Whether the provider takes shipped images (`image.archiveDigest`), and up to what archive size. */
+  images: z.strictObject({ shipped: z.boolean(), maxArchiveBytes: boundedInt(0, 2 ** 40) }).optional(),
 });
 
 export type Offer = z.infer<typeof offerSchema>;
