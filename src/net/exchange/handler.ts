@@ -156,7 +156,9 @@ export async function handleExchange(
         wire.abort(e);
       }
     },
-    { maxInboundStreams: 64, runOnLimitedConnection: false },
+    // relayed (limited) connections are served: a provider behind NAT is reached through a bootnode's relay,
+    // whose limits (net/limits.ts: 1 GiB and 30 min per connection) are sized for a qube's transfers
+    { maxInboundStreams: 64, runOnLimitedConnection: true },
   );
 }
 
