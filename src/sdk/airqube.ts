@@ -180,6 +180,8 @@ export interface AirqubeEvents {
 export interface QubeRunOptions {
   signal?: AbortSignal;
   onEvent?: (event: AirqubeEvent) => void;
+  /** Provider ids to choose first when they are eligible (e.g. a security team probing given providers). */
+  prefer?: string[];
 }
 
 /** Thrown when the providers answered but no quorum agreed; `report` holds every answer and failure. */
@@ -292,7 +294,11 @@ interface Connection {
   payments?: import("../requestor/payments.js").EscrowPayments;
   /** Reports of escrow jobs an earlier run left open, settled on connect. */
   recovered: PaymentReport[];
+  dataDir: string;
 }
+
+/** Data directories held by a connected `Airqube` of this process (the lock file only keeps other processes out). */
+const HELD_DATA_DIRS = new Set<string>();
 
 /**
  * One requestor: a market connection, an identity, a journal and, optionally, payments.
@@ -365,7 +371,25 @@ export class Airqube {
         };
     }
     dataDir = resolve(dataDir ?? defaultRequestorDir());
+    if (HELD_DATA_DIRS.has(dataDir))
+      throw new UserError("DATA_DIR_LOCKED", "The data directory is in use by another Airqube of this process", {
+        details: `${dataDir}: disconnect the other one first, or give each its own dataDir`,
+      });
+    HELD_DATA_DIRS.add(dataDir);
+    try {
+      return await this.openIn(dataDir, bootstrap, payments, signal);
+    } catch (error) {
+      HELD_DATA_DIRS.delete(dataDir);
+      throw error;
+    }
+  }
 
+  private async openIn(
+    dataDir: string,
+    bootstrap: string[] | undefined,
+    payments: PaymentOptions | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<Connection> {
     let escrow: Connection["payments"];
     if (payments) escrow = await connectPayments(payments, signal);
     const { loadOrCreateIdentity } = await import("../net/keys.js");
@@ -399,7 +423,7 @@ export class Airqube {
         requestor.close();
         throw error;
       }
-      return { market, requestor, identity, recovered, ...(escrow ? { payments: escrow } : {}) };
+      return { market, requestor, identity, recovered, dataDir, ...(escrow ? { payments: escrow } : {}) };
     } catch (error) {
       escrow?.dispose();
       if (market && market !== this.options.market) await market.close().catch(() => {});
@@ -460,6 +484,7 @@ export class Airqube {
         onProgress: emit,
         ...(options.signal ? { signal: options.signal } : {}),
         ...(description.allowFewer ? { allowFewer: true } : {}),
+        ...(options.prefer ? { prefer: options.prefer } : {}),
         ...(maxPrice !== undefined ? { filter: (c: ProviderCandidate) => c.price <= maxPrice } : {}),
       });
       if (report.status !== "verified" || !report.outcome || !report.outputsRoot) throw new NoConsensusError(report);
@@ -508,6 +533,7 @@ export class Airqube {
     const connection = this.connection;
     this.connection = undefined;
     if (!connection) return;
+    HELD_DATA_DIRS.delete(connection.dataDir);
     connection.requestor.close();
     connection.payments?.dispose();
     if (connection.market !== this.options.market) await connection.market.close();
