@@ -69,7 +69,9 @@ async function dial(node: DialNode, target: { provider: string; addrs: string[] 
   const peer = peerIdFromString(target.provider);
   try {
     await node.peerStore.merge(peer, { multiaddrs: target.addrs.map((a) => multiaddr(a)) });
-    return new Wire(await node.dialProtocol(peer, EXCHANGE_PROTOCOL, { signal, runOnLimitedConnection: true }), { maxFrameBytes: MAX_FRAME_BYTES });
+    return new Wire(await node.dialProtocol(peer, EXCHANGE_PROTOCOL, { signal, runOnLimitedConnection: true }), {
+      maxFrameBytes: MAX_FRAME_BYTES,
+    });
   } catch (error) {
     throw new PeerError("PROVIDER_UNREACHABLE", "Could not reach the provider", {
       details: `${target.provider}: ${(error as Error).message}`,

@@ -1,0 +1,174 @@
+/**
+ * The public network across real kernel networking: network namespaces stand in for hosts (helpers/netns.ts).
+ * A bootnode in A, providers in B and C, a provider E behind a NAT router (reached through the bootnode's
+ * circuit relay), a requestor in D; every process is the real CLI in public mode. Addresses live only inside
+ * the namespaces this test creates and deletes. Skipped, with the reason, when not root or without `ip netns`.
+ */
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "chai";
+import { createTopology, jsonLine, netnsUnavailable, type Topology } from "../helpers/netns.js";
+import { PROBE_CACHE } from "../helpers/network.js";
+
+const CLI = join(process.cwd(), "bin", "airqube.js");
+const PUBLIC = ["--public", "--allow-private-addrs"];
+
+interface Ready {
+  event: string;
+  peerId: string;
+  addrs: string[];
+}
+
+interface RunResultLine {
+  event?: string;
+  error?: { code: string; message: string };
+  status: string;
+  verified?: boolean;
+  agreeing: string[];
+  answers: { provider: string }[];
+  failures: { provider: string; code: string }[];
+}
+
+describe("net: the public network across network namespaces @docker", function () {
+  this.timeout(300_000);
+  const reason = netnsUnavailable({ nat: true });
+  const dir = mkdtempSync(join(tmpdir(), "aq-public-net-"));
+  const keyFile = join(dir, "bootnode.key");
+  const children: ChildProcess[] = [];
+  let net: Topology | undefined;
+  let bootnode: ChildProcess | undefined;
+  let bootstrap = "";
+  const providers: Record<string, Ready> = {};
+
+  const cli = (host: string, args: string[]) => {
+    const child = net!.spawn(host, process.execPath, [CLI, ...args], { AIRQUBE_LOG_LEVEL: "warn" });
+    children.push(child);
+    return child;
+  };
+
+  const startBootnode = async () => {
+    bootnode = cli("boot", [
+      "bootnode",
+      ...PUBLIC,
+      "--key-file",
+      keyFile,
+      "--listen",
+      "/ip4/0.0.0.0/tcp/4001",
+      "--json",
+    ]);
+    return jsonLine<{ peerId: string; addresses: string[] }>(bootnode, (v) => typeof v.peerId === "string", 60_000);
+  };
+
+  const startProvider = (host: string, listen: string[]) =>
+    jsonLine<Ready>(
+      cli(host, [
+        "provider",
+        "start",
+        ...PUBLIC,
+        ...listen.flatMap((l) => ["--listen", l]),
+        "--bootstrap",
+        bootstrap,
+        "--data-dir",
+        join(dir, `provider-${host}`),
+        "--probe-cache",
+        PROBE_CACHE,
+        "--json",
+      ]),
+      (v) => v.event === "ready",
+      240_000,
+    );
+
+  const run = async (k: number, label: string): Promise<{ result: RunResultLine; ms: number }> => {
+    const t0 = performance.now();
+    const child = cli("d", [
+      "run",
+      ...PUBLIC,
+      "--bootstrap",
+      bootstrap,
+      "--redundancy",
+      String(k),
+      "--image",
+      "airqube/busybox:latest",
+      "--output",
+      join(dir, `out-${label}`),
+      "--data-dir",
+      join(dir, "requestor"),
+      "--json",
+      "--",
+      "sh",
+      "-c",
+      `echo ${label} > /output/result`,
+    ]);
+    const result = await jsonLine<RunResultLine>(child, (v) => v.event === "result" || v.error !== undefined, 120_000);
+    await new Promise((resolve) => (child.exitCode === null ? child.once("exit", resolve) : resolve(undefined)));
+    return { result, ms: Math.round(performance.now() - t0) };
+  };
+
+  before(async function () {
+    if (reason) {
+      console.log(`      skipped: ${reason}`);
+      this.skip();
+    }
+    net = createTopology(["boot", "b", "c", "d"], ["e"]);
+    const boot = await startBootnode();
+    expect(boot.addresses, "the bootnode announces its namespace address, never loopback").to.deep.equal([
+      `/ip4/${net.hosts.boot!.ip}/tcp/4001/p2p/${boot.peerId}`,
+    ]);
+    bootstrap = boot.addresses[0]!;
+    // the first provider fills the shared escape-suite cache; the others start from it at once
+    providers.b = await startProvider("b", ["/ip4/0.0.0.0/tcp/0"]);
+    const [c, e] = await Promise.all([
+      startProvider("c", ["/ip4/0.0.0.0/tcp/0"]),
+      // behind NAT: a relay reservation on the bootnode makes it reachable
+      startProvider("e", ["/ip4/0.0.0.0/tcp/0", "/p2p-circuit"]),
+    ]);
+    providers.c = c;
+    providers.e = e;
+  });
+
+  after(async () => {
+    for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
+    net?.destroy();
+  });
+
+  it("providers announce their namespace addresses, never loopback; the one behind NAT announces a relay address", () => {
+    for (const host of ["b", "c"]) {
+      expect(providers[host]!.addrs.length, host).to.be.at.least(1);
+      for (const addr of providers[host]!.addrs) expect(addr, host).to.match(/^\/ip4\/10\.77\.0\.\d+\/tcp\//);
+    }
+    const e = providers.e!.addrs;
+    expect(e.join(" ")).not.to.match(/127\.0\.0\.1/);
+    // reachable only through the bootnode's relay (its own address is behind the router)
+    expect(e.filter((a) => a.includes("/p2p-circuit")).map((a) => a.split("/p2p-circuit")[0])).to.include(bootstrap);
+    expect(e.filter((a) => !a.includes("/p2p-circuit")).every((a) => a.includes("/ip4/192.168.77."))).to.equal(true);
+  });
+
+  it("run --public --redundancy 3 with B, C and E (behind NAT) is verified by all three", async () => {
+    const { result, ms } = await run(3, "first");
+    console.log(`      k=3 across namespaces: ${ms} ms (CLI start included)`);
+    expect(result.status, JSON.stringify(result.error ?? result.failures)).to.equal("verified");
+    expect(result.agreeing).to.have.members([providers.b!.peerId, providers.c!.peerId, providers.e!.peerId]);
+    expect(readFileSync(join(dir, "out-first", "result"), "utf8")).to.equal("first\n");
+  });
+
+  it("the bootnode killed and restarted with the same key heals the network: the next run succeeds within 30 s", async () => {
+    bootnode!.kill("SIGKILL");
+    await new Promise((resolve) => bootnode!.once("exit", resolve));
+    const restarted = await startBootnode();
+    expect(restarted.addresses[0]).to.equal(bootstrap);
+    const t0 = performance.now();
+    let last: RunResultLine | undefined;
+    while (performance.now() - t0 < 30_000) {
+      const { result } = await run(3, "healed");
+      last = result;
+      if (result.status === "verified") break;
+    }
+    const healedMs = Math.round(performance.now() - t0);
+    console.log(`      healed after the bootnode restart: verified ${healedMs} ms after it came back`);
+    expect(last?.status, JSON.stringify(last?.error ?? last?.failures)).to.equal("verified");
+    expect(last?.agreeing).to.have.length(3);
+    expect(healedMs).to.be.lessThan(30_000 + 15_000);
+  });
+});
