@@ -34,7 +34,7 @@ export interface ProbeInfo {
   defence: string;
 }
 
-/** Rows 1-37 of PROBES.md, in order. */
+/** Rows 1-41 of PROBES.md, in order (38-41: suite v2). */
 export const PROBES: readonly ProbeInfo[] = [
   {
     id: 1,
@@ -275,6 +275,38 @@ export const PROBES: readonly ProbeInfo[] = [
     severity: "high",
     cves: [],
     defence: "a fresh, disposable sandbox per qube (files, processes, IPC)",
+  },
+  {
+    id: 38,
+    title: "character devices",
+    category: "devices",
+    severity: "critical",
+    cves: [],
+    defence: "only the minimal character devices (no fuse, tun, kvm, userfaultfd, vsock, loop-control, ...)",
+  },
+  {
+    id: 39,
+    title: "supplementary groups",
+    category: "identity",
+    severity: "high",
+    cves: [],
+    defence: "no supplementary group beyond the primary one, never gid 0",
+  },
+  {
+    id: 40,
+    title: "procfs and sysfs through any mount",
+    category: "proc",
+    severity: "critical",
+    cves: [],
+    defence: "no second procfs or writable sysfs (e.g. under a non-recursive read-only bind of the host's /)",
+  },
+  {
+    id: 41,
+    title: "secrets",
+    category: "isolation",
+    severity: "high",
+    cves: [],
+    defence: "no credentials in the environment, no service-account token or secrets mount",
   },
 ];
 

@@ -20,7 +20,7 @@ export const OUTPUT_LIMITS = {
 export const VERDICTS = ["pass", "fail", "inconclusive", "skipped"] as const;
 export type Verdict = (typeof VERDICTS)[number];
 
-/** The phases of one suite run (main: rows 1-36; deadline: row 35; plant and check: row 37). */
+/** The phases of one suite run (main: rows 1-36 and 38-41; deadline: row 35; plant and check: row 37). */
 export type ProbePhase = "main" | "deadline" | "plant" | "check";
 
 export const probeLineSchema = z
@@ -35,6 +35,22 @@ export const probeLineSchema = z
 
 export type ProbeLine = z.infer<typeof probeLineSchema>;
 
+/**
+ * The main phase's one facts line: raw observations (`key=value;...`, no verdict) from which the harness checks
+ * that a weakening really changed the sandbox. Keys and values are short and plain.
+ */
+export const probeFactsSchema = z.object({ facts: z.string().max(OUTPUT_LIMITS.maxEvidence) }).strict();
+
+/** Parses a facts string into a map: keys `[a-z_]{1,24}`, values `[A-Za-z0-9_,.-]{0,64}`; other pairs dropped. */
+export function parseFacts(text: string): Map<string, string> {
+  const facts = new Map<string, string>();
+  for (const pair of text.split(";").slice(0, 64)) {
+    const match = /^([a-z_]{1,24})=([A-Za-z0-9_,.-]{0,64})$/.exec(pair);
+    if (match && !facts.has(match[1]!)) facts.set(match[1]!, match[2]!);
+  }
+  return facts;
+}
+
 /** What one run printed, after validation. */
 export interface ParsedOutput {
   /** Valid lines by id (the first one; duplicates are listed in `duplicates`). */
@@ -45,6 +61,8 @@ export interface ParsedOutput {
   rejected: number;
   /** Whether output was cut at a limit. */
   truncated: boolean;
+  /** The main phase's facts line (the first one), when the probe printed one. */
+  facts?: Map<string, string>;
 }
 
 /** Removes control characters so evidence is safe to print and to embed in XML. */
@@ -80,6 +98,12 @@ export function parseProbeOutput(stdout: string, phase: ProbePhase = "main"): Pa
       json = JSON.parse(line);
     } catch {
       result.rejected++;
+      continue;
+    }
+    const facts = phase === "main" ? probeFactsSchema.safeParse(json) : undefined;
+    if (facts?.success) {
+      if (result.facts) result.rejected++;
+      else result.facts = parseFacts(facts.data.facts);
       continue;
     }
     const parsed = probeLineSchema.safeParse(json);

@@ -1,5 +1,5 @@
 /**
- * Runs the escape suite against one sandbox tier: four qubes of the probe image in sequence (main: rows 1-36;
+ * Runs the escape suite against one sandbox tier: four qubes of the probe image in sequence (main: rows 1-36, 38-41;
  * plant and check: row 37; deadline: row 35's wall-clock kill), a loopback canary for row 30, and the report.
  *
  * Expectations (limits, the canary's port, the host's namespace ids and LSM) go to the probe in its
@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { readFile, readlink } from "node:fs/promises";
 import { version as osVersion, release } from "node:os";
 import Docker from "dockerode";
-import { type AirqubeError, toAirqubeError, UserError } from "../qube/errors.js";
+import { type AirqubeError, PlatformError, toAirqubeError, UserError } from "../qube/errors.js";
 import type { QubeRun, Sandbox, SandboxLimits, SandboxResult, Tier } from "../sandbox/api.js";
 import type { HardenedContainerConfig } from "../sandbox/hardening.js";
 import { type Canary, openCanary } from "./canary.js";
@@ -24,7 +24,7 @@ import {
   type Verdict,
 } from "./protocol.js";
 import { type ProbeReport, type ProbeResult, summarize } from "./report.js";
-import { composeWeakenings } from "./weakenings.js";
+import { composeWeakenings, ineffectiveWeakenings } from "./weakenings.js";
 
 /** The suite's name and version, as they appear in reports. */
 export const SUITE = "airqube-escape-suite";
@@ -258,6 +258,8 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
     const check = await runPhase("check", 20_000);
     const deadline = await runPhase("deadline", DEADLINE_MS);
 
+    if (composed.names.length > 0) checkWeakeningsTookEffect(composed.names, main, deadline, namespaces);
+
     const probes = PROBES.map((info): ProbeResult => {
       if (info.id === 35) return deadlineRow(info, main, deadline);
       if (info.id === 37) return residueRow(info, plant, check);
@@ -280,6 +282,39 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
     await canary?.close();
     await sandbox.close().catch(() => undefined);
   }
+}
+
+/**
+ * Fails a weakened run whose weakenings did not all change the sandbox (a silent no-op, or a sandbox that never
+ * started): such a run proves nothing about the probes. Reads the probe's facts line and the deadline phase.
+ */
+function checkWeakeningsTookEffect(
+  names: readonly string[],
+  main: PhaseOutcome,
+  deadline: PhaseOutcome,
+  namespaces: string,
+): void {
+  const hostNamespaces = new Map(
+    namespaces
+      .split(",")
+      .filter(Boolean)
+      .map((pair) => pair.split(":") as [string, string]),
+  );
+  const spun = deadline.parsed.lines.get(35);
+  const deadlineKilled =
+    spun?.verdict === "fail" ? false : deadline.result?.timedOut === true ? true : deadline.result ? false : undefined;
+  const missing = ineffectiveWeakenings(names, {
+    facts: main.parsed.facts ?? new Map(),
+    hostNamespaces,
+    limits: SUITE_LIMITS,
+    deadlineKilled,
+  });
+  if (missing.length === 0) return;
+  throw new PlatformError("WEAKENING_INEFFECTIVE", "A weakening did not change the sandbox: the run proves nothing", {
+    details: `${missing.map((m) => `${m.name} (looked for: ${m.shows})`).join("; ")}${
+      main.parsed.facts ? "" : `; the probe printed no facts (${describeRun(main)})`
+    }`,
+  });
 }
 
 function canaryRow(info: ProbeInfo, line: ProbeLine, hits: number, token: string): ProbeResult {

@@ -10,6 +10,28 @@ import type { HardenedContainerConfig } from "../sandbox/hardening.js";
 type ConfigTransform = (config: HardenedContainerConfig) => HardenedContainerConfig;
 type LimitsTransform = (limits: SandboxLimits) => SandboxLimits;
 
+/**
+ * What a weakened run showed of the sandbox it ran in, from the probe's facts line (see `emit_facts` in
+ * native/probe.c) and the harness's own view. Used to check that each weakening really changed the sandbox.
+ */
+export interface WeakeningObservation {
+  /** The probe's raw facts, e.g. `capbnd`, `seccomp`, `uid`, `groups`, `ns_net`, `sockets`; empty when none came. */
+  facts: ReadonlyMap<string, string>;
+  /** The host's namespace inode numbers by kind (`pid`, `net`, `ipc`, ...). */
+  hostNamespaces: ReadonlyMap<string, string>;
+  /** The limits the unweakened sandbox enforces. */
+  limits: Pick<SandboxLimits, "memoryBytes" | "scratchBytes">;
+  /** Whether the sandbox killed the deadline phase's spinning qube (undefined: the phase did not tell). */
+  deadlineKilled: boolean | undefined;
+}
+
+/** How to see that a weakening took effect. */
+export interface WeakeningEffect {
+  /** What is looked for, e.g. `CapBnd holds CAP_NET_RAW`. */
+  shows: string;
+  seen: (observation: WeakeningObservation) => boolean;
+}
+
 /** One named weakening. */
 export interface Weakening {
   /** e.g. `seccomp:unconfined`, `cap:NET_RAW`. */
@@ -19,6 +41,8 @@ export interface Weakening {
   config?: ConfigTransform;
   /** Transforms the run limits (after defaults). */
   limits?: LimitsTransform;
+  /** The observable change; every weakening has one, and a run whose weakening shows none fails. */
+  effect: WeakeningEffect;
 }
 
 /** Capabilities `cap:<NAME>` accepts (Linux 6.x names without the CAP_ prefix). */
@@ -45,6 +69,26 @@ function withExtraHost(config: HardenedContainerConfig, extra: Record<string, un
   return { ...config, HostConfig: { ...config.HostConfig, ...extra } } as HardenedContainerConfig;
 }
 
+const fact = (o: WeakeningObservation, key: string) => o.facts.get(key);
+const count = (o: WeakeningObservation, key: string) => Number(o.facts.get(key) ?? "0") || 0;
+const sharesHost = (kind: string): WeakeningEffect => ({
+  shows: `the ${kind} namespace is the host's`,
+  seen: (o) => fact(o, `ns_${kind}`) !== undefined && fact(o, `ns_${kind}`) === o.hostNamespaces.get(kind),
+});
+
+/** Character devices `device:<NAME>` passes in (host path; the container sees the same path). */
+export const DEVICES: Readonly<Record<string, string>> = {
+  fuse: "/dev/fuse",
+  tun: "/dev/net/tun",
+  kvm: "/dev/kvm",
+  userfaultfd: "/dev/userfaultfd",
+  vsock: "/dev/vsock",
+  "loop-control": "/dev/loop-control",
+};
+
+/** A canary credential planted by `env:secret` (fake: it opens nothing anywhere). */
+const SECRET_CANARY = "AWS_SECRET_ACCESS_KEY=airqube-probe-canary-not-a-real-key";
+
 const FIXED: readonly Weakening[] = [
   {
     name: "seccomp:unconfined",
@@ -53,32 +97,41 @@ const FIXED: readonly Weakening[] = [
       withHost(c, {
         SecurityOpt: [...c.HostConfig.SecurityOpt.filter((o) => !o.startsWith("seccomp=")), "seccomp=unconfined"],
       }),
+    effect: { shows: "Seccomp mode 0 in /proc/self/status", seen: (o) => fact(o, "seccomp") === "0" },
   },
   {
     name: "no-new-privileges:off",
     description: "lets setuid and file-capability binaries raise privileges",
     config: (c) =>
       withHost(c, { SecurityOpt: c.HostConfig.SecurityOpt.filter((o) => !o.startsWith("no-new-privileges")) }),
+    effect: { shows: "NoNewPrivs 0", seen: (o) => fact(o, "nnp") === "0" },
   },
   {
     name: "readonly-root:off",
     description: "mounts the image's root file system read-write",
     config: (c) => withHost(c, { ReadonlyRootfs: false }),
+    effect: { shows: "/ on a read-write mount", seen: (o) => fact(o, "rootrw") === "1" },
   },
   {
     name: "pids-limit:off",
     description: "removes the pids limit",
     config: (c) => withHost(c, { PidsLimit: -1 }),
+    effect: { shows: "pids.max is max", seen: (o) => fact(o, "pids") === "max" },
   },
   {
     name: "memory-limit:off",
     description: "removes the memory limit (and the swap limit with it)",
     config: (c) => withHost(c, { Memory: 0, MemorySwap: 0 }),
+    effect: {
+      shows: "memory.limit_in_bytes above the suite's limit",
+      seen: (o) => count(o, "mem") > o.limits.memoryBytes,
+    },
   },
   {
     name: "cpu-limit:off",
     description: "removes the CPU quota",
     config: (c) => withHost(c, { NanoCpus: 0 }),
+    effect: { shows: "cpu.cfs_quota_us is -1", seen: (o) => fact(o, "cpuquota") === "-1" },
   },
   {
     name: "disk-limit:off",
@@ -95,52 +148,100 @@ const FIXED: readonly Weakening[] = [
           ]),
         ),
       }),
+    effect: {
+      shows: "/scratch larger than the suite's scratch size",
+      seen: (o) => count(o, "scratch") > o.limits.scratchBytes,
+    },
   },
   {
     name: "timeout:off",
     description: "raises the wall-clock deadline to ten minutes (the probe stops itself long before)",
     limits: (l) => ({ ...l, wallTimeMs: Math.max(l.wallTimeMs, 600_000) }),
+    effect: {
+      shows: "the spinning qube outlives its deadline",
+      seen: (o) => o.deadlineKilled === false,
+    },
   },
   {
     name: "user:root",
     description: "runs the qube as uid 0 (still without capabilities)",
     config: (c) => ({ ...c, User: "0:0" }),
+    effect: { shows: "euid 0", seen: (o) => fact(o, "uid") === "0" },
   },
   {
     name: "proc:unmasked",
     description: "clears the masked and read-only /proc and /sys paths",
     config: (c) => withHost(c, { MaskedPaths: [], ReadonlyPaths: [] }),
+    effect: { shows: "a masked or read-only /proc path neither", seen: (o) => count(o, "unmasked") > 0 },
   },
   {
     name: "network:host",
     description: `shares the host's network namespace (${HOST_NETWORK_NOTE})`,
     config: (c) => ({ ...withHost(c, { NetworkMode: "host" }), NetworkDisabled: false }),
+    effect: sharesHost("net"),
   },
   {
     name: "pid:host",
     description: "shares the host's pid namespace",
     config: (c) => withHost(c, { PidMode: "host" }),
+    effect: sharesHost("pid"),
   },
   {
     name: "ipc:host",
     description: "shares the host's IPC namespace and /dev/shm",
     config: (c) => withHost(c, { IpcMode: "host" }),
+    effect: sharesHost("ipc"),
   },
   {
     name: "mount:docker-socket",
     description: "bind-mounts the Docker socket at /var/run/docker.sock (the probe only connects, never sends)",
     config: (c) => withHost(c, { Binds: [...c.HostConfig.Binds, "/var/run/docker.sock:/var/run/docker.sock"] }),
+    effect: { shows: "a socket file on a mounted file system", seen: (o) => count(o, "sockets") > 0 },
   },
   {
     name: "mount:host-cgroup",
     description: "bind-mounts the host's /sys/fs/cgroup read-write (the probe opens files, never writes)",
     config: (c) => withHost(c, { Binds: [...c.HostConfig.Binds, "/sys/fs/cgroup:/sys/fs/cgroup:rw"] }),
+    effect: { shows: "a read-write cgroupfs mount", seen: (o) => count(o, "cgrouprw") > 0 },
   },
   {
     name: "device-cgroup:off",
     description: "lets the device cgroup allow every device (a *:* rwm)",
     config: (c) => withExtraHost(c, { DeviceCgroupRules: ["a *:* rwm"] }),
+    effect: { shows: "devices.list is a *:* rwm", seen: (o) => fact(o, "devall") === "1" },
   },
+  {
+    name: "group:disk",
+    description: "adds the host's disk group (gid 6) as a supplementary group",
+    config: (c) => withExtraHost(c, { GroupAdd: ["6"] }),
+    effect: { shows: "gid 6 among the groups", seen: (o) => (fact(o, "groups") ?? "").split(",").includes("6") },
+  },
+  {
+    name: "mount:host-root-ro",
+    description: "binds the host's / at /host read-only, not recursively (the probe opens files, never writes)",
+    config: (c) => withHost(c, { Binds: [...c.HostConfig.Binds, "/:/host:ro"] }),
+    effect: {
+      shows: "a second procfs or sysfs, a socket or a character device from the host",
+      seen: (o) => count(o, "procrw") + count(o, "sockets") + count(o, "chardevs") > 0,
+    },
+  },
+  {
+    name: "env:secret",
+    description: "adds a fake cloud secret to the qube's environment",
+    config: (c) => ({ ...c, Env: [...(c.Env ?? []), SECRET_CANARY] }),
+    effect: { shows: "a secret-looking variable", seen: (o) => count(o, "secrets") > 0 },
+  },
+  ...Object.entries(DEVICES).map(
+    ([name, path]): Weakening => ({
+      name: `device:${name}`,
+      description: `passes ${path} in (read-write, as the host's node mode allows)`,
+      config: (c) =>
+        withHost(c, {
+          Devices: [...c.HostConfig.Devices, { PathOnHost: path, PathInContainer: path, CgroupPermissions: "rwm" }],
+        }),
+      effect: { shows: "an unexpected character device", seen: (o) => count(o, "chardevs") > 0 },
+    }),
+  ),
 ];
 
 /** Every weakening the suite knows, `cap:<NAME>` shown once as a pattern. */
@@ -163,10 +264,16 @@ export function weakening(name: string): Weakening {
     const capName = cap[1]!;
     if (!CAPABILITIES.includes(capName))
       throw new UserError("WEAKENING_UNKNOWN", "Unknown capability", { details: `${capName}; see --list-weakenings` });
+    const bit = BigInt(CAPABILITIES.indexOf(capName)); // the list is in capability-number order
     return {
       name,
       description: `adds CAP_${capName}`,
       config: (c) => withHost(c, { CapAdd: [...c.HostConfig.CapAdd, capName] }),
+      effect: {
+        shows: `CapBnd holds CAP_${capName}`,
+        seen: (o) =>
+          /^[0-9a-f]{1,16}$/.test(fact(o, "capbnd") ?? "") && ((BigInt(`0x${fact(o, "capbnd")}`) >> bit) & 1n) === 1n,
+      },
     };
   }
   const found = FIXED.find((w) => w.name === name);
@@ -175,6 +282,23 @@ export function weakening(name: string): Weakening {
       details: `${name}; see airqube probe --list-weakenings`,
     });
   return found;
+}
+
+/**
+ * The weakenings that did not show their effect in a run (a no-op like `cap:SYS_RESOURCE` for a non-root user
+ * on an engine whose bounding set lacks it), each with what was looked for.
+ *
+ * @example
+ * ineffectiveWeakenings(["cap:NET_RAW"], observation); // [] when CapBnd holds CAP_NET_RAW
+ */
+export function ineffectiveWeakenings(
+  names: readonly string[],
+  observation: WeakeningObservation,
+): { name: string; shows: string }[] {
+  return [...new Set(names)]
+    .map(weakening)
+    .filter((w) => !w.effect.seen(observation))
+    .map((w) => ({ name: w.name, shows: w.effect.shows }));
 }
 
 /**
@@ -201,6 +325,7 @@ export function composeWeakenings(names: readonly string[]): {
 
 /** The weakenings the mutation test runs: every fixed one and the capabilities the probes guard. */
 export const MUTATION_WEAKENINGS: readonly string[] = [
-  ...FIXED.map((w) => w.name),
+  // every fixed one whose device exists on the machines the suite runs on (no /dev/kvm there)
+  ...FIXED.map((w) => w.name).filter((name) => name !== "device:kvm"),
   ...["SYS_ADMIN", "NET_RAW", "MKNOD", "SYS_MODULE", "SYS_PTRACE", "DAC_READ_SEARCH", "SYSLOG"].map((c) => `cap:${c}`),
 ];

@@ -253,8 +253,8 @@ export class ContainerSandbox implements Sandbox {
             "--",
             ...qube.command,
           ],
-          Env: env,
           ...config,
+          Env: [...env, ...(config.Env ?? [])],
         });
         this.stats.coldRuns++;
       }

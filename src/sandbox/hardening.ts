@@ -84,6 +84,8 @@ export interface HardenedContainerConfig {
   Labels: Record<string, string>;
   StopTimeout: number;
   HostConfig: HardenedHostConfig;
+  /** Environment added beside the qube's own: never set by the hardening (the escape suite's `env:secret` does). */
+  Env?: string[];
 }
 
 /**

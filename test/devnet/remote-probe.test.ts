@@ -1,5 +1,6 @@
 import { expect } from "chai";
 import { Devnet } from "../../src/devnet/devnet.js";
+import { PROBES } from "../../src/probes/catalog.js";
 import { verifyResultStatement } from "../../src/qube/index.js";
 import { runRemoteProbeSuite } from "../../src/requestor/remote-probe.js";
 import { PROBE_CACHE, tmp } from "../helpers/network.js";
@@ -18,7 +19,7 @@ describe("probes: the escape suite as qubes on a remote provider @docker", funct
         tier: "container",
       });
       expect(report.provider).to.equal(provider.peerId);
-      expect(report.probes).to.have.length(37);
+      expect(report.probes).to.have.length(PROBES.length);
       // the remote sandbox is the provider's hardened container: nothing may fail
       expect(report.summary.fail, JSON.stringify(report.probes.filter((p) => p.verdict === "fail"))).to.equal(0);
       expect(report.summary.pass).to.be.at.least(30);

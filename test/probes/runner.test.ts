@@ -1,6 +1,7 @@
 import { connect } from "node:net";
 import { expect } from "chai";
 import type Docker from "dockerode";
+import { PROBES } from "../../src/probes/catalog.js";
 import { exitStatus } from "../../src/probes/report.js";
 import { runProbeSuite } from "../../src/probes/runner.js";
 import type { QubeRun, Sandbox, SandboxResult } from "../../src/sandbox/api.js";
@@ -39,7 +40,8 @@ class FakeSandbox implements Sandbox {
 const line = (id: number, verdict: string, extra: Record<string, unknown> = {}) =>
   `${JSON.stringify({ id, verdict, evidence: `row ${id}`, ms: 1, ...extra })}\n`;
 const allPass = () =>
-  Array.from({ length: 36 }, (_, i) => i + 1)
+  PROBES.map((p) => p.id)
+    .filter((id) => id !== 37)
     .map((id) => line(id, id === 21 || id === 36 ? "skipped" : "pass"))
     .join("");
 const honest = (phase: string): Partial<SandboxResult> =>
@@ -59,7 +61,7 @@ describe("probe runner (fake sandbox)", () => {
   it("builds the report from the four phases and tells the probe the unweakened expectations", async () => {
     const sandbox = new FakeSandbox(honest);
     const report = await runProbeSuite({ docker, sandboxFactory: () => sandbox });
-    expect(report.summary).to.deep.equal({ pass: 35, fail: 0, inconclusive: 0, skipped: 2 });
+    expect(report.summary).to.deep.equal({ pass: PROBES.length - 2, fail: 0, inconclusive: 0, skipped: 2 });
     expect(report.suiteVersion).to.equal("1.0.0+sha256:fake");
     expect(sandbox.runs.map((r) => r.command.join(" "))).to.deep.equal([
       "/airqube/probe --phase main",
@@ -123,8 +125,53 @@ describe("probe runner (fake sandbox)", () => {
       throw new Error("docker went away");
     });
     const report = await runProbeSuite({ docker, sandboxFactory: () => sandbox });
-    expect(report.summary.inconclusive).to.equal(37);
+    expect(report.summary.inconclusive).to.equal(PROBES.length);
     expect(report.probes[0]!.evidence).to.include("the sandbox failed");
+  });
+});
+
+describe("probe runner: the weakening self-check (fake sandbox)", () => {
+  const withFacts = (facts: string) => (phase: string) =>
+    phase === "main" ? { stdout: `${allPass()}${JSON.stringify({ facts })}\n` } : honest(phase);
+
+  it("fails a weakened run whose weakening did not change the sandbox, naming what it looked for", async () => {
+    const sandbox = new FakeSandbox(withFacts("capbnd=0;capeff=0;seccomp=2;uid=65534;groups=65534"));
+    const run = runProbeSuite({ docker, weakenings: ["cap:SYS_RESOURCE"], sandboxFactory: () => sandbox });
+    const error = await run.then(
+      () => undefined,
+      (e: unknown) => e as { code: string; details: string },
+    );
+    expect(error?.code).to.equal("WEAKENING_INEFFECTIVE");
+    expect(error?.details).to.include("cap:SYS_RESOURCE (looked for: CapBnd holds CAP_SYS_RESOURCE)");
+  });
+
+  it("fails it too when the probe printed no facts (the sandbox never ran the weakened qube)", async () => {
+    const sandbox = new FakeSandbox(honest);
+    const error = await runProbeSuite({ docker, weakenings: ["group:disk"], sandboxFactory: () => sandbox }).then(
+      () => undefined,
+      (e: unknown) => e as { code: string; details: string },
+    );
+    expect(error?.code).to.equal("WEAKENING_INEFFECTIVE");
+    expect(error?.details).to.include("the probe printed no facts");
+  });
+
+  it("accepts the run when every weakening shows (CapBnd bit 13 for NET_RAW, gid 6, the spinning qube not killed)", async () => {
+    const facts = "capbnd=2000;seccomp=2;uid=65534;groups=65534,6;sockets=0";
+    const sandbox = new FakeSandbox((phase) =>
+      phase === "deadline" ? { stdout: line(35, "fail", { phase: "deadline" }) } : withFacts(facts)(phase),
+    );
+    const report = await runProbeSuite({
+      docker,
+      weakenings: ["cap:NET_RAW", "group:disk", "timeout:off"],
+      sandboxFactory: () => sandbox,
+    });
+    expect(report.suite).to.include("weakened: cap:NET_RAW, group:disk, timeout:off");
+    const noTimeout = new FakeSandbox(withFacts(facts)); // the deadline qube was killed: timeout:off did nothing
+    const error = await runProbeSuite({ docker, weakenings: ["timeout:off"], sandboxFactory: () => noTimeout }).then(
+      () => undefined,
+      (e: unknown) => e as { details: string },
+    );
+    expect(error?.details).to.include("timeout:off");
   });
 });
 

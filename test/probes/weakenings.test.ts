@@ -1,5 +1,11 @@
 import { expect } from "chai";
-import { composeWeakenings, listWeakenings, MUTATION_WEAKENINGS, weakening } from "../../src/probes/weakenings.js";
+import {
+  composeWeakenings,
+  ineffectiveWeakenings,
+  listWeakenings,
+  MUTATION_WEAKENINGS,
+  weakening,
+} from "../../src/probes/weakenings.js";
 import { DEFAULT_SANDBOX_LIMITS } from "../../src/sandbox/api.js";
 import { hardenedContainerConfig } from "../../src/sandbox/hardening.js";
 
@@ -55,6 +61,55 @@ describe("weakenings", () => {
     for (const options of Object.values(disk)) expect(options).not.to.include("size=");
     expect(weakening("user:root").config!(c).User).to.equal("0:0");
     expect(weakening("timeout:off").limits!(DEFAULT_SANDBOX_LIMITS).wallTimeMs).to.equal(600_000);
+  });
+
+  it("suite v2: passes devices in, adds a group, binds the host's / read-only, plants a fake secret", () => {
+    const c = base();
+    expect(weakening("device:fuse").config!(c).HostConfig.Devices).to.deep.equal([
+      { PathOnHost: "/dev/fuse", PathInContainer: "/dev/fuse", CgroupPermissions: "rwm" },
+    ]);
+    expect((weakening("group:disk").config!(c).HostConfig as unknown as { GroupAdd: string[] }).GroupAdd).to.deep.equal(
+      ["6"],
+    );
+    expect(weakening("mount:host-root-ro").config!(c).HostConfig.Binds.at(-1)).to.equal("/:/host:ro");
+    expect(weakening("env:secret").config!(c).Env).to.deep.equal([
+      "AWS_SECRET_ACCESS_KEY=airqube-probe-canary-not-a-real-key",
+    ]);
+    expect(MUTATION_WEAKENINGS).to.include.members([
+      "device:userfaultfd",
+      "group:disk",
+      "mount:host-root-ro",
+      "env:secret",
+    ]);
+    expect(MUTATION_WEAKENINGS).not.to.include("device:kvm"); // no /dev/kvm on the suite's machines
+  });
+
+  it("says what shows each weakening took effect, from the probe's facts", () => {
+    const observe = (facts: Record<string, string>, deadlineKilled?: boolean) => ({
+      facts: new Map(Object.entries(facts)),
+      hostNamespaces: new Map([["net", "4026531833"]]),
+      limits: { memoryBytes: 128 << 20, scratchBytes: 32 << 20 },
+      deadlineKilled,
+    });
+    // CAP_SYS_RESOURCE is bit 24, CAP_NET_RAW bit 13
+    expect(ineffectiveWeakenings(["cap:SYS_RESOURCE"], observe({ capbnd: "0" }))).to.deep.equal([
+      { name: "cap:SYS_RESOURCE", shows: "CapBnd holds CAP_SYS_RESOURCE" },
+    ]);
+    expect(ineffectiveWeakenings(["cap:SYS_RESOURCE", "cap:NET_RAW"], observe({ capbnd: "1002000" }))).to.deep.equal(
+      [],
+    );
+    expect(ineffectiveWeakenings(["cap:NET_RAW"], observe({ capbnd: "zz" }))).to.have.length(1);
+    expect(ineffectiveWeakenings(["network:host"], observe({ ns_net: "4026531833" }))).to.deep.equal([]);
+    expect(ineffectiveWeakenings(["network:host"], observe({ ns_net: "4026532000" }))).to.have.length(1);
+    expect(ineffectiveWeakenings(["memory-limit:off"], observe({ mem: "9223372036854771712" }))).to.deep.equal([]);
+    expect(ineffectiveWeakenings(["memory-limit:off"], observe({ mem: "134217728" }))).to.have.length(1);
+    expect(ineffectiveWeakenings(["timeout:off"], observe({}, true))).to.have.length(1);
+    expect(ineffectiveWeakenings(["timeout:off"], observe({}, false))).to.deep.equal([]);
+    expect(ineffectiveWeakenings(["device:tun", "env:secret"], observe({ chardevs: "1", secrets: "0" }))).to.deep.equal(
+      [{ name: "env:secret", shows: "a secret-looking variable" }],
+    );
+    for (const name of MUTATION_WEAKENINGS)
+      expect(ineffectiveWeakenings([name], observe({})), `${name} shows nothing without facts`).to.have.length(1);
   });
 
   it("refuses unknown names and capabilities with a UserError", () => {

@@ -1,5 +1,5 @@
 /*
- * airqube probe: the escape regression suite's in-sandbox program (../shared/design/PROBES.md rows 1-37).
+ * airqube probe: the escape regression suite's in-sandbox program (../shared/design/PROBES.md rows 1-41).
  *
  *   /airqube/probe [--phase main|deadline|plant|check] [--only 1,2,3]
  *
@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ipc.h>
+#include <sys/ioctl.h>
 #include <sys/klog.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -366,6 +367,331 @@ static int fork_userns_mount(void *arg) {
   return 0;
 }
 
+/* ---------- rows 38-41 (suite v2): devices, groups, procfs/sysfs through any mount, secrets ---------- */
+
+/*
+ * One bounded walk of every mounted file system (breadth first from /, never following symlinks, never into
+ * procfs, sysfs or cgroupfs, at most WALK_ENTRIES entries, WALK_DEPTH levels and WALK_MS milliseconds). It
+ * collects socket files (row 23) and character devices (row 38) wherever a mount put them, e.g. under a
+ * bind of the host's root. Runs once; rows read its result.
+ */
+#define WALK_ENTRIES 40000
+#define WALK_DEPTH 8
+#define WALK_MS 3000
+#define WALK_KEEP 24
+
+static struct {
+  int done, entries, truncated;
+  int nsock, nchr;
+  char sock[WALK_KEEP][1024];
+  char chr[WALK_KEEP][1024];
+  unsigned chr_dev[WALK_KEEP];
+} walk;
+
+static int skip_fs(const char *path) {
+  struct statfs sf;
+  if (statfs(path, &sf) != 0) return 1;
+  return sf.f_type == PROC_SUPER_MAGIC || sf.f_type == SYSFS_MAGIC || sf.f_type == CGROUP_SUPER_MAGIC ||
+         sf.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+static void walk_mounts(void) {
+  if (walk.done) return;
+  walk.done = 1;
+  enum { QMAX = 8192 };
+  char **queue = calloc(QMAX, sizeof *queue);
+  unsigned char *depth = calloc(QMAX, 1);
+  if (!queue || !depth) { free(queue); free(depth); walk.truncated = 1; return; }
+  size_t head = 0, tail = 0;
+  queue[tail++] = strdup("/");
+  double start = now_ms();
+  while (head < tail) {
+    char *dir = queue[head];
+    int level = depth[head];
+    queue[head++] = NULL;
+    if (!dir) continue;
+    if (walk.entries >= WALK_ENTRIES || now_ms() - start > WALK_MS) { walk.truncated = 1; free(dir); continue; }
+    if (skip_fs(dir)) { free(dir); continue; }
+    DIR *d = opendir(dir);
+    if (!d) { free(dir); continue; }
+    struct dirent *de;
+    while ((de = readdir(d)) && walk.entries < WALK_ENTRIES) {
+      if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+      walk.entries++;
+      char path[1024];
+      int n = snprintf(path, sizeof path, "%s%s%s", dir, strcmp(dir, "/") == 0 ? "" : "/", de->d_name);
+      if (n < 0 || (size_t)n >= sizeof path) continue;
+      struct stat st;
+      if (lstat(path, &st) != 0) continue;
+      if (S_ISSOCK(st.st_mode)) {
+        if (walk.nsock < WALK_KEEP) snprintf(walk.sock[walk.nsock], sizeof walk.sock[0], "%s", path);
+        walk.nsock++;
+      } else if (S_ISCHR(st.st_mode)) {
+        if (walk.nchr < WALK_KEEP) {
+          snprintf(walk.chr[walk.nchr], sizeof walk.chr[0], "%s", path);
+          walk.chr_dev[walk.nchr] = (unsigned)st.st_rdev;
+        }
+        walk.nchr++;
+      } else if (S_ISDIR(st.st_mode) && level + 1 < WALK_DEPTH) {
+        if (tail < QMAX) { queue[tail] = strdup(path); depth[tail++] = (unsigned char)(level + 1); }
+        else walk.truncated = 1;
+      }
+    }
+    closedir(d);
+    free(dir);
+  }
+  for (size_t i = head; i < tail; i++) free(queue[i]);
+  free(queue);
+  free(depth);
+}
+
+/* The character devices every sandbox may have: null, zero, full, random, urandom, tty, console, ptmx, pts. */
+static int chr_expected(unsigned maj, unsigned min) {
+  if (maj == 1) return min == 3 || min == 5 || min == 7 || min == 8 || min == 9;
+  if (maj == 5) return min <= 2;
+  return maj == 136;
+}
+
+/* Devices known to be harmless to open (and close at once, no ioctl): only these are opened. */
+static const struct { const char *name; int maj, min; } risky_dev[] = {
+    {"fuse", 10, 229},        {"net/tun", 10, 200},   {"kvm", 10, 232},  {"userfaultfd", 10, -1},
+    {"vsock", 10, -1},        {"loop-control", 10, 237}, {"vhost-net", 10, 238}, {"vhost-vsock", 10, 241},
+};
+
+static const char *risky_name(const char *path) {
+  for (size_t i = 0; i < sizeof risky_dev / sizeof *risky_dev; i++) {
+    size_t pl = strlen(path), nl = strlen(risky_dev[i].name);
+    if (pl >= nl + 1 && strcmp(path + pl - nl, risky_dev[i].name) == 0 && path[pl - nl - 1] == '/') return risky_dev[i].name;
+  }
+  return NULL;
+}
+
+static int unexpected_chr(void) {
+  walk_mounts();
+  int n = 0;
+  for (int i = 0; i < walk.nchr && i < WALK_KEEP; i++)
+    if (!chr_expected(major(walk.chr_dev[i]), minor(walk.chr_dev[i]))) n++;
+  return n + (walk.nchr > WALK_KEEP ? walk.nchr - WALK_KEEP : 0);
+}
+
+static void probe_38(ev_t *ev) {
+  walk_mounts();
+  int bad = 0;
+  for (int i = 0; i < walk.nchr && i < WALK_KEEP; i++) {
+    unsigned maj = major(walk.chr_dev[i]), min = minor(walk.chr_dev[i]);
+    if (chr_expected(maj, min)) continue;
+    const char *known = risky_name(walk.chr[i]);
+    bad++;
+    if (known) {
+      int fd = open(walk.chr[i], O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+      int e = errno;
+      if (fd >= 0) { close(fd); FAIL(ev, "%s (c %u:%u, %s) present and opened O_RDWR (closed)", walk.chr[i], maj, min, known); }
+      else FAIL(ev, "%s (c %u:%u, %s) present (open O_RDWR: %s)", walk.chr[i], maj, min, known, en(e));
+    } else {
+      /* Unknown devices are never opened (a watchdog arms on open): presence and access(2) only. */
+      FAIL(ev, "unexpected character device %s (c %u:%u, %s)", walk.chr[i], maj, min,
+           access(walk.chr[i], R_OK | W_OK) == 0 ? "readable and writable" : "not accessible to this uid");
+    }
+  }
+  if (walk.nchr > WALK_KEEP) FAIL(ev, "%d character devices in all", walk.nchr);
+  if (!bad) ev_add(ev, "%d character devices, all of the minimal set (null, zero, full, random, urandom, tty, ptmx, pts)", walk.nchr);
+  for (size_t i = 0; i < sizeof risky_dev / sizeof *risky_dev; i++) {
+    if (risky_dev[i].min < 0) continue;
+    int allowed = cgroup_allows('c', risky_dev[i].maj, risky_dev[i].min);
+    /* Docker's default rules always allow c 10:200 (tun): without a node it is not reachable; say so. */
+    if (allowed == 1 && risky_dev[i].min == 200) ev_add(ev, "device cgroup allows c 10:200 (the engine's default rule)");
+    else if (allowed == 1) FAIL(ev, "device cgroup allows c %d:%d (%s)", risky_dev[i].maj, risky_dev[i].min, risky_dev[i].name);
+  }
+  ev_add(ev, "walked %d entries of the mounted file systems%s", walk.entries, walk.truncated ? " (bounded, cut)" : "");
+}
+
+static void probe_39(ev_t *ev) {
+  gid_t groups[256];
+  int n = getgroups(256, groups);
+  gid_t egid = getegid();
+  if (n < 0) { INCONCLUSIVE(ev, "getgroups=%s", en(errno)); return; }
+  char list[512] = "";
+  size_t len = 0;
+  int extra = 0, root_group = egid == 0;
+  for (int i = 0; i < n; i++) {
+    len += (size_t)snprintf(list + len, len < sizeof list ? sizeof list - len : 0, "%s%u", i ? "," : "", groups[i]);
+    if (len >= sizeof list) len = sizeof list - 1;
+    if (groups[i] == 0) root_group = 1;
+    if (groups[i] != egid) extra++;
+  }
+  ev_add(ev, "egid=%u groups=[%s]", egid, list);
+  for (int i = 0, shown = 0; i < n; i++)
+    if (groups[i] != egid && shown++ < 6) FAIL(ev, "supplementary group %u (host gid: its files and devices are reachable)", groups[i]);
+  if (root_group) {
+    char map[512];
+    int remapped = 0;
+    if (read_file("/proc/self/gid_map", map, sizeof map) > 0) {
+      unsigned long in, out, count;
+      remapped = sscanf(map, "%lu %lu %lu", &in, &out, &count) == 3 && !(in == 0 && out == 0);
+    }
+    if (!remapped) FAIL(ev, "holds gid 0, not remapped by a user namespace");
+  }
+  if (!extra && !root_group) ev_add(ev, "no supplementary group beyond the primary one");
+}
+
+/* Every procfs or sysfs mount besides /proc and /sys themselves, and /sys too: a way to the kernel's knobs. */
+static int proc_sys_rw(ev_t *ev) {
+  char buf[65536];
+  if (read_file("/proc/self/mountinfo", buf, sizeof buf) <= 0) return -1;
+  int bad = 0;
+  for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+    char point[512], opts[256], fstype[64];
+    char *sep = strstr(line, " - ");
+    if (!sep || sscanf(line, "%*s %*s %*s %*s %511s %255s", point, opts) != 2) continue;
+    if (sscanf(sep + 3, "%63s", fstype) != 1) continue;
+    int ro = strncmp(opts, "ro", 2) == 0 && (opts[2] == ',' || opts[2] == 0);
+    if (strcmp(fstype, "proc") == 0) {
+      /* /proc itself and the runtime's read-only sub-binds of it (/proc/sys, /proc/bus, ...) are rows 1-3. */
+      if (strcmp(point, "/proc") == 0 || strncmp(point, "/proc/", 6) == 0) continue;
+      char knob[700];
+      snprintf(knob, sizeof knob, "%s/sys/kernel/core_pattern", point);
+      int e = try_open_write(knob);
+      if (e == 0) { bad++; if (ev) FAIL(ev, "%s opened for write (closed unwritten)", knob); }
+      else {
+        char sys[700];
+        snprintf(sys, sizeof sys, "%s/sys", point);
+        if (!is_ro(sys) && !is_masked(sys)) { bad++; if (ev) FAIL(ev, "procfs at %s: %s is on a read-write mount (open: %s)", point, sys, en(e)); }
+        else if (ev) ev_add(ev, "procfs at %s: /sys read-only", point);
+      }
+    } else if (strcmp(fstype, "sysfs") == 0) {
+      char helper[700];
+      snprintf(helper, sizeof helper, "%s/kernel/uevent_helper", point);
+      int e = try_open_write(helper);
+      if (e == 0) { bad++; if (ev) FAIL(ev, "%s opened for write (closed unwritten)", helper); }
+      else if (!ro) { bad++; if (ev) FAIL(ev, "sysfs at %s mounted read-write (uevent_helper: %s)", point, en(e)); }
+      else if (ev) ev_add(ev, "sysfs at %s read-only", point);
+    }
+  }
+  return bad;
+}
+
+static void probe_40(ev_t *ev) {
+  int bad = proc_sys_rw(ev);
+  if (bad < 0) INCONCLUSIVE(ev, "mountinfo unreadable");
+  else if (!bad) ev_add(ev, "no procfs or sysfs mount with writable kernel knobs");
+}
+
+/* Names of variables that hold credentials, and values shaped like keys (the value is never printed). */
+static int secret_name(const char *name, size_t len) {
+  static const char *words[] = {"SECRET", "TOKEN", "PASSWORD", "PASSWD", "PRIVATE", "API_KEY", "APIKEY", "ACCESS_KEY",
+                                "CREDENTIAL", "MNEMONIC", "SEED_PHRASE", "AUTH"};
+  char upper[128];
+  if (len >= sizeof upper) len = sizeof upper - 1;
+  for (size_t i = 0; i < len; i++) upper[i] = (char)toupper((unsigned char)name[i]);
+  upper[len] = 0;
+  for (size_t i = 0; i < sizeof words / sizeof *words; i++)
+    if (strstr(upper, words[i])) return 1;
+  return 0;
+}
+
+static int secret_value(const char *v) {
+  if (strstr(v, "-----BEGIN")) return 1;
+  if (strncmp(v, "AKIA", 4) == 0 && strlen(v) == 20) return 1;
+  if (strncmp(v, "ghp_", 4) == 0 || strncmp(v, "xoxb-", 5) == 0 || strncmp(v, "eyJ", 3) == 0) return 1;
+  size_t hex = 0;
+  const char *p = strncmp(v, "0x", 2) == 0 ? v + 2 : v;
+  for (; isxdigit((unsigned char)*p); p++) hex++;
+  return *p == 0 && hex == 64; /* a 32-byte key, e.g. an Ethereum private key */
+}
+
+extern char **environ;
+
+static int env_secrets(ev_t *ev) {
+  int found = 0;
+  for (char **e = environ; e && *e; e++) {
+    const char *eq = strchr(*e, '=');
+    if (!eq || strncmp(*e, "AIRQUBE_PROBE_", 14) == 0) continue;
+    size_t len = (size_t)(eq - *e);
+    if (secret_name(*e, len) || secret_value(eq + 1)) {
+      if (found++ < 6 && ev) FAIL(ev, "environment variable %.*s looks like a secret (value not shown)", (int)(len > 64 ? 64 : len), *e);
+    }
+  }
+  static const char *files[] = {"/var/run/secrets/kubernetes.io/serviceaccount/token", "/run/secrets",
+                                "/var/run/secrets", "/root/.aws/credentials", "/root/.docker/config.json"};
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    if (!exists(files[i])) continue;
+    found++;
+    if (ev) FAIL(ev, "%s present", files[i]);
+  }
+  return found;
+}
+
+static void probe_41(ev_t *ev) {
+  if (!env_secrets(ev)) ev_add(ev, "no secret-looking variable in the environment, no service-account token or secrets mount");
+}
+
+/*
+ * Facts (one line, main phase): raw observations the harness uses to check that each weakening of a mutation
+ * run really changed the sandbox. Not a verdict.
+ */
+static void emit_facts(void) {
+  char f[1800];
+  size_t len = 0;
+#define FACT(...) do { if (len < sizeof f) len += (size_t)snprintf(f + len, sizeof f - len, __VA_ARGS__); } while (0)
+  char status[8192] = "";
+  read_file("/proc/self/status", status, sizeof status);
+  char *p = strstr(status, "Seccomp:");
+  FACT("capbnd=%llx;capeff=%llx;seccomp=%d;nnp=%d", caps.bnd, caps.eff, p ? atoi(p + 8) : -1, prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0));
+  FACT(";uid=%u;gid=%u;groups=", geteuid(), getegid());
+  gid_t groups[64];
+  int n = getgroups(64, groups);
+  for (int i = 0; i < n; i++) FACT("%s%u", i ? "," : "", groups[i]);
+  static const char *kinds[] = {"pid", "net", "ipc"};
+  for (int i = 0; i < 3; i++) {
+    char path[32], link[64];
+    snprintf(path, sizeof path, "/proc/self/ns/%s", kinds[i]);
+    ssize_t l = readlink(path, link, sizeof link - 1);
+    link[l > 0 ? l : 0] = 0;
+    char *ino = strchr(link, '[');
+    FACT(";ns_%s=%llu", kinds[i], ino ? strtoull(ino + 1, NULL, 10) : 0ULL);
+  }
+  FACT(";rootrw=%d", !is_ro("/"));
+  static const struct { const char *key, *path; } cg[] = {{"pids", "/sys/fs/cgroup/pids/pids.max"},
+                                                           {"mem", "/sys/fs/cgroup/memory/memory.limit_in_bytes"},
+                                                           {"cpuquota", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"}};
+  for (int i = 0; i < 3; i++) {
+    char v[64] = "";
+    if (read_file(cg[i].path, v, sizeof v) > 0) v[strcspn(v, "\n")] = 0;
+    for (char *c = v; *c; c++) if (!isalnum((unsigned char)*c) && *c != '-') *c = '_';
+    FACT(";%s=%s", cg[i].key, *v ? v : "none");
+  }
+  struct statvfs sv;
+  FACT(";scratch=%llu", statvfs("/scratch", &sv) == 0 ? (unsigned long long)sv.f_blocks * sv.f_frsize : 0ULL);
+  /* The runtime's masked and read-only /proc paths that are present but neither masked nor read-only. */
+  static const char *masked[] = {"/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/acpi",
+                                 "/proc/scsi", "/proc/latency_stats", "/proc/timer_stats", "/sys/firmware"};
+  static const char *ro_paths[] = {"/proc/sysrq-trigger", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"};
+  int unmasked = 0;
+  for (size_t i = 0; i < sizeof masked / sizeof *masked; i++) unmasked += exists(masked[i]) && !is_masked(masked[i]);
+  for (size_t i = 0; i < sizeof ro_paths / sizeof *ro_paths; i++) unmasked += exists(ro_paths[i]) && !is_ro(ro_paths[i]);
+  FACT(";unmasked=%d", unmasked);
+  walk_mounts();
+  FACT(";sockets=%d;chardevs=%d", walk.nsock, unexpected_chr());
+  char mi[65536];
+  int cgrw = 0;
+  if (read_file("/proc/self/mountinfo", mi, sizeof mi) > 0) {
+    for (char *line = strtok(mi, "\n"); line; line = strtok(NULL, "\n")) {
+      char opts[256];
+      char *sep = strstr(line, " - ");
+      if (!sep || strncmp(sep + 3, "cgroup", 6) != 0) continue;
+      if (sscanf(line, "%*s %*s %*s %*s %*s %255s", opts) == 1 && !(strncmp(opts, "ro", 2) == 0 && (opts[2] == ',' || !opts[2]))) cgrw++;
+    }
+  }
+  char dl[16384], dpath[4200];
+  int devall = devices_list(dl, sizeof dl, dpath, sizeof dpath) == 0 && strstr(dl, "a *:* rwm") != NULL;
+  FACT(";cgrouprw=%d;devall=%d;procrw=%d;secrets=%d", cgrw, devall, proc_sys_rw(NULL), env_secrets(NULL));
+#undef FACT
+  printf("{\"facts\":");
+  json_string(stdout, f);
+  printf("}\n");
+  fflush(stdout);
+}
+
 /* ---------- rows 1-6: /proc, /dev ---------- */
 
 static void probe_1(ev_t *ev) {
@@ -613,6 +939,15 @@ static void probe_13(ev_t *ev) {
   r = syscall(SYS_io_uring_setup, 1, NULL);
   if (r >= 0) close((int)r);
   reach(ev, "io_uring_setup(1, NULL)", r, errno, 0);
+  /* The same feature through its device (Linux 6.1+): seccomp does not see an ioctl on /dev/userfaultfd. */
+  int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (dev >= 0) {
+    long u = ioctl(dev, _IO(0xAA, 0x00) /* USERFAULTFD_IOC_NEW */, O_CLOEXEC);
+    int e = errno;
+    if (u >= 0) { close((int)u); FAIL(ev, "/dev/userfaultfd handed out a userfaultfd (USERFAULTFD_IOC_NEW)"); }
+    else FAIL(ev, "/dev/userfaultfd opened O_RDWR (USERFAULTFD_IOC_NEW: %s)", en(e));
+    close(dev);
+  } else ev_add(ev, "/dev/userfaultfd: %s", en(errno));
 }
 
 static int fork_ptrace_init(void *arg) {
@@ -843,7 +1178,31 @@ static void probe_23(ev_t *ev) {
       }
     }
   }
-  if (!found) ev_add(ev, "no runtime socket in %zu known paths or in mountinfo", sizeof paths / sizeof *paths);
+  /* Any socket file on any mounted file system (a bind of the host's / exposes /host/run/docker.sock). */
+  walk_mounts();
+  for (int i = 0; i < walk.nsock && i < WALK_KEEP; i++) {
+    int known = 0;
+    for (size_t k = 0; k < sizeof paths / sizeof *paths; k++)
+      if (strcmp(walk.sock[i], paths[k]) == 0) known = 1;
+    if (known) continue;
+    found++;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", walk.sock[i]);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) FAIL(ev, "socket %s found and connectable (nothing sent)", walk.sock[i]);
+    else FAIL(ev, "socket %s found (connect: %s)", walk.sock[i], en(errno));
+    if (fd >= 0) close(fd);
+  }
+  if (walk.nsock > WALK_KEEP) FAIL(ev, "%d socket files in all", walk.nsock);
+  /* Host sockets seen through a shared network namespace: containerd-shim's abstract socket (CVE-2020-15257). */
+  char unix_list[32768];
+  if (read_file("/proc/net/unix", unix_list, sizeof unix_list) > 0 && strstr(unix_list, "containerd-shim")) {
+    found++;
+    FAIL(ev, "/proc/net/unix lists a containerd-shim socket (CVE-2020-15257)");
+  }
+  if (!found)
+    ev_add(ev, "no runtime socket in %zu known paths or in mountinfo; no socket file in %d walked entries%s",
+           sizeof paths / sizeof *paths, walk.entries, walk.truncated ? " (bounded, cut)" : "");
 }
 
 /* Non-blocking TCP connect to 127.0.0.1:port with a timeout. Returns 0 when connected (fd in *out), else errno. */
@@ -1550,9 +1909,10 @@ int main(int argc, char **argv) {
       NULL,     probe_1,  probe_2,  probe_3,  probe_4,  probe_5,  probe_6,  probe_7,  probe_8,  probe_9,
       probe_10, probe_11, probe_12, probe_13, probe_14, probe_15, probe_16, probe_17, probe_18, probe_19,
       probe_20, NULL,     probe_22, probe_23, probe_24, probe_25, probe_26, probe_27, probe_28, probe_29,
-      probe_30, probe_31, probe_32, probe_33, probe_34, probe_35};
-  for (int id = 1; id <= 36; id++) {
-    if (!selected(only, id)) continue;
+      probe_30, probe_31, probe_32, probe_33, probe_34, probe_35, NULL,     NULL,     probe_38, probe_39,
+      probe_40, probe_41};
+  for (int id = 1; id < (int)(sizeof probes / sizeof *probes); id++) {
+    if (id == 37 || !selected(only, id)) continue; /* row 37 runs in the plant and check phases */
     ev_t ev = {0};
     double start = now_ms();
     int skipped = 0;
@@ -1563,5 +1923,6 @@ int main(int argc, char **argv) {
     else emit(id, NULL, &ev, start);
     reap_all();
   }
+  if (!only) emit_facts();
   return 0;
 }
