@@ -373,7 +373,10 @@ export function describeFailure(f: { provider: string; code: string; message: st
  * The human form of a run's result: a head line saying whether k providers agreed and on what outcome, then
  * the providers, every refusal and failure, the outputs, missing declared outputs and the logs' tails.
  */
-export function describeResult(result: RunReport, flags: { output: string; timeout?: number }): string[] {
+export function describeResult(
+  result: RunReport,
+  flags: { output: string; timeout?: number; redundancy?: number },
+): string[] {
   const lines: string[] = [];
   const outcome = result.outcome;
   if (result.status === "verified" && outcome) {
@@ -385,12 +388,17 @@ export function describeResult(result: RunReport, flags: { output: string; timeo
       ? `; declared output${outcome.missingOutputs.length === 1 ? "" : "s"} ${outcome.missingOutputs.join(", ")} never written`
       : "";
     lines.push(
-      `${head}: ${describeEnd(outcome, flags.timeout !== undefined ? { timeoutMs: flags.timeout } : {})}${missing}`,
+      `${head}${fewer}: ${describeEnd(outcome, flags.timeout !== undefined ? { timeoutMs: flags.timeout } : {})}${missing}`,
     );
   } else {
     lines.push(`NO CONSENSUS among ${result.answers.length + result.failures.length} providers: ${result.reason}`);
   }
   lines.push(`  qube ${result.qubeId}`);
+    // k asked, fewer answered: say so (a quorum of the answers is not k independent answers)
+    const fewer =
+      flags.redundancy !== undefined && voters < flags.redundancy
+        ? ` (only ${voters} of the ${flags.redundancy} providers asked for answered)`
+        : "";
   if (result.outputsRoot) lines.push(`  outputs root ${result.outputsRoot}`);
   if (result.status === "verified")
     lines.push(`  agreeing providers: ${result.agreeing.length ? result.agreeing.join(", ") : "none"}`);
