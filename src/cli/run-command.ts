@@ -387,6 +387,11 @@ export function describeResult(
     const missing = outcome.missingOutputs.length
       ? `; declared output${outcome.missingOutputs.length === 1 ? "" : "s"} ${outcome.missingOutputs.join(", ")} never written`
       : "";
+    // k asked, fewer answered: say so (a quorum of the answers is not k independent answers)
+    const fewer =
+      flags.redundancy !== undefined && voters < flags.redundancy
+        ? ` (only ${voters} of the ${flags.redundancy} providers asked for answered)`
+        : "";
     lines.push(
       `${head}${fewer}: ${describeEnd(outcome, flags.timeout !== undefined ? { timeoutMs: flags.timeout } : {})}${missing}`,
     );
@@ -394,11 +399,6 @@ export function describeResult(
     lines.push(`NO CONSENSUS among ${result.answers.length + result.failures.length} providers: ${result.reason}`);
   }
   lines.push(`  qube ${result.qubeId}`);
-    // k asked, fewer answered: say so (a quorum of the answers is not k independent answers)
-    const fewer =
-      flags.redundancy !== undefined && voters < flags.redundancy
-        ? ` (only ${voters} of the ${flags.redundancy} providers asked for answered)`
-        : "";
   if (result.outputsRoot) lines.push(`  outputs root ${result.outputsRoot}`);
   if (result.status === "verified")
     lines.push(`  agreeing providers: ${result.agreeing.length ? result.agreeing.join(", ") : "none"}`);
