@@ -63,6 +63,11 @@ describe("ContainerSandbox @docker", function () {
     expect(result.stdout).to.match(/Seccomp:\s+2/);
   });
 
+  it("gives the qube /scratch, /output and /tmp as its own, mode 1777 as declared (not the image directory's 0755)", async () => {
+    const result = await sandbox.run({ image: BUSYBOX, command: sh("stat -c '%n %u:%g %a' /scratch /output /tmp") });
+    expect(result.stdout).to.equal("/scratch 65534:65534 1777\n/output 65534:65534 1777\n/tmp 65534:65534 1777\n");
+  });
+
   it("has no network interface but loopback", async () => {
     const result = await sandbox.run({ image: BUSYBOX, command: sh("ls /sys/class/net") });
     expect(result.stdout.trim().split(/\s+/)).to.deep.equal(["lo"]);

@@ -18,7 +18,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,6 +104,23 @@ static int refuse(const char *problem) {
   return 125;
 }
 
+/*
+ * The engine's runtime copies the image directory's mode onto a tmpfs mounted over it (runc chmods the mount
+ * point to what the image had, e.g. 0755), overriding the declared mode=1777. Put the declared mode back on
+ * each scratch tmpfs this uid owns (the mount's uid= option makes it the qube's), before the qube runs.
+ */
+static void restore_scratch_modes(void) {
+  static const char *dirs[] = {"/scratch", "/output", "/tmp"};
+  for (size_t k = 0; k < sizeof dirs / sizeof *dirs; k++) {
+    struct stat st;
+    struct statfs sf;
+    if (lstat(dirs[k], &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) continue;
+    if (statfs(dirs[k], &sf) != 0 || sf.f_type != TMPFS_MAGIC) continue;
+    if ((st.st_mode & 07777) != 01777 && chmod(dirs[k], 01777) != 0)
+      aq_warn("airqube-init: chmod %s: %s", dirs[k], strerror(errno));
+  }
+}
+
 /* Milliseconds on the monotonic clock. */
 static long long now_ms(void) {
   struct timespec t;
@@ -147,6 +167,7 @@ int main(int argc, char **argv) {
     if (i >= argc) return refuse("no command");
   }
 
+  restore_scratch_modes();
   int out[2], err[2], status_pipe[2];
   if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(status_pipe, O_CLOEXEC) < 0) {
     aq_warn("airqube-init: pipe: %s", strerror(errno));

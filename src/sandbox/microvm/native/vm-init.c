@@ -374,7 +374,7 @@ int main(void) {
   /* The qube's file system: read-only root and inputs, size-capped scratch. */
   char opts[96];
   mount(NULL, "/input", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL);
-  snprintf(opts, sizeof opts, "size=%llu,mode=1777", (unsigned long long)lim.scratch);
+  snprintf(opts, sizeof opts, "size=%llu,mode=1777,uid=%d,gid=%d", (unsigned long long)lim.scratch, QUBE_UID, QUBE_UID);
   mount_or_fail("tmpfs", "/scratch", "tmpfs", MS_NOSUID | MS_NODEV, opts);
   mount_or_fail("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts);
   mount_or_fail("tmpfs", "/output", "tmpfs", MS_NOSUID | MS_NODEV, opts);
