@@ -5,7 +5,7 @@
 
 import { qubePrice } from "../net/offers/offer.js";
 import type { QubeSpec, Tier } from "../qube/index.js";
-import type { ProviderResources } from "./config.js";
+import { DEFAULT_MAX_INPUT_BYTES, type ProviderResources } from "./config.js";
 
 export interface AdmissionInput {
   spec: QubeSpec;
@@ -51,6 +51,13 @@ export function checkAdmission(input: AdmissionInput): Refusal | undefined {
     if (asked > offered)
       return { code: "LIMITS_EXCEEDED", reason: `${name} ${asked} is over this provider's ${offered}` };
   }
+  const inputBytes = spec.inputs.reduce((total, input) => total + input.size, 0);
+  const maxInputBytes = resources.maxInputBytes ?? DEFAULT_MAX_INPUT_BYTES;
+  if (inputBytes > maxInputBytes)
+    return {
+      code: "INPUTS_TOO_LARGE",
+      reason: `inputs of ${inputBytes} bytes are over this provider's ${maxInputBytes}`,
+    };
   const n = spec.normalise;
   if (!n.stripModes || !n.stripOwners || !n.stripTimestamps) {
     return {

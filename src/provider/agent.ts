@@ -48,7 +48,7 @@ import { imageDigest } from "../sandbox/images.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import { checkAdmission } from "./admission.js";
 import { type Behaviour, parseBehaviour } from "./behaviour.js";
-import { defaultResources, type ProviderConfig, type ProviderResources } from "./config.js";
+import { DEFAULT_MAX_INPUT_BYTES, defaultResources, type ProviderConfig, type ProviderResources } from "./config.js";
 import { JobLedger } from "./ledger.js";
 import { ProviderPayments, writeChainFile } from "./payments.js";
 
@@ -254,6 +254,7 @@ export class ProviderAgent {
       tiers: [...this.tiers],
       resources: {
         ...this.resources,
+        maxInputBytes: this.resources.maxInputBytes ?? DEFAULT_MAX_INPUT_BYTES,
         maxConcurrent: this.config.maxConcurrent,
         available: Math.max(0, this.config.maxConcurrent - this.running.size),
       },

@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { z } from "zod";
-import { tierSchema, UserError, weiSchema } from "../qube/index.js";
+import { MAX_INPUT_TOTAL_BYTES, tierSchema, UserError, weiSchema } from "../qube/index.js";
 import { INTERMITTENT_LIE } from "./behaviour.js";
 
 /** Adversary behaviours for tests; refused outside devnet or test configurations. */
@@ -76,6 +76,8 @@ export const providerConfigSchema = z
           .int()
           .min(1000)
           .max(7 * 24 * 3600 * 1000),
+        /** Largest total of a qube's inputs this provider accepts (offered; default DEFAULT_MAX_INPUT_BYTES). */
+        maxInputBytes: z.int().min(0).max(MAX_INPUT_TOTAL_BYTES).optional(),
       })
       .optional(),
     /** Directory where escape-suite reports are cached by (tier, runtime, image, hardening) fingerprint. */
@@ -108,7 +110,10 @@ export const providerConfigSchema = z
 export type ProviderConfig = z.infer<typeof providerConfigSchema>;
 export type ProviderResources = NonNullable<ProviderConfig["resources"]>;
 
-/** Resources this machine can offer by default: all but one core, half the memory. */
+/** The total input size a provider accepts when its config names none: 1 GiB. */
+export const DEFAULT_MAX_INPUT_BYTES = 1024 * 1024 * 1024;
+
+/** Resources this machine can offer by default: all but one core, half the memory, 1 GiB of inputs. */
 export function defaultResources(): ProviderResources {
   return {
     milliCpus: Math.max(1000, (cpus().length - 1) * 1000),
@@ -116,6 +121,7 @@ export function defaultResources(): ProviderResources {
     pids: 256,
     scratchBytes: 1024 * 1024 * 1024,
     maxWallTimeMs: 3600 * 1000,
+    maxInputBytes: DEFAULT_MAX_INPUT_BYTES,
   };
 }
 

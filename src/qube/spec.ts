@@ -55,7 +55,10 @@ export const DEFAULT_QUBE_LIMITS = {
   outputFiles: 1000,
 } as const;
 
-const MAX_INPUT_BYTES = 2 ** 40 * 64; // 64 TiB per file: far beyond what a provider accepts, still a safe integer
+/** Largest input file a spec may declare (providers declare their own, smaller, total in offers). */
+export const MAX_INPUT_FILE_BYTES = 16 * GiB;
+/** Largest total of a spec's inputs. */
+export const MAX_INPUT_TOTAL_BYTES = 64 * GiB;
 // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is exactly what we reject
 const NO_NUL = /^[^\u0000]*$/;
 
@@ -80,7 +83,7 @@ const imageSchema = z.strictObject({
 
 const inputFileSchema = z.strictObject({
   path: relativePathSchema,
-  size: boundedInt(0, MAX_INPUT_BYTES),
+  size: boundedInt(0, MAX_INPUT_FILE_BYTES),
   sha256: sha256HexSchema,
 });
 
@@ -148,6 +151,8 @@ export const qubeSpecSchema = z
   .superRefine((spec, ctx) => {
     const issue = (path: PropertyKey[], message: string) => ctx.addIssue({ code: "custom", path, message });
     if (Object.keys(spec.env).length > 128) issue(["env"], "at most 128 variables");
+    if (spec.inputs.reduce((total, input) => total + input.size, 0) > MAX_INPUT_TOTAL_BYTES)
+      issue(["inputs"], `at most ${MAX_INPUT_TOTAL_BYTES} bytes in all`);
     checkSortedPaths(
       spec.inputs.map((i) => i.path),
       ["inputs"],

@@ -46,6 +46,8 @@ export const offerSchema = z.strictObject({
     pids: boundedInt(8, 65_536),
     scratchBytes: boundedInt(1024 * 1024, 2 ** 44),
     maxWallTimeMs: boundedInt(1000, 7 * 24 * 3600 * 1000),
+    /** Largest total of a qube's inputs the provider accepts (absent in offers of providers before it was added). */
+    maxInputBytes: boundedInt(0, 2 ** 40).optional(),
     maxConcurrent: boundedInt(1, 1024),
     /** Free slots when the offer was made. */
     available: boundedInt(0, 1024),
