@@ -234,3 +234,32 @@ export async function createNode(options: NodeOptions): Promise<AirqubeNode> {
   await handleTimeQueries(typed, clock);
   return typed;
 }
+
+/**
+ * Waits until a node listening on `/p2p-circuit` holds a relay reservation (it then announces a relayed
+ * address), or `timeoutMs` passes. Returns the relayed addresses (empty when none came in time).
+ *
+ * @example
+ * const relayed = await awaitRelayAddress(node, 10_000);
+ */
+export async function awaitRelayAddress(node: AirqubeNode, timeoutMs: number): Promise<string[]> {
+  const relayed = () =>
+    node
+      .getMultiaddrs()
+      .map((ma) => ma.toString())
+      .filter((a) => a.includes("/p2p-circuit"));
+  if (relayed().length > 0) return relayed();
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      node.removeEventListener("self:peer:update", check);
+      resolve();
+    };
+    const check = () => {
+      if (relayed().length > 0) done();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    node.addEventListener("self:peer:update", check);
+  });
+  return relayed();
+}

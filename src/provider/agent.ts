@@ -22,7 +22,7 @@ import {
 } from "../net/exchange/handler.js";
 import { loadOrCreateIdentity, loadOrCreatePayoutWallet } from "../net/keys.js";
 import type { AirqubeNode, NodeOptions } from "../net/node.js";
-import { checkNodeAddresses, createNode } from "../net/node.js";
+import { awaitRelayAddress, checkNodeAddresses, createNode } from "../net/node.js";
 import { announceOffers } from "../net/offers/announce.js";
 import { describeSkew } from "../net/offers/clock.js";
 import { OFFER_TTL_MS } from "../net/offers/constants.js";
@@ -81,6 +81,9 @@ export interface ProviderStatus {
   draining: boolean;
   probes: Partial<Record<Tier, ProbeGateResult>>;
 }
+
+/** How long a provider listening on `/p2p-circuit` waits for a relay reservation before it announces. */
+const RELAY_RESERVATION_WAIT_MS = 15_000;
 
 export class ProviderAgent {
   readonly identity;
@@ -175,6 +178,15 @@ export class ProviderAgent {
       writeChainFile(this.config.dataDir, this.config.chain);
     }
     this.node = await createNode({ identity: this.identity, ...this.nodeOptions(), clock: this.now });
+    if (this.config.listen.some((a) => a.includes("/p2p-circuit"))) {
+      // behind NAT: be reachable through a relay before announcing anything
+      const relayed = await awaitRelayAddress(this.node, RELAY_RESERVATION_WAIT_MS);
+      if (relayed.length === 0)
+        this.logger.warn(
+          { waitedMs: RELAY_RESERVATION_WAIT_MS },
+          "no relay reservation yet: requestors cannot reach this provider through a relay until one is made",
+        );
+    }
     await handleExchange(this.node, this.host(), {
       onError: (error, peer) => this.logger.warn({ peer, code: error.code, err: error.message }, "exchange failed"),
     });
