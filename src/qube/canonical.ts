@@ -18,6 +18,7 @@ import { type Source, sourceError } from "./fault.js";
 /** Deepest nesting accepted in canonical values (Airqube messages are shallow). */
 export const MAX_CANONICAL_DEPTH = 32;
 
+/** Options of {@link canonicalJson} and {@link canonicalBytes}. */
 export interface CanonicalOptions {
   /** Who supplied the value: decides UserError vs PeerError. Default "user". */
   source?: Source;
@@ -47,6 +48,7 @@ export function canonicalBytes(value: unknown, options: CanonicalOptions = {}): 
   return new Uint8Array(Buffer.from(canonicalJson(value, options), "utf8"));
 }
 
+/** Options of {@link parseJsonBytes}. */
 export interface ParseJsonOptions {
   /** Largest accepted input in bytes, checked before decoding. */
   maxBytes: number;

@@ -26,14 +26,23 @@ export const MAX_COMMITMENT_BYTES = 4096;
 /** Salt length in bytes. */
 export const SALT_BYTES = 32;
 
+/**
+ * A provider's commitment to a result: the qube, the provider's peer id and the commitment hash
+ * ({@link commitmentHash}). Travels signed (kind "commitment").
+ */
 export const commitmentSchema = z.strictObject({
   version: z.literal(1),
   qubeId: qubeIdSchema,
   provider: peerIdSchema,
   commitment: digestSchema,
 });
+/** A commitment, as validated by {@link commitmentSchema}. */
 export type Commitment = z.infer<typeof commitmentSchema>;
 
+/**
+ * The opening of a commitment: the outputs root and the salt that hash, with the qube id and the provider,
+ * to the committed value. Travels signed (kind "reveal").
+ */
 export const revealSchema = z.strictObject({
   version: z.literal(1),
   qubeId: qubeIdSchema,
@@ -42,6 +51,7 @@ export const revealSchema = z.strictObject({
   /** The 32-byte salt, hex. */
   salt: sha256HexSchema,
 });
+/** A reveal, as validated by {@link revealSchema}. */
 export type Reveal = z.infer<typeof revealSchema>;
 
 /**
@@ -141,11 +151,13 @@ export function signReveal(reveal: Reveal, identity: Identity): SignedEnvelope<R
   );
 }
 
+/** Options of {@link decodeCommitment} and {@link decodeReveal}. */
 export interface DecodeCommitOptions {
   /** If given, the qube it must be about. */
   qubeId?: string;
   /** Largest encoded envelope. Default `MAX_COMMITMENT_BYTES`. */
   maxBytes?: number;
+  /** Who supplied the bytes: decides PeerError vs UserError. Default "peer". */
   source?: Source;
 }
 

@@ -1,21 +1,38 @@
-/**
- * The one error base of Airqube. Every error carries a stable string `code`, a one-line `shortMessage`
- * that a user can act on, optional `details`, and the `cause` it wraps. Subclasses say who is at fault.
- *
- * @example
- * throw new UserError("SPEC_INVALID", "The qube spec is invalid", { details: "limits.memoryBytes: too big" });
- */
+/** Who is at fault for an error: the caller, a remote peer, the platform, a deadline, or Airqube itself. */
 export type Fault = "user" | "peer" | "platform" | "timeout" | "internal";
 
+/** Optional parts of an {@link AirqubeError}. */
 export interface AirqubeErrorOptions {
+  /** More detail, appended to `message` after a colon. */
   details?: string;
+  /** The error this one wraps. */
   cause?: unknown;
 }
 
+/**
+ * The one error base of Airqube. Every error carries a stable string `code`, a one-line `shortMessage`
+ * that a user can act on, optional `details`, and the `cause` it wraps. Subclasses say who is at fault
+ * ({@link UserError}, {@link PeerError}, {@link PlatformError}, {@link TimeoutError}, {@link InternalError}).
+ *
+ * @example
+ * throw new UserError("SPEC_INVALID", "The qube spec is invalid", { details: "limits.memoryBytes: too big" });
+ *
+ * @example
+ * try {
+ *   await aq.run(description);
+ * } catch (error) {
+ *   if (error instanceof AirqubeError && error.fault === "user") console.error(error.shortMessage);
+ *   else throw error;
+ * }
+ */
 export class AirqubeError extends Error {
+  /** Stable machine-readable code, e.g. `"SPEC_INVALID"`. */
   readonly code: string;
+  /** One line saying what went wrong, without the details. */
   readonly shortMessage: string;
+  /** More detail, if any. */
   readonly details: string | undefined;
+  /** Who is at fault (set by the subclass). */
   readonly fault: Fault;
 
   constructor(fault: Fault, code: string, shortMessage: string, options: AirqubeErrorOptions = {}) {

@@ -38,6 +38,7 @@ export const outputFileSchema = z.strictObject({
   uid: boundedInt(0, UINT32).optional(),
   gid: boundedInt(0, UINT32).optional(),
 });
+/** One file of an output manifest, as validated by {@link outputFileSchema}. */
 export type ManifestEntry = z.infer<typeof outputFileSchema>;
 
 /** The manifest v1: sorted files with the metadata the spec keeps. */
@@ -54,6 +55,7 @@ export const outputManifestSchema = z
       }
     }
   });
+/** An output manifest, as validated by {@link outputManifestSchema}; its root is {@link outputsRootOf}. */
 export type OutputManifest = z.infer<typeof outputManifestSchema>;
 
 /**

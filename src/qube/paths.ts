@@ -5,8 +5,11 @@
  * at most 1024 UTF-8 bytes, segments at most 255 bytes, at most 32 segments.
  */
 
+/** Longest relative path, in UTF-8 bytes. */
 export const MAX_PATH_BYTES = 1024;
+/** Longest path segment, in UTF-8 bytes. */
 export const MAX_SEGMENT_BYTES = 255;
+/** Most segments in a relative path. */
 export const MAX_PATH_DEPTH = 32;
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what we reject

@@ -47,6 +47,7 @@ export function qubeIdBytes(qubeId: string, source: Source = "user"): Uint8Array
   return fromHex(qubeId.slice(QUBE_ID_PREFIX.length), 32);
 }
 
+/** Options of {@link decodeQubeSpec}: those of parsing a spec, plus a byte limit. */
 export interface DecodeSpecOptions extends ParseSpecOptions {
   /** Largest accepted input, checked before parsing. Default `MAX_SPEC_BYTES`. */
   maxBytes?: number;

@@ -39,7 +39,9 @@ export function boundedInt(min: number, max: number) {
 
 /** Sandbox tiers, weakest first. */
 export const TIERS = ["container", "microvm"] as const;
+/** Validates a tier name: one of {@link TIERS}. */
 export const tierSchema = z.enum(TIERS);
+/** A sandbox tier: `"container"` (hardened Docker container) or `"microvm"` (QEMU micro-VM). */
 export type Tier = z.infer<typeof tierSchema>;
 
 /** True when running in `offered` satisfies a qube that requires `required` (a stronger tier satisfies a weaker). */

@@ -21,9 +21,13 @@ import { concatBytes, utf8 } from "./bytes.js";
 import { PeerError, UserError } from "./errors.js";
 import { KEY_BYTES } from "./identity.js";
 
+/** The first 4 bytes of every sealed stream: `"aqsl"`. */
 export const SEAL_MAGIC = utf8("aqsl");
+/** The format version this code writes and reads. */
 export const SEAL_VERSION = 1;
+/** Header length in bytes: magic (4), version (1), chunk size (4), ephemeral X25519 public key (32). */
 export const SEAL_HEADER_BYTES = 4 + 1 + 4 + KEY_BYTES;
+/** Poly1305 tag length in bytes, appended to every chunk. */
 export const SEAL_TAG_BYTES = 16;
 /**
  * Default plaintext bytes per chunk: 256 KiB. Each chunk needs a fresh node:crypto cipher context, and with
@@ -31,8 +35,9 @@ export const SEAL_TAG_BYTES = 16;
  * drops below 10% while an opener still holds only 256 KiB per stream.
  */
 export const DEFAULT_CHUNK_SIZE = 256 * 1024;
-/** Smallest and largest chunk size the format allows. */
+/** Smallest chunk size the format allows, in bytes. */
 export const MIN_CHUNK_SIZE = 64;
+/** Largest chunk size the format allows, in bytes (16 MiB). */
 export const MAX_CHUNK_SIZE = 16 * 1024 * 1024;
 /** Largest chunk size an opener accepts unless told otherwise (bounds its memory). */
 export const DEFAULT_MAX_OPEN_CHUNK_SIZE = 1024 * 1024;

@@ -32,6 +32,7 @@ export function signQubeSpec(spec: QubeSpec, identity: Identity): SignedEnvelope
   return signEnvelope("qube-spec", spec, identity);
 }
 
+/** Options of {@link verifySignedQubeSpec} and {@link decodeSignedQubeSpec}. */
 export interface VerifySignedSpecOptions {
   /** If given, expired specs are rejected. */
   now?: Date;
@@ -39,6 +40,7 @@ export interface VerifySignedSpecOptions {
   id?: string;
   /** Largest encoded envelope, checked before parsing (decode only). Default spec limit + 1 KiB. */
   maxBytes?: number;
+  /** Who supplied the envelope: decides PeerError vs UserError. Default "peer". */
   source?: Source;
 }
 

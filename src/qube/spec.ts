@@ -176,12 +176,18 @@ export const qubeSpecSchema = z
 
 /** A complete, validated qube spec v1. */
 export type QubeSpec = z.infer<typeof qubeSpecSchema>;
+/** A spec's resource limits; each lies within its {@link LIMIT_BOUNDS}. */
 export type QubeLimits = QubeSpec["limits"];
+/** One input file a spec declares: relative path, size in bytes and SHA-256 (hex) of its content. */
 export type QubeInput = QubeSpec["inputs"][number];
+/** Which outputs make up the compared result, what metadata is stripped, and the comparator. */
 export type NormaliseRules = QubeSpec["normalise"];
+/** How many providers run a qube and how many must agree: `fixed` (k and a majority quorum) or `adaptive`. */
 export type RedundancyPolicy = QubeSpec["redundancy"];
+/** The qube's network access; in v1 only `{ mode: "none" }` (no network interface). */
 export type NetworkPolicy = QubeSpec["network"];
 
+/** Options of {@link parseQubeSpec} and {@link createQubeSpec}. */
 export interface ParseSpecOptions {
   /** Who supplied the spec. Default "user". */
   source?: Source;
@@ -244,7 +250,7 @@ export interface QubeSpecDraft {
 }
 
 /**
- * Completes a draft with defaults (limits `DEFAULT_LIMITS`, no network, container tier, timestamps, owners
+ * Completes a draft with defaults (limits {@link DEFAULT_QUBE_LIMITS}, no network, container tier, timestamps, owners
  * and modes stripped, bitwise comparison of all outputs, fixed redundancy k=3 quorum 2, deterministic),
  * sorts the path lists, writes `expiresAt` in canonical form, then validates like `parseQubeSpec`.
  *

@@ -85,6 +85,7 @@ export function signResultStatement(statement: ResultStatement, identity: Identi
   return signEnvelope("result-statement", checked, identity);
 }
 
+/** Options of {@link verifyResultStatement} and {@link decodeResultStatement}. */
 export interface VerifyStatementOptions {
   /** If given, the qube the statement must be about. */
   qubeId?: string;
@@ -92,6 +93,7 @@ export interface VerifyStatementOptions {
   provider?: string;
   /** Largest encoded envelope (decode only). Default `MAX_STATEMENT_BYTES`. */
   maxBytes?: number;
+  /** Who supplied the statement: decides PeerError vs UserError. Default "peer". */
   source?: Source;
 }
 

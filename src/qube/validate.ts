@@ -8,6 +8,7 @@ import { type Source, sourceError } from "./fault.js";
 /** At most this many issues are listed in an error's details. */
 const MAX_LISTED_ISSUES = 8;
 
+/** Options of {@link validate}. */
 export interface ValidateOptions {
   /** Error code on failure, e.g. "SPEC_INVALID". */
   code: string;

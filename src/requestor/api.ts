@@ -82,9 +82,13 @@ export interface EscrowSeat {
   escrow: string;
 }
 
+/** Progress callbacks of {@link ComputeMarket.dispatch}, each called with the provider id. */
 export interface DispatchEvents {
+  /** The provider agreed to run the qube. */
   onAgreement?: (provider: string) => void;
+  /** The qube (spec and inputs) has been handed to the provider. */
   onSent?: (provider: string) => void;
+  /** The provider started running the qube. */
   onStarted?: (provider: string) => void;
 }
 
@@ -96,6 +100,11 @@ export interface ComputeMarket {
     spec: VerifiedQubeSpec,
     options?: { signal?: AbortSignal; wanted?: number },
   ): Promise<ProviderCandidate[]>;
+  /**
+   * Agrees with `candidate` on running the qube, paid from `escrow` when given, and sends it the spec and
+   * inputs. Resolves with the running dispatch; rejects with a typed error when the provider refuses or
+   * cannot be reached.
+   */
   dispatch(
     candidate: ProviderCandidate,
     qube: SealedQube,
@@ -112,5 +121,6 @@ export interface ComputeMarket {
     qube: SealedQube,
     terms: { price: bigint; payment?: { chainId: number; escrow: string }; signal?: AbortSignal },
   ): Promise<void>;
+  /** Releases the backend's connections and resources. */
   close(): Promise<void>;
 }

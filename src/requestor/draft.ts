@@ -22,20 +22,31 @@ import type { SandboxLimits } from "../sandbox/api.js";
 import { imageDigest } from "../sandbox/images.js";
 import type { SealedQube } from "./api.js";
 
+/** What {@link sealQube} turns into a signed qube: the user's request before the spec is completed. */
 export interface QubeRequest {
+  /** Image reference, e.g. `"airqube/busybox:latest"`. */
   image: string;
+  /** Docker image id (`"sha256:..."`) to pin; looked up in the local Docker when neither this nor `imageArchive` is given. */
   imageDigest?: string;
   /** Ship the image: the archive file, its digest and the image id (src/images/ship.ts); pins both digests. */
   imageArchive?: { path: string; imageId: string; archiveDigest: string };
+  /** argv; the first element is the program. */
   command: string[];
+  /** Environment variables of the qube. */
   env?: Record<string, string>;
+  /** A directory whose regular files (recursively) become the inputs, under their relative paths. */
   inputDir?: string;
   /** Single input files (spec path → host file), alone or next to `inputDir`; a path may not be given twice. */
   inputFiles?: { path: string; source: string }[];
+  /** Declared output paths, relative to the qube's output directory. */
   outputs: string[];
+  /** Sandbox tier required; default `"container"`. */
   tier?: Tier;
+  /** Resource limits; those not given take the spec defaults. */
   limits?: QubeSpecDraft["limits"];
+  /** Default fixed, k = 3, quorum 2. */
   redundancy?: RedundancyPolicy;
+  /** False when honest providers may produce different outputs (such a qube is never verified); default true. */
   deterministic?: boolean;
   /** Lifetime of the spec; default one hour. */
   ttlMs?: number;
@@ -74,7 +85,9 @@ async function listFiles(root: string, dir = root): Promise<string[]> {
 }
 
 /**
- * Builds, signs and verifies a qube.
+ * Builds, signs and verifies a qube: hashes the inputs, looks up the image id in Docker when not given,
+ * completes and signs the spec. Throws UserError `INPUT_UNREADABLE`, `INPUT_DUPLICATE`, `INPUT_UNSUPPORTED`
+ * or `SPEC_INVALID`, `IMAGE_NOT_FOUND` when the image is not in Docker, PlatformError `DOCKER_UNAVAILABLE`.
  *
  * @example
  * const qube = await sealQube({ image: "airqube/busybox:latest", command: ["sh", "-c", "echo hi > /output/r"], outputs: ["r"] }, me);

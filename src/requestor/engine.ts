@@ -90,13 +90,17 @@ export type EngineOutcome =
   /** The first round's lock failed: nothing was sent. */
   | { kind: "failed"; code: "LOCK_FAILED"; failure: EngineFailure };
 
+/** Configuration of a {@link RoundEngine}. */
 export interface EngineOptions {
+  /** The qube's redundancy policy. */
   policy: RedundancyPolicy;
   /** Ask admission and lock before dispatching. */
   paid: boolean;
   /** Run on fewer distinct providers than a fixed policy's k. */
   allowFewer: boolean;
+  /** A uniform random number in [0, 1), e.g. `Math.random`: decides the adaptive policy's spot checks. */
   random: () => number;
+  /** A provider's reputation, if known: decides whether an adaptive policy trusts it to run alone. */
   reputation: (provider: string) => Reputation | undefined;
 }
 
@@ -132,11 +136,24 @@ export function distinctCount(candidates: EngineCandidate[]): number {
   return chosen.length;
 }
 
+/**
+ * The round engine of one run (see the module comment for its rules). Call `start` with the candidates,
+ * carry out the {@link EngineCommand}s it returns, feed what happened to `handle`, and repeat until a
+ * `finished` command carries the {@link EngineOutcome}. Pure: it does no I/O and never throws on events.
+ *
+ * @example
+ * const engine = new RoundEngine({ policy, paid: false, allowFewer: false, random: Math.random, reputation: () => undefined });
+ * let commands = engine.start(candidates);
+ * // run each command, then feed what happened:
+ * commands = engine.handle({ type: "committed", provider: "12D3…" });
+ */
 export class RoundEngine {
   private candidates: EngineCandidate[] = [];
   /** Every provider given a seat, in order (the replica bound counts them). */
   readonly chosen: EngineCandidate[] = [];
+  /** Every reveal so far: the root it votes for, or undefined when the reveal failed. */
   readonly votes: Vote[] = [];
+  /** Every provider that failed (refused, lock failed, failed before committing, or failed to reveal), with its failure. */
   readonly failures: { provider: string; failure: EngineFailure }[] = [];
   private plan!: ReplicationPlan;
   private round!: Round;

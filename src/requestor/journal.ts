@@ -5,20 +5,37 @@
 import type { DatabaseSync } from "node:sqlite";
 import { openDatabase } from "../store/sqlite.js";
 
+/** How a journalled qube stands: still `dispatching`, or how it ended (`interrupted`: the requestor stopped mid-run). */
 export type QubeState = "dispatching" | "verified" | "no-consensus" | "failed" | "interrupted";
 
+/** A journalled qube, as {@link RequestorJournal.get} and {@link RequestorJournal.list} return it. */
 export interface JournalQube {
   qubeId: string;
   state: QubeState;
+  /** ISO 8601 time of the first `started`. */
   createdAt: string;
+  /** ISO 8601 time of the last change. */
   updatedAt: string;
+  /** The run's summary as recorded by `finished` (JSON), or null while it runs. */
   summary: unknown;
+  /** Each provider the qube was sent to: its last state, the outputs root it revealed, its error. */
   dispatches: { provider: string; state: string; outputsRoot: string | null; error: string | null }[];
 }
 
+/**
+ * The requestor's journal, one SQLite file: the qubes it dispatched, to whom, how each ended, the evidence
+ * against wrong providers, and its escrow jobs. Synchronous; close it when done.
+ *
+ * @example
+ * const journal = new RequestorJournal(join(dataDir, "requestor.sqlite"));
+ * for (const id of journal.recover(new Date())) console.log(`interrupted: ${id}`);
+ * console.log(journal.list(10));
+ * journal.close();
+ */
 export class RequestorJournal {
   private readonly db: DatabaseSync;
 
+  /** Opens (creating if needed) the journal at `path`; throws PlatformError `STORE_UNAVAILABLE`. */
   constructor(path: string) {
     this.db = openDatabase(
       path,
@@ -54,6 +71,7 @@ export class RequestorJournal {
     return rows.map((r) => r.qube_id);
   }
 
+  /** Records that a qube (its signed spec) is being dispatched; a qube run again is reset to `dispatching`. */
   started(qubeId: string, spec: unknown, now: Date): void {
     this.db
       .prepare(
@@ -62,6 +80,10 @@ export class RequestorJournal {
       .run(qubeId, JSON.stringify(spec), now.toISOString(), now.toISOString());
   }
 
+  /**
+   * Records the state of a qube on one provider (e.g. `dispatched`, `committed`, `failed`), with the outputs
+   * root or error when known (a later record without them keeps the earlier ones).
+   */
   dispatch(
     qubeId: string,
     provider: string,
@@ -78,6 +100,7 @@ export class RequestorJournal {
       .run(qubeId, provider, state, extra.outputsRoot ?? null, extra.error ?? null, now.toISOString());
   }
 
+  /** Records how a qube ended, with a JSON summary of the run. */
   finished(qubeId: string, state: QubeState, summary: unknown, now: Date): void {
     this.db
       .prepare("UPDATE qubes SET state = ?, summary = ?, updated_at = ? WHERE qube_id = ?")
@@ -91,6 +114,7 @@ export class RequestorJournal {
       .run(qubeId, provider, JSON.stringify(evidence), now.toISOString());
   }
 
+  /** The evidence kept for a qube, in the order it was recorded. */
   evidenceFor(qubeId: string): { provider: string; evidence: unknown }[] {
     return (
       this.db.prepare("SELECT provider, evidence FROM evidence WHERE qube_id = ? ORDER BY rowid").all(qubeId) as {
@@ -103,6 +127,7 @@ export class RequestorJournal {
     }));
   }
 
+  /** One journalled qube, or undefined when unknown. */
   get(qubeId: string): JournalQube | undefined {
     const row = this.db.prepare("SELECT * FROM qubes WHERE qube_id = ?").get(qubeId) as
       | Record<string, string>
@@ -110,6 +135,7 @@ export class RequestorJournal {
     return row ? this.toQube(row) : undefined;
   }
 
+  /** The most recently started qubes, newest first (at most `limit`). */
   list(limit = 50): JournalQube[] {
     return (
       this.db.prepare("SELECT * FROM qubes ORDER BY created_at DESC LIMIT ?").all(limit) as Record<string, string>[]
@@ -194,6 +220,7 @@ export class RequestorJournal {
     }));
   }
 
+  /** Closes the database. */
   close(): void {
     this.db.close();
   }

@@ -28,8 +28,11 @@ export const LIVENESS_TIMEOUT_MS = 3_000;
 /** How long a ping answer counts (a disconnect forgets it at once). */
 export const LIVENESS_CACHE_MS = 10_000;
 
+/** Options of {@link Libp2pMarket.connect}. */
 export interface Libp2pMarketOptions {
+  /** The requestor's identity: its peer id, signing and sealing keys. */
   identity: Identity;
+  /** Multiaddrs of bootstrap peers (one must answer; empty: none dialled). */
   bootstrap: string[];
   /** Public mode (see NodeOptions.public): never dials loopback or private addresses an offer names. */
   public?: boolean;
@@ -45,9 +48,22 @@ export interface Libp2pMarketOptions {
   commitGraceMs?: number;
   /** How long to gather offers before answering `findProviders`. */
   discoveryMs?: number;
+  /** Clock for offer expiry and agreement deadlines (tests); default the system clock. */
   now?: () => Date;
 }
 
+/**
+ * The embedded network as a {@link ComputeMarket}: a libp2p requestor node that collects signed offers,
+ * pings candidates before using them, signs agreements and exchanges qubes with commit-reveal.
+ *
+ * @example
+ * const market = await Libp2pMarket.connect({ identity, bootstrap: ["/ip4/127.0.0.1/tcp/4001/p2p/12D3…"] });
+ * try {
+ *   const candidates = await market.findProviders(qube.spec, { wanted: 3 });
+ * } finally {
+ *   await market.close();
+ * }
+ */
 export class Libp2pMarket implements ComputeMarket {
   readonly name = "libp2p";
   /** When each provider last answered a ping (ms since epoch). */
@@ -62,7 +78,10 @@ export class Libp2pMarket implements ComputeMarket {
     node.addEventListener("peer:disconnect", (event) => this.alive.delete(event.detail.toString()));
   }
 
-  /** Starts a requestor node and subscribes to offers. */
+  /**
+   * Starts a requestor node, subscribes to offers and dials a bootstrap peer (3 attempts, 5 s each).
+   * Throws PeerError `BOOTSTRAP_UNREACHABLE` when none answers.
+   */
   static async connect(options: Libp2pMarketOptions): Promise<Libp2pMarket> {
     const node = await createNode({
       identity: options.identity,
@@ -156,10 +175,15 @@ export class Libp2pMarket implements ComputeMarket {
       .map(({ offer }) => toCandidate(offer, spec));
   }
 
+  /** The valid offer known from `provider`, if any. */
   offerOf(provider: string): Offer | undefined {
     return this.offers.list().find((known) => known.offer.provider === provider)?.offer;
   }
 
+  /**
+   * Asks the provider whether it would admit the qube at `terms.price`. Throws PeerError `OFFER_UNKNOWN`
+   * without a valid offer from it, or the provider's refusal.
+   */
   async admits(
     candidate: ProviderCandidate,
     qube: SealedQube,
@@ -176,6 +200,11 @@ export class Libp2pMarket implements ComputeMarket {
     );
   }
 
+  /**
+   * Signs an agreement with the provider (price, deadline = wall time + commit grace, escrow job if paid),
+   * opens an exchange session and sends the sealed inputs. Throws PeerError `OFFER_UNKNOWN` without a valid
+   * offer from it, or the exchange's typed errors.
+   */
   async dispatch(
     candidate: ProviderCandidate,
     qube: SealedQube,
@@ -218,6 +247,7 @@ export class Libp2pMarket implements ComputeMarket {
     return new Libp2pDispatch(candidate, session, options, this.options.commitGraceMs);
   }
 
+  /** Stops following offers and stops the node. */
   async close(): Promise<void> {
     this.offers.stop();
     await this.node.stop();

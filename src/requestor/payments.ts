@@ -107,9 +107,11 @@ export interface PaymentsPort {
    * @throws ChainError `CHAIN_UNREACHABLE` or `CHAIN_TIMEOUT`.
    */
   ensureReachable?(options?: CallOptions): Promise<void>;
+  /** Releases the chain connection. */
   dispose(): void;
 }
 
+/** Configuration of {@link EscrowPayments}: the chain connection and the escrow's time windows. */
 export interface EscrowPaymentsConfig extends EscrowClientConfig {
   /** Stake each provider bonds, from the price (default: equal to the price). */
   stakeOf?: (price: bigint) => bigint;
@@ -401,6 +403,7 @@ export class EscrowPayments implements PaymentsPort {
     return { ...baseReport(job), status: "settled", settleTx: hash, credits, slashed };
   }
 
+  /** Closes the escrow client and the RPC provider. */
   dispose(): void {
     this.client.close();
     this.provider.destroy();

@@ -7,10 +7,13 @@
 import type { RedundancyPolicy } from "../qube/index.js";
 import type { Reputation } from "./reputation.js";
 
+/** How a run replicates a qube, as {@link planReplication} decides it. */
 export interface ReplicationPlan {
   /** Replicas to dispatch first. */
   replicas: number;
+  /** Equal answers needed for a verified result. */
   quorum: number;
+  /** Most providers the run may give a seat to, tie-breakers included. */
   maxReplicas: number;
   /** True when one trusted provider runs the qube alone. */
   solo: boolean;

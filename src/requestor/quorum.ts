@@ -5,19 +5,28 @@
  * dissenting votes, so that every dissent is outvoted by one more agreeing replica. Otherwise it asks for
  * more replicas, up to `maxReplicas`, and then reports no consensus.
  */
+
+/** One provider's vote in a quorum. */
 export interface Vote {
   provider: string;
   /** The outputs root revealed, or undefined for a provider that committed and never revealed validly. */
   root: string | undefined;
 }
 
+/**
+ * What {@link decide} concludes: `verified` (the root, who agreed, who dissented), `need-more` (how many more
+ * replicas to run, and why) or `no-consensus` (why, and the providers grouped by root).
+ */
 export type QuorumDecision =
   | { status: "verified"; root: string; agreeing: string[]; dissenting: string[] }
   | { status: "need-more"; replicas: number; reason: string }
   | { status: "no-consensus"; reason: string; groups: Record<string, string[]> };
 
+/** The numbers {@link decide} applies. */
 export interface QuorumPolicy {
+  /** Equal answers needed when nobody dissents. */
   quorum: number;
+  /** Most providers that may be tried in all; past it, no consensus. */
   maxReplicas: number;
 }
 

@@ -120,14 +120,21 @@ export class RemoteSandbox implements Sandbox {
   async close(): Promise<void> {}
 }
 
+/** Options of {@link runRemoteProbeSuite}. */
 export interface RemoteProbeOptions {
+  /** The provider's peer id. */
   provider: string;
+  /** Bootstrap multiaddrs; default `AIRQUBE_BOOTSTRAP` (comma-separated). */
   bootstrap?: string[];
+  /** The requestor's data directory (identity, journal, reputation). */
   dataDir: string;
+  /** The sandbox tier to probe. */
   tier: Tier;
+  /** Aborts the suite. */
   signal?: AbortSignal;
   /** Pays the probe qubes like `airqube run` (escrow jobs an earlier run left open are settled first). */
   payments?: PaymentsPort;
+  /** @deprecated same as `network.public`. */
   allowPublic?: boolean;
   /** Public mode (`--public`), and its address permissions (see Libp2pMarketOptions). */
   network?: { public?: boolean; allowPrivate?: boolean; allowLoopback?: boolean };
@@ -138,7 +145,12 @@ export interface RemoteProbeOptions {
  * escrow jobs). A provider id that is malformed or not on the network, or a provider that will not run the
  * suite's first qube, is one error, not a report.
  *
- * @throws UserError `PROVIDER_ID_INVALID`, `PROVIDER_UNKNOWN`; the provider's refusal or failure.
+ * @throws UserError `PROVIDER_ID_INVALID`, `BOOTSTRAP_MISSING`, `PROVIDER_UNKNOWN`; PeerError
+ * `BOOTSTRAP_UNREACHABLE`; the provider's refusal or failure.
+ *
+ * @example
+ * const report = await runRemoteProbeSuite({ provider: "12D3KooW…", bootstrap, dataDir, tier: "container" });
+ * console.log(report.summary, report.statements.length);
  */
 export async function runRemoteProbeSuite(options: RemoteProbeOptions): Promise<
   ProbeReport & {

@@ -7,22 +7,36 @@
 import type { DatabaseSync } from "node:sqlite";
 import { openDatabase } from "../store/sqlite.js";
 
+/** What is known of one provider's track record. */
 export interface Reputation {
+  /** Valid results in a row since its last wrong one. */
   consecutiveValid: number;
   /** ISO time until which the provider is excluded, if marked. */
   markedUntil?: string;
+  /** Wrong results in all. */
   wrong: number;
 }
 
 /** The port (a Map-backed one serves the simulator and unit tests). */
 export interface ReputationStore {
+  /** The provider's reputation (zero counts when unknown). */
   get(provider: string): Reputation;
+  /** Counts one more valid result in a row. */
   recordValid(provider: string): void;
+  /** Counts a wrong result: resets the valid count and excludes the provider for `excludeMs` from `now`. */
   recordWrong(provider: string, now: Date, excludeMs: number): void;
+  /** True while the provider's mark has not expired. */
   isExcluded(provider: string, now: Date): boolean;
 }
 
-/** In-memory store. */
+/**
+ * In-memory store.
+ *
+ * @example
+ * const reputation = new MemoryReputation();
+ * reputation.recordWrong("12D3…", new Date(), 24 * 3600_000);
+ * reputation.isExcluded("12D3…", new Date()); // true
+ */
 export class MemoryReputation implements ReputationStore {
   private readonly map = new Map<string, Reputation>();
   get(provider: string): Reputation {
@@ -46,9 +60,17 @@ export class MemoryReputation implements ReputationStore {
   }
 }
 
-/** SQLite store (in the requestor's data directory). */
+/**
+ * SQLite store (in the requestor's data directory). Synchronous; close it when done.
+ *
+ * @example
+ * const reputation = new SqliteReputation(join(dataDir, "reputation.sqlite"));
+ * console.log(reputation.all());
+ * reputation.close();
+ */
 export class SqliteReputation implements ReputationStore {
   private readonly db: DatabaseSync;
+  /** Opens (creating if needed) the store at `path`; throws PlatformError `STORE_UNAVAILABLE`. */
   constructor(path: string) {
     this.db = openDatabase(
       path,
@@ -89,11 +111,13 @@ export class SqliteReputation implements ReputationStore {
     const until = this.get(provider).markedUntil;
     return until !== undefined && Date.parse(until) > now.getTime();
   }
+  /** Every known provider's reputation, sorted by provider id. */
   all(): ({ provider: string } & Reputation)[] {
     return (this.db.prepare("SELECT provider FROM reputation ORDER BY provider").all() as { provider: string }[]).map(
       (r) => ({ provider: r.provider, ...this.get(r.provider) }),
     );
   }
+  /** Closes the database. */
   close(): void {
     this.db.close();
   }

@@ -44,8 +44,11 @@ export type RunEvent =
   | { type: "budgetLocked"; jobId: string; providers: string[]; budget: string; txHash: string }
   | { type: "paymentClosed"; report: PaymentReport };
 
+/** Options of {@link Requestor.run}. */
 export interface RunOptions {
+  /** Aborts the run: the providers are told to stop and the qube is journalled as interrupted. */
   signal?: AbortSignal;
+  /** Called with each progress event. */
   onProgress?: (event: RunEvent) => void;
   /** Where the verified outputs go. */
   outputDir: string;
@@ -62,30 +65,39 @@ export interface RunOptions {
   allowFewer?: boolean;
 }
 
+/** What {@link Requestor.run} returns: the decision, the answers and failures, and the verified outputs. */
 export interface RunReport {
   qubeId: string;
+  /** `verified`: a quorum agreed (see `verified` for whether the result is trusted). */
   status: "verified" | "no-consensus";
   /** True only for a deterministic qube whose outputs a quorum agreed on. */
   verified: boolean;
+  /** The agreed outputs root, when a quorum agreed. */
   outputsRoot?: string;
+  /** Providers whose answer is the agreed one. */
   agreeing: string[];
+  /** Providers that answered otherwise (all answering providers when there is no consensus). */
   dissenting: string[];
   /** Every answer received, with the provider's signed statement when the backend gives one. */
   answers: Omit<ProviderAnswer, "outputDir">[];
   /** Every provider that refused or failed, with its reason (`details`: the provider's own code and reason). */
   failures: { provider: string; code: string; message: string; details?: string }[];
+  /** The agreed output files, now in `outputDir` (size in bytes, SHA-256 hex). */
   outputs: { path: string; size: number; sha256: string }[];
   /**
    * What happened to the qube (exit code, time-out, OOM, declared outputs it never wrote, stderr tail), as the
    * agreeing providers report it; absent without agreement. Providers vote on it together with the outputs root.
    */
   outcome?: QubeOutcome;
+  /** Why there is no consensus, or why agreed outputs are not reported as verified. */
   reason?: string;
   /** With a payments port: every escrow job of the run and its settlement (transaction, who got what). */
   payments?: PaymentReport[];
 }
 
+/** Options of a {@link Requestor}. */
 export interface RequestorOptions {
+  /** Where providers are found and qubes run. */
   market: ComputeMarket;
   /** Reputation store (default: SQLite in `dataDir`). */
   reputation?: ReputationStore;
@@ -93,6 +105,7 @@ export interface RequestorOptions {
   excludeMs?: number;
   /** Directory of the journal and of the per-provider output staging. */
   dataDir: string;
+  /** Clock (tests); default the system clock. */
   now?: () => Date;
   /**
    * Pay on agreement through an escrow. Without it qubes run unpaid. With it, every round's budget is locked
@@ -108,12 +121,36 @@ export interface RequestorOptions {
 
 export { distinctFrom } from "./engine.js";
 
+/**
+ * Runs sealed qubes on a {@link ComputeMarket} with redundancy, commit-reveal and a quorum, and (with a
+ * payments port) pays through the escrow. One requestor per data directory at a time; close it when done.
+ *
+ * @example
+ * const market = await Libp2pMarket.connect({ identity, bootstrap });
+ * const requestor = new Requestor({ market, dataDir });
+ * try {
+ *   const qube = await sealQube({ image: "airqube/busybox:latest", command: ["sh", "-c", "echo hi > /output/r"], outputs: ["r"] }, identity);
+ *   const report = await requestor.run(qube, { outputDir: "./out", onProgress: (e) => console.log(e.type) });
+ *   console.log(report.verified, report.outputsRoot);
+ * } finally {
+ *   requestor.close();
+ *   await market.close();
+ * }
+ */
 export class Requestor {
+  /** The journal of qubes and escrow jobs (`journal.sqlite` in the data directory). */
   readonly journal: RequestorJournal;
+  /** Provider reputations (by default `reputation.sqlite` in the data directory). */
   readonly reputation: ReputationStore;
   private readonly now: () => Date;
   private readonly dirLock: DirLock;
 
+  /**
+   * Locks the data directory, opens the journal and marks qubes a previous process left open as interrupted.
+   *
+   * @throws UserError `DATA_DIR_LOCKED` when another process uses the data directory; PlatformError
+   * `STORE_UNAVAILABLE`.
+   */
   constructor(private readonly options: RequestorOptions) {
     // one process per data directory: a second run must not mark this one's qubes interrupted
     this.dirLock = lockDataDir(options.dataDir, "airqube requestor");
@@ -123,7 +160,14 @@ export class Requestor {
     this.journal.recover(this.now());
   }
 
-  /** Runs a sealed qube to a verified result or to "no consensus". */
+  /**
+   * Runs a sealed qube to a verified result or to "no consensus", and moves the agreed outputs into
+   * `options.outputDir`.
+   *
+   * @throws PeerError `NOT_ENOUGH_PROVIDERS` (before any dispatch, unless `allowFewer`), `NO_PROVIDER` (no
+   * provider committed); the payments' ChainError when a lock fails or the chain is down; UserError
+   * `OUTPUT_CONFLICT`.
+   */
   async run(qube: SealedQube, options: RunOptions): Promise<RunReport> {
     const { spec } = qube;
     const emit = (event: RunEvent) => options.onProgress?.(event);
@@ -612,6 +656,7 @@ export class Requestor {
     }
   }
 
+  /** Closes the journal and releases the data directory (the market and payments are the caller's to close). */
   close(): void {
     this.journal.close();
     this.dirLock.release();

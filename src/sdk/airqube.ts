@@ -179,6 +179,7 @@ export interface AirqubeEvents {
 /** What `run` needs besides the description. */
 export interface QubeRunOptions {
   signal?: AbortSignal;
+  /** Called with each event of this run (the same events `Airqube` emits as `"event"`). */
   onEvent?: (event: AirqubeEvent) => void;
   /** Provider ids to choose first when they are eligible (e.g. a security team probing given providers). */
   prefer?: string[];
