@@ -3,9 +3,13 @@
  * with the (signed, self-authenticating) offers it has seen, so a newcomer learns the market from one dial.
  * In public mode it is also a circuit relay for providers behind NAT.
  */
-import type { Identity } from "../qube/index.js";
 import { type AirqubeNode, createNode, type NodeOptions } from "./node.js";
-import { MAX_OFFER_ANSWER_BYTES, MAX_OFFERS_PER_ANSWER, OFFER_PROTOCOL } from "./offers/constants.js";
+import {
+  MAX_OFFER_ANSWER_BYTES,
+  MAX_OFFERS_PER_ANSWER,
+  MAX_QUERY_STREAMS,
+  OFFER_PROTOCOL,
+} from "./offers/constants.js";
 import { OfferBook } from "./offers/discovery.js";
 import { Wire } from "./wire.js";
 
@@ -38,18 +42,22 @@ export async function startBootstrapPeer(options: BootstrapPeerOptions): Promise
   book.start();
   // a provider that went away takes its offer with it (it gossips it again every few seconds while alive)
   node.addEventListener("peer:disconnect", (event) => book.forget(event.detail.toString()));
-  await node.handle(OFFER_PROTOCOL, async (stream) => {
-    const wire = new Wire(stream, { maxFrameBytes: MAX_OFFER_ANSWER_BYTES });
-    try {
-      await wire.send(
-        { type: "offers", offers: book.envelopes().slice(0, MAX_OFFERS_PER_ANSWER) },
-        { signal: AbortSignal.timeout(5_000) },
-      );
-      await wire.close();
-    } catch (error) {
-      wire.abort(error as Error);
-    }
-  });
+  await node.handle(
+    OFFER_PROTOCOL,
+    async (stream) => {
+      const wire = new Wire(stream, { maxFrameBytes: MAX_OFFER_ANSWER_BYTES });
+      try {
+        await wire.send(
+          { type: "offers", offers: book.envelopes().slice(0, MAX_OFFERS_PER_ANSWER) },
+          { signal: AbortSignal.timeout(5_000) },
+        );
+        await wire.close();
+      } catch (error) {
+        wire.abort(error as Error);
+      }
+    },
+    { maxInboundStreams: MAX_QUERY_STREAMS },
+  );
   return {
     node,
     book,

@@ -9,8 +9,10 @@ import { Wire } from "../wire.js";
 import { type ClockSkew, watchClock } from "./clock.js";
 import {
   ANNOUNCE_INTERVAL_MS,
+  ANNOUNCE_JITTER,
   MAX_OFFER_ANSWER_BYTES,
   MAX_OFFERS_PER_ANSWER,
+  MAX_QUERY_STREAMS,
   OFFER_PROTOCOL,
   OFFER_TOPIC,
 } from "./constants.js";
@@ -41,26 +43,42 @@ export async function announceOffers(
   options: AnnounceOptions = {},
 ): Promise<() => Promise<void>> {
   const encoder = new TextEncoder();
-  await node.handle(OFFER_PROTOCOL, async (stream) => {
-    const wire = new Wire(stream, { maxFrameBytes: MAX_OFFER_ANSWER_BYTES });
-    try {
-      const own = current();
-      const others = (options.known?.() ?? [])
-        .filter((o) => o.signer !== own.signer)
-        .slice(0, MAX_OFFERS_PER_ANSWER - 1);
-      await wire.send({ type: "offers", offers: [own, ...others] }, { signal: AbortSignal.timeout(5_000) });
-      await wire.close();
-    } catch (error) {
-      wire.abort(error as Error);
-    }
-  });
+  await node.handle(
+    OFFER_PROTOCOL,
+    async (stream) => {
+      const wire = new Wire(stream, { maxFrameBytes: MAX_OFFER_ANSWER_BYTES });
+      try {
+        const own = current();
+        const others = (options.known?.() ?? [])
+          .filter((o) => o.signer !== own.signer)
+          .slice(0, MAX_OFFERS_PER_ANSWER - 1);
+        await wire.send({ type: "offers", offers: [own, ...others] }, { signal: AbortSignal.timeout(5_000) });
+        await wire.close();
+      } catch (error) {
+        wire.abort(error as Error);
+      }
+    },
+    { maxInboundStreams: MAX_QUERY_STREAMS, maxOutboundStreams: MAX_QUERY_STREAMS },
+  );
   node.services.pubsub.subscribe(OFFER_TOPIC);
   const publish = () => {
     node.services.pubsub.publish(OFFER_TOPIC, encoder.encode(JSON.stringify(current()))).catch(() => undefined);
   };
   publish();
-  const timer = setInterval(publish, options.intervalMs ?? ANNOUNCE_INTERVAL_MS);
-  timer.unref();
+  // a jittered interval: providers that started together do not announce in step
+  const interval = options.intervalMs ?? ANNOUNCE_INTERVAL_MS;
+  let timer: NodeJS.Timeout;
+  const schedule = () => {
+    timer = setTimeout(
+      () => {
+        publish();
+        schedule();
+      },
+      interval * (1 - ANNOUNCE_JITTER + 2 * ANNOUNCE_JITTER * Math.random()),
+    );
+    timer.unref();
+  };
+  schedule();
   const stopWatching = options.onClockSkew
     ? watchClock(node, {
         now: options.now ?? (() => new Date()),
@@ -72,7 +90,7 @@ export async function announceOffers(
       })
     : undefined;
   return async () => {
-    clearInterval(timer);
+    clearTimeout(timer);
     stopWatching?.();
     await node.unhandle(OFFER_PROTOCOL).catch(() => undefined);
   };

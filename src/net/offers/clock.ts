@@ -19,6 +19,7 @@ import {
   CLOCK_MAX_RTT_MS,
   CLOCK_WARN_REPEAT_MS,
   MAX_CLOCK_SKEW_MS,
+  MAX_QUERY_STREAMS,
   TIME_PROTOCOL,
 } from "./constants.js";
 
@@ -30,15 +31,19 @@ type Handler = Pick<AirqubeNode, "handle">;
 
 /** Answers time queries with `now()` (registered by createNode on every Airqube node). */
 export async function handleTimeQueries(node: Handler, now: () => Date): Promise<void> {
-  await node.handle(TIME_PROTOCOL, async (stream) => {
-    const wire = new Wire(stream, { maxFrameBytes: MAX_TIME_FRAME_BYTES });
-    try {
-      await wire.send({ type: "time", now: now().toISOString() }, { signal: AbortSignal.timeout(2_000) });
-      await wire.close();
-    } catch (error) {
-      wire.abort(error as Error);
-    }
-  });
+  await node.handle(
+    TIME_PROTOCOL,
+    async (stream) => {
+      const wire = new Wire(stream, { maxFrameBytes: MAX_TIME_FRAME_BYTES });
+      try {
+        await wire.send({ type: "time", now: now().toISOString() }, { signal: AbortSignal.timeout(2_000) });
+        await wire.close();
+      } catch (error) {
+        wire.abort(error as Error);
+      }
+    },
+    { maxInboundStreams: MAX_QUERY_STREAMS, maxOutboundStreams: MAX_QUERY_STREAMS },
+  );
 }
 
 export interface ClockSample {

@@ -9,8 +9,12 @@ export const MAX_OFFERS_PER_ANSWER = 64;
 export const MAX_OFFER_ANSWER_BYTES = MAX_OFFER_BYTES * MAX_OFFERS_PER_ANSWER;
 /** How long one offer query may take. */
 export const OFFER_QUERY_TIMEOUT_MS = 5_000;
-/** How often a provider re-announces its offer. */
+/** How often a provider re-announces its offer (each interval jittered by ANNOUNCE_JITTER). */
 export const ANNOUNCE_INTERVAL_MS = 2_000;
+/** Announcements are spread by up to this fraction of the interval either way (no synchronised bursts). */
+export const ANNOUNCE_JITTER = 0.2;
+/** Most offer or time queries one peer may have open on a connection at once (js-libp2p doc/LIMITS.md). */
+export const MAX_QUERY_STREAMS = 4;
 /** How long an offer is valid after it is issued. */
 export const OFFER_TTL_MS = 60_000;
 /** Most offers a requestor keeps. */
