@@ -25,10 +25,11 @@ export {
   ZERO_BYTES32,
 } from "./job.js";
 export {
+  LOCAL_CHAIN_MNEMONIC,
   type LocalAccount,
   type LocalChain,
   type LocalChainOptions,
   localAccounts,
   startLocalChain,
 } from "./local-chain.js";
-export { type CallOptions, createRpcProvider, decodeRevert, fetchChainId } from "./rpc.js";
+export { type CallOptions, createRpcProvider, DEFAULT_CHAIN_TIMEOUT_MS, decodeRevert, fetchChainId } from "./rpc.js";

@@ -18,6 +18,7 @@ const MAX_BODY_BYTES = 8 * 1024 * 1024;
 /** The error code geth and anvil use for reverts; ethers reads the revert data from `error.data`. */
 const REVERT_ERROR_CODE = 3;
 
+/** Options of {@link startLocalChain}. */
 export interface LocalChainOptions {
   /** TCP port on 127.0.0.1; 0 (the default) picks a free one. */
   port?: number;
@@ -31,16 +32,20 @@ export interface LocalChainOptions {
   signal?: AbortSignal;
 }
 
+/** A funded test account of the local chain. */
 export interface LocalAccount {
+  /** Checksummed address. */
   address: string;
   /** 0x-prefixed hex. Test keys, derived from {@link LOCAL_CHAIN_MNEMONIC}. */
   privateKey: string;
 }
 
+/** A running local chain, as {@link startLocalChain} returns it. */
 export interface LocalChain {
   /** `http://127.0.0.1:PORT`. */
   rpcUrl: string;
   chainId: number;
+  /** The funded test accounts. */
   accounts: LocalAccount[];
   /** Stops the RPC server and the chain; idempotent. */
   stop(): Promise<void>;
@@ -94,6 +99,8 @@ async function loadHardhat(): Promise<typeof import("hardhat/hre")> {
 
 /**
  * Starts an in-process Hardhat (EDR) chain and serves its JSON-RPC on 127.0.0.1.
+ *
+ * @throws UserError `HARDHAT_MISSING` when Hardhat is not installed; ChainError `CHAIN_START_FAILED`.
  *
  * @example
  * const chain = await startLocalChain({ port: 8545 });

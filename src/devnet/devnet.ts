@@ -39,6 +39,11 @@ export interface DevnetOptions {
   /** Passed to every child (e.g. AIRQUBE_SLOW_MS). */
   env?: Record<string, string>;
   signal?: AbortSignal;
+  /**
+   * Called as the devnet comes up: `probed` (the escape suite's summary), `chainReady` (RPC URL and escrow),
+   * `bootstrapReady` (its address), `providerReady` (index and peer id), and `providerExited` (index, exit
+   * code and signal) whenever a provider process ends.
+   */
   onEvent?: (event: {
     type: "probed" | "chainReady" | "bootstrapReady" | "providerReady" | "providerExited";
     detail: unknown;
@@ -70,6 +75,7 @@ export interface DevnetChain {
   stop(): Promise<void>;
   /** Takes the chain off the network, keeping its state (fault tests); `resume()` serves it again, same port. */
   interrupt(): Promise<void>;
+  /** Serves the chain again on the same port after `interrupt()`; a no-op when it is up. */
   resume(): Promise<void>;
 }
 

@@ -18,12 +18,14 @@ const MAX_PROFILE_BYTES = 64 * 1024;
 const evmAddress = z.string().regex(/^0x[0-9a-fA-F]{40}$/);
 const path = z.string().min(1).max(4096);
 
+/** Validates a devnet profile (version 1). */
 export const devnetProfileSchema = z.strictObject({
   version: z.literal(1),
   /** The `airqube devnet up` process; the profile counts only while it lives. */
   pid: z.int().positive(),
   /** The devnet's directory. */
   dir: path,
+  /** The bootstrap peer's multiaddr. */
   bootstrap: z.string().min(1).max(1024),
   /** The requestor data directory (identity, journal) to use with this devnet. */
   dataDir: path,
@@ -39,6 +41,7 @@ export const devnetProfileSchema = z.strictObject({
     })
     .optional(),
 });
+/** What `airqube devnet up` tells requestors about the devnet it runs (see {@link readDevnetProfile}). */
 export type DevnetProfile = z.infer<typeof devnetProfileSchema>;
 
 /** Where the profile lives under an Airqube home directory. */

@@ -16,7 +16,9 @@ import { fromGolemError } from "./errors.js";
 import { GolemDispatch } from "./golem-dispatch.js";
 import { candidateFromOffer, workloadResources } from "./order.js";
 
+/** Options of {@link GolemMarket.connect}. */
 export interface GolemMarketOptions {
+  /** Aborts connecting. */
   signal?: AbortSignal;
   /**
    * golem-js service overrides (`new GolemNetwork({ override })`). Tests pass in-memory market, activity and
@@ -25,6 +27,7 @@ export interface GolemMarketOptions {
   override?: GolemNetworkOptions["override"];
   /** Where a dispatch stages downloads and outputs (a private subdirectory each). Default: the OS temp dir. */
   stagingDir?: string;
+  /** Pino logger for golem-js's messages (its chatter at debug level); default none. */
   logger?: PinoLogger;
 }
 
@@ -41,6 +44,18 @@ function golemLogger(logger: PinoLogger | undefined): GolemLogger {
   return wrap(logger);
 }
 
+/**
+ * The Golem network as a {@link ComputeMarket}: providers rented through golem-js and a local yagna daemon,
+ * with Airqube's redundancy and verification on top (Golem providers sign nothing, so the requestor commits
+ * to each answer itself).
+ *
+ * @example
+ * const market = await GolemMarket.connect(loadGolemConfig(process.env, file.golem));
+ * const requestor = new Requestor({ market, dataDir });
+ * const report = await requestor.run(qube, { outputDir: "out" });
+ * requestor.close();
+ * await market.close();
+ */
 export class GolemMarket implements ComputeMarket {
   readonly name = "golem";
   private readonly active = new Set<GolemDispatch>();
@@ -68,6 +83,9 @@ export class GolemMarket implements ComputeMarket {
 
   /**
    * Connects to yagna (or to the overrides) and returns the market.
+   *
+   * @throws `YAGNA_UNREACHABLE`: a PlatformError, or a UserError when golem-js blames the configuration (e.g.
+   * the app key); TimeoutError `YAGNA_UNREACHABLE_TIMEOUT`, or `ABORTED` when `signal` aborted.
    *
    * @example
    * const market = await GolemMarket.connect(loadGolemConfig(process.env, file.golem));

@@ -103,15 +103,19 @@ export class GolemSandbox implements Sandbox {
   async close(): Promise<void> {}
 }
 
+/** Options of {@link runGolemProbe}. */
 export interface GolemProbeOptions {
+  /** The Golem configuration (yagna, payment, prices, images). */
   config: GolemConfig;
   /** Golem node id of the provider to probe. */
   provider: string;
   /** Requestor state (journal); default a temporary directory. */
   dataDir?: string;
+  /** The probe image; default `PROBE_IMAGE` of `airqube/probes`. */
   image?: string;
   /** Docker digest of the probe image (its GVMI must be in `golem.images`); default looked up in Docker. */
   imageDigest?: string;
+  /** Aborts the probe. */
   signal?: AbortSignal;
   /** golem-js overrides, for tests. */
   market?: Pick<GolemMarketOptions, "override" | "stagingDir" | "logger">;

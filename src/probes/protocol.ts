@@ -17,12 +17,15 @@ export const OUTPUT_LIMITS = {
   maxEvidence: 2000,
 } as const;
 
+/** Every verdict a probe can give. */
 export const VERDICTS = ["pass", "fail", "inconclusive", "skipped"] as const;
+/** A probe's verdict: `pass` (the defence held), `fail` (it did not), `inconclusive` or `skipped`. */
 export type Verdict = (typeof VERDICTS)[number];
 
 /** The phases of one suite run (main: rows 1-36 and 38-41; deadline: row 35; plant and check: row 37). */
 export type ProbePhase = "main" | "deadline" | "plant" | "check";
 
+/** Validates one verdict line of the probe program. */
 export const probeLineSchema = z
   .object({
     id: z.number().int().min(1).max(PROBE_COUNT),
@@ -33,6 +36,10 @@ export const probeLineSchema = z
   })
   .strict();
 
+/**
+ * One verdict line the probe program printed, validated: the probe's row `id`, its `phase` (absent in the
+ * main phase), the `verdict`, the `evidence` (bounded) and the time it took in `ms`.
+ */
 export type ProbeLine = z.infer<typeof probeLineSchema>;
 
 /**

@@ -25,6 +25,7 @@ export interface ProbeResult {
   durationMs: number;
 }
 
+/** How many probes of a report gave each verdict. */
 export interface ProbeSummary {
   pass: number;
   fail: number;

@@ -28,6 +28,7 @@ import { composeWeakenings, ineffectiveWeakenings } from "./weakenings.js";
 
 /** The suite's name and version, as they appear in reports. */
 export const SUITE = "airqube-escape-suite";
+/** The suite's version; reports carry it with the probe image's digest (`1.0.0+sha256:…`). */
 export const SUITE_VERSION = "1.0.0";
 
 /** The image holding /airqube/probe (built by `npm run images`). */
@@ -53,7 +54,9 @@ export const DEADLINE_SLACK_MS = 1500;
 
 /** Hooks a sandbox factory receives: the composed weakenings, absent when none. */
 export interface SandboxHooks {
+  /** Removes defences from the hardened container config (see `ContainerSandboxOptions.weaken`). */
   weaken?: (config: HardenedContainerConfig) => HardenedContainerConfig;
+  /** Changes the limits after defaults (see `ContainerSandboxOptions.weakenLimits`). */
   weakenLimits?: (limits: SandboxLimits) => SandboxLimits;
 }
 
@@ -64,15 +67,21 @@ export interface ProbeProgress {
   durationMs?: number;
 }
 
+/** Options of {@link runProbeSuite}. */
 export interface ProbeSuiteOptions {
+  /** The tier to probe; default `"container"`. */
   tier?: Tier;
   /** Names of weakenings to apply (see `listWeakenings()`); container tier only. */
   weakenings?: readonly string[];
+  /** The probe image; default {@link PROBE_IMAGE}. */
   image?: string;
   /** Builds the sandbox; defaults to `ContainerSandbox` (or `MicroVmSandbox`) with the hooks applied. */
   sandboxFactory?: (tier: Tier, hooks: SandboxHooks) => Sandbox | Promise<Sandbox>;
+  /** The Docker client; default one for the local engine. */
   docker?: Docker;
+  /** Aborts the run. */
   signal?: AbortSignal;
+  /** Called when each phase starts and finishes. */
   onProgress?: (event: ProbeProgress) => void;
 }
 
@@ -174,7 +183,9 @@ function combine(a: Verdict, b: Verdict): Verdict {
 }
 
 /**
- * Runs the escape suite and returns its report.
+ * Runs the escape suite and returns its report. Probe failures are verdicts in the report, not errors.
+ *
+ * @throws UserError `WEAKENING_UNSUPPORTED` (weakenings on another tier than container) or `WEAKENING_UNKNOWN`.
  *
  * @example
  * const report = await runProbeSuite({ tier: "container" });

@@ -344,6 +344,7 @@ export class SeatStore {
     this.db.prepare("UPDATE seats SET state = ?, updated_at = ? WHERE job_id = ?").run(state, now.toISOString(), jobId);
   }
 
+  /** Closes the database. */
   dispose(): void {
     this.db.close();
   }

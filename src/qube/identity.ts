@@ -112,6 +112,7 @@ export class Identity {
     return new Uint8Array(nodeSign(null, signingMessage(kind, canonical), this.#signingKey));
   }
 
+  /** The public parts only (`JSON.stringify` never writes a secret). */
   toJSON(): { peerId: string } {
     return { peerId: this.peerId };
   }

@@ -16,6 +16,7 @@ export type LayerEntry =
   | { type: "directory"; path: string; mode: number }
   | { type: "symlink"; path: string; target: string };
 
+/** An image archive built by {@link createImageArchive}, ready for {@link loadImageArchive}. */
 export interface ImageArchive {
   /** The `docker save` tarball. */
   archive: Buffer;

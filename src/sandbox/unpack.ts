@@ -66,7 +66,9 @@ async function ensureDirectory(root: string, relative: string): Promise<void> {
   }
 }
 
+/** Options of {@link unpackTar}. */
 export interface UnpackOptions {
+  /** Aborts unpacking (TimeoutError `ABORTED`). */
   signal?: AbortSignal;
   /** Leading path (e.g. `output`) removed from every entry; entries outside it are rejected. */
   stripPrefix?: string;
@@ -74,6 +76,11 @@ export interface UnpackOptions {
 
 /**
  * Unpacks an untrusted tar stream into `destination` and returns the files it wrote, sorted by path.
+ * Nothing is written unless the whole archive is valid.
+ *
+ * @throws PeerError `ARCHIVE_BAD_PATH`, `ARCHIVE_DUPLICATE`, `ARCHIVE_TOO_MANY_FILES`, `ARCHIVE_TOO_LARGE`,
+ * `ARCHIVE_BAD_TYPE`, `ARCHIVE_FILE_TOO_LARGE`, `ARCHIVE_MALFORMED`; UserError `ARCHIVE_CONFLICT` when
+ * `destination` already holds a path the archive needs; TimeoutError `ABORTED`.
  *
  * @example
  * const files = await unpackTar(stream, "/tmp/out", { maxFileBytes: 1 << 20, maxTotalBytes: 8 << 20, maxFiles: 100 });
