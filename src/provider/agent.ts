@@ -461,9 +461,10 @@ export class ProviderAgent {
       exitCode: outcome === "exited" ? result.exitCode : null,
       outputsRoot: outputsRootOf(manifest),
       usage: {
-        cpuMs: 0,
+        // metered by the sandbox from the host (cgroup or QEMU process); 0 only when it could not be read
+        cpuMs: result.usage?.cpuMs ?? 0,
         wallMs: result.durationMs,
-        maxMemoryBytes: 0,
+        maxMemoryBytes: result.usage?.maxMemoryBytes ?? 0,
         outputBytes: manifest.files.reduce((n, f) => n + f.size, 0),
         outputFiles: manifest.files.length,
       },
@@ -471,6 +472,7 @@ export class ProviderAgent {
       startedAt: startedAt.toISOString(),
       finishedAt: new Date(Math.max(this.now().getTime(), startedAt.getTime())).toISOString(),
     };
+    this.ledger.metered(job.jobId, statement.usage, this.now());
     return {
       statement: signResultStatement(statement, this.identity),
       manifest,

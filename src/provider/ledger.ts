@@ -6,23 +6,46 @@
 import type { DatabaseSync } from "node:sqlite";
 import { openDatabase } from "../store/sqlite.js";
 
+/** Where a job stands: in flight (`accepted`, `running`, `committed`) or ended. `abandoned`: the agent stopped mid-job. */
 export type JobState = "accepted" | "running" | "committed" | "revealed" | "failed" | "abandoned";
 
+/** One job of the ledger. */
 export interface JobRow {
   jobId: string;
   qubeId: string;
+  /** The requestor's peer id. */
   requestor: string;
   state: JobState;
+  /** Agreed price, wei (a decimal string). */
   price: string;
+  /** ISO 8601 time the job was accepted. */
   createdAt: string;
+  /** ISO 8601 time of the last change. */
   updatedAt: string;
+  /** The outputs root committed, once known. */
   outputsRoot: string | null;
+  /** Why the job failed: an error code and reason, if any. */
   errorCode: string | null;
   errorReason: string | null;
+  /** What the job's sandbox used, metered from the host (null until the job ran). */
+  usage: JobUsage | null;
 }
 
+/** Metered usage of one job, as its signed result statement states it. */
+export interface JobUsage {
+  cpuMs: number;
+  wallMs: number;
+  maxMemoryBytes: number;
+}
+
+/** Columns added after the first release: created in a ledger that lacks them. */
+const USAGE_COLUMNS = ["cpu_ms", "wall_ms", "max_memory_bytes"] as const;
+
+/** Totals of the ledger, as {@link JobLedger.summary} returns them. */
 export interface LedgerSummary {
+  /** Jobs in all. */
   jobs: number;
+  /** Jobs per state. */
   byState: Record<string, number>;
   /** Sum of the prices of revealed jobs, wei (a decimal string). */
   earnedWei: string;
@@ -30,9 +53,18 @@ export interface LedgerSummary {
 
 const IN_FLIGHT: JobState[] = ["accepted", "running", "committed"];
 
+/**
+ * The provider's job ledger, one SQLite file. Synchronous; close it when done.
+ *
+ * @example
+ * const ledger = new JobLedger(join(dataDir, "ledger.sqlite"));
+ * console.log(ledger.summary(), ledger.recent(5));
+ * ledger.close();
+ */
 export class JobLedger {
   private readonly db: DatabaseSync;
 
+  /** Opens (creating if needed) the ledger at `path`; throws PlatformError `STORE_UNAVAILABLE`. */
   constructor(path: string) {
     this.db = openDatabase(
       path,
@@ -52,6 +84,18 @@ export class JobLedger {
       CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
     `,
     );
+    const columns = new Set(
+      (this.db.prepare("PRAGMA table_info(jobs)").all() as { name: string }[]).map((column) => column.name),
+    );
+    for (const column of USAGE_COLUMNS)
+      if (!columns.has(column)) this.db.exec(`ALTER TABLE jobs ADD COLUMN ${column} INTEGER`);
+  }
+
+  /** Records what the job's sandbox used (CPU time, wall time, peak memory). */
+  metered(jobId: string, usage: JobUsage, now: Date): void {
+    this.db
+      .prepare("UPDATE jobs SET cpu_ms = ?, wall_ms = ?, max_memory_bytes = ?, updated_at = ? WHERE job_id = ?")
+      .run(usage.cpuMs, usage.wallMs, usage.maxMemoryBytes, now.toISOString(), jobId);
   }
 
   /** Marks every job that was in flight when the agent stopped as abandoned; returns their ids. */
@@ -68,6 +112,7 @@ export class JobLedger {
     return rows.map((row) => row.job_id);
   }
 
+  /** Records a newly admitted job (state `accepted`); price in wei. */
   accepted(jobId: string, qubeId: string, requestor: string, price: string, now: Date): void {
     this.db
       .prepare(
@@ -76,6 +121,7 @@ export class JobLedger {
       .run(jobId, qubeId, requestor, price, now.toISOString(), now.toISOString());
   }
 
+  /** Moves a job to `state`, recording the outputs root or error when given (earlier values are kept otherwise). */
   transition(
     jobId: string,
     state: JobState,
@@ -96,6 +142,7 @@ export class JobLedger {
       );
   }
 
+  /** One job, or undefined when unknown. */
   get(jobId: string): JobRow | undefined {
     const row = this.db.prepare("SELECT * FROM jobs WHERE job_id = ?").get(jobId) as
       | Record<string, string | null>
@@ -103,6 +150,7 @@ export class JobLedger {
     return row ? toJob(row) : undefined;
   }
 
+  /** The most recently accepted jobs, newest first (at most `limit`). */
   recent(limit = 20): JobRow[] {
     return (
       this.db.prepare("SELECT * FROM jobs ORDER BY created_at DESC, job_id LIMIT ?").all(limit) as Record<
@@ -112,6 +160,7 @@ export class JobLedger {
     ).map(toJob);
   }
 
+  /** Job counts per state and what revealed jobs earned. */
   summary(): LedgerSummary {
     const rows = this.db.prepare("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").all() as {
       state: string;
@@ -123,6 +172,7 @@ export class JobLedger {
     return { jobs: rows.reduce((n, row) => n + Number(row.n), 0), byState, earnedWei: earned.toString() };
   }
 
+  /** Closes the database. */
   close(): void {
     this.db.close();
   }
@@ -140,5 +190,9 @@ function toJob(row: Record<string, string | null>): JobRow {
     outputsRoot: row.outputs_root ?? null,
     errorCode: row.error_code ?? null,
     errorReason: row.error_reason ?? null,
+    usage:
+      row.cpu_ms === null || row.cpu_ms === undefined
+        ? null
+        : { cpuMs: Number(row.cpu_ms), wallMs: Number(row.wall_ms), maxMemoryBytes: Number(row.max_memory_bytes) },
   };
 }

@@ -4,9 +4,10 @@
  */
 
 import type { Tier } from "../qube/schemas.js";
+import type { SandboxUsage } from "./usage.js";
 
 /** The isolation tiers Airqube knows (one definition, in the qube format: `TIERS`). */
-export type { Tier };
+export type { SandboxUsage, Tier };
 
 /** Resource limits of one qube. All are hard caps enforced by the sandbox. */
 export interface SandboxLimits {
@@ -92,6 +93,8 @@ export interface SandboxResult {
   outputs: SandboxOutput[];
   startedAt: string;
   endedAt: string;
+  /** CPU time and peak memory metered by the host (the container's cgroup, the QEMU process); absent when unread. */
+  usage?: SandboxUsage;
 }
 
 /** A sandbox tier. Each `run` uses a fresh sandbox that is destroyed before `run` settles. */

@@ -258,17 +258,23 @@ export class ChannelParser {
 
 /**
  * A writable that feeds `parser` and holds its writer back while the parser's archive consumer (the unpacker)
- * is behind, so that backpressure reaches the sandbox. It finishes as soon as the end frame arrives (`onEnd`).
+ * is behind, so that backpressure reaches the sandbox. It finishes as soon as the end frame arrives (`onEnd`);
+ * `onExit` runs once when the exit report has arrived (the sandbox is still there, sending its outputs).
  *
  * @example
  * await pipeline(attachStream, new DockerDemux(), channelSink(parser, () => done()));
  */
-export function channelSink(parser: ChannelParser, onEnd: () => void): Writable {
+export function channelSink(parser: ChannelParser, onEnd: () => void, onExit?: () => void): Writable {
   let signalled = false;
+  let exitSignalled = false;
   return new Writable({
     highWaterMark: FRAME_MAX,
     write(chunk: Buffer, _encoding, callback) {
       parser.push(chunk);
+      if (parser.exited && !exitSignalled) {
+        exitSignalled = true;
+        onExit?.();
+      }
       if (parser.complete && !signalled) {
         signalled = true;
         onEnd();

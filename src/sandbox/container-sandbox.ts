@@ -24,6 +24,7 @@ import {
 } from "./hardening.js";
 import { imageDigest } from "./images.js";
 import { safeRelativePath, unpackTar } from "./unpack.js";
+import { cgroupOf, dockerCgroup, UsageMeter } from "./usage.js";
 import { encodeQubeFrame, initLimitsArgument, type WarmOptions, WarmPool } from "./warm-pool.js";
 
 /** Where `npm run images` puts the static init (under the package's root, from src/ or dist/). */
@@ -199,6 +200,16 @@ export class ContainerSandbox implements Sandbox {
     }
   }
 
+  private engine: Promise<{ CgroupDriver?: string; CgroupVersion?: string }> | undefined;
+
+  /** The engine's cgroup driver and version (asked once; empty when the engine does not say). */
+  private engineInfo(): Promise<{ CgroupDriver?: string; CgroupVersion?: string }> {
+    this.engine ??= (this.docker.info() as Promise<{ CgroupDriver?: string; CgroupVersion?: string }>).catch(
+      () => ({}),
+    );
+    return this.engine;
+  }
+
   /** Resolves when the warm pool is full (at once without one); returns how many containers wait. */
   async warm(options: { signal?: AbortSignal } = {}): Promise<number> {
     return this.pool ? await this.pool.full(options) : 0;
@@ -305,10 +316,20 @@ export class ContainerSandbox implements Sandbox {
     const ended = new Promise<void>((resolveEnd) => {
       endFrame = resolveEnd;
     });
+    // Metered from the host, from the container's own cgroup: sampled while it runs, and at once when its init
+    // reports the exit and sends its end frame (the cgroup goes with the container).
+    const meter = UsageMeter.start(dockerCgroup(container.id, await this.engineInfo()));
     const transfer = pipeline(
       stream as unknown as NodeJS.ReadableStream,
       demux,
-      channelSink(parser, () => endFrame()),
+      channelSink(
+        parser,
+        () => {
+          void meter.sample();
+          endFrame();
+        },
+        () => void meter.sample(),
+      ),
     );
     const transferred = Promise.race([ended, transfer]).then(
       () => undefined,
@@ -325,6 +346,13 @@ export class ContainerSandbox implements Sandbox {
     } else await container.start();
     const waited = container.wait();
     waited.catch(() => undefined);
+    // The engine's cgroup path for this container is known from its id; when that guess reads nothing, the
+    // container's init pid tells where its cgroup is (a daemon in another cgroup namespace, say).
+    meter.sample().then(async () => {
+      if (meter.current) return;
+      const state = await container.inspect().catch(() => undefined);
+      if (state?.State.Pid) meter.use(await cgroupOf(state.State.Pid));
+    });
 
     // The wall clock bounds the qube's command; once it has exited (its exit frame arrived), the outputs get
     // their own deadline sized to the output cap, so large outputs near the deadline are not cut.
@@ -358,6 +386,7 @@ export class ContainerSandbox implements Sandbox {
     });
     const durationMs = Math.round(performance.now() - started);
     const endedAt = new Date();
+    const usage = await meter.stop(); // before the container and its cgroup go
     const timedOut = outcome === "timeout";
     if (outcome !== "done") {
       await container.kill({ signal: "SIGKILL" }).catch(() => undefined);
@@ -423,6 +452,7 @@ export class ContainerSandbox implements Sandbox {
       outputs: complete ? files : [],
       startedAt: startedAt.toISOString(),
       endedAt: endedAt.toISOString(),
+      ...(usage ? { usage } : {}),
     };
   }
 

@@ -388,5 +388,6 @@ export function toRunResult(served: VmServeResult, imageDigest: string): Sandbox
     outputs: served.files,
     startedAt: served.startedAt.toISOString(),
     endedAt: served.endedAt.toISOString(),
+    ...(served.usage ? { usage: served.usage } : {}),
   };
 }

@@ -80,6 +80,13 @@ describe("net: qube exchange between real agents @docker", function () {
       const statement = verifyResultStatement(answer.statement, { provider: answer.provider, qubeId: qube.spec.id });
       expect(statement.outputsRoot).to.equal(result.outputsRoot);
       expect(statement.exitCode).to.equal(0);
+      // metered from the container's cgroup, and the same figures in the provider's ledger
+      expect(statement.usage.maxMemoryBytes, "peak memory metered").to.be.above(64 * 1024);
+      expect(statement.usage.cpuMs).to.be.at.most(statement.usage.wallMs * 2);
+      const ledger = agents.find((a) => a.offer().provider === answer.provider)!.ledger;
+      const job = ledger.recent(50).find((row) => row.qubeId === qube.spec.id)!;
+      const { cpuMs, wallMs, maxMemoryBytes } = statement.usage;
+      expect(job.usage).to.deep.equal({ cpuMs, wallMs, maxMemoryBytes });
     }
     expect((await (await import("node:fs/promises")).readFile(`${outputDir}/result`, "utf8")).trim()).to.equal("5");
   });

@@ -1,6 +1,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { expect } from "chai";
 import { JobLedger } from "../../src/provider/ledger.js";
 import { RequestorJournal } from "../../src/requestor/journal.js";
@@ -21,6 +22,26 @@ describe("provider: job ledger (SQLite)", () => {
     expect(again.get("j2")?.state).to.equal("abandoned");
     expect(again.get("j1")?.state).to.equal("revealed");
     expect(again.summary()).to.deep.equal({ jobs: 2, byState: { abandoned: 1, revealed: 1 }, earnedWei: "1000" });
+    again.close();
+  });
+});
+
+describe("provider: job ledger, metered usage", () => {
+  it("keeps each job's CPU time, wall time and peak memory, and adds the columns to an older ledger", () => {
+    const path = join(mkdtempSync(join(tmpdir(), "aq-ledger-")), "ledger.sqlite");
+    const now = new Date("2026-11-26T10:00:00Z");
+    const old = new DatabaseSync(path); // a ledger of the first release: no usage columns
+    old.exec(
+      "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, qube_id TEXT NOT NULL, requestor TEXT NOT NULL, state TEXT NOT NULL, price TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, outputs_root TEXT, error_code TEXT, error_reason TEXT)",
+    );
+    old.close();
+    const ledger = new JobLedger(path);
+    ledger.accepted("j1", "aq1x", "peerA", "1000", now);
+    expect(ledger.get("j1")?.usage).to.equal(null);
+    ledger.metered("j1", { cpuMs: 812, wallMs: 1500, maxMemoryBytes: 41_943_040 }, now);
+    ledger.close();
+    const again = new JobLedger(path);
+    expect(again.get("j1")?.usage).to.deep.equal({ cpuMs: 812, wallMs: 1500, maxMemoryBytes: 41_943_040 });
     again.close();
   });
 });

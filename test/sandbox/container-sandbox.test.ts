@@ -68,6 +68,18 @@ describe("ContainerSandbox @docker", function () {
     expect(result.stdout).to.equal("/scratch 65534:65534 1777\n/output 65534:65534 1777\n/tmp 65534:65534 1777\n");
   });
 
+  it("meters CPU time and peak memory from the container's cgroup", async () => {
+    const result = await sandbox.run({
+      image: BUSYBOX,
+      // about half a second of CPU, then 40 MiB on the scratch tmpfs (charged to the container's memory)
+      command: sh("i=0; while [ $i -lt 60000 ]; do i=$((i+1)); done; head -c 41943040 /dev/zero > /scratch/f; echo ok"),
+    });
+    expect(result.stdout).to.equal("ok\n");
+    expect(result.usage, "usage metered").to.not.equal(undefined);
+    expect(result.usage!.cpuMs).to.be.within(100, result.durationMs * 2);
+    expect(result.usage!.maxMemoryBytes).to.be.within(40 * 1024 * 1024, 256 * 1024 * 1024);
+  });
+
   it("has no network interface but loopback", async () => {
     const result = await sandbox.run({ image: BUSYBOX, command: sh("ls /sys/class/net") });
     expect(result.stdout.trim().split(/\s+/)).to.deep.equal(["lo"]);

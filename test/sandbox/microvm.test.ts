@@ -96,6 +96,7 @@ describe("MicroVmSandbox @qemu @docker", function () {
           "cat /input/in.txt; echo; (echo x > /input/in.txt) 2>/dev/null || echo input-read-only",
           "(touch /etc/x) 2>/dev/null || echo root-read-only",
           "grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status",
+          "stat -c '%n %u:%g %a' /scratch /output /tmp",
           "ls /sys/class/net",
           "mkdir /output/d; printf abc > /output/d/x.txt; exit 7",
         ].join("; "),
@@ -113,7 +114,13 @@ describe("MicroVmSandbox @qemu @docker", function () {
     expect(result.stdout).to.match(/CapEff:\s+0000000000000000/);
     expect(result.stdout).to.match(/CapBnd:\s+0000000000000000/);
     expect(result.stdout).to.match(/NoNewPrivs:\s+1/);
+    expect(result.stdout, "scratch owned by the qube, mode as declared").to.contain(
+      "/scratch 65534:65534 1777\n/output 65534:65534 1777\n/tmp 65534:65534 1777\n",
+    );
     expect(result.stdout.trim().split("\n").at(-1), "no network interface but loopback").to.equal("lo");
+    // metered from the host: the QEMU process's CPU time while it served the qube, and its peak RSS
+    expect(result.usage?.cpuMs).to.be.within(1, result.durationMs * 4);
+    expect(result.usage?.maxMemoryBytes).to.be.above(64 * 1024 * 1024);
     expect(result.outputs).to.deep.equal([
       { path: "output/d/x.txt", size: 3, sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" },
     ]);

@@ -16,9 +16,10 @@ const sh = (script: string) => ["sh", "-c", script];
 const tmp = () => mkdtemp(join(tmpdir(), "aq-warm-"));
 
 /** What a run reports, minus its timing. */
-function comparable(result: SandboxResult): Omit<SandboxResult, "durationMs" | "startedAt" | "endedAt"> {
-  const { durationMs: _d, startedAt: _s, endedAt: _e, ...rest } = result;
-  return rest;
+/** A result without what varies from run to run: timings and metered usage (only whether it was metered). */
+function comparable(result: SandboxResult) {
+  const { durationMs: _d, startedAt: _s, endedAt: _e, usage, ...rest } = result;
+  return { ...rest, metered: usage !== undefined && usage.maxMemoryBytes > 0 };
 }
 
 describe("qube frame encoding", () => {
@@ -104,6 +105,7 @@ describe("ContainerSandbox warm pool @docker", function () {
     const cold = new ContainerSandbox({ docker });
     const coldResult = await cold.run(await qube());
     expect(comparable(warmResult)).to.deep.equal(comparable(coldResult));
+    expect(comparable(warmResult).metered, "a warm qube is metered too").to.equal(true);
     expect(warmResult.stdout).to.equal("hello warm world\n65534\n");
     expect(warmResult.exitCode).to.equal(7);
     expect(await readFile(join(warmQube.outputDir ?? "", "output/d/x.txt"), "utf8")).to.equal("abc");

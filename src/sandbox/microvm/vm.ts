@@ -13,6 +13,7 @@ import { AirqubeError, InternalError, PeerError, PlatformError, TimeoutError } f
 import type { SandboxOutput } from "../api.js";
 import { ChannelParser, type ChannelResult, FRAME_MAX, HELLO } from "../channel.js";
 import { unpackTar } from "../unpack.js";
+import { type SandboxUsage, UsageMeter } from "../usage.js";
 import { encodeQube, type VmQube } from "./host-frames.js";
 import {
   type Accel,
@@ -65,6 +66,8 @@ export interface VmServeResult {
   firstStdoutMs?: number;
   /** `performance.now()` when the first stdout frame arrived. */
   firstStdoutAt?: number;
+  /** The QEMU process's CPU time during the serve and its peak RSS, when /proc could be read. */
+  usage?: SandboxUsage;
 }
 
 /**
@@ -337,6 +340,9 @@ export class MicroVm {
 
     const startedAt = new Date();
     const started = performance.now();
+    const meter = UsageMeter.start(this.child.pid ? { kind: "process", pid: this.child.pid } : undefined, {
+      sinceStart: true,
+    });
     let firstStdoutAt: number | undefined;
     let settle: (outcome: Outcome) => void = () => undefined;
     const settledOutcome = new Promise<Outcome>((resolve) => {
@@ -408,6 +414,7 @@ export class MicroVm {
       clearTimeout(timer);
       if (onAbort) signal?.removeEventListener("abort", onAbort);
     }
+    const usage = await meter.stop(); // while QEMU is still there to read
     // The result is complete (or will never be): the VM goes now, whatever it is doing.
     await this.destroy();
     this.sink = undefined;
@@ -458,7 +465,7 @@ export class MicroVm {
       // killed at the host deadline: the archive (if any) is incomplete and nothing of it is kept
       parser.archive.destroy();
       await settled(unpacking, 5000);
-      return { channel, files, hostTimedOut, startedAt, endedAt, durationMs };
+      return { channel, files, hostTimedOut, startedAt, endedAt, durationMs, ...(usage ? { usage } : {}) };
     }
     // The whole archive is in the unpacker's hands now; bound the wait all the same.
     let unpackTimer: NodeJS.Timeout | undefined;
@@ -479,6 +486,7 @@ export class MicroVm {
       endedAt,
       durationMs,
       ...(firstStdoutAt !== undefined ? { firstStdoutAt, firstStdoutMs: firstStdoutAt - started } : {}),
+      ...(usage ? { usage } : {}),
     };
   }
 
