@@ -6,6 +6,7 @@ import { airqubeEscrowAbi, airqubeEscrowBytecode } from "./abi/airqube-escrow.js
 import { testGLMAbi, testGLMBytecode } from "./abi/test-glm.js";
 import { type CallOptions, runChainCall } from "./rpc.js";
 
+/** The addresses {@link deployEscrow} deployed (or used). */
 export interface Deployment {
   /** The ERC-20 token's address. */
   token: string;

@@ -1,5 +1,7 @@
 /**
  * Chain bindings: the escrow client, deployment, the embedded local chain and the pure job hashing.
+ *
+ * @packageDocumentation
  */
 export { type Deployment, deployEscrow, fundAccounts } from "./deploy.js";
 export { ChainError, type ChainErrorCode } from "./errors.js";

@@ -20,17 +20,25 @@ import { ContainerSandbox } from "../sandbox/container-sandbox.js";
 /** The `airqube` entry point of this package (from src/, dist/ or node_modules/airqube). */
 const BIN = join(packageRoot(), "bin", "airqube.js");
 
+/** How one devnet provider is started (each field is the `airqube provider` flag of the same name). */
 export interface DevnetProviderOptions {
   /** Adversary behaviour (tests only). */
   behaviour?: string;
+  /** Most qubes it runs at once. */
   maxConcurrent?: number;
+  /** Declared operator key (providers of one operator never serve one qube together). */
   operator?: string;
+  /** Payout address; not allowed with `chain` (the devnet creates the payout keys). */
   payout?: string;
+  /** Start price, wei. */
   priceStart?: string;
+  /** Price per second of wall time, wei (default 0 when `priceStart` is given). */
   pricePerSecond?: string;
 }
 
+/** Options of {@link Devnet.start}. */
 export interface DevnetOptions {
+  /** How many providers, or the options of each. */
   providers: number | DevnetProviderOptions[];
   /** Root directory; default a fresh temporary one. */
   dir?: string;
@@ -38,6 +46,7 @@ export interface DevnetOptions {
   probeCache?: string;
   /** Passed to every child (e.g. AIRQUBE_SLOW_MS). */
   env?: Record<string, string>;
+  /** Aborts the start (TimeoutError `ABORTED`). */
   signal?: AbortSignal;
   /**
    * Called as the devnet comes up: `probed` (the escape suite's summary), `chainReady` (RPC URL and escrow),
@@ -48,6 +57,7 @@ export interface DevnetOptions {
     type: "probed" | "chainReady" | "bootstrapReady" | "providerReady" | "providerExited";
     detail: unknown;
   }) => void;
+  /** How long each process may take to become ready, ms (default 60 000). */
   readyTimeoutMs?: number;
   /**
    * Starts a local chain on 127.0.0.1 with the test token and the escrow, funds the requestor and every
@@ -79,12 +89,18 @@ export interface DevnetChain {
   resume(): Promise<void>;
 }
 
+/** One running devnet provider. */
 export interface DevnetProvider {
+  /** Its position in `Devnet.providers`. */
   index: number;
   peerId: string;
+  /** The multiaddrs it listens on. */
   addrs: string[];
+  /** Its data directory (identity, ledger, payout key). */
   dataDir: string;
+  /** Its `airqube provider` child process. */
   process: ChildProcess;
+  /** Its behaviour (`honest` unless a test asked otherwise). */
   behaviour: string;
   /** Payout address (with a chain: the funded account whose key is in its data directory). */
   payout?: string;
@@ -155,6 +171,19 @@ function spawnReady(
   });
 }
 
+/**
+ * A running devnet: a bootstrap peer and provider processes (`airqube` children) and, with `chain`, a local
+ * chain with the escrow. Stop it when done.
+ *
+ * @example
+ * const devnet = await Devnet.start({ providers: 3, chain: true });
+ * try {
+ *   const aq = new Airqube({ bootstrap: [devnet.bootstrap] });
+ *   // ... run qubes ...
+ * } finally {
+ *   await devnet.stop();
+ * }
+ */
 export class Devnet {
   private constructor(
     readonly dir: string,
@@ -166,6 +195,9 @@ export class Devnet {
 
   /**
    * Starts a devnet and resolves when every provider has announced itself.
+   *
+   * @throws UserError `DEVNET_INVALID` (a `payout` with `chain`), `HARDHAT_MISSING` (a chain without
+   * Hardhat installed); PlatformError `DEVNET_START_FAILED`; TimeoutError `DEVNET_TIMEOUT` or `ABORTED`.
    *
    * @example
    * const devnet = await Devnet.start({ providers: 3 });

@@ -33,6 +33,7 @@ export const golemImageSchema = z.strictObject({
     .max(2048)
     .optional(),
 });
+/** A Golem image (GVMI): its SHA3-224 `hash` and the `url` providers download it from. */
 export type GolemImage = z.infer<typeof golemImageSchema>;
 
 const glmAmount = z.number().finite().min(0).max(1_000_000);
@@ -98,6 +99,7 @@ export const golemFileConfigSchema = z.strictObject({
     .max(64 * 1024 * 1024)
     .optional(),
 });
+/** The `golem` section of the Airqube config file, as written (see {@link golemFileConfigSchema}). */
 export type GolemFileConfig = z.input<typeof golemFileConfigSchema>;
 
 /** The complete, validated settings. */
@@ -124,6 +126,10 @@ export interface GolemConfig {
   logBytes: number;
 }
 
+/**
+ * Defaults of every setting but the app key, `allowRemote` and the images: the local yagna, the Holesky
+ * testnet, price caps in GLM, and time-outs in milliseconds.
+ */
 export const DEFAULT_GOLEM_CONFIG = {
   apiUrl: "http://127.0.0.1:7465",
   paymentNetwork: "holesky",

@@ -65,6 +65,11 @@ function combine(...signals: (AbortSignal | undefined)[]): AbortSignal {
   return AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined));
 }
 
+/**
+ * One qube on one Golem provider (see the module comment for its phases), created and prepared by
+ * {@link GolemMarket.dispatch}. The requestor commits to the provider's answer itself, with a salt only it
+ * knows; the rental and the allocation are released on every path.
+ */
 export class GolemDispatch implements Dispatch {
   private readonly controller = new AbortController();
   private allocation: Allocation | undefined;

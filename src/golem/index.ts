@@ -1,6 +1,8 @@
 /**
  * The Golem backend: run qubes on providers rented from the Golem network through golem-js and yagna, with
  * Airqube's redundancy and verification on top. See `GolemMarket` and `loadGolemConfig`.
+ *
+ * @packageDocumentation
  */
 export {
   DEFAULT_GOLEM_CONFIG,

@@ -22,6 +22,7 @@ export type ProbeCategory =
   | "kernel"
   | "isolation";
 
+/** How bad an escape a probe's failure would allow. */
 export type ProbeSeverity = "critical" | "high" | "medium" | "low";
 
 /** One row of the probe table. */

@@ -1,6 +1,8 @@
 /**
  * The escape regression suite: run it (`runProbeSuite`), weaken the sandbox on purpose to prove each probe can
  * fail (`listWeakenings`), and render or hash the report (`toJUnit`, `reportHash`, `exitStatus`).
+ *
+ * @packageDocumentation
  */
 export { PROBES, type ProbeCategory, type ProbeInfo, type ProbeSeverity, probeInfo } from "./catalog.js";
 export { type ParsedOutput, type ProbeLine, parseProbeOutput, type Verdict } from "./protocol.js";

@@ -7,17 +7,25 @@ import { qubePrice } from "../net/offers/offer.js";
 import type { QubeSpec, Tier } from "../qube/index.js";
 import { DEFAULT_MAX_INPUT_BYTES, type ProviderResources } from "./config.js";
 
+/** What {@link checkAdmission} decides on: the qube, its price, and the provider's offer and load. */
 export interface AdmissionInput {
   spec: QubeSpec;
+  /** The price offered for the qube, wei. */
   price: bigint;
+  /** The tiers the provider offers. */
   tiers: Tier[];
+  /** The largest resources the provider gives one qube. */
   resources: ProviderResources;
+  /** The provider's price list, wei: a start price plus a price per second of wall time. */
   pricing: { start: bigint; perSecond: bigint };
+  /** Qubes running now. */
   running: number;
   maxConcurrent: number;
+  /** True while the provider shuts down. */
   draining: boolean;
 }
 
+/** Why a provider refuses a qube: a stable `code` (e.g. `AT_CAPACITY`) and a human-readable `reason`. */
 export interface Refusal {
   code: string;
   reason: string;
@@ -28,6 +36,15 @@ export function minimumPrice(spec: QubeSpec, pricing: { start: bigint; perSecond
   return qubePrice(pricing, spec.limits.wallTimeMs);
 }
 
+/**
+ * Decides whether the provider admits a qube: undefined when it does, otherwise the first refusal among
+ * `DRAINING`, `AT_CAPACITY`, `TIER_UNAVAILABLE`, `NETWORK_UNSUPPORTED`, `LIMITS_EXCEEDED`,
+ * `INPUTS_TOO_LARGE`, `NORMALISATION_UNSUPPORTED` and `PRICE_TOO_LOW`. Pure.
+ *
+ * @example
+ * const refusal = checkAdmission({ spec, price, tiers: ["container"], resources, pricing, running: 0, maxConcurrent: 2, draining: false });
+ * if (refusal) console.log(refusal.code, refusal.reason);
+ */
 export function checkAdmission(input: AdmissionInput): Refusal | undefined {
   const { spec, resources } = input;
   if (input.draining) return { code: "DRAINING", reason: "the provider is shutting down" };

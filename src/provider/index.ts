@@ -6,6 +6,8 @@
  * @example
  * import { ProviderAgent, escapeSuiteGate } from "airqube/provider";
  * import { ContainerSandbox } from "airqube/sandbox";
+ *
+ * @packageDocumentation
  */
 export { type AdmissionInput, checkAdmission, minimumPrice, type Refusal } from "./admission.js";
 export {

@@ -2,6 +2,8 @@
  * The requestor's lower-level pieces, for those who need more than `Airqube`: seal a qube (`sealQube`), run it
  * with the `Requestor` over any `ComputeMarket` (the embedded network's `Libp2pMarket`, or `airqube/golem`),
  * pay through `EscrowPayments`, and the pure round engine and quorum rules that decide what is trusted.
+ *
+ * @packageDocumentation
  */
 export type {
   ComputeMarket,

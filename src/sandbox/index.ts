@@ -7,6 +7,8 @@
  * const sandbox = new ContainerSandbox();
  * const result = await sandbox.run({ image: "airqube/busybox:latest", command: ["echo", "hi"] });
  * await sandbox.close();
+ *
+ * @packageDocumentation
  */
 export {
   type ArchiveLimits,

@@ -45,6 +45,7 @@ export async function defaultKernel(): Promise<string> {
   return join("/boot", pick);
 }
 
+/** Options of {@link MicroVmSandboxOptions.preload}: which VMs to keep booted ahead of need. */
 export interface PreloadOptions {
   /** The image whose VMs are kept booted. */
   image: string;
@@ -56,12 +57,17 @@ export interface PreloadOptions {
   cpus?: number;
 }
 
+/** Options of a {@link MicroVmSandbox}. */
 export interface MicroVmSandboxOptions {
+  /** The Docker client the images are read from; default one for the local engine. */
   docker?: Docker;
   /** `auto` (default) tries KVM with a self-test boot and falls back to TCG. */
   accel?: AccelChoice;
+  /** The QEMU program; default `qemu-system-x86_64` on the `PATH`. */
   qemuBinary?: string;
+  /** The guest kernel image; default {@link defaultKernel}. */
   kernel?: string;
+  /** The guest's static init; default {@link defaultVmInit}. */
   initBinary?: string;
   /** Where converted images are cached (default: a root-owned dir in the system temp dir). */
   cacheDir?: string;
@@ -69,6 +75,7 @@ export interface MicroVmSandboxOptions {
   bootTimeoutMs?: number;
   /** How long past the qube's wall time the host waits before killing the VM itself (default 15 s). */
   graceMs?: number;
+  /** Keep VMs of one image booted ahead of need; qubes of another image or other limits boot cold. */
   preload?: PreloadOptions;
   /** Keep each VM's kernel console in its private temp dir, for boot diagnostics (development only). */
   consoleLog?: boolean;
