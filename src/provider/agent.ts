@@ -54,40 +54,73 @@ import { ProviderPayments, writeChainFile } from "./payments.js";
 
 /** The escape-suite outcome the agent needs per tier. */
 export interface ProbeGateResult {
+  /** Hash of the suite's report (see `reportHash` in `airqube/probes`), published in offers. */
   reportHash: string;
+  /** Probes that passed. */
   pass: number;
+  /** Probes that failed: any failure keeps the tier from being offered. */
   fail: number;
+  /** Probes that could not decide: any keeps the tier from being offered. */
   inconclusive: number;
+  /** Probes skipped (not applicable to the tier). */
   skipped: number;
 }
 
 /** Runs (or looks up) the escape suite for one tier. */
 export type ProbeGate = (tier: Tier, sandbox: Sandbox, options: { signal?: AbortSignal }) => Promise<ProbeGateResult>;
 
+/** The collaborators of a {@link ProviderAgent} (tests pass fakes). */
 export interface ProviderDeps {
+  /** A sandbox per tier; default a `ContainerSandbox` for `container` (other tiers must be given). */
   sandboxes?: Partial<Record<Tier, Sandbox>>;
+  /** Vets each configured tier at start (e.g. {@link escapeSuiteGate}). */
   probe: ProbeGate;
+  /** Pino logger; default silent. */
   logger?: Logger;
+  /** Clock (tests); default the system clock. */
   now?: () => Date;
 }
 
+/** A running agent's state, as {@link ProviderAgent.status} returns it (also written to `status.json`). */
 export interface ProviderStatus {
+  /** The provider's libp2p peer id. */
   peerId: string;
+  /** The multiaddrs the node listens on. */
   addrs: string[];
+  /** The address it is paid to. */
   payout: string;
+  /** The tiers offered (those that passed the escape suite). */
   tiers: Tier[];
+  /** Qubes admitted and not yet finished. */
   running: number;
+  /** Most qubes run at once. */
   maxConcurrent: number;
+  /** True once `stop` began: no new qube is admitted. */
   draining: boolean;
+  /** The escape suite's outcome per configured tier. */
   probes: Partial<Record<Tier, ProbeGateResult>>;
 }
 
 /** How long a provider listening on `/p2p-circuit` waits for a relay reservation before it announces. */
 const RELAY_RESERVATION_WAIT_MS = 15_000;
 
+/**
+ * The provider agent. `start` vets each configured tier with the escape suite, joins the network, announces
+ * signed offers and serves qubes; `stop` drains and shuts down. One agent per data directory at a time.
+ *
+ * @example
+ * const config = loadProviderConfig(undefined, { dataDir, bootstrap: [bootstrapAddr] });
+ * const agent = new ProviderAgent(config, { probe: escapeSuiteGate({ cacheDir: join(dataDir, "probe-cache") }) });
+ * const status = await agent.start();
+ * console.log(status.peerId, status.tiers);
+ * process.once("SIGINT", () => agent.stop({ drainMs: 10_000 }));
+ */
 export class ProviderAgent {
+  /** The provider's identity (peer id, signing and sealing keys), kept in the data directory. */
   readonly identity;
+  /** The job ledger (`ledger.sqlite` in the data directory). */
   readonly ledger: JobLedger;
+  /** The address the provider is paid to. */
   readonly payout: string;
   /** The payout key, when the agent is paid on chain (never logged). */
   private readonly payoutKey: string | undefined;
@@ -110,6 +143,12 @@ export class ProviderAgent {
   private draining = false;
   private readonly dirLock: DirLock;
 
+  /**
+   * Locks the data directory and loads (or creates) the identity, the payout key and the ledger.
+   *
+   * @throws UserError `DATA_DIR_LOCKED`, `PAYOUT_KEY_MISMATCH` (paid on chain with a `payout` that is not the
+   * data directory's payout key); PlatformError `STORE_UNAVAILABLE`.
+   */
   constructor(
     readonly config: ProviderConfig,
     private readonly deps: ProviderDeps,
@@ -142,7 +181,12 @@ export class ProviderAgent {
     this.sandboxes = deps.sandboxes ?? {};
   }
 
-  /** Starts the agent; resolves once it is listening and has announced its first offer. */
+  /**
+   * Starts the agent; resolves once it is listening and has announced its first offer.
+   *
+   * @throws PlatformError `NO_SAFE_TIER` when no tier passed the escape suite; UserError for bad addresses or
+   * `TIER_UNAVAILABLE` (a tier without a sandbox); the chain's errors when paid on chain.
+   */
   async start(options: { signal?: AbortSignal } = {}): Promise<ProviderStatus> {
     const abandoned = this.ledger.recover(this.now());
     if (abandoned.length > 0) this.logger.warn({ jobs: abandoned }, "jobs abandoned by a previous run");
@@ -228,10 +272,12 @@ export class ProviderAgent {
     return sandbox;
   }
 
+  /** The multiaddrs the node listens on (empty before `start`). */
   addrs(): string[] {
     return (this.node?.getMultiaddrs() ?? []).map((ma) => ma.toString());
   }
 
+  /** The agent's state now. */
   status(): ProviderStatus {
     return {
       peerId: this.identity.peerId,
@@ -277,6 +323,7 @@ export class ProviderAgent {
     };
   }
 
+  /** The offer as of now, signed with the provider's identity. */
   signedOffer(): SignedOffer {
     return signOffer(this.offer(), this.identity);
   }

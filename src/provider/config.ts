@@ -16,6 +16,10 @@ export const behaviourSchema = z
     "must be honest, lie, lie:every=N, lie:p=P[,seed=S], lazy, copy, slow, crash or collude:GROUP",
   );
 
+/**
+ * The provider configuration schema: every field bounded, defaults filled in. Refuses a non-loopback chain
+ * RPC URL without `allowPublicRpc`, and adversary behaviours outside a devnet or test configuration.
+ */
 export const providerConfigSchema = z
   .strictObject({
     dataDir: z.string().min(1),
@@ -107,7 +111,12 @@ export const providerConfigSchema = z
     }
   });
 
+/** A validated provider configuration (see {@link providerConfigSchema}; built by {@link loadProviderConfig}). */
 export type ProviderConfig = z.infer<typeof providerConfigSchema>;
+/**
+ * What a provider offers per qube: CPU in thousandths of a core, memory and scratch in bytes, processes, the
+ * longest wall time in ms, and the largest total of inputs in bytes.
+ */
 export type ProviderResources = NonNullable<ProviderConfig["resources"]>;
 
 /** The total input size a provider accepts when its config names none: 1 GiB. */
@@ -125,7 +134,15 @@ export function defaultResources(): ProviderResources {
   };
 }
 
-/** Reads a config file (JSON) and merges flags over it. */
+/**
+ * Reads a config file (JSON) and merges flags over it (flags that are undefined are ignored).
+ *
+ * @throws UserError `CONFIG_UNREADABLE` (the file cannot be read or parsed) or `CONFIG_INVALID` (with the
+ * first failing field).
+ *
+ * @example
+ * const config = loadProviderConfig(undefined, { dataDir: "/var/lib/airqube", bootstrap: [bootstrapAddr] });
+ */
 export function loadProviderConfig(file: string | undefined, flags: Record<string, unknown>): ProviderConfig {
   let base: Record<string, unknown> = {};
   if (file) {

@@ -50,8 +50,11 @@ export function maxArchiveBytes(limits: SandboxLimits): number {
 /** Output paths a qube may declare: only its writable scratch space. */
 const OUTPUT_ROOTS = ["/output", "/scratch", "/tmp"];
 
+/** Options of a {@link ContainerSandbox}. */
 export interface ContainerSandboxOptions {
+  /** The Docker client; default one for the local engine (`DOCKER_HOST` or the default socket). */
   docker?: Docker;
+  /** Path of the static init run as the container's PID 1; default {@link defaultInitBinary}. */
   initBinary?: string;
   /** For the escape suite only: removes one defence from the create options. Never set in production. */
   weaken?: (config: HardenedContainerConfig) => HardenedContainerConfig;
