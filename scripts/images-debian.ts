@@ -57,6 +57,7 @@ for (const image of IMAGES.filter((i) => !only || i.name === only)) {
   }
   const started = Date.now();
   const rootfs = join(build, `debian-${image.name}.rootfs.tar`);
+  const packagesFile = join(build, `debian-${image.name}.packages`);
   const result = spawnSync(
     "mmdebstrap",
     [
@@ -68,9 +69,8 @@ for (const image of IMAGES.filter((i) => !only || i.name === only)) {
       "--dpkgopt=path-exclude=/usr/share/locale/*",
       // the mount points of a qube, owned by root, so that a read-only root file system still has them
       '--customize-hook=mkdir -p "$1/scratch" "$1/output" "$1/input"',
-      // biome-ignore lint/suspicious/noTemplateCurlyInString: a dpkg-query format, not a template
-      '--customize-hook=chroot "$1" dpkg-query -W -f="\\${Package} \\${Version}\\n" > "$1/.airqube-packages"',
-      '--customize-hook=cp "$1/.airqube-packages" /dev/stderr; rm "$1/.airqube-packages"',
+      // the package versions, recorded beside the image ids (hooks run on the host: $1 is the rootfs)
+      `--customize-hook=chroot "$1" dpkg-query -W -f='\${Package} \${Version}\\n' > "${packagesFile}"`,
       "--format=tar",
       suite,
       rootfs,
@@ -83,7 +83,7 @@ for (const image of IMAGES.filter((i) => !only || i.name === only)) {
     console.error(`mmdebstrap failed for ${ref} (is it installed? apt-get install mmdebstrap)`);
     process.exit(1);
   }
-  const packages = result.stderr
+  const packages = readFileSync(packagesFile, "utf8")
     .split("\n")
     .filter((line) => /^[a-z0-9][a-z0-9+.-]* \S+$/.test(line))
     .sort();

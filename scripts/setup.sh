@@ -21,7 +21,7 @@ fi
 missing=()
 need() { dpkg -s "$1" >/dev/null 2>&1 || missing+=("$1"); }
 if command -v dpkg >/dev/null 2>&1; then
-  need docker.io; need busybox-static; need gcc; need libc6-dev; need musl-tools; need qemu-system-x86; need cpio; need util-linux; need iproute2; need nftables
+  need docker.io; need busybox-static; need gcc; need libc6-dev; need musl-tools; need qemu-system-x86; need cpio; need util-linux; need iproute2; need nftables; need mmdebstrap
   ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || missing+=(linux-image-cloud-amd64)
   if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
@@ -49,6 +49,8 @@ fi
 bash scripts/docker-engine.sh start
 say "building local images and the micro-VM init"
 npm run --silent images
+# airqube/python and airqube/pdf from Debian's packages (about a minute each on an idle machine; skipped when built)
+npm run --silent images:debian -- --if-missing
 npm run --silent build:vm
 say "compiling the CLI (dist/)"
 npm run --silent build

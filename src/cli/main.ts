@@ -18,6 +18,7 @@ const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
   journal: async () => (await import("./run-command.js")).registerRunCommands,
   devnet: async () => (await import("./devnet-command.js")).registerDevnetCommands,
   demo: async () => (await import("./devnet-command.js")).registerDevnetCommands,
+  "convert-pdf": async () => (await import("./convert-pdf-command.js")).registerConvertPdfCommand,
   bootnode: async () => (await import("./bootnode-command.js")).registerBootnodeCommand,
 };
 

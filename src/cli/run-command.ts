@@ -24,6 +24,7 @@ import {
   OUTPUT_MISSING_EXIT,
   TIMEOUT_EXIT,
 } from "./exit-status.js";
+import { shippedImageFrom } from "./image-options.js";
 import { interruptHandler, reportInterrupted } from "./interrupt.js";
 import { cliLogger } from "./logger.js";
 import { printJson, reportError } from "./output.js";
@@ -83,6 +84,8 @@ interface RunFlags extends PaymentFlags, NetworkFlags {
   bootstrap?: string[];
   image: string;
   imageDigest?: string;
+  shipImage?: boolean;
+  imageArchive?: string;
   input?: string;
   output: string;
   out?: string[];
@@ -125,6 +128,8 @@ export function registerRunCommands(program: Command): void {
     .option("--bootstrap <multiaddr>", "bootstrap peer (repeatable; default $AIRQUBE_BOOTSTRAP)", collect)
     .requiredOption("--image <ref>", "image reference, e.g. airqube/busybox:latest")
     .option("--image-digest <sha256:...>", "image digest (default: looked up in the local Docker engine)")
+    .option("--ship-image", "ship the image (docker save) to providers that lack it, sealed to each")
+    .option("--image-archive <file>", "ship this image archive (docker save format) to providers that lack it")
     .option("--input <dir>", "directory whose files are sealed to each provider and placed at /input")
     .requiredOption("--output <dir>", "where the verified outputs go (--out PATH lands at DIR/PATH)")
     .option(
@@ -289,10 +294,12 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     const env = Object.fromEntries(
       (flags.env ?? []).map((pair) => [pair.split("=")[0]!, pair.slice(pair.indexOf("=") + 1)]),
     );
+    const shipped = await shippedImageFrom(flags, flags.dataDir, { signal: controller.signal });
     const qube = await sealQube(
       {
         image: flags.image,
         ...(flags.imageDigest ? { imageDigest: flags.imageDigest } : {}),
+        ...(shipped ? { imageArchive: shipped } : {}),
         command,
         env,
         ...(flags.input ? { inputDir: flags.input } : {}),

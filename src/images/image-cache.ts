@@ -36,6 +36,8 @@ export class ImageCache {
   private index: Index;
   private readonly indexFile: string;
   private readonly tmp: string;
+  /** Archives received and loaded since start (a provider that had the image receives nothing). */
+  installed = 0;
 
   constructor(
     readonly dir: string,
@@ -146,6 +148,7 @@ export class ImageCache {
         bytes: inspected.archiveBytes,
         lastUsedMs: this.now(),
       };
+      this.installed += 1;
       await this.evict(expected.imageId);
       await this.saveIndex();
       return inspected;

@@ -90,6 +90,10 @@ export interface NodeOptions {
   noAnnounce?: string[];
   /** Run a circuit relay v2 server (a bootnode): peers behind NAT reserve a slot and are reached through it. */
   relayServer?: boolean;
+  /** Peer ids this node never dials nor accepts (a deny list). */
+  denyPeers?: string[];
+  /** When given, the only peer ids this node dials or accepts (an allow list; bootstrap peers must be in it). */
+  allowPeers?: string[];
   /** The clock this node tells peers that ask its time and checks offers with (default the system clock). */
   clock?: () => Date;
 }
@@ -164,6 +168,9 @@ export async function createNode(options: NodeOptions): Promise<AirqubeNode> {
   await checkNodeAddresses({ ...options, listen });
   const clock = options.clock ?? (() => new Date());
   const relayed = policy.public || listen.some((a) => a.includes("/p2p-circuit"));
+  const denied = new Set(options.denyPeers ?? []);
+  const allowed = options.allowPeers ? new Set(options.allowPeers) : undefined;
+  const refused = (peer: string) => denied.has(peer) || (allowed !== undefined && !allowed.has(peer));
   let node: Libp2p;
   try {
     node = await createLibp2p({
@@ -205,6 +212,9 @@ export async function createNode(options: NodeOptions): Promise<AirqubeNode> {
       connectionGater: {
         // never dial what the address policy forbids (defence in depth against hostile offers)
         denyDialMultiaddr: (ma) => !mayDial(ma.toString(), policy),
+        // allow and deny lists of peer ids, both ways
+        denyDialPeer: (peer) => refused(peer.toString()),
+        denyInboundEncryptedConnection: (peer) => refused(peer.toString()),
       },
       services: {
         identify: identify(),

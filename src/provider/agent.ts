@@ -260,6 +260,8 @@ export class ProviderAgent {
       ...(c.announce ? { announce: c.announce } : {}),
       ...(c.appendAnnounce ? { appendAnnounce: c.appendAnnounce } : {}),
       ...(c.noAnnounce ? { noAnnounce: c.noAnnounce } : {}),
+      ...(c.denyPeers ? { denyPeers: c.denyPeers } : {}),
+      ...(c.allowPeers ? { allowPeers: c.allowPeers } : {}),
     };
   }
 

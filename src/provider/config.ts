@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { z } from "zod";
-import { MAX_INPUT_TOTAL_BYTES, tierSchema, UserError, weiSchema } from "../qube/index.js";
+import { MAX_INPUT_TOTAL_BYTES, peerIdSchema, tierSchema, UserError, weiSchema } from "../qube/index.js";
 import { INTERMITTENT_LIE } from "./behaviour.js";
 
 /** Adversary behaviours for tests; refused outside devnet or test configurations. */
@@ -41,6 +41,10 @@ export const providerConfigSchema = z
     appendAnnounce: z.array(z.string().min(1).max(256)).max(8).optional(),
     /** Addresses never announced. */
     noAnnounce: z.array(z.string().min(1).max(256)).max(32).optional(),
+    /** Peer ids never dialled nor accepted. */
+    denyPeers: z.array(peerIdSchema).max(10_000).optional(),
+    /** When given, the only peer ids dialled or accepted (a closed network; list the bootnodes too). */
+    allowPeers: z.array(peerIdSchema).max(10_000).optional(),
     tiers: z.array(tierSchema).min(1).max(2).default(["container"]),
     maxConcurrent: z.int().min(1).max(64).default(2),
     price: z

@@ -22,7 +22,7 @@ const sha = (data: Buffer | string) => createHash("sha256").update(data).digest(
 
 /** A layer tar with `files` small files (one of them random, so every fixture is a new image). */
 export async function layerTar(files = 2, fill?: Buffer): Promise<Buffer> {
-  const entries = [{ name: "marker", data: randomBytes(16) }];
+  const entries: { name: string; data: Buffer }[] = [{ name: "marker", data: randomBytes(16) }];
   for (let i = 1; i < files; i++) entries.push({ name: `f${i}`, data: fill ?? Buffer.from(`file ${i}\n`) });
   return pack(entries);
 }

@@ -61,10 +61,10 @@ export const offerSchema = z.strictObject({
   }),
   /** Escape-suite result per offered tier. */
   probes: z.partialRecord(tierSchema, probeSummarySchema),
-  issuedAt: isoTimeSchema,
-  expiresAt: isoTimeSchema,
   /** Whether the provider takes shipped images (`image.archiveDigest`), and up to what archive size. */
   images: z.strictObject({ shipped: z.boolean(), maxArchiveBytes: boundedInt(0, 2 ** 40) }).optional(),
+  issuedAt: isoTimeSchema,
+  expiresAt: isoTimeSchema,
 });
 
 export type Offer = z.infer<typeof offerSchema>;

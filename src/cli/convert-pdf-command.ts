@@ -1,0 +1,138 @@
+/**
+ * `airqube convert-pdf untrusted.pdf safe.pdf`: renders an untrusted PDF to bitmaps in disposable qubes on
+ * k providers, checks they agree bitwise, and rebuilds a PDF from the pixels locally (src/pdf/convert.ts).
+ */
+import { randomUUID } from "node:crypto";
+import { join, resolve } from "node:path";
+import { type Command, Option } from "commander";
+import Docker from "dockerode";
+import { shippableFromEngine } from "../images/ship.js";
+import { loadOrCreateIdentity } from "../net/keys.js";
+import { type ConvertEvent, convertPdf, PDF_IMAGE } from "../pdf/convert.js";
+import { Libp2pMarket } from "../requestor/libp2p-market.js";
+import { Requestor } from "../requestor/requestor.js";
+import { shippedImageFrom, shippedImagesDir } from "./image-options.js";
+import { interruptHandler, reportInterrupted } from "./interrupt.js";
+import { cliLogger } from "./logger.js";
+import { reportError } from "./output.js";
+import { defaultRequestorDir } from "./paths.js";
+import { useDevnetProfile } from "./profile-hook.js";
+import { shortPeer } from "./progress.js";
+import { parseCount, parseDuration } from "./units.js";
+
+interface ConvertFlags {
+  bootstrap?: string[];
+  redundancy: number;
+  tier: "container" | "microvm";
+  dpi: number;
+  maxPages: number;
+  timeout: number;
+  image: string;
+  imageArchive?: string;
+  ship: boolean;
+  dataDir: string;
+  json?: boolean;
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+export function registerConvertPdfCommand(program: Command): void {
+  program
+    .command("convert-pdf")
+    .hook("preAction", useDevnetProfile)
+    .description(
+      "make an untrusted PDF safe: render it to bitmaps in disposable qubes on k providers that must agree bitwise, then rebuild a PDF from the pixels here",
+    )
+    .argument("<input>", "the untrusted PDF")
+    .argument("<output>", "the safe PDF to write (written only when complete)")
+    .option("--bootstrap <multiaddr>", "bootstrap peer (repeatable; default $AIRQUBE_BOOTSTRAP)", collect)
+    .addOption(new Option("--redundancy <k>", "independent providers that must agree").argParser(parseCount).default(3))
+    .addOption(new Option("--tier <tier>", "isolation tier").choices(["container", "microvm"]).default("container"))
+    .addOption(new Option("--dpi <n>", "rendering resolution").argParser(parseCount).default(100))
+    .addOption(new Option("--max-pages <n>", "refuse a longer document").argParser(parseCount).default(200))
+    .addOption(
+      new Option("--timeout <duration>", "wall-clock limit of the rendering")
+        .argParser(parseDuration)
+        .default(120_000, "120s"),
+    )
+    .option("--image <ref>", "the renderer image (built by npm run images:debian)", PDF_IMAGE)
+    .option("--image-archive <file>", "ship this archive of the renderer image instead of the local one")
+    .option("--no-ship", "do not ship the image: only providers that have it can convert")
+    .option("--data-dir <dir>", "requestor identity and journal", defaultRequestorDir())
+    .option("--json", "JSON lines: one per progress event, then the result")
+    .action(async (input: string, output: string, flags: ConvertFlags) => {
+      process.exitCode = await convert(resolve(input), resolve(output), flags);
+    });
+}
+
+function describe(event: ConvertEvent): string | undefined {
+  if (event.type === "page") return `  page ${event.page}/${event.pages} rebuilt from verified pixels`;
+  if (event.type === "rendered") return `rendered ${event.pages} pages; ${event.agreeing} providers agree bitwise`;
+  const e = event.event;
+  if (e.type === "qubeSent") return `  sent to ${shortPeer(e.provider)}`;
+  if (e.type === "qubeCommitted") return `  ${shortPeer(e.provider)} rendered and committed`;
+  if (e.type === "providerFailed") return `  ${shortPeer(e.provider)} failed: ${e.code}: ${e.details ?? e.message}`;
+  if (e.type === "providerMarked") return `  ${shortPeer(e.provider)} returned different pixels: outvoted and marked`;
+  return undefined;
+}
+
+async function convert(input: string, output: string, flags: ConvertFlags): Promise<number> {
+  const controller = new AbortController();
+  const onSignal = interruptHandler(controller);
+  process.once("SIGINT", onSignal);
+  let market: Libp2pMarket | undefined;
+  let requestor: Requestor | undefined;
+  const json = Boolean(flags.json);
+  try {
+    const logger = cliLogger("convert-pdf");
+    const bootstrap =
+      flags.bootstrap ?? (process.env.AIRQUBE_BOOTSTRAP ? process.env.AIRQUBE_BOOTSTRAP.split(",") : []);
+    const identity = loadOrCreateIdentity(flags.dataDir);
+    const image = flags.imageArchive
+      ? await shippedImageFrom({ image: flags.image, imageArchive: flags.imageArchive }, flags.dataDir)
+      : flags.ship
+        ? await shippableFromEngine(new Docker(), flags.image, shippedImagesDir(flags.dataDir), {
+            signal: controller.signal,
+          })
+        : undefined;
+    market = await Libp2pMarket.connect({ identity, bootstrap });
+    requestor = new Requestor({ market, dataDir: flags.dataDir });
+    const started = Date.now();
+    const report = await convertPdf(requestor, identity, input, output, {
+      dpi: flags.dpi,
+      maxPages: flags.maxPages,
+      redundancy: flags.redundancy,
+      tier: flags.tier,
+      wallTimeMs: flags.timeout,
+      imageRef: flags.image,
+      ...(image ? { image } : {}),
+      workDir: join(flags.dataDir, "convert", randomUUID()),
+      signal: controller.signal,
+      onProgress: (event) => {
+        logger.debug({ event }, "progress");
+        if (json) {
+          const { type, ...rest } = event.type === "run" ? { ...event.event, type: `run.${event.event.type}` } : event;
+          process.stdout.write(`${JSON.stringify({ event: type, ...rest })}\n`);
+        } else {
+          const line = describe(event);
+          if (line) process.stderr.write(`${line}\n`);
+        }
+      },
+    });
+    const ms = Date.now() - started;
+    if (json) process.stdout.write(`${JSON.stringify({ event: "result", output, ms, ...report })}\n`);
+    else
+      process.stdout.write(
+        `SAFE: ${output} (${report.pages} pages, ${report.bytes} bytes) rebuilt from pixels ${report.agreeing.length} providers agreed on, in ${(ms / 1000).toFixed(1)} s\n` +
+          (report.dissenting.length ? `  outvoted: ${report.dissenting.join(", ")}\n` : ""),
+      );
+    return 0;
+  } catch (error) {
+    if (controller.signal.aborted) return reportInterrupted(json);
+    return reportError(error, json);
+  } finally {
+    process.off("SIGINT", onSignal);
+    requestor?.close();
+    await market?.close();
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * Converting an untrusted PDF into a safe one, Qubes' `qvm-convert-pdf` with the disposable VM on the
+ * network: a qube of the `airqube/pdf` image renders every page to a plain RGB bitmap (poppler's pdftoppm),
+ * k providers must return bitwise the same bitmaps (the quorum over outputs), and the requestor rebuilds a PDF
+ * from those pixels with its own small writer. Nothing of the original file's structure (scripts, embedded
+ * files, fonts, forms, metadata) survives; the bitmaps are checked strictly before they are parsed.
+ */
+import { readdir, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { ShippableImage } from "../images/ship.js";
+import { PeerError, UserError } from "../qube/errors.js";
+import type { Identity, Tier } from "../qube/index.js";
+import { sealQube } from "../requestor/draft.js";
+import type { Requestor, RunEvent, RunReport } from "../requestor/requestor.js";
+import { writeImagePdf } from "./pdf-writer.js";
+import { DEFAULT_PAGE_LIMITS, type PageLimits, type RgbPage, readPpm } from "./ppm.js";
+
+export const PDF_IMAGE = "airqube/pdf:latest";
+/** Exit codes of the rendering script. */
+const UNRENDERABLE_EXIT = 3;
+const TOO_MANY_PAGES_EXIT = 4;
+/** Largest PDF accepted as input. */
+export const MAX_PDF_BYTES = 256 * 1024 * 1024;
+
+export interface ConvertPdfOptions {
+  /** Rendering resolution, dots per inch (default 100). */
+  dpi?: number;
+  /** Most pages (default 200); a longer document is refused. */
+  maxPages?: number;
+  redundancy?: number;
+  tier?: Tier;
+  wallTimeMs?: number;
+  memoryBytes?: number;
+  /** Ship the `airqube/pdf` image to providers that lack it. */
+  image?: ShippableImage;
+  /** Reference of the image (default airqube/pdf:latest); its id is looked up locally unless shipped. */
+  imageRef?: string;
+  pageLimits?: PageLimits;
+  /** Providers to try first (see the requestor's `prefer`). */
+  prefer?: string[];
+  /** Where the verified bitmaps are staged (removed afterwards). */
+  workDir: string;
+  signal?: AbortSignal;
+  onProgress?: (event: ConvertEvent) => void;
+}
+
+export type ConvertEvent =
+  | { type: "run"; event: RunEvent }
+  | { type: "rendered"; pages: number; agreeing: number }
+  | { type: "page"; page: number; pages: number };
+
+export interface ConvertPdfReport {
+  pages: number;
+  qubeId: string;
+  outputsRoot: string;
+  agreeing: string[];
+  dissenting: string[];
+  bytes: number;
+}
+
+/** The script the qube runs: page count first (refusing too many), then one PPM per page. */
+export function renderScript(dpi: number, maxPages: number): string {
+  return [
+    "set -u",
+    `pages=$(pdfinfo /input/untrusted.pdf 2>/scratch/err | sed -n 's/^Pages:[[:space:]]*//p')`,
+    `if [ -z "$pages" ]; then head -c 2000 /scratch/err >&2; exit ${UNRENDERABLE_EXIT}; fi`,
+    `if [ "$pages" -gt ${maxPages} ]; then echo "$pages pages" >&2; exit ${TOO_MANY_PAGES_EXIT}; fi`,
+    "mkdir -p /output/pages",
+    `pdftoppm -r ${dpi} /input/untrusted.pdf /output/pages/p 2>/scratch/err || { head -c 2000 /scratch/err >&2; exit ${UNRENDERABLE_EXIT}; }`,
+  ].join("\n");
+}
+
+/** The verified page files, in page order: exactly p-1 .. p-n (pdftoppm's names), nothing else. */
+async function pageFiles(dir: string, maxPages: number): Promise<string[]> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  if (names.length === 0) throw new PeerError("PDF_NO_PAGES", "The rendering returned no page");
+  if (names.length > maxPages)
+    throw new PeerError("PDF_TOO_MANY_PAGES", "The rendering returned more pages than allowed", {
+      details: `${names.length} > ${maxPages}`,
+    });
+  const numbered = names.map((name) => {
+    const match = /^p-([0-9]{1,6})\.ppm$/.exec(name);
+    if (!match) throw new PeerError("PAGE_INVALID", "The rendering returned an unexpected file", { details: name });
+    return { name, page: Number(match[1]) };
+  });
+  numbered.sort((a, b) => a.page - b.page);
+  numbered.forEach(({ page, name }, i) => {
+    if (page !== i + 1)
+      throw new PeerError("PAGE_INVALID", "The rendered pages are not numbered 1..n", { details: name });
+  });
+  return numbered.map(({ name }) => join(dir, name));
+}
+
+/**
+ * Renders `input` in disposable qubes on `redundancy` providers, checks that a quorum returned the same
+ * pixels, and writes the rebuilt PDF to `output` (atomically; nothing is written on failure).
+ *
+ * @throws UserError PDF_UNRENDERABLE, PDF_TOO_MANY_PAGES, PDF_TOO_LARGE; PeerError PDF_NO_CONSENSUS, PAGE_*.
+ * @example
+ * await convertPdf(requestor, identity, "untrusted.pdf", "safe.pdf", { redundancy: 3, workDir, image });
+ */
+export async function convertPdf(
+  requestor: Requestor,
+  identity: Identity,
+  input: string,
+  output: string,
+  options: ConvertPdfOptions,
+): Promise<ConvertPdfReport> {
+  const dpi = options.dpi ?? 100;
+  const maxPages = options.maxPages ?? 200;
+  const limits = options.pageLimits ?? DEFAULT_PAGE_LIMITS;
+  const info = await stat(input).catch(() => undefined);
+  if (!info?.isFile()) throw new UserError("PDF_UNREADABLE", "The PDF to convert does not exist", { details: input });
+  if (info.size > MAX_PDF_BYTES)
+    throw new UserError("PDF_TOO_LARGE", "The PDF is too large to convert", {
+      details: `${info.size} bytes, at most ${MAX_PDF_BYTES}`,
+    });
+  const k = options.redundancy ?? 3;
+  // output budget: pages up to 17 inches a side at this resolution, and never over the bitmap limits
+  const side = Math.min(limits.maxSide, Math.ceil(17 * dpi));
+  const pageBytes = Math.min(limits.maxPixels, side * side) * 3 + 32;
+  const qube = await sealQube(
+    {
+      image: options.image ? PDF_IMAGE : (options.imageRef ?? PDF_IMAGE),
+      ...(options.image ? { imageArchive: options.image } : {}),
+      command: ["sh", "-c", renderScript(dpi, maxPages)],
+      env: { HOME: "/scratch", XDG_CACHE_HOME: "/scratch" },
+      inputFiles: [{ path: "untrusted.pdf", source: input }],
+      outputs: ["pages"],
+      ...(options.tier ? { tier: options.tier } : {}),
+      limits: {
+        wallTimeMs: options.wallTimeMs ?? 120_000,
+        memoryBytes: options.memoryBytes ?? 512 * 1024 * 1024,
+        scratchBytes: 64 * 1024 * 1024,
+        outputBytes: Math.min(4 * 1024 ** 3, pageBytes * maxPages),
+        outputFiles: maxPages,
+      },
+      redundancy: { mode: "fixed", k, quorum: Math.floor(k / 2) + 1 },
+    },
+    identity,
+  );
+  try {
+    const report: RunReport = await requestor.run(qube, {
+      outputDir: options.workDir,
+      ...(options.prefer ? { prefer: options.prefer } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      onProgress: (event) => options.onProgress?.({ type: "run", event }),
+    });
+    if (report.status !== "verified" || !report.outcome || !report.outputsRoot)
+      throw new PeerError("PDF_NO_CONSENSUS", "The providers did not agree on the rendered pages", {
+        details: report.reason ?? report.failures.map((f) => `${f.code}: ${f.details ?? f.message}`).join("; "),
+      });
+    const { outcome } = report;
+    if (outcome.kind !== "exited" || outcome.exitCode !== 0) {
+      if (outcome.exitCode === TOO_MANY_PAGES_EXIT)
+        throw new UserError("PDF_TOO_MANY_PAGES", "The PDF has more pages than allowed", {
+          details: `${outcome.stderrTail.trim()}; at most ${maxPages} (--max-pages)`,
+        });
+      throw new UserError("PDF_UNRENDERABLE", "The PDF could not be rendered: it is damaged or not a PDF", {
+        details: outcome.kind === "exited" ? outcome.stderrTail.trim().slice(0, 500) : `the renderer ${outcome.kind}`,
+      });
+    }
+    const files = await pageFiles(join(options.workDir, "pages"), maxPages);
+    options.onProgress?.({ type: "rendered", pages: files.length, agreeing: report.agreeing.length });
+    const pages = await writeImagePdf(
+      output,
+      (async function* (): AsyncGenerator<RgbPage> {
+        for (const file of files) yield await readPpm(file, limits);
+      })(),
+      {
+        dpi,
+        ...(options.signal ? { signal: options.signal } : {}),
+        onPage: (page) => options.onProgress?.({ type: "page", page, pages: files.length }),
+      },
+    );
+    return {
+      pages,
+      qubeId: report.qubeId,
+      outputsRoot: report.outputsRoot,
+      agreeing: report.agreeing,
+      dissenting: report.dissenting,
+      bytes: (await stat(output)).size,
+    };
+  } finally {
+    await rm(options.workDir, { recursive: true, force: true });
+  }
+}

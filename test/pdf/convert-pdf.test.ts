@@ -1,0 +1,140 @@
+import { execFile } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { expect } from "chai";
+import { convertPdf } from "../../src/pdf/convert.js";
+import type { ProviderAgent } from "../../src/provider/agent.js";
+import { AirqubeError } from "../../src/qube/errors.js";
+import { connectRequestor, startAgents, tmp } from "../helpers/network.js";
+import { malformedPdf, textPdf } from "./pdf-fixtures.js";
+
+const BIN = join(import.meta.dirname, "..", "..", "bin", "airqube.js");
+
+/** Page count and producer-visible structure of a PDF, as poppler (inside the airqube/pdf image) reads it. */
+async function pdfinfo(file: string): Promise<string> {
+  const dir = join(file, "..");
+  const { stdout } = await promisify(execFile)("docker", [
+    "run",
+    "--rm",
+    "--network",
+    "none",
+    "--read-only",
+    "--cap-drop",
+    "ALL",
+    "-v",
+    `${dir}:/in:ro`,
+    "airqube/pdf:latest",
+    "sh",
+    "-c",
+    `pdfinfo /in/${file.slice(dir.length + 1)}; pdfdetach -list /in/${file.slice(dir.length + 1)}`,
+  ]);
+  return stdout;
+}
+
+describe("convert-pdf: an untrusted PDF rebuilt from pixels that k providers agree on @docker", function () {
+  this.timeout(180_000);
+  let agents: ProviderAgent[];
+  let bootstrap: string;
+  let client: Awaited<ReturnType<typeof connectRequestor>>;
+  const dir = tmp("aq-convert-");
+
+  before(async () => {
+    // the last provider changes its answer: with k = 3 it dissents, and the tie-breaker (the fourth provider)
+    // makes the qualified majority (quorum + one per dissent) that outvotes it
+    ({ agents, bootstrap } = await startAgents(4, (i) => (i === 3 ? { behaviour: "lie", devnet: true } : {})));
+    client = await connectRequestor(bootstrap);
+  });
+  after(async () => {
+    await client?.close();
+    for (const agent of agents ?? []) await agent.stop({ drainMs: 2000 });
+  });
+
+  it("k = 3 with a lying provider: the liar is outvoted, scripts and embedded files are gone", async () => {
+    const input = join(dir, "active.pdf");
+    writeFileSync(input, textPdf({ pages: 3, active: { secret: "TOPSECRET-4242" } }));
+    const inputInfo = await pdfinfo(input);
+    expect(inputInfo).to.match(/JavaScript:\s+yes/);
+    expect(inputInfo).to.include("secret.txt");
+    const output = join(dir, "safe.pdf");
+    const events: string[] = [];
+    const report = await convertPdf(client.requestor, client.identity, input, output, {
+      redundancy: 3,
+      dpi: 40,
+      workDir: join(dir, "work-1"),
+      prefer: [agents[3]!.identity.peerId],
+      onProgress: (e) => events.push(e.type === "run" ? e.event.type : `${e.type}`),
+    });
+    expect(report.pages).to.equal(3);
+    expect(report.agreeing).to.have.length(3);
+    expect(report.dissenting).to.deep.equal([agents[3]!.identity.peerId]);
+    expect(events.filter((e) => e === "page")).to.have.length(3);
+    expect(events).to.include("providerMarked");
+    const pdf = readFileSync(output).toString("latin1");
+    for (const banned of ["/JavaScript", "/JS", "/EmbeddedFile", "/OpenAction", "/Names", "TOPSECRET", "/Font"])
+      expect(pdf, banned).to.not.include(banned);
+    const info = await pdfinfo(output);
+    expect(info).to.match(/Pages:\s+3\n/);
+    expect(info).to.match(/JavaScript:\s+no/);
+    expect(info).to.match(/0 embedded files/);
+    expect(existsSync(join(dir, "work-1"))).to.equal(false);
+  });
+
+  // runs after the first test, whose requestor marked the liar: k = 1 then never lands on it
+  it("many pages (k = 1), and a PDF that cannot be rendered fails clearly, writing nothing", async () => {
+    const input = join(dir, "long.pdf");
+    writeFileSync(input, textPdf({ pages: 24 }));
+    const started = Date.now();
+    const output = join(dir, "long-safe.pdf");
+    const report = await convertPdf(client.requestor, client.identity, input, output, {
+      redundancy: 1,
+      dpi: 30,
+      workDir: join(dir, "work-2"),
+    });
+    const ms = Date.now() - started;
+    expect(report.pages).to.equal(24);
+    expect(await pdfinfo(output)).to.match(/Pages:\s+24\n/);
+    console.log(`      24 pages at k = 1 in ${ms} ms (${((24 * 1000) / ms).toFixed(1)} pages/s)`);
+
+    const bad = join(dir, "bad.pdf");
+    writeFileSync(bad, malformedPdf());
+    const refused = join(dir, "bad-safe.pdf");
+    const error = await convertPdf(client.requestor, client.identity, bad, refused, {
+      redundancy: 1,
+      workDir: join(dir, "work-3"),
+    }).catch((e: unknown) => e);
+    expect(error).to.be.instanceOf(AirqubeError);
+    expect((error as AirqubeError).code).to.equal("PDF_UNRENDERABLE");
+    expect((error as AirqubeError).details).to.match(/xref|trailer|Syntax/i);
+    expect(existsSync(refused)).to.equal(false);
+    expect(readdirSync(dir).filter((name) => name.includes("partial"))).to.deep.equal([]);
+  });
+
+  it("the command line: --json progress and result, and a clear error for a PDF over --max-pages", async () => {
+    const input = join(dir, "cli.pdf");
+    writeFileSync(input, textPdf({ pages: 2 }));
+    const output = join(dir, "cli-safe.pdf");
+    const env = { ...process.env, AIRQUBE_LOG_LEVEL: "warn", AIRQUBE_HOME: tmp("aq-convert-home-") };
+    const base = ["convert-pdf", "--bootstrap", bootstrap, "--redundancy", "3", "--dpi", "30", "--no-ship", "--json"];
+    const { stdout } = await promisify(execFile)(process.execPath, [BIN, ...base, input, output], { env });
+    const lines = stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { event?: string; pages?: number; agreeing?: string[] });
+    expect(lines.filter((l) => l.event === "page")).to.have.length(2);
+    const result = lines.at(-1)!;
+    expect(result).to.include({ event: "result", pages: 2 });
+    expect(existsSync(output)).to.equal(true);
+
+    const tooLong = join(dir, "cli-long-safe.pdf");
+    const failed = await promisify(execFile)(process.execPath, [BIN, ...base, "--max-pages", "1", input, tooLong], {
+      env,
+    }).catch((e: { code: number; stdout: string; stderr: string }) => e);
+    expect((failed as { code: number }).code).to.not.equal(0);
+    const last = JSON.parse((failed as { stdout: string }).stdout.trim().split("\n").at(-1)!) as {
+      error: { code: string };
+    };
+    expect(last.error.code).to.equal("PDF_TOO_MANY_PAGES");
+    expect(existsSync(tooLong)).to.equal(false);
+  });
+});
