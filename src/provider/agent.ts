@@ -11,6 +11,7 @@ import type { Logger } from "pino";
 import { pino } from "pino";
 import type { EscrowJob } from "../chain/job.js";
 import { rootToBytes32 } from "../chain/qube-ids.js";
+import { ImageCache } from "../images/image-cache.js";
 import {
   type Admission,
   type AdmittedJob,
@@ -44,7 +45,6 @@ import {
 } from "../qube/index.js";
 import type { Sandbox } from "../sandbox/api.js";
 import { ContainerSandbox } from "../sandbox/container-sandbox.js";
-import { imageDigest } from "../sandbox/images.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import { checkAdmission } from "./admission.js";
 import { type Behaviour, parseBehaviour } from "./behaviour.js";
@@ -142,6 +142,8 @@ export class ProviderAgent {
   private readonly docker = new Docker();
   private draining = false;
   private readonly dirLock: DirLock;
+  /** Shipped images (content-addressed, size-capped, shared by concurrent qubes). */
+  readonly images: ImageCache;
 
   /**
    * Locks the data directory and loads (or creates) the identity, the payout key and the ledger.
@@ -179,6 +181,7 @@ export class ProviderAgent {
     this.logger = deps.logger ?? pino({ level: "silent" });
     this.now = deps.now ?? (() => new Date());
     this.sandboxes = deps.sandboxes ?? {};
+    this.images = new ImageCache(join(config.dataDir, "images"), this.docker, config.images);
   }
 
   /**
@@ -191,6 +194,7 @@ export class ProviderAgent {
     const abandoned = this.ledger.recover(this.now());
     if (abandoned.length > 0) this.logger.warn({ jobs: abandoned }, "jobs abandoned by a previous run");
     await rm(join(this.config.dataDir, "jobs"), { recursive: true, force: true });
+    await this.images.sweep();
     await ContainerSandbox.sweep().catch((error) =>
       this.logger.warn({ err: error }, "could not sweep leftover containers"),
     );
@@ -320,6 +324,7 @@ export class ProviderAgent {
       },
       price: { ...this.config.price },
       probes: Object.fromEntries(this.tiers.map((tier) => [tier, this.probes[tier]!])),
+      images: { shipped: this.config.images.acceptShipped, maxArchiveBytes: this.config.images.maxArchiveBytes },
       issuedAt: now.toISOString(),
       expiresAt: new Date(now.getTime() + OFFER_TTL_MS).toISOString(),
     };
@@ -371,7 +376,10 @@ export class ProviderAgent {
           release = resolve;
         });
         this.running.set(jobId, done);
+        // the image stays in the cache (never evicted) while the qube is admitted
+        const releaseImage = this.images.acquire(spec.spec.image.digest);
         done.then(async () => {
+          releaseImage();
           this.running.delete(jobId);
           this.escrowJobs.delete(jobId);
           await rm(dir, { recursive: true, force: true });
@@ -386,6 +394,30 @@ export class ProviderAgent {
       commit: (job, execution) => this.commit(job, execution),
       record: (jobId, event) => this.record(jobId, event),
       afterCommit: (job) => this.behaviour.afterCommit(job),
+      images: {
+        maxArchiveBytes: this.config.images.maxArchiveBytes,
+        plan: async (spec) => ((await this.images.plan(spec.spec.image)).kind === "ship" ? "send" : "have"),
+        install: async (spec, source, options) => {
+          const { digest, archiveDigest } = spec.spec.image;
+          const installed = await this.images.install(
+            { imageId: digest, archiveDigest: archiveDigest! },
+            source,
+            options,
+          );
+          this.logger.info(
+            { qubeId: spec.id, image: digest, bytes: installed.archiveBytes },
+            "shipped image installed",
+          );
+        },
+        ready: async (spec) => {
+          await this.images.waitFor(spec.spec.image.digest);
+          const plan = await this.images.plan(spec.spec.image);
+          if (plan.kind !== "present")
+            throw new PlatformError("IMAGE_UNAVAILABLE", "The qube's image is not available", {
+              details: plan.kind === "unavailable" ? plan.reason : spec.spec.image.digest,
+            });
+        },
+      },
     };
   }
 
@@ -401,7 +433,9 @@ export class ProviderAgent {
       maxConcurrent: this.config.maxConcurrent,
       draining: this.draining,
     });
-    return refusal ?? (await this.checkImage(spec.image.digest));
+    if (refusal) return refusal;
+    const image = await this.images.plan(spec.image);
+    return image.kind === "unavailable" ? { code: "IMAGE_UNAVAILABLE", reason: image.reason } : undefined;
   }
 
   /** Whether the way the requestor would pay (an escrow on a chain, or not at all) suits this provider. */
@@ -424,18 +458,6 @@ export class ProviderAgent {
         reason: `the budget would be locked in escrow ${payment.escrow} (chain ${payment.chainId}); this provider is paid through ${escrowAddress} (chain ${chainId})`,
       };
     return undefined;
-  }
-
-  /** Refuses a qube whose image (by digest) is not available here, before anything is accepted. */
-  private async checkImage(digest: string): Promise<{ code: string; reason: string } | undefined> {
-    try {
-      const found = await imageDigest(this.docker, digest);
-      return found === digest
-        ? undefined
-        : { code: "IMAGE_UNAVAILABLE", reason: `image ${digest} resolves to ${found}` };
-    } catch {
-      return { code: "IMAGE_UNAVAILABLE", reason: `image ${digest} is not available on this provider` };
-    }
   }
 
   private record(jobId: string, event: JobEvent): void {

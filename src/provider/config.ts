@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { z } from "zod";
+import { providerImagesConfigSchema } from "../images/limits.js";
 import { MAX_INPUT_TOTAL_BYTES, peerIdSchema, tierSchema, UserError, weiSchema } from "../qube/index.js";
 import { INTERMITTENT_LIE } from "./behaviour.js";
 
@@ -92,6 +93,8 @@ export const providerConfigSchema = z
     probeCache: z.string().optional(),
     devnet: z.boolean().default(false),
     behaviour: behaviourSchema.default("honest"),
+    /** Shipped images: whether taken, their bounds and the cache's size cap (src/images). */
+    images: providerImagesConfigSchema.prefault({}),
   })
   .superRefine((config, ctx) => {
     if (
