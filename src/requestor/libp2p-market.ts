@@ -79,8 +79,8 @@ export class Libp2pMarket implements ComputeMarket {
   }
 
   /**
-   * Starts a requestor node, subscribes to offers and dials a bootstrap peer (3 attempts, 5 s each).
-   * Throws PeerError `BOOTSTRAP_UNREACHABLE` when none answers.
+   * Starts a requestor node, subscribes to offers and dials the bootstrap peers until one answers (up to 3
+   * rounds, 5 s per dial). Throws PeerError `BOOTSTRAP_UNREACHABLE` when none answers.
    */
   static async connect(options: Libp2pMarketOptions): Promise<Libp2pMarket> {
     const node = await createNode({
