@@ -62,7 +62,7 @@ export interface ProbeGateResult {
   fail: number;
   /** Probes that could not decide: any keeps the tier from being offered. */
   inconclusive: number;
-  /** Probes skipped (not applicable to the tier). */
+  /** Probes skipped. */
   skipped: number;
 }
 
@@ -151,6 +151,12 @@ export class ProviderAgent {
    * @throws UserError `DATA_DIR_LOCKED`, `PAYOUT_KEY_MISMATCH` (paid on chain with a `payout` that is not the
    * data directory's payout key); PlatformError `STORE_UNAVAILABLE`.
    */
+  /**
+   * Locks the data directory and loads (or creates) the identity, the payout key and the ledger.
+   *
+   * @throws UserError `DATA_DIR_LOCKED`, `PAYOUT_KEY_MISMATCH` (paid on chain with a `payout` that is not the
+   * data directory's payout key); PlatformError `STORE_UNAVAILABLE`.
+   */
   constructor(
     readonly config: ProviderConfig,
     private readonly deps: ProviderDeps,
@@ -187,8 +193,9 @@ export class ProviderAgent {
   /**
    * Starts the agent; resolves once it is listening and has announced its first offer.
    *
-   * @throws PlatformError `NO_SAFE_TIER` when no tier passed the escape suite; UserError for bad addresses or
-   * `TIER_UNAVAILABLE` (a tier without a sandbox); the chain's errors when paid on chain.
+   * @throws PlatformError `NO_SAFE_TIER` when no tier passed the escape suite; UserError `ADDRESS_*` for a bad
+   * listen, announce or bootstrap address, `TIER_UNAVAILABLE` (a tier without a sandbox); the chain's errors
+   * when paid on chain.
    */
   async start(options: { signal?: AbortSignal } = {}): Promise<ProviderStatus> {
     const abandoned = this.ledger.recover(this.now());
@@ -279,10 +286,12 @@ export class ProviderAgent {
   }
 
   /** The multiaddrs the node listens on (empty before `start`). */
+  /** The multiaddrs the node listens on (empty before `start`). */
   addrs(): string[] {
     return (this.node?.getMultiaddrs() ?? []).map((ma) => ma.toString());
   }
 
+  /** The agent's state now. */
   /** The agent's state now. */
   status(): ProviderStatus {
     return {
@@ -330,6 +339,7 @@ export class ProviderAgent {
     };
   }
 
+  /** The offer as of now, signed with the provider's identity. */
   /** The offer as of now, signed with the provider's identity. */
   signedOffer(): SignedOffer {
     return signOffer(this.offer(), this.identity);
