@@ -151,12 +151,6 @@ export class ProviderAgent {
    * @throws UserError `DATA_DIR_LOCKED`, `PAYOUT_KEY_MISMATCH` (paid on chain with a `payout` that is not the
    * data directory's payout key); PlatformError `STORE_UNAVAILABLE`.
    */
-  /**
-   * Locks the data directory and loads (or creates) the identity, the payout key and the ledger.
-   *
-   * @throws UserError `DATA_DIR_LOCKED`, `PAYOUT_KEY_MISMATCH` (paid on chain with a `payout` that is not the
-   * data directory's payout key); PlatformError `STORE_UNAVAILABLE`.
-   */
   constructor(
     readonly config: ProviderConfig,
     private readonly deps: ProviderDeps,
@@ -286,12 +280,10 @@ export class ProviderAgent {
   }
 
   /** The multiaddrs the node listens on (empty before `start`). */
-  /** The multiaddrs the node listens on (empty before `start`). */
   addrs(): string[] {
     return (this.node?.getMultiaddrs() ?? []).map((ma) => ma.toString());
   }
 
-  /** The agent's state now. */
   /** The agent's state now. */
   status(): ProviderStatus {
     return {
@@ -339,7 +331,6 @@ export class ProviderAgent {
     };
   }
 
-  /** The offer as of now, signed with the provider's identity. */
   /** The offer as of now, signed with the provider's identity. */
   signedOffer(): SignedOffer {
     return signOffer(this.offer(), this.identity);
