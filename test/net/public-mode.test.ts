@@ -255,6 +255,28 @@ describe("net: public mode", function () {
     }
   });
 
+  it("deny and allow lists refuse peers both ways", async () => {
+    const banned = await createNode({ identity: fresh() });
+    const stranger = await createNode({ identity: fresh() });
+    const friend = await createNode({ identity: fresh() });
+    const guarded = await createNode({ identity: fresh(), denyPeers: [banned.peerId.toString()] });
+    const closed = await createNode({ identity: fresh(), allowPeers: [friend.peerId.toString()] });
+    try {
+      expect((await rejected(guarded.dial(banned.getMultiaddrs()[0]!))).message).to.match(/denied|gater/i);
+      // inbound: the guarded side drops the connection once it learns who is calling
+      await banned.dial(guarded.getMultiaddrs()[0]!).catch(() => undefined);
+      await guarded.dial(stranger.getMultiaddrs()[0]!);
+      await rejected(closed.dial(stranger.getMultiaddrs()[0]!));
+      await stranger.dial(closed.getMultiaddrs()[0]!).catch(() => undefined);
+      await closed.dial(friend.getMultiaddrs()[0]!);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(guarded.getPeers().map(String)).to.deep.equal([stranger.peerId.toString()]);
+      expect(closed.getPeers().map(String)).to.deep.equal([friend.peerId.toString()]);
+    } finally {
+      for (const node of [banned, stranger, friend, guarded, closed]) await node.stop();
+    }
+  });
+
   it("a bootnode restarted with the same key file is re-dialled and heals the network within 30 s", async () => {
     const keyFile = join(mkdtempSync(join(tmpdir(), "aq-bootnode-")), "keys", "bootnode.key");
     const identity = loadOrCreateKeyFile(keyFile);
