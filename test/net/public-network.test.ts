@@ -5,7 +5,7 @@
  * the namespaces this test creates and deletes. Skipped, with the reason, when not root or without `ip netns`.
  */
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -29,6 +29,13 @@ interface RunResultLine {
   agreeing: string[];
   answers: { provider: string }[];
   failures: { provider: string; code: string }[];
+  payments?: { status: string; providers: string[]; credits: { account: string; amount: string }[] }[];
+}
+
+interface Chain {
+  rpcUrl: string;
+  escrow: string;
+  keys: { address: string; privateKey: string }[];
 }
 
 describe("net: the public network across network namespaces @docker", function () {
@@ -43,6 +50,9 @@ describe("net: the public network across network namespaces @docker", function (
   let bootstrap = "";
   let bootstrap2 = "";
   const providers: Record<string, Ready> = {};
+  /** The paid devnet's chain, served from the bootnode's host; keys[0] pays, keys[1..3] are payout keys. */
+  let chain: Chain;
+  const payouts: Record<string, string> = {};
 
   const cli = (host: string, args: string[]) => {
     const child = net!.spawn(host, process.execPath, [CLI, ...args], { AIRQUBE_LOG_LEVEL: "warn" });
@@ -66,8 +76,12 @@ describe("net: the public network across network namespaces @docker", function (
     return jsonLine<{ peerId: string; addresses: string[] }>(child, (v) => typeof v.peerId === "string", 60_000);
   };
 
-  const startProvider = (host: string, listen: string[]) =>
-    jsonLine<Ready>(
+  const startProvider = (host: string, listen: string[], key: number) => {
+    const dataDir = join(dir, `provider-${host}`);
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    writeFileSync(join(dataDir, "payout.key"), `${chain.keys[key]!.privateKey}\n`, { mode: 0o600 });
+    payouts[host] = chain.keys[key]!.address.toLowerCase();
+    return jsonLine<Ready>(
       cli(host, [
         "provider",
         "start",
@@ -78,7 +92,12 @@ describe("net: the public network across network namespaces @docker", function (
         "--bootstrap",
         bootstrap2,
         "--data-dir",
-        join(dir, `provider-${host}`),
+        dataDir,
+        "--rpc-url",
+        chain.rpcUrl,
+        "--escrow",
+        chain.escrow,
+        "--allow-public-rpc",
         "--probe-cache",
         PROBE_CACHE,
         "--json",
@@ -86,6 +105,7 @@ describe("net: the public network across network namespaces @docker", function (
       (v) => v.event === "ready",
       240_000,
     );
+  };
 
   const run = async (k: number, label: string): Promise<{ result: RunResultLine; ms: number }> => {
     const t0 = performance.now();
@@ -104,6 +124,13 @@ describe("net: the public network across network namespaces @docker", function (
       join(dir, `out-${label}`),
       "--data-dir",
       join(dir, "requestor"),
+      "--rpc-url",
+      chain.rpcUrl,
+      "--escrow",
+      chain.escrow,
+      "--payment-key-file",
+      join(dir, "requestor.key"),
+      "--allow-public-rpc",
       "--json",
       "--",
       "sh",
@@ -126,14 +153,26 @@ describe("net: the public network across network namespaces @docker", function (
       `/ip4/${net.hosts.boot!.ip}/tcp/4001/p2p/${boot.peerId}`,
     ]);
     bootstrap = boot.addresses[0]!;
+    // the chain lives on the bootnode's host too; everyone else reaches it as a remote RPC (--allow-public-rpc)
+    const chainProcess = net.spawn("boot", process.execPath, [
+      "--import",
+      "tsx",
+      join(process.cwd(), "test", "helpers", "netns-chain.ts"),
+      net.hosts.boot!.ip,
+      "8545",
+      "4",
+    ]);
+    children.push(chainProcess);
+    chain = await jsonLine<Chain>(chainProcess, (v) => typeof v.escrow === "string", 120_000);
+    writeFileSync(join(dir, "requestor.key"), `${chain.keys[0]!.privateKey}\n`, { mode: 0o600 });
     // the second bootnode meshes with the first, so gossip spans both
     bootstrap2 = (await startBootnode("boot2", ["--bootstrap", bootstrap])).addresses[0]!;
     // the first provider fills the shared escape-suite cache; the others start from it at once
-    providers.b = await startProvider("b", ["/ip4/0.0.0.0/tcp/0"]);
+    providers.b = await startProvider("b", ["/ip4/0.0.0.0/tcp/0"], 1);
     const [c, e] = await Promise.all([
-      startProvider("c", ["/ip4/0.0.0.0/tcp/0"]),
+      startProvider("c", ["/ip4/0.0.0.0/tcp/0"], 2),
       // behind NAT: a relay reservation on each bootnode makes it reachable through either
-      startProvider("e", ["/ip4/0.0.0.0/tcp/0", "/p2p-circuit", "/p2p-circuit"]),
+      startProvider("e", ["/ip4/0.0.0.0/tcp/0", "/p2p-circuit", "/p2p-circuit"], 3),
     ]);
     providers.c = c;
     providers.e = e;
@@ -156,12 +195,20 @@ describe("net: the public network across network namespaces @docker", function (
     expect(e.filter((a) => !a.includes("/p2p-circuit")).every((a) => a.includes("/ip4/192.168.77."))).to.equal(true);
   });
 
-  it("run --public --redundancy 3 with B, C and E (behind NAT) is verified by all three", async () => {
+  it("run --public --redundancy 3 with B, C and E (behind NAT) is verified by all three, paid, and E earns", async () => {
     const { result, ms } = await run(3, "first");
     console.log(`      k=3 across namespaces: ${ms} ms (CLI start included)`);
     expect(result.status, JSON.stringify(result.error ?? result.failures)).to.equal("verified");
     expect(result.agreeing).to.have.members([providers.b!.peerId, providers.c!.peerId, providers.e!.peerId]);
     expect(readFileSync(join(dir, "out-first", "result"), "utf8")).to.equal("first\n");
+    // paid through the escrow on the chain across the "internet"; the provider behind NAT is credited too
+    const [payment] = result.payments ?? [];
+    expect(payment?.status, JSON.stringify(result.payments)).to.equal("settled");
+    for (const host of ["b", "c", "e"]) {
+      const credited = payment!.credits.filter((c) => c.account.toLowerCase() === payouts[host]);
+      expect(credited.length, host).to.be.at.least(1);
+      expect(BigInt(credited[0]!.amount) > 0n, host).to.equal(true);
+    }
   });
 
   it("with two bootnodes, killing one changes nothing", async () => {
