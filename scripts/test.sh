@@ -1,17 +1,41 @@
 #!/usr/bin/env bash
-# `npm test`: type-check, then the mocha suite in two concurrent groups, then the contract tests.
-#   heavy: tests tagged @docker or @qemu (real containers, micro-VMs, devnets), run one file at a time;
-#   light: everything else (pure code, SQLite, the in-process chain, in-memory yagna), run beside them.
-# Light tests never touch the Docker engine or QEMU, so they cannot disturb the heavy ones' leak checks.
-# The light group's report is printed after the heavy one's; the exit status is non-zero if either failed.
+# `npm test`: type-check, then the mocha suite in concurrent groups, then the contract tests.
+#   heavy: tests tagged @docker or @qemu (real containers, micro-VMs, devnets), in AIRQUBE_TEST_JOBS (default 2)
+#          worker processes, one file per worker at a time, the slowest files first;
+#   light: everything else (pure code, SQLite, the in-process chain, in-memory yagna), one process beside them.
+# Each worker's leak checks look only at its own containers (labelled with its pid), so files cannot disturb
+# each other; the escape suite's report is shared through one cache directory. The light group's report is
+# printed after the heavy one's; the exit status is non-zero if any group failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 npm run --silent typecheck || exit 1
+jobs="${AIRQUBE_TEST_JOBS:-2}"
 light_log=$(mktemp -t airqube-light-tests.XXXXXX)
-trap 'rm -f "$light_log"' EXIT
+AIRQUBE_TEST_PROBE_CACHE=$(mktemp -d -t airqube-test-probe-cache.XXXXXX)
+export AIRQUBE_TEST_PROBE_CACHE
+trap 'rm -rf "$light_log" "$AIRQUBE_TEST_PROBE_CACHE"' EXIT
+
+# the slowest files first, so that no long file starts last (measured in CI; the rest in path order)
+slow=(
+  test/sandbox/soak.test.ts
+  test/devnet/adversaries.test.ts
+  test/package/package.test.ts
+  test/cli/outcomes.test.ts
+  test/sandbox/microvm.test.ts
+  test/devnet/payments-crash.test.ts
+  test/devnet/profile.test.ts
+  test/devnet/payments-faults.test.ts
+)
+files=()
+for f in "${slow[@]}"; do [ -f "$f" ] && files+=("$f"); done
+while IFS= read -r f; do
+  case " ${files[*]} " in *" $f "*) ;; *) files+=("$f") ;; esac
+done < <(find test -name '*.test.ts' -not -path 'test/contracts/*' | sort)
+
 npx mocha --grep '@docker|@qemu' --invert >"$light_log" 2>&1 &
 light_pid=$!
-npx mocha --grep '@docker|@qemu'
+npx mocha --no-config -n import=tsx --timeout 60000 --exit --parallel --jobs "$jobs" \
+  --grep '@docker|@qemu' "${files[@]}"
 heavy_rc=$?
 wait "$light_pid"
 light_rc=$?

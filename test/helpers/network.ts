@@ -10,8 +10,12 @@ import { type QubeRequest, sealQube } from "../../src/requestor/draft.js";
 import { Libp2pMarket } from "../../src/requestor/libp2p-market.js";
 import { Requestor } from "../../src/requestor/requestor.js";
 
-/** One probe cache for the whole test run: the real suite runs once. */
-export const PROBE_CACHE = join(tmpdir(), `airqube-test-probe-cache-${process.pid}`);
+/**
+ * One probe cache for the whole test run: the real suite runs once (`scripts/test.sh` shares one directory
+ * between its parallel workers through AIRQUBE_TEST_PROBE_CACHE).
+ */
+export const PROBE_CACHE =
+  process.env.AIRQUBE_TEST_PROBE_CACHE ?? join(tmpdir(), `airqube-test-probe-cache-${process.pid}`);
 
 export const tmp = (prefix: string) => mkdtempSync(join(tmpdir(), prefix));
 
