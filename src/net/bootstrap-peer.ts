@@ -13,6 +13,7 @@ import {
 import { OfferBook } from "./offers/discovery.js";
 import { Wire } from "./wire.js";
 
+/** A running bootstrap peer: its node, the offers it serves, its addresses, and how to stop it. */
 export interface BootstrapPeer {
   node: AirqubeNode;
   /** The offers it has seen and serves. */

@@ -62,8 +62,10 @@ export function isLoopbackIp(ip: string): boolean {
   return /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/i.test(ip) || ip === "::1";
 }
 
+/** A running Airqube libp2p node (gossipsub, identify and ping services). */
 export type AirqubeNode = Libp2p<{ pubsub: GossipSub; identify: unknown; ping: Ping }>;
 
+/** How {@link createNode} builds a node: identity, addresses, public mode and its permissions. */
 export interface NodeOptions {
   identity: Identity;
   /** Multiaddrs to listen on; default one random TCP port on 127.0.0.1. `/p2p-circuit` reserves a relay slot. */
