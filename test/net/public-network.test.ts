@@ -54,9 +54,12 @@ describe("net: the public network across network namespaces @docker", function (
   let chain: Chain;
   const payouts: Record<string, string> = {};
 
+  /** The process started last on each host. */
+  const processes: Record<string, ChildProcess> = {};
   const cli = (host: string, args: string[]) => {
     const child = net!.spawn(host, process.execPath, [CLI, ...args], { AIRQUBE_LOG_LEVEL: "warn" });
     children.push(child);
+    if (host !== "d") processes[host] = child;
     return child;
   };
 
@@ -241,5 +244,17 @@ describe("net: the public network across network namespaces @docker", function (
     expect(last?.status, JSON.stringify(last?.error ?? last?.failures)).to.equal("verified");
     expect(last?.agreeing).to.have.length(3);
     expect(startedMs).to.be.lessThan(30_000);
+  });
+
+  it("a provider that vanished after announcing is never locked in escrow", async () => {
+    const c = processes.c!;
+    c.kill("SIGKILL");
+    await new Promise((resolve) => (c.exitCode === null ? c.once("exit", resolve) : resolve(undefined)));
+    const { result } = await run(2, "without-c");
+    expect(result.status, JSON.stringify(result.error ?? result.failures)).to.equal("verified");
+    expect(result.agreeing).to.have.members([providers.b!.peerId, providers.e!.peerId]);
+    for (const payment of result.payments ?? [])
+      expect(payment.providers.map((p) => p.toLowerCase())).not.to.include(payouts.c);
+    expect(result.failures.map((f) => f.provider)).not.to.include(providers.c!.peerId);
   });
 });
