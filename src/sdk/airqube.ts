@@ -155,8 +155,13 @@ export interface AirqubeOptions {
   devnet?: boolean | { home?: string };
   /** Bootstrap peers of the embedded network (multiaddrs with `/p2p/`). */
   bootstrap?: string[];
-  /** Allow non-loopback peers (real deployments). */
+  /**
+   * Public mode (real deployments): peers off this machine; addresses an offer names on loopback, private or
+   * link-local ranges are never dialled (a hostile offer must not make the requestor dial its own network).
+   */
   public?: boolean;
+  /** Public mode on a private network (a LAN, network namespaces): dial private-range addresses too. */
+  allowPrivate?: boolean;
   /** Rent providers on the Golem network through yagna instead (configured from golem-js's variables and `golem`). */
   golem?: boolean | { config?: Record<string, unknown> };
   /** Any other market (the port the embedded network and Golem implement); for tests and custom backends. */
@@ -411,7 +416,8 @@ export class Airqube {
         market = await Libp2pMarket.connect({
           identity,
           bootstrap,
-          ...(this.options.public ? { allowPublic: true } : {}),
+          ...(this.options.public ? { public: true } : {}),
+          ...(this.options.allowPrivate ? { allowPrivate: true } : {}),
           ...(this.options.discoveryMs !== undefined ? { discoveryMs: this.options.discoveryMs } : {}),
         });
       }
