@@ -26,7 +26,7 @@ interface ProbeFlags extends PaymentFlags {
   allowPrivateAddrs?: boolean;
   backend: "libp2p" | "golem";
   config?: string;
-  tier: "container" | "microvm";
+  tier: "container" | "gvisor" | "microvm";
   weaken?: string[];
   listWeakenings?: boolean;
   provider?: string;
@@ -42,7 +42,9 @@ export function registerProbeCommand(program: Command): void {
     .command("probe")
     .hook("preAction", useDevnetProfile)
     .description("run the sandbox escape regression suite and report, per probe, whether each defence holds")
-    .addOption(new Option("--tier <tier>", "sandbox tier").choices(["container", "microvm"]).default("container"))
+    .addOption(
+      new Option("--tier <tier>", "sandbox tier").choices(["container", "gvisor", "microvm"]).default("container"),
+    )
     .option("--weaken <name>", "remove one defence for this run, to prove the suite can fail (repeatable)", collect)
     .option("--list-weakenings", "list the weakenings and exit")
     .option(

@@ -42,7 +42,7 @@ interface RunFlags {
 
 /** Builds the sandbox of a tier; the micro-VM tier is loaded only when asked for. */
 export async function createSandbox(tier: Tier): Promise<Sandbox> {
-  if (tier === "container") return new ContainerSandbox();
+  if (tier === "container" || tier === "gvisor") return new ContainerSandbox({ tier });
   const { MicroVmSandbox } = await import("../sandbox/microvm-sandbox.js");
   return new MicroVmSandbox();
 }
@@ -54,7 +54,7 @@ export function registerSandboxCommand(program: Command): void {
     .description("run one command in a fresh, hardened, disposable sandbox")
     .requiredOption("--image <ref>", "image reference, e.g. airqube/busybox:latest")
     .option("--image-digest <sha256:...>", "refuse to run unless the image has exactly this digest")
-    .option("--tier <tier>", "isolation tier: container | microvm", "container")
+    .option("--tier <tier>", "isolation tier: container | gvisor | microvm", "container")
     .option("--input <dir>", "directory placed read-only at /input")
     .option("--output <dir>", "directory that receives the outputs: /output/PATH lands at DIR/PATH")
     .option(
@@ -151,9 +151,9 @@ async function runSandbox(command: string[], flags: RunFlags): Promise<number> {
   let sandbox: Sandbox | undefined;
   let staging: string | undefined;
   try {
-    if (flags.tier !== "container" && flags.tier !== "microvm")
+    if (flags.tier !== "container" && flags.tier !== "gvisor" && flags.tier !== "microvm")
       throw new UserError("TIER_UNKNOWN", `Unknown tier "${flags.tier}"`, {
-        details: "use container or microvm",
+        details: "use container, gvisor or microvm",
       });
     const env = Object.fromEntries(
       flags.env.map((pair) => {

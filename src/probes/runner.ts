@@ -92,9 +92,9 @@ interface PhaseOutcome {
 }
 
 async function defaultSandbox(tier: Tier, hooks: SandboxHooks, docker: Docker): Promise<Sandbox> {
-  if (tier === "container") {
+  if (tier === "container" || tier === "gvisor") {
     const { ContainerSandbox } = await import("../sandbox/container-sandbox.js");
-    return new ContainerSandbox({ docker, ...hooks });
+    return new ContainerSandbox({ docker, tier, ...hooks });
   }
   const { MicroVmSandbox } = await import("../sandbox/microvm-sandbox.js");
   return new MicroVmSandbox({ docker });
@@ -141,7 +141,7 @@ async function hostInfo(tier: Tier, docker: Docker): Promise<{ host: ProbeReport
   return {
     host: {
       kernel: release(),
-      runtime: tier === "container" ? "docker" : "qemu",
+      runtime: tier === "container" ? "docker" : tier === "gvisor" ? "docker+runsc" : "qemu",
       runtimeVersion: tier === "container" ? (version.Version ?? "unknown") : `docker ${version.Version ?? "unknown"}`,
     },
     lsm,
@@ -209,7 +209,7 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
   const startedAt = new Date().toISOString();
   const [{ host, lsm }, namespaces, bootId] = await Promise.all([
     hostInfo(tier, docker),
-    tier === "container" ? hostNamespaces() : Promise.resolve(""),
+    tier === "microvm" ? Promise.resolve("") : hostNamespaces(),
     readFile("/proc/sys/kernel/random/boot_id", "utf8").then(
       (s) => s.trim(),
       () => "",
@@ -233,7 +233,8 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
       AIRQUBE_PROBE_HOST_NS: namespaces,
       // In a VM the qube faces the guest kernel, which the tier boots with no major LSM: the host's LSM
       // confines QEMU, not the qube. A guest that shows a label (e.g. AppArmor's "unconfined") still fails row 21.
-      AIRQUBE_PROBE_LSM: tier === "microvm" ? "none" : lsm,
+      // The same holds under gVisor: the qube faces the Sentry, and the host's LSM confines runsc.
+      AIRQUBE_PROBE_LSM: tier === "container" ? lsm : "none",
       AIRQUBE_PROBE_NONCE: nonce,
       AIRQUBE_PROBE_HOST_KERNEL: `${release()} ${osVersion()}`,
       AIRQUBE_PROBE_HOST_BOOT_ID: bootId,

@@ -273,8 +273,9 @@ export class ProviderAgent {
   private sandboxFor(tier: Tier): Sandbox {
     const existing = this.sandboxes[tier];
     if (existing) return existing;
-    if (tier !== "container") throw new UserError("TIER_UNAVAILABLE", `No sandbox for tier ${tier} was configured`);
-    const sandbox = new ContainerSandbox();
+    if (tier !== "container" && tier !== "gvisor")
+      throw new UserError("TIER_UNAVAILABLE", `No sandbox for tier ${tier} was configured`);
+    const sandbox = new ContainerSandbox({ tier });
     this.sandboxes[tier] = sandbox;
     return sandbox;
   }

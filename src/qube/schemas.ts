@@ -37,11 +37,11 @@ export function boundedInt(min: number, max: number) {
   return z.int().min(min).max(max);
 }
 
-/** Sandbox tiers, weakest first. */
-export const TIERS = ["container", "microvm"] as const;
+/** Sandbox tiers, weakest first (gvisor: a container under gVisor's own kernel, runsc). */
+export const TIERS = ["container", "gvisor", "microvm"] as const;
 /** Validates a tier name: one of {@link TIERS}. */
 export const tierSchema = z.enum(TIERS);
-/** A sandbox tier: `"container"` (hardened Docker container) or `"microvm"` (QEMU micro-VM). */
+/** A sandbox tier: `"container"` (hardened Docker container), `"gvisor"` (the same under runsc) or `"microvm"` (QEMU micro-VM). */
 export type Tier = z.infer<typeof tierSchema>;
 
 /** True when running in `offered` satisfies a qube that requires `required` (a stronger tier satisfies a weaker). */

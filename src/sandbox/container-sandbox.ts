@@ -16,6 +16,7 @@ import { DEFAULT_SANDBOX_LIMITS, type QubeRun, type Sandbox, type SandboxLimits,
 import { ChannelParser, channelSink } from "./channel.js";
 import { DockerDemux } from "./docker-demux.js";
 import {
+  gvisorContainerConfig,
   type HardenedContainerConfig,
   hardenedContainerConfig,
   INIT_PATH,
@@ -65,6 +66,8 @@ export interface ContainerSandboxOptions {
    * another image or other container limits start cold.
    */
   warm?: WarmOptions;
+  /** `gvisor`: run every container under gVisor (runsc) with the same hardening; default `container` (runc). */
+  tier?: "container" | "gvisor";
 }
 
 /** What a sandbox has done so far (tests and the benchmark read it). */
@@ -182,7 +185,7 @@ async function copyTree(from: string, to: string): Promise<void> {
  * await warm.close();
  */
 export class ContainerSandbox implements Sandbox {
-  readonly tier = "container" as const;
+  readonly tier: "container" | "gvisor";
   readonly stats: ContainerSandboxStats = { coldRuns: 0, warmRuns: 0, servedContainerIds: [] };
   private readonly docker: Docker;
   private readonly initBinary: string;
@@ -191,11 +194,13 @@ export class ContainerSandbox implements Sandbox {
   constructor(private readonly options: ContainerSandboxOptions = {}) {
     this.docker = options.docker ?? new Docker();
     this.initBinary = options.initBinary ?? defaultInitBinary();
+    this.tier = options.tier ?? "container";
     if (options.warm && options.warm.count > 0) {
       let limits = resolveLimits(options.warm.limits);
       if (options.weakenLimits) limits = options.weakenLimits(limits);
       this.pool = new WarmPool(this.docker, options.warm, limits, (runId) => {
         let config = warmContainerConfig(limits, runId, { initBinary: this.initBinary });
+        if (this.tier === "gvisor") config = gvisorContainerConfig(config);
         config.Labels[`${SANDBOX_LABEL}.owner`] = String(process.pid);
         if (options.weaken) config = options.weaken(structuredClone(config));
         return config;
@@ -255,6 +260,7 @@ export class ContainerSandbox implements Sandbox {
           initBinary: this.initBinary,
           ...(inputDir ? { inputDir } : {}),
         });
+        if (this.tier === "gvisor") config = gvisorContainerConfig(config);
         config.Labels[`${SANDBOX_LABEL}.owner`] = String(process.pid);
         if (this.options.weaken) config = this.options.weaken(structuredClone(config));
         container = await this.docker.createContainer({
@@ -439,7 +445,7 @@ export class ContainerSandbox implements Sandbox {
           ? 128 + channel.exit.signal
           : (info.State.ExitCode ?? -1);
     return {
-      tier: "container",
+      tier: this.tier,
       imageDigest: digest,
       exitCode: timedOut ? 137 : channel.exit?.kind === "exec-failed" ? 127 : exitCode,
       durationMs,

@@ -69,6 +69,8 @@ export interface HardenedHostConfig {
   Binds: string[];
   Devices: unknown[];
   LogConfig: { Type: string; Config: Record<string, string> };
+  /** The OCI runtime (absent: the engine's default, runc); `runsc` for the gvisor tier. */
+  Runtime?: string;
 }
 
 /** Options for `docker.createContainer`, minus image, command and environment. */
@@ -145,6 +147,33 @@ export function hardenedContainerConfig(
       LogConfig: { Type: "none", Config: {} }, // stdout/stderr are captured by attach, never stored on the host
     },
   };
+}
+
+/** The name the engine knows gVisor's runtime by (scripts/docker-engine.sh registers Debian's runsc under it). */
+export const GVISOR_RUNTIME = "runsc";
+
+/**
+ * Host pids a gVisor sandbox needs besides its tasks (the Sentry's and gofer's threads: 44 measured idle), and
+ * per task (the ptrace platform gives each a traced host stub: 21 tasks took 169 more). The host's pids cgroup
+ * holds the whole sandbox; a cap of the qube's own count there made the Sentry itself fail to start threads.
+ */
+export const GVISOR_BASE_PIDS = 64;
+export const GVISOR_PIDS_PER_TASK = 8;
+
+/**
+ * The gvisor tier's create options: every flag of the container tier and gVisor's runtime, so the qube's system
+ * calls reach gVisor's own kernel (the Sentry) instead of the host's. The engine registers runsc with the ptrace
+ * platform, no network stack and `--oci-seccomp` (the same seccomp profile, applied inside). One flag differs:
+ * the host's pids cgroup, which holds the Sentry as well, gets room for it (GVISOR_BASE_PIDS, and
+ * GVISOR_PIDS_PER_TASK host pids per task); the escape suite's fork bomb (row 32) says whether the qube's own
+ * count still holds.
+ *
+ * @example
+ * const config = gvisorContainerConfig(hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "job-1", { initBinary }));
+ */
+export function gvisorContainerConfig(config: HardenedContainerConfig): HardenedContainerConfig {
+  const pids = GVISOR_BASE_PIDS + GVISOR_PIDS_PER_TASK * config.HostConfig.PidsLimit;
+  return { ...config, HostConfig: { ...config.HostConfig, Runtime: GVISOR_RUNTIME, PidsLimit: pids } };
 }
 
 /**

@@ -1,6 +1,13 @@
 import { expect } from "chai";
 import { DEFAULT_SANDBOX_LIMITS } from "../../src/sandbox/api.js";
-import { hardenedContainerConfig, INIT_PATH, MASKED_PATHS, READONLY_PATHS } from "../../src/sandbox/hardening.js";
+import {
+  GVISOR_RUNTIME,
+  gvisorContainerConfig,
+  hardenedContainerConfig,
+  INIT_PATH,
+  MASKED_PATHS,
+  READONLY_PATHS,
+} from "../../src/sandbox/hardening.js";
 import { ALLOWED_SYSCALLS, DENIED_SYSCALLS, seccompProfile } from "../../src/sandbox/seccomp.js";
 
 describe("container hardening", () => {
@@ -9,6 +16,16 @@ describe("container hardening", () => {
     inputDir: "/tmp/in",
   });
   const host = config.HostConfig;
+
+  it("gives the gvisor tier every flag of the container tier, gVisor's runtime and pids room for the Sentry", () => {
+    const gvisor = gvisorContainerConfig(config);
+    const { Runtime, PidsLimit, ...rest } = gvisor.HostConfig;
+    expect(Runtime).to.equal(GVISOR_RUNTIME);
+    expect(GVISOR_RUNTIME).to.equal("runsc");
+    expect(PidsLimit, "the Sentry's threads and a ptrace stub per task").to.equal(64 + 8 * 64);
+    expect({ ...gvisor, HostConfig: { ...rest, PidsLimit: config.HostConfig.PidsLimit } }).to.deep.equal(config);
+    expect(config.HostConfig.Runtime).to.equal(undefined); // the input is not touched
+  });
 
   it("pins every flag", () => {
     expect(config.User).to.equal("65534:65534");
