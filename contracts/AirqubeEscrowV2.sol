@@ -1,0 +1,721 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+
+/**
+ * @title AirqubeEscrowV2
+ * @notice Pay-on-agreement escrow for batches of qubes with balances instead of transfers and signatures instead
+ * of transactions (design: contracts/ESCROW-V2.md).
+ *
+ * Accounts deposit once ({deposit}, {depositWithPermit}) and withdraw when they want ({withdraw}); no token moves
+ * on the per-qube path. A batch is `jobs` qubes (the list's hash is `qubesRoot`) run by the same `k` providers
+ * (seats) at the same price, stake, quorum and deadlines. {open} locks `price * k * jobs` of the requestor's
+ * balance and `stake * jobs` of each provider's balance; each provider consents with an EIP-712 `Accept`
+ * signature over the batch id. A provider commits to its results off chain with one EIP-712 `Commitments`
+ * signature over the hash of its column of commitments, one per job,
+ * `keccak256(abi.encode(batchId, job, outputsRoot, salt, provider))` (zero for a job it did not commit to).
+ * Signatures are bound to the chain id and this escrow (EIP-712 domain) and to the batch (its id hashes every
+ * parameter, including the requestor and its nonce).
+ *
+ * Fast path: {settle} with every seat's signature and every opening settles the batch in one transaction (anyone
+ * may call it: it has nothing to choose). Otherwise the batch goes through a dispute: {propose} publishes the
+ * signed commitments known to the proposer (the requestor, or a seat after the reveal deadline); during a
+ * commitment window (`revealDeadline - commitDeadline` seconds) a seat left out adds its own signed column
+ * ({addCommitments}), so a proposer cannot drop an honest provider; during the following reveal window of the
+ * same length anyone records openings on chain ({reveal}); then anyone finalises ({finalize}) with the
+ * openings, which must include every opening recorded on chain. The proposal is the request to reveal: a seat
+ * that committed and did not open by the end of the reveal window is slashed; a seat that never committed gets its
+ * stake back unpaid. Openings are only accepted after the commitment window, so no seat can copy a published
+ * opening into a late commitment.
+ *
+ * Per job, the winner is a root with `c` equal revealed votes and `2c >= quorum + committed` (v1's rule, a
+ * qualified hence strict majority). Winners get price, stake and an equal share of the job's slashed stakes (the
+ * dust to the requestor); dissenters (when a winner exists) and silent committed seats after a dispute lose their
+ * stake; everyone else gets its stake back; the unused budget goes back to the requestor (with the slashed stakes
+ * when there is no winner). An unsettled batch that is not under dispute can be reclaimed after its final
+ * deadline. Invariant: the sum of all balances plus the locked funds of open and proposed batches equals the
+ * escrow's token balance. Only plain ERC-20 tokens are supported (no fee-on-transfer or rebasing tokens).
+ */
+contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+
+    /// @notice The parameters of a batch; `batchId = keccak256(abi.encode(batch))`.
+    struct Batch {
+        /// The account that opens the batch, pays from its balance and gets refunds.
+        address requestor;
+        /// Distinguishes batches with otherwise equal parameters.
+        uint64 nonce;
+        /// `keccak256(abi.encodePacked(qubeIds))` of the batch's qubes, in job order.
+        bytes32 qubesRoot;
+        /// How many jobs (qubes) the batch has; `jobs * providers.length <= 256`.
+        uint16 jobs;
+        /// The providers (seats), distinct, 1 to 12; each runs every job of the batch.
+        address[] providers;
+        /// What each provider in a job's quorum earns for that job.
+        uint96 price;
+        /// What each provider bonds per job.
+        uint96 stake;
+        /// How many equal roots make a job's quorum; `2 * quorum > providers.length`.
+        uint8 quorum;
+        /// Until this second (inclusive) providers commit; the fast path needs no deadline to pass.
+        uint40 commitDeadline;
+        /// After this second any seat may {propose}; `revealDeadline - commitDeadline` is the dispute window.
+        uint40 revealDeadline;
+        /// After this second an open batch can only be reclaimed; at least two windows after `revealDeadline`.
+        uint40 finalDeadline;
+    }
+
+    /// @notice The status of a batch.
+    enum Status {
+        None,
+        Open,
+        Proposed,
+        Settled,
+        Reclaimed
+    }
+
+    /// @notice The most providers a batch may have.
+    uint256 public constant MAX_PROVIDERS = 12;
+    /// @notice The most (job, seat) positions a batch may have.
+    uint256 public constant MAX_POSITIONS = 256;
+    /// @notice The EIP-712 type of a provider's consent to a batch (and to the lock of its stake).
+    bytes32 public constant ACCEPT_TYPEHASH = keccak256("Accept(bytes32 batchId)");
+    /// @notice The EIP-712 type of a provider's commitments: `commitments` hashes its column, one per job.
+    bytes32 public constant COMMITMENTS_TYPEHASH = keccak256("Commitments(bytes32 batchId,bytes32 commitments)");
+
+    uint256 private constant _STATUS_MASK = 0xff;
+    uint256 private constant _TIME_SHIFT = 8;
+
+    /// @notice The token of deposits, budgets, stakes and payouts.
+    IERC20 public immutable token;
+    /// @notice The block the escrow was deployed in: event reads start there.
+    uint256 public immutable deploymentBlock;
+
+    /// @dev batchId => status (bits 0-7) | proposal time (8-47).
+    mapping(bytes32 batchId => uint256 word) private _batches;
+    /// @dev batchId => keccak256 of the proposed commitments (job-major: `commitments[job * k + seat]`).
+    mapping(bytes32 batchId => bytes32 hash) private _proposals;
+    /// @dev batchId => bitmap of the positions (`job * k + seat`) opened on chain.
+    mapping(bytes32 batchId => uint256 bitmap) private _revealed;
+    /// @dev account => balance + 1 once used (0 = never used), so a returning account's credit is a warm update.
+    mapping(address account => uint256 balancePlusOne) private _balances;
+
+    /// @notice Tokens were deposited to an account's balance.
+    event Deposited(address indexed account, uint256 amount);
+    /// @notice An account withdrew from its balance.
+    event Withdrawn(address indexed account, uint256 amount);
+    /// @notice A batch was opened: `budget` of the requestor's and `stake * jobs` of each seat's balance locked.
+    event BatchOpened(bytes32 indexed batchId, address indexed requestor, uint256 jobs, uint256 budget);
+    /// @notice A dispute started: the proposed commitments (job-major), and the end of the commitment window.
+    event Proposed(bytes32 indexed batchId, address indexed proposer, bytes32[] commitments, uint256 commitBy);
+    /// @notice A seat left out of a proposal added its signed column.
+    event CommitmentsAdded(bytes32 indexed batchId, uint256 indexed seat, bytes32[] column);
+    /// @notice An opening was recorded on chain during a dispute.
+    event Revealed(bytes32 indexed batchId, uint256 indexed position, bytes32 outputsRoot, bytes32 salt);
+    /// @notice A batch was settled (fast path or dispute): how many seats won and how much stake was slashed.
+    event Settled(bytes32 indexed batchId, uint256 winners, uint256 slashed);
+    /// @notice An account's balance grew by `amount` from a batch.
+    event Credited(bytes32 indexed batchId, address indexed account, uint256 amount);
+    /// @notice An unsettled batch was reclaimed after its final deadline.
+    event Reclaimed(bytes32 indexed batchId, address indexed requestor, uint256 budget);
+
+    /// @notice The caller is not allowed to do this (not the requestor, or not a seat).
+    error AirqubeEscrowV2Unauthorized(address caller);
+    /// @notice The batch has no providers or more than {MAX_PROVIDERS}, no jobs, or more than {MAX_POSITIONS}.
+    error AirqubeEscrowV2InvalidSize(uint256 providers, uint256 jobs);
+    /// @notice A provider is the zero address or appears twice.
+    error AirqubeEscrowV2InvalidProvider(address provider);
+    /// @notice The quorum is not a strict majority of the providers.
+    error AirqubeEscrowV2InvalidQuorum(uint256 quorum, uint256 providers);
+    /// @notice The price is zero.
+    error AirqubeEscrowV2ZeroPrice();
+    /// @notice The deadlines are not `now < commit < reveal` and `final >= reveal + 2 * (reveal - commit)`.
+    error AirqubeEscrowV2InvalidDeadlines(uint256 commitDeadline, uint256 revealDeadline, uint256 finalDeadline);
+    /// @notice A batch with these parameters exists already.
+    error AirqubeEscrowV2BatchExists(bytes32 batchId);
+    /// @notice The batch is not in the status the call needs.
+    error AirqubeEscrowV2WrongStatus(bytes32 batchId, Status status);
+    /// @notice A signature is not the seat's.
+    error AirqubeEscrowV2BadSignature(bytes32 batchId, address provider);
+    /// @notice An array has the wrong length for the batch.
+    error AirqubeEscrowV2BadLength(bytes32 batchId);
+    /// @notice An opening is missing or does not match its commitment (position `job * k + seat`).
+    error AirqubeEscrowV2BadOpening(bytes32 batchId, uint256 position);
+    /// @notice The commitments given are not the proposal's.
+    error AirqubeEscrowV2ProposalMismatch(bytes32 batchId);
+    /// @notice The seat's column is in the proposal already, or the added column is empty.
+    error AirqubeEscrowV2SeatPresent(bytes32 batchId, uint256 seat);
+    /// @notice An opening recorded on chain was left out of {finalize}.
+    error AirqubeEscrowV2RevealMissing(bytes32 batchId, uint256 position);
+    /// @notice A reveal call carried no new opening.
+    error AirqubeEscrowV2NothingToReveal(bytes32 batchId);
+    /// @notice The action is not allowed before `notBefore` (a block timestamp, exclusive).
+    error AirqubeEscrowV2TooEarly(bytes32 batchId, uint256 notBefore);
+    /// @notice The action is not allowed after `deadline` (a block timestamp, inclusive).
+    error AirqubeEscrowV2TooLate(bytes32 batchId, uint256 deadline);
+    /// @notice The account's balance is below what the call needs.
+    error AirqubeEscrowV2InsufficientBalance(address account, uint256 balance, uint256 needed);
+    /// @notice A deposit or withdrawal of zero.
+    error AirqubeEscrowV2ZeroAmount();
+
+    /// @param token_ The ERC-20 token of deposits, budgets, stakes and payouts.
+    constructor(IERC20 token_) EIP712("AirqubeEscrowV2", "1") {
+        token = token_;
+        deploymentBlock = block.number;
+    }
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Balances
+    // ---------------------------------------------------------------------------------------------------------
+
+    /**
+     * @notice Deposits `amount` tokens (pulled with `transferFrom`: approve first) to the caller's balance.
+     * @param amount The amount, not zero.
+     */
+    function deposit(uint256 amount) external nonReentrant {
+        _deposit(amount);
+    }
+
+    /**
+     * @notice Deposits with an EIP-2612 permit instead of an approval. A permit that fails (for instance because
+     * someone submitted it first) is ignored; the transfer then needs the allowance.
+     * @param amount The amount, not zero.
+     * @param deadline The permit's deadline.
+     * @param v The permit signature's v.
+     * @param r The permit signature's r.
+     * @param s The permit signature's s.
+     */
+    function depositWithPermit(uint256 amount, uint256 deadline, uint8 v, bytes32 r, bytes32 s) external nonReentrant {
+        try IERC20Permit(address(token)).permit(msg.sender, address(this), amount, deadline, v, r, s) {} catch {}
+        _deposit(amount);
+    }
+
+    /**
+     * @notice Transfers `amount` of the caller's balance to the caller.
+     * @param amount The amount, not zero and at most the balance.
+     */
+    function withdraw(uint256 amount) external nonReentrant {
+        if (amount == 0) revert AirqubeEscrowV2ZeroAmount();
+        _debit(msg.sender, amount);
+        emit Withdrawn(msg.sender, amount);
+        token.safeTransfer(msg.sender, amount);
+    }
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Batches
+    // ---------------------------------------------------------------------------------------------------------
+
+    /**
+     * @notice Opens a batch: locks `price * k * jobs` of the caller's (the requestor's) balance and `stake * jobs`
+     * of each seat's balance, with each seat's consent.
+     * @param batch The batch's parameters; `batch.requestor` must be the caller.
+     * @param accepts For each seat, its compact (EIP-2098) signature `[r, vs]` of `Accept(batchId)`.
+     * @return batchId The batch's id.
+     */
+    function open(Batch calldata batch, bytes32[] calldata accepts) external nonReentrant returns (bytes32 batchId) {
+        if (batch.requestor != msg.sender) revert AirqubeEscrowV2Unauthorized(msg.sender);
+        uint256 k = batch.providers.length;
+        uint256 n = batch.jobs;
+        if (k == 0 || k > MAX_PROVIDERS || n == 0 || n * k > MAX_POSITIONS) revert AirqubeEscrowV2InvalidSize(k, n);
+        if (batch.quorum > k || 2 * uint256(batch.quorum) <= k) {
+            revert AirqubeEscrowV2InvalidQuorum(batch.quorum, k);
+        }
+        if (batch.price == 0) revert AirqubeEscrowV2ZeroPrice();
+        if (
+            block.timestamp >= batch.commitDeadline || batch.commitDeadline >= batch.revealDeadline
+                || uint256(batch.finalDeadline) + 2 * batch.commitDeadline < 3 * uint256(batch.revealDeadline)
+        ) revert AirqubeEscrowV2InvalidDeadlines(batch.commitDeadline, batch.revealDeadline, batch.finalDeadline);
+        for (uint256 i = 0; i < k; ++i) {
+            address p = batch.providers[i];
+            if (p == address(0)) revert AirqubeEscrowV2InvalidProvider(p);
+            for (uint256 j = 0; j < i; ++j) {
+                if (batch.providers[j] == p) revert AirqubeEscrowV2InvalidProvider(p);
+            }
+        }
+        batchId = keccak256(abi.encode(batch));
+        if (_batches[batchId] != 0) revert AirqubeEscrowV2BatchExists(batchId);
+        if (accepts.length != 2 * k) revert AirqubeEscrowV2BadLength(batchId);
+
+        _batches[batchId] = uint256(Status.Open);
+        uint256 budget = uint256(batch.price) * k * n;
+        _debit(msg.sender, budget);
+        uint256 locked = uint256(batch.stake) * n;
+        bytes32 acceptHash = _hashTypedDataV4(keccak256(abi.encode(ACCEPT_TYPEHASH, batchId)));
+        for (uint256 i = 0; i < k; ++i) {
+            address p = batch.providers[i];
+            _checkSignature(batchId, acceptHash, accepts[2 * i], accepts[2 * i + 1], p);
+            if (locked != 0) _debit(p, locked);
+        }
+        emit BatchOpened(batchId, msg.sender, n, budget);
+    }
+
+    /**
+     * @notice Settles an open batch in one transaction from every seat's signed commitments and every opening
+     * (the fast path). Anyone may call it, until the final deadline.
+     * @param batch The batch's parameters.
+     * @param signatures For each seat, its compact signature `[r, vs]` of `Commitments(batchId, commitments)`.
+     * @param openings For each position `job * k + seat`, its `outputsRoot` then its `salt`; no root is zero.
+     */
+    function settle(Batch calldata batch, bytes32[] calldata signatures, bytes32[] calldata openings)
+        external
+        nonReentrant
+    {
+        bytes32 batchId = keccak256(abi.encode(batch));
+        uint256 word = _word(batchId, Status.Open);
+        if (block.timestamp > batch.finalDeadline) revert AirqubeEscrowV2TooLate(batchId, batch.finalDeadline);
+        uint256 k = batch.providers.length;
+        uint256 n = batch.jobs;
+        if (signatures.length != 2 * k || openings.length != 2 * n * k) revert AirqubeEscrowV2BadLength(batchId);
+
+        bytes32[] memory roots = new bytes32[](n * k);
+        bytes32[] memory column = new bytes32[](n);
+        for (uint256 s = 0; s < k; ++s) {
+            address p = batch.providers[s];
+            for (uint256 j = 0; j < n; ++j) {
+                uint256 pos = j * k + s;
+                bytes32 root = openings[2 * pos];
+                if (root == 0) revert AirqubeEscrowV2BadOpening(batchId, pos);
+                roots[pos] = root;
+                column[j] = _commitment(batchId, j, root, openings[2 * pos + 1], p);
+            }
+            _checkColumn(batchId, column, signatures[2 * s], signatures[2 * s + 1], p);
+        }
+        _batches[batchId] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
+        _payout(batchId, batch, roots, type(uint256).max >> (256 - n * k));
+    }
+
+    /**
+     * @notice Starts a dispute with the signed commitments the caller knows. Allowed to the requestor after the
+     * commit deadline (or before it when every seat signed), and to a seat after the reveal deadline, while both
+     * windows still end by the final deadline.
+     * @param batch The batch's parameters.
+     * @param signatures For each seat, `[r, vs]` of its `Commitments`; ignored for a seat whose column is empty.
+     * @param commitments For each position `job * k + seat`, the seat's commitment, or zero.
+     */
+    function propose(Batch calldata batch, bytes32[] calldata signatures, bytes32[] calldata commitments)
+        external
+        nonReentrant
+    {
+        bytes32 batchId = keccak256(abi.encode(batch));
+        _word(batchId, Status.Open);
+        uint256 k = batch.providers.length;
+        uint256 n = batch.jobs;
+        if (signatures.length != 2 * k || commitments.length != n * k) revert AirqubeEscrowV2BadLength(batchId);
+        uint256 window = uint256(batch.revealDeadline) - batch.commitDeadline;
+        if (block.timestamp + 2 * window > batch.finalDeadline) {
+            revert AirqubeEscrowV2TooLate(batchId, batch.finalDeadline - 2 * window);
+        }
+
+        bool allPresent = true;
+        bytes32[] memory column = new bytes32[](n);
+        for (uint256 s = 0; s < k; ++s) {
+            if (_columnOf(commitments, s, k, column)) {
+                _checkColumn(batchId, column, signatures[2 * s], signatures[2 * s + 1], batch.providers[s]);
+            } else {
+                allPresent = false;
+            }
+        }
+        if (msg.sender == batch.requestor) {
+            if (!allPresent && block.timestamp <= batch.commitDeadline) {
+                revert AirqubeEscrowV2TooEarly(batchId, batch.commitDeadline);
+            }
+        } else {
+            _seatOf(batch, msg.sender);
+            if (block.timestamp <= batch.revealDeadline) revert AirqubeEscrowV2TooEarly(batchId, batch.revealDeadline);
+        }
+        _batches[batchId] = uint256(Status.Proposed) | (block.timestamp << _TIME_SHIFT);
+        _proposals[batchId] = keccak256(abi.encodePacked(commitments));
+        emit Proposed(batchId, msg.sender, commitments, block.timestamp + window);
+    }
+
+    /**
+     * @notice Adds a seat's signed column to a proposal that left it out. Anyone may call it (the seat itself,
+     * usually), during the commitment window.
+     * @param batch The batch's parameters.
+     * @param commitments The proposal's current commitments (see the `Proposed` and `CommitmentsAdded` events).
+     * @param seat The seat, whose column in `commitments` must be empty.
+     * @param signature The seat's `[r, vs]` of `Commitments(batchId, keccak256(column))`.
+     * @param column The seat's commitments, one per job, not all zero.
+     */
+    function addCommitments(
+        Batch calldata batch,
+        bytes32[] calldata commitments,
+        uint256 seat,
+        bytes32[2] calldata signature,
+        bytes32[] calldata column
+    ) external nonReentrant {
+        bytes32 batchId = keccak256(abi.encode(batch));
+        uint256 word = _word(batchId, Status.Proposed);
+        uint256 commitBy = (word >> _TIME_SHIFT) + (uint256(batch.revealDeadline) - batch.commitDeadline);
+        if (block.timestamp > commitBy) revert AirqubeEscrowV2TooLate(batchId, commitBy);
+        _checkProposal(batchId, commitments);
+        uint256 k = batch.providers.length;
+        uint256 n = batch.jobs;
+        if (seat >= k || column.length != n) revert AirqubeEscrowV2BadLength(batchId);
+        bytes32[] memory updated = commitments;
+        bytes32[] memory current = new bytes32[](n);
+        bool nonEmpty;
+        for (uint256 j = 0; j < n; ++j) {
+            updated[j * k + seat] = column[j];
+            current[j] = column[j];
+            if (column[j] != 0) nonEmpty = true;
+        }
+        if (_columnOf(commitments, seat, k, new bytes32[](n)) || !nonEmpty) {
+            revert AirqubeEscrowV2SeatPresent(batchId, seat);
+        }
+        _checkColumn(batchId, current, signature[0], signature[1], batch.providers[seat]);
+        _proposals[batchId] = keccak256(abi.encodePacked(updated));
+        emit CommitmentsAdded(batchId, seat, column);
+    }
+
+    /**
+     * @notice Records openings on chain during a dispute's reveal window, so that {finalize} must count them.
+     * Anyone may call it.
+     * @param batch The batch's parameters.
+     * @param commitments The proposal's current commitments.
+     * @param openings Triples `[position, outputsRoot, salt]`; the root is not zero.
+     */
+    function reveal(Batch calldata batch, bytes32[] calldata commitments, bytes32[] calldata openings)
+        external
+        nonReentrant
+    {
+        bytes32 batchId = keccak256(abi.encode(batch));
+        uint256 word = _word(batchId, Status.Proposed);
+        uint256 window = uint256(batch.revealDeadline) - batch.commitDeadline;
+        uint256 commitBy = (word >> _TIME_SHIFT) + window;
+        if (block.timestamp <= commitBy) revert AirqubeEscrowV2TooEarly(batchId, commitBy);
+        if (block.timestamp > commitBy + window) revert AirqubeEscrowV2TooLate(batchId, commitBy + window);
+        _checkProposal(batchId, commitments);
+        if (openings.length % 3 != 0) revert AirqubeEscrowV2BadLength(batchId);
+        uint256 k = batch.providers.length;
+        uint256 bits = _revealed[batchId];
+        uint256 before = bits;
+        for (uint256 i = 0; i < openings.length; i += 3) {
+            uint256 pos = uint256(openings[i]);
+            if (pos >= commitments.length) revert AirqubeEscrowV2BadLength(batchId);
+            _checkOpening(batchId, batch, commitments, pos, k, openings[i + 1], openings[i + 2]);
+            if (bits & (1 << pos) != 0) continue;
+            bits |= 1 << pos;
+            emit Revealed(batchId, pos, openings[i + 1], openings[i + 2]);
+        }
+        if (bits == before) revert AirqubeEscrowV2NothingToReveal(batchId);
+        _revealed[batchId] = bits;
+    }
+
+    /**
+     * @notice Settles a disputed batch after its reveal window: seats that committed and did not open are
+     * slashed, seats that never committed get their stakes back unpaid. Anyone may call it.
+     * @param batch The batch's parameters.
+     * @param commitments The proposal's current commitments.
+     * @param openings For each position `job * k + seat`, `outputsRoot` then `salt`, or two zeros when not
+     * opened; every opening recorded on chain must be given.
+     */
+    function finalize(Batch calldata batch, bytes32[] calldata commitments, bytes32[] calldata openings)
+        external
+        nonReentrant
+    {
+        bytes32 batchId = keccak256(abi.encode(batch));
+        uint256 word = _word(batchId, Status.Proposed);
+        uint256 revealBy = (word >> _TIME_SHIFT) + 2 * (uint256(batch.revealDeadline) - batch.commitDeadline);
+        if (block.timestamp <= revealBy) revert AirqubeEscrowV2TooEarly(batchId, revealBy);
+        _checkProposal(batchId, commitments);
+        uint256 m = commitments.length;
+        if (openings.length != 2 * m) revert AirqubeEscrowV2BadLength(batchId);
+        uint256 k = batch.providers.length;
+        uint256 onChain = _revealed[batchId];
+        bytes32[] memory roots = new bytes32[](m);
+        uint256 committed;
+        for (uint256 pos = 0; pos < m; ++pos) {
+            bytes32 root = openings[2 * pos];
+            if (commitments[pos] != 0) committed |= 1 << pos;
+            if (root == 0) {
+                if (onChain & (1 << pos) != 0) revert AirqubeEscrowV2RevealMissing(batchId, pos);
+                continue;
+            }
+            _checkOpening(batchId, batch, commitments, pos, k, root, openings[2 * pos + 1]);
+            roots[pos] = root;
+        }
+        _batches[batchId] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
+        _payout(batchId, batch, roots, committed);
+    }
+
+    /**
+     * @notice Reclaims an open batch (not under dispute) after its final deadline: the budget back to the
+     * requestor's balance, the stakes back to the seats'. Anyone may call it.
+     * @param batch The batch's parameters.
+     */
+    function reclaim(Batch calldata batch) external nonReentrant {
+        bytes32 batchId = keccak256(abi.encode(batch));
+        uint256 word = _word(batchId, Status.Open);
+        if (block.timestamp <= batch.finalDeadline) revert AirqubeEscrowV2TooEarly(batchId, batch.finalDeadline);
+        _batches[batchId] = (word & ~_STATUS_MASK) | uint256(Status.Reclaimed);
+        uint256 k = batch.providers.length;
+        uint256 budget = uint256(batch.price) * k * batch.jobs;
+        emit Reclaimed(batchId, batch.requestor, budget);
+        _credit(batchId, batch.requestor, budget);
+        uint256 locked = uint256(batch.stake) * batch.jobs;
+        for (uint256 i = 0; i < k; ++i) {
+            _credit(batchId, batch.providers[i], locked);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Views
+    // ---------------------------------------------------------------------------------------------------------
+
+    /**
+     * @notice An account's balance (deposits and credits, minus locks and withdrawals).
+     * @param account The account.
+     * @return The balance.
+     */
+    function balanceOf(address account) external view returns (uint256) {
+        uint256 raw = _balances[account];
+        return raw == 0 ? 0 : raw - 1;
+    }
+
+    /**
+     * @notice A batch's state.
+     * @param batchId The batch's id.
+     * @return status The status.
+     * @return proposedAt When a dispute started (block timestamp), or zero.
+     * @return revealed Bitmap of the positions opened on chain.
+     * @return proposal The hash of the proposal's commitments, or zero.
+     */
+    function batchState(bytes32 batchId)
+        external
+        view
+        returns (Status status, uint256 proposedAt, uint256 revealed, bytes32 proposal)
+    {
+        uint256 word = _batches[batchId];
+        return (Status(word & _STATUS_MASK), word >> _TIME_SHIFT, _revealed[batchId], _proposals[batchId]);
+    }
+
+    /**
+     * @notice The id of a batch: `keccak256(abi.encode(batch))`.
+     * @param batch The batch's parameters.
+     * @return The batch's id.
+     */
+    function batchIdOf(Batch calldata batch) external pure returns (bytes32) {
+        return keccak256(abi.encode(batch));
+    }
+
+    /**
+     * @notice A provider's commitment to one job: `keccak256(abi.encode(batchId, job, outputsRoot, salt, provider))`.
+     * @param batchId The batch's id.
+     * @param job The job's index in the batch.
+     * @param outputsRoot The root of the provider's normalised outputs.
+     * @param salt A random salt, kept secret until the opening.
+     * @param provider The provider's address.
+     * @return The commitment.
+     */
+    function commitmentOf(bytes32 batchId, uint256 job, bytes32 outputsRoot, bytes32 salt, address provider)
+        external
+        pure
+        returns (bytes32)
+    {
+        return _commitment(batchId, job, outputsRoot, salt, provider);
+    }
+
+    /**
+     * @notice The EIP-712 digest a seat signs to accept a batch.
+     * @param batchId The batch's id.
+     * @return The digest.
+     */
+    function acceptDigest(bytes32 batchId) external view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(ACCEPT_TYPEHASH, batchId)));
+    }
+
+    /**
+     * @notice The EIP-712 digest a seat signs for its commitments.
+     * @param batchId The batch's id.
+     * @param column The seat's commitments, one per job.
+     * @return The digest.
+     */
+    function commitmentsDigest(bytes32 batchId, bytes32[] calldata column) external view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(abi.encode(COMMITMENTS_TYPEHASH, batchId, keccak256(abi.encodePacked(column))))
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Internals
+    // ---------------------------------------------------------------------------------------------------------
+
+    function _deposit(uint256 amount) private {
+        if (amount == 0) revert AirqubeEscrowV2ZeroAmount();
+        uint256 raw = _balances[msg.sender];
+        _balances[msg.sender] = (raw == 0 ? 1 : raw) + amount;
+        emit Deposited(msg.sender, amount);
+        token.safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    function _debit(address account, uint256 amount) private {
+        uint256 raw = _balances[account];
+        uint256 balance = raw == 0 ? 0 : raw - 1;
+        if (balance < amount) revert AirqubeEscrowV2InsufficientBalance(account, balance, amount);
+        _balances[account] = raw - amount;
+    }
+
+    function _credit(bytes32 batchId, address account, uint256 amount) private {
+        if (amount == 0) return;
+        uint256 raw = _balances[account];
+        _balances[account] = (raw == 0 ? 1 : raw) + amount;
+        emit Credited(batchId, account, amount);
+    }
+
+    function _word(bytes32 batchId, Status expected) private view returns (uint256 word) {
+        word = _batches[batchId];
+        if (word & _STATUS_MASK != uint256(expected)) {
+            revert AirqubeEscrowV2WrongStatus(batchId, Status(word & _STATUS_MASK));
+        }
+    }
+
+    function _seatOf(Batch calldata batch, address account) private pure returns (uint256) {
+        for (uint256 i = 0; i < batch.providers.length; ++i) {
+            if (batch.providers[i] == account) return i;
+        }
+        revert AirqubeEscrowV2Unauthorized(account);
+    }
+
+    function _checkProposal(bytes32 batchId, bytes32[] calldata commitments) private view {
+        if (keccak256(abi.encodePacked(commitments)) != _proposals[batchId]) {
+            revert AirqubeEscrowV2ProposalMismatch(batchId);
+        }
+    }
+
+    /// @dev Copies seat `s`'s column out of job-major `commitments` into `column`; whether it is not all zero.
+    function _columnOf(bytes32[] calldata commitments, uint256 s, uint256 k, bytes32[] memory column)
+        private
+        pure
+        returns (bool present)
+    {
+        for (uint256 j = 0; j < column.length; ++j) {
+            bytes32 c = commitments[j * k + s];
+            column[j] = c;
+            if (c != 0) present = true;
+        }
+    }
+
+    function _checkSignature(bytes32 batchId, bytes32 digest, bytes32 r, bytes32 vs, address signer) private pure {
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, r, vs);
+        if (err != ECDSA.RecoverError.NoError || recovered != signer) {
+            revert AirqubeEscrowV2BadSignature(batchId, signer);
+        }
+    }
+
+    function _checkColumn(bytes32 batchId, bytes32[] memory column, bytes32 r, bytes32 vs, address signer)
+        private
+        view
+    {
+        bytes32 columnHash;
+        assembly ("memory-safe") {
+            columnHash := keccak256(add(column, 0x20), shl(5, mload(column)))
+        }
+        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(COMMITMENTS_TYPEHASH, batchId, columnHash)));
+        _checkSignature(batchId, digest, r, vs, signer);
+    }
+
+    function _checkOpening(
+        bytes32 batchId,
+        Batch calldata batch,
+        bytes32[] calldata commitments,
+        uint256 pos,
+        uint256 k,
+        bytes32 root,
+        bytes32 salt
+    ) private pure {
+        if (root == 0 || _commitment(batchId, pos / k, root, salt, batch.providers[pos % k]) != commitments[pos]) {
+            revert AirqubeEscrowV2BadOpening(batchId, pos);
+        }
+    }
+
+    function _commitment(bytes32 batchId, uint256 job, bytes32 root, bytes32 salt, address provider)
+        private
+        pure
+        returns (bytes32 c)
+    {
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, batchId)
+            mstore(add(m, 0x20), job)
+            mstore(add(m, 0x40), root)
+            mstore(add(m, 0x60), salt)
+            mstore(add(m, 0x80), provider)
+            c := keccak256(m, 0xa0)
+        }
+    }
+
+    /**
+     * @dev Pays out every job of a settled batch. `roots[job * k + seat]` is the opened root (zero if not opened);
+     * `committed` has a bit per position that committed. Credits are summed per account over the batch and
+     * written once per account. Per job the amounts add up to its budget plus its locked stakes.
+     */
+    function _payout(bytes32 batchId, Batch calldata batch, bytes32[] memory roots, uint256 committed) private {
+        uint256 k = batch.providers.length;
+        uint256 n = batch.jobs;
+        uint256 price = batch.price;
+        uint256 stake = batch.stake;
+        uint256 quorum = batch.quorum;
+        uint256[] memory credits = new uint256[](k);
+        uint256 refund;
+        uint256 winnersTotal;
+        uint256 slashedTotal;
+        for (uint256 j = 0; j < n; ++j) {
+            uint256 base = j * k;
+            (bytes32 winner, uint256 count) = _winnerOf(roots, committed, base, k, quorum);
+            uint256 slashedSeats;
+            for (uint256 s = 0; s < k; ++s) {
+                bytes32 root = roots[base + s];
+                if (committed & (1 << (base + s)) == 0 || (root != 0 && count == 0)) {
+                    credits[s] += stake; // never committed, or opened without a winner: stake back, unpaid
+                } else if (root == 0 || root != winner) {
+                    ++slashedSeats; // silent after the request, or a dissenter
+                }
+            }
+            uint256 pool = slashedSeats * stake;
+            slashedTotal += pool;
+            if (count == 0) {
+                refund += price * k + pool;
+                continue;
+            }
+            uint256 share = pool / count;
+            refund += price * (k - count) + (pool - share * count);
+            winnersTotal += count;
+            for (uint256 s = 0; s < k; ++s) {
+                if (roots[base + s] == winner) credits[s] += price + stake + share;
+            }
+        }
+        emit Settled(batchId, winnersTotal, slashedTotal);
+        for (uint256 s = 0; s < k; ++s) {
+            _credit(batchId, batch.providers[s], credits[s]);
+        }
+        _credit(batchId, batch.requestor, refund);
+    }
+
+    /// @dev A job's winning root: `c` equal opened roots with `2c >= quorum + committed seats` (at most one).
+    function _winnerOf(bytes32[] memory roots, uint256 committed, uint256 base, uint256 k, uint256 quorum)
+        private
+        pure
+        returns (bytes32 winner, uint256 count)
+    {
+        uint256 seats;
+        for (uint256 s = 0; s < k; ++s) {
+            if (committed & (1 << (base + s)) != 0) ++seats;
+        }
+        for (uint256 s = 0; s < k; ++s) {
+            bytes32 root = roots[base + s];
+            if (root == 0) continue;
+            uint256 c = 1;
+            for (uint256 t = s + 1; t < k; ++t) {
+                if (roots[base + t] == root) ++c;
+            }
+            if (2 * c >= quorum + seats) return (root, c);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+/**
+ * Escrow v2 batches as plain data, and the pure hashing and EIP-712 typed data the v2 contract uses
+ * (`contracts/AirqubeEscrowV2.sol`, design in `contracts/ESCROW-V2.md`), so that clients compute ids,
+ * commitments and the statements providers sign without a round trip.
+ */
+import { AbiCoder, keccak256, Signature, solidityPacked, type TypedDataDomain } from "ethers";
+
+/** The parameters of a v2 batch (the contract's `Batch` struct); its id is their hash. */
+export interface EscrowBatch {
+  /** The account that opens the batch and pays from its escrow balance. */
+  requestor: string;
+  /** Distinguishes batches with otherwise equal parameters (uint64). */
+  nonce: bigint;
+  /** `keccak256(abi.encodePacked(qubeIds))`, see {@link qubesRootOf}. */
+  qubesRoot: string;
+  /** How many jobs (qubes); `jobs * providers.length <= 256`. */
+  jobs: number;
+  /** The seats: distinct providers, 1 to 12, each running every job. */
+  providers: string[];
+  /** Paid per job to each provider of its quorum (token wei). */
+  price: bigint;
+  /** Bonded per job by each provider, locked from its escrow balance at open. */
+  stake: bigint;
+  /** Equal roots needed per job; `2 * quorum > providers.length`. */
+  quorum: number;
+  /** Unix seconds (block timestamps). */
+  commitDeadline: number;
+  revealDeadline: number;
+  finalDeadline: number;
+}
+
+const BATCH_TUPLE = "tuple(address,uint64,bytes32,uint16,address[],uint96,uint96,uint8,uint40,uint40,uint40)";
+const coder = AbiCoder.defaultAbiCoder();
+
+/** The batch as the ABI tuple the contract takes. */
+export function batchTuple(b: EscrowBatch): unknown[] {
+  return [
+    b.requestor,
+    b.nonce,
+    b.qubesRoot,
+    b.jobs,
+    b.providers,
+    b.price,
+    b.stake,
+    b.quorum,
+    b.commitDeadline,
+    b.revealDeadline,
+    b.finalDeadline,
+  ];
+}
+
+/**
+ * The batch's id, `keccak256(abi.encode(batch))`.
+ *
+ * @example
+ * const id = batchIdOf(batch); // "0x…" (32 bytes)
+ */
+export function batchIdOf(b: EscrowBatch): string {
+  return keccak256(coder.encode([BATCH_TUPLE], [batchTuple(b)]));
+}
+
+/** `keccak256(abi.encodePacked(qubeIds))`: the batch's `qubesRoot`. */
+export function qubesRootOf(qubeIds: readonly string[]): string {
+  return keccak256(solidityPacked(Array(qubeIds.length).fill("bytes32"), qubeIds));
+}
+
+/** The requestor's lock at open: `price * k * jobs`. */
+export function batchBudgetOf(b: EscrowBatch): bigint {
+  return b.price * BigInt(b.providers.length) * BigInt(b.jobs);
+}
+
+/**
+ * A provider's commitment to job `job` of a batch: `keccak256(abi.encode(batchId, job, outputsRoot, salt,
+ * provider))`.
+ */
+export function batchCommitmentOf(
+  batchId: string,
+  job: number,
+  outputsRoot: string,
+  salt: string,
+  provider: string,
+): string {
+  return keccak256(
+    coder.encode(["bytes32", "uint256", "bytes32", "bytes32", "address"], [batchId, job, outputsRoot, salt, provider]),
+  );
+}
+
+/** The EIP-712 domain of an escrow v2 deployment (bound to the chain and the escrow's address). */
+export function escrowV2Domain(chainId: bigint | number, escrow: string): TypedDataDomain {
+  return { name: "AirqubeEscrowV2", version: "1", chainId, verifyingContract: escrow };
+}
+
+/** EIP-712 types of a provider's consent to a batch. */
+export const ACCEPT_TYPES = { Accept: [{ name: "batchId", type: "bytes32" }] };
+
+/** EIP-712 types of a provider's commitments (`commitments` hashes its column, see {@link columnHashOf}). */
+export const COMMITMENTS_TYPES = {
+  Commitments: [
+    { name: "batchId", type: "bytes32" },
+    { name: "commitments", type: "bytes32" },
+  ],
+};
+
+/** `keccak256(abi.encodePacked(column))`: what a `Commitments` statement signs. */
+export function columnHashOf(column: readonly string[]): string {
+  return qubesRootOf(column);
+}
+
+/** A 65-byte signature as the compact (EIP-2098) pair `[r, vs]` the contract takes. */
+export function compactSignature(signature: string): [string, string] {
+  const s = Signature.from(signature);
+  return [s.r, s.yParityAndS];
+}
