@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { z } from "zod";
 import { providerImagesConfigSchema } from "../images/limits.js";
-import { MAX_INPUT_TOTAL_BYTES, peerIdSchema, tierSchema, UserError, weiSchema } from "../qube/index.js";
+import { MAX_INPUT_TOTAL_BYTES, peerIdSchema, TIERS, tierSchema, UserError, weiSchema } from "../qube/index.js";
 import { INTERMITTENT_LIE } from "./behaviour.js";
 
 /** Adversary behaviours for tests; refused outside devnet or test configurations. */
@@ -46,7 +46,7 @@ export const providerConfigSchema = z
     denyPeers: z.array(peerIdSchema).max(10_000).optional(),
     /** When given, the only peer ids dialled or accepted (a closed network; list the bootnodes too). */
     allowPeers: z.array(peerIdSchema).max(10_000).optional(),
-    tiers: z.array(tierSchema).min(1).max(2).default(["container"]),
+    tiers: z.array(tierSchema).min(1).max(TIERS.length).default(["container"]),
     maxConcurrent: z.int().min(1).max(64).default(2),
     price: z
       .strictObject({ currency: z.string().regex(/^[A-Z]{2,10}$/), start: weiSchema, perSecond: weiSchema })
