@@ -124,8 +124,8 @@ export function assertLoopback(addresses: string[], what: string): void {
 /**
  * Checks that every TCP listen address can be bound here, by binding and closing it at once. Turns the
  * kernel's refusals into user errors: `ADDRESS_UNAVAILABLE` (no such address on this host, EADDRNOTAVAIL),
- * `ADDRESS_IN_USE` (EADDRINUSE), `ADDRESS_FORBIDDEN` (EACCES). Addresses other than /ip4|ip6/…/tcp are left
- * to libp2p.
+ * `ADDRESS_IN_USE` (EADDRINUSE), `ADDRESS_FORBIDDEN` (EACCES). Addresses other than /ip4|ip6/…/tcp[/ws] are
+ * left to libp2p.
  *
  * @example
  * await preflightListen(["/ip4/0.0.0.0/tcp/4001"]);
@@ -135,7 +135,9 @@ export async function preflightListen(addresses: string[]): Promise<void> {
     const parts = multiaddr(address).getComponents();
     const ip = parts[0];
     const tcp = parts[1];
-    if (!ip || !tcp || (ip.name !== "ip4" && ip.name !== "ip6") || tcp.name !== "tcp" || parts.length > 2) continue;
+    const rest = parts.slice(2);
+    const plain = rest.length === 0 || (rest.length === 1 && (rest[0]?.name === "ws" || rest[0]?.name === "wss"));
+    if (!ip || !tcp || (ip.name !== "ip4" && ip.name !== "ip6") || tcp.name !== "tcp" || !plain) continue;
     const host = ip.value ?? "";
     const port = Number(tcp.value ?? "0");
     await new Promise<void>((resolve, reject) => {

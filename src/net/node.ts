@@ -4,8 +4,8 @@
  *
  * Two modes. The devnet (default): every listen, bootstrap and dial address is loopback. Public mode
  * (`public: true`, `--public`): real hosts; the address policy of addresses.ts decides what is dialled and
- * announced, libp2p's per-host inbound connection rate stays on, AutoNAT and DCUtR run, and a node may run
- * a circuit relay server (a bootnode).
+ * announced, libp2p's per-host inbound connection rate stays on, WebSockets, AutoNAT and DCUtR run, and a
+ * node may run a circuit relay server (a bootnode).
  */
 import { noise } from "@chainsafe/libp2p-noise";
 import { yamux } from "@chainsafe/libp2p-yamux";
@@ -20,6 +20,7 @@ import { identify } from "@libp2p/identify";
 import { KEEP_ALIVE, type Libp2p } from "@libp2p/interface";
 import { type Ping, ping } from "@libp2p/ping";
 import { tcp } from "@libp2p/tcp";
+import { webSockets } from "@libp2p/websockets";
 import { createLibp2p } from "libp2p";
 import { type Identity, UserError } from "../qube/index.js";
 import {
@@ -185,7 +186,13 @@ export async function createNode(options: NodeOptions): Promise<AirqubeNode> {
         // a wildcard listener in public mode never announces its loopback address
         announceFilter: (addrs) => addrs.filter((ma) => mayAnnounce(ma.toString(), policy)),
       },
-      transports: [tcp(), ...(relayed ? [circuitRelayTransport()] : [])],
+      // TCP always; WebSockets in public mode (or when a listen address asks for it) for hosts whose firewalls
+      // pass only web traffic; circuit relay for peers behind NAT
+      transports: [
+        tcp(),
+        ...(policy.public || listen.some((a) => /\/wss?(\/|$)/.test(a)) ? [webSockets()] : []),
+        ...(relayed ? [circuitRelayTransport()] : []),
+      ],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       peerDiscovery:

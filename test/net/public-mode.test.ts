@@ -255,6 +255,29 @@ describe("net: public mode", function () {
     }
   });
 
+  it("IPv6 and WebSockets: public nodes reach each other over /ip6/::1/tcp and /ip4/127.0.0.1/tcp/../ws", async () => {
+    const options = { public: true, allowLoopback: true } as const;
+    const server = await createNode({
+      identity: fresh(),
+      ...options,
+      listen: ["/ip6/::1/tcp/0", "/ip4/127.0.0.1/tcp/0/ws"],
+    });
+    const viaV6 = await createNode({ identity: fresh(), ...options, listen: [] });
+    const viaWs = await createNode({ identity: fresh(), ...options, listen: [] });
+    try {
+      const addrs = server.getMultiaddrs();
+      const v6 = addrs.find((ma) => ma.toString().startsWith("/ip6/::1/tcp/"));
+      const ws = addrs.find((ma) => ma.toString().includes("/ws/"));
+      expect(v6, addrs.join(" ")).not.to.equal(undefined);
+      expect(ws, addrs.join(" ")).not.to.equal(undefined);
+      expect(await viaV6.services.ping.ping(v6!)).to.be.a("number");
+      expect(await viaWs.services.ping.ping(ws!)).to.be.a("number");
+      expect(viaWs.getConnections()[0]!.remoteAddr.toString()).to.include("/ws");
+    } finally {
+      for (const node of [server, viaV6, viaWs]) await node.stop();
+    }
+  });
+
   it("deny and allow lists refuse peers both ways", async () => {
     const banned = await createNode({ identity: fresh() });
     const stranger = await createNode({ identity: fresh() });
