@@ -66,7 +66,7 @@ async function local(): Promise<number> {
     limits: {
       memoryBytes: 512 << 20,
       wallTimeMs: 120_000,
-      output: { maxFileBytes: 64 << 20, maxTotalBytes: 2 << 30, maxFiles: 1000 },
+      output: { maxFileBytes: 64 << 20, maxTotalBytes: 1 << 30, maxFiles: 1000 },
     },
   });
   if (result.exitCode !== 0) throw new Error(`local rendering failed: ${result.stderr}`);

@@ -14,6 +14,7 @@ import { z } from "zod";
 import { AirqubeError, PeerError, PlatformError } from "../qube/errors.js";
 import type { ProviderImagesConfig } from "./limits.js";
 import { type ExpectedImage, type InspectedImageArchive, loadCheckedArchive } from "./load-archive.js";
+import { allowedRegistry, parseDigestRef, pullToArchive } from "./registry-pull.js";
 
 /** What a provider does about a qube's image. */
 export type ImagePlan =
@@ -22,6 +23,8 @@ export type ImagePlan =
   | { kind: "wait" }
   /** The requestor must ship it. */
   | { kind: "ship" }
+  /** Pull it by digest from an allowlisted registry (the spec's `ref` is `host/name@sha256:...`). */
+  | { kind: "pull"; ref: string }
   | { kind: "unavailable"; reason: string };
 
 const indexSchema = z.record(
@@ -73,11 +76,23 @@ export class ImageCache {
   }
 
   /** What to do about `image` (the spec's): run it, wait for an install, ask for the archive, or refuse. */
-  async plan(image: { digest: string; archiveDigest?: string | undefined }): Promise<ImagePlan> {
+  async plan(image: { ref?: string; digest: string; archiveDigest?: string | undefined }): Promise<ImagePlan> {
     if (this.installing.has(image.digest)) return { kind: "wait" };
     if (await this.present(image.digest)) return { kind: "present" };
+    let pullRefusal: string | undefined;
+    if (image.ref && this.config.registries.length > 0 && /^[a-z0-9.-]+(:[0-9]+)?\//.test(image.ref)) {
+      try {
+        allowedRegistry(parseDigestRef(image.ref), this.config.registries);
+        return { kind: "pull", ref: image.ref };
+      } catch (error) {
+        pullRefusal = (error as AirqubeError).message;
+      }
+    }
     if (!image.archiveDigest)
-      return { kind: "unavailable", reason: `image ${image.digest} is not available on this provider` };
+      return {
+        kind: "unavailable",
+        reason: pullRefusal ?? `image ${image.digest} is not available on this provider`,
+      };
     if (!this.config.acceptShipped)
       return {
         kind: "unavailable",
@@ -122,6 +137,54 @@ export class ImageCache {
     }
   }
 
+  /**
+   * Pulls `image.ref` by digest from its allowlisted registry (src/images/registry-pull.ts) and loads it after
+   * the same checks as a shipped archive. Concurrent qubes needing it wait for this pull.
+   */
+  async pull(image: { ref: string; digest: string }, options: { signal?: AbortSignal } = {}): Promise<void> {
+    if (this.installing.has(image.digest)) return this.waitFor(image.digest);
+    const file = join(this.tmp, `${randomUUID()}.tar`);
+    const work = (async () => {
+      try {
+        const archiveDigest = await pullToArchive(
+          image.ref,
+          image.digest,
+          this.config.registries,
+          this.config,
+          file,
+          options,
+        );
+        return await this.loadFile({ imageId: image.digest, archiveDigest }, file, options);
+      } finally {
+        await rm(file, { force: true });
+      }
+    })();
+    this.installing.set(image.digest, work);
+    work.catch(() => undefined);
+    try {
+      await work;
+    } finally {
+      this.installing.delete(image.digest);
+    }
+  }
+
+  private async loadFile(
+    expected: ExpectedImage,
+    file: string,
+    options: { signal?: AbortSignal },
+  ): Promise<InspectedImageArchive> {
+    const inspected = await loadCheckedArchive(this.docker, file, expected, this.config, options);
+    this.index[expected.imageId] = {
+      archiveDigest: expected.archiveDigest,
+      bytes: inspected.archiveBytes,
+      lastUsedMs: this.now(),
+    };
+    this.installed += 1;
+    await this.evict(expected.imageId);
+    await this.saveIndex();
+    return inspected;
+  }
+
   private async receiveAndLoad(
     expected: ExpectedImage,
     source: AsyncIterable<Uint8Array>,
@@ -142,16 +205,7 @@ export class ImageCache {
       }
       await handle.close();
       handle = undefined;
-      const inspected = await loadCheckedArchive(this.docker, file, expected, this.config, options);
-      this.index[expected.imageId] = {
-        archiveDigest: expected.archiveDigest,
-        bytes: inspected.archiveBytes,
-        lastUsedMs: this.now(),
-      };
-      this.installed += 1;
-      await this.evict(expected.imageId);
-      await this.saveIndex();
-      return inspected;
+      return await this.loadFile(expected, file, options);
     } catch (error) {
       if (error instanceof AirqubeError) throw error;
       throw new PlatformError("IMAGE_CACHE_FAILED", "Could not store the shipped image", {

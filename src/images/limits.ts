@@ -41,6 +41,14 @@ export const providerImagesConfigSchema = z.strictObject({
     .max(2 ** 42)
     .default(DEFAULT_IMAGE_ARCHIVE_LIMITS.maxUncompressedBytes),
   maxFiles: z.int().min(1).max(10_000_000).default(DEFAULT_IMAGE_ARCHIVE_LIMITS.maxFiles),
+  /**
+   * Registries this provider pulls from, by digest only (`http://127.0.0.1:5000`, `https://registry.example`):
+   * a spec whose `image.ref` is `host/name@sha256:...` on one of them is pulled when the image is missing.
+   */
+  registries: z
+    .array(z.url({ protocol: /^https?$/ }).max(256))
+    .max(16)
+    .default([]),
   /** Size cap of the cache of shipped archives (least recently used entries not in use are evicted). */
   cacheBytes: z
     .int()

@@ -411,9 +411,13 @@ export class ProviderAgent {
             "shipped image installed",
           );
         },
-        ready: async (spec) => {
+        ready: async (spec, { signal }) => {
           await this.images.waitFor(spec.spec.image.digest);
-          const plan = await this.images.plan(spec.spec.image);
+          let plan = await this.images.plan(spec.spec.image);
+          if (plan.kind === "pull") {
+            await this.images.pull({ ref: plan.ref, digest: spec.spec.image.digest }, { signal });
+            plan = await this.images.plan(spec.spec.image);
+          }
           if (plan.kind !== "present")
             throw new PlatformError("IMAGE_UNAVAILABLE", "The qube's image is not available", {
               details: plan.kind === "unavailable" ? plan.reason : spec.spec.image.digest,
