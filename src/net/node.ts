@@ -140,7 +140,7 @@ export async function checkNodeAddresses(options: Omit<NodeOptions, "identity">)
       throw new UserError("ADDRESS_INVALID", "A bootstrap address must end in /p2p/PEER_ID", { details: address });
     if (!mayDial(address, policy))
       throw new UserError("ADDRESS_NOT_DIALLABLE", "Public mode does not dial this bootstrap address", {
-        details: `${address}: loopback, private and link-local addresses are not dialled in public mode`,
+        details: `${address}: public mode never dials loopback, and dials private-range addresses only with --allow-private-addrs (a LAN)`,
       });
   }
   await preflightListen(listen);
