@@ -20,6 +20,7 @@ const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
   demo: async () => (await import("./devnet-command.js")).registerDevnetCommands,
   "convert-pdf": async () => (await import("./convert-pdf-command.js")).registerConvertPdfCommand,
   bootnode: async () => (await import("./bootnode-command.js")).registerBootnodeCommand,
+  dashboard: async () => (await import("./dashboard-command.js")).registerDashboardCommand,
 };
 
 export async function buildProgram(argv: string[]): Promise<Command> {

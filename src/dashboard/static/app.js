@@ -1,0 +1,498 @@
+// The Airqube dashboard page: reads the token from the URL fragment, then polls the JSON API on this origin.
+// Every value from the API is put in the page as text (textContent), never as HTML: error reasons and evidence
+// come from untrusted providers.
+import { bars, stackedBars } from "./charts.js";
+
+const POLL_MS = 5000;
+const PAGE = 50;
+const COLORS = { running: "#3b82f6", finished: "#16a34a", failed: "#dc2626", abandoned: "#9ca3af" };
+
+// the token: from the fragment once (then removed from the address bar and history), kept for this tab only
+const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+if (fromHash) {
+  sessionStorage.setItem("airqube-token", fromHash);
+  history.replaceState(null, "", location.pathname);
+}
+const token = sessionStorage.getItem("airqube-token");
+
+const state = { view: "provider", offsets: { provider: 0, requestor: 0 }, timer: undefined };
+
+function el(tag, attrs = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "text") element.textContent = String(value);
+    else if (key === "on") for (const [event, fn] of Object.entries(value)) element.addEventListener(event, fn);
+    else element.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) if (child !== undefined && child !== null) element.append(child);
+  return element;
+}
+
+function table(headers, rows, attrs = {}) {
+  return el(
+    "table",
+    attrs,
+    el(
+      "thead",
+      {},
+      el(
+        "tr",
+        {},
+        headers.map((h) => el("th", { text: h })),
+      ),
+    ),
+    el(
+      "tbody",
+      {},
+      rows.length ? rows : [el("tr", {}, el("td", { colspan: headers.length, class: "muted", text: "none" }))],
+    ),
+  );
+}
+
+function cell(value, cls) {
+  return el("td", { class: cls, text: value ?? "" });
+}
+
+function card(label, value, id) {
+  return el(
+    "div",
+    { class: "card", "data-card": id },
+    el("div", { class: "label", text: label }),
+    el("div", { class: "value", text: value }),
+  );
+}
+
+function short(id, n = 12) {
+  return typeof id === "string" && id.length > n + 3 ? `${id.slice(0, n)}…` : (id ?? "");
+}
+
+/** Wei (decimal string) as GLM with up to 6 decimals. */
+function glm(wei) {
+  if (wei === null || wei === undefined) return "–";
+  const value = BigInt(wei);
+  const whole = value / 10n ** 18n;
+  const frac = (value % 10n ** 18n).toString().padStart(18, "0").slice(0, 6).replace(/0+$/, "");
+  return `${whole}${frac ? `.${frac}` : ""} GLM`;
+}
+
+function time(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? (iso ?? "") : date.toLocaleString();
+}
+
+function duration(ms) {
+  if (!Number.isFinite(ms)) return "";
+  return ms < 1000 ? `${ms} ms` : ms < 120_000 ? `${(ms / 1000).toFixed(1)} s` : `${(ms / 60_000).toFixed(1)} min`;
+}
+
+async function api(path) {
+  const response = await fetch(path, { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+  if (response.status === 401)
+    throw new Error("No access: open the URL printed by `airqube dashboard` (it carries the token).");
+  const body = await response.json();
+  if (!response.ok)
+    throw new Error(`${body.error?.code ?? response.status}: ${body.error?.message ?? "request failed"}`);
+  return body;
+}
+
+function pager(view, page) {
+  const { offset, limit, total } = page;
+  return el(
+    "div",
+    { class: "pagerbar" },
+    el("button", {
+      type: "button",
+      class: "pager",
+      disabled: offset === 0,
+      text: "‹ newer",
+      on: { click: () => move(view, -limit) },
+    }),
+    el("span", { class: "muted", text: total ? `${offset + 1}–${Math.min(total, offset + limit)} of ${total}` : "0" }),
+    el("button", {
+      type: "button",
+      class: "pager",
+      disabled: offset + limit >= total,
+      text: "older ›",
+      on: { click: () => move(view, limit) },
+    }),
+  );
+}
+
+function move(view, delta) {
+  state.offsets[view] = Math.max(0, state.offsets[view] + delta);
+  refresh();
+}
+
+function renderProvider(data) {
+  const s = data.summary.byState;
+  const status = data.status;
+  const running = (s.accepted ?? 0) + (s.running ?? 0) + (s.committed ?? 0);
+  const buckets = data.timeline.buckets.map((b) => ({
+    ...b,
+    label: time(b.start),
+    short: new Date(b.start).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }),
+  }));
+  const series = ["running", "finished", "failed", "abandoned"].map((key) => ({ key, label: key, color: COLORS[key] }));
+  return [
+    el(
+      "div",
+      { class: "cards" },
+      card("jobs", String(data.summary.jobs), "jobs"),
+      card("running", String(running), "running"),
+      card("finished", String(s.revealed ?? 0), "finished"),
+      card("failed / abandoned", `${s.failed ?? 0} / ${s.abandoned ?? 0}`, "failed"),
+      card("earned (revealed jobs)", glm(data.summary.earnedWei), "earned"),
+      card("stake at risk", glm(data.stake.atRiskWei), "stake"),
+      card(
+        "capacity in use",
+        status ? `${status.running ?? 0} / ${status.maxConcurrent ?? "?"}` : "agent not seen",
+        "capacity",
+      ),
+      card(
+        "agent",
+        status ? `${status.alive ? "running" : "stopped"}${status.draining ? " (draining)" : ""}` : "–",
+        "agent",
+      ),
+    ),
+    el("h2", { text: `Jobs over time (by acceptance, ${duration(data.timeline.bucketMs)} buckets)` }),
+    el(
+      "div",
+      { class: "chart", id: "provider-chart" },
+      stackedBars(buckets, series),
+      el(
+        "div",
+        { class: "legend" },
+        series.map((x) => el("span", {}, el("span", { class: `swatch swatch-${x.key}` }), x.label)),
+      ),
+    ),
+    el("h2", { text: "Failures and abandoned jobs, by reason" }),
+    table(
+      ["code", "jobs", "last reason", "last at"],
+      data.failures.map((f) =>
+        el("tr", {}, cell(f.code, "mono"), cell(String(f.count)), cell(f.lastReason), cell(time(f.lastAt))),
+      ),
+    ),
+    el("h2", { text: "Escape suite per tier" }),
+    data.escapeSuite.length === 0
+      ? el("p", { class: "muted", text: "No escape-suite report in the probe cache." })
+      : data.escapeSuite.map(matrix),
+    el("h2", { text: "Jobs" }),
+    pager("provider", data.jobs),
+    table(
+      ["accepted", "job", "qube", "requestor", "state", "price", "usage", "error"],
+      data.jobs.items.map((j) =>
+        el(
+          "tr",
+          { "data-job": j.jobId },
+          cell(time(j.createdAt)),
+          cell(short(j.jobId), "mono"),
+          cell(short(j.qubeId, 16), "mono"),
+          cell(short(j.requestor), "mono"),
+          cell(j.state, `state-${j.state}`),
+          cell(glm(j.priceWei)),
+          cell(j.usage ? `${j.usage.cpuMs} ms CPU, ${(j.usage.maxMemoryBytes / 1048576).toFixed(1)} MiB` : ""),
+          cell(j.errorCode ? `${j.errorCode}: ${j.errorReason ?? ""}` : (j.errorReason ?? "")),
+        ),
+      ),
+    ),
+    el("h2", { text: "Escrow seats" }),
+    table(
+      ["job", "state", "stake", "price", "updated"],
+      data.stake.seats.map((seat) =>
+        el(
+          "tr",
+          {},
+          cell(short(seat.jobId, 18), "mono"),
+          cell(seat.state, `state-${seat.state}`),
+          cell(glm(seat.stakeWei)),
+          cell(glm(seat.priceWei)),
+          cell(time(seat.updatedAt)),
+        ),
+      ),
+    ),
+    el("p", { class: "muted" }, data.notes.join(" ")),
+  ];
+}
+
+function matrix(m) {
+  const verdicts = ["pass", "fail", "inconclusive", "skipped"];
+  return el(
+    "div",
+    { class: "tier", "data-tier": m.tier },
+    el("h3", {
+      text: `${m.tier}: ${m.summary.pass} pass, ${m.summary.fail} fail, ${m.summary.inconclusive} inconclusive, ${m.summary.skipped} skipped — last run ${time(m.startedAt)}`,
+    }),
+    el("p", { class: "muted mono", text: `${m.suite} ${m.suiteVersion}` }),
+    table(
+      ["#", "probe", "severity", ...verdicts],
+      m.rows.map((r) =>
+        el(
+          "tr",
+          { "data-probe": r.id },
+          cell(String(r.id)),
+          cell(r.title),
+          cell(r.severity),
+          verdicts.map((v) =>
+            r.verdict === v ? el("td", { class: `verdict verdict-${v}`, title: r.evidence, text: "●" }) : el("td", {}),
+          ),
+        ),
+      ),
+      { class: "matrix" },
+    ),
+  );
+}
+
+function renderRequestor(data) {
+  const s = data.summary.byState;
+  const items = data.qubes.items;
+  return [
+    el(
+      "div",
+      { class: "cards" },
+      card("qubes", String(data.summary.qubes), "qubes"),
+      card("verified", String(s.verified ?? 0), "verified"),
+      card("no consensus", String(s["no-consensus"] ?? 0), "no-consensus"),
+      card("failed / interrupted", `${s.failed ?? 0} / ${s.interrupted ?? 0}`, "failed"),
+      card("running", String(s.dispatching ?? 0), "dispatching"),
+      card("escrow open / settled", `${data.escrow.open} / ${data.escrow.settled}`, "escrow"),
+    ),
+    el("h2", { text: "Time per qube (newest right)" }),
+    el(
+      "div",
+      { class: "chart", id: "requestor-chart" },
+      bars(
+        [...items].reverse().map((q) => ({
+          label: `${q.qubeId} (${q.state})`,
+          short: short(q.qubeId, 6),
+          value: Math.round(q.durationMs / 100) / 10,
+          key: q.state === "verified" ? "finished" : q.state === "dispatching" ? "running" : "failed",
+          color: q.state === "verified" ? COLORS.finished : q.state === "dispatching" ? COLORS.running : COLORS.failed,
+        })),
+        "s",
+      ),
+    ),
+    el("h2", { text: "Qubes" }),
+    pager("requestor", data.qubes),
+    items.length === 0 ? el("p", { class: "muted", text: "No qube in the journal." }) : items.map(qube),
+    el("h2", { text: "Reputation of known providers" }),
+    table(
+      ["provider", "valid in a row", "wrong", "marked until"],
+      data.reputation.map((r) =>
+        el(
+          "tr",
+          { "data-provider": r.provider },
+          cell(r.provider, "mono"),
+          cell(String(r.consecutiveValid)),
+          cell(String(r.wrong)),
+          cell(
+            r.marked ? time(r.markedUntil) : r.markedUntil ? `expired ${time(r.markedUntil)}` : "",
+            r.marked ? "verdict-fail" : "",
+          ),
+        ),
+      ),
+    ),
+  ];
+}
+
+function pills(list, kind) {
+  return list.map((p) =>
+    el("span", { class: `pill pill-${kind}`, title: p, text: short(typeof p === "string" ? p : p.provider, 14) }),
+  );
+}
+
+function qube(q) {
+  const g = q.groups;
+  return el(
+    "details",
+    { class: "qube", "data-qube": q.qubeId },
+    el(
+      "summary",
+      {},
+      el("span", { class: "mono", text: short(q.qubeId, 20) }),
+      el("span", { class: `state-${q.state}`, text: q.state }),
+      el("span", { text: `${q.providers.length} providers` }),
+      el("span", {
+        text: `agreeing ${g.agreeing.length}, dissenting ${g.dissenting.length}, marked ${g.marked.length}`,
+      }),
+      el("span", { text: duration(q.durationMs) }),
+      el("span", { text: q.costWei ? glm(q.costWei) : "unpaid" }),
+      el("span", { class: "muted", text: time(q.createdAt) }),
+    ),
+    el(
+      "div",
+      {},
+      el("p", { class: "mono", text: `qube ${q.qubeId}${q.outputsRoot ? `  root ${q.outputsRoot}` : ""}` }),
+      q.reason ? el("p", { class: "muted", text: q.reason }) : null,
+      el(
+        "div",
+        {},
+        el("span", { class: "group" }, "agreeing: ", pills(g.agreeing, "agreeing")),
+        el("span", { class: "group" }, "dissenting: ", pills(g.dissenting, "dissenting")),
+        el("span", { class: "group" }, "marked: ", pills(g.marked, "marked")),
+        el("span", { class: "group" }, "failed: ", pills(g.failed, "failed")),
+      ),
+      table(
+        ["provider", "last state", "error"],
+        q.providers.map((p) =>
+          el("tr", {}, cell(p.provider, "mono"), cell(p.state, `state-${p.state}`), cell(p.error)),
+        ),
+      ),
+      el("h4", { text: "Timeline (commit and reveal, as journalled)" }),
+      el(
+        "ol",
+        { class: "timeline" },
+        q.timeline.map((t) =>
+          el("li", {
+            text: `${time(t.at)}  ${t.event}${t.provider ? ` ${short(t.provider, 14)}` : ""}${t.detail ? ` (${t.detail})` : ""}`,
+          }),
+        ),
+      ),
+      q.escrow.length
+        ? table(
+            ["escrow job", "state", "price", "stake", "budget", "lock tx", "settle tx"],
+            q.escrow.map((e) =>
+              el(
+                "tr",
+                {},
+                cell(short(e.jobId, 18), "mono"),
+                cell(e.state, `state-${e.state}`),
+                cell(glm(e.priceWei)),
+                cell(glm(e.stakeWei)),
+                cell(glm(e.budgetWei)),
+                cell(short(e.lockTx, 14), "mono"),
+                cell(short(e.settleTx, 14), "mono"),
+              ),
+            ),
+          )
+        : null,
+      el(
+        "p",
+        {},
+        el("button", {
+          type: "button",
+          class: "download",
+          "data-evidence": q.qubeId,
+          text: `Download evidence (${q.evidenceRecords} records)`,
+          on: { click: () => download(q.qubeId) },
+        }),
+      ),
+    ),
+  );
+}
+
+async function download(qubeId) {
+  try {
+    const bundle = await api(`/api/evidence/${encodeURIComponent(qubeId)}`);
+    const blob = new Blob([JSON.stringify(bundle, null, 2)], { type: "application/json" });
+    const link = el("a", {
+      href: URL.createObjectURL(blob),
+      download: `evidence-${qubeId.replace(/[^A-Za-z0-9_-]/g, "_")}.json`,
+    });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+  } catch (error) {
+    show(error.message);
+  }
+}
+
+function renderNetwork(data) {
+  const own = data.ownOffer;
+  return [
+    el("h2", { text: "This machine's provider" }),
+    own
+      ? table(
+          ["peer", "tiers", "capacity", "addresses", "agent"],
+          [
+            el(
+              "tr",
+              {},
+              cell(own.peerId, "mono"),
+              cell((own.tiers ?? []).join(", ")),
+              cell(`${own.running} / ${own.maxConcurrent}`),
+              cell((own.addrs ?? []).join(" "), "mono"),
+              cell(own.alive ? "running" : "stopped"),
+            ),
+          ],
+        )
+      : el("p", { class: "muted", text: "No provider agent has run in this data directory." }),
+    el("h2", { text: "Devnet" }),
+    data.devnet
+      ? table(
+          ["bootstrap", "chain", "escrow"],
+          [
+            el(
+              "tr",
+              {},
+              cell(data.devnet.bootstrap, "mono"),
+              cell(data.devnet.chainId ? `${data.devnet.chainId} ${data.devnet.rpcUrl}` : "no chain"),
+              cell(data.devnet.escrow, "mono"),
+            ),
+          ],
+        )
+      : el("p", { class: "muted", text: "No devnet is running." }),
+    el("h2", { text: "Providers this requestor used" }),
+    table(
+      ["provider", "qubes", "last seen", "valid in a row", "wrong", "marked"],
+      data.providers.map((p) =>
+        el(
+          "tr",
+          { "data-peer": p.peerId },
+          cell(p.peerId, "mono"),
+          cell(String(p.qubes)),
+          cell(time(p.lastSeen)),
+          cell(String(p.consecutiveValid)),
+          cell(String(p.wrong)),
+          cell(p.marked ? "yes" : "", p.marked ? "verdict-fail" : ""),
+        ),
+      ),
+    ),
+    el("p", { class: "muted", text: data.notes.join(" ") }),
+  ];
+}
+
+function show(message) {
+  const box = document.getElementById("message");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+const RENDER = { provider: renderProvider, requestor: renderRequestor, network: renderNetwork };
+
+async function refresh() {
+  clearTimeout(state.timer);
+  const view = state.view;
+  try {
+    const offset = state.offsets[view];
+    const query = offset !== undefined ? `?limit=${PAGE}&offset=${offset}` : "";
+    const data = await api(`/api/${view}${query}`);
+    if (view !== state.view) return;
+    const section = document.getElementById(view);
+    // keep open qubes open across polls
+    const open = new Set([...section.querySelectorAll("details[open]")].map((d) => d.dataset.qube));
+    section.replaceChildren(...RENDER[view](data).flat());
+    for (const d of section.querySelectorAll("details")) if (open.has(d.dataset.qube)) d.open = true;
+    section.dataset.loaded = "true";
+    document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    show("");
+  } catch (error) {
+    show(error.message);
+  }
+  state.timer = setTimeout(refresh, POLL_MS);
+}
+
+function select(view) {
+  state.view = view;
+  for (const tab of document.querySelectorAll(".tab"))
+    tab.setAttribute("aria-selected", String(tab.dataset.view === view));
+  for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== view;
+  if (location.hash !== `#${view}`) history.replaceState(null, "", `#${view}`);
+  refresh();
+}
+
+for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => select(tab.dataset.view));
+if (!token) show("No access token: open the URL printed by `airqube dashboard`.");
+else
+  select(["provider", "requestor", "network"].includes(location.hash.slice(1)) ? location.hash.slice(1) : "provider");
