@@ -6,8 +6,8 @@ import { expect } from "chai";
 import Docker from "dockerode";
 import { ImageCache } from "../../src/images/image-cache.js";
 import { DEFAULT_IMAGE_ARCHIVE_LIMITS, providerImagesConfigSchema } from "../../src/images/limits.js";
-import { ImageArchiveError, inspectImageArchive } from "../../src/images/load-archive.js";
-import { normaliseImageArchive } from "../../src/images/ship.js";
+import { ImageArchiveError, inspectImageArchive, loadCheckedArchive } from "../../src/images/load-archive.js";
+import { normaliseImageArchive, shippableFromEngine } from "../../src/images/ship.js";
 import { tmp } from "../helpers/network.js";
 import { imageArchive, layerTar } from "./archive-fixtures.js";
 
@@ -40,7 +40,7 @@ describe("images: checking an untrusted image archive before loading", () => {
     });
   });
 
-  it("refuses a wrong archive digest, a wrong image id and layers that are not the config's", async () => {
+  it("refuses a wrong archive digest and a wrong image id", async () => {
     const fixture = await imageArchive([await layerTar()]);
     const path = write(fixture.archive);
     const other = `sha256:${"0".repeat(64)}`;
@@ -163,5 +163,20 @@ describe("images: the provider's cache of shipped images @docker", function () {
     expect(await present(b.imageId)).to.equal(true);
     release();
     expect(readdirSync(join(dir, "tmp"))).to.deep.equal([]);
+  });
+
+  it("makes the archive to ship from the local engine (docker save, tags dropped), once per image", async () => {
+    const fixture = await imageArchive([await layerTar()]);
+    loaded.push(fixture.imageId);
+    await loadCheckedArchive(docker, write(fixture.archive), fixture);
+    await docker.getImage(fixture.imageId).tag({ repo: "airqube/ship-test", tag: "latest" });
+    const cacheDir = tmp("aq-ship-cache-");
+    const shipped = await shippableFromEngine(docker, "airqube/ship-test:latest", cacheDir);
+    expect(shipped.imageId).to.equal(fixture.imageId);
+    // what a provider would check: no tags, the named image id and archive digest
+    expect((await inspectImageArchive(shipped.path, shipped, limits)).imageId).to.equal(fixture.imageId);
+    const again = await shippableFromEngine(docker, "airqube/ship-test:latest", cacheDir);
+    expect(again).to.deep.equal(shipped);
+    await docker.getImage("airqube/ship-test:latest").remove({ force: true });
   });
 });
