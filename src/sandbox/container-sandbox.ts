@@ -377,11 +377,16 @@ export class ContainerSandbox implements Sandbox {
       if (signal?.aborted) return finish("abort");
       signal?.addEventListener("abort", onAbort, { once: true });
       transferred.then(() => finish("done"));
+      // The wall clock runs from the start request, not from when the engine answered it: under load
+      // `start()` can return a second after the qube's process began, and that second is the qube's too.
       timers.push(
-        setTimeout(() => {
-          if (!parser.exited) return finish("timeout");
-          timers.push(setTimeout(() => finish("transfer-timeout"), transferAllowanceMs(limits)));
-        }, limits.wallTimeMs),
+        setTimeout(
+          () => {
+            if (!parser.exited) return finish("timeout");
+            timers.push(setTimeout(() => finish("transfer-timeout"), transferAllowanceMs(limits)));
+          },
+          Math.max(0, started + limits.wallTimeMs - performance.now()),
+        ),
       );
       // The engine ends the attach stream when the container exits; if it does not, do not wait forever.
       let exitedAt: number | undefined;
