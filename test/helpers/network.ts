@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ProviderAgent } from "../../src/provider/agent.js";
@@ -17,7 +17,25 @@ import { Requestor } from "../../src/requestor/requestor.js";
 export const PROBE_CACHE =
   process.env.AIRQUBE_TEST_PROBE_CACHE ?? join(tmpdir(), `airqube-test-probe-cache-${process.pid}`);
 
-export const tmp = (prefix: string) => mkdtempSync(join(tmpdir(), prefix));
+/** Directories `tmp` made in this process, removed when it exits (AIRQUBE_KEEP_TEST_DIRS=1 keeps them). */
+const madeDirs: string[] = [];
+process.once("exit", () => {
+  if (process.env.AIRQUBE_KEEP_TEST_DIRS === "1") return;
+  for (const dir of madeDirs) {
+    try {
+      rmSync(dir, { recursive: true, force: true, maxRetries: 2 });
+    } catch {
+      // a directory a still-running child holds open: the system's temp cleaner gets it
+    }
+  }
+});
+
+/** A fresh directory under the system temp dir, removed when the test process exits. */
+export const tmp = (prefix: string) => {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  madeDirs.push(dir);
+  return dir;
+};
 
 /** Starts n in-process provider agents (real libp2p on loopback, real Docker); the first is the bootstrap. */
 export async function startAgents(
