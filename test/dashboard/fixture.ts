@@ -5,8 +5,8 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { jobToJson } from "../../src/chain/job-json.js";
 import { type EscrowJob, jobIdOf } from "../../src/chain/job.js";
+import { jobToJson } from "../../src/chain/job-json.js";
 import { JobLedger } from "../../src/provider/ledger.js";
 import { SeatStore } from "../../src/provider/payments.js";
 import { RequestorJournal } from "../../src/requestor/journal.js";
@@ -20,7 +20,7 @@ export const FAILED_QUBE = "aq1failedqube000000000000000000000000000000000000000
 export const RUNNING_QUBE = "aq1runningqube00000000000000000000000000000000000000003";
 export const GLM = 10n ** 18n;
 /** A string a hostile provider could put in an error: the page must show it as text. */
-export const HOSTILE_TEXT = '<img src=x onerror="document.title=\'pwned\'">';
+export const HOSTILE_TEXT = "<img src=x onerror=\"document.title='pwned'\">";
 
 export interface Fixture {
   root: string;
@@ -33,7 +33,10 @@ export interface Fixture {
 function job(qubeId: string, providers: string[], price: bigint, stake: bigint): EscrowJob {
   return {
     requestor: "0x00000000000000000000000000000000000000aa",
-    qubeId: `0x${qubeId.slice(-64).padStart(64, "0").replace(/[^0-9a-f]/g, "0")}`,
+    qubeId: `0x${qubeId
+      .slice(-64)
+      .padStart(64, "0")
+      .replace(/[^0-9a-f]/g, "0")}`,
     nonce: 1n,
     providers,
     price,
@@ -123,8 +126,22 @@ export function writeFixture(root: string): Fixture {
   for (const provider of [HONEST_A, HONEST_B, LIAR]) journal.dispatch(VERIFIED_QUBE, provider, "committed", at(1));
   const winner = { payload: { qubeId: VERIFIED_QUBE, outputsRoot: "sha256:aa" }, signature: "sig-a" };
   const lie = { payload: { qubeId: VERIFIED_QUBE, outputsRoot: "sha256:ff" }, signature: "sig-c" };
-  journal.evidence(VERIFIED_QUBE, LIAR, { kind: "conflicting-statements", qubeId: VERIFIED_QUBE, accepted: winner, dissent: lie }, at(2));
-  const escrow = job("bb01", ["0x00000000000000000000000000000000000000c1", "0x00000000000000000000000000000000000000c2", "0x00000000000000000000000000000000000000c3"], GLM, GLM / 10n);
+  journal.evidence(
+    VERIFIED_QUBE,
+    LIAR,
+    { kind: "conflicting-statements", qubeId: VERIFIED_QUBE, accepted: winner, dissent: lie },
+    at(2),
+  );
+  const escrow = job(
+    "bb01",
+    [
+      "0x00000000000000000000000000000000000000c1",
+      "0x00000000000000000000000000000000000000c2",
+      "0x00000000000000000000000000000000000000c3",
+    ],
+    GLM,
+    GLM / 10n,
+  );
   journal.escrowOpened(VERIFIED_QUBE, "0xjob1", jobToJson(escrow), "0xlocktx", at(0));
   journal.escrowClosed("0xjob1", "settled", { settleTx: "0xsettletx" }, at(3));
   journal.finished(
@@ -137,7 +154,10 @@ export function writeFixture(root: string): Fixture {
       outputsRoot: "sha256:aa",
       agreeing: [HONEST_A, HONEST_B],
       dissenting: [LIAR],
-      answers: [HONEST_A, HONEST_B, LIAR].map((provider) => ({ provider, outputsRoot: provider === LIAR ? "sha256:ff" : "sha256:aa" })),
+      answers: [HONEST_A, HONEST_B, LIAR].map((provider) => ({
+        provider,
+        outputsRoot: provider === LIAR ? "sha256:ff" : "sha256:aa",
+      })),
       failures: [],
       outputs: [],
     },
@@ -161,5 +181,15 @@ export function writeFixture(root: string): Fixture {
 }
 
 function probe(id: number, title: string, verdict: string, evidence: string) {
-  return { id, title, category: "proc", severity: "critical", cves: [], defence: "d", verdict, evidence, durationMs: 1 };
+  return {
+    id,
+    title,
+    category: "proc",
+    severity: "critical",
+    cves: [],
+    defence: "d",
+    verdict,
+    evidence,
+    durationMs: 1,
+  };
 }
