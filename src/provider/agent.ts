@@ -275,7 +275,10 @@ export class ProviderAgent {
     if (existing) return existing;
     if (tier !== "container" && tier !== "gvisor")
       throw new UserError("TIER_UNAVAILABLE", `No sandbox for tier ${tier} was configured`);
-    const sandbox = new ContainerSandbox({ tier });
+    const sandbox = new ContainerSandbox({
+      tier,
+      ...(this.config.sandboxUids ? { uids: this.config.sandboxUids } : {}),
+    });
     this.sandboxes[tier] = sandbox;
     return sandbox;
   }

@@ -24,6 +24,7 @@ import {
   warmContainerConfig,
 } from "./hardening.js";
 import { imageDigest } from "./images.js";
+import { UidPool, type UidRange } from "./uid-pool.js";
 import { safeRelativePath, unpackTar } from "./unpack.js";
 import { cgroupOf, dockerCgroup, UsageMeter } from "./usage.js";
 import { encodeQubeFrame, initLimitsArgument, type WarmOptions, WarmPool } from "./warm-pool.js";
@@ -68,6 +69,11 @@ export interface ContainerSandboxOptions {
   warm?: WarmOptions;
   /** `gvisor`: run every container under gVisor (runsc) with the same hardening; default `container` (runc). */
   tier?: "container" | "gvisor";
+  /**
+   * Run each container as a uid of its own from this range (none reused while its container exists); default:
+   * every container as nobody (65534). Not combined with `warm` yet.
+   */
+  uids?: UidRange;
 }
 
 /** What a sandbox has done so far (tests and the benchmark read it). */
@@ -190,11 +196,15 @@ export class ContainerSandbox implements Sandbox {
   private readonly docker: Docker;
   private readonly initBinary: string;
   private readonly pool: WarmPool | undefined;
+  private readonly uids: UidPool | undefined;
 
   constructor(private readonly options: ContainerSandboxOptions = {}) {
     this.docker = options.docker ?? new Docker();
     this.initBinary = options.initBinary ?? defaultInitBinary();
     this.tier = options.tier ?? "container";
+    if (options.uids && options.warm && options.warm.count > 0)
+      throw new UserError("UIDS_WITH_WARM_POOL", "A uid range and a warm pool cannot be combined yet");
+    this.uids = options.uids ? new UidPool(options.uids) : undefined;
     if (options.warm && options.warm.count > 0) {
       let limits = resolveLimits(options.warm.limits);
       if (options.weakenLimits) limits = options.weakenLimits(limits);
@@ -253,13 +263,17 @@ export class ContainerSandbox implements Sandbox {
     const warm = frame ? this.pool?.take(digest, limits) : undefined;
     const inputDir = warm ? undefined : await stageInputs(qube);
     let container = warm;
+    let uid: number | undefined;
     try {
       if (container) this.stats.warmRuns++;
       else {
-        let config = hardenedContainerConfig(limits, randomUUID(), {
-          initBinary: this.initBinary,
-          ...(inputDir ? { inputDir } : {}),
-        });
+        uid = this.uids?.acquire();
+        let config = hardenedContainerConfig(
+          limits,
+          randomUUID(),
+          { initBinary: this.initBinary, ...(inputDir ? { inputDir } : {}) },
+          uid === undefined ? {} : { uid },
+        );
         if (this.tier === "gvisor") config = gvisorContainerConfig(config);
         config.Labels[`${SANDBOX_LABEL}.owner`] = String(process.pid);
         if (this.options.weaken) config = this.options.weaken(structuredClone(config));
@@ -290,8 +304,15 @@ export class ContainerSandbox implements Sandbox {
         cause: error,
       });
     } finally {
-      if (container) await container.remove({ force: true, v: true }).catch(() => undefined);
+      const removed = container
+        ? await container.remove({ force: true, v: true }).then(
+            () => true,
+            (error: { statusCode?: number }) => error?.statusCode === 404,
+          )
+        : true;
       if (inputDir) await rm(inputDir, { recursive: true, force: true });
+      // the uid goes back only when its container is surely gone (else it stays out of the range for good)
+      if (uid !== undefined && removed) this.uids?.release(uid);
     }
   }
 

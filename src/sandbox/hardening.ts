@@ -91,7 +91,7 @@ export interface HardenedContainerConfig {
 }
 
 /**
- * Returns the Docker create options that confine one qube.
+ * Returns the Docker create options that confine one qube, as nobody or as `identity.uid` (a uid of its own).
  *
  * @example
  * const config = hardenedContainerConfig(DEFAULT_LIMITS, "job-1", { initBinary: "/usr/lib/airqube/airqube-init" });
@@ -101,10 +101,13 @@ export function hardenedContainerConfig(
   limits: SandboxLimits,
   runId: string,
   mounts: { initBinary: string; inputDir?: string },
+  identity: { uid?: number } = {},
 ): HardenedContainerConfig {
-  const scratchMount = `rw,noexec,nosuid,nodev,size=${limits.scratchBytes},mode=1777,uid=65534,gid=65534`;
+  // nobody:nogroup, or the sandbox's own uid from the provider's range (UidPool): the same number as gid
+  const uid = identity.uid ?? 65534;
+  const scratchMount = `rw,noexec,nosuid,nodev,size=${limits.scratchBytes},mode=1777,uid=${uid},gid=${uid}`;
   return {
-    User: SANDBOX_USER, // never root inside, so a runtime escape lands as nobody
+    User: identity.uid === undefined ? SANDBOX_USER : `${uid}:${uid}`, // never root inside: an escape lands unprivileged
     WorkingDir: "/scratch",
     NetworkDisabled: true, // no network stack configured at all
     AttachStdin: false,

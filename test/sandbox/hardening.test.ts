@@ -27,6 +27,16 @@ describe("container hardening", () => {
     expect(config.HostConfig.Runtime).to.equal(undefined); // the input is not touched
   });
 
+  it("runs a sandbox as a uid of its own when given one: user, group and scratch owner", () => {
+    const own = hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "run-2", { initBinary: "/opt/init" }, { uid: 300_001 });
+    expect(own.User).to.equal("300001:300001");
+    for (const options of Object.values(own.HostConfig.Tmpfs)) expect(options).to.match(/,uid=300001,gid=300001$/);
+    const { User: _u, HostConfig: h1, Labels: _l1, ...rest1 } = own;
+    const { User: _v, HostConfig: h2, Labels: _l2, ...rest2 } = config;
+    expect(rest1).to.deep.equal(rest2);
+    expect({ ...h1, Tmpfs: {}, Binds: [] }).to.deep.equal({ ...h2, Tmpfs: {}, Binds: [] });
+  });
+
   it("pins every flag", () => {
     expect(config.User).to.equal("65534:65534");
     expect(config.NetworkDisabled).to.equal(true);
