@@ -179,4 +179,29 @@ describe("images: the provider's cache of shipped images @docker", function () {
     expect(again).to.deep.equal(shipped);
     await docker.getImage("airqube/ship-test:latest").remove({ force: true });
   });
+
+  it("concurrent qubes share one install: the others wait for it instead of receiving the image again", async () => {
+    const cache = new ImageCache(tmp("aq-cache-"), docker, config(64 << 20));
+    const image = await imageArchive([await layerTar(20)]);
+    loaded.push(image.imageId);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    // the shipped bytes arrive slowly: meanwhile another qube asks for the same image
+    const slow = (async function* () {
+      await gate;
+      yield image.archive;
+    })();
+    const first = cache.install(image, slow);
+    expect(await cache.plan({ digest: image.imageId, archiveDigest: image.archiveDigest })).to.deep.equal({
+      kind: "wait",
+    });
+    const second = await cache.install(image, Readable.from([image.archive])).catch((e: unknown) => e);
+    expect((second as ImageArchiveError).code).to.equal("IMAGE_INSTALLING");
+    const waiting = cache.waitFor(image.imageId);
+    release();
+    await first;
+    await waiting;
+    expect(cache.installed).to.equal(1);
+    expect((await cache.plan({ digest: image.imageId })).kind).to.equal("present");
+  });
 });
