@@ -329,7 +329,13 @@ export class ProviderAgent {
       },
       price: { ...this.config.price },
       probes: Object.fromEntries(this.tiers.map((tier) => [tier, this.probes[tier]!])),
-      images: { shipped: this.config.images.acceptShipped, maxArchiveBytes: this.config.images.maxArchiveBytes },
+      images: {
+        shipped: this.config.images.acceptShipped,
+        ...(this.config.images.registries.length > 0
+          ? { pulls: this.config.images.registries.map((registry) => new URL(registry).host) }
+          : {}),
+        maxArchiveBytes: this.config.images.maxArchiveBytes,
+      },
       issuedAt: now.toISOString(),
       expiresAt: new Date(now.getTime() + OFFER_TTL_MS).toISOString(),
     };

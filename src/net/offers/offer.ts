@@ -61,8 +61,17 @@ export const offerSchema = z.strictObject({
   }),
   /** Escape-suite result per offered tier. */
   probes: z.partialRecord(tierSchema, probeSummarySchema),
-  /** Whether the provider takes shipped images (`image.archiveDigest`), and up to what archive size. */
-  images: z.strictObject({ shipped: z.boolean(), maxArchiveBytes: boundedInt(0, 2 ** 40) }).optional(),
+  /**
+   * Whether the provider takes shipped images (`image.archiveDigest`), pulls by digest from registries on its
+   * allowlist (`pulls`: their hosts), and up to what archive size.
+   */
+  images: z
+    .strictObject({
+      shipped: z.boolean(),
+      pulls: z.array(z.string().max(256)).max(16).optional(),
+      maxArchiveBytes: boundedInt(0, 2 ** 40),
+    })
+    .optional(),
   issuedAt: isoTimeSchema,
   expiresAt: isoTimeSchema,
 });
