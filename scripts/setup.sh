@@ -21,7 +21,7 @@ fi
 missing=()
 need() { dpkg -s "$1" >/dev/null 2>&1 || missing+=("$1"); }
 if command -v dpkg >/dev/null 2>&1; then
-  need docker.io; need busybox-static; need gcc; need libc6-dev; need musl-tools; need qemu-system-x86; need cpio; need util-linux; need iproute2; need nftables; need mmdebstrap; need docker-registry; need runsc
+  need docker.io; need busybox-static; need gcc; need libc6-dev; need musl-tools; need qemu-system-x86; need cpio; need util-linux; need iproute2; need nftables; need mmdebstrap; need docker-registry; need runsc; need chromium
   ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || missing+=(linux-image-cloud-amd64)
   if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then

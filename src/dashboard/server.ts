@@ -170,6 +170,11 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
       response.writeHead(200, { "Content-Type": asset.type });
       return response.end(request.method === "HEAD" ? undefined : files.get(url.pathname));
     }
+    if (url.pathname === "/favicon.ico") {
+      // no icon: said without a 404 in the browser's console
+      response.writeHead(204);
+      return response.end();
+    }
     if (!url.pathname.startsWith("/api")) return send(response, 404, { error: { code: "DASHBOARD_NOT_FOUND" } });
     if (!authorized(request)) {
       response.setHeader("WWW-Authenticate", 'Bearer realm="airqube-dashboard"');
