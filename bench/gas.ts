@@ -16,10 +16,23 @@
  *   transactions, since paying with a bare transfer would need a transaction too. `overheadGas = totalGas -
  *   transferGas` is what the escrow adds.
  */
-import { Contract, type JsonRpcProvider, MaxUint256, Wallet } from "ethers";
+import { Contract, ContractFactory, type JsonRpcProvider, MaxUint256, Signature, Wallet } from "ethers";
+import { airqubeEscrowV2Abi, airqubeEscrowV2Bytecode } from "../src/chain/abi/airqube-escrow-v2.js";
 import { testGLMAbi } from "../src/chain/abi/test-glm.js";
 import { deployEscrow, fundAccounts } from "../src/chain/deploy.js";
 import { EscrowClient, type OwnOpening } from "../src/chain/escrow-client.js";
+import {
+  ACCEPT_TYPES,
+  batchCommitmentOf,
+  batchIdOf,
+  batchTuple,
+  COMMITMENTS_TYPES,
+  columnHashOf,
+  compactSignature,
+  type EscrowBatch,
+  escrowV2Domain,
+  qubesRootOf,
+} from "../src/chain/escrow-v2-batch.js";
 import type { EscrowJob } from "../src/chain/job.js";
 import { startLocalChain } from "../src/chain/local-chain.js";
 import { createRpcProvider } from "../src/chain/rpc.js";
@@ -148,12 +161,31 @@ async function main(): Promise<void> {
       jobs.push({ ...summarise(k, steady), firstJob: summarise(k, first) });
       alternatives.push({ path: "onchain-reveal", ...summarise(k, onchain) });
     }
+    const v2 = await measureV2(
+      provider,
+      chain.chainId,
+      chain.accounts.map((a) => a.privateKey),
+      token,
+    );
+    const perQube = v2.rows.map((r) => ({
+      ...r,
+      v1GasPerQube: jobs.find((j) => j.k === r.k)!.totalGas,
+    }));
+    const at = (k: number, batch: number, mode = "standalone") =>
+      perQube.find((r) => r.k === k && r.batch === batch && r.mode === mode)!.gasPerQube;
     const report = {
       chain: "hardhat-edr (in-process), cancun",
       baseline,
       jobs,
       alternatives,
       goal: { k: 3, overheadGasMax: 150_000, met: (jobs.find((j) => j.k === 3)?.overheadGas ?? Infinity) <= 150_000 },
+      perQube,
+      v2Amortised: v2.amortised,
+      v2Goals: {
+        k3batch1: { gasPerQube: at(3, 1), max: 150_000, met: at(3, 1) <= 150_000 },
+        k3batch1Pipelined: { gasPerQube: at(3, 1, "pipelined"), max: 150_000, met: at(3, 1, "pipelined") <= 150_000 },
+        k3batch50: { gasPerQube: at(3, 50), max: 40_000, met: at(3, 50) <= 40_000 },
+      },
     };
     for (const c of clients) c.close();
     provider.destroy();
@@ -167,10 +199,163 @@ async function main(): Promise<void> {
         );
       }
       console.log("baseline", baseline, "goal", report.goal);
+      for (const r of perQube) {
+        console.log(
+          `v2 k=${r.k} batch=${r.batch} ${r.mode}: ${r.gasPerQube} gas/qube (amortised ${r.amortisedPerQube}); v1 ${r.v1GasPerQube}`,
+        );
+      }
+      console.log("v2 amortised", report.v2Amortised, "goals", report.v2Goals);
     }
   } finally {
     await chain.stop();
   }
+}
+
+/** Qubes over which deposits, stake top-ups and withdrawals are amortised. */
+const AMORTISED_OVER = 100;
+
+/**
+ * Escrow v2 (contracts/AirqubeEscrowV2.sol) in steady state: a batch of `batch` qubes on k providers, opened and
+ * settled by the requestor (the fast path: every provider agrees). `gasPerQube = (open + settle) / batch +
+ * amortisedPerQube`, where `amortisedPerQube` spreads over {@link AMORTISED_OVER} qubes one requestor deposit
+ * (with permit) and, per provider, one stake deposit (with permit) and one withdrawal of its earnings. A warm-up
+ * batch first, so the accounts are returning ones.
+ */
+async function measureV2(provider: JsonRpcProvider, chainId: number, keys: string[], token: string) {
+  const deployer = new Wallet(keys[0]!, provider);
+  const escrowContract = await new ContractFactory(airqubeEscrowV2Abi, airqubeEscrowV2Bytecode, deployer).deploy(
+    token,
+  );
+  await escrowContract.waitForDeployment();
+  const escrow = await escrowContract.getAddress();
+  const wallets = keys.slice(1).map((k) => new Wallet(k, provider));
+  const requestor = wallets[0]!;
+  const seats = wallets.slice(1, 6);
+  const at = (w: Wallet) => new Contract(escrow, airqubeEscrowV2Abi, w);
+  const glm = (w: Wallet) => new Contract(token, testGLMAbi, w);
+  const domain = escrowV2Domain(chainId, escrow);
+  const gas = async (p: Promise<{ wait(): Promise<{ gasUsed: bigint } | null> }>) =>
+    Number((await (await p).wait())!.gasUsed);
+
+  const depositWithPermit = async (w: Wallet, amount: bigint) => {
+    const deadline = BigInt((await provider.getBlock("latest"))!.timestamp + 3600);
+    const nonce = (await glm(w).getFunction("nonces")(w.address)) as bigint;
+    const sig = Signature.from(
+      await w.signTypedData(
+        { name: "Test Golem Network Token", version: "1", chainId, verifyingContract: token },
+        {
+          Permit: [
+            { name: "owner", type: "address" },
+            { name: "spender", type: "address" },
+            { name: "value", type: "uint256" },
+            { name: "nonce", type: "uint256" },
+            { name: "deadline", type: "uint256" },
+          ],
+        },
+        { owner: w.address, spender: escrow, value: amount, nonce, deadline },
+      ),
+    );
+    return gas(at(w).getFunction("depositWithPermit")(amount, deadline, sig.v, sig.r, sig.s));
+  };
+  // first deposits (fresh balance slots), then the measured steady-state top-ups
+  await depositWithPermit(requestor, 500_000n * E18);
+  for (const s of seats) await depositWithPermit(s, 10_000n * E18);
+  const deposit = await depositWithPermit(requestor, 1_000n * E18);
+  const stakeDeposit = await depositWithPermit(seats[0]!, 1_000n * E18);
+
+  // Steady state: a requestor's ring slot (nonce % 256) held an earlier, closed batch; all batches here use slot 0.
+  let nonce = 0n;
+  const prepare = async (k: number, jobs: number) => {
+    const now = (await provider.getBlock("latest"))!.timestamp;
+    const providers = seats.slice(0, k);
+    const batch: EscrowBatch = {
+      requestor: requestor.address,
+      nonce: 256n * nonce++,
+      qubesRoot: qubesRootOf(Array.from({ length: jobs }, (_, j) => hex32(0xc0be00 + j))),
+      jobs,
+      providers: providers.map((p) => p.address),
+      price: PRICE,
+      stake: STAKE,
+      quorum: Math.floor(k / 2) + 1,
+      commitDeadline: now + 600,
+      revealDeadline: now + 1200,
+      finalDeadline: now + 3000,
+    };
+    const id = batchIdOf(batch);
+    const accepts: string[] = [];
+    for (const p of providers) {
+      accepts.push(...compactSignature(await p.signTypedData(domain, ACCEPT_TYPES, { batchId: id })));
+    }
+    const openings: string[] = [];
+    const columns: string[][] = providers.map(() => []);
+    for (let j = 0; j < jobs; j++) {
+      for (const [s, p] of providers.entries()) {
+        const salt = hex32(0x5a170000 + j * 16 + s);
+        openings.push(hex32(0x1234), salt);
+        columns[s]!.push(batchCommitmentOf(id, j, hex32(0x1234), salt, p.address));
+      }
+    }
+    const signatures: string[] = [];
+    for (const [s, p] of providers.entries()) {
+      const value = { batchId: id, commitments: columnHashOf(columns[s]!) };
+      signatures.push(...compactSignature(await p.signTypedData(domain, COMMITMENTS_TYPES, value)));
+    }
+    const iface = at(requestor).interface;
+    return {
+      open: () => at(requestor).getFunction("open")(batchTuple(batch), accepts),
+      settle: () => at(requestor).getFunction("settle")(batchTuple(batch), signatures, openings),
+      openData: iface.encodeFunctionData("open", [batchTuple(batch), accepts]),
+      settleData: iface.encodeFunctionData("settle", [batchTuple(batch), signatures, openings]),
+    };
+  };
+  const runBatch = async (k: number, jobs: number) => {
+    const b = await prepare(k, jobs);
+    const open = await gas(b.open());
+    const settle = await gas(b.settle());
+    return { open, settle };
+  };
+  /** A stream of batches: each transaction settles the previous batch and opens the next (multicall). */
+  const runPipelined = async (k: number, jobs: number) => {
+    const b = [await prepare(k, jobs), await prepare(k, jobs), await prepare(k, jobs)];
+    await gas(b[0]!.open());
+    await gas(at(requestor).getFunction("multicall")([b[0]!.settleData, b[1]!.openData]));
+    const steady = await gas(at(requestor).getFunction("multicall")([b[1]!.settleData, b[2]!.openData]));
+    await gas(b[2]!.settle());
+    return steady;
+  };
+  await runBatch(5, 1); // warm-up: every account returning
+  const withdraw = await gas(at(seats[0]!).getFunction("withdraw")(PRICE));
+  const rows = [];
+  for (const k of [1, 3, 5]) {
+    const amortisedPerQube = Math.round((deposit + k * (stakeDeposit + withdraw)) / AMORTISED_OVER);
+    for (const batch of [1, 50]) {
+      const { open, settle } = await runBatch(k, batch);
+      rows.push({
+        k,
+        batch,
+        mode: "standalone",
+        gasPerQube: Math.round((open + settle) / batch) + amortisedPerQube,
+        open,
+        settle,
+        amortisedPerQube,
+      });
+    }
+    for (const batch of [1, 50]) {
+      const settleAndOpen = await runPipelined(k, batch);
+      rows.push({
+        k,
+        batch,
+        mode: "pipelined",
+        gasPerQube: Math.round(settleAndOpen / batch) + amortisedPerQube,
+        settleAndOpen,
+        amortisedPerQube,
+      });
+    }
+  }
+  return {
+    rows,
+    amortised: { over: AMORTISED_OVER, requestorDeposit: deposit, providerStakeDeposit: stakeDeposit, withdraw },
+  };
 }
 
 /** Gas of plain transfer and transferFrom transactions between accounts that already hold tokens. */

@@ -6,6 +6,7 @@ import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC2
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {Multicall} from "@openzeppelin/contracts/utils/Multicall.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 /**
@@ -41,16 +42,21 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
  * when there is no winner). An unsettled batch that is not under dispute can be reclaimed after its final
  * deadline. Invariant: the sum of all balances plus the locked funds of open and proposed batches equals the
  * escrow's token balance. Only plain ERC-20 tokens are supported (no fee-on-transfer or rebasing tokens).
+ *
+ * {multicall} runs several calls in one transaction (each call keeps its own checks and reentrancy guard): a
+ * requestor running a stream of qubes settles the last batch and opens the next one together, so the two share
+ * one transaction base and the accounts' storage slots are already warm.
  */
-contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
+contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     /// @notice The parameters of a batch; `batchId = keccak256(abi.encode(batch))`.
     struct Batch {
         /// The account that opens the batch, pays from its balance and gets refunds.
         address requestor;
-        /// Distinguishes batches with otherwise equal parameters.
-        uint64 nonce;
+        /// The requestor's batch number: its record lives in ring slot `nonce % RING`, and a slot only takes a
+        /// nonce above the last one it held (so a batch can never be opened twice) once that batch is closed.
+        uint40 nonce;
         /// `keccak256(abi.encodePacked(qubeIds))` of the batch's qubes, in job order.
         bytes32 qubesRoot;
         /// How many jobs (qubes) the batch has; `jobs * providers.length <= 256`.
@@ -82,6 +88,8 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
 
     /// @notice The most providers a batch may have.
     uint256 public constant MAX_PROVIDERS = 12;
+    /// @notice How many batches a requestor may have open (or under dispute) at once: the ring of its records.
+    uint256 public constant RING = 256;
     /// @notice The most (job, seat) positions a batch may have.
     uint256 public constant MAX_POSITIONS = 256;
     /// @notice The EIP-712 type of a provider's consent to a batch (and to the lock of its stake).
@@ -90,15 +98,20 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
     bytes32 public constant COMMITMENTS_TYPEHASH = keccak256("Commitments(bytes32 batchId,bytes32 commitments)");
 
     uint256 private constant _STATUS_MASK = 0xff;
-    uint256 private constant _TIME_SHIFT = 8;
+    uint256 private constant _NONCE_SHIFT = 8;
+    uint256 private constant _NONCE_MASK = 0xffffffffff;
+    uint256 private constant _ID_MASK = ~uint256(0) << 48;
 
     /// @notice The token of deposits, budgets, stakes and payouts.
     IERC20 public immutable token;
     /// @notice The block the escrow was deployed in: event reads start there.
     uint256 public immutable deploymentBlock;
 
-    /// @dev batchId => status (bits 0-7) | proposal time (8-47).
-    mapping(bytes32 batchId => uint256 word) private _batches;
+    /// @dev keccak256(requestor, nonce % RING) => status (bits 0-7) | nonce (8-47) | top 208 bits of the batch id.
+    /// A requestor's steady state re-writes its used slots (about 5k gas) instead of filling a fresh one (22k).
+    mapping(bytes32 slot => uint256 record) private _records;
+    /// @dev batchId => when its dispute started.
+    mapping(bytes32 batchId => uint256 time) private _proposedAt;
     /// @dev batchId => keccak256 of the proposed commitments (job-major: `commitments[job * k + seat]`).
     mapping(bytes32 batchId => bytes32 hash) private _proposals;
     /// @dev batchId => bitmap of the positions (`job * k + seat`) opened on chain.
@@ -120,8 +133,6 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
     event Revealed(bytes32 indexed batchId, uint256 indexed position, bytes32 outputsRoot, bytes32 salt);
     /// @notice A batch was settled (fast path or dispute): how many seats won and how much stake was slashed.
     event Settled(bytes32 indexed batchId, uint256 winners, uint256 slashed);
-    /// @notice An account's balance grew by `amount` from a batch.
-    event Credited(bytes32 indexed batchId, address indexed account, uint256 amount);
     /// @notice An unsettled batch was reclaimed after its final deadline.
     event Reclaimed(bytes32 indexed batchId, address indexed requestor, uint256 budget);
 
@@ -137,8 +148,8 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
     error AirqubeEscrowV2ZeroPrice();
     /// @notice The deadlines are not `now < commit < reveal` and `final >= reveal + 2 * (reveal - commit)`.
     error AirqubeEscrowV2InvalidDeadlines(uint256 commitDeadline, uint256 revealDeadline, uint256 finalDeadline);
-    /// @notice A batch with these parameters exists already.
-    error AirqubeEscrowV2BatchExists(bytes32 batchId);
+    /// @notice The nonce is not above the last one of its ring slot, or that slot's batch is still open.
+    error AirqubeEscrowV2NonceUnavailable(address requestor, uint256 nonce);
     /// @notice The batch is not in the status the call needs.
     error AirqubeEscrowV2WrongStatus(bytes32 batchId, Status status);
     /// @notice A signature is not the seat's.
@@ -239,10 +250,16 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
             }
         }
         batchId = keccak256(abi.encode(batch));
-        if (_batches[batchId] != 0) revert AirqubeEscrowV2BatchExists(batchId);
+        bytes32 slot = _slotOf(msg.sender, batch.nonce);
+        uint256 old = _records[slot];
+        uint256 oldStatus = old & _STATUS_MASK;
+        if (
+            old != 0 && (((old >> _NONCE_SHIFT) & _NONCE_MASK) >= batch.nonce || oldStatus == uint256(Status.Open)
+                || oldStatus == uint256(Status.Proposed))
+        ) revert AirqubeEscrowV2NonceUnavailable(msg.sender, batch.nonce);
         if (accepts.length != 2 * k) revert AirqubeEscrowV2BadLength(batchId);
 
-        _batches[batchId] = uint256(Status.Open);
+        _records[slot] = (uint256(batchId) & _ID_MASK) | (uint256(batch.nonce) << _NONCE_SHIFT) | uint256(Status.Open);
         uint256 budget = uint256(batch.price) * k * n;
         _debit(msg.sender, budget);
         uint256 locked = uint256(batch.stake) * n;
@@ -267,7 +284,7 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
         nonReentrant
     {
         bytes32 batchId = keccak256(abi.encode(batch));
-        uint256 word = _word(batchId, Status.Open);
+        (bytes32 slot, uint256 word) = _record(batch, batchId, Status.Open);
         if (block.timestamp > batch.finalDeadline) revert AirqubeEscrowV2TooLate(batchId, batch.finalDeadline);
         uint256 k = batch.providers.length;
         uint256 n = batch.jobs;
@@ -286,7 +303,7 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
             }
             _checkColumn(batchId, column, signatures[2 * s], signatures[2 * s + 1], p);
         }
-        _batches[batchId] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
+        _records[slot] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
         _payout(batchId, batch, roots, type(uint256).max >> (256 - n * k));
     }
 
@@ -303,7 +320,7 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
         nonReentrant
     {
         bytes32 batchId = keccak256(abi.encode(batch));
-        _word(batchId, Status.Open);
+        (bytes32 slot, uint256 word) = _record(batch, batchId, Status.Open);
         uint256 k = batch.providers.length;
         uint256 n = batch.jobs;
         if (signatures.length != 2 * k || commitments.length != n * k) revert AirqubeEscrowV2BadLength(batchId);
@@ -329,7 +346,8 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
             _seatOf(batch, msg.sender);
             if (block.timestamp <= batch.revealDeadline) revert AirqubeEscrowV2TooEarly(batchId, batch.revealDeadline);
         }
-        _batches[batchId] = uint256(Status.Proposed) | (block.timestamp << _TIME_SHIFT);
+        _records[slot] = (word & ~_STATUS_MASK) | uint256(Status.Proposed);
+        _proposedAt[batchId] = block.timestamp;
         _proposals[batchId] = keccak256(abi.encodePacked(commitments));
         emit Proposed(batchId, msg.sender, commitments, block.timestamp + window);
     }
@@ -351,8 +369,8 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
         bytes32[] calldata column
     ) external nonReentrant {
         bytes32 batchId = keccak256(abi.encode(batch));
-        uint256 word = _word(batchId, Status.Proposed);
-        uint256 commitBy = (word >> _TIME_SHIFT) + (uint256(batch.revealDeadline) - batch.commitDeadline);
+        _record(batch, batchId, Status.Proposed);
+        uint256 commitBy = _proposedAt[batchId] + (uint256(batch.revealDeadline) - batch.commitDeadline);
         if (block.timestamp > commitBy) revert AirqubeEscrowV2TooLate(batchId, commitBy);
         _checkProposal(batchId, commitments);
         uint256 k = batch.providers.length;
@@ -386,9 +404,9 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
         nonReentrant
     {
         bytes32 batchId = keccak256(abi.encode(batch));
-        uint256 word = _word(batchId, Status.Proposed);
+        _record(batch, batchId, Status.Proposed);
         uint256 window = uint256(batch.revealDeadline) - batch.commitDeadline;
-        uint256 commitBy = (word >> _TIME_SHIFT) + window;
+        uint256 commitBy = _proposedAt[batchId] + window;
         if (block.timestamp <= commitBy) revert AirqubeEscrowV2TooEarly(batchId, commitBy);
         if (block.timestamp > commitBy + window) revert AirqubeEscrowV2TooLate(batchId, commitBy + window);
         _checkProposal(batchId, commitments);
@@ -421,8 +439,8 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
         nonReentrant
     {
         bytes32 batchId = keccak256(abi.encode(batch));
-        uint256 word = _word(batchId, Status.Proposed);
-        uint256 revealBy = (word >> _TIME_SHIFT) + 2 * (uint256(batch.revealDeadline) - batch.commitDeadline);
+        (bytes32 slot, uint256 word) = _record(batch, batchId, Status.Proposed);
+        uint256 revealBy = _proposedAt[batchId] + 2 * (uint256(batch.revealDeadline) - batch.commitDeadline);
         if (block.timestamp <= revealBy) revert AirqubeEscrowV2TooEarly(batchId, revealBy);
         _checkProposal(batchId, commitments);
         uint256 m = commitments.length;
@@ -441,7 +459,7 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
             _checkOpening(batchId, batch, commitments, pos, k, root, openings[2 * pos + 1]);
             roots[pos] = root;
         }
-        _batches[batchId] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
+        _records[slot] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
         _payout(batchId, batch, roots, committed);
     }
 
@@ -452,16 +470,16 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
      */
     function reclaim(Batch calldata batch) external nonReentrant {
         bytes32 batchId = keccak256(abi.encode(batch));
-        uint256 word = _word(batchId, Status.Open);
+        (bytes32 slot, uint256 word) = _record(batch, batchId, Status.Open);
         if (block.timestamp <= batch.finalDeadline) revert AirqubeEscrowV2TooEarly(batchId, batch.finalDeadline);
-        _batches[batchId] = (word & ~_STATUS_MASK) | uint256(Status.Reclaimed);
+        _records[slot] = (word & ~_STATUS_MASK) | uint256(Status.Reclaimed);
         uint256 k = batch.providers.length;
         uint256 budget = uint256(batch.price) * k * batch.jobs;
         emit Reclaimed(batchId, batch.requestor, budget);
-        _credit(batchId, batch.requestor, budget);
+        _credit(batch.requestor, budget);
         uint256 locked = uint256(batch.stake) * batch.jobs;
         for (uint256 i = 0; i < k; ++i) {
-            _credit(batchId, batch.providers[i], locked);
+            _credit(batch.providers[i], locked);
         }
     }
 
@@ -480,20 +498,22 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
     }
 
     /**
-     * @notice A batch's state.
-     * @param batchId The batch's id.
+     * @notice A batch's state (`None` once its ring slot holds a later batch).
+     * @param batch The batch's parameters.
      * @return status The status.
      * @return proposedAt When a dispute started (block timestamp), or zero.
      * @return revealed Bitmap of the positions opened on chain.
      * @return proposal The hash of the proposal's commitments, or zero.
      */
-    function batchState(bytes32 batchId)
+    function batchState(Batch calldata batch)
         external
         view
         returns (Status status, uint256 proposedAt, uint256 revealed, bytes32 proposal)
     {
-        uint256 word = _batches[batchId];
-        return (Status(word & _STATUS_MASK), word >> _TIME_SHIFT, _revealed[batchId], _proposals[batchId]);
+        bytes32 batchId = keccak256(abi.encode(batch));
+        uint256 word = _records[_slotOf(batch.requestor, batch.nonce)];
+        uint256 st = _matches(word, batchId, batch.nonce) ? word & _STATUS_MASK : 0;
+        return (Status(st), _proposedAt[batchId], _revealed[batchId], _proposals[batchId]);
     }
 
     /**
@@ -562,18 +582,34 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
         _balances[account] = raw - amount;
     }
 
-    function _credit(bytes32 batchId, address account, uint256 amount) private {
+    function _credit(address account, uint256 amount) private {
         if (amount == 0) return;
         uint256 raw = _balances[account];
         _balances[account] = (raw == 0 ? 1 : raw) + amount;
-        emit Credited(batchId, account, amount);
     }
 
-    function _word(bytes32 batchId, Status expected) private view returns (uint256 word) {
-        word = _batches[batchId];
-        if (word & _STATUS_MASK != uint256(expected)) {
-            revert AirqubeEscrowV2WrongStatus(batchId, Status(word & _STATUS_MASK));
+    function _slotOf(address requestor, uint256 nonce) private pure returns (bytes32 slot) {
+        assembly ("memory-safe") {
+            mstore(0x00, requestor)
+            mstore(0x20, mod(nonce, RING))
+            slot := keccak256(0x00, 0x40)
         }
+    }
+
+    function _matches(uint256 word, bytes32 batchId, uint256 nonce) private pure returns (bool) {
+        return word & _ID_MASK == uint256(batchId) & _ID_MASK && (word >> _NONCE_SHIFT) & _NONCE_MASK == nonce;
+    }
+
+    /// @dev The batch's ring slot and record; reverts unless the record is this batch's, in status `expected`.
+    function _record(Batch calldata batch, bytes32 batchId, Status expected)
+        private
+        view
+        returns (bytes32 slot, uint256 word)
+    {
+        slot = _slotOf(batch.requestor, batch.nonce);
+        word = _records[slot];
+        uint256 status = _matches(word, batchId, batch.nonce) ? word & _STATUS_MASK : 0;
+        if (status != uint256(expected)) revert AirqubeEscrowV2WrongStatus(batchId, Status(status));
     }
 
     function _seatOf(Batch calldata batch, address account) private pure returns (uint256) {
@@ -693,9 +729,9 @@ contract AirqubeEscrowV2 is EIP712, ReentrancyGuardTransient {
         }
         emit Settled(batchId, winnersTotal, slashedTotal);
         for (uint256 s = 0; s < k; ++s) {
-            _credit(batchId, batch.providers[s], credits[s]);
+            _credit(batch.providers[s], credits[s]);
         }
-        _credit(batchId, batch.requestor, refund);
+        _credit(batch.requestor, refund);
     }
 
     /// @dev A job's winning root: `c` equal opened roots with `2c >= quorum + committed seats` (at most one).

@@ -9,7 +9,7 @@ import { AbiCoder, keccak256, Signature, solidityPacked, type TypedDataDomain } 
 export interface EscrowBatch {
   /** The account that opens the batch and pays from its escrow balance. */
   requestor: string;
-  /** Distinguishes batches with otherwise equal parameters (uint64). */
+  /** The requestor's batch number (uint40): above the last one of its ring slot `nonce % 256`. */
   nonce: bigint;
   /** `keccak256(abi.encodePacked(qubeIds))`, see {@link qubesRootOf}. */
   qubesRoot: string;
@@ -29,7 +29,7 @@ export interface EscrowBatch {
   finalDeadline: number;
 }
 
-const BATCH_TUPLE = "tuple(address,uint64,bytes32,uint16,address[],uint96,uint96,uint8,uint40,uint40,uint40)";
+const BATCH_TUPLE = "tuple(address,uint40,bytes32,uint16,address[],uint96,uint96,uint8,uint40,uint40,uint40)";
 const coder = AbiCoder.defaultAbiCoder();
 
 /** The batch as the ABI tuple the contract takes. */

@@ -40,7 +40,7 @@ export interface EscrowV2T {
   finalize(batch: unknown[], commitments: string[], openings: string[]): Tx;
   reclaim(batch: unknown[]): Tx;
   balanceOf(a: string): Promise<bigint>;
-  batchState(id: string): Promise<[bigint, bigint, bigint, string]>;
+  batchState(batch: unknown[]): Promise<[bigint, bigint, bigint, string]>;
   batchIdOf(batch: unknown[]): Promise<string>;
   commitmentOf(id: string, job: number, root: string, salt: string, provider: string): Promise<string>;
   acceptDigest(id: string): Promise<string>;
@@ -174,7 +174,7 @@ export async function owedV2(escrow: EscrowV2T, accounts: string[], batches: Esc
   let sum = 0n;
   for (const a of accounts) sum += await escrow.balanceOf(a);
   for (const b of batches) {
-    const [status] = await escrow.batchState(batchIdOf(b));
+    const [status] = await escrow.batchState(batchTuple(b));
     if (status === 1n || status === 2n) {
       sum += (b.price + b.stake) * BigInt(b.providers.length) * BigInt(b.jobs);
     }

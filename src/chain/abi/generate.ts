@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 /** The contracts that get bindings: artifact path (relative to the repository) and module name. */
 export const BOUND_CONTRACTS = [
   { artifact: "artifacts/contracts/AirqubeEscrow.sol/AirqubeEscrow.json", module: "airqube-escrow" },
+  { artifact: "artifacts/contracts/AirqubeEscrowV2.sol/AirqubeEscrowV2.json", module: "airqube-escrow-v2" },
   { artifact: "artifacts/contracts/test/TestGLM.sol/TestGLM.json", module: "test-glm" },
 ] as const;
 
