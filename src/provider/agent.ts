@@ -45,6 +45,7 @@ import {
 } from "../qube/index.js";
 import type { Sandbox } from "../sandbox/api.js";
 import { ContainerSandbox } from "../sandbox/container-sandbox.js";
+import { UidPool } from "../sandbox/uid-pool.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import { checkAdmission } from "./admission.js";
 import { type Behaviour, parseBehaviour } from "./behaviour.js";
@@ -132,6 +133,7 @@ export class ProviderAgent {
   /** Offers of other providers, relayed to requestors that ask. */
   private market: OfferBook | undefined;
   private readonly sandboxes: Partial<Record<Tier, Sandbox>>;
+  private uidPool: UidPool | undefined;
   private readonly probes: Partial<Record<Tier, ProbeGateResult>> = {};
   private readonly running = new Map<string, Promise<void>>();
   private readonly resources: ProviderResources;
@@ -277,7 +279,8 @@ export class ProviderAgent {
       throw new UserError("TIER_UNAVAILABLE", `No sandbox for tier ${tier} was configured`);
     const sandbox = new ContainerSandbox({
       tier,
-      ...(this.config.sandboxUids ? { uids: this.config.sandboxUids } : {}),
+      // one pool for every tier: no two live sandboxes share a uid
+      ...(this.config.sandboxUids ? { uids: (this.uidPool ??= new UidPool(this.config.sandboxUids)) } : {}),
     });
     this.sandboxes[tier] = sandbox;
     return sandbox;

@@ -71,9 +71,10 @@ export interface ContainerSandboxOptions {
   tier?: "container" | "gvisor";
   /**
    * Run each container as a uid of its own from this range (none reused while its container exists); default:
-   * every container as nobody (65534). Not combined with `warm` yet.
+   * every container as nobody (65534). Not combined with `warm` yet. Pass one `UidPool` to several sandboxes
+   * (e.g. the container and micro-VM tiers) to share a range.
    */
-  uids?: UidRange;
+  uids?: UidRange | UidPool;
 }
 
 /** What a sandbox has done so far (tests and the benchmark read it). */
@@ -204,7 +205,7 @@ export class ContainerSandbox implements Sandbox {
     this.tier = options.tier ?? "container";
     if (options.uids && options.warm && options.warm.count > 0)
       throw new UserError("UIDS_WITH_WARM_POOL", "A uid range and a warm pool cannot be combined yet");
-    this.uids = options.uids ? new UidPool(options.uids) : undefined;
+    this.uids = options.uids instanceof UidPool ? options.uids : options.uids ? new UidPool(options.uids) : undefined;
     if (options.warm && options.warm.count > 0) {
       let limits = resolveLimits(options.warm.limits);
       if (options.weakenLimits) limits = options.weakenLimits(limits);

@@ -22,6 +22,7 @@ import { type AccelChoice, type AccelDecision, kvmGroup, resolveAccel } from "./
 import type { VmInput, VmQube } from "./microvm/host-frames.js";
 import { defaultCacheDir, loadVmModules, type PreparedInitrd, prepareInitrd, type VmModule } from "./microvm/rootfs.js";
 import { hostTscKhz, MicroVm, type VmBootConfig, type VmServeResult } from "./microvm/vm.js";
+import { UidPool, type UidRange } from "./uid-pool.js";
 import { safeRelativePath } from "./unpack.js";
 
 /** Where `npm run build:vm` puts the VM init. */
@@ -79,6 +80,11 @@ export interface MicroVmSandboxOptions {
   preload?: PreloadOptions;
   /** Keep each VM's kernel console in its private temp dir, for boot diagnostics (development only). */
   consoleLog?: boolean;
+  /**
+   * Run each QEMU as a uid of its own from this range, taken back once the VM is destroyed; default: every QEMU
+   * as nobody. Not combined with `preload` yet. Pass one `UidPool` to several sandboxes to share a range.
+   */
+  uids?: UidRange | UidPool;
 }
 
 /** What a sandbox has done so far (tests and the benchmark read it). */
@@ -126,6 +132,7 @@ export class MicroVmSandbox implements Sandbox {
   private readonly initBinary: string;
   private readonly cacheDir: string;
   private readonly qemuBinary: string;
+  private readonly uids: UidPool | undefined;
   private kernel: Promise<string>;
   /** The channel's kernel modules for `kernel`, read once. */
   private modules: Promise<VmModule[]> | undefined;
@@ -140,6 +147,9 @@ export class MicroVmSandbox implements Sandbox {
     this.qemuBinary = options.qemuBinary ?? "qemu-system-x86_64";
     this.kernel = options.kernel ? Promise.resolve(options.kernel) : defaultKernel();
     this.kernel.catch(() => undefined);
+    if (options.uids && options.preload && options.preload.count > 0)
+      throw new UserError("UIDS_WITH_PRELOAD", "A uid range and preloaded VMs cannot be combined yet");
+    this.uids = options.uids instanceof UidPool ? options.uids : options.uids ? new UidPool(options.uids) : undefined;
     if (options.preload) {
       const preload = options.preload;
       if (!Number.isInteger(preload.count) || preload.count < 0 || preload.count > 64)
@@ -198,6 +208,7 @@ export class MicroVmSandbox implements Sandbox {
     const vcpus = Math.max(1, Math.ceil(limits.cpus));
     let vm = await this.takePreloaded(qube, limits, vcpus);
     let digest: string;
+    let uid: number | undefined;
     if (vm) {
       digest = vm.digest;
       this.stats.preloadedRuns++;
@@ -214,15 +225,27 @@ export class MicroVmSandbox implements Sandbox {
         signal ? { signal } : {},
       );
       digest = initrd.imageDigest;
-      vm = { vm: await this.boot(initrd, limits.memoryBytes, vcpus, signal), digest };
+      uid = this.uids?.acquire();
+      try {
+        vm = { vm: await this.boot(initrd, limits.memoryBytes, vcpus, signal, uid), digest };
+      } catch (error) {
+        if (uid !== undefined) this.uids?.release(uid); // a failed boot destroyed its VM
+        throw error;
+      }
       this.stats.coldRuns++;
     }
     this.stats.servedVmIds.push(vm.vm.id);
-    const served = await vm.vm.serve(
-      vmQube,
-      { graceMs: this.options.graceMs ?? 15_000, ...(qube.outputDir ? { outputDir: qube.outputDir } : {}) },
-      signal ? { signal } : {},
-    );
+    let served: VmServeResult;
+    try {
+      served = await vm.vm.serve(
+        vmQube,
+        { graceMs: this.options.graceMs ?? 15_000, ...(qube.outputDir ? { outputDir: qube.outputDir } : {}) },
+        signal ? { signal } : {},
+      );
+    } finally {
+      // serve destroys the VM (QEMU's process group killed and reaped, its private dir wiped) before settling
+      if (uid !== undefined) this.uids?.release(uid);
+    }
     if (served.firstStdoutAt !== undefined) this.stats.firstOutputMs.push(served.firstStdoutAt - requested);
     return toRunResult(served, digest);
   }
@@ -237,7 +260,12 @@ export class MicroVmSandbox implements Sandbox {
     await Promise.all(pool.ready.splice(0).map((vm) => vm.destroy()));
   }
 
-  private async bootConfig(initrd: PreparedInitrd, memoryBytes: number, vcpus: number): Promise<VmBootConfig> {
+  private async bootConfig(
+    initrd: PreparedInitrd,
+    memoryBytes: number,
+    vcpus: number,
+    uid?: number,
+  ): Promise<VmBootConfig> {
     const decision = await this.accel();
     const kvmGid = decision.accel === "kvm" ? await kvmGroup() : undefined;
     const tscKhz = await hostTscKhz();
@@ -253,6 +281,7 @@ export class MicroVmSandbox implements Sandbox {
       onSpawned: (vm) => this.stats.vms.push({ id: vm.id, pid: vm.pid, directory: vm.directory }),
       ...(kvmGid !== undefined ? { kvmGid } : {}),
       ...(tscKhz ? { tscKhz } : {}),
+      ...(uid !== undefined ? { uid } : {}),
     };
   }
 
@@ -261,8 +290,9 @@ export class MicroVmSandbox implements Sandbox {
     memoryBytes: number,
     vcpus: number,
     signal: AbortSignal | undefined,
+    uid?: number,
   ): Promise<MicroVm> {
-    const vm = await MicroVm.boot(await this.bootConfig(initrd, memoryBytes, vcpus), signal ? { signal } : {});
+    const vm = await MicroVm.boot(await this.bootConfig(initrd, memoryBytes, vcpus, uid), signal ? { signal } : {});
     this.stats.booted++;
     return vm;
   }

@@ -104,6 +104,10 @@ describe("micro-VM hardening as data", () => {
     expect(qemuSpawnPlan({ accel: "kvm", privateDir: "/p", qemuBinary: "q", qemuArgs: [], kvmGid: 108 }).gid).to.equal(
       108,
     );
+    // a uid of the VM's own (UidPool): as uid and gid, except the kvm group where KVM needs it
+    const own = { privateDir: "/p", qemuBinary: "q", qemuArgs: [], kvmGid: 108, uid: 310_000 };
+    expect(qemuSpawnPlan({ ...own, accel: "tcg" })).to.include({ uid: 310_000, gid: 310_000 });
+    expect(qemuSpawnPlan({ ...own, accel: "kvm" })).to.include({ uid: 310_000, gid: 108 });
   });
 
   it("sizes guest memory from the limit and the initramfs", () => {

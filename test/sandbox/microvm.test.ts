@@ -203,6 +203,25 @@ describe("MicroVmSandbox @qemu @docker", function () {
     expect(second.stdout.trim().split("\n").at(-1)).to.not.equal(first.stdout.trim());
   });
 
+  it("runs each QEMU as a uid of its own from a range", async () => {
+    const own = new MicroVmSandbox({ docker, accel: "tcg", uids: { first: 310_000, count: 1 } });
+    try {
+      const running = own.run({ image: BUSYBOX, command: ["sh", "-c", "sleep 2; echo ok"] });
+      let status = "";
+      for (let i = 0; i < 600 && !status; i++) {
+        const pid = own.stats.vms[0]?.pid;
+        if (pid) status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+        if (!status) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(status).to.match(/^Uid:\s+310000\s+310000\s+310000\s+310000$/m);
+      expect(status).to.match(/^Gid:\s+310000\s+310000\s+310000\s+310000$/m);
+      expect((await running).stdout).to.equal("ok\n");
+      await expectAllDestroyed(own);
+    } finally {
+      await own.close();
+    }
+  });
+
   it("refuses a symlink among the outputs and writes nothing", async () => {
     const out = await tmp();
     let error: unknown;

@@ -112,6 +112,8 @@ export function qemuSpawnPlan(input: {
   qemuBinary: string;
   qemuArgs: string[];
   kvmGid?: number;
+  /** A uid of this VM's own (UidPool); default nobody. The same number is its gid unless KVM needs `kvm`. */
+  uid?: number;
 }): QemuSpawnPlan {
   return {
     command: "setpriv",
@@ -123,8 +125,8 @@ export function qemuSpawnPlan(input: {
       input.qemuBinary,
       ...input.qemuArgs,
     ],
-    uid: QEMU_UID,
-    gid: input.accel === "kvm" && input.kvmGid !== undefined ? input.kvmGid : QEMU_GID,
+    uid: input.uid ?? QEMU_UID,
+    gid: input.accel === "kvm" && input.kvmGid !== undefined ? input.kvmGid : (input.uid ?? QEMU_GID),
     detached: true,
     cwd: input.privateDir,
     env: { PATH: "/usr/bin:/bin", TMPDIR: input.privateDir, HOME: input.privateDir },

@@ -52,6 +52,8 @@ export interface VmBootConfig {
   tscKhz?: number;
   /** Called as soon as QEMU is started (before the boot completes), to observe every VM. */
   onSpawned?: (vm: MicroVm) => void;
+  /** Run QEMU as this uid (and gid) of its own; default nobody (QEMU_UID). */
+  uid?: number;
 }
 
 export interface VmServeResult {
@@ -198,7 +200,7 @@ export class MicroVm {
   static async boot(config: VmBootConfig, options: { signal?: AbortSignal } = {}): Promise<MicroVm> {
     options.signal?.throwIfAborted();
     const privateDir = await mkdtemp(join(tmpdir(), "airqube-vm-"));
-    await chown(privateDir, QEMU_UID, QEMU_GID);
+    await chown(privateDir, config.uid ?? QEMU_UID, config.uid ?? QEMU_GID);
     await chmod(privateDir, 0o700);
     const consoleLog = config.consoleLog ? join(privateDir, "console.log") : undefined;
     const tscKhz = config.tscKhz ?? (await hostTscKhz());
@@ -217,6 +219,7 @@ export class MicroVm {
       qemuBinary: config.qemuBinary,
       qemuArgs: args,
       ...(config.kvmGid !== undefined ? { kvmGid: config.kvmGid } : {}),
+      ...(config.uid !== undefined ? { uid: config.uid } : {}),
     });
     let child: ChildProcess;
     try {
