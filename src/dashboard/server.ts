@@ -204,7 +204,8 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     }
     const evidence = /^\/api\/evidence\/([^/]+)$/.exec(url.pathname);
     if (evidence) {
-      const qubeId = decodeURIComponent(evidence[1]!);
+      const qubeId = evidence[1]!;
+      // no percent-decoding: a qube id is plain ASCII, anything else is malformed
       if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(qubeId))
         throw new UserError("DASHBOARD_BAD_QUERY", "The qube id is malformed");
       const bundle = readEvidence(options.requestorDir, qubeId);

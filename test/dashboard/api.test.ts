@@ -223,9 +223,11 @@ describe("dashboard: JSON API", function () {
     });
     expect(bundle.records[0].evidence.accepted.signature).to.equal("sig-a");
     expect((await get("/api/evidence/aq1unknown")).status).to.equal(404);
-    const malformed = await get("/api/evidence/%3Cscript%3E");
-    expect(malformed.status).to.equal(400);
-    expect(malformed.json().error.code).to.equal("DASHBOARD_BAD_QUERY");
+    for (const bad of ["%3Cscript%3E", "%E0%A4%A", "..%2F..%2Fetc", "x".repeat(129)]) {
+      const malformed = await get(`/api/evidence/${bad}`);
+      expect(malformed.status, bad).to.equal(400);
+      expect(malformed.json().error.code).to.equal("DASHBOARD_BAD_QUERY");
+    }
   });
 
   describe("the token", () => {

@@ -6,16 +6,14 @@
  * of each view is saved in test-artifacts/ for people to look at.
  */
 
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
-import puppeteer, { type Browser, type Page } from "puppeteer-core";
+import type { Browser, Page } from "puppeteer-core";
 import { type Dashboard, startDashboard } from "../../src/dashboard/server.js";
+import { ARTIFACTS, launchChromium } from "./chromium.js";
 import { type Fixture, HONEST_A, HOSTILE_TEXT, LIAR, VERIFIED_QUBE, writeFixture } from "./fixture.js";
-
-const CHROMIUM = process.env.AIRQUBE_CHROMIUM ?? "/usr/bin/chromium";
-const ARTIFACTS = join(process.cwd(), "test-artifacts");
 
 describe("dashboard: in a real browser (chromium, puppeteer-core)", function () {
   this.timeout(60_000);
@@ -28,24 +26,10 @@ describe("dashboard: in a real browser (chromium, puppeteer-core)", function () 
   const problems: string[] = [];
 
   before(async () => {
-    if (!existsSync(CHROMIUM))
-      throw new Error(`chromium is missing (${CHROMIUM}): run scripts/setup.sh, or set AIRQUBE_CHROMIUM`);
     root = mkdtempSync(join(tmpdir(), "airqube-dashboard-browser-"));
     fixture = writeFixture(root);
     dashboard = await startDashboard({ ...fixture, port: 0 });
-    mkdirSync(ARTIFACTS, { recursive: true });
-    browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        // root in CI: chromium's own sandbox needs user namespaces it cannot have here (the test browser only)
-        "--no-sandbox",
-        // nothing but loopback resolves, so a request to any other host could not even leave the machine
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-      ],
-    });
+    browser = await launchChromium();
     page = await browser.newPage();
     await page.setViewport({ width: 1280, height: 900 });
     page.on("request", (request) => requests.push(request.url()));
