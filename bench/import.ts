@@ -14,6 +14,7 @@ import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { packCopy } from "../scripts/pack.js";
 import { median } from "./stats.js";
 
 const run = promisify(execFile);
@@ -43,14 +44,10 @@ async function importMs(project: string, specifier: string): Promise<number> {
 const project = await mkdtemp(join(tmpdir(), "airqube-bench-import-"));
 try {
   say("packing (builds dist/) ...");
-  const { stdout } = await run("npm", ["pack", "--json", "--pack-destination", project], {
-    cwd: root,
-    maxBuffer: 64 * 1024 * 1024,
-  });
-  const [packed] = JSON.parse(stdout.slice(stdout.indexOf("["))) as { filename: string; size: number }[];
+  const packed = await packCopy(project);
   await writeFile(
     join(project, "package.json"),
-    JSON.stringify({ private: true, type: "module", dependencies: { airqube: `file:./${packed!.filename}` } }),
+    JSON.stringify({ private: true, type: "module", dependencies: { airqube: `file:./${packed.filename}` } }),
   );
   say("installing the tarball into an empty project ...");
   await run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--ignore-scripts", "--loglevel=error"], {
@@ -66,7 +63,7 @@ try {
     samples.requestor.push(await importMs(project, "airqube/requestor"));
   }
   const result = {
-    packedBytes: packed!.size,
+    packedBytes: packed.size,
     /** The package itself once installed. */
     packageBytes,
     /** The package with every dependency it installs. */

@@ -11,6 +11,7 @@ import { join, relative } from "node:path";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
 import { expect } from "chai";
+import { type Packed, packCopy } from "../../scripts/pack.js";
 import { PROBE_CACHE, tmp } from "../helpers/network.js";
 
 const ROOT = join(import.meta.dirname, "..", "..");
@@ -42,18 +43,14 @@ describe("package: npm pack, install into an empty project, type-check, import a
   const project = tmp("aq-consumer-");
   const home = tmp("aq-consumer-home-");
   const manifest = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as Manifest;
-  let packed: { filename: string; size: number; unpackedSize: number; files: { path: string }[] };
+  let packed: Packed;
   const installed = join(project, "node_modules", "airqube");
   let devnet: ChildProcess | undefined;
   let devnetLog = "";
 
   before(async () => {
     const started = Date.now();
-    const { stdout } = await run("npm", ["pack", "--json", "--pack-destination", project], {
-      cwd: ROOT,
-      maxBuffer: 64 * 1024 * 1024,
-    });
-    packed = (JSON.parse(stdout.slice(stdout.indexOf("["))) as (typeof packed)[])[0]!;
+    packed = await packCopy(project);
     const types = manifest.devDependencies["@types/node"]!;
     await writeFile(
       join(project, "package.json"),
@@ -93,7 +90,7 @@ describe("package: npm pack, install into an empty project, type-check, import a
     ]);
     const stray = paths.filter(
       (p) =>
-        !/^(dist\/.*\.(js|d\.ts)|dist\/\.build-stamp|bin\/airqube\.js|README\.md|package\.json|contracts\/AirqubeEscrow\.sol)$/.test(
+        !/^(dist\/.*\.(js|d\.ts)|dist\/dashboard\/static\/[\w./-]+|dist\/\.build-stamp|bin\/airqube\.js|README\.md|package\.json|contracts\/AirqubeEscrow\.sol)$/.test(
           p,
         ),
     );
