@@ -277,11 +277,9 @@ export class ProviderAgent {
     if (existing) return existing;
     if (tier !== "container" && tier !== "gvisor")
       throw new UserError("TIER_UNAVAILABLE", `No sandbox for tier ${tier} was configured`);
-    const sandbox = new ContainerSandbox({
-      tier,
-      // one pool for every tier: no two live sandboxes share a uid
-      ...(this.config.sandboxUids ? { uids: (this.uidPool ??= new UidPool(this.config.sandboxUids)) } : {}),
-    });
+    // one pool for every tier: no two live sandboxes share a uid
+    if (this.config.sandboxUids && !this.uidPool) this.uidPool = new UidPool(this.config.sandboxUids);
+    const sandbox = new ContainerSandbox({ tier, ...(this.uidPool ? { uids: this.uidPool } : {}) });
     this.sandboxes[tier] = sandbox;
     return sandbox;
   }
