@@ -9,6 +9,7 @@ import { pino } from "pino";
 import { MAX_PAGE_LIMIT } from "../../src/dashboard/limits.js";
 import { CONTENT_SECURITY_POLICY, type Dashboard, startDashboard } from "../../src/dashboard/server.js";
 import { JobLedger } from "../../src/provider/ledger.js";
+import { UserError } from "../../src/qube/errors.js";
 import { RequestorJournal } from "../../src/requestor/journal.js";
 import {
   FAILED_QUBE,
@@ -365,6 +366,16 @@ describe("dashboard: JSON API", function () {
     } finally {
       await empty.close();
     }
+  });
+
+  it("a port in use is a typed error naming what to do", async () => {
+    const error = await startDashboard({ ...fixture, port: dashboard.port }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).to.be.instanceOf(UserError);
+    expect((error as UserError).code).to.equal("DASHBOARD_PORT_IN_USE");
+    expect((error as UserError).message).to.include("--port");
   });
 
   describe("bounded responses", () => {
