@@ -223,9 +223,7 @@ const AMORTISED_OVER = 100;
  */
 async function measureV2(provider: JsonRpcProvider, chainId: number, keys: string[], token: string) {
   const deployer = new Wallet(keys[0]!, provider);
-  const escrowContract = await new ContractFactory(airqubeEscrowV2Abi, airqubeEscrowV2Bytecode, deployer).deploy(
-    token,
-  );
+  const escrowContract = await new ContractFactory(airqubeEscrowV2Abi, airqubeEscrowV2Bytecode, deployer).deploy(token);
   await escrowContract.waitForDeployment();
   const escrow = await escrowContract.getAddress();
   const wallets = keys.slice(1).map((k) => new Wallet(k, provider));

@@ -100,7 +100,9 @@ describe("AirqubeEscrowV2 disputes", () => {
     await time.increase(2 * WINDOW + 1);
     const openings = openingsOf(5, st.openings, [0, 1, 2]);
     // committed 4, 3 votes: 2 * 3 < quorum 3 + 4 committed, so no winner (v1's rule); the silent seat is slashed
-    await expect(escrow.finalize(b, st.commitments, openings)).to.emit(escrow, "Settled").withArgs(st.id, 0n, STAKE2);
+    await expect(escrow.finalize(b, st.commitments, openings))
+      .to.emit(escrow, "Settled")
+      .withArgs(st.id, 0n, STAKE2);
     // no winner: nobody paid, revealers keep their stakes, the silent seat's stake goes to the requestor
     for (const i of [0, 1, 2, 4]) expect(await escrow.balanceOf(batch.providers[i]!)).to.equal(DEPOSIT);
     expect(await escrow.balanceOf(batch.providers[3]!)).to.equal(DEPOSIT - STAKE2);
@@ -250,7 +252,10 @@ describe("AirqubeEscrowV2 disputes", () => {
       await expect(rev([hex32(0), R, saltOf(0, 0)], [...c].reverse()))
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2ProposalMismatch")
         .withArgs(st.id);
-      for (const bad of [[hex32(0), R], [hex32(6), R, saltOf(0, 0)]]) {
+      for (const bad of [
+        [hex32(0), R],
+        [hex32(6), R, saltOf(0, 0)],
+      ]) {
         await expect(rev(bad)).to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2BadLength").withArgs(st.id);
       }
       for (const bad of [

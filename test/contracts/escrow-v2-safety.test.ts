@@ -51,9 +51,7 @@ describe("AirqubeEscrowV2 safety", () => {
       const bal = await escrow.balanceOf(await s.getAddress());
       if (bal > 0n) await escrow.connect(s).withdraw(bal);
     }
-    expect(await token.balanceOf(escrowAddress)).to.equal(
-      (b.price + b.stake) * 3n * 3n + (c.price + c.stake) * 3n,
-    );
+    expect(await token.balanceOf(escrowAddress)).to.equal((b.price + b.stake) * 3n * 3n + (c.price + c.stake) * 3n);
     // B goes to dispute, C is reclaimed: B is still whole and settles in full afterwards
     const sb = await statementsOf(escrow, b, seats, uniform(b, [R, R, R]));
     await time.increaseTo(b.commitDeadline + 1);
@@ -232,7 +230,10 @@ describe("AirqubeEscrowV2 safety", () => {
                   stake: BigInt(o.stake) * 10n ** 17n + BigInt(o.stake),
                 });
                 // the last seat of a k = 3 batch lies on job 0
-                const roots = uniform(batch, ss.map(() => R));
+                const roots = uniform(
+                  batch,
+                  ss.map(() => R),
+                );
                 if (o.k === 3) roots[0] = [R, R, W];
                 const st = await statementsOf(escrow, batch, ss, roots);
                 await openBatch(escrow, requestor, batch, ss);

@@ -102,7 +102,9 @@ describe("AirqubeEscrowV2", () => {
       // a front-runner submitted the permit first: the deposit still goes through on the allowance it set
       const second = await sign(2n * E18);
       await glm.permit(me, spender, 2n * E18, second.deadline, second.sig.v, second.sig.r, second.sig.s);
-      await escrow.connect(outsider).depositWithPermit(2n * E18, second.deadline, second.sig.v, second.sig.r, second.sig.s);
+      await escrow
+        .connect(outsider)
+        .depositWithPermit(2n * E18, second.deadline, second.sig.v, second.sig.r, second.sig.s);
       expect(await escrow.balanceOf(me)).to.equal(9n * E18);
       // a replayed permit without allowance fails in the transfer
       await expect(
