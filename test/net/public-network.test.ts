@@ -140,7 +140,7 @@ describe("net: the public network across network namespaces @docker", function (
       "-c",
       `echo ${label} > /output/result`,
     ]);
-    const result = await jsonLine<RunResultLine>(child, (v) => v.event === "result" || v.error !== undefined, 120_000);
+    const result = await jsonLine<RunResultLine>(child, (v) => v.event === "result" || v.error !== undefined, 240_000);
     await new Promise((resolve) => (child.exitCode === null ? child.once("exit", resolve) : resolve(undefined)));
     return { result, ms: Math.round(performance.now() - t0) };
   };
