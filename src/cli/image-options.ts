@@ -6,6 +6,7 @@ import { join } from "node:path";
 import Docker from "dockerode";
 import { type ShippableImage, shippableFromEngine, shippableFromFile } from "../images/ship.js";
 
+/** The image flags of `airqube run`. */
 export interface ImageShipFlags {
   image: string;
   shipImage?: boolean;

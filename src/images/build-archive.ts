@@ -17,6 +17,7 @@ export interface ImageRuntimeConfig {
   WorkingDir?: string;
 }
 
+/** The ids of an archive {@link writeImageArchive} wrote. */
 export interface BuiltImageArchive {
   /** The image id the engine will report: `sha256:` + hex digest of the config. */
   imageId: string;

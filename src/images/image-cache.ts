@@ -33,6 +33,12 @@ const indexSchema = z.record(
 );
 type Index = z.infer<typeof indexSchema>;
 
+/**
+ * The provider's image cache (see the file comment).
+ *
+ * @example
+ * const cache = new ImageCache(join(dataDir, "images"), new Docker(), providerImagesConfigSchema.parse({}));
+ */
 export class ImageCache {
   private readonly installing = new Map<string, Promise<InspectedImageArchive>>();
   private readonly inUse = new Map<string, number>();

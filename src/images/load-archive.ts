@@ -26,6 +26,7 @@ export interface ExpectedImage {
   archiveDigest: string;
 }
 
+/** What {@link inspectImageArchive} found in an archive that passed. */
 export interface InspectedImageArchive {
   imageId: string;
   archiveDigest: string;

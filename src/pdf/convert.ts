@@ -15,6 +15,7 @@ import type { Requestor, RunEvent, RunReport } from "../requestor/requestor.js";
 import { writeImagePdf } from "./pdf-writer.js";
 import { DEFAULT_PAGE_LIMITS, type PageLimits, type RgbPage, readPpm } from "./ppm.js";
 
+/** The renderer image (`npm run images:debian`): poppler-utils on Debian. */
 export const PDF_IMAGE = "airqube/pdf:latest";
 /** Exit codes of the rendering script. */
 const UNRENDERABLE_EXIT = 3;
@@ -22,6 +23,7 @@ const TOO_MANY_PAGES_EXIT = 4;
 /** Largest PDF accepted as input. */
 export const MAX_PDF_BYTES = 256 * 1024 * 1024;
 
+/** How {@link convertPdf} renders, where it runs and what it reports. */
 export interface ConvertPdfOptions {
   /** Rendering resolution, dots per inch (default 100). */
   dpi?: number;
@@ -44,11 +46,13 @@ export interface ConvertPdfOptions {
   onProgress?: (event: ConvertEvent) => void;
 }
 
+/** Progress of a conversion: the run's own events, the agreed rendering, then each page rebuilt. */
 export type ConvertEvent =
   | { type: "run"; event: RunEvent }
   | { type: "rendered"; pages: number; agreeing: number }
   | { type: "page"; page: number; pages: number };
 
+/** What {@link convertPdf} wrote and who agreed on it. */
 export interface ConvertPdfReport {
   pages: number;
   qubeId: string;

@@ -7,6 +7,7 @@
 import { open } from "node:fs/promises";
 import { PeerError } from "../qube/errors.js";
 
+/** Bounds on a page bitmap, checked from its header before any pixel is read. */
 export interface PageLimits {
   /** Largest width or height, pixels. */
   maxSide: number;
@@ -17,6 +18,7 @@ export interface PageLimits {
 /** 10 000 px a side (A4 at 850 dpi), 50 megapixels. */
 export const DEFAULT_PAGE_LIMITS: PageLimits = { maxSide: 10_000, maxPixels: 50_000_000 };
 
+/** One page as 8-bit RGB pixels. */
 export interface RgbPage {
   width: number;
   height: number;
