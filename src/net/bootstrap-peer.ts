@@ -19,9 +19,11 @@ export interface BootstrapPeer {
   /** The offers it has seen and serves. */
   book: OfferBook;
   addrs: string[];
+  /** Stops the node (and its relay server); the offers it served are forgotten. */
   stop(): Promise<void>;
 }
 
+/** How to start a bootstrap peer: the node's options (identity, listen, announce, public mode) and the relay. */
 export interface BootstrapPeerOptions extends Omit<NodeOptions, "relayServer"> {
   /** Run a circuit relay v2 server (default: in public mode). */
   relay?: boolean;

@@ -9,6 +9,13 @@
  *
  * @packageDocumentation
  */
+
+export { type AddressPolicy, type AddressScope, addressScope, mayAnnounce, mayDial } from "../net/addresses.js";
+export {
+  type BootstrapPeer,
+  type BootstrapPeerOptions,
+  startBootstrapPeer,
+} from "../net/bootstrap-peer.js";
 export { type AdmissionInput, checkAdmission, minimumPrice, type Refusal } from "./admission.js";
 export {
   type ProbeGate,
