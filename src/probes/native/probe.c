@@ -218,11 +218,35 @@ static int exists(const char *path) {
   return lstat(path, &st) == 0;
 }
 
-/* 1 when the file system holding path is mounted read-only. */
+/*
+ * 1 when the mount holding path is read-only: statvfs says so, or else the per-mount options of the longest
+ * mount point above path in /proc/self/mountinfo start with "ro" (gVisor's statvfs does not report ST_RDONLY).
+ */
 static int is_ro(const char *path) {
   struct statvfs sv;
   if (statvfs(path, &sv) != 0) return 0;
-  return (sv.f_flag & ST_RDONLY) != 0;
+  if (sv.f_flag & ST_RDONLY) return 1;
+  static char info[65536];
+  int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = 0, r;
+  while (n < (ssize_t)sizeof info - 1 && (r = read(fd, info + n, sizeof info - 1 - (size_t)n)) > 0) n += r;
+  close(fd);
+  info[n > 0 ? n : 0] = 0;
+  size_t best = 0;
+  int ro = 0;
+  for (char *line = info, *next; line && *line; line = next) {
+    next = strchr(line, '\n');
+    if (next) *next++ = 0;
+    char point[512], opts[256];
+    if (sscanf(line, "%*s %*s %*s %*s %511s %255s", point, opts) != 2) continue;
+    size_t l = strlen(point);
+    int above = strcmp(point, "/") == 0 || (strncmp(path, point, l) == 0 && (path[l] == 0 || path[l] == '/'));
+    if (!above || (l < best && best)) continue;
+    best = l;
+    ro = strncmp(opts, "ro", 2) == 0 && (opts[2] == ',' || opts[2] == 0);
+  }
+  return ro;
 }
 
 /* 1 when path is masked the way runtimes mask /proc entries: /dev/null bound over it, or an empty ro tmpfs. */
@@ -233,6 +257,16 @@ static int is_masked(const char *path) {
   if (S_ISDIR(st.st_mode)) {
     struct statfs sf;
     if (statfs(path, &sf) == 0 && sf.f_type == TMPFS_MAGIC && is_ro(path)) return 1;
+    /* An empty directory on a read-only mount shows nothing either (gVisor's own sysfs has /sys/firmware so). */
+    DIR *d = opendir(path);
+    int entries = 0;
+    if (d) {
+      struct dirent *de;
+      while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) entries++;
+      closedir(d);
+    }
+    if (d && entries == 0 && is_ro(path)) return 1;
   }
   return 0;
 }
@@ -474,6 +508,15 @@ static int unexpected_chr(void) {
   return n + (walk.nchr > WALK_KEEP ? walk.nchr - WALK_KEEP : 0);
 }
 
+/* 1 when gVisor's Sentry is the kernel answering (its fixed uname version, and a release not the host's). */
+static int is_gvisor(void) {
+  struct utsname u;
+  if (uname(&u) != 0) return 0;
+  char mine[400];
+  snprintf(mine, sizeof mine, "%s %s", u.release, u.version);
+  return strcmp(u.version, "#1 SMP Sun Jan 10 15:06:54 PST 2016") == 0 && strcmp(mine, cfg.host_kernel) != 0;
+}
+
 static void probe_38(ev_t *ev) {
   walk_mounts();
   int bad = 0;
@@ -481,6 +524,11 @@ static void probe_38(ev_t *ev) {
     unsigned maj = major(walk.chr_dev[i]), min = minor(walk.chr_dev[i]);
     if (chr_expected(maj, min)) continue;
     const char *known = risky_name(walk.chr[i]);
+    /* Under gVisor, /dev/fuse and /dev/net/tun are the Sentry's own (its FUSE and netstack), not the host's. */
+    if (known && strcmp(cfg.tier, "gvisor") == 0 && is_gvisor() && (strcmp(known, "fuse") == 0 || strcmp(known, "net/tun") == 0)) {
+      ev_add(ev, "%s is gVisor's own (the Sentry serves it; no host device)", walk.chr[i]);
+      continue;
+    }
     bad++;
     if (known) {
       int fd = open(walk.chr[i], O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
