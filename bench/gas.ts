@@ -152,7 +152,7 @@ async function main(): Promise<void> {
       };
     };
 
-    const jobs = [];
+    const jobs: (ReturnType<typeof summarise> & { firstJob: ReturnType<typeof summarise> })[] = [];
     const alternatives = [];
     for (const k of [1, 3, 5]) {
       const first = await runJob(k, false);

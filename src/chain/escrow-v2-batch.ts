@@ -4,6 +4,8 @@
  * commitments and the statements providers sign without a round trip.
  */
 import { AbiCoder, keccak256, Signature, solidityPacked, type TypedDataDomain } from "ethers";
+import { z } from "zod";
+import { UserError } from "../qube/errors.js";
 
 /** The parameters of a v2 batch (the contract's `Batch` struct); its id is their hash. */
 export interface EscrowBatch {
@@ -27,6 +29,53 @@ export interface EscrowBatch {
   commitDeadline: number;
   revealDeadline: number;
   finalDeadline: number;
+}
+
+const bytes32 = z.string().regex(/^0x[0-9a-fA-F]{64}$/, "expected 32 bytes of 0x-hex");
+const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, "expected a 20-byte 0x-hex address");
+const uint = (bits: number) =>
+  z
+    .bigint()
+    .nonnegative()
+    .max((1n << BigInt(bits)) - 1n);
+const timestamp = z
+  .number()
+  .int()
+  .nonnegative()
+  .max(2 ** 40 - 1);
+
+/** Schema of an {@link EscrowBatch} (shape and ranges; the contract checks the rules between fields). */
+export const escrowBatchSchema = z
+  .object({
+    requestor: address,
+    nonce: uint(40),
+    qubesRoot: bytes32,
+    jobs: z.number().int().min(1).max(256),
+    providers: z.array(address).min(1).max(12),
+    price: uint(96),
+    stake: uint(96),
+    quorum: z.number().int().min(1).max(12),
+    commitDeadline: timestamp,
+    revealDeadline: timestamp,
+    finalDeadline: timestamp,
+  })
+  .refine((b) => b.jobs * b.providers.length <= 256, "jobs * providers must be at most 256");
+
+/**
+ * Checks a batch's shape and ranges.
+ *
+ * @throws UserError `ESCROW_BATCH_INVALID` with the first problem.
+ */
+export function parseEscrowBatch(batch: unknown): EscrowBatch {
+  const parsed = escrowBatchSchema.safeParse(batch);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new UserError("ESCROW_BATCH_INVALID", "The escrow batch is invalid", {
+      details: `${issue?.path.join(".")}: ${issue?.message}`,
+      cause: parsed.error,
+    });
+  }
+  return parsed.data;
 }
 
 const BATCH_TUPLE = "tuple(address,uint40,bytes32,uint16,address[],uint96,uint96,uint8,uint40,uint40,uint40)";

@@ -4,6 +4,7 @@
 import { Interface, JsonRpcProvider, Network } from "ethers";
 import { z } from "zod";
 import { airqubeEscrowAbi } from "./abi/airqube-escrow.js";
+import { airqubeEscrowV2Abi } from "./abi/airqube-escrow-v2.js";
 import { testGLMAbi } from "./abi/test-glm.js";
 import { ChainError } from "./errors.js";
 
@@ -17,8 +18,12 @@ export interface CallOptions {
 /** Default deadline of one chain call (a transaction is sent and mined within it). */
 export const DEFAULT_CHAIN_TIMEOUT_MS = 60_000;
 
-/** Interfaces whose custom errors a revert is decoded against: the escrow first, then the token. */
-const ERROR_INTERFACES = [new Interface(airqubeEscrowAbi), new Interface(testGLMAbi)];
+/** Interfaces whose custom errors a revert is decoded against: the escrows first, then the token. */
+const ERROR_INTERFACES = [
+  new Interface(airqubeEscrowAbi),
+  new Interface(airqubeEscrowV2Abi),
+  new Interface(testGLMAbi),
+];
 
 /**
  * Runs `fn` under a deadline and the caller's signal; maps failures to {@link ChainError}.

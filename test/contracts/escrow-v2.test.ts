@@ -91,7 +91,7 @@ describe("AirqubeEscrowV2", () => {
                 { name: "deadline", type: "uint256" },
               ],
             },
-            { owner: me, spender, value, nonce: await glm.nonces(me), deadline },
+            { owner: me, spender, value, nonce: await glm.getFunction("nonces")(me), deadline },
           ),
         );
         return { deadline, sig };
@@ -101,7 +101,7 @@ describe("AirqubeEscrowV2", () => {
       expect(await escrow.balanceOf(me)).to.equal(7n * E18);
       // a front-runner submitted the permit first: the deposit still goes through on the allowance it set
       const second = await sign(2n * E18);
-      await glm.permit(me, spender, 2n * E18, second.deadline, second.sig.v, second.sig.r, second.sig.s);
+      await glm.getFunction("permit")(me, spender, 2n * E18, second.deadline, second.sig.v, second.sig.r, second.sig.s);
       await escrow
         .connect(outsider)
         .depositWithPermit(2n * E18, second.deadline, second.sig.v, second.sig.r, second.sig.s);

@@ -1,0 +1,346 @@
+/**
+ * `EscrowV2Client`: typed access to AirqubeEscrowV2 (`contracts/AirqubeEscrowV2.sol`, design in
+ * `contracts/ESCROW-V2.md`) for one account: balances, the statements a provider signs, and the batch calls.
+ * Not used by the requestor and provider yet (they run on v1).
+ */
+import { Contract, ContractFactory, type JsonRpcProvider, Signature, type Signer, Wallet } from "ethers";
+import { z } from "zod";
+import { airqubeEscrowV2Abi, airqubeEscrowV2Bytecode } from "./abi/airqube-escrow-v2.js";
+import { testGLMAbi } from "./abi/test-glm.js";
+import { ChainError } from "./errors.js";
+import type { TxResult } from "./escrow-client.js";
+import {
+  ACCEPT_TYPES,
+  batchIdOf,
+  batchTuple,
+  COMMITMENTS_TYPES,
+  columnHashOf,
+  compactSignature,
+  type EscrowBatch,
+  escrowV2Domain,
+  parseEscrowBatch,
+} from "./escrow-v2-batch.js";
+import { type CallOptions, createRpcProvider, fetchChainId, runChainCall } from "./rpc.js";
+
+/** A compact (EIP-2098) signature `[r, vs]`; zeros for a seat that signed nothing. */
+export type CompactSignature = [string, string];
+
+/** One opening: the outputs root (not zero) and the salt; `undefined` for a position not opened. */
+export interface BatchOpening {
+  outputsRoot: string;
+  salt: string;
+}
+
+/** A batch's on-chain state. */
+export interface EscrowBatchState {
+  status: "none" | "open" | "proposed" | "settled" | "reclaimed";
+  /** When its dispute started (unix seconds), or 0. */
+  proposedAt: number;
+  /** Positions (`job * k + seat`) opened on chain. */
+  revealed: number[];
+}
+
+/** How the client reaches the chain. */
+export interface EscrowV2ClientConfig {
+  rpcUrl: string;
+  /** The account's key (0x-hex). Never logged. */
+  privateKey: string;
+  /** The v2 escrow's address. */
+  escrow: string;
+  pollingIntervalMs?: number;
+}
+
+const STATUSES = ["none", "open", "proposed", "settled", "reclaimed"] as const;
+const ZERO = `0x${"00".repeat(32)}`;
+const stateAnswer = z.tuple([z.bigint().max(4n), z.bigint(), z.bigint(), z.string()]);
+
+/**
+ * Deploys AirqubeEscrowV2 for a token.
+ *
+ * @example
+ * const escrowV2 = await deployEscrowV2(deployer, token);
+ */
+export async function deployEscrowV2(deployer: Signer, token: string, options: CallOptions = {}): Promise<string> {
+  return runChainCall(
+    "deploy the escrow v2",
+    async () => {
+      const c = await new ContractFactory(airqubeEscrowV2Abi, airqubeEscrowV2Bytecode, deployer).deploy(token);
+      await c.waitForDeployment();
+      return c.getAddress();
+    },
+    options,
+  );
+}
+
+/**
+ * Typed access to the v2 escrow for one account. Every method takes `{ signal, timeoutMs }` last; failures are
+ * {@link ChainError}s. Transactions of one client are sent one at a time.
+ *
+ * @example
+ * const requestor = await EscrowV2Client.connect({ rpcUrl, privateKey, escrow });
+ * await requestor.deposit(100n * 10n ** 18n);
+ * // each provider: accepts.push(await provider.signAccept(batch))
+ * await requestor.open(batch, accepts);
+ * // each provider after running the qubes: signatures.push(await provider.signCommitments(batch, column))
+ * await requestor.settle(batch, signatures, openings);
+ */
+export class EscrowV2Client {
+  readonly address: string;
+  readonly escrowAddress: string;
+  readonly tokenAddress: string;
+  readonly chainId: number;
+  readonly #provider: JsonRpcProvider;
+  readonly #wallet: Wallet;
+  readonly #escrow: Contract;
+  readonly #token: Contract;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(provider: JsonRpcProvider, wallet: Wallet, escrow: string, token: string, chainId: number) {
+    this.#provider = provider;
+    this.#wallet = wallet;
+    this.address = wallet.address;
+    this.escrowAddress = escrow;
+    this.tokenAddress = token;
+    this.chainId = chainId;
+    this.#escrow = new Contract(escrow, airqubeEscrowV2Abi, wallet);
+    this.#token = new Contract(token, testGLMAbi, wallet);
+  }
+
+  /**
+   * Connects, checks that a contract is deployed at `escrow` and reads its token.
+   *
+   * @throws ChainError `CHAIN_UNREACHABLE`, or `CHAIN_INVALID_RESPONSE` when no contract is at `escrow`.
+   */
+  static async connect(config: EscrowV2ClientConfig, options: CallOptions = {}): Promise<EscrowV2Client> {
+    const chainId = await fetchChainId(config.rpcUrl, options);
+    const provider = createRpcProvider(config.rpcUrl, chainId, config.pollingIntervalMs);
+    const wallet = new Wallet(config.privateKey, provider);
+    return runChainCall(
+      "connect to the escrow v2",
+      async () => {
+        if ((await provider.getCode(config.escrow)) === "0x") {
+          throw new ChainError("CHAIN_INVALID_RESPONSE", "No escrow contract at the configured address", {
+            details: `${config.escrow} on chain ${chainId}`,
+          });
+        }
+        const contract = new Contract(config.escrow, airqubeEscrowV2Abi, provider);
+        const token = z.string().parse(await contract.getFunction("token")());
+        return new EscrowV2Client(provider, wallet, config.escrow, token, chainId);
+      },
+      options,
+    );
+  }
+
+  /** Stops polling and releases the connection. */
+  close(): void {
+    this.#provider.destroy();
+  }
+
+  /** The account's escrow balance (deposits and credits, minus locks and withdrawals). */
+  async balance(options: CallOptions = {}): Promise<bigint> {
+    return runChainCall(
+      "read the balance",
+      async () => z.bigint().parse(await this.#escrow.getFunction("balanceOf")(this.address)),
+      options,
+    );
+  }
+
+  /** Deposits `amount` with an EIP-2612 permit (one transaction, no approval). */
+  async deposit(amount: bigint, options: CallOptions = {}): Promise<TxResult> {
+    return this.#send(
+      "deposit",
+      async () => {
+        const [name, nonce, block] = await Promise.all([
+          this.#token.getFunction("name")() as Promise<string>,
+          this.#token.getFunction("nonces")(this.address) as Promise<bigint>,
+          this.#provider.getBlock("latest"),
+        ]);
+        const deadline = BigInt((block?.timestamp ?? 0) + 3600);
+        const sig = Signature.from(
+          await this.#wallet.signTypedData(
+            { name, version: "1", chainId: this.chainId, verifyingContract: this.tokenAddress },
+            {
+              Permit: [
+                { name: "owner", type: "address" },
+                { name: "spender", type: "address" },
+                { name: "value", type: "uint256" },
+                { name: "nonce", type: "uint256" },
+                { name: "deadline", type: "uint256" },
+              ],
+            },
+            { owner: this.address, spender: this.escrowAddress, value: amount, nonce, deadline },
+          ),
+        );
+        return this.#escrow.getFunction("depositWithPermit")(amount, deadline, sig.v, sig.r, sig.s);
+      },
+      options,
+    );
+  }
+
+  /** Withdraws `amount` of the balance to the account. */
+  async withdraw(amount: bigint, options: CallOptions = {}): Promise<TxResult> {
+    return this.#send("withdraw", async () => this.#escrow.getFunction("withdraw")(amount), options);
+  }
+
+  /** A provider's consent to `batch` and to the lock of its stake (EIP-712 `Accept`), for the requestor. */
+  async signAccept(batch: EscrowBatch): Promise<CompactSignature> {
+    const b = parseEscrowBatch(batch);
+    return compactSignature(await this.#wallet.signTypedData(this.#domain(), ACCEPT_TYPES, { batchId: batchIdOf(b) }));
+  }
+
+  /** A provider's commitments to `batch`, one per job (zero for a job it did not run): EIP-712 `Commitments`. */
+  async signCommitments(batch: EscrowBatch, column: readonly string[]): Promise<CompactSignature> {
+    const b = parseEscrowBatch(batch);
+    const value = { batchId: batchIdOf(b), commitments: columnHashOf(column) };
+    return compactSignature(await this.#wallet.signTypedData(this.#domain(), COMMITMENTS_TYPES, value));
+  }
+
+  /** Opens `batch` (the caller is its requestor) with every seat's `Accept`, in seat order. */
+  async open(batch: EscrowBatch, accepts: readonly CompactSignature[], options: CallOptions = {}) {
+    const b = parseEscrowBatch(batch);
+    const result = await this.#send(
+      "open the batch",
+      async () => this.#escrow.getFunction("open")(batchTuple(b), accepts.flat()),
+      options,
+    );
+    return { ...result, batchId: batchIdOf(b) };
+  }
+
+  /** Settles with every seat's `Commitments` signature and every opening (`openings[job][seat]`). */
+  async settle(
+    batch: EscrowBatch,
+    signatures: readonly CompactSignature[],
+    openings: readonly (readonly BatchOpening[])[],
+    options: CallOptions = {},
+  ): Promise<TxResult> {
+    const b = parseEscrowBatch(batch);
+    const flat = openings.flatMap((row) => row.flatMap((o) => [o.outputsRoot, o.salt]));
+    return this.#send(
+      "settle the batch",
+      async () => this.#escrow.getFunction("settle")(batchTuple(b), signatures.flat(), flat),
+      options,
+    );
+  }
+
+  /** Starts a dispute with the known signed commitments (job-major, zero where unknown). */
+  async propose(
+    batch: EscrowBatch,
+    signatures: readonly CompactSignature[],
+    commitments: readonly string[],
+    options: CallOptions = {},
+  ): Promise<TxResult> {
+    const b = parseEscrowBatch(batch);
+    return this.#send(
+      "propose a settlement",
+      async () => this.#escrow.getFunction("propose")(batchTuple(b), signatures.flat(), commitments),
+      options,
+    );
+  }
+
+  /** Adds a seat's signed column to a proposal that left it out (during the commitment window). */
+  async addCommitments(
+    batch: EscrowBatch,
+    commitments: readonly string[],
+    seat: number,
+    signature: CompactSignature,
+    column: readonly string[],
+    options: CallOptions = {},
+  ): Promise<TxResult> {
+    const b = parseEscrowBatch(batch);
+    return this.#send(
+      "add commitments",
+      async () => this.#escrow.getFunction("addCommitments")(batchTuple(b), commitments, seat, signature, column),
+      options,
+    );
+  }
+
+  /** Records openings on chain during the reveal window (`positions` are `job * k + seat`). */
+  async reveal(
+    batch: EscrowBatch,
+    commitments: readonly string[],
+    openings: ReadonlyMap<number, BatchOpening>,
+    options: CallOptions = {},
+  ): Promise<TxResult> {
+    const b = parseEscrowBatch(batch);
+    const flat = [...openings].flatMap(([pos, o]) => [
+      `0x${pos.toString(16).padStart(64, "0")}`,
+      o.outputsRoot,
+      o.salt,
+    ]);
+    return this.#send(
+      "reveal",
+      async () => this.#escrow.getFunction("reveal")(batchTuple(b), commitments, flat),
+      options,
+    );
+  }
+
+  /** Settles a disputed batch after its windows; `openings[pos]` undefined for a position not opened. */
+  async finalize(
+    batch: EscrowBatch,
+    commitments: readonly string[],
+    openings: readonly (BatchOpening | undefined)[],
+    options: CallOptions = {},
+  ): Promise<TxResult> {
+    const b = parseEscrowBatch(batch);
+    const flat = commitments.flatMap((_, pos) => {
+      const o = openings[pos];
+      return o ? [o.outputsRoot, o.salt] : [ZERO, ZERO];
+    });
+    return this.#send(
+      "finalize the batch",
+      async () => this.#escrow.getFunction("finalize")(batchTuple(b), commitments, flat),
+      options,
+    );
+  }
+
+  /** Reclaims an open batch after its final deadline. */
+  async reclaim(batch: EscrowBatch, options: CallOptions = {}): Promise<TxResult> {
+    const b = parseEscrowBatch(batch);
+    return this.#send("reclaim the batch", async () => this.#escrow.getFunction("reclaim")(batchTuple(b)), options);
+  }
+
+  /** The batch's on-chain state. */
+  async batchState(batch: EscrowBatch, options: CallOptions = {}): Promise<EscrowBatchState> {
+    const b = parseEscrowBatch(batch);
+    return runChainCall(
+      "read the batch",
+      async () => {
+        const answer = stateAnswer.safeParse([...(await this.#escrow.getFunction("batchState")(batchTuple(b)))]);
+        if (!answer.success) {
+          throw new ChainError("CHAIN_INVALID_RESPONSE", "The escrow answered a malformed batch state", {
+            cause: answer.error,
+          });
+        }
+        const [status, proposedAt, revealed] = answer.data;
+        const bits: number[] = [];
+        for (let i = 0; i < 256; i++) if ((revealed >> BigInt(i)) & 1n) bits.push(i);
+        return { status: STATUSES[Number(status)]!, proposedAt: Number(proposedAt), revealed: bits };
+      },
+      options,
+    );
+  }
+
+  #domain() {
+    return escrowV2Domain(this.chainId, this.escrowAddress);
+  }
+
+  async #send(
+    label: string,
+    send: () => Promise<{ wait(): Promise<{ hash: string; blockNumber: number; gasUsed: bigint } | null> }>,
+    options: CallOptions,
+  ): Promise<TxResult> {
+    const run = this.#queue.then(() =>
+      runChainCall(
+        label,
+        async () => {
+          const receipt = await (await send()).wait();
+          if (!receipt) throw new ChainError("CHAIN_INVALID_RESPONSE", `No receipt: ${label}`);
+          return { hash: receipt.hash, blockNumber: receipt.blockNumber, gasUsed: receipt.gasUsed };
+        },
+        options,
+      ),
+    );
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+}

@@ -1,0 +1,137 @@
+import { expect } from "chai";
+import { type JsonRpcProvider, Wallet } from "ethers";
+import { deployEscrow, fundAccounts } from "../../src/chain/deploy.js";
+import { ChainError } from "../../src/chain/errors.js";
+import {
+  batchCommitmentOf,
+  batchIdOf,
+  type EscrowBatch,
+  parseEscrowBatch,
+  qubesRootOf,
+} from "../../src/chain/escrow-v2-batch.js";
+import { type BatchOpening, deployEscrowV2, EscrowV2Client } from "../../src/chain/escrow-v2-client.js";
+import { type LocalChain, startLocalChain } from "../../src/chain/local-chain.js";
+import { createRpcProvider } from "../../src/chain/rpc.js";
+import { UserError } from "../../src/qube/errors.js";
+
+const E18 = 10n ** 18n;
+const hex32 = (n: number) => `0x${n.toString(16).padStart(64, "0")}`;
+const ROOT = hex32(0x1234);
+const ZERO = hex32(0);
+
+describe("chain: EscrowV2Client (real EDR chain on 127.0.0.1)", function () {
+  this.timeout(120_000);
+  let chain: LocalChain;
+  let provider: JsonRpcProvider;
+  let requestor: EscrowV2Client;
+  let seats: EscrowV2Client[];
+  let nonce = 1n;
+
+  before(async () => {
+    chain = await startLocalChain({ accounts: 5 });
+    provider = createRpcProvider(chain.rpcUrl, chain.chainId);
+    const deployer = new Wallet(chain.accounts[0]!.privateKey, provider);
+    const { token } = await deployEscrow(deployer);
+    await fundAccounts(
+      deployer,
+      token,
+      chain.accounts.map((a) => a.address),
+      1000n * E18,
+    );
+    const escrow = await deployEscrowV2(deployer, token);
+    const connect = (i: number) =>
+      EscrowV2Client.connect({ rpcUrl: chain.rpcUrl, privateKey: chain.accounts[i]!.privateKey, escrow });
+    requestor = await connect(1);
+    seats = await Promise.all([2, 3, 4].map(connect));
+    for (const c of [requestor, ...seats]) await c.deposit(100n * E18);
+  });
+
+  after(async () => {
+    for (const c of [requestor, ...(seats ?? [])]) c?.close();
+    provider?.destroy();
+    await chain?.stop();
+  });
+
+  async function newBatch(jobs: number): Promise<EscrowBatch> {
+    const now = (await provider.getBlock("latest"))!.timestamp;
+    return {
+      requestor: requestor.address,
+      nonce: nonce++,
+      qubesRoot: qubesRootOf(Array.from({ length: jobs }, (_, j) => hex32(0xc0be00 + j))),
+      jobs,
+      providers: seats.map((s) => s.address),
+      price: 2n * E18,
+      stake: E18,
+      quorum: 2,
+      commitDeadline: now + 100,
+      revealDeadline: now + 200,
+      finalDeadline: now + 500,
+    };
+  }
+
+  /** Each seat's openings and signed column for `jobs` jobs, all agreeing. */
+  async function statements(batch: EscrowBatch) {
+    const id = batchIdOf(batch);
+    const openings: BatchOpening[][] = [];
+    const columns: string[][] = seats.map(() => []);
+    for (let j = 0; j < batch.jobs; j++) {
+      const row: BatchOpening[] = [];
+      for (const [s, seat] of seats.entries()) {
+        const o = { outputsRoot: ROOT, salt: hex32(0x5a17 + j * 16 + s) };
+        row.push(o);
+        columns[s]!.push(batchCommitmentOf(id, j, o.outputsRoot, o.salt, seat.address));
+      }
+      openings.push(row);
+    }
+    const signatures = await Promise.all(seats.map((s, i) => s.signCommitments(batch, columns[i]!)));
+    return { openings, columns, signatures };
+  }
+
+  it("deposits with permit, opens and settles a batch of two qubes, withdraws", async () => {
+    expect(await requestor.balance()).to.equal(100n * E18);
+    const batch = await newBatch(2);
+    const accepts = await Promise.all(seats.map((s) => s.signAccept(batch)));
+    const opened = await requestor.open(batch, accepts);
+    expect(opened.batchId).to.equal(batchIdOf(batch));
+    expect((await requestor.batchState(batch)).status).to.equal("open");
+    for (const s of seats) expect(await s.balance()).to.equal(98n * E18);
+    const st = await statements(batch);
+    await requestor.settle(batch, st.signatures, st.openings);
+    expect((await requestor.batchState(batch)).status).to.equal("settled");
+    for (const s of seats) expect(await s.balance()).to.equal(104n * E18);
+    expect(await requestor.balance()).to.equal(88n * E18);
+    await seats[0]!.withdraw(4n * E18);
+    expect(await seats[0]!.balance()).to.equal(100n * E18);
+  });
+
+  it("a dropped seat adds its column and is paid after the dispute", async () => {
+    const batch = await newBatch(1);
+    await requestor.open(batch, await Promise.all(seats.map((s) => s.signAccept(batch))));
+    const st = await statements(batch);
+    const before = await seats[2]!.balance();
+    await provider.send("evm_increaseTime", [101]);
+    const dropped = [st.columns[0]![0]!, st.columns[1]![0]!, ZERO];
+    await requestor.propose(batch, [st.signatures[0]!, st.signatures[1]!, [ZERO, ZERO]], dropped);
+    await seats[2]!.addCommitments(batch, dropped, 2, st.signatures[2]!, st.columns[2]!);
+    const full = [...dropped.slice(0, 2), st.columns[2]![0]!];
+    await provider.send("evm_increaseTime", [101]);
+    await seats[2]!.reveal(batch, full, new Map([[2, st.openings[0]![2]!]]));
+    expect((await requestor.batchState(batch)).revealed).to.deep.equal([2]);
+    await provider.send("evm_increaseTime", [101]);
+    await seats[2]!.finalize(batch, full, st.openings[0]!);
+    expect(await seats[2]!.balance()).to.equal(before + 2n * E18 + E18);
+  });
+
+  it("reverts come back as typed errors with the decoded custom error", async () => {
+    const batch = await newBatch(1);
+    const accepts = await Promise.all(seats.map((s) => s.signAccept(batch)));
+    const err = await seats[0]!.open(batch, accepts).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(ChainError);
+    expect((err as ChainError).code).to.equal("CHAIN_REVERTED");
+    expect((err as ChainError).errorName).to.equal("AirqubeEscrowV2Unauthorized");
+    await requestor.open(batch, accepts);
+    const late = await requestor.reclaim(batch).catch((e: unknown) => e);
+    expect((late as ChainError).errorName).to.equal("AirqubeEscrowV2TooEarly");
+    expect(() => parseEscrowBatch({ ...batch, jobs: 100 })).to.throw(UserError, /invalid/);
+  });
+});
