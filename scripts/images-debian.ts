@@ -1,6 +1,6 @@
 /**
  * `npm run images:debian`: builds Airqube's Debian images from Debian's own packages, reproducibly.
- *  - airqube/python:latest  python3-minimal
+ *  - airqube/python:latest  python3 (with its standard library)
  *  - airqube/pdf:latest     poppler-utils (pdftoppm), for `airqube convert-pdf`
  * Each rootfs comes from `mmdebstrap --variant=essential` with a fixed SOURCE_DATE_EPOCH (default 1700000000),
  * then becomes a single-layer `docker save` archive with fixed metadata (src/images/build-archive.ts), so the
@@ -29,7 +29,8 @@ interface DebianImage {
   cmd: string[];
 }
 const IMAGES: DebianImage[] = [
-  { name: "python", packages: ["python3-minimal"], cmd: ["python3"] },
+  // python3, not python3-minimal: the minimal one lacks most of the standard library (json, for one)
+  { name: "python", packages: ["python3"], cmd: ["python3"] },
   { name: "pdf", packages: ["poppler-utils"], cmd: ["pdftoppm", "-v"] },
 ];
 
@@ -63,6 +64,9 @@ for (const image of IMAGES.filter((i) => !only || i.name === only)) {
     [
       "--mode=root",
       "--variant=essential",
+      // merged /usr through mmdebstrap's own hook (usr-is-merged) rather than the usrmerge package, which
+      // would pull in the whole of perl (about 55 MB of the image)
+      "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
       `--include=${image.packages.join(",")}`,
       "--dpkgopt=path-exclude=/usr/share/doc/*",
       "--dpkgopt=path-exclude=/usr/share/man/*",
