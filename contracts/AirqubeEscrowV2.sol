@@ -33,7 +33,9 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
  * openings, which must include every opening recorded on chain. The proposal is the request to reveal: a seat
  * that committed and did not open by the end of the reveal window is slashed; a seat that never committed gets its
  * stake back unpaid. Openings are only accepted after the commitment window, so no seat can copy a published
- * opening into a late commitment.
+ * opening into a late commitment. Signatures carry no time, so a seat could sign a second column after seeing
+ * openings (for instance in a pending settlement) and propose with it: anyone holding both signed columns proves
+ * the equivocation during the dispute ({proveEquivocation}); the seat then gets no vote and loses its stake.
  *
  * Per job, the winner is a root with `c` equal revealed votes and `2c >= quorum + committed` (v1's rule, a
  * qualified hence strict majority). Winners get price, stake and an equal share of the job's slashed stakes (the
@@ -116,6 +118,8 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     mapping(bytes32 batchId => bytes32 hash) private _proposals;
     /// @dev batchId => bitmap of the positions (`job * k + seat`) opened on chain.
     mapping(bytes32 batchId => uint256 bitmap) private _revealed;
+    /// @dev batchId => bitmap of the seats proven to have signed two different columns.
+    mapping(bytes32 batchId => uint256 bitmap) private _equivocated;
     /// @dev account => balance + 1 once used (0 = never used), so a returning account's credit is a warm update.
     mapping(address account => uint256 balancePlusOne) private _balances;
 
@@ -131,6 +135,8 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     event CommitmentsAdded(bytes32 indexed batchId, uint256 indexed seat, bytes32[] column);
     /// @notice An opening was recorded on chain during a dispute.
     event Revealed(bytes32 indexed batchId, uint256 indexed position, bytes32 outputsRoot, bytes32 salt);
+    /// @notice A seat was proven to have signed two different columns for a batch under dispute.
+    event Equivocated(bytes32 indexed batchId, uint256 indexed seat);
     /// @notice A batch was settled (fast path or dispute): how many seats won and how much stake was slashed.
     event Settled(bytes32 indexed batchId, uint256 winners, uint256 slashed);
     /// @notice An unsettled batch was reclaimed after its final deadline.
@@ -164,6 +170,8 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     error AirqubeEscrowV2SeatPresent(bytes32 batchId, uint256 seat);
     /// @notice An opening recorded on chain was left out of {finalize}.
     error AirqubeEscrowV2RevealMissing(bytes32 batchId, uint256 position);
+    /// @notice The two columns of an equivocation proof are the same.
+    error AirqubeEscrowV2NotEquivocation(bytes32 batchId, uint256 seat);
     /// @notice A reveal call carried no new opening.
     error AirqubeEscrowV2NothingToReveal(bytes32 batchId);
     /// @notice The action is not allowed before `notBefore` (a block timestamp, exclusive).
@@ -393,6 +401,32 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     }
 
     /**
+     * @notice Proves that a seat signed two different columns of commitments for a batch under dispute: at
+     * {finalize} the seat counts as committed with no opening (no vote, stake slashed). Anyone may call it
+     * until the batch is finalised.
+     * @param batch The batch's parameters.
+     * @param seat The seat.
+     * @param columnHashes The hashes of the two columns (`keccak256(abi.encodePacked(column))`), different.
+     * @param signatures The seat's `[r, vs]` of each, one after the other.
+     */
+    function proveEquivocation(
+        Batch calldata batch,
+        uint256 seat,
+        bytes32[2] calldata columnHashes,
+        bytes32[4] calldata signatures
+    ) external nonReentrant {
+        bytes32 batchId = keccak256(abi.encode(batch));
+        _record(batch, batchId, Status.Proposed);
+        if (seat >= batch.providers.length) revert AirqubeEscrowV2BadLength(batchId);
+        if (columnHashes[0] == columnHashes[1]) revert AirqubeEscrowV2NotEquivocation(batchId, seat);
+        address p = batch.providers[seat];
+        _checkColumnHash(batchId, columnHashes[0], signatures[0], signatures[1], p);
+        _checkColumnHash(batchId, columnHashes[1], signatures[2], signatures[3], p);
+        _equivocated[batchId] |= 1 << seat;
+        emit Equivocated(batchId, seat);
+    }
+
+    /**
      * @notice Records openings on chain during a dispute's reveal window, so that {finalize} must count them.
      * Anyone may call it.
      * @param batch The batch's parameters.
@@ -447,10 +481,15 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
         if (openings.length != 2 * m) revert AirqubeEscrowV2BadLength(batchId);
         uint256 k = batch.providers.length;
         uint256 onChain = _revealed[batchId];
+        uint256 equivocated = _equivocated[batchId];
         bytes32[] memory roots = new bytes32[](m);
         uint256 committed;
         for (uint256 pos = 0; pos < m; ++pos) {
             bytes32 root = openings[2 * pos];
+            if (equivocated & (1 << (pos % k)) != 0) {
+                committed |= 1 << pos; // counts as committed and silent: no vote, stake slashed
+                continue;
+            }
             if (commitments[pos] != 0) committed |= 1 << pos;
             if (root == 0) {
                 if (onChain & (1 << pos) != 0) revert AirqubeEscrowV2RevealMissing(batchId, pos);
@@ -653,6 +692,13 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
         assembly ("memory-safe") {
             columnHash := keccak256(add(column, 0x20), shl(5, mload(column)))
         }
+        _checkColumnHash(batchId, columnHash, r, vs, signer);
+    }
+
+    function _checkColumnHash(bytes32 batchId, bytes32 columnHash, bytes32 r, bytes32 vs, address signer)
+        private
+        view
+    {
         bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(COMMITMENTS_TYPEHASH, batchId, columnHash)));
         _checkSignature(batchId, digest, r, vs, signer);
     }

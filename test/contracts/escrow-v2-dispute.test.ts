@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import type { Signer } from "ethers";
-import { batchIdOf, compactSignature } from "../../src/chain/escrow-v2-batch.js";
+import { batchIdOf, columnHashOf, compactSignature } from "../../src/chain/escrow-v2-batch.js";
 import {
   bt,
   DEPOSIT,
@@ -149,6 +149,47 @@ describe("AirqubeEscrowV2 disputes", () => {
     await time.increase(2 * WINDOW + 1);
     await escrow.connect(seats[1]!).finalize(b, st.commitments, st.openings);
     for (const p of batch.providers) expect(await escrow.balanceOf(p)).to.equal(DEPOSIT + PRICE2);
+  });
+
+  it("a seat that signs a second column after seeing openings is caught: no vote, stake slashed", async () => {
+    const { escrow, requestor, providers } = await loadFixture(v2Fixture);
+    const seats = providers.slice(0, 3);
+    const batch = await makeBatch(requestor, seats);
+    const b = bt(batch);
+    await openBatch(escrow, requestor, batch, seats);
+    // seat 2 gave the requestor a garbage column A; after the openings of seats 0 and 1 became public (a pending
+    // settlement), it signs column B with the copied root and proposes with it
+    const a = await statementsOf(escrow, batch, seats, [[R, R, W]]);
+    const copied = await statementsOf(escrow, batch, seats, [[R, R, R]]);
+    const hashes = [columnHashOf(a.columns[2]!), columnHashOf(copied.columns[2]!)];
+    const sigs = [...a.signatures.slice(4, 6), ...copied.signatures.slice(4, 6)];
+    await expect(escrow.proveEquivocation(b, 2, hashes, sigs))
+      .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2WrongStatus")
+      .withArgs(a.id, 1n);
+    await time.increaseTo(batch.revealDeadline + 1);
+    await escrow.connect(seats[2]!).propose(b, copied.signatures, copied.commitments);
+    await expect(escrow.proveEquivocation(b, 2, [hashes[0]!, hashes[0]!], sigs))
+      .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2NotEquivocation")
+      .withArgs(a.id, 2);
+    await expect(escrow.proveEquivocation(b, 3, hashes, sigs))
+      .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2BadLength")
+      .withArgs(a.id);
+    await expect(escrow.proveEquivocation(b, 1, hashes, sigs))
+      .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2BadSignature")
+      .withArgs(a.id, batch.providers[1]!);
+    await expect(escrow.connect(requestor).proveEquivocation(b, 2, hashes, sigs))
+      .to.emit(escrow, "Equivocated")
+      .withArgs(a.id, 2);
+    await time.increase(WINDOW + 1);
+    // seat 2 reveals its copied opening on chain; it still gets no vote
+    await escrow.connect(seats[2]!).reveal(b, copied.commitments, [hex32(2), R, saltOf(0, 2)]);
+    await time.increase(WINDOW);
+    await expect(escrow.finalize(b, copied.commitments, copied.openings))
+      .to.emit(escrow, "Settled")
+      .withArgs(a.id, 0n, STAKE2);
+    expect(await escrow.balanceOf(batch.providers[2]!)).to.equal(DEPOSIT - STAKE2);
+    for (const i of [0, 1]) expect(await escrow.balanceOf(batch.providers[i]!)).to.equal(DEPOSIT);
+    expect(await escrow.balanceOf(batch.requestor)).to.equal(DEPOSIT + STAKE2);
   });
 
   describe("reverts", () => {
