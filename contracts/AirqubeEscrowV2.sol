@@ -24,8 +24,9 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
  * Signatures are bound to the chain id and this escrow (EIP-712 domain) and to the batch (its id hashes every
  * parameter, including the requestor and its nonce).
  *
- * Fast path: {settle} with every seat's signature and every opening settles the batch in one transaction (anyone
- * may call it: it has nothing to choose). Otherwise the batch goes through a dispute: {propose} publishes the
+ * Fast path: the requestor's {settle} with every seat's signature and every opening settles the batch in one
+ * transaction. Only the requestor may take it: it holds the columns signed before any opening was shown, while
+ * anyone else could pair the openings of a pending settlement with a second column a seat signed afterwards. Otherwise the batch goes through a dispute: {propose} publishes the
  * signed commitments known to the proposer (the requestor, or a seat after the reveal deadline); during a
  * commitment window (`revealDeadline - commitDeadline` seconds) a seat left out adds its own signed column
  * ({addCommitments}), so a proposer cannot drop an honest provider; during the following reveal window of the
@@ -282,7 +283,7 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
 
     /**
      * @notice Settles an open batch in one transaction from every seat's signed commitments and every opening
-     * (the fast path). Anyone may call it, until the final deadline.
+     * (the fast path). Only the requestor may call it, until the final deadline; seats settle through {propose}.
      * @param batch The batch's parameters.
      * @param signatures For each seat, its compact signature `[r, vs]` of `Commitments(batchId, commitments)`.
      * @param openings For each position `job * k + seat`, its `outputsRoot` then its `salt`; no root is zero.
@@ -293,6 +294,7 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     {
         bytes32 batchId = keccak256(abi.encode(batch));
         (bytes32 slot, uint256 word) = _record(batch, batchId, Status.Open);
+        if (msg.sender != batch.requestor) revert AirqubeEscrowV2Unauthorized(msg.sender);
         if (block.timestamp > batch.finalDeadline) revert AirqubeEscrowV2TooLate(batchId, batch.finalDeadline);
         uint256 k = batch.providers.length;
         uint256 n = batch.jobs;

@@ -57,7 +57,7 @@ describe("AirqubeEscrowV2 disputes", () => {
       .to.emit(escrow, "Proposed")
       .withArgs(st.id, batch.requestor, dropped.commitments, batch.commitDeadline + 2 + WINDOW);
     // the fast path and a reclaim are closed while the dispute runs
-    await expect(escrow.settle(b, st.signatures, st.openings))
+    await expect(escrow.connect(requestor).settle(b, st.signatures, st.openings))
       .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2WrongStatus")
       .withArgs(st.id, 2n);
     // no reveal during the commitment window: nothing published can be copied into a late column

@@ -41,10 +41,10 @@ describe("AirqubeEscrowV2 safety", () => {
       expect(await token.balanceOf(escrowAddress)).to.equal(await owedV2(escrow, accounts, all));
     // A's statements do not settle B (ids differ), and A settles without touching B's or C's locks
     const sa = await statementsOf(escrow, a, seats, uniform(a, [R, R, W]));
-    await expect(escrow.settle(bt(b), sa.signatures, [...sa.openings, ...sa.openings.slice(0, 6)]))
+    await expect(escrow.connect(requestor).settle(bt(b), sa.signatures, [...sa.openings, ...sa.openings.slice(0, 6)]))
       .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2BadSignature")
       .withArgs(batchIdOf(b), b.providers[0]!);
-    await escrow.settle(bt(a), sa.signatures, sa.openings);
+    await escrow.connect(requestor).settle(bt(a), sa.signatures, sa.openings);
     await check();
     // everyone withdraws everything: what stays is exactly B's and C's locks
     for (const s of [requestor, ...providers, outsider]) {
@@ -79,7 +79,7 @@ describe("AirqubeEscrowV2 safety", () => {
       .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2NonceUnavailable")
       .withArgs(first.requestor, 5n + 256n);
     const st = await statementsOf(escrow, first, seats, [[R]]);
-    await escrow.settle(bt(first), st.signatures, st.openings);
+    await escrow.connect(requestor).settle(bt(first), st.signatures, st.openings);
     // the same batch again (same nonce), or an older nonce of the slot: refused even though the slot is closed
     for (const again of [first, { ...first, nonce: 5n, price: 2n * PRICE2 }]) {
       await expect(openBatch(escrow, requestor, again, seats))
@@ -90,7 +90,7 @@ describe("AirqubeEscrowV2 safety", () => {
     expect((await escrow.batchState(bt(sameSlot)))[0]).to.equal(1n);
     // the old batch's record is gone: it reads as None and cannot be settled again
     expect((await escrow.batchState(bt(first)))[0]).to.equal(0n);
-    await expect(escrow.settle(bt(first), st.signatures, st.openings))
+    await expect(escrow.connect(requestor).settle(bt(first), st.signatures, st.openings))
       .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2WrongStatus")
       .withArgs(batchIdOf(first), 0n);
     // another requestor's nonce 5 is its own
@@ -242,7 +242,7 @@ describe("AirqubeEscrowV2 safety", () => {
               }
               case "settle": {
                 const t = pick(o.batch);
-                if (t) await escrow.settle(bt(t.batch), t.st.signatures, t.st.openings);
+                if (t) await escrow.connect(requestor).settle(bt(t.batch), t.st.signatures, t.st.openings);
                 return;
               }
               case "propose": {

@@ -232,14 +232,18 @@ describe("AirqubeEscrowV2", () => {
       await openBatch(escrow, requestor, batch, seats);
       const st = await statementsOf(escrow, batch, seats, uniform(batch, [R, R, R]));
       const held = await token.balanceOf(await escrow.getAddress());
-      const tx = escrow.connect(providers[4]!).settle(bt(batch), st.signatures, st.openings);
+      // only the requestor takes the fast path: it holds the columns committed before any opening was shown
+      await expect(escrow.connect(providers[0]!).settle(bt(batch), st.signatures, st.openings))
+        .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2Unauthorized")
+        .withArgs(batch.providers[0]!);
+      const tx = escrow.connect(requestor).settle(bt(batch), st.signatures, st.openings);
       await expect(tx).to.emit(escrow, "Settled").withArgs(st.id, 9n, 0n);
       await expect(tx).to.not.emit(token, "Transfer");
       for (const p of batch.providers) expect(await escrow.balanceOf(p)).to.equal(DEPOSIT + 3n * PRICE2);
       expect(await escrow.balanceOf(batch.requestor)).to.equal(DEPOSIT - 9n * PRICE2);
       expect(await token.balanceOf(await escrow.getAddress())).to.equal(held);
       expect((await escrow.batchState(bt(batch)))[0]).to.equal(3n);
-      await expect(escrow.settle(bt(batch), st.signatures, st.openings))
+      await expect(escrow.connect(requestor).settle(bt(batch), st.signatures, st.openings))
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2WrongStatus")
         .withArgs(st.id, 3n);
     });
@@ -254,7 +258,7 @@ describe("AirqubeEscrowV2", () => {
         [R, R, R, R, W],
         [R, R, R, R, R],
       ]);
-      await expect(escrow.settle(bt(batch), st.signatures, st.openings))
+      await expect(escrow.connect(requestor).settle(bt(batch), st.signatures, st.openings))
         .to.emit(escrow, "Settled")
         .withArgs(st.id, 9n, STAKE2);
       const share = STAKE2 / 4n;
@@ -273,7 +277,7 @@ describe("AirqubeEscrowV2", () => {
       const batch = await makeBatch(requestor, seats);
       await openBatch(escrow, requestor, batch, seats);
       const st = await statementsOf(escrow, batch, seats, [[R, R, W]]);
-      await expect(escrow.settle(bt(batch), st.signatures, st.openings))
+      await expect(escrow.connect(requestor).settle(bt(batch), st.signatures, st.openings))
         .to.emit(escrow, "Settled")
         .withArgs(st.id, 0n, 0n);
       for (const p of batch.providers) expect(await escrow.balanceOf(p)).to.equal(DEPOSIT);
@@ -285,7 +289,7 @@ describe("AirqubeEscrowV2", () => {
       const batch = await makeBatch(requestor, seats);
       await openBatch(escrow, requestor, batch, seats);
       const st = await statementsOf(escrow, batch, seats, [[R, W, hex32(0xcccc)]]);
-      await expect(escrow.settle(bt(batch), st.signatures, st.openings))
+      await expect(escrow.connect(requestor).settle(bt(batch), st.signatures, st.openings))
         .to.emit(escrow, "Settled")
         .withArgs(st.id, 0n, 0n);
       for (const p of batch.providers) expect(await escrow.balanceOf(p)).to.equal(DEPOSIT);
@@ -302,7 +306,7 @@ describe("AirqubeEscrowV2", () => {
       const st = await statementsOf(escrow, batch, seats, roots);
       const seat1 = batch.providers[1]!;
       const badSig = (signatures: string[], openings = st.openings) =>
-        expect(escrow.settle(bt(batch), signatures, openings))
+        expect(escrow.connect(requestor).settle(bt(batch), signatures, openings))
           .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2BadSignature")
           .withArgs(id, seat1);
       // forged: seat 1's statement signed by an outsider
@@ -315,34 +319,34 @@ describe("AirqubeEscrowV2", () => {
       const other = { ...batch, nonce: 9n };
       await openBatch(escrow, requestor, other, seats);
       const replayed = await statementsOf(escrow, other, seats, roots);
-      await expect(escrow.settle(bt(batch), replayed.signatures, st.openings))
+      await expect(escrow.connect(requestor).settle(bt(batch), replayed.signatures, st.openings))
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2BadSignature")
         .withArgs(id, batch.providers[0]!);
       // signed for another chain id
       const cross = await statementsOf(escrow, batch, seats, roots, chainId + 1n);
-      await expect(escrow.settle(bt(batch), cross.signatures, st.openings))
+      await expect(escrow.connect(requestor).settle(bt(batch), cross.signatures, st.openings))
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2BadSignature")
         .withArgs(id, batch.providers[0]!);
       // a missing opening is not the fast path
       const missing = [...st.openings];
       missing[2 * 4] = ZERO; // job 1, seat 1
-      await expect(escrow.settle(bt(batch), st.signatures, missing))
+      await expect(escrow.connect(requestor).settle(bt(batch), st.signatures, missing))
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2BadOpening")
         .withArgs(id, 4);
-      await expect(escrow.settle(bt(batch), st.signatures.slice(2), st.openings))
+      await expect(escrow.connect(requestor).settle(bt(batch), st.signatures.slice(2), st.openings))
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2BadLength")
         .withArgs(id);
-      await expect(escrow.settle(bt(batch), st.signatures, st.openings.slice(2)))
+      await expect(escrow.connect(requestor).settle(bt(batch), st.signatures, st.openings.slice(2)))
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2BadLength")
         .withArgs(id);
       // the statements of `other` still settle `other`; a never-opened batch cannot be settled
-      await escrow.settle(bt(other), replayed.signatures, replayed.openings);
+      await escrow.connect(requestor).settle(bt(other), replayed.signatures, replayed.openings);
       const never = { ...batch, nonce: 77n };
-      await expect(escrow.settle(bt(never), st.signatures, st.openings))
+      await expect(escrow.connect(requestor).settle(bt(never), st.signatures, st.openings))
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2WrongStatus")
         .withArgs(batchIdOf(never), 0n);
       await time.increaseTo(batch.finalDeadline + 1);
-      await expect(escrow.settle(bt(batch), st.signatures, st.openings))
+      await expect(escrow.connect(requestor).settle(bt(batch), st.signatures, st.openings))
         .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2TooLate")
         .withArgs(id, batch.finalDeadline);
     });
