@@ -25,13 +25,14 @@ export {
   type ProviderStatus,
 } from "./agent.js";
 export {
+  DEFAULT_MAX_INPUT_BYTES,
   defaultResources,
   loadProviderConfig,
   type ProviderConfig,
   type ProviderResources,
   providerConfigSchema,
 } from "./config.js";
-export { JobLedger, type JobRow, type JobState, type LedgerSummary } from "./ledger.js";
+export { JobLedger, type JobRow, type JobState, type JobUsage, type LedgerSummary } from "./ledger.js";
 export {
   type ProviderChainConfig,
   ProviderPayments,

@@ -19,6 +19,7 @@ export {
   type SandboxLimits,
   type SandboxOutput,
   type SandboxResult,
+  type SandboxUsage,
   type Tier,
 } from "./api.js";
 export {
@@ -37,4 +38,5 @@ export {
   type MicroVmStats,
 } from "./microvm-sandbox.js";
 export { seccompProfile } from "./seccomp.js";
+export { MIN_SANDBOX_UID, UidPool, type UidRange } from "./uid-pool.js";
 export { type UnpackOptions, unpackTar } from "./unpack.js";
