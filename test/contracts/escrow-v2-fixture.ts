@@ -36,6 +36,7 @@ export interface EscrowV2T {
   settle(batch: unknown[], signatures: string[], openings: string[]): Tx;
   propose(batch: unknown[], signatures: string[], commitments: string[]): Tx;
   addCommitments(batch: unknown[], commitments: string[], seat: number, sig: string[], column: string[]): Tx;
+  proveEquivocation(batch: unknown[], seat: number, columnHashes: string[], signatures: string[]): Tx;
   reveal(batch: unknown[], commitments: string[], openings: string[]): Tx;
   finalize(batch: unknown[], commitments: string[], openings: string[]): Tx;
   reclaim(batch: unknown[]): Tx;
