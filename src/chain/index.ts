@@ -17,6 +17,13 @@ export {
   type TxResult,
 } from "./escrow-client.js";
 export {
+  type BatchOpening,
+  deployEscrowV2,
+  type EscrowBatchState,
+  EscrowV2Client,
+  type EscrowV2ClientConfig,
+} from "./escrow-v2-client.js";
+export {
   budgetOf,
   type EscrowJob,
   escrowCommitmentOf,

@@ -43,6 +43,7 @@ export interface ConvertPdfOptions {
   /** Where the verified bitmaps are staged (removed afterwards). */
   workDir: string;
   signal?: AbortSignal;
+  /** Called with each step: the run's events, the agreed rendering, then each page as it is rebuilt. */
   onProgress?: (event: ConvertEvent) => void;
 }
 

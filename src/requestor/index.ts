@@ -5,6 +5,14 @@
  *
  * @packageDocumentation
  */
+
+export {
+  type ConvertEvent,
+  type ConvertPdfOptions,
+  type ConvertPdfReport,
+  convertPdf,
+  PDF_IMAGE,
+} from "../pdf/convert.js";
 export type {
   ComputeMarket,
   Dispatch,

@@ -90,7 +90,7 @@ describe("package: npm pack, install into an empty project, type-check, import a
     ]);
     const stray = paths.filter(
       (p) =>
-        !/^(dist\/.*\.(js|d\.ts)|dist\/dashboard\/static\/[\w./-]+|dist\/\.build-stamp|bin\/airqube\.js|README\.md|package\.json|contracts\/AirqubeEscrow\.sol)$/.test(
+        !/^(dist\/.*\.(js|d\.ts)|dist\/dashboard\/static\/[\w./-]+|dist\/\.build-stamp|bin\/airqube\.js|README\.md|package\.json|contracts\/AirqubeEscrow(V2)?\.sol)$/.test(
           p,
         ),
     );
