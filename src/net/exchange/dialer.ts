@@ -159,6 +159,10 @@ export class ExchangeSession {
       );
       const answer = await wire.receive(answerSchema, { signal });
       if (answer.type === "reject") throw new ProposalRejectedError(answer.code, answer.reason);
+      if (answer.type === "failed")
+        throw new PeerError("PROVIDER_FAILED", "The provider failed while handling the proposal", {
+          details: `${answer.code}: ${answer.reason}`,
+        });
       const agreement = verifyAgreement({ requestor: proposal, provider: answer.agreement });
       if (agreement.provider.signer !== target.provider)
         throw new PeerError("AGREEMENT_INVALID", "The agreement is countersigned by another provider");

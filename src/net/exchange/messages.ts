@@ -79,17 +79,18 @@ export const rejectSchema = z.strictObject({
   code: z.string().max(64),
   reason: z.string().max(1024),
 });
-export const answerSchema = z.discriminatedUnion("type", [acceptSchema, rejectSchema]);
-
-export const inputEndSchema = z.strictObject({ type: z.literal("input-end"), path: relativePathSchema });
-
-export const startedSchema = z.strictObject({ type: z.literal("started") });
-export const commitSchema = z.strictObject({ type: z.literal("commit"), commitment: envelope });
 export const failedSchema = z.strictObject({
   type: z.literal("failed"),
   code: z.string().max(64),
   reason: z.string().max(1024),
 });
+/** The answer to a proposal (`failed`: the provider could not handle it, e.g. it timed out reading it). */
+export const answerSchema = z.discriminatedUnion("type", [acceptSchema, rejectSchema, failedSchema]);
+
+export const inputEndSchema = z.strictObject({ type: z.literal("input-end"), path: relativePathSchema });
+
+export const startedSchema = z.strictObject({ type: z.literal("started") });
+export const commitSchema = z.strictObject({ type: z.literal("commit"), commitment: envelope });
 export const providerProgressSchema = z.discriminatedUnion("type", [startedSchema, commitSchema, failedSchema]);
 /** The answer to an admission query (`failed`: the provider could not check, e.g. the query was malformed). */
 export const queryAnswerSchema = z.discriminatedUnion("type", [admissibleSchema, refuseSchema, failedSchema]);
