@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `npm test`: type-check, then the mocha suite in concurrent groups, then the contract tests.
-#   heavy: tests tagged @docker or @qemu (real containers, micro-VMs, devnets), in AIRQUBE_TEST_JOBS (default 2)
-#          worker processes, one file per worker at a time, the slowest files first;
+#   heavy: tests tagged @docker or @qemu (real containers, micro-VMs, devnets): the output soak alone, then the
+#          other files in AIRQUBE_TEST_JOBS (default 2) worker processes, one file each at a time, slowest first;
 #   light: everything else (pure code, SQLite, the in-process chain, in-memory yagna), one process beside them.
 # Each worker's leak checks look only at its own containers (labelled with its pid), so files cannot disturb
 # each other; the escape suite's report is shared through one cache directory. The light group's report is
@@ -15,28 +15,37 @@ AIRQUBE_TEST_PROBE_CACHE=$(mktemp -d -t airqube-test-probe-cache.XXXXXX)
 export AIRQUBE_TEST_PROBE_CACHE
 trap 'rm -rf "$light_log" "$AIRQUBE_TEST_PROBE_CACHE"' EXIT
 
-# the slowest files first, so that no long file starts last (measured in CI; the rest in path order)
+# The output soak runs alone first: it loads the machine on purpose (a CPU hog beside 4 qubes at a time), and
+# timing-sensitive devnet tests beside it would fail for that reason only.
+soak=test/sandbox/soak.test.ts
+# then the slowest files first, so that no long file starts last (measured in CI; the rest in path order)
 slow=(
-  test/sandbox/soak.test.ts
   test/devnet/adversaries.test.ts
+  test/probes/mutation.test.ts
   test/package/package.test.ts
+  test/net/public-network.test.ts
   test/cli/outcomes.test.ts
   test/sandbox/microvm.test.ts
+  test/images/ship-image.test.ts
   test/devnet/payments-crash.test.ts
   test/devnet/profile.test.ts
+  test/pdf/convert-pdf.test.ts
   test/devnet/payments-faults.test.ts
 )
 files=()
 for f in "${slow[@]}"; do [ -f "$f" ] && files+=("$f"); done
 while IFS= read -r f; do
   case " ${files[*]} " in *" $f "*) ;; *) files+=("$f") ;; esac
-done < <(find test -name '*.test.ts' -not -path 'test/contracts/*' | sort)
+done < <(find test -name '*.test.ts' -not -path 'test/contracts/*' -not -path "$soak" | sort)
 
 npx mocha --grep '@docker|@qemu' --invert >"$light_log" 2>&1 &
 light_pid=$!
+npx mocha --no-config -n import=tsx --timeout 60000 --exit --grep '@docker|@qemu' "$soak"
+soak_rc=$?
 npx mocha --no-config -n import=tsx --timeout 60000 --exit --parallel --jobs "$jobs" \
   --grep '@docker|@qemu' "${files[@]}"
 heavy_rc=$?
+[ "$soak_rc" = 0 ] || heavy_rc=$soak_rc
 wait "$light_pid"
 light_rc=$?
 echo
