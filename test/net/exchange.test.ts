@@ -135,6 +135,26 @@ describe("net: qube exchange between real agents @docker", function () {
     await stillServes(target);
   });
 
+  it("reports a provider that fails on a proposal by the provider's own code (PROVIDER_FAILED), not as an invalid message", async () => {
+    const target = agents[1]!;
+    const offer = target.offer();
+    const qube = await client.seal({ command: ["true"] });
+    // a proposal whose signature does not verify: the provider answers `failed` with its reason
+    const forged = { kind: "agreement", payload: {}, signer: client.identity.peerId, signature: "00".repeat(64) };
+    const error = await ExchangeSession.open(
+      client.market.node,
+      { provider: offer.provider, addrs: offer.addrs, sealingKey: Buffer.from(offer.sealingKey, "hex") },
+      qube.spec,
+      forged as never,
+      client.identity,
+      qube.inputs,
+    ).catch((e: unknown) => e);
+    expect(error).to.have.property("code", "PROVIDER_FAILED");
+    expect((error as { details?: string }).details).to.match(/^[A-Z_]+: /);
+    expect((error as { details?: string }).details).not.to.match(/^MESSAGE_INVALID/);
+    await stillServes(target);
+  });
+
   it("refuses an image the provider does not have, by digest, before accepting", async () => {
     const qube = await client.seal({ command: ["true"], imageDigest: `sha256:${"ab".repeat(32)}` });
     const error = await sessionTo(agents[2]!, qube).catch((e) => e);
