@@ -6,6 +6,7 @@
 import { AbiCoder, keccak256, Signature, solidityPacked, type TypedDataDomain } from "ethers";
 import { z } from "zod";
 import { UserError } from "../qube/errors.js";
+import { address, bytes32, timestamp, uint } from "./job.js";
 
 /** The parameters of a v2 batch (the contract's `Batch` struct); its id is their hash. */
 export interface EscrowBatch {
@@ -30,19 +31,6 @@ export interface EscrowBatch {
   revealDeadline: number;
   finalDeadline: number;
 }
-
-const bytes32 = z.string().regex(/^0x[0-9a-fA-F]{64}$/, "expected 32 bytes of 0x-hex");
-const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, "expected a 20-byte 0x-hex address");
-const uint = (bits: number) =>
-  z
-    .bigint()
-    .nonnegative()
-    .max((1n << BigInt(bits)) - 1n);
-const timestamp = z
-  .number()
-  .int()
-  .nonnegative()
-  .max(2 ** 40 - 1);
 
 /** Schema of an {@link EscrowBatch} (shape and ranges; the contract checks the rules between fields). */
 export const escrowBatchSchema = z

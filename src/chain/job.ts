@@ -42,14 +42,18 @@ export const ZERO_BYTES32 = `0x${"00".repeat(32)}`;
 const JOB_TUPLE = "tuple(address,bytes32,uint64,address[],uint96,uint96,uint8,uint40,uint40,uint40)";
 const coder = AbiCoder.defaultAbiCoder();
 
-const bytes32 = z.string().regex(/^0x[0-9a-fA-F]{64}$/, "expected 32 bytes of 0x-hex");
-const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, "expected a 20-byte 0x-hex address");
-const uint = (bits: number) =>
+/** Field schemas shared by the escrow's job (v1) and batch (v2) records. */
+export const bytes32 = z.string().regex(/^0x[0-9a-fA-F]{64}$/, "expected 32 bytes of 0x-hex");
+/** A 20-byte 0x-hex address. */
+export const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, "expected a 20-byte 0x-hex address");
+/** An unsigned integer of `bits` bits, as a bigint. */
+export const uint = (bits: number) =>
   z
     .bigint()
     .nonnegative()
     .max((1n << BigInt(bits)) - 1n);
-const timestamp = z
+/** Unix seconds as the contract stores them (uint40). */
+export const timestamp = z
   .number()
   .int()
   .nonnegative()
