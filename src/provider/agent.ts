@@ -26,7 +26,7 @@ import type { AirqubeNode, NodeOptions } from "../net/node.js";
 import { awaitRelayAddress, checkNodeAddresses, createNode } from "../net/node.js";
 import { announceOffers } from "../net/offers/announce.js";
 import { describeSkew } from "../net/offers/clock.js";
-import { OFFER_TTL_MS } from "../net/offers/constants.js";
+import { OFFER_TTL_MS, PEER_EXCHANGE_PEERS } from "../net/offers/constants.js";
 import { OfferBook } from "../net/offers/discovery.js";
 import { type Offer, type SignedOffer, signOffer } from "../net/offers/offer.js";
 import {
@@ -241,7 +241,8 @@ export class ProviderAgent {
     await handleExchange(this.node, this.host(), {
       onError: (error, peer) => this.logger.warn({ peer, code: error.code, err: error.message }, "exchange failed"),
     });
-    this.market = new OfferBook(this.node);
+    // peer exchange: providers mesh with each other, so offers keep flowing when every bootnode is gone
+    this.market = new OfferBook(this.node, { peerExchange: PEER_EXCHANGE_PEERS });
     this.market.start();
     this.stopAnnouncing = await announceOffers(this.node, () => this.signedOffer(), {
       known: () => this.market?.envelopes() ?? [],

@@ -48,12 +48,21 @@ export interface FakeProvider {
 /** A provider on the network: announces a fresh signed offer every `intervalMs` with its own clock. */
 export async function startFakeProvider(
   bootstrap: string,
-  options: { intervalMs?: number; clock?: () => Date; onClockSkew?: (skew: ClockSkew) => void } = {},
+  options: {
+    intervalMs?: number;
+    clock?: () => Date;
+    onClockSkew?: (skew: ClockSkew) => void;
+    /** Peer exchange as the agent does it (the most providers dialled from verified offers). */
+    peerExchange?: number;
+  } = {},
 ): Promise<FakeProvider> {
   const identity = Identity.fromSeed(randomBytes(32));
   const clock = options.clock ?? (() => new Date());
   const node = await createNode({ identity, bootstrap: [bootstrap], clock });
-  const book = new OfferBook(node, { now: clock });
+  const book = new OfferBook(node, {
+    now: clock,
+    ...(options.peerExchange ? { peerExchange: options.peerExchange } : {}),
+  });
   book.start();
   const current = (): SignedOffer =>
     signOffer(

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { multiaddr } from "@multiformats/multiaddr";
 import { expect } from "chai";
 import { createNode, isLoopbackIp, LoopbackExemptSet } from "../../src/net/node.js";
-import { OFFER_TOPIC } from "../../src/net/offers/constants.js";
+import { OFFER_TOPIC, PEER_EXCHANGE_PEERS } from "../../src/net/offers/constants.js";
 import { OfferBook } from "../../src/net/offers/discovery.js";
 import { Identity } from "../../src/qube/index.js";
 import {
@@ -106,5 +106,61 @@ describe("net: loopback peers are exempt from gossipsub's IP-colocation penalty,
     expect(set.has("127.0.0.1")).to.equal(true);
     expect(set.has("203.0.113.7")).to.equal(true);
     expect(set.has("203.0.113.8")).to.equal(false);
+  });
+});
+
+/**
+ * Discovery beyond bootstrap (peer exchange): providers dial the providers that verified offers name, so they
+ * mesh with each other and offers keep flowing when the only bootnode is gone for good.
+ */
+describe("net: peer exchange keeps the providers' offer network alive without any bootnode", function () {
+  this.timeout(60_000);
+  const run = async (peerExchange: number) => {
+    const bootstrap = await startBootstrap();
+    const providers: FakeProvider[] = [];
+    try {
+      for (let i = 0; i < 3; i++) providers.push(await startFakeProvider(bootstrap.addr, { peerExchange }));
+      const meshed = await until(() => providers.every((p) => p.book.list().length === 2), 10_000);
+      expect(meshed, "every provider has the other two offers").to.equal(true);
+      // let the peer-exchange dials (if any) and a gossipsub heartbeat happen, then lose the bootnode for good
+      await new Promise((r) => setTimeout(r, 1_500));
+      await bootstrap.stop();
+      const gone = Date.now();
+      // fresh offers (issued after the bootnode left) still reach every provider from every other provider
+      const fresh = () =>
+        providers.every((p) =>
+          providers
+            .filter((q) => q !== p)
+            .every((q) => {
+              const known = p.book.list().find((k) => k.offer.provider === q.identity.peerId);
+              return known !== undefined && Date.parse(known.offer.issuedAt) > gone + 200;
+            }),
+        );
+      const alive = await until(fresh, 5_000);
+      // and a requestor that knows any one provider learns the whole market from it
+      const node = await createNode({ identity: Identity.fromSeed(randomBytes(32)) });
+      const book = new OfferBook(node);
+      try {
+        await node.dial(providers[0]!.node.getMultiaddrs()[0]!);
+        await book.query(providers[0]!.identity.peerId);
+        return { alive, learned: book.list().length };
+      } finally {
+        await node.stop();
+      }
+    } finally {
+      for (const p of providers) await p.stop();
+      await bootstrap.stop().catch(() => undefined);
+    }
+  };
+
+  it("with peer exchange, fresh offers flow between providers after the bootnode is gone", async () => {
+    const { alive, learned } = await run(PEER_EXCHANGE_PEERS);
+    expect(alive, "fresh offers from every other provider").to.equal(true);
+    expect(learned, "offers learned from one provider").to.equal(3);
+  });
+
+  it("without it (the control), the providers are cut off from each other's fresh offers", async () => {
+    const { alive } = await run(0);
+    expect(alive).to.equal(false);
   });
 });

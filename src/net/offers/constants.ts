@@ -35,3 +35,12 @@ export const CLOCK_CHECK_PEERS = 8;
 export const CLOCK_MAX_RTT_MS = 2_000;
 /** How often a persisting skew is warned about again. */
 export const CLOCK_WARN_REPEAT_MS = 10 * 60_000;
+/**
+ * Peer exchange: a provider dials up to this many other providers named by the verified offers it receives, so
+ * that the providers form a gossip mesh of their own and offers keep flowing when every bootnode is gone.
+ */
+export const PEER_EXCHANGE_PEERS = 8;
+/** A provider that could not be dialled for peer exchange is tried again after this long at the earliest. */
+export const PEER_EXCHANGE_RETRY_MS = 30_000;
+/** How long one peer-exchange dial may take. */
+export const PEER_EXCHANGE_DIAL_TIMEOUT_MS = 5_000;

@@ -3,6 +3,7 @@
  * peers. Every offer is verified (signature, schema, expiry) before it is kept; the newest per provider wins.
  */
 import { peerIdFromString } from "@libp2p/peer-id";
+import { multiaddr } from "@multiformats/multiaddr";
 import { z } from "zod";
 import type { AirqubeError } from "../../qube/errors.js";
 import { toAirqubeError } from "../../qube/errors.js";
@@ -16,6 +17,8 @@ import {
   OFFER_PROTOCOL,
   OFFER_QUERY_TIMEOUT_MS,
   OFFER_TOPIC,
+  PEER_EXCHANGE_DIAL_TIMEOUT_MS,
+  PEER_EXCHANGE_RETRY_MS,
 } from "./constants.js";
 
 const offerAnswerSchema = z.strictObject({
@@ -58,16 +61,31 @@ function claimedProvider(value: unknown): string {
   return typeof provider === "string" && provider.length <= 128 ? provider : "unknown";
 }
 
+export interface OfferBookOptions {
+  now?: () => Date;
+  onRejected?: (error: AirqubeError) => void;
+  /**
+   * Peer exchange: dial up to this many of the providers that verified offers name (their signed addresses,
+   * through the node's address policy), so that providers mesh with each other and not only through
+   * bootnodes. Off (0) by default; provider agents turn it on.
+   */
+  peerExchange?: number;
+}
+
 /** Verified offers by provider peer id. */
 export class OfferBook {
   private readonly offers = new Map<string, KnownOffer>();
   private readonly dropped = new Map<string, DroppedOffer>();
   private readonly decoder = new TextDecoder("utf-8", { fatal: true });
   private listener: ((event: CustomEvent<{ topic: string; data: Uint8Array }>) => void) | undefined;
+  /** Peer exchange: providers dialled (or being dialled) by this book, and when a dial was last tried. */
+  private readonly exchanged = new Set<string>();
+  private readonly lastTried = new Map<string, number>();
+  private stopped = false;
 
   constructor(
     private readonly node: AirqubeNode,
-    private readonly options: { now?: () => Date; onRejected?: (error: AirqubeError) => void } = {},
+    private readonly options: OfferBookOptions = {},
   ) {}
 
   private now(): Date {
@@ -104,6 +122,7 @@ export class OfferBook {
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.listener) this.node.services.pubsub.removeEventListener("message", this.listener as never);
     this.node.services.pubsub.topicValidators.set(
       OFFER_TOPIC,
@@ -146,7 +165,37 @@ export class OfferBook {
     if (known && Date.parse(known.offer.issuedAt) > Date.parse(offer.issuedAt)) return known.offer;
     if (!known && this.offers.size >= MAX_OFFERS) return offer;
     this.offers.set(offer.provider, { offer, envelope: value as SignedOffer, receivedAt: this.now() });
+    this.exchangeWith(offer);
     return offer;
+  }
+
+  /**
+   * Peer exchange: dials the provider a verified offer names, when fewer than `peerExchange` providers are
+   * connected through it, it is not connected already, and it was not tried in the last
+   * PEER_EXCHANGE_RETRY_MS. The dial goes through the node's connection gater, so public mode never dials the
+   * loopback or private addresses a hostile offer names. Failures are only remembered (behind NAT, gone).
+   */
+  private exchangeWith(offer: Offer): void {
+    const limit = this.options.peerExchange ?? 0;
+    if (limit <= 0 || this.stopped || offer.provider === this.node.peerId.toString()) return;
+    const connected = new Set(this.node.getPeers().map((peer) => peer.toString()));
+    for (const peer of this.exchanged) if (!connected.has(peer)) this.exchanged.delete(peer);
+    if (connected.has(offer.provider) || this.exchanged.size >= limit) return;
+    const now = Date.now();
+    const last = this.lastTried.get(offer.provider);
+    if (last !== undefined && now - last < PEER_EXCHANGE_RETRY_MS) return;
+    if (this.lastTried.size >= MAX_OFFERS) this.lastTried.clear();
+    this.lastTried.set(offer.provider, now);
+    this.exchanged.add(offer.provider);
+    const peer = peerIdFromString(offer.provider);
+    void (async () => {
+      try {
+        await this.node.peerStore.merge(peer, { multiaddrs: offer.addrs.map((a) => multiaddr(a)) });
+        await this.node.dial(peer, { signal: AbortSignal.timeout(PEER_EXCHANGE_DIAL_TIMEOUT_MS) });
+      } catch {
+        this.exchanged.delete(offer.provider);
+      }
+    })();
   }
 
   /** Asks every connected peer for its offer directly (faster and more complete than waiting for gossip). */
