@@ -25,7 +25,7 @@ import {
   parseEscrowJob,
   ZERO_BYTES32,
 } from "./job.js";
-import { type CallOptions, createRpcProvider, fetchChainId, runChainCall } from "./rpc.js";
+import { type CallOptions, createRpcProvider, fetchChainId, runChainCall, toChainError } from "./rpc.js";
 
 /** What a transaction did. */
 export interface TxResult {
@@ -124,7 +124,7 @@ export class EscrowClient {
   readonly chainId: number;
   /** The block the escrow was deployed in: event reads start there. */
   readonly deploymentBlock: number;
-  readonly #logRange: number;
+  #logRange: number;
   readonly #provider: JsonRpcProvider;
   readonly #escrow: Contract;
   readonly #token: Contract;
@@ -472,15 +472,26 @@ export class EscrowClient {
 
   /**
    * Event logs matching `filter`, from the escrow's deployment block to the latest, read in ranges of at most
-   * `logRangeBlocks` blocks (public RPC endpoints refuse wide `eth_getLogs` ranges).
+   * `logRangeBlocks` blocks (public RPC endpoints refuse wide `eth_getLogs` ranges). An endpoint that answers a
+   * range with an error (each has its own limit: 10 000, 2 000, 1 000, 500 blocks ...) is asked again with half
+   * the range, down to one block, and this client keeps the narrower range for its later reads; a chain that
+   * does not answer is not retried.
    */
   async #queryLogs(filter: Parameters<Contract["queryFilter"]>[0], options: CallOptions): Promise<(EventLog | Log)[]> {
     const latest = await this.#provider.getBlockNumber();
     const out: (EventLog | Log)[] = [];
-    for (let from = this.deploymentBlock; from <= latest; from += this.#logRange) {
+    for (let from = this.deploymentBlock; from <= latest; ) {
       options.signal?.throwIfAborted();
       const to = Math.min(latest, from + this.#logRange - 1);
-      out.push(...(await this.#escrow.queryFilter(filter, from, to)));
+      try {
+        out.push(...(await this.#escrow.queryFilter(filter, from, to)));
+      } catch (error) {
+        const refused = toChainError("read events", error).code === "CHAIN_INVALID_RESPONSE";
+        if (!refused || to === from) throw error;
+        this.#logRange = Math.max(1, Math.floor((to - from + 1) / 2));
+        continue;
+      }
+      from = to + 1;
     }
     return out;
   }

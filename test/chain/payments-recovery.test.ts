@@ -4,7 +4,6 @@
  * event reads page through an RPC that refuses wide eth_getLogs ranges; approvals are exact.
  */
 import { mkdtempSync } from "node:fs";
-import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -20,6 +19,7 @@ import { createRpcProvider } from "../../src/chain/rpc.js";
 import { ProviderPayments, type SeatReport } from "../../src/provider/payments.js";
 import { RequestorJournal } from "../../src/requestor/journal.js";
 import { closeJournalled, EscrowPayments } from "../../src/requestor/payments.js";
+import { startRpcProxy } from "../helpers/rpc-proxy.js";
 
 const E18 = 10n ** 18n;
 const hex32 = (n: number) => `0x${n.toString(16).padStart(64, "0")}`;
@@ -177,80 +177,50 @@ describe("chain: payments when the requestor vanishes, paged logs, exact approva
   it("reads events from the deployment block in bounded ranges through an RPC that refuses wide ones", async () => {
     // move the chain well past the deployment block
     await rpc.send("hardhat_mine", ["0x400"]);
-    const ranges: [number, number][] = [];
     const MAX = 100;
-    const server: Server = createServer(async (req, res) => {
-      const body = await new Promise<string>((resolve) => {
-        let data = "";
-        req.on("data", (c) => (data += c));
-        req.on("end", () => resolve(data));
-      });
-      const call = JSON.parse(body) as {
-        id: number;
-        method: string;
-        params: { fromBlock?: string; toBlock?: string }[];
-      };
-      const calls = Array.isArray(call) ? call : [call];
-      for (const c of calls) {
-        if (c.method !== "eth_getLogs") continue;
-        const from = Number(c.params[0]?.fromBlock ?? 0);
-        const to =
-          c.params[0]?.toBlock === "latest" || !c.params[0]?.toBlock
-            ? Number.MAX_SAFE_INTEGER
-            : Number(c.params[0].toBlock);
-        ranges.push([from, to]);
-        if (to - from + 1 > MAX) {
-          res.setHeader("content-type", "application/json");
-          res.end(
-            JSON.stringify({
-              jsonrpc: "2.0",
-              id: c.id,
-              error: { code: -32005, message: `block range too large (max ${MAX})` },
-            }),
-          );
-          return;
-        }
-      }
-      const upstream = await fetch(chain.rpcUrl, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body,
-      });
-      res.setHeader("content-type", "application/json");
-      res.end(await upstream.text());
-    });
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const port = (server.address() as { port: number }).port;
-    const proxied = (range: number) =>
+    const proxy = await startRpcProxy(chain.rpcUrl, { maxLogRange: MAX });
+    const proxied = (range?: number) =>
       EscrowClient.connect({
-        rpcUrl: `http://127.0.0.1:${port}`,
+        rpcUrl: proxy.url,
         privateKey: chain.accounts[2]!.privateKey,
         escrow,
-        logRangeBlocks: range,
+        ...(range === undefined ? {} : { logRangeBlocks: range }),
       });
+    const direct = await EscrowClient.connect({
+      rpcUrl: chain.rpcUrl,
+      privateKey: chain.accounts[2]!.privateKey,
+      escrow,
+    });
     const narrow = await proxied(MAX);
-    const wide = await proxied(10_000);
+    // the default range (2 000 blocks) is wider than this endpoint accepts: the client narrows it by itself
+    const wide = await proxied();
     try {
+      const expected = await direct.credits();
+      expect(expected.length).to.be.greaterThan(0);
       expect(narrow.deploymentBlock > 0).to.equal(true);
-      const credits = await narrow.credits();
-      expect(credits.length).to.be.greaterThan(0);
-      expect(ranges.length).to.be.greaterThan(5);
-      expect(ranges[0]![0]).to.equal(narrow.deploymentBlock);
-      for (const [from, to] of ranges) expect(to - from + 1).to.be.at.most(MAX);
-      let caught: unknown;
-      try {
-        await wide.credits();
-      } catch (error) {
-        caught = error;
-      }
+      expect(await narrow.credits()).to.deep.equal(expected);
+      expect(proxy.logRanges.length).to.be.greaterThan(5);
+      expect(proxy.logRanges[0]!.from).to.equal(narrow.deploymentBlock);
+      expect(proxy.logRanges.filter((r) => r.refused)).to.deep.equal([]);
+      proxy.logRanges.length = 0;
+      expect(await wide.credits()).to.deep.equal(expected);
+      const refused = proxy.logRanges.filter((r) => r.refused);
+      expect(refused.length, "halved until accepted").to.be.within(1, 6);
+      expect(proxy.logRanges[0]!.from).to.equal(wide.deploymentBlock);
+      // once narrowed, later reads ask only for ranges the endpoint accepts
+      proxy.logRanges.length = 0;
+      expect(await wide.credits()).to.deep.equal(expected);
+      expect(proxy.logRanges.filter((r) => r.refused)).to.deep.equal([]);
+      // an endpoint that refuses even one block is a ChainError, not an endless retry
+      proxy.hooks.maxLogRange = 0;
+      const caught = await wide.credits().catch((e: unknown) => e);
       expect(caught).to.be.instanceOf(ChainError);
-      // and the job's commitments (openings) page the same way
-      const someJob = credits[0]!.jobId;
-      expect(someJob).to.match(/^0x[0-9a-f]{64}$/);
+      expect((caught as ChainError).code).to.equal("CHAIN_INVALID_RESPONSE");
     } finally {
+      direct.close();
       narrow.close();
       wide.close();
-      server.close();
+      await proxy.close();
     }
   });
 

@@ -2,7 +2,8 @@
  * A JSON-RPC proxy on 127.0.0.1 in front of a local chain, for fault tests: it names every transaction sent
  * through it (`eth_sendRawTransaction`) by the escrow or token function it calls, and lets a test act before
  * the transaction goes on (delay it, hold it forever) and after it was mined but before the sender hears of it
- * (kill the sender, delay the answer). Batches are split into single requests.
+ * (kill the sender, delay the answer). Batches are split into single requests. With `maxLogRange`, it refuses
+ * an `eth_getLogs` over more blocks than that (as public RPC endpoints do), with a JSON-RPC error.
  */
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -24,12 +25,16 @@ export interface RpcProxyHooks {
   before?: (tx: SentTx) => Promise<"forward" | "drop"> | "forward" | "drop";
   /** After the chain accepted it (automining: mined), before the answer goes back. */
   after?: (tx: SentTx) => Promise<void> | void;
+  /** Refuse `eth_getLogs` over more than this many blocks (a `toBlock` of `latest` or none counts as wide). */
+  maxLogRange?: number;
 }
 
 export interface RpcProxy {
   url: string;
   /** Every transaction seen, in order. */
   sent: SentTx[];
+  /** Every `eth_getLogs` range asked for, in order, and whether it was refused. */
+  logRanges: { from: number; to: number; refused: boolean }[];
   hooks: RpcProxyHooks;
   close(): Promise<void>;
 }
@@ -62,7 +67,8 @@ export function describeRawTx(raw: string): SentTx {
  */
 export async function startRpcProxy(upstream: string, hooks: RpcProxyHooks = {}): Promise<RpcProxy> {
   const sent: SentTx[] = [];
-  const proxy: RpcProxy = { url: "", sent, hooks, close: async () => undefined };
+  const logRanges: RpcProxy["logRanges"] = [];
+  const proxy: RpcProxy = { url: "", sent, logRanges, hooks, close: async () => undefined };
   const forward = async (request: unknown): Promise<unknown> => {
     const response = await fetch(upstream, {
       method: "POST",
@@ -71,7 +77,19 @@ export async function startRpcProxy(upstream: string, hooks: RpcProxyHooks = {})
     });
     return response.json();
   };
-  const one = async (request: { method?: string; params?: unknown[] }): Promise<unknown | "drop"> => {
+  const one = async (request: { id?: unknown; method?: string; params?: unknown[] }): Promise<unknown | "drop"> => {
+    if (request.method === "eth_getLogs" && proxy.hooks.maxLogRange !== undefined) {
+      const filter = (request.params?.[0] ?? {}) as { fromBlock?: string; toBlock?: string };
+      const from = Number(filter.fromBlock ?? 0);
+      const to =
+        filter.toBlock === undefined || filter.toBlock === "latest" ? Number.MAX_SAFE_INTEGER : Number(filter.toBlock);
+      const refused = !(to - from + 1 <= proxy.hooks.maxLogRange);
+      logRanges.push({ from, to, refused });
+      if (refused) {
+        const message = `block range too large: at most ${proxy.hooks.maxLogRange} blocks`;
+        return { jsonrpc: "2.0", id: request.id, error: { code: -32005, message } };
+      }
+    }
     if (request.method !== "eth_sendRawTransaction") return forward(request);
     const tx = describeRawTx(String(request.params?.[0]));
     sent.push(tx);
