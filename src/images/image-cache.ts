@@ -27,6 +27,9 @@ export type ImagePlan =
   | { kind: "pull"; ref: string }
   | { kind: "unavailable"; reason: string };
 
+/** A reference whose first component is a registry host: `localhost/`, `a.b/`, `host:port/`. */
+const REGISTRY_HOST = /^(localhost|[a-z0-9-]+(\.[a-z0-9-]+)+)(:[0-9]{1,5})?\/|^[a-z0-9.-]+:[0-9]{1,5}\//;
+
 const indexSchema = z.record(
   z.string(),
   z.strictObject({ archiveDigest: z.string(), bytes: z.int().nonnegative(), lastUsedMs: z.number() }),
@@ -86,12 +89,15 @@ export class ImageCache {
     if (this.installing.has(image.digest)) return { kind: "wait" };
     if (await this.present(image.digest)) return { kind: "present" };
     let pullRefusal: string | undefined;
-    if (image.ref && this.config.registries.length > 0 && /^[a-z0-9.-]+(:[0-9]+)?\//.test(image.ref)) {
+    // a reference that names a registry host (Docker's convention: a dot, a port or localhost before the first
+    // slash) asks for a pull: by digest, from a registry on the allowlist, or refused saying which it is not
+    if (image.ref && REGISTRY_HOST.test(image.ref)) {
       try {
         allowedRegistry(parseDigestRef(image.ref), this.config.registries);
         return { kind: "pull", ref: image.ref };
       } catch (error) {
-        pullRefusal = (error as AirqubeError).message;
+        const { message, details } = error as AirqubeError;
+        pullRefusal = `${message}${details ? ` (${details})` : ""}`;
       }
     }
     if (!image.archiveDigest)
