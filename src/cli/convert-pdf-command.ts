@@ -4,23 +4,30 @@
  */
 import { randomUUID } from "node:crypto";
 import { join, resolve } from "node:path";
-import { type Command, Option } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import Docker from "dockerode";
 import { shippableFromEngine } from "../images/ship.js";
 import { loadOrCreateIdentity } from "../net/keys.js";
 import { type ConvertEvent, convertPdf, PDF_IMAGE } from "../pdf/convert.js";
+import { UserError } from "../qube/errors.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
+import { EscrowPayments } from "../requestor/payments.js";
 import { Requestor } from "../requestor/requestor.js";
 import { shippedImageFrom, shippedImagesDir } from "./image-options.js";
 import { interruptHandler, reportInterrupted } from "./interrupt.js";
 import { cliLogger } from "./logger.js";
 import { reportError } from "./output.js";
 import { defaultRequestorDir } from "./paths.js";
+import { type PaymentFlags, paymentSettingsFrom } from "./payment-options.js";
+import { describePayment, glm } from "./payment-report.js";
 import { useDevnetProfile } from "./profile-hook.js";
 import { shortPeer } from "./progress.js";
+import { addNetworkOptions, type NetworkFlags, networkOptionsFrom } from "./run-command.js";
 import { parseCount, parseDuration } from "./units.js";
 
-interface ConvertFlags {
+interface ConvertFlags extends PaymentFlags, NetworkFlags {
+  allowPublicRpc?: boolean;
+  maxPrice?: bigint;
   bootstrap?: string[];
   redundancy: number;
   tier: "container" | "microvm";
@@ -36,8 +43,13 @@ interface ConvertFlags {
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
+function parseWei(value: string): bigint {
+  if (!/^\d{1,78}$/.test(value.trim())) throw new InvalidArgumentError(`"${value}" is not an amount in wei`);
+  return BigInt(value.trim());
+}
+
 export function registerConvertPdfCommand(program: Command): void {
-  program
+  const command = program
     .command("convert-pdf")
     .hook("preAction", useDevnetProfile)
     .description(
@@ -59,10 +71,28 @@ export function registerConvertPdfCommand(program: Command): void {
     .option("--image-archive <file>", "ship this archive of the renderer image instead of the local one")
     .option("--no-ship", "do not ship the image: only providers that have it can convert")
     .option("--data-dir <dir>", "requestor identity and journal", defaultRequestorDir())
+    .addOption(
+      new Option("--max-price <wei>", "refuse providers asking more than this per qube, wei").argParser(parseWei),
+    )
+    .option("--rpc-url <url>", "pay on agreement: JSON-RPC URL of the chain (default $AIRQUBE_RPC_URL)")
+    .option("--escrow <address>", "pay on agreement: the AirqubeEscrow contract (default $AIRQUBE_ESCROW)")
+    .option(
+      "--payment-key-file <file>",
+      "pay on agreement: file holding the paying account's hex private key (default $AIRQUBE_PAYMENT_KEY_FILE)",
+    )
+    .option("--allow-public-rpc", "pay on agreement: allow a chain RPC URL off this machine")
     .option("--json", "JSON lines: one per progress event, then the result")
+    .addHelpText(
+      "after",
+      "\nPaid like `airqube run`: with a running `airqube devnet up` nothing is needed (its profile gives the\n" +
+        "  bootstrap, the chain and the key); else --rpc-url, --escrow and --payment-key-file (or AIRQUBE_RPC_URL,\n" +
+        "  AIRQUBE_ESCROW, AIRQUBE_PAYMENT_KEY_FILE). The rendering's budget is locked in the escrow before the qube\n" +
+        "  is sent and settled once the providers agree on the pixels.",
+    )
     .action(async (input: string, output: string, flags: ConvertFlags) => {
       process.exitCode = await convert(resolve(input), resolve(output), flags);
     });
+  addNetworkOptions(command);
 }
 
 function describe(event: ConvertEvent): string | undefined {
@@ -72,6 +102,8 @@ function describe(event: ConvertEvent): string | undefined {
   if (e.type === "qubeSent") return `  sent to ${shortPeer(e.provider)}`;
   if (e.type === "qubeCommitted") return `  ${shortPeer(e.provider)} rendered and committed`;
   if (e.type === "providerFailed") return `  ${shortPeer(e.provider)} failed: ${e.code}: ${e.details ?? e.message}`;
+  if (e.type === "budgetLocked")
+    return `  budget ${glm(e.budget)} locked in escrow for ${e.providers.length} providers (tx ${e.txHash})`;
   if (e.type === "providerMarked") return `  ${shortPeer(e.provider)} returned different pixels: outvoted and marked`;
   return undefined;
 }
@@ -82,11 +114,26 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
   process.once("SIGINT", onSignal);
   let market: Libp2pMarket | undefined;
   let requestor: Requestor | undefined;
+  let payments: EscrowPayments | undefined;
   const json = Boolean(flags.json);
   try {
     const logger = cliLogger("convert-pdf");
     const bootstrap =
       flags.bootstrap ?? (process.env.AIRQUBE_BOOTSTRAP ? process.env.AIRQUBE_BOOTSTRAP.split(",") : []);
+    if (bootstrap.length === 0)
+      throw new UserError("BOOTSTRAP_MISSING", "No bootstrap peer", {
+        details: "pass --bootstrap MULTIADDR (printed by `airqube devnet up`) or set AIRQUBE_BOOTSTRAP",
+      });
+    // paid like `airqube run`: the chain must answer before anything else happens
+    const settings = await paymentSettingsFrom(
+      { ...flags, allowPublic: Boolean(flags.allowPublicRpc || flags.allowPublic) },
+      process.env,
+    );
+    if (settings)
+      payments = await EscrowPayments.connect(
+        { rpcUrl: settings.rpcUrl, escrow: settings.escrow, privateKey: settings.privateKey },
+        { signal: controller.signal },
+      );
     const identity = loadOrCreateIdentity(flags.dataDir);
     const image = flags.imageArchive
       ? await shippedImageFrom({ image: flags.image, imageArchive: flags.imageArchive }, flags.dataDir)
@@ -95,8 +142,25 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
             signal: controller.signal,
           })
         : undefined;
-    market = await Libp2pMarket.connect({ identity, bootstrap });
-    requestor = new Requestor({ market, dataDir: flags.dataDir });
+    market = await Libp2pMarket.connect({ identity, bootstrap, ...networkOptionsFrom(flags) });
+    requestor = new Requestor({ market, dataDir: flags.dataDir, ...(payments ? { payments } : {}) });
+    const names = new Map<string | undefined, string>();
+    if (payments) {
+      names.set(payments.account.toLowerCase(), "requestor (refund)");
+      // settle or reclaim what an earlier run left open before locking anything new
+      const recovered = await requestor.recoverPayments({ signal: controller.signal });
+      if (json)
+        process.stdout.write(
+          `${JSON.stringify({ event: "paymentsRecovered", account: payments.account, escrow: payments.escrow, payments: recovered })}\n`,
+        );
+      else {
+        process.stderr.write(`airqube: paying from ${payments.account} through escrow ${payments.escrow}\n`);
+        if (recovered.length > 0)
+          process.stderr.write(`recovered ${recovered.length} escrow job(s) an earlier run left open\n`);
+        for (const report of recovered) writeLines(describePayment(report, names));
+      }
+    }
+    const maxPrice = flags.maxPrice;
     const started = Date.now();
     const report = await convertPdf(requestor, identity, input, output, {
       dpi: flags.dpi,
@@ -106,6 +170,7 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
       wallTimeMs: flags.timeout,
       imageRef: flags.image,
       ...(image ? { image } : {}),
+      ...(maxPrice !== undefined ? { filter: (c) => c.price <= maxPrice } : {}),
       workDir: join(flags.dataDir, "convert", randomUUID()),
       signal: controller.signal,
       onProgress: (event) => {
@@ -114,6 +179,8 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
           const { type, ...rest } = event.type === "run" ? { ...event.event, type: `run.${event.event.type}` } : event;
           process.stdout.write(`${JSON.stringify({ event: type, ...rest })}\n`);
         } else {
+          if (event.type === "run" && event.event.type === "paymentClosed")
+            writeLines(describePayment(event.event.report, names));
           const line = describe(event);
           if (line) process.stderr.write(`${line}\n`);
         }
@@ -133,6 +200,12 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
   } finally {
     process.off("SIGINT", onSignal);
     requestor?.close();
+    payments?.dispose();
     await market?.close();
   }
+}
+
+/** Payment lines go to stderr with the progress: stdout keeps the one SAFE line. */
+function writeLines(lines: string[]): void {
+  for (const line of lines) process.stderr.write(`${line}\n`);
 }

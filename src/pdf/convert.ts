@@ -10,7 +10,9 @@ import { join } from "node:path";
 import type { ShippableImage } from "../images/ship.js";
 import { PeerError, UserError } from "../qube/errors.js";
 import type { Identity, Tier } from "../qube/index.js";
+import type { ProviderCandidate } from "../requestor/api.js";
 import { sealQube } from "../requestor/draft.js";
+import type { PaymentReport } from "../requestor/payments.js";
 import type { Requestor, RunEvent, RunReport } from "../requestor/requestor.js";
 import { writeImagePdf } from "./pdf-writer.js";
 import { DEFAULT_PAGE_LIMITS, type PageLimits, type RgbPage, readPpm } from "./ppm.js";
@@ -40,6 +42,8 @@ export interface ConvertPdfOptions {
   pageLimits?: PageLimits;
   /** Providers to try first (see the requestor's `prefer`). */
   prefer?: string[];
+  /** Extra filter on candidates (a price cap ...; see the requestor's `filter`). */
+  filter?: (candidate: ProviderCandidate) => boolean;
   /** Where the verified bitmaps are staged (removed afterwards). */
   workDir: string;
   signal?: AbortSignal;
@@ -61,6 +65,8 @@ export interface ConvertPdfReport {
   agreeing: string[];
   dissenting: string[];
   bytes: number;
+  /** With a paying requestor: the escrow job of the rendering and its settlement. */
+  payments?: PaymentReport[];
 }
 
 /** The script the qube runs: page count first (refusing too many), then one PPM per page. */
@@ -148,6 +154,7 @@ export async function convertPdf(
     const report: RunReport = await requestor.run(qube, {
       outputDir: options.workDir,
       ...(options.prefer ? { prefer: options.prefer } : {}),
+      ...(options.filter ? { filter: options.filter } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       onProgress: (event) => options.onProgress?.({ type: "run", event }),
     });
@@ -185,6 +192,7 @@ export async function convertPdf(
       agreeing: report.agreeing,
       dissenting: report.dissenting,
       bytes: (await stat(output)).size,
+      ...(report.payments ? { payments: report.payments } : {}),
     };
   } finally {
     await rm(options.workDir, { recursive: true, force: true });
