@@ -351,7 +351,12 @@ export class RoundEngine {
   private seatFailed(provider: string, failure: EngineFailure, refill: boolean): void {
     this.round.stages.delete(provider);
     this.failures.push({ provider, failure });
-    if (refill) {
+    if (refill && this.fallBack()) {
+      // the trusted provider refused or failed before committing: a quorum of others replaces it
+      this.round.want = this.plan.replicas;
+      this.round.open = Math.max(0, this.plan.replicas - this.round.stages.size);
+      this.fill();
+    } else if (refill) {
       this.round.open++;
       this.fill();
     }
@@ -402,18 +407,10 @@ export class RoundEngine {
   }
 
   private decideNow(): void {
-    const policy = this.options.policy;
     let decision = decide(this.votes, this.plan, this.chosen.length);
-    if (decision.status === "no-consensus" && this.plan.solo && policy.mode === "adaptive") {
-      // the trusted provider did not deliver: fall back to replication
-      this.plan = {
-        replicas: policy.quorum,
-        quorum: policy.quorum,
-        maxReplicas: Math.max(policy.quorum, policy.maxReplicas) + this.chosen.length,
-        solo: false,
-      };
+    // the trusted provider did not deliver a valid answer: fall back to replication
+    if (decision.status === "no-consensus" && this.fallBack())
       decision = decide(this.votes, this.plan, this.chosen.length);
-    }
     if (decision.status !== "need-more") {
       this.finishDecided(decision);
       return;
@@ -428,6 +425,22 @@ export class RoundEngine {
     }
     this.out.push({ type: "tieBreaker", replicas: decision.replicas, reason: decision.reason });
     this.startRound(decision.replicas, this.round.index + 1);
+  }
+
+  /**
+   * Adaptive replication whose trusted provider runs alone: replaces the plan by replication to the quorum (the
+   * trusted seat counts toward the bound). False when the run is not solo.
+   */
+  private fallBack(): boolean {
+    const policy = this.options.policy;
+    if (!this.plan.solo || policy.mode !== "adaptive") return false;
+    this.plan = {
+      replicas: policy.quorum,
+      quorum: policy.quorum,
+      maxReplicas: Math.max(policy.quorum, policy.maxReplicas) + this.chosen.length,
+      solo: false,
+    };
+    return true;
   }
 
   private finishDecided(decision: QuorumDecision): void {

@@ -41,7 +41,14 @@ const failure = (code: string) => ({ code, message: code });
 function drive(
   policy: RedundancyPolicy,
   providers: SimProvider[],
-  options: { paid: boolean; seed: number; extra?: SimProvider[]; allowFewer?: boolean },
+  options: {
+    paid: boolean;
+    seed: number;
+    extra?: SimProvider[];
+    allowFewer?: boolean;
+    /** Consecutive valid results of trusted providers (default: nobody has a record). */
+    trusted?: ReadonlyMap<string, number>;
+  },
 ): Trace {
   const random = seededRandom(options.seed);
   const all = new Map([...providers, ...(options.extra ?? [])].map((p) => [p.id, p]));
@@ -50,7 +57,10 @@ function drive(
     paid: options.paid,
     allowFewer: options.allowFewer ?? false,
     random,
-    reputation: () => undefined,
+    reputation: (id) => {
+      const count = options.trusted?.get(id);
+      return count === undefined ? undefined : { consecutiveValid: count, wrong: 0 };
+    },
   });
   const trace: Trace = {
     outcome: undefined,
@@ -184,8 +194,11 @@ describe("requestor: round engine (pure)", () => {
         fc.boolean(),
         fc.boolean(),
         fc.integer(),
-        (policy, providers, extra, paid, allowFewer, seed) => {
-          const trace = drive(policy, providers, { paid, seed, extra, allowFewer });
+        fc.array(fc.integer({ min: 0, max: 12 }), { maxLength: 9 }),
+        (policy, providers, extra, paid, allowFewer, seed, counts) => {
+          // some providers have a record (adaptive policies trust them to run alone, except for spot checks)
+          const trusted = new Map(counts.map((count, i) => [`p${i}`, count]));
+          const trace = drive(policy, providers, { paid, seed, extra, allowFewer, trusted });
           expect(trace.violations).to.deep.equal([]);
           expect(trace.outcome, "the engine always finishes").to.not.equal(undefined);
           expect(trace.steps).to.be.below(10_000);
@@ -318,5 +331,78 @@ describe("requestor: round engine (pure)", () => {
       { type: "dispatch", provider: "c" },
       { type: "findMore", wanted: 3 },
     ]);
+  });
+  describe("adaptive replication", () => {
+    const adaptive = { mode: "adaptive" as const, quorum: 2, maxReplicas: 4, trustAfter: 3, spotCheckPermille: 1 };
+    const others = (n: number): SimProvider[] =>
+      Array.from({ length: n }, (_, i) => ({ id: `o${i}`, behaviour: "honest" as const }));
+    const trustT = new Map([["t", 10]]);
+    /** Seeds whose first draw skips the 1 in 1000 spot check: the trusted provider runs alone. */
+    const solo = (seed: number) => seededRandom(seed)() >= 0.001;
+
+    it("a trusted honest provider runs alone: one seat, verified", () => {
+      for (const paid of [false, true]) {
+        const trace = drive(adaptive, [{ id: "t", behaviour: "honest" }, ...others(3)], {
+          paid,
+          seed: 5,
+          trusted: trustT,
+        });
+        expect(solo(5)).to.equal(true);
+        expect(trace.violations).to.deep.equal([]);
+        expect(trace.dispatched).to.deep.equal(["t"]);
+        expect(trace.outcome).to.deep.include({ kind: "decided" });
+        expect((trace.outcome as Extract<EngineOutcome, { kind: "decided" }>).decision).to.deep.include({
+          status: "verified",
+          root: "right",
+        });
+      }
+    });
+
+    it("an untrusted first provider, or a spot check, replicates to the quorum", () => {
+      const untrusted = drive(adaptive, [{ id: "t", behaviour: "honest" }, ...others(3)], {
+        paid: false,
+        seed: 5,
+        trusted: new Map([["t", 2]]),
+      });
+      expect(untrusted.dispatched).to.have.length(2);
+      const checked = new RoundEngine({
+        policy: { ...adaptive, spotCheckPermille: 1000 },
+        paid: false,
+        allowFewer: false,
+        random: seededRandom(5),
+        reputation: () => ({ consecutiveValid: 10, wrong: 0 }),
+      });
+      const commands = checked.start([{ id: "t" }, { id: "o0" }, { id: "o1" }]);
+      expect(commands.filter((c) => c.type === "dispatch")).to.have.length(2);
+      expect(checked.replication.solo).to.equal(false);
+    });
+
+    it("a trusted provider without a valid reveal: falls back to replication, verified by a quorum of others", () => {
+      const trace = drive(adaptive, [{ id: "t", behaviour: "crash-reveal" }, ...others(3)], {
+        paid: true,
+        seed: 5,
+        trusted: trustT,
+      });
+      expect(trace.violations).to.deep.equal([]);
+      const outcome = trace.outcome as Extract<EngineOutcome, { kind: "decided" }>;
+      expect(outcome.decision).to.deep.include({ status: "verified", root: "right" });
+      // the missing reveal counts against consensus: the quorum plus one
+      expect(outcome.valid).to.have.length(3);
+      expect(outcome.marked).to.deep.equal([{ provider: "t", reason: "no-valid-reveal" }]);
+    });
+
+    for (const behaviour of ["crash-dispatch", "refuse"] as const) {
+      it(`a trusted provider that ${behaviour === "refuse" ? "refuses the qube" : "fails before committing"}: falls back to replication, not NO_PROVIDER`, () => {
+        for (const paid of behaviour === "refuse" ? [true] : [false, true]) {
+          const trace = drive(adaptive, [{ id: "t", behaviour }, ...others(3)], { paid, seed: 5, trusted: trustT });
+          expect(trace.violations).to.deep.equal([]);
+          expect(trace.outcome, JSON.stringify(trace.outcome)).to.deep.include({ kind: "decided" });
+          const outcome = trace.outcome as Extract<EngineOutcome, { kind: "decided" }>;
+          expect(outcome.decision).to.deep.include({ status: "verified", root: "right" });
+          expect(outcome.valid).to.have.length(2);
+          expect(trace.engine.replication).to.deep.include({ solo: false, quorum: 2 });
+        }
+      });
+    }
   });
 });
