@@ -24,6 +24,10 @@ export const OUTPUT_FAILURES = {
   5: ["OUTPUT_TOO_DEEP", "An output is nested deeper than 32 levels"],
   6: ["OUTPUT_UNREADABLE", "An output could not be read"],
   7: ["OUTPUT_UNSUPPORTED_TYPE", "An output is not a regular file or directory (links, devices and FIFOs are refused)"],
+  8: [
+    "OUTPUT_BAD_NAME",
+    "An output's name has a control character, a backslash or bytes that are not UTF-8 (it could not be kept as it is)",
+  ],
 } as const;
 export type OutputFailureCode = (typeof OUTPUT_FAILURES)[keyof typeof OUTPUT_FAILURES][0];
 

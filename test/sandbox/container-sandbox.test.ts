@@ -235,6 +235,33 @@ describe("ContainerSandbox @docker", function () {
       expect(await readFile(join(out, "output/m"), "utf8")).to.equal("secret\n");
     });
 
+    it("refuses a name the host cannot keep as it is (backslash, newline, not UTF-8) by name, and writes nothing", async () => {
+      // Before: the host's unpacker blamed the sandbox (ARCHIVE_BAD_PATH, a peer's fault) for the first two, and
+      // a lone non-UTF-8 name arrived silently renamed to U+FFFD.
+      for (const [name, shown] of [
+        ["'a\\b'", "/output/a\\b"],
+        ['"$(printf "a\\nb")"', "/output/a?b"],
+        ['"$(printf "\\377x")"', "/output/\ufffdx"],
+      ] as const) {
+        const out = await tmp();
+        const error = await sandbox
+          .run({
+            image: BUSYBOX,
+            command: sh(`echo ok > /output/ok; echo x > /output/${name}`),
+            outputs: ["/output"],
+            outputDir: out,
+          })
+          .then(
+            () => undefined,
+            (e: AirqubeError) => e,
+          );
+        expect(error?.code, `${name}: ${String(error)}`).to.equal("OUTPUT_BAD_NAME");
+        expect(error?.fault, name).to.equal("user");
+        expect(error?.details, name).to.contain(shown);
+        expect(await readdir(out), name).to.deep.equal([]);
+      }
+    });
+
     it("refuses a sparse file over the cap at once, by name, and writes nothing", async () => {
       const out = await tmp();
       const started = Date.now();
@@ -305,6 +332,43 @@ describe("ContainerSandbox @docker", function () {
         clearInterval(sampler);
       }
       expect(peak - before, `rss grew by ${Math.round((peak - before) / MiB)} MiB`).to.be.below(96 * MiB);
+    });
+
+    it("1 000 sparse 60 MiB files under the 256 MiB cap: refused up front by name, host memory flat (issue 22's trial)", async () => {
+      // The trial's reproduction: the host process reached 2.3 GB while these streamed. The init now checks
+      // every apparent size before it sends a byte, and nothing piles up on the host meanwhile.
+      const out = await tmp();
+      const before = process.memoryUsage().rss;
+      let peak = before;
+      const sampler = setInterval(() => {
+        peak = Math.max(peak, process.memoryUsage().rss);
+      }, 20);
+      const started = Date.now();
+      let error: AirqubeError | undefined;
+      try {
+        error = await sandbox
+          .run({
+            image: BUSYBOX,
+            command: sh("cd /output && seq 1 1000 | xargs truncate -s 60M && ls | wc -l"),
+            outputs: ["/output"],
+            outputDir: out,
+            limits: {
+              wallTimeMs: 60_000,
+              output: { maxFiles: 1000, maxFileBytes: 64 * MiB, maxTotalBytes: 256 * MiB },
+            },
+          })
+          .then(
+            () => undefined,
+            (e: AirqubeError) => e,
+          );
+      } finally {
+        clearInterval(sampler);
+      }
+      expect(error?.code, String(error)).to.equal("OUTPUT_TOO_LARGE");
+      expect(error?.details).to.match(/\/output\/\d+/);
+      expect(Date.now() - started, "refused long before the deadline").to.be.below(20_000);
+      expect(peak - before, `rss grew by ${Math.round((peak - before) / MiB)} MiB`).to.be.below(64 * MiB);
+      expect(await readdir(out)).to.deep.equal([]);
     });
 
     it("a background child writing to stdout does not keep a finished qube alive", async () => {

@@ -269,6 +269,11 @@ const REFUSALS: { name: string; code: string; script: string; limits?: Partial<S
     script: "echo x > /output/a; ln -s /etc/passwd /output/link",
   },
   {
+    name: "a name with a backslash",
+    code: "OUTPUT_BAD_NAME",
+    script: "echo x > /output/a; echo y > '/output/b\\c'",
+  },
+  {
     name: "a FIFO",
     code: "OUTPUT_UNSUPPORTED_TYPE",
     script: "echo x > /output/a; mkfifo /output/pipe",
@@ -391,6 +396,7 @@ describe("sandbox soak on the micro-VM tier @qemu @docker", function () {
       "d=/output; for i in $(seq 1 24); do d=$d/level$i; done; mkdir -p $d; echo deep > $d/f",
       "long=$(printf 'n%.0s' $(seq 1 200)); mkdir -p /output/$long/$long; echo long > /output/$long/$long/$long",
       "mkdir /output/empty; : > /output/zero; echo locked > /output/locked; chmod 000 /output/locked",
+      "echo w > /output/writeonly; chmod 200 /output/writeonly; mkdir /output/shut; echo in > /output/shut/f; chmod 000 /output/shut",
       "(while :; do echo bg; sleep 0.1; done) & echo main", // a background writer must not keep either alive
     ].join("; ");
     const outs = [await mkdtemp(join(tmpdir(), "aq-soak-vm-")), await mkdtemp(join(tmpdir(), "aq-soak-ct-"))];
@@ -401,7 +407,7 @@ describe("sandbox soak on the micro-VM tier @qemu @docker", function () {
         ),
       );
       expect(vm!.exitCode).to.equal(0);
-      expect(vm!.outputs.length).to.equal(4);
+      expect(vm!.outputs.length).to.equal(6);
       expect(vm!.outputs).to.deep.equal(container!.outputs);
       const trees = await Promise.all(
         outs.map(async (dir) => (await readdir(dir, { recursive: true })).map(String).sort()),

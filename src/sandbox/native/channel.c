@@ -318,9 +318,40 @@ static int send_file(struct walk *w, const char *path, const char *name, const s
   return 0;
 }
 
+/*
+ * True when the host's unpacker can keep `name` exactly as it is: valid UTF-8 (shortest forms, no surrogates)
+ * without control characters or backslashes (src/sandbox/unpack.ts refuses those). Anything else is refused up
+ * front by name, never renamed or dropped.
+ */
+static int name_is_portable(const char *name) {
+  const unsigned char *s = (const unsigned char *)name;
+  while (*s) {
+    unsigned c = *s;
+    if (c < 0x20 || c == 0x7f || c == '\\') return 0;
+    if (c < 0x80) {
+      s++;
+      continue;
+    }
+    int more;
+    unsigned min, cp;
+    if ((c & 0xe0) == 0xc0) more = 1, min = 0x80, cp = c & 0x1f;
+    else if ((c & 0xf0) == 0xe0) more = 2, min = 0x800, cp = c & 0x0f;
+    else if ((c & 0xf8) == 0xf0) more = 3, min = 0x10000, cp = c & 0x07;
+    else return 0;
+    for (int k = 1; k <= more; k++) {
+      if ((s[k] & 0xc0) != 0x80) return 0;
+      cp = (cp << 6) | (s[k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    s += more + 1;
+  }
+  return 1;
+}
+
 /* Visits `path` (absolute); `name` is its archive name (relative to /). */
 static int visit(struct walk *w, const char *path, const char *name) {
   if (strlen(name) + 1 > AQ_MAX_PATH) return fail(w, AQ_OUT_PATH_TOO_LONG, path);
+  if (!name_is_portable(name)) return fail(w, AQ_OUT_BAD_NAME, path);
   if (depth_of(name) > AQ_MAX_DEPTH) return fail(w, AQ_OUT_TOO_DEEP, path);
   struct stat st;
   if (lstat(path, &st) < 0) return fail(w, AQ_OUT_UNREADABLE, path);
@@ -374,6 +405,7 @@ static const char *failure_name(int code) {
     case AQ_OUT_TOO_DEEP: return "output nested too deep";
     case AQ_OUT_UNREADABLE: return "output unreadable";
     case AQ_OUT_UNSUPPORTED_TYPE: return "output is not a regular file or directory";
+    case AQ_OUT_BAD_NAME: return "output name the host cannot keep (control character, backslash or not UTF-8)";
     default: return "output failure";
   }
 }

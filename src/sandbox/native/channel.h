@@ -29,6 +29,7 @@ enum {
   AQ_OUT_TOO_DEEP = 5,
   AQ_OUT_UNREADABLE = 6,
   AQ_OUT_UNSUPPORTED_TYPE = 7,
+  AQ_OUT_BAD_NAME = 8, /* control characters, a backslash or bytes that are not UTF-8: the host could not keep it */
 };
 
 /* Caps on the declared outputs, checked before any archive byte is sent (the host checks them again). */
