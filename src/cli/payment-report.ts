@@ -13,13 +13,25 @@ export const glm = (wei: string | bigint): string => `${formatUnits(wei, 18)} GL
  */
 export function describePayment(report: PaymentReport, names: ReadonlyMap<string | undefined, string>): string[] {
   const name = (account: string) => names.get(account.toLowerCase()) ?? account;
-  const lines = [
-    `PAID on agreement: escrow job ${report.jobId}`,
-    `  budget ${glm(report.budget)} locked in tx ${report.lockTx ?? "?"} (price ${glm(report.price)}, stake ${glm(report.stake)} per provider)`,
-  ];
-  if (report.status !== "settled" && report.status !== "reclaimed") {
+  const terms = `(price ${glm(report.price)}, stake ${glm(report.stake)} per provider)`;
+  // the head line says what happened to the money: only a settled job paid anyone
+  if (report.status === "abandoned")
+    return [
+      `NOT LOCKED: escrow job ${report.jobId}`,
+      `  its lock transaction ${report.lockTx ?? "?"} was never mined and no longer can be: nothing was locked`,
+    ];
+  const head =
+    report.status === "settled"
+      ? `PAID on agreement: escrow job ${report.jobId}`
+      : report.status === "reclaimed"
+        ? `REFUNDED: escrow job ${report.jobId} reclaimed (no agreement paid for)`
+        : `STILL LOCKED: escrow job ${report.jobId}`;
+  const lines = [head, `  budget ${glm(report.budget)} locked in tx ${report.lockTx ?? "?"} ${terms}`];
+  if (report.status === "pending") {
+    const when =
+      report.notBefore !== undefined ? `allowed from ${new Date(report.notBefore * 1000).toISOString()}` : "pending";
     lines.push(
-      `  not settled yet (${report.error ? `${report.error.code}: ${report.error.message}` : `allowed from ${report.notBefore}`}); the next paid \`airqube run\` with this data directory settles it`,
+      `  not settled yet (${report.error ? `${report.error.code}: ${report.error.message}` : when}); the next paid \`airqube run\` with this data directory settles or reclaims it`,
     );
     return lines;
   }

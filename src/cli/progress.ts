@@ -4,11 +4,21 @@
  * asks for (plus tie-breakers), in both the bar and the plain lines.
  */
 import cliProgress from "cli-progress";
+import { ADMISSION_REFUSED } from "../net/exchange/errors.js";
 import type { RunEvent } from "../requestor/requestor.js";
 import { glm } from "./payment-report.js";
 
 /** A peer id as `12D3…abcd` (its first and last four characters). */
 export const shortPeer = (peer: string) => (peer.length > 12 ? `${peer.slice(0, 4)}…${peer.slice(-4)}` : peer);
+
+/** One line for a provider that refused or failed: `  12D3…abcd refused: IMAGE_UNAVAILABLE: …`. */
+export function describeFailure(f: { provider: string; code: string; message: string; details?: string }): string {
+  if (f.code === "PROPOSAL_REJECTED") return `  ${shortPeer(f.provider)} refused: ${f.details ?? f.message}`;
+  if (f.message === ADMISSION_REFUSED)
+    return `  ${shortPeer(f.provider)} refused: ${f.code}: ${f.details ?? f.message}`;
+  const details = f.details && !f.message.endsWith(f.details) ? `: ${f.details}` : "";
+  return `  ${shortPeer(f.provider)} failed: ${f.message}${details} [${f.code}]`;
+}
 
 const short = (peer: string) => `…${peer.slice(-8)}`;
 
@@ -31,7 +41,8 @@ function describe(event: RunEvent): string {
     case "resultReceived":
       return `${short(event.provider)} revealed ${event.outputsRoot.slice(0, 19)}…`;
     case "providerFailed":
-      return `${short(event.provider)} failed: ${event.message}${event.details ? `: ${event.details}` : ""} [${event.code}]`;
+      // the same words as the summary: a refusal is a refusal, not a failure
+      return describeFailure(event).trim();
     case "tieBreakerDispatched":
       return `${event.reason}: dispatching ${event.replicas} more`;
     case "providerMarked":
@@ -67,26 +78,39 @@ export class AnswerCounter {
   }
 }
 
-/** Returns an event handler and a function that ends the display. */
+/**
+ * The plain (not a terminal) progress line of an event: `airqube: …`, with the answer count on answers; a
+ * provider's refusal or failure is its summary line (`  12D3…abcd refused: …`), printed once, as it happens.
+ */
+export function plainProgressLine(event: RunEvent, counter: AnswerCounter): string {
+  const answer = counter.observe(event);
+  if (event.type === "providerFailed") return describeFailure(event);
+  return `airqube: ${answer ? `[${counter} answered] ` : ""}${describe(event)}`;
+}
+
+/**
+ * Returns an event handler, a function that ends the display, and whether the display already printed each
+ * provider's refusal or failure as a line of its own (plain mode), so the command does not print them twice.
+ */
 export function progressReporter(mode: { json: boolean; replicas: number }): {
   onProgress: (event: RunEvent) => void;
   stop: () => void;
+  listsFailures: boolean;
 } {
   if (mode.json) {
     return {
       onProgress: (event) =>
         process.stdout.write(`${JSON.stringify({ event: event.type, ...event, type: undefined })}\n`),
       stop: () => undefined,
+      listsFailures: false,
     };
   }
   const counter = new AnswerCounter(mode.replicas);
   if (!process.stderr.isTTY) {
     return {
-      onProgress: (event) => {
-        const answer = counter.observe(event);
-        process.stderr.write(`airqube: ${answer ? `[${counter} answered] ` : ""}${describe(event)}\n`);
-      },
+      onProgress: (event) => process.stderr.write(`${plainProgressLine(event, counter)}\n`),
       stop: () => undefined,
+      listsFailures: true,
     };
   }
   const bar = new cliProgress.SingleBar(
@@ -108,5 +132,6 @@ export function progressReporter(mode: { json: boolean; replicas: number }): {
       else bar.update({ status: describe(event) });
     },
     stop: () => bar.stop(),
+    listsFailures: false,
   };
 }

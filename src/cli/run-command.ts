@@ -4,7 +4,6 @@ import { join } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { budgetOf } from "../chain/job.js";
 import { type EscrowJobJson, jobFromJson } from "../chain/job-json.js";
-import { ADMISSION_REFUSED } from "../net/exchange/errors.js";
 import { loadOrCreateIdentity } from "../net/keys.js";
 import { UserError } from "../qube/index.js";
 import type { ComputeMarket } from "../requestor/api.js";
@@ -32,7 +31,7 @@ import { defaultRequestorDir } from "./paths.js";
 import { type PaymentFlags, paymentSettingsFrom } from "./payment-options.js";
 import { describePayment, glm } from "./payment-report.js";
 import { useDevnetProfile } from "./profile-hook.js";
-import { progressReporter, shortPeer } from "./progress.js";
+import { describeFailure, progressReporter, shortPeer } from "./progress.js";
 import { parseCount, parseDuration, parsePositive, parseSize } from "./units.js";
 
 export { readConfigFile } from "./config-file.js";
@@ -265,6 +264,7 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
   let requestor: Requestor | undefined;
   let payments: EscrowPayments | undefined;
   let stopProgress = () => {};
+  let failuresListed = false;
   const failed: Extract<RunEvent, { type: "providerFailed" }>[] = [];
   try {
     const logger = cliLogger("requestor");
@@ -329,6 +329,7 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     }
     const progress = progressReporter({ json: Boolean(flags.json), replicas: flags.redundancy });
     stopProgress = progress.stop;
+    failuresListed = progress.listsFailures;
     const maxPrice = flags.maxPrice;
     const result = await requestor.run(qube, {
       outputDir: flags.output,
@@ -356,8 +357,9 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     stopProgress();
     // Ctrl-C: the requestor told the providers to stop and journalled the qube as interrupted
     if (controller.signal.aborted) return reportInterrupted(Boolean(flags.json));
-    // every provider's reason first (the error line sums them up)
-    if (!flags.json) for (const f of failed) process.stderr.write(`${describeFailure(f)}\n`);
+    // every provider's reason first, once (plain progress already printed each as it came; the error line
+    // sums them up)
+    if (!flags.json && !failuresListed) for (const f of failed) process.stderr.write(`${describeFailure(f)}\n`);
     return reportError(error, Boolean(flags.json));
   } finally {
     process.off("SIGINT", onSignal);
@@ -367,14 +369,8 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
   }
 }
 
-/** One line for a provider that refused or failed: `  12D3…abcd refused: IMAGE_UNAVAILABLE: …`. */
-export function describeFailure(f: { provider: string; code: string; message: string; details?: string }): string {
-  if (f.code === "PROPOSAL_REJECTED") return `  ${shortPeer(f.provider)} refused: ${f.details ?? f.message}`;
-  if (f.message === ADMISSION_REFUSED)
-    return `  ${shortPeer(f.provider)} refused: ${f.code}: ${f.details ?? f.message}`;
-  const details = f.details && !f.message.endsWith(f.details) ? `: ${f.details}` : "";
-  return `  ${shortPeer(f.provider)} failed: ${f.message}${details} [${f.code}]`;
-}
+// one line for a provider that refused or failed (also exported from here, where callers found it first)
+export { describeFailure };
 
 /**
  * The human form of a run's result: a head line saying whether k providers agreed and on what outcome, then

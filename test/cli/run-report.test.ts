@@ -1,0 +1,68 @@
+import { expect } from "chai";
+import { describePayment } from "../../src/cli/payment-report.js";
+import { AnswerCounter, describeFailure, plainProgressLine } from "../../src/cli/progress.js";
+import { AdmissionRefusedError } from "../../src/net/exchange/errors.js";
+import type { PaymentReport } from "../../src/requestor/payments.js";
+
+const provider = "12D3KooWDFmfdTcMeWACRhr5bpM4kQCw6KUQM5voRjcuhy8bnvn1";
+
+describe("cli: each provider's reason is printed once, in one form", () => {
+  it("plain progress prints an admission refusal as its summary line (refused, not failed), and counts no answer", () => {
+    const e = new AdmissionRefusedError("IMAGE_UNAVAILABLE", "image sha256:ab is not available on this provider");
+    const event = {
+      type: "providerFailed" as const,
+      provider,
+      code: e.code,
+      message: e.shortMessage,
+      ...(e.details ? { details: e.details } : {}),
+    };
+    const counter = new AnswerCounter(3);
+    const line = plainProgressLine(event, counter);
+    expect(line).to.equal(describeFailure(event));
+    expect(line).to.equal("  12D3…nvn1 refused: IMAGE_UNAVAILABLE: image sha256:ab is not available on this provider");
+    expect(counter.toString()).to.equal("0/3");
+    expect(
+      plainProgressLine({ type: "resultReceived", provider, outputsRoot: `sha256:${"a".repeat(64)}` }, counter),
+    ).to.match(/^airqube: \[1\/3 answered\] /);
+  });
+});
+
+describe("cli: an escrow job's head line says what happened to the money", () => {
+  const base: PaymentReport = {
+    jobId: `0x${"1".repeat(64)}`,
+    qubeId: "aq1x",
+    providers: [],
+    budget: "21000000000000000",
+    price: "7000000000000000",
+    stake: "7000000000000000",
+    lockTx: `0x${"2".repeat(64)}`,
+    status: "settled",
+    settleTx: `0x${"3".repeat(64)}`,
+    credits: [{ account: "0xAbC", amount: "14000000000000000" }],
+    slashed: [],
+  };
+  const names = new Map([["0xabc", "12D3…abc"]]);
+
+  it("settled: PAID on agreement, with the credits", () => {
+    const lines = describePayment(base, names);
+    expect(lines[0]).to.equal(`PAID on agreement: escrow job ${base.jobId}`);
+    expect(lines).to.include("    12D3…abc credited 0.014 GLM");
+  });
+
+  it("an interrupted qube's job still open is STILL LOCKED (never PAID), with a readable time", () => {
+    const { settleTx: _, ...rest } = base;
+    const lines = describePayment({ ...rest, status: "pending", credits: [], notBefore: 1_795_992_290 }, names);
+    expect(lines[0]).to.equal(`STILL LOCKED: escrow job ${base.jobId}`);
+    expect(lines.join("\n")).not.to.contain("PAID");
+    expect(lines[2]).to.contain("allowed from 2026-11-29T22:44:50.000Z");
+  });
+
+  it("reclaimed: REFUNDED; abandoned: NOT LOCKED, and no claim that a budget was locked", () => {
+    expect(describePayment({ ...base, status: "reclaimed" }, names)[0]).to.equal(
+      `REFUNDED: escrow job ${base.jobId} reclaimed (no agreement paid for)`,
+    );
+    const abandoned = describePayment({ ...base, status: "abandoned", credits: [] }, names);
+    expect(abandoned[0]).to.equal(`NOT LOCKED: escrow job ${base.jobId}`);
+    expect(abandoned.join("\n")).not.to.contain("budget");
+  });
+});
