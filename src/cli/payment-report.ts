@@ -20,9 +20,13 @@ export function describePayment(report: PaymentReport, names: ReadonlyMap<string
       `NOT LOCKED: escrow job ${report.jobId}`,
       `  its lock transaction ${report.lockTx ?? "?"} was never mined and no longer can be: nothing was locked`,
     ];
+  const seats = new Set(report.providers.map((p) => p.toLowerCase()));
+  const paid = report.credits.some((c) => seats.has(c.account.toLowerCase()));
   const head =
     report.status === "settled"
-      ? `PAID on agreement: escrow job ${report.jobId}`
+      ? paid
+        ? `PAID on agreement: escrow job ${report.jobId}`
+        : `REFUNDED: escrow job ${report.jobId} settled with no provider paid`
       : report.status === "reclaimed"
         ? `REFUNDED: escrow job ${report.jobId} reclaimed (no agreement paid for)`
         : `STILL LOCKED: escrow job ${report.jobId}`;

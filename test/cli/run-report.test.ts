@@ -31,7 +31,7 @@ describe("cli: an escrow job's head line says what happened to the money", () =>
   const base: PaymentReport = {
     jobId: `0x${"1".repeat(64)}`,
     qubeId: "aq1x",
-    providers: [],
+    providers: ["0xabc"],
     budget: "21000000000000000",
     price: "7000000000000000",
     stake: "7000000000000000",
@@ -47,6 +47,11 @@ describe("cli: an escrow job's head line says what happened to the money", () =>
     const lines = describePayment(base, names);
     expect(lines[0]).to.equal(`PAID on agreement: escrow job ${base.jobId}`);
     expect(lines).to.include("    12D3…abc credited 0.014 GLM");
+  });
+
+  it("settled with every credit back to the requestor (no provider answered): REFUNDED, not PAID", () => {
+    const lines = describePayment({ ...base, credits: [{ account: "0xdef", amount: base.budget }] }, names);
+    expect(lines[0]).to.equal(`REFUNDED: escrow job ${base.jobId} settled with no provider paid`);
   });
 
   it("an interrupted qube's job still open is STILL LOCKED (never PAID), with a readable time", () => {
