@@ -283,8 +283,9 @@ async function start(flags: StartFlags): Promise<number> {
  * to the payout account (prices, stakes returned, shares of slashed stakes), read from the chain. The ledger's
  * agreed prices are not earnings (an unpaid qube, or one never settled, pays nothing).
  */
-function earnedLine(totalWei: bigint, credits: number): string {
-  return `earned: ${glm(totalWei)} credited by the escrow over ${credits} credit${credits === 1 ? "" : "s"}`;
+export function earnedLine(totalWei: bigint, credits: number): string {
+  // a credit holds the price *and* the provider's own stake given back: calling the sum "earned" doubled it
+  return `credited by the escrow: ${glm(totalWei)} over ${credits} credit${credits === 1 ? "" : "s"} (prices paid plus stakes returned)`;
 }
 
 /** Reads the earnings of a provider data directory from its chain, or says why it cannot. */
@@ -341,7 +342,7 @@ async function status(flags: { dataDir: string; json?: boolean }): Promise<numbe
       );
       process.stdout.write(`  jobs ${summary.jobs} ${JSON.stringify(summary.byState)}\n`);
       process.stdout.write(
-        `  ${earned.totalWei !== undefined ? earnedLine(BigInt(earned.totalWei), earned.credits ?? 0) : "earned: unknown"}${earned.note ? ` (${earned.note})` : ""}\n`,
+        `  ${earned.totalWei !== undefined ? earnedLine(BigInt(earned.totalWei), earned.credits ?? 0) : "credited by the escrow: unknown"}${earned.note ? ` (${earned.note})` : ""}\n`,
       );
       for (const job of recentJobs)
         process.stdout.write(

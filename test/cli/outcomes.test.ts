@@ -201,7 +201,7 @@ describe("cli: honest outcomes of airqube run @docker", function () {
     const status = await airqube(["provider", "status", "--data-dir", devnet.providers[0]!.dataDir]);
     expect(status.code, status.stderr).to.equal(0);
     expect(status.stdout).to.contain(
-      "  earned: 0.0 GLM credited by the escrow over 0 credits (unpaid provider: no chain configured)",
+      "  credited by the escrow: 0.0 GLM over 0 credits (prices paid plus stakes returned) (unpaid provider: no chain configured)",
     );
     expect(status.stdout).not.to.contain("wei");
     const json = JSON.parse(

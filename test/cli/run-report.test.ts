@@ -1,6 +1,7 @@
 import { expect } from "chai";
 import { describePayment } from "../../src/cli/payment-report.js";
 import { AnswerCounter, describeFailure, plainProgressLine } from "../../src/cli/progress.js";
+import { earnedLine } from "../../src/cli/provider-command.js";
 import { AdmissionRefusedError } from "../../src/net/exchange/errors.js";
 import type { PaymentReport } from "../../src/requestor/payments.js";
 
@@ -69,5 +70,14 @@ describe("cli: an escrow job's head line says what happened to the money", () =>
     const abandoned = describePayment({ ...base, status: "abandoned", credits: [] }, names);
     expect(abandoned[0]).to.equal(`NOT LOCKED: escrow job ${base.jobId}`);
     expect(abandoned.join("\n")).not.to.contain("budget");
+  });
+});
+
+describe("cli: the provider's one earnings figure is named for what it is", () => {
+  it("says the credits hold stakes returned, not only prices earned", () => {
+    expect(earnedLine(72_400_000_000_000_000n, 6)).to.equal(
+      "credited by the escrow: 0.0724 GLM over 6 credits (prices paid plus stakes returned)",
+    );
+    expect(earnedLine(0n, 1)).not.to.match(/^earned/);
   });
 });
