@@ -36,6 +36,9 @@ import { handleTimeQueries } from "./offers/clock.js";
 import { OFFER_TOPIC } from "./offers/constants.js";
 import { OFFER_TOPIC_SCORE, offerTopicValidator } from "./offers/validator.js";
 
+/** Largest yamux receive window of a stream (yamux's default grows to 16 MiB; see src/net/wire.ts). */
+export const MAX_STREAM_WINDOW_BYTES = 1024 * 1024;
+
 export { assertLoopback, parseMultiaddr } from "./addresses.js";
 
 /**
@@ -194,7 +197,9 @@ export async function createNode(options: NodeOptions): Promise<AirqubeNode> {
         ...(relayed ? [circuitRelayTransport()] : []),
       ],
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      // a stream's receive window stays small: with src/net/wire.ts pausing a stream whose reader lags, the
+      // sender stops after this much instead of overflowing the reader's 4 MiB buffer
+      streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: MAX_STREAM_WINDOW_BYTES } })],
       peerDiscovery:
         bootstrapList.length > 0
           ? [
