@@ -1,10 +1,11 @@
 /**
  * One process per data directory: a lock file (`airqube.lock`) holding the holder's pid, created atomically
- * (`O_EXCL`). A second requestor or provider on the same directory gets a typed error naming the holder; a
+ * with its content (a hard link to a file written first). A second requestor or provider on the same directory gets a typed error naming the holder; a
  * lock left by a process that is gone is recovered. The same process may take its own lock again (a
  * re-entrant count), so that one process can open a requestor twice on its directory in sequence.
  */
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { linkSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { PlatformError, UserError } from "../qube/errors.js";
 
@@ -43,31 +44,71 @@ export function lockDataDir(dataDir: string, role: string): DirLock {
       cause: error,
     });
   }
+  const content = `${JSON.stringify({ pid: process.pid, role, since: new Date().toISOString() })}\n`;
   for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const fd = openSync(path, "wx", 0o600);
-      try {
-        writeSync(fd, `${JSON.stringify({ pid: process.pid, role, since: new Date().toISOString() })}\n`);
-      } finally {
-        closeSync(fd);
-      }
+    if (create(path, content)) {
       held.set(path, 1);
       return releaser(path);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") {
-        throw new PlatformError("STORE_UNAVAILABLE", "Cannot lock the data directory", { details: path, cause: error });
-      }
     }
-    const holder = readHolder(path);
+    const seen = readRaw(path);
+    if (seen === undefined) continue; // released in the meantime: try again
+    const holder = parseHolder(seen);
     if (holder && holder.pid !== process.pid && isAlive(holder.pid)) {
       throw new UserError("DATA_DIR_LOCKED", `The data directory is in use by process ${holder.pid}`, {
         details: `${dataDir} is held by ${holder.role ?? "another airqube process"} (pid ${holder.pid}); stop it or use another --data-dir`,
       });
     }
-    // stale: its holder is gone (or the file is unreadable): take it over
-    rmSync(path, { force: true });
+    // stale: its holder is gone (or the file is unreadable): take it over, one process at a time
+    removeStale(path, seen);
   }
   throw new PlatformError("STORE_UNAVAILABLE", "Cannot lock the data directory", { details: path });
+}
+
+/**
+ * Creates the lock file with its whole content at once: written to a file of our own, then hard-linked to the
+ * lock's name (fails if it exists). A lock file is never seen empty or half written, which another process
+ * would take for a stale lock and remove while its holder runs.
+ */
+function create(path: string, content: string): boolean {
+  const own = `${path}.${process.pid}.${randomBytes(4).toString("hex")}`;
+  try {
+    writeFileSync(own, content, { mode: 0o600, flag: "wx" });
+    linkSync(own, path);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw new PlatformError("STORE_UNAVAILABLE", "Cannot lock the data directory", { details: path, cause: error });
+  } finally {
+    rmSync(own, { force: true });
+  }
+}
+
+/**
+ * Removes a stale lock file if it still holds `seen`. Processes that found the same stale lock take turns (a
+ * directory created atomically is the turn), so none removes the lock another has just taken. A turn left by
+ * a process that died holding it expires after 10 s.
+ */
+function removeStale(path: string, seen: string): void {
+  const turn = `${path}.takeover`;
+  try {
+    mkdirSync(turn);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") {
+      throw new PlatformError("STORE_UNAVAILABLE", "Cannot lock the data directory", { details: path, cause: error });
+    }
+    try {
+      if (Date.now() - statSync(turn).mtimeMs > 10_000) rmSync(turn, { recursive: true, force: true });
+    } catch {
+      // removed by its owner meanwhile
+    }
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5); // let the other process finish its turn
+    return;
+  }
+  try {
+    if (readRaw(path) === seen) rmSync(path, { force: true });
+  } finally {
+    rmSync(turn, { recursive: true, force: true });
+  }
 }
 
 function releaser(path: string): DirLock {
@@ -89,16 +130,27 @@ function releaser(path: string): DirLock {
   };
 }
 
-function readHolder(path: string): { pid: number; role?: string } | undefined {
+function readRaw(path: string): string | undefined {
   try {
-    const text = readFileSync(path, "utf8");
-    if (text.length > 4096) return undefined;
+    return readFileSync(path, "utf8").slice(0, 4096);
+  } catch {
+    return undefined;
+  }
+}
+
+function parseHolder(text: string | undefined): { pid: number; role?: string } | undefined {
+  try {
+    if (text === undefined || text.length >= 4096) return undefined;
     const value = JSON.parse(text) as { pid?: unknown; role?: unknown };
     if (typeof value.pid !== "number" || !Number.isInteger(value.pid) || value.pid <= 0) return undefined;
     return { pid: value.pid, ...(typeof value.role === "string" ? { role: value.role.slice(0, 64) } : {}) };
   } catch {
     return undefined;
   }
+}
+
+function readHolder(path: string): { pid: number; role?: string } | undefined {
+  return parseHolder(readRaw(path));
 }
 
 function isAlive(pid: number): boolean {

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -53,4 +53,48 @@ describe("store: one process per data directory", () => {
     lockDataDir(d, "requestor").release();
     expect(existsSync(join(d, LOCK_FILE))).to.equal(false);
   });
+  it("two processes fighting for one directory never both hold it (the file is never seen empty or half written)", async () => {
+    const d = dir();
+    const fighter = `
+      import { readFileSync } from "node:fs";
+      import { join } from "node:path";
+      import { lockDataDir } from ${JSON.stringify(join(import.meta.dirname, "..", "..", "src", "store", "dir-lock.ts"))};
+      const d = process.argv[1];
+      const until = Date.now() + 3000;
+      let held = 0, stolen = 0;
+      while (Date.now() < until) {
+        let lock;
+        try { lock = lockDataDir(d, "fighter"); } catch (e) { if (e.code === "DATA_DIR_LOCKED") continue; throw e; }
+        held++;
+        // while it holds the lock, the file must stay its own
+        for (let i = 0; i < 20; i++) {
+          let mine = false;
+          try { mine = JSON.parse(readFileSync(join(d, "airqube.lock"), "utf8")).pid === process.pid; } catch {}
+          if (!mine) { stolen++; break; }
+        }
+        lock.release();
+      }
+      process.stdout.write(JSON.stringify({ held, stolen }));
+    `;
+    const fight = () =>
+      new Promise<{ held: number; stolen: number }>((resolve, reject) => {
+        const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", fighter, d]);
+        let out = "";
+        let err = "";
+        child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+        child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+        child.on("close", () => {
+          try {
+            resolve(JSON.parse(out) as { held: number; stolen: number });
+          } catch {
+            reject(new Error(`fighter failed: ${err.slice(-2000)}`));
+          }
+        });
+      });
+    const results = await Promise.all([fight(), fight()]);
+    for (const r of results) expect(r.held, "each got the lock at times").to.be.greaterThan(0);
+    expect(results.map((r) => r.stolen)).to.deep.equal([0, 0]);
+    expect(existsSync(join(d, LOCK_FILE))).to.equal(false);
+    expect(readdirSync(d), "no temporary file or takeover turn left").to.deep.equal([]);
+  }).timeout(60_000);
 });
