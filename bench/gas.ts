@@ -181,8 +181,10 @@ async function main(): Promise<void> {
       goal: { k: 3, overheadGasMax: 150_000, met: (jobs.find((j) => j.k === 3)?.overheadGas ?? Infinity) <= 150_000 },
       perQube,
       v2Amortised: v2.amortised,
+      v2BreakdownK3Batch1: v2.breakdownK3Batch1,
       v2Goals: {
         k3batch1: { gasPerQube: at(3, 1), max: 150_000, met: at(3, 1) <= 150_000 },
+        k3batch1Checked: { gasPerQube: at(3, 1, "checked"), max: 150_000, met: at(3, 1, "checked") <= 150_000 },
         k3batch1Pipelined: { gasPerQube: at(3, 1, "pipelined"), max: 150_000, met: at(3, 1, "pipelined") <= 150_000 },
         k3batch50: { gasPerQube: at(3, 50), max: 40_000, met: at(3, 50) <= 40_000 },
       },
@@ -302,41 +304,61 @@ async function measureV2(provider: JsonRpcProvider, chainId: number, keys: strin
     return {
       open: () => at(requestor).getFunction("open")(batchTuple(batch), accepts),
       settle: () => at(requestor).getFunction("settle")(batchTuple(batch), signatures, openings),
+      release: () => at(requestor).getFunction("release")(batchTuple(batch)),
       openData: iface.encodeFunctionData("open", [batchTuple(batch), accepts]),
-      settleData: iface.encodeFunctionData("settle", [batchTuple(batch), signatures, openings]),
+      releaseData: iface.encodeFunctionData("release", [batchTuple(batch)]),
     };
   };
-  const runBatch = async (k: number, jobs: number) => {
-    const b = await prepare(k, jobs);
-    const open = await gas(b.open());
-    const settle = await gas(b.settle());
-    return { open, settle };
+  const hashOf = async (p: Promise<{ hash: string; wait(): Promise<unknown> }>) => {
+    const tx = await p;
+    await tx.wait();
+    return tx.hash;
   };
-  /** A stream of batches: each transaction settles the previous batch and opens the next (multicall). */
+  /** Opens a batch and settles it: `release` (everyone agreed) or `settle` (signatures and openings checked). */
+  const runBatch = async (k: number, jobs: number, checked: boolean) => {
+    process.stderr.write(`v2 k=${k} batch=${jobs}${checked ? " checked" : ""}\n`);
+    const b = await prepare(k, jobs);
+    const openTx = await hashOf(b.open());
+    const settleTx = await hashOf(checked ? b.settle() : b.release());
+    // tracing is slow on big batches: the breakdown is taken for k = 3, batch 1 only
+    const measure = async (hash: string) =>
+      k === 3 && jobs === 1
+        ? gasBreakdown(provider, hash)
+        : { gasUsed: Number((await provider.getTransactionReceipt(hash))!.gasUsed) };
+    return { open: await measure(openTx), settle: await measure(settleTx) };
+  };
+  /** A stream of batches: each transaction releases the previous batch and opens the next (multicall). */
   const runPipelined = async (k: number, jobs: number) => {
     const b = [await prepare(k, jobs), await prepare(k, jobs), await prepare(k, jobs)];
     await gas(b[0]!.open());
-    await gas(at(requestor).getFunction("multicall")([b[0]!.settleData, b[1]!.openData]));
-    const steady = await gas(at(requestor).getFunction("multicall")([b[1]!.settleData, b[2]!.openData]));
-    await gas(b[2]!.settle());
+    await gas(at(requestor).getFunction("multicall")([b[0]!.releaseData, b[1]!.openData]));
+    const steady = await gas(at(requestor).getFunction("multicall")([b[1]!.releaseData, b[2]!.openData]));
+    await gas(b[2]!.release());
     return steady;
   };
-  await runBatch(5, 1); // warm-up: every account returning
+  await runBatch(5, 1, true); // warm-up: every account returning
   const withdraw = await gas(at(seats[0]!).getFunction("withdraw")(PRICE));
   const rows = [];
+  const breakdowns: Record<string, { open: GasBreakdown; settle: GasBreakdown }> = {};
   for (const k of [1, 3, 5]) {
     const amortisedPerQube = Math.round((deposit + k * (stakeDeposit + withdraw)) / AMORTISED_OVER);
-    for (const batch of [1, 50]) {
-      const { open, settle } = await runBatch(k, batch);
-      rows.push({
-        k,
-        batch,
-        mode: "standalone",
-        gasPerQube: Math.round((open + settle) / batch) + amortisedPerQube,
-        open,
-        settle,
-        amortisedPerQube,
-      });
+    for (const [mode, checked] of [
+      ["standalone", false],
+      ["checked", true],
+    ] as const) {
+      for (const batch of [1, 50]) {
+        const r = await runBatch(k, batch, checked);
+        if (k === 3 && batch === 1) breakdowns[mode] = r as { open: GasBreakdown; settle: GasBreakdown };
+        rows.push({
+          k,
+          batch,
+          mode,
+          gasPerQube: Math.round((r.open.gasUsed + r.settle.gasUsed) / batch) + amortisedPerQube,
+          open: r.open.gasUsed,
+          settle: r.settle.gasUsed,
+          amortisedPerQube,
+        });
+      }
     }
     for (const batch of [1, 50]) {
       const settleAndOpen = await runPipelined(k, batch);
@@ -353,7 +375,91 @@ async function measureV2(provider: JsonRpcProvider, chainId: number, keys: strin
   return {
     rows,
     amortised: { over: AMORTISED_OVER, requestorDeposit: deposit, providerStakeDeposit: stakeDeposit, withdraw },
+    breakdownK3Batch1: breakdowns,
   };
+}
+
+/** Where a transaction's gas goes, by opcode group (from `debug_traceTransaction`). */
+interface GasBreakdown {
+  gasUsed: number;
+  /** The 21 000 of every transaction. */
+  base: number;
+  /** 4 gas per zero byte and 16 per other byte of the transaction's data. */
+  calldata: number;
+  calldataBytes: number;
+  /** SSTORE: what they cost, how many, and the refunds (for clearing slots) they earn. */
+  sstore: number;
+  sstores: number;
+  refund: number;
+  sload: number;
+  /** STATICCALLs to the ecrecover precompile (address 1), with their access cost. */
+  ecrecover: number;
+  ecrecovers: number;
+  keccak: number;
+  /** LOG0..LOG4. */
+  events: number;
+  /** Every other opcode: stack, memory, calldata copies, jumps, the token call... */
+  other: number;
+}
+
+/**
+ * Splits a mined transaction's gas by opcode group. A step's cost is the drop of the gas counter to the next
+ * step at the same depth (so a call's cost includes what its callee spent, and a precompile's cost is exact).
+ */
+async function gasBreakdown(provider: JsonRpcProvider, hash: string): Promise<GasBreakdown> {
+  const [tx, receipt, trace] = await Promise.all([
+    provider.getTransaction(hash),
+    provider.getTransactionReceipt(hash),
+    provider.send("debug_traceTransaction", [hash, { disableMemory: true, disableStorage: true }]) as Promise<{
+      structLogs: { op: string; gas: number; depth: number; stack?: string[] }[];
+    }>,
+  ]);
+  const data = Buffer.from(tx!.data.slice(2), "hex");
+  const zeros = data.filter((b) => b === 0).length;
+  const out: GasBreakdown = {
+    gasUsed: Number(receipt!.gasUsed),
+    base: 21_000,
+    calldata: 4 * zeros + 16 * (data.length - zeros),
+    calldataBytes: data.length,
+    sstore: 0,
+    sstores: 0,
+    refund: 0,
+    sload: 0,
+    ecrecover: 0,
+    ecrecovers: 0,
+    keccak: 0,
+    events: 0,
+    other: 0,
+  };
+  const logs = trace.structLogs;
+  let executed = 0;
+  for (let i = 0; i < logs.length; i++) {
+    const step = logs[i]!;
+    if (step.depth !== 1) continue; // the escrow's own frame; calls (the token's) are counted whole at depth 1
+    let next: (typeof logs)[number] | undefined;
+    for (let j = i + 1; j < logs.length; j++) {
+      if (logs[j]!.depth === 1) {
+        next = logs[j];
+        break;
+      }
+    }
+    const cost = next === undefined ? 0 : step.gas - next.gas;
+    executed += cost;
+    const op = step.op;
+    if (op === "SSTORE") {
+      out.sstore += cost;
+      out.sstores++;
+    } else if (op === "SLOAD") out.sload += cost;
+    else if (op === "KECCAK256" || op === "SHA3") out.keccak += cost;
+    else if (op.startsWith("LOG")) out.events += cost;
+    else if (op === "STATICCALL" && step.stack !== undefined && BigInt(step.stack[step.stack.length - 2]!) === 1n) {
+      out.ecrecover += cost;
+      out.ecrecovers++;
+    } else out.other += cost;
+  }
+  // The last step (STOP/RETURN) costs 0 and has no successor; the refund closes the sum.
+  out.refund = out.base + out.calldata + executed - out.gasUsed;
+  return out;
 }
 
 /** Gas of plain transfer and transferFrom transactions between accounts that already hold tokens. */

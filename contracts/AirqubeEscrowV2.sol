@@ -24,8 +24,12 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
  * Signatures are bound to the chain id and this escrow (EIP-712 domain) and to the batch (its id hashes every
  * parameter, including the requestor and its nonce).
  *
+ * Unanimous path: when every seat committed to and opened the same root for every job (checked off chain), the
+ * requestor's {release} pays every seat `price + stake` per job with no signature or opening on chain: the most
+ * the batch can pay, so it can leave no one but its sender worse off than a checked settlement would.
+ *
  * Fast path: the requestor's {settle} with every seat's signature and every opening settles the batch in one
- * transaction. Only the requestor may take it: it holds the columns signed before any opening was shown, while
+ * transaction (with the quorum rule: a dissenter is slashed). Only the requestor may take it: it holds the columns signed before any opening was shown, while
  * anyone else could pair the openings of a pending settlement with a second column a seat signed afterwards. Otherwise the batch goes through a dispute: {propose} publishes the
  * signed commitments known to the proposer (the requestor, or a seat after the reveal deadline); during a
  * commitment window (`revealDeadline - commitDeadline` seconds) a seat left out adds its own signed column
@@ -315,6 +319,30 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
         }
         _records[slot] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
         _payout(batchId, batch, roots, type(uint256).max >> (256 - n * k));
+    }
+
+    /**
+     * @notice Settles an open batch in which every seat agreed, on the requestor's word alone (the unanimous
+     * path): every seat gets `price + stake` for every job, with no signature and no opening on chain. This is
+     * the most the batch can pay: the requestor gets nothing back and no seat is slashed, so the only account
+     * it can leave worse off than a checked settlement ({settle}, {finalize}) is the requestor who sends it.
+     * The requestor takes it after checking off chain that every seat committed to, and opened, the same root
+     * for every job; with any dissent, silence or doubt it uses {settle} or {propose} instead. Only the
+     * requestor may call it, while the batch is open (not under dispute).
+     * @param batch The batch's parameters.
+     */
+    function release(Batch calldata batch) external nonReentrant {
+        bytes32 batchId = keccak256(abi.encode(batch));
+        (bytes32 slot, uint256 word) = _record(batch, batchId, Status.Open);
+        if (msg.sender != batch.requestor) revert AirqubeEscrowV2Unauthorized(msg.sender);
+        _records[slot] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
+        uint256 k = batch.providers.length;
+        uint256 n = batch.jobs;
+        emit Settled(batchId, n * k, 0);
+        uint256 each = (uint256(batch.price) + batch.stake) * n;
+        for (uint256 i = 0; i < k; ++i) {
+            _credit(batch.providers[i], each);
+        }
     }
 
     /**

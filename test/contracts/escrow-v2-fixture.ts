@@ -34,6 +34,7 @@ export interface EscrowV2T {
   withdraw(amount: bigint): Tx;
   open(batch: unknown[], accepts: string[]): Tx;
   settle(batch: unknown[], signatures: string[], openings: string[]): Tx;
+  release(batch: unknown[]): Tx;
   propose(batch: unknown[], signatures: string[], commitments: string[]): Tx;
   addCommitments(batch: unknown[], commitments: string[], seat: number, sig: string[], column: string[]): Tx;
   proveEquivocation(batch: unknown[], seat: number, columnHashes: string[], signatures: string[]): Tx;

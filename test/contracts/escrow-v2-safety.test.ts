@@ -172,6 +172,7 @@ describe("AirqubeEscrowV2 safety", () => {
     type Op =
       | { kind: "open"; k: number; jobs: number; stake: number; nonce: number }
       | { kind: "settle"; batch: number; liar: number }
+      | { kind: "release"; batch: number }
       | { kind: "propose"; batch: number; drop: number; by: number }
       | { kind: "add"; batch: number; seat: number }
       | { kind: "reveal"; batch: number; seat: number }
@@ -190,6 +191,7 @@ describe("AirqubeEscrowV2 safety", () => {
         nonce: fc.nat(600),
       }),
       fc.record({ kind: fc.constant("settle" as const), batch: fc.nat(7), liar: fc.nat(7) }),
+      fc.record({ kind: fc.constant("release" as const), batch: fc.nat(7) }),
       fc.record({ kind: fc.constant("propose" as const), batch: fc.nat(7), drop: fc.nat(3), by: fc.nat(3) }),
       fc.record({ kind: fc.constant("add" as const), batch: fc.nat(7), seat: fc.nat(2) }),
       fc.record({ kind: fc.constant("reveal" as const), batch: fc.nat(7), seat: fc.nat(2) }),
@@ -243,6 +245,11 @@ describe("AirqubeEscrowV2 safety", () => {
               case "settle": {
                 const t = pick(o.batch);
                 if (t) await escrow.connect(requestor).settle(bt(t.batch), t.st.signatures, t.st.openings);
+                return;
+              }
+              case "release": {
+                const t = pick(o.batch);
+                if (t) await escrow.connect(requestor).release(bt(t.batch));
                 return;
               }
               case "propose": {

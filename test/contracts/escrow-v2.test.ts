@@ -371,6 +371,64 @@ describe("AirqubeEscrowV2", () => {
     });
   });
 
+  describe("release (unanimous path)", () => {
+    it("pays every seat price and stake for every job on the requestor's word: no signature, no transfer, once", async () => {
+      const { escrow, token, requestor, providers } = await loadFixture(v2Fixture);
+      const seats = providers.slice(0, 3);
+      const batch = await makeBatch(requestor, seats, { jobs: 3 });
+      const id = batchIdOf(batch);
+      await openBatch(escrow, requestor, batch, seats);
+      const held = await token.balanceOf(await escrow.getAddress());
+      // only the payer releases: a seat cannot pay itself (nor anyone else) the whole budget
+      await expect(escrow.connect(providers[0]!).release(bt(batch)))
+        .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2Unauthorized")
+        .withArgs(batch.providers[0]!);
+      // another batch's parameters (here: a lower price) name another batch, which is not open
+      await expect(escrow.connect(requestor).release(bt({ ...batch, price: 1n })))
+        .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2WrongStatus")
+        .withArgs(batchIdOf({ ...batch, price: 1n }), 0n);
+      const tx = escrow.connect(requestor).release(bt(batch));
+      await expect(tx).to.emit(escrow, "Settled").withArgs(id, 9n, 0n);
+      await expect(tx).to.not.emit(token, "Transfer");
+      for (const p of batch.providers) expect(await escrow.balanceOf(p)).to.equal(DEPOSIT + 3n * PRICE2);
+      expect(await escrow.balanceOf(batch.requestor)).to.equal(DEPOSIT - 9n * PRICE2);
+      expect(await token.balanceOf(await escrow.getAddress())).to.equal(held);
+      expect((await escrow.batchState(bt(batch)))[0]).to.equal(3n);
+      await expect(escrow.connect(requestor).release(bt(batch)))
+        .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2WrongStatus")
+        .withArgs(id, 3n);
+      const st = await statementsOf(escrow, batch, seats, uniform(batch, [R, R, R]));
+      await expect(escrow.connect(requestor).settle(bt(batch), st.signatures, st.openings))
+        .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2WrongStatus")
+        .withArgs(id, 3n);
+    });
+
+    it("is refused under dispute (the dispute decides, silent seats are slashed) and after a reclaim", async () => {
+      const { escrow, requestor, providers } = await loadFixture(v2Fixture);
+      const seats = providers.slice(0, 3);
+      const disputed = await makeBatch(requestor, seats, { nonce: 1n });
+      const late = await makeBatch(requestor, seats, { nonce: 2n });
+      await openBatch(escrow, requestor, disputed, seats);
+      await openBatch(escrow, requestor, late, seats);
+      const st = await statementsOf(escrow, disputed, seats, [[R, R, R]]);
+      await time.increaseTo(disputed.commitDeadline + 1);
+      await escrow.connect(requestor).propose(bt(disputed), st.signatures, st.commitments);
+      await expect(escrow.connect(requestor).release(bt(disputed)))
+        .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2WrongStatus")
+        .withArgs(st.id, 2n);
+      // seat 2 stays silent: the dispute slashes it, which a release would not have done
+      await time.increase(2 * 100 + 1);
+      const openings = [...st.openings.slice(0, 4), ZERO, ZERO];
+      await escrow.finalize(bt(disputed), st.commitments, openings);
+      expect(await escrow.balanceOf(disputed.providers[2]!)).to.equal(DEPOSIT - 2n * STAKE2);
+      await time.increaseTo(late.finalDeadline + 1);
+      await escrow.reclaim(bt(late));
+      await expect(escrow.connect(requestor).release(bt(late)))
+        .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2WrongStatus")
+        .withArgs(batchIdOf(late), 4n);
+    });
+  });
+
   describe("reclaim", () => {
     it("returns the budget and the stakes after the final deadline, not before, and only once", async () => {
       const { escrow, requestor, providers, outsider } = await loadFixture(v2Fixture);
