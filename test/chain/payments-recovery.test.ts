@@ -3,7 +3,8 @@
  * stake and the providers' keepers get themselves paid; a requestor that comes back asks on chain and pays;
  * event reads page through an RPC that refuses wide eth_getLogs ranges; approvals are exact.
  */
-import { mkdtempSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -16,11 +17,12 @@ import { jobIdOf } from "../../src/chain/job.js";
 import { jobToJson } from "../../src/chain/job-json.js";
 import { type LocalChain, startLocalChain } from "../../src/chain/local-chain.js";
 import { createRpcProvider } from "../../src/chain/rpc.js";
-import { ProviderPayments, type SeatReport } from "../../src/provider/payments.js";
+import { ProviderPayments, type SeatReport, settleSeats } from "../../src/provider/payments.js";
 import { RequestorJournal } from "../../src/requestor/journal.js";
 import { closeJournalled, EscrowPayments } from "../../src/requestor/payments.js";
 import { startRpcProxy } from "../helpers/rpc-proxy.js";
 
+const BIN = join(import.meta.dirname, "..", "..", "bin", "airqube.js");
 const E18 = 10n ** 18n;
 const hex32 = (n: number) => `0x${n.toString(16).padStart(64, "0")}`;
 const QUBE = `aq1${"ab".repeat(32)}`;
@@ -171,6 +173,88 @@ describe("chain: payments when the requestor vanishes, paged logs, exact approva
     } finally {
       requestor.dispose();
       for (const p of providers) await p.close();
+    }
+  });
+
+  it("airqube provider settle by hand: providers whose agents are gone reveal and settle their seats", async () => {
+    const requestor = await requestorPayments();
+    const dirs = [2, 3, 4].map((i) => mkdtempSync(join(tmpdir(), `aq-seat-cli-${i}-`)));
+    const keys = [2, 3, 4].map((i) => chain.accounts[i]!.privateKey);
+    const { seat } = await requestor.lock({
+      qubeId: QUBE,
+      payouts: [2, 3, 4].map((i) => chain.accounts[i]!.address),
+      price: 3n * E18,
+      quorum: 2,
+      wallTimeMs: 1000,
+      commitGraceMs: 0,
+    });
+    try {
+      // each agent committed (its seat written to seats.sqlite first), then stopped for good
+      for (const [n, dir] of dirs.entries()) {
+        const p = await ProviderPayments.connect(
+          { rpcUrl: chain.rpcUrl, escrow, maxStake: (100n * E18).toString() },
+          keys[n]!,
+          {
+            dataDir: dir,
+          },
+        );
+        await p.commit(seat.job, { outputsRoot: ROOT, salt: hex32(0x5e7 + n) });
+        await p.close();
+        writeFileSync(join(dir, "payout.key"), `${keys[n]}\n`, { mode: 0o600 });
+      }
+      const cli = (dir: string) =>
+        new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+          const child = spawn(
+            process.execPath,
+            [
+              BIN,
+              "provider",
+              "settle",
+              "--force",
+              "--json",
+              "--data-dir",
+              dir,
+              "--rpc-url",
+              chain.rpcUrl,
+              "--escrow",
+              escrow,
+            ],
+            { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, AIRQUBE_LOG_LEVEL: "warn" } },
+          );
+          let out = "";
+          let err = "";
+          child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
+          child.stderr!.on("data", (c: Buffer) => (err += c.toString()));
+          child.on("close", (code) => resolve({ code, out, err }));
+        });
+      // by hand, the first provider reveals on chain at once; the others' reveals (their agents' work) follow
+      const first = await cli(dirs[0]!);
+      expect(first.code, first.err).to.equal(0);
+      expect((JSON.parse(first.out) as SeatReport[]).map((r) => r.action)).to.deep.equal(["revealed"]);
+      for (const n of [1, 2]) {
+        const reports = await settleSeats(dirs[n]!, {
+          rpcUrl: chain.rpcUrl,
+          escrow,
+          force: true,
+          privateKey: keys[n]!,
+        });
+        expect(reports.map((r) => r.action)).to.deep.equal(["revealed"]);
+      }
+      // past the reveal deadline the contract allows a provider to settle: by hand again
+      await rpc.send("evm_increaseTime", [seat.job.revealDeadline - Math.floor(Date.now() / 1000) + 5]);
+      await rpc.send("evm_mine", []);
+      const second = await cli(dirs[0]!);
+      expect(second.code, second.err).to.equal(0);
+      expect((JSON.parse(second.out) as SeatReport[]).map((r) => r.action)).to.deep.equal(["settled"]);
+      for (const i of [2, 3, 4]) {
+        const credits = await requestor.escrowClient.credits(chain.accounts[i]!.address);
+        expect(credits.filter((c) => c.jobId === seat.jobId).reduce((t, c) => t + c.amount, 0n)).to.equal(
+          seat.job.price + seat.job.stake,
+        );
+      }
+      await expectConserved(requestor.escrowClient);
+    } finally {
+      requestor.dispose();
     }
   });
 
