@@ -234,6 +234,20 @@ describe("cli: no silently ignored --config", function () {
     expect(unknown.stderr).to.contain("golme");
   });
 
+  it("probe and offers: a missing or garbage config file is an error too", async () => {
+    const dir = tmp("aq-outcome-cfg-");
+    await writeFile(join(dir, "garbage.json"), "{ not json");
+    const offers = ["offers", "--bootstrap", "/ip4/127.0.0.1/tcp/1/p2p/x", "--data-dir", tmp("aq-outcome-req-")];
+    for (const args of [["probe"], offers]) {
+      const missing = await airqube([...args, "--config", join(dir, "missing.json")]);
+      expect(missing.code, args[0]).to.equal(125);
+      expect(missing.stderr.trim().split("\n").at(-1)).to.match(/missing\.json: ENOENT \[CONFIG_UNREADABLE\]$/);
+      const garbage = await airqube([...args, "--config", join(dir, "garbage.json")]);
+      expect(garbage.code, args[0]).to.equal(125);
+      expect(garbage.stderr).to.contain("[CONFIG_INVALID]");
+    }
+  });
+
   it("provider start: a missing or invalid config file is an error", async () => {
     const dir = tmp("aq-outcome-cfg-");
     const missing = await airqube(["provider", "start", "--data-dir", dir, "--config", join(dir, "missing.json")]);
