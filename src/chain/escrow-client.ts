@@ -25,7 +25,8 @@ import {
   parseEscrowJob,
   ZERO_BYTES32,
 } from "./job.js";
-import { type CallOptions, createRpcProvider, fetchChainId, runChainCall, toChainError } from "./rpc.js";
+import { type LogRange, queryLogPages } from "./log-pages.js";
+import { type CallOptions, createRpcProvider, fetchChainId, runChainCall } from "./rpc.js";
 
 /** What a transaction did. */
 export interface TxResult {
@@ -124,7 +125,7 @@ export class EscrowClient {
   readonly chainId: number;
   /** The block the escrow was deployed in: event reads start there. */
   readonly deploymentBlock: number;
-  #logRange: number;
+  readonly #logRange: LogRange;
   readonly #provider: JsonRpcProvider;
   readonly #escrow: Contract;
   readonly #token: Contract;
@@ -140,7 +141,7 @@ export class EscrowClient {
     logRange: number,
   ) {
     this.deploymentBlock = deploymentBlock;
-    this.#logRange = logRange;
+    this.#logRange = { blocks: logRange };
     this.#provider = provider;
     this.address = wallet.address;
     this.escrowAddress = escrow;
@@ -471,29 +472,11 @@ export class EscrowClient {
   }
 
   /**
-   * Event logs matching `filter`, from the escrow's deployment block to the latest, read in ranges of at most
-   * `logRangeBlocks` blocks (public RPC endpoints refuse wide `eth_getLogs` ranges). An endpoint that answers a
-   * range with an error (each has its own limit: 10 000, 2 000, 1 000, 500 blocks ...) is asked again with half
-   * the range, down to one block, and this client keeps the narrower range for its later reads; a chain that
-   * does not answer is not retried.
+   * Event logs matching `filter`, from the escrow's deployment block to the latest, in ranges of at most
+   * `logRangeBlocks` blocks, narrowed for good when the endpoint refuses one ({@link queryLogPages}).
    */
   async #queryLogs(filter: Parameters<Contract["queryFilter"]>[0], options: CallOptions): Promise<(EventLog | Log)[]> {
-    const latest = await this.#provider.getBlockNumber();
-    const out: (EventLog | Log)[] = [];
-    for (let from = this.deploymentBlock; from <= latest; ) {
-      options.signal?.throwIfAborted();
-      const to = Math.min(latest, from + this.#logRange - 1);
-      try {
-        out.push(...(await this.#escrow.queryFilter(filter, from, to)));
-      } catch (error) {
-        const refused = toChainError("read events", error).code === "CHAIN_INVALID_RESPONSE";
-        if (!refused || to === from) throw error;
-        this.#logRange = Math.max(1, Math.floor((to - from + 1) / 2));
-        continue;
-      }
-      from = to + 1;
-    }
-    return out;
+    return queryLogPages(this.#escrow, this.#provider, filter, this.deploymentBlock, this.#logRange, options);
   }
 
   async #read<T>(label: string, fn: () => Promise<unknown>, options: CallOptions): Promise<T> {

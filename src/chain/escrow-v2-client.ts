@@ -3,12 +3,22 @@
  * `contracts/ESCROW-V2.md`) for one account: balances, the statements a provider signs, and the batch calls.
  * Not used by the requestor and provider yet (they run on v1).
  */
-import { Contract, ContractFactory, type JsonRpcProvider, Signature, type Signer, Wallet } from "ethers";
+import {
+  Contract,
+  ContractFactory,
+  type EventLog,
+  type JsonRpcProvider,
+  type Log,
+  Signature,
+  type Signer,
+  Wallet,
+} from "ethers";
 import { z } from "zod";
+import { UserError } from "../qube/errors.js";
 import { airqubeEscrowV2Abi, airqubeEscrowV2Bytecode } from "./abi/airqube-escrow-v2.js";
 import { testGLMAbi } from "./abi/test-glm.js";
 import { ChainError } from "./errors.js";
-import type { TxResult } from "./escrow-client.js";
+import { DEFAULT_LOG_RANGE_BLOCKS, type TxResult } from "./escrow-client.js";
 import {
   ACCEPT_TYPES,
   batchIdOf,
@@ -20,6 +30,7 @@ import {
   escrowV2Domain,
   parseEscrowBatch,
 } from "./escrow-v2-batch.js";
+import { type LogRange, queryLogPages } from "./log-pages.js";
 import { type CallOptions, createRpcProvider, fetchChainId, runChainCall } from "./rpc.js";
 
 /** A compact (EIP-2098) signature `[r, vs]`; zeros for a seat that signed nothing. */
@@ -40,6 +51,32 @@ export interface EscrowBatchState {
   revealed: number[];
 }
 
+/** A `Settled` event: a batch paid out (by `release`, `settle` or `finalize`). */
+export interface BatchSettlement {
+  batchId: string;
+  /** How many (job, seat) positions won. */
+  winners: number;
+  /** The stakes slashed in the batch. */
+  slashed: bigint;
+  blockNumber: number;
+  txHash: string;
+}
+
+/** A batch's dispute as its events tell it: what a seat needs to add its column, reveal or finalize. */
+export interface BatchDispute {
+  proposer: string;
+  /** The proposal's current commitments (job-major): the proposed ones with every added column applied. */
+  commitments: string[];
+  /** The end of the commitment window (unix seconds); the reveal window is as long again. */
+  commitBy: number;
+  /** The seats whose columns were added after the proposal. */
+  added: number[];
+  /** The openings recorded on chain, by position (`job * k + seat`). */
+  revealed: Map<number, BatchOpening>;
+  /** The seats proven to have signed two columns. */
+  equivocated: number[];
+}
+
 /** How the client reaches the chain. */
 export interface EscrowV2ClientConfig {
   rpcUrl: string;
@@ -48,11 +85,26 @@ export interface EscrowV2ClientConfig {
   /** The v2 escrow's address. */
   escrow: string;
   pollingIntervalMs?: number;
+  /**
+   * Widest block range of one `eth_getLogs` request (default {@link DEFAULT_LOG_RANGE_BLOCKS}): event reads
+   * start at the escrow's deployment block and go in pages; an endpoint that refuses a page gets narrower ones.
+   */
+  logRangeBlocks?: number;
 }
 
 const STATUSES = ["none", "open", "proposed", "settled", "reclaimed"] as const;
 const ZERO = `0x${"00".repeat(32)}`;
 const stateAnswer = z.tuple([z.bigint().max(4n), z.bigint(), z.bigint(), z.string()]);
+const hex32 = z.string().regex(/^0x[0-9a-fA-F]{64}$/);
+const settledArgs = z.object({ batchId: hex32, winners: z.bigint().max(256n), slashed: z.bigint() });
+const proposedArgs = z.object({
+  proposer: z.string(),
+  commitments: z.array(hex32).max(256),
+  commitBy: z.bigint().max(BigInt(Number.MAX_SAFE_INTEGER)),
+});
+const addedArgs = z.object({ seat: z.bigint().max(11n), column: z.array(hex32).max(256) });
+const revealedArgs = z.object({ position: z.bigint().max(255n), outputsRoot: hex32, salt: hex32 });
+const equivocatedArgs = z.object({ seat: z.bigint().max(11n) });
 
 /**
  * Deploys AirqubeEscrowV2 for a token.
@@ -89,13 +141,26 @@ export class EscrowV2Client {
   readonly escrowAddress: string;
   readonly tokenAddress: string;
   readonly chainId: number;
+  /** The block the escrow was deployed in: event reads start there. */
+  readonly deploymentBlock: number;
+  readonly #logRange: LogRange;
   readonly #provider: JsonRpcProvider;
   readonly #wallet: Wallet;
   readonly #escrow: Contract;
   readonly #token: Contract;
   #queue: Promise<unknown> = Promise.resolve();
 
-  private constructor(provider: JsonRpcProvider, wallet: Wallet, escrow: string, token: string, chainId: number) {
+  private constructor(
+    provider: JsonRpcProvider,
+    wallet: Wallet,
+    escrow: string,
+    token: string,
+    chainId: number,
+    deploymentBlock: number,
+    logRange: number,
+  ) {
+    this.deploymentBlock = deploymentBlock;
+    this.#logRange = { blocks: logRange };
     this.#provider = provider;
     this.#wallet = wallet;
     this.address = wallet.address;
@@ -107,11 +172,18 @@ export class EscrowV2Client {
   }
 
   /**
-   * Connects, checks that a contract is deployed at `escrow` and reads its token.
+   * Connects, checks that a contract is deployed at `escrow` and reads its token and deployment block.
    *
+   * @throws UserError `CONFIG_INVALID` for a `logRangeBlocks` that is not 1 to 1 000 000 blocks.
    * @throws ChainError `CHAIN_UNREACHABLE`, or `CHAIN_INVALID_RESPONSE` when no contract is at `escrow`.
    */
   static async connect(config: EscrowV2ClientConfig, options: CallOptions = {}): Promise<EscrowV2Client> {
+    const range = config.logRangeBlocks ?? DEFAULT_LOG_RANGE_BLOCKS;
+    if (!Number.isSafeInteger(range) || range < 1 || range > 1_000_000) {
+      throw new UserError("CONFIG_INVALID", "logRangeBlocks must be 1 to 1 000 000 blocks", {
+        details: String(config.logRangeBlocks),
+      });
+    }
     const chainId = await fetchChainId(config.rpcUrl, options);
     const provider = createRpcProvider(config.rpcUrl, chainId, config.pollingIntervalMs);
     const wallet = new Wallet(config.privateKey, provider);
@@ -125,7 +197,12 @@ export class EscrowV2Client {
         }
         const contract = new Contract(config.escrow, airqubeEscrowV2Abi, provider);
         const token = z.string().parse(await contract.getFunction("token")());
-        return new EscrowV2Client(provider, wallet, config.escrow, token, chainId);
+        const deploymentBlock = z
+          .bigint()
+          .max(BigInt(Number.MAX_SAFE_INTEGER))
+          .transform(Number)
+          .parse(await contract.getFunction("deploymentBlock")());
+        return new EscrowV2Client(provider, wallet, config.escrow, token, chainId, deploymentBlock, range);
       },
       options,
     );
@@ -220,6 +297,16 @@ export class EscrowV2Client {
       async () => this.#escrow.getFunction("settle")(batchTuple(b), signatures.flat(), flat),
       options,
     );
+  }
+
+  /**
+   * The unanimous path: pays every seat `price + stake` for every job, with no signature or opening on chain.
+   * The requestor sends it only after checking that every seat opened the same root for every job (its
+   * commitments signed); otherwise {@link EscrowV2Client.settle} or {@link EscrowV2Client.propose}.
+   */
+  async release(batch: EscrowBatch, options: CallOptions = {}): Promise<TxResult> {
+    const b = parseEscrowBatch(batch);
+    return this.#send("release the batch", async () => this.#escrow.getFunction("release")(batchTuple(b)), options);
   }
 
   /** Starts a dispute with the known signed commitments (job-major, zero where unknown). */
@@ -320,6 +407,91 @@ export class EscrowV2Client {
     );
   }
 
+  /**
+   * The `Settled` events since the escrow's deployment (of one batch when `batchId` is given), read in pages
+   * of at most `logRangeBlocks` blocks.
+   */
+  async settlements(batchId?: string, options: CallOptions = {}): Promise<BatchSettlement[]> {
+    return runChainCall(
+      "read settlements",
+      async () => {
+        const logs = await this.#logs(this.#escrow.filters.Settled!(batchId ?? null), options);
+        return logs.map((log) => {
+          const a = parseArgs(settledArgs, log);
+          const winners = Number(a.winners);
+          return {
+            batchId: a.batchId,
+            winners,
+            slashed: a.slashed,
+            blockNumber: log.blockNumber,
+            txHash: log.transactionHash,
+          };
+        });
+      },
+      options,
+    );
+  }
+
+  /**
+   * The dispute of `batch` from its events (`Proposed`, `CommitmentsAdded`, `Revealed`, `Equivocated`), or
+   * `undefined` when nobody proposed a settlement of it.
+   *
+   * @throws ChainError `CHAIN_INVALID_RESPONSE` when the events do not fit the batch (a malicious endpoint).
+   */
+  async dispute(batch: EscrowBatch, options: CallOptions = {}): Promise<BatchDispute | undefined> {
+    const b = parseEscrowBatch(batch);
+    const id = batchIdOf(b);
+    const k = b.providers.length;
+    return runChainCall(
+      "read the dispute",
+      async () => {
+        const f = this.#escrow.filters;
+        const [proposed, added, revealed, equivocated] = await Promise.all([
+          this.#logs(f.Proposed!(id), options),
+          this.#logs(f.CommitmentsAdded!(id), options),
+          this.#logs(f.Revealed!(id), options),
+          this.#logs(f.Equivocated!(id), options),
+        ]);
+        if (proposed.length === 0) return undefined;
+        const p = parseArgs(proposedArgs, proposed[0]!);
+        if (proposed.length > 1 || p.commitments.length !== b.jobs * k) {
+          throw new ChainError("CHAIN_INVALID_RESPONSE", "The escrow's Proposed events do not fit the batch");
+        }
+        const commitments = [...p.commitments];
+        const seats: number[] = [];
+        for (const log of added) {
+          const a = parseArgs(addedArgs, log);
+          const seat = Number(a.seat);
+          if (seat >= k || a.column.length !== b.jobs) {
+            throw new ChainError("CHAIN_INVALID_RESPONSE", "A CommitmentsAdded event does not fit the batch");
+          }
+          a.column.forEach((c, j) => {
+            commitments[j * k + seat] = c;
+          });
+          seats.push(seat);
+        }
+        const openings = new Map<number, BatchOpening>();
+        for (const log of revealed) {
+          const a = parseArgs(revealedArgs, log);
+          openings.set(Number(a.position), { outputsRoot: a.outputsRoot, salt: a.salt });
+        }
+        return {
+          proposer: p.proposer,
+          commitments,
+          commitBy: Number(p.commitBy),
+          added: seats,
+          revealed: openings,
+          equivocated: equivocated.map((log) => Number(parseArgs(equivocatedArgs, log).seat)),
+        };
+      },
+      options,
+    );
+  }
+
+  async #logs(filter: Parameters<Contract["queryFilter"]>[0], options: CallOptions): Promise<(EventLog | Log)[]> {
+    return queryLogPages(this.#escrow, this.#provider, filter, this.deploymentBlock, this.#logRange, options);
+  }
+
   #domain() {
     return escrowV2Domain(this.chainId, this.escrowAddress);
   }
@@ -343,4 +515,16 @@ export class EscrowV2Client {
     this.#queue = run.catch(() => undefined);
     return run;
   }
+}
+
+/** An event's decoded arguments, checked against `schema`. */
+function parseArgs<T>(schema: z.ZodType<T>, log: EventLog | Log): T {
+  const args = (log as { args?: { toObject?: () => Record<string, unknown> } }).args;
+  const parsed = args?.toObject ? schema.safeParse(args.toObject()) : undefined;
+  if (!parsed?.success) {
+    throw new ChainError("CHAIN_INVALID_RESPONSE", "An escrow event could not be decoded", {
+      ...(parsed ? { cause: parsed.error } : {}),
+    });
+  }
+  return parsed.data;
 }

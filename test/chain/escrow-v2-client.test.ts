@@ -13,6 +13,7 @@ import { type BatchOpening, deployEscrowV2, EscrowV2Client } from "../../src/cha
 import { type LocalChain, startLocalChain } from "../../src/chain/local-chain.js";
 import { createRpcProvider } from "../../src/chain/rpc.js";
 import { UserError } from "../../src/qube/errors.js";
+import { startRpcProxy } from "../helpers/rpc-proxy.js";
 
 const E18 = 10n ** 18n;
 const hex32 = (n: number) => `0x${n.toString(16).padStart(64, "0")}`;
@@ -26,6 +27,8 @@ describe("chain: EscrowV2Client (real EDR chain on 127.0.0.1)", function () {
   let requestor: EscrowV2Client;
   let seats: EscrowV2Client[];
   let nonce = 1n;
+  /** The disputed batch of the dispute test, its final commitments and seat 2's opening (read back later). */
+  let disputed: { batch: EscrowBatch; commitments: string[]; opening: BatchOpening } | undefined;
 
   before(async () => {
     chain = await startLocalChain({ accounts: 5 });
@@ -120,6 +123,70 @@ describe("chain: EscrowV2Client (real EDR chain on 127.0.0.1)", function () {
     await provider.send("evm_increaseTime", [101]);
     await seats[2]!.finalize(batch, full, st.openings[0]!);
     expect(await seats[2]!.balance()).to.equal(before + 2n * E18 + E18);
+    disputed = { batch, commitments: full, opening: st.openings[0]![2]! };
+  });
+
+  it("release pays every seat in full; settlements and disputes are read from the deployment block in pages", async () => {
+    const batch = await newBatch(2);
+    await requestor.open(batch, await Promise.all(seats.map((s) => s.signAccept(batch))));
+    const before = await Promise.all(seats.map((s) => s.balance()));
+    const released = await requestor.release(batch);
+    const after = await Promise.all(seats.map((s) => s.balance()));
+    // price 2 and stake 1 per job, two jobs: the stake was locked at open, so the balance grows by 6
+    for (const [i, b] of after.entries()) expect(b - before[i]!).to.equal(6n * E18);
+    expect((await requestor.batchState(batch)).status).to.equal("settled");
+    // the chain moves far past the deployment block; the endpoint accepts at most 50 blocks per eth_getLogs
+    await provider.send("hardhat_mine", ["0x12c"]);
+    const proxy = await startRpcProxy(chain.rpcUrl, { maxLogRange: 50 });
+    const reader = await EscrowV2Client.connect({
+      rpcUrl: proxy.url,
+      privateKey: chain.accounts[4]!.privateKey,
+      escrow: requestor.escrowAddress,
+    });
+    try {
+      const all = await reader.settlements();
+      expect(proxy.logRanges[0]!.from).to.equal(reader.deploymentBlock);
+      expect(
+        proxy.logRanges.some((r) => r.refused),
+        "the default range is narrowed",
+      ).to.equal(true);
+      // every settlement of the earlier tests (settle, finalize) and this release, as the direct endpoint has them
+      expect(all).to.deep.equal(await requestor.settlements());
+      expect(all.map((x) => x.batchId)).to.include.members([batchIdOf(disputed!.batch), batchIdOf(batch)]);
+      expect(all.length).to.be.greaterThan(2);
+      const mine = await reader.settlements(batchIdOf(batch));
+      expect(mine).to.deep.equal([
+        {
+          batchId: batchIdOf(batch),
+          winners: 6,
+          slashed: 0n,
+          blockNumber: released.blockNumber,
+          txHash: released.hash,
+        },
+      ]);
+      // once narrowed, later reads stay within what the endpoint accepts
+      proxy.logRanges.length = 0;
+      const dispute = await reader.dispute(disputed!.batch);
+      expect(proxy.logRanges.length).to.be.greaterThan(4 * 6);
+      expect(proxy.logRanges.filter((r) => r.refused)).to.deep.equal([]);
+      expect(dispute?.proposer).to.equal(requestor.address);
+      expect(dispute?.commitments).to.deep.equal(disputed!.commitments);
+      expect(dispute?.added).to.deep.equal([2]);
+      expect([...dispute!.revealed]).to.deep.equal([[2, disputed!.opening]]);
+      expect(dispute?.equivocated).to.deep.equal([]);
+      expect(dispute!.commitBy).to.be.greaterThan(0);
+      expect(await reader.dispute(batch)).to.equal(undefined);
+    } finally {
+      reader.close();
+      await proxy.close();
+    }
+    const bad = await EscrowV2Client.connect({
+      rpcUrl: chain.rpcUrl,
+      privateKey: chain.accounts[4]!.privateKey,
+      escrow: requestor.escrowAddress,
+      logRangeBlocks: 0,
+    }).catch((e: unknown) => e);
+    expect(bad).to.be.instanceOf(UserError);
   });
 
   it("reverts come back as typed errors with the decoded custom error", async () => {
