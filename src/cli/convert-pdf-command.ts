@@ -23,7 +23,7 @@ import { describePayment, glm } from "./payment-report.js";
 import { useDevnetProfile } from "./profile-hook.js";
 import { shortPeer } from "./progress.js";
 import { addNetworkOptions, type NetworkFlags, networkOptionsFrom } from "./run-command.js";
-import { parseCount, parseDuration } from "./units.js";
+import { parseCount, parseDuration, parseSize } from "./units.js";
 
 interface ConvertFlags extends PaymentFlags, NetworkFlags {
   allowPublicRpc?: boolean;
@@ -34,6 +34,7 @@ interface ConvertFlags extends PaymentFlags, NetworkFlags {
   dpi: number;
   maxPages: number;
   timeout: number;
+  memory: number;
   image: string;
   imageArchive?: string;
   ship: boolean;
@@ -67,6 +68,11 @@ export function registerConvertPdfCommand(program: Command): void {
         .argParser(parseDuration)
         .default(120_000, "120s"),
     )
+    .addOption(
+      new Option("--memory <size>", "memory limit of the rendering (it holds the rendered pages)")
+        .argParser(parseSize)
+        .default(512 * 1024 * 1024, "512m"),
+    )
     .option("--image <ref>", "the renderer image (built by npm run images:debian)", PDF_IMAGE)
     .option("--image-archive <file>", "ship this archive of the renderer image instead of the local one")
     .option("--no-ship", "do not ship the image: only providers that have it can convert")
@@ -95,7 +101,7 @@ export function registerConvertPdfCommand(program: Command): void {
   addNetworkOptions(command);
 }
 
-function describe(event: ConvertEvent): string | undefined {
+function describe(event: ConvertEvent, failed: ReadonlySet<string>): string | undefined {
   if (event.type === "page") return `  page ${event.page}/${event.pages} rebuilt from verified pixels`;
   if (event.type === "rendered") return `rendered ${event.pages} pages; ${event.agreeing} providers agree bitwise`;
   const e = event.event;
@@ -104,7 +110,10 @@ function describe(event: ConvertEvent): string | undefined {
   if (e.type === "providerFailed") return `  ${shortPeer(e.provider)} failed: ${e.code}: ${e.details ?? e.message}`;
   if (e.type === "budgetLocked")
     return `  budget ${glm(e.budget)} locked in escrow for ${e.providers.length} providers (tx ${e.txHash})`;
-  if (e.type === "providerMarked") return `  ${shortPeer(e.provider)} returned different pixels: outvoted and marked`;
+  if (e.type === "providerMarked")
+    return failed.has(e.provider)
+      ? `  ${shortPeer(e.provider)} committed but did not reveal its pixels: marked`
+      : `  ${shortPeer(e.provider)} returned different pixels: outvoted and marked`;
   return undefined;
 }
 
@@ -161,6 +170,7 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
       }
     }
     const maxPrice = flags.maxPrice;
+    const failed = new Set<string>();
     const started = Date.now();
     const report = await convertPdf(requestor, identity, input, output, {
       dpi: flags.dpi,
@@ -168,6 +178,7 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
       redundancy: flags.redundancy,
       tier: flags.tier,
       wallTimeMs: flags.timeout,
+      memoryBytes: flags.memory,
       imageRef: flags.image,
       ...(image ? { image } : {}),
       ...(maxPrice !== undefined ? { filter: (c) => c.price <= maxPrice } : {}),
@@ -181,7 +192,8 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
         } else {
           if (event.type === "run" && event.event.type === "paymentClosed")
             writeLines(describePayment(event.event.report, names));
-          const line = describe(event);
+          if (event.type === "run" && event.event.type === "providerFailed") failed.add(event.event.provider);
+          const line = describe(event, failed);
           if (line) process.stderr.write(`${line}\n`);
         }
       },

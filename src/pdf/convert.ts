@@ -22,6 +22,8 @@ export const PDF_IMAGE = "airqube/pdf:latest";
 /** Exit codes of the rendering script. */
 const UNRENDERABLE_EXIT = 3;
 const TOO_MANY_PAGES_EXIT = 4;
+/** Largest scratch space (the tmpfs the pages are written to) asked for: what providers offer by default. */
+const MAX_SCRATCH_BYTES = 1024 * 1024 * 1024;
 /** Largest PDF accepted as input. */
 export const MAX_PDF_BYTES = 256 * 1024 * 1024;
 
@@ -142,7 +144,9 @@ export async function convertPdf(
       limits: {
         wallTimeMs: options.wallTimeMs ?? 120_000,
         memoryBytes: options.memoryBytes ?? 512 * 1024 * 1024,
-        scratchBytes: 64 * 1024 * 1024,
+        // /output is a tmpfs of this size: it must hold every page, or pdftoppm (which ignores write errors)
+        // leaves a truncated bitmap; the pages are charged to the memory limit, which then stops it clearly
+        scratchBytes: Math.min(MAX_SCRATCH_BYTES, Math.max(64 * 1024 * 1024, pageBytes * maxPages)),
         outputBytes: Math.min(4 * 1024 ** 3, pageBytes * maxPages),
         outputFiles: maxPages,
       },
@@ -167,6 +171,14 @@ export async function convertPdf(
       if (outcome.exitCode === TOO_MANY_PAGES_EXIT)
         throw new UserError("PDF_TOO_MANY_PAGES", "The PDF has more pages than allowed", {
           details: `${outcome.stderrTail.trim()}; at most ${maxPages} (--max-pages)`,
+        });
+      if (outcome.kind === "oom")
+        throw new UserError("PDF_RENDER_OOM", "Rendering the PDF needs more memory than the qube was given", {
+          details: `the rendered pages are held in memory until they are sent: lower --dpi or --max-pages, or raise --memory (${Math.round((options.memoryBytes ?? 512 * 1024 * 1024) / 1024 / 1024)} MiB now)`,
+        });
+      if (outcome.kind === "timeout")
+        throw new UserError("PDF_RENDER_TIMEOUT", "Rendering the PDF took longer than allowed", {
+          details: `raise --timeout (${Math.round((options.wallTimeMs ?? 120_000) / 1000)} s now) or lower --dpi`,
         });
       throw new UserError("PDF_UNRENDERABLE", "The PDF could not be rendered: it is damaged or not a PDF", {
         details: outcome.kind === "exited" ? outcome.stderrTail.trim().slice(0, 500) : `the renderer ${outcome.kind}`,
