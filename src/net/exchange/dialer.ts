@@ -231,7 +231,12 @@ export class ExchangeSession {
    */
   async reveal(outputDir: string, options: { signal?: AbortSignal } = {}): Promise<RevealedResult> {
     if (!this.commitment) throw new PeerError("COMMITMENT_MISSING", "No commitment to reveal against");
-    const signal = withDeadline(NEGOTIATION_TIMEOUT_MS * 4, options.signal);
+    // the outputs come within this deadline too: it grows with their cap at 1 MiB/s (a stalled frame still fails
+    // after TRANSFER_FRAME_TIMEOUT_MS); a fixed 60 s cut the reveal of 100 MB of pages from 3 providers at once
+    const signal = withDeadline(
+      NEGOTIATION_TIMEOUT_MS * 4 + Math.ceil(this.spec.spec.limits.outputBytes / 1024),
+      options.signal,
+    );
     try {
       await this.wire.send({ type: "reveal-request" }, { signal });
       const message = await this.wire.receive(revealSchema, { signal });
