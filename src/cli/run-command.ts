@@ -27,7 +27,7 @@ import { shippedImageFrom } from "./image-options.js";
 import { interruptHandler, reportInterrupted } from "./interrupt.js";
 import { cliLogger } from "./logger.js";
 import { printJson, reportError } from "./output.js";
-import { defaultRequestorDir } from "./paths.js";
+import { declaredOutputs, defaultRequestorDir } from "./paths.js";
 import { type PaymentFlags, paymentSettingsFrom } from "./payment-options.js";
 import { describePayment, glm } from "./payment-report.js";
 import { useDevnetProfile } from "./profile-hook.js";
@@ -303,7 +303,7 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
         command,
         env,
         ...(flags.input ? { inputDir: flags.input } : {}),
-        outputs: flags.out ?? ["result"],
+        outputs: declaredOutputs(flags.out ?? ["result"], flags.output),
         tier: flags.tier,
         limits: { wallTimeMs: flags.timeout, memoryBytes: flags.memory, milliCpus: Math.round(flags.cpus * 1000) },
         redundancy: { mode: "fixed", k: flags.redundancy, quorum },

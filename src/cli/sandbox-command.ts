@@ -8,7 +8,6 @@ import { mkdir, mkdtemp, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { UserError } from "../qube/errors.js";
-import { relativePathProblem } from "../qube/paths.js";
 import { missingOutputs } from "../requestor/outcome.js";
 import type { Sandbox, SandboxResult, Tier } from "../sandbox/api.js";
 import { ContainerSandbox } from "../sandbox/container-sandbox.js";
@@ -22,6 +21,7 @@ import {
   TIMEOUT_EXIT,
 } from "./exit-status.js";
 import { printJson, reportError } from "./output.js";
+import { declaredOutputs } from "./paths.js";
 import { parseCount, parseDuration, parsePositive, parseSize } from "./units.js";
 
 interface RunFlags {
@@ -95,22 +95,6 @@ export function registerSandboxCommand(program: Command): void {
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
-}
-
-/** Checks `--out` values: relative paths under /output (the same meaning as in `airqube run`). */
-export function declaredOutputs(out: string[], output: string | undefined): string[] {
-  if (out.length > 0 && !output)
-    throw new UserError("OUTPUT_DIR_MISSING", "--out needs --output", {
-      details: "pass --output DIR: /output/PATH lands at DIR/PATH",
-    });
-  for (const path of out) {
-    const problem = relativePathProblem(path);
-    if (problem !== undefined)
-      throw new UserError("OUT_INVALID", "--out is a path under /output", {
-        details: `"${path}": ${problem}; e.g. --out result.txt for /output/result.txt`,
-      });
-  }
-  return out;
 }
 
 /** Moves what the sandbox unpacked under `staging/output/` to `dir`, refusing to overwrite anything. */

@@ -146,6 +146,28 @@ describe("cli: airqube", function () {
     expect(stderr).to.contain("BOOTSTRAP_MISSING");
   });
 
+  it("run: --out means what it means in sandbox run, and an absolute path is the same OUT_INVALID line", async () => {
+    const { code, stderr } = await airqube([
+      "run",
+      "--bootstrap",
+      "/ip4/127.0.0.1/tcp/1/p2p/x",
+      "--image",
+      "airqube/busybox:latest",
+      "--output",
+      tmp("aq-cli-"),
+      "--data-dir",
+      tmp("aq-cli-req-"),
+      "--out",
+      "/output/a.txt",
+      "--",
+      "true",
+    ]);
+    expect(code).to.equal(125);
+    expect(stderr.trim().split("\n").at(-1)).to.equal(
+      'airqube: --out is a path under /output: "/output/a.txt": is absolute; e.g. --out result.txt for /output/result.txt [OUT_INVALID]',
+    );
+  });
+
   it("provider status on an empty data directory explains itself", async () => {
     const { code, stderr } = await airqube(["provider", "status", "--data-dir", tmp("aq-cli-prov-")]);
     expect(code).to.equal(125);
