@@ -4,6 +4,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { expect } from "chai";
+import { formatUnits } from "ethers";
 import { ChainError } from "../../src/chain/errors.js";
 import { Devnet } from "../../src/devnet/devnet.js";
 import { JobLedger } from "../../src/provider/ledger.js";
@@ -136,6 +137,14 @@ describe("cli: airqube run pays on agreement @docker", function () {
       settleTx: report.settleTx,
       budget: report.budget,
     });
+
+    // one figure: `provider status` and `provider earnings` print the same credited amount (price + stake back)
+    const provider = devnet.providers[0]!.dataDir;
+    const figure = `  credited by the escrow: ${formatUnits(price + stake, 18)} GLM over 1 credit (prices paid plus stakes returned)`;
+    const status = await airqube(["provider", "status", "--data-dir", provider]);
+    const earnings = await airqube(["provider", "earnings", "--data-dir", provider]);
+    expect(status.stdout.split("\n"), status.stderr).to.include(figure);
+    expect(earnings.stdout.split("\n"), earnings.stderr).to.include(figure);
   });
 
   it("settles on start what a crashed run left open (settings from the environment), and the journal shows it", async () => {

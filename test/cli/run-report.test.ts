@@ -3,6 +3,7 @@ import { describePayment } from "../../src/cli/payment-report.js";
 import { AnswerCounter, describeFailure, plainProgressLine } from "../../src/cli/progress.js";
 import { earnedLine } from "../../src/cli/provider-command.js";
 import { AdmissionRefusedError } from "../../src/net/exchange/errors.js";
+import { voteKey } from "../../src/requestor/outcome.js";
 import type { PaymentReport } from "../../src/requestor/payments.js";
 
 const provider = "12D3KooWDFmfdTcMeWACRhr5bpM4kQCw6KUQM5voRjcuhy8bnvn1";
@@ -79,5 +80,15 @@ describe("cli: the provider's one earnings figure is named for what it is", () =
       "credited by the escrow: 0.0724 GLM over 6 credits (prices paid plus stakes returned)",
     );
     expect(earnedLine(0n, 1)).not.to.match(/^earned/);
+  });
+});
+
+describe("cli: VERIFIED means the providers agree on the outcome, not only on the outputs", () => {
+  it("the vote is the outputs root and how the process ended: another exit status or a time-out dissents", () => {
+    const root = `sha256:${"a".repeat(64)}`;
+    const exited3 = voteKey({ outputsRoot: root, exitCode: 3, statement: undefined });
+    expect(exited3).to.equal(`${root}#exited:3`);
+    expect(voteKey({ outputsRoot: root, exitCode: 0, statement: undefined })).not.to.equal(exited3);
+    expect(voteKey({ outputsRoot: root, exitCode: -1, statement: undefined })).to.equal(`${root}#unknown:-`);
   });
 });
