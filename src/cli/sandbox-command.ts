@@ -4,7 +4,7 @@
  * is named and fails the command (exit 123). The exit status follows `exit-status.ts`.
  */
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, rename, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rename, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { UserError } from "../qube/errors.js";
@@ -134,6 +134,8 @@ async function runSandbox(command: string[], flags: RunFlags): Promise<number> {
   process.once("SIGTERM", onSignal);
   let sandbox: Sandbox | undefined;
   let staging: string | undefined;
+  let createdOutput = false;
+  let failed = false;
   try {
     if (flags.tier !== "container" && flags.tier !== "gvisor" && flags.tier !== "microvm")
       throw new UserError("TIER_UNKNOWN", `Unknown tier "${flags.tier}"`, {
@@ -148,6 +150,8 @@ async function runSandbox(command: string[], flags: RunFlags): Promise<number> {
     const declared = declaredOutputs(flags.out, flags.output);
     const outputs = declared.length > 0 ? declared.map((p) => `/output/${p}`) : flags.output ? ["/output"] : [];
     if (flags.output) {
+      // a run that fails leaves nothing behind, not even the directory it made for the outputs
+      createdOutput = !existsSync(flags.output);
       await mkdir(flags.output, { recursive: true });
       staging = await mkdtemp(join(flags.output, ".airqube-staging-"));
     }
@@ -197,11 +201,14 @@ async function runSandbox(command: string[], flags: RunFlags): Promise<number> {
     }
     return status;
   } catch (error) {
+    failed = true;
     return reportError(error, Boolean(flags.json));
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     if (staging) await rm(staging, { recursive: true, force: true });
+    // only an empty directory goes (rmdir refuses anything else)
+    if (failed && createdOutput && flags.output) await rmdir(flags.output).catch(() => undefined);
     await sandbox?.close();
   }
 }

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -120,6 +121,25 @@ describe("cli: airqube", function () {
       ]);
       expect(code).to.equal(124);
       expect(stderr).to.contain("airqube: the qube was killed at its 1 s time-out (exit status 124)");
+    });
+
+    it("too many output files: OUTPUT_TOO_MANY_FILES, exit 125, and nothing on disk (not even the --output it made)", async () => {
+      const output = join(tmp("aq-cli-many-"), "out");
+      const { code, stderr } = await airqube([
+        "sandbox",
+        "run",
+        "--image",
+        "airqube/busybox:latest",
+        "--output",
+        output,
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -le 1000 ]; do : > /output/f$i; i=$((i+1)); done",
+      ]);
+      expect(code, stderr).to.equal(125);
+      expect(stderr.trim().split("\n").at(-1)).to.match(/\[OUTPUT_TOO_MANY_FILES\]$/);
+      expect(existsSync(output), "the output directory").to.equal(false);
     });
 
     it("exits 125 with a one-line explanation when the sandbox fails", async () => {
