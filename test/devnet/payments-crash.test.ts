@@ -298,9 +298,13 @@ describe("payments: crashes and faults on a devnet with a chain @docker", functi
       settleWindowS: 30,
       ...extra,
     });
-    for (let i = 0; i < 100 && market.offers.list().length < devnet.providers.length; i++) {
+    // every provider's offer (up to 150 s on a loaded machine; at once when they are all there)
+    for (
+      const until = Date.now() + 60_000;
+      market.offers.list().length < devnet.providers.length && Date.now() < until;
+    ) {
       await market.offers.queryConnected();
-      await sleep(100);
+      await sleep(200);
     }
     const requestor = new Requestor({ market, dataDir, payments, commitGraceMs: 5_000, settleWaitMs: 60_000 });
     const seal = (command: string) =>
@@ -380,6 +384,44 @@ describe("payments: crashes and faults on a devnet with a chain @docker", functi
       await client.close();
       await proxy.close();
     }
+  });
+
+  it("an RPC that refuses wide eth_getLogs ranges: a paid run settles through it, its reads narrowed from the deployment block", async () => {
+    const MAX = 8;
+    const chain = devnet.chain!;
+    // more blocks since the deployment than the endpoint accepts in one read (evm_mine: after hardhat_mine's blocks,
+    // a second apart, the job's lock reverted with AirqubeEscrowInvalidDeadlines here)
+    const deployed = Number(await new Contract(chain.escrow, airqubeEscrowAbi, rpc).getFunction("deploymentBlock")());
+    while ((await rpc.getBlockNumber()) - deployed < 4 * MAX) await rpc.send("evm_mine", []);
+    const before = await requestorWealth();
+    const dataDir = tmp("aq-crash-range-");
+    const proxy = await startRpcProxy(chain.rpcUrl, { maxLogRange: MAX });
+    // the default range (2 000 blocks): the client narrows it when the endpoint refuses
+    const client = await requestorWith(dataDir, proxy.url);
+    let job: EscrowJob;
+    try {
+      const report = await client.requestor.run(await client.seal(`echo range-${Date.now()} > /output/result`), {
+        outputDir: tmp("aq-crash-out-"),
+      });
+      expect(report.status).to.equal("verified");
+      expect(report.payments?.map((p) => p.status)).to.deep.equal(["settled"]);
+      const [entry, ...others] = journalJobs(dataDir);
+      expect(others).to.deep.equal([]);
+      expect(entry!.state).to.equal("settled");
+      job = entry!.parsed;
+      const refused = proxy.logRanges.filter((r) => r.refused);
+      const accepted = proxy.logRanges.filter((r) => !r.refused);
+      expect(refused.length, "the endpoint refused the first, wide reads").to.be.greaterThan(0);
+      expect(accepted.length).to.be.greaterThan(0);
+      expect(Math.min(...proxy.logRanges.map((r) => r.from)), "reads start at the deployment block").to.equal(deployed);
+      for (const r of accepted) expect(r.to - r.from + 1).to.be.at.most(MAX);
+    } finally {
+      await client.close();
+      await proxy.close();
+    }
+    await expectAllPaid(job);
+    expect(await requestorWealth()).to.equal(before - 3n * job.price);
+    await expectNothingStuck();
   });
 
   it("the chain down mid-qube and back with its state: a chain error or a result, then nothing left open", async () => {
