@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { describeEnd, exitStatusOf } from "../../src/cli/exit-status.js";
 import { describePayment } from "../../src/cli/payment-report.js";
 import { AnswerCounter, describeFailure, plainProgressLine } from "../../src/cli/progress.js";
 import { earnedLine } from "../../src/cli/provider-command.js";
@@ -90,5 +91,24 @@ describe("cli: VERIFIED means the providers agree on the outcome, not only on th
     expect(exited3).to.equal(`${root}#exited:3`);
     expect(voteKey({ outputsRoot: root, exitCode: 0, statement: undefined })).not.to.equal(exited3);
     expect(voteKey({ outputsRoot: root, exitCode: -1, statement: undefined })).to.equal(`${root}#unknown:-`);
+  });
+});
+
+describe("cli: exit statuses like docker run's", () => {
+  it("the qube's own code; 124 time-out, 137 OOM or killed, 123 a declared output missing after exit 0, 125 unknown", () => {
+    const none: string[] = [];
+    expect(exitStatusOf({ kind: "exited", exitCode: 3, missingOutputs: ["result"] })).to.equal(3);
+    expect(exitStatusOf({ kind: "exited", exitCode: 0, missingOutputs: ["result"] })).to.equal(123);
+    expect(exitStatusOf({ kind: "exited", exitCode: 0, missingOutputs: none })).to.equal(0);
+    expect(exitStatusOf({ kind: "timeout", exitCode: null, missingOutputs: ["result"] })).to.equal(124);
+    expect(exitStatusOf({ kind: "oom", exitCode: null, missingOutputs: none })).to.equal(137);
+    expect(exitStatusOf({ kind: "killed", exitCode: null, missingOutputs: none })).to.equal(137);
+    expect(exitStatusOf({ kind: "unknown", exitCode: null, missingOutputs: none })).to.equal(125);
+    expect(describeEnd({ kind: "oom", exitCode: null })).to.equal(
+      "the qube was killed at its memory limit (out of memory)",
+    );
+    expect(describeEnd({ kind: "exited", exitCode: 143 })).to.equal(
+      "the qube exited with status 143 (killed by signal 15 SIGTERM)",
+    );
   });
 });
