@@ -37,7 +37,7 @@ import { OFFER_TOPIC } from "./offers/constants.js";
 import { OFFER_TOPIC_SCORE, offerTopicValidator } from "./offers/validator.js";
 
 /** Largest yamux receive window of a stream (yamux's default grows to 16 MiB; see src/net/wire.ts). */
-export const MAX_STREAM_WINDOW_BYTES = 1024 * 1024;
+export const MAX_STREAM_WINDOW_BYTES = 512 * 1024;
 
 export { assertLoopback, parseMultiaddr } from "./addresses.js";
 

@@ -47,37 +47,40 @@ function wrap(error: unknown, signal?: AbortSignal): AirqubeError {
 }
 
 /**
- * Flow control: received bytes not read yet above which the stream is paused. libp2p's byte stream buffers
- * whatever arrives (yamux grants window on receipt, not on reading) and aborts the stream past 4 MiB, so a
- * sender faster than the reader (outputs of a few MiB while the requestor writes them to disk) broke the
- * stream ("Read buffer overflow"). Paused, yamux grants no more window (capped at MAX_STREAM_WINDOW_BYTES,
- * src/net/node.ts), so the sender stops. Twice the largest frame: a paused buffer always holds a whole frame.
+ * Flow control: received bytes not read yet above which the stream is paused (at least the largest frame plus
+ * its length prefix, so a paused buffer always holds a whole frame and the next read never waits on a paused
+ * stream). libp2p's byte stream buffers whatever arrives (yamux grants window on receipt, not on reading) and
+ * aborts the stream past 4 MiB, so a sender faster than the reader (outputs of a few MiB while the requestor
+ * writes them to disk) broke the stream ("Read buffer overflow"). Paused, yamux grants no more window: at most
+ * the window granted before (2 x MAX_STREAM_WINDOW_BYTES, src/net/node.ts) arrives on top of this.
  */
-const PAUSE_ABOVE_BYTES = 2 * 1024 * 1024 + 65_536;
+const MIN_PAUSE_ABOVE_BYTES = 1024 * 1024;
 
 const varintLength = (n: number) => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5);
 
 /** A framed, validated view of one libp2p stream. */
 export class Wire {
   private readonly lp: LengthPrefixedStream<Stream>;
-  /** Bytes received and not read yet (see {@link PAUSE_ABOVE_BYTES}). */
+  /** Bytes received and not read yet (see {@link MIN_PAUSE_ABOVE_BYTES}). */
   private unread = 0;
+  private readonly pauseAbove: number;
 
   constructor(
     readonly stream: Stream,
     private readonly options: WireOptions,
   ) {
     this.lp = lpStream(stream, { maxDataLength: options.maxFrameBytes });
+    this.pauseAbove = Math.max(MIN_PAUSE_ABOVE_BYTES, options.maxFrameBytes + 8);
     if (typeof stream.pause === "function")
       stream.addEventListener("message", (event) => {
         this.unread += event.data.byteLength;
-        if (this.unread > PAUSE_ABOVE_BYTES && stream.readStatus === "readable") stream.pause();
+        if (this.unread > this.pauseAbove && stream.readStatus === "readable") stream.pause();
       });
   }
 
   /** Resumes a paused stream once the frames it buffered have been read (before a read that may wait). */
   private resumeIfDrained(): void {
-    if (this.unread <= PAUSE_ABOVE_BYTES && this.stream.readStatus === "paused") {
+    if (this.unread <= this.pauseAbove && this.stream.readStatus === "paused") {
       try {
         this.stream.resume();
       } catch {
