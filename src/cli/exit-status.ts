@@ -6,12 +6,31 @@
  * | status | meaning |
  * |---|---|
  * | 0-255 | the qube's exit code (126 not executable, 127 command not found, 128+n killed by signal n) |
- * | 123 | the qube exited 0 but a declared `--out` output was never written |
+ * | 123 | the qube's outputs were not delivered: it exited 0 but a declared `--out` output was never written, or the sandbox refused its outputs for breaking an output limit or rule (the line names it, e.g. `OUTPUT_TOO_MANY_FILES`) |
  * | 124 | the qube was killed at its `--timeout` (like timeout(1)) |
  * | 125 | Airqube failed: no provider, not enough providers, no consensus, chain, sandbox, bad input |
  * | 137 | the qube was killed at its memory limit (OOM) or by a signal Airqube could not name |
  */
+import { AirqubeError, OUTPUT_REFUSALS, type OutputRefusal } from "../qube/index.js";
 import type { QubeOutcome } from "../requestor/outcome.js";
+import { OUTPUT_FAILURES } from "../sandbox/channel.js";
+
+/** The refusal an error of a sandbox run is, when the qube's outputs broke an output limit or rule. */
+export function outputRefusalOf(error: unknown): OutputRefusal | undefined {
+  return error instanceof AirqubeError && (OUTPUT_REFUSALS as readonly string[]).includes(error.code)
+    ? (error.code as OutputRefusal)
+    : undefined;
+}
+
+/** A refusal code with what it means, e.g. `OUTPUT_TOO_MANY_FILES (more files or directories than the limit)`. */
+export function outputRefusalText(code: OutputRefusal | undefined): string {
+  const known = Object.values(OUTPUT_FAILURES).find(([name]) => name === code);
+  if (!known) return code ?? "reason not given";
+  return `${known[0]} (${known[1]
+    .replace(/^The qube's outputs /, "")
+    .replace(/^An? /, "an ")
+    .toLowerCase()})`;
+}
 
 export const OUTPUT_MISSING_EXIT = 123;
 export const TIMEOUT_EXIT = 124;
@@ -23,6 +42,8 @@ const SIGNALS: Record<number, string> = { 1: "SIGHUP", 2: "SIGINT", 6: "SIGABRT"
 /** The exit status for a qube outcome (see the table above). */
 export function exitStatusOf(outcome: Pick<QubeOutcome, "kind" | "exitCode" | "missingOutputs">): number {
   switch (outcome.kind) {
+    case "outputs-refused":
+      return OUTPUT_MISSING_EXIT;
     case "timeout":
       return TIMEOUT_EXIT;
     case "oom":
@@ -44,10 +65,12 @@ export function exitStatusOf(outcome: Pick<QubeOutcome, "kind" | "exitCode" | "m
  * describeEnd({ kind: "timeout", exitCode: null }, { timeoutMs: 2000 }); // "the qube was killed at its 2 s time-out"
  */
 export function describeEnd(
-  outcome: Pick<QubeOutcome, "kind" | "exitCode">,
+  outcome: Pick<QubeOutcome, "kind" | "exitCode" | "outputRefusal">,
   limits: { timeoutMs?: number } = {},
 ): string {
   switch (outcome.kind) {
+    case "outputs-refused":
+      return `the qube's outputs were refused, none delivered: ${outputRefusalText(outcome.outputRefusal)}`;
     case "timeout":
       return `the qube was killed at its ${limits.timeoutMs !== undefined ? `${limits.timeoutMs / 1000} s ` : ""}time-out`;
     case "oom":

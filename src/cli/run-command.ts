@@ -171,7 +171,8 @@ export function registerRunCommands(program: Command): void {
         "  escrow jobs an earlier run left open are settled (or reclaimed) first.\n" +
         "\nExit status (like docker run): the qube's exit code (127: command not found, 128+n: killed by signal n);\n" +
         `  ${TIMEOUT_EXIT}: the qube was killed at --timeout; 137: killed at the memory limit;\n` +
-        `  ${OUTPUT_MISSING_EXIT}: the qube exited 0 but a declared --out was never written;\n` +
+        `  ${OUTPUT_MISSING_EXIT}: outputs not delivered: the qube exited 0 but a declared --out was never written,\n` +
+        "    or the providers agree that its outputs broke a limit (e.g. OUTPUT_TOO_MANY_FILES; they are paid);\n" +
         `  ${AIRQUBE_ERROR_EXIT}: Airqube failed (no provider, not enough providers, no consensus, chain, bad input).`,
     )
     .action(async (command: string[], flags: RunFlags) => {
@@ -410,7 +411,7 @@ export function describeResult(
     for (const a of result.answers) {
       const end = a.statement?.payload;
       lines.push(
-        `  ${shortPeer(a.provider)} answered ${a.outputsRoot.slice(0, 19)}…: ${end ? describeEnd({ kind: end.outcome, exitCode: end.exitCode }) : `exit code ${a.exitCode}`}`,
+        `  ${shortPeer(a.provider)} answered ${a.outputsRoot.slice(0, 19)}…: ${end ? describeEnd({ kind: end.outcome, exitCode: end.exitCode, ...(end.outputRefusal ? { outputRefusal: end.outputRefusal } : {}) }) : `exit code ${a.exitCode}`}`,
       );
     }
   for (const f of result.failures) lines.push(describeFailure(f));

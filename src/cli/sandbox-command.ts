@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rename, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
-import { UserError } from "../qube/errors.js";
+import { type AirqubeError, UserError } from "../qube/errors.js";
 import { missingOutputs } from "../requestor/outcome.js";
 import type { Sandbox, SandboxResult, Tier } from "../sandbox/api.js";
 import { ContainerSandbox } from "../sandbox/container-sandbox.js";
@@ -18,6 +18,7 @@ import {
   exitStatusOf,
   KILLED_EXIT,
   OUTPUT_MISSING_EXIT,
+  outputRefusalOf,
   TIMEOUT_EXIT,
 } from "./exit-status.js";
 import { printJson, reportError } from "./output.js";
@@ -84,8 +85,9 @@ export function registerSandboxCommand(program: Command): void {
     .addHelpText(
       "after",
       "\nExit status (like docker run): the qube's exit code (127: command not found, 128+n: killed by signal n);\n" +
-        `  ${TIMEOUT_EXIT}: killed at --timeout; ${KILLED_EXIT}: killed at the memory limit; ${OUTPUT_MISSING_EXIT}: exited 0 but a declared --out was\n` +
-        `  never written; ${AIRQUBE_ERROR_EXIT}: the sandbox itself failed.\n` +
+        `  ${TIMEOUT_EXIT}: killed at --timeout; ${KILLED_EXIT}: killed at the memory limit; ${OUTPUT_MISSING_EXIT}: outputs not delivered (exited 0\n` +
+        `  but a declared --out was never written, or outputs refused for breaking a limit, e.g. OUTPUT_TOO_MANY_FILES);\n` +
+        `  ${AIRQUBE_ERROR_EXIT}: the sandbox itself failed.\n` +
         "Example:\n  airqube sandbox run --image airqube/busybox:latest --output ./out --out a.txt -- sh -c 'echo hi > /output/a.txt'",
     )
     .action(async (command: string[], flags: RunFlags) => {
@@ -202,7 +204,17 @@ async function runSandbox(command: string[], flags: RunFlags): Promise<number> {
     return status;
   } catch (error) {
     failed = true;
-    return reportError(error, Boolean(flags.json));
+    const status = reportError(error, Boolean(flags.json));
+    // outputs that broke a limit or rule are the qube's own outcome (123, as in `airqube run`), not a failure
+    // of the sandbox: say which file and why
+    const refusal = outputRefusalOf(error);
+    if (refusal === undefined) return status;
+    const details = (error as AirqubeError).details;
+    if (details) process.stderr.write(`airqube:   ${details}\n`);
+    process.stderr.write(
+      `airqube: ${describeEnd({ kind: "outputs-refused", exitCode: null, outputRefusal: refusal })} (exit status ${OUTPUT_MISSING_EXIT})\n`,
+    );
+    return OUTPUT_MISSING_EXIT;
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);

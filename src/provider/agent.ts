@@ -32,6 +32,8 @@ import { type Offer, type SignedOffer, signOffer } from "../net/offers/offer.js"
 import {
   buildOutputManifest,
   createCommitment,
+  OUTPUT_REFUSALS,
+  type OutputRefusal,
   outputsRootOf,
   PlatformError,
   type QubeSpec,
@@ -500,7 +502,7 @@ export class ProviderAgent {
     const raw = join(job.outputsDir, "..");
     await mkdir(raw, { recursive: true });
     const startedAt = this.now();
-    const result = await this.behaviour.run(
+    const run = this.behaviour.run(
       () =>
         sandbox.run(
           {
@@ -528,7 +530,15 @@ export class ProviderAgent {
         ),
       spec.image.digest,
     );
+    // outputs that break a limit or rule are the qube's own outcome, not this provider's failure: it says so in
+    // a signed statement like any other outcome, so honest providers agree on it and are paid for the work
+    const result = await run.catch((error: unknown) => {
+      if (error instanceof UserError && (OUTPUT_REFUSALS as readonly string[]).includes(error.code))
+        return { refused: error.code as OutputRefusal };
+      throw error;
+    });
     await mkdir(job.outputsDir, { recursive: true });
+    if ("refused" in result) return this.refusedOutputs(job, spec, qubeId, startedAt, result.refused);
     await this.behaviour.tamper(job.outputsDir, spec.outputs);
     const files = await this.behaviour.listOutputs(job.outputsDir, result.outputs);
     const manifest = buildOutputManifest(files, spec, { source: "user" });
@@ -567,6 +577,41 @@ export class ProviderAgent {
       stdout: result.stdout,
       stderr: result.stderr,
     };
+  }
+
+  /** The signed statement of a qube whose outputs the sandbox refused: no output, the refusal named. */
+  private refusedOutputs(
+    job: AdmittedJob,
+    spec: QubeSpec,
+    qubeId: string,
+    startedAt: Date,
+    refusal: OutputRefusal,
+  ): Execution {
+    const manifest = buildOutputManifest([], spec, { source: "user" });
+    const finishedAt = new Date(Math.max(this.now().getTime(), startedAt.getTime()));
+    const statement: ResultStatement = {
+      version: 1,
+      qubeId,
+      provider: this.identity.peerId,
+      tier: spec.tier,
+      imageDigest: spec.image.digest,
+      outcome: "outputs-refused",
+      exitCode: null,
+      outputRefusal: refusal,
+      outputsRoot: outputsRootOf(manifest),
+      usage: {
+        cpuMs: 0,
+        wallMs: finishedAt.getTime() - startedAt.getTime(),
+        maxMemoryBytes: 0,
+        outputBytes: 0,
+        outputFiles: 0,
+      },
+      probeReportHash: this.probes[spec.tier]!.reportHash,
+      startedAt: startedAt.toISOString(),
+      finishedAt: finishedAt.toISOString(),
+    };
+    this.ledger.metered(job.jobId, statement.usage, this.now());
+    return { statement: signResultStatement(statement, this.identity), manifest, stdout: "", stderr: "" };
   }
 
   /**

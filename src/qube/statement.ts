@@ -24,8 +24,30 @@ export const MAX_STATEMENT_BYTES = 16 * 1024;
 
 const MAX_COUNT = Number.MAX_SAFE_INTEGER;
 
-/** How the qube's process ended. */
-export const OUTCOMES = ["exited", "timeout", "oom", "killed"] as const;
+/**
+ * How the qube ended: its process exited, hit its time-out or memory limit, was killed, or its outputs broke
+ * an output limit or rule ("outputs-refused": the sandbox refused them before sending any, the statement
+ * names the refusal in `outputRefusal`, and no output is delivered).
+ */
+export const OUTCOMES = ["exited", "timeout", "oom", "killed", "outputs-refused"] as const;
+
+/**
+ * Why a sandbox refused a qube's outputs (the init's checks, both tiers): a deterministic property of the
+ * qube, so providers agree on it and are paid for it like for any other outcome.
+ */
+export const OUTPUT_REFUSALS = [
+  "OUTPUT_TOO_MANY_FILES",
+  "OUTPUT_FILE_TOO_LARGE",
+  "OUTPUT_TOO_LARGE",
+  "OUTPUT_PATH_TOO_LONG",
+  "OUTPUT_TOO_DEEP",
+  "OUTPUT_UNREADABLE",
+  "OUTPUT_UNSUPPORTED_TYPE",
+  "OUTPUT_BAD_NAME",
+] as const;
+
+/** One of {@link OUTPUT_REFUSALS}. */
+export type OutputRefusal = (typeof OUTPUT_REFUSALS)[number];
 
 /** The strict schema of a result statement v1. */
 export const resultStatementSchema = z
@@ -39,6 +61,8 @@ export const resultStatementSchema = z
     outcome: z.enum(OUTCOMES),
     /** The exit code when `outcome` is "exited", else null. */
     exitCode: boundedInt(0, 255).nullable(),
+    /** Why the outputs were refused: set exactly when `outcome` is "outputs-refused". */
+    outputRefusal: z.enum(OUTPUT_REFUSALS).optional(),
     /** SHA-256 of the canonical outputs manifest (see manifest.ts). */
     outputsRoot: digestSchema,
     usage: z.strictObject({
@@ -59,6 +83,16 @@ export const resultStatementSchema = z
     }
     if ((s.outcome === "exited") !== (s.exitCode !== null)) {
       ctx.addIssue({ code: "custom", path: ["exitCode"], message: 'must be set exactly when outcome is "exited"' });
+    }
+    if ((s.outcome === "outputs-refused") !== (s.outputRefusal !== undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["outputRefusal"],
+        message: 'must be set exactly when outcome is "outputs-refused"',
+      });
+    }
+    if (s.outcome === "outputs-refused" && s.usage.outputFiles !== 0) {
+      ctx.addIssue({ code: "custom", path: ["usage", "outputFiles"], message: "refused outputs deliver no file" });
     }
   });
 

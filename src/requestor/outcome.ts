@@ -3,7 +3,7 @@
  * which declared outputs it never wrote, and the tail of its logs. Providers vote on the outputs root *and*
  * on how the process ended, so that "verified" means that a quorum agrees on the whole outcome.
  */
-import { isPathUnder, type OUTCOMES } from "../qube/index.js";
+import { isPathUnder, type OUTCOMES, type OutputRefusal } from "../qube/index.js";
 import type { ProviderAnswer } from "./api.js";
 
 /** How the qube's process ended; "unknown" when the backend could not tell (Golem without an exit status). */
@@ -14,6 +14,8 @@ export interface QubeOutcome {
   kind: OutcomeKind;
   /** The exit code when `kind` is "exited", else null. */
   exitCode: number | null;
+  /** Why the sandbox refused the qube's outputs, when `kind` is "outputs-refused". */
+  outputRefusal?: OutputRefusal;
   /** Declared outputs (spec paths under /output) under which the qube wrote no file, sorted. */
   missingOutputs: string[];
   /** The last lines of the provider's stderr (not covered by the outputs root: unverified). */
@@ -27,9 +29,15 @@ export const STDERR_TAIL_CHARS = 2000;
 export function endOf(answer: Pick<ProviderAnswer, "statement" | "exitCode">): {
   kind: OutcomeKind;
   exitCode: number | null;
+  outputRefusal?: OutputRefusal;
 } {
   const statement = answer.statement?.payload;
-  if (statement) return { kind: statement.outcome, exitCode: statement.exitCode };
+  if (statement)
+    return {
+      kind: statement.outcome,
+      exitCode: statement.exitCode,
+      ...(statement.outputRefusal ? { outputRefusal: statement.outputRefusal } : {}),
+    };
   if (answer.exitCode === null || answer.exitCode < 0) return { kind: "unknown", exitCode: null };
   return { kind: "exited", exitCode: answer.exitCode };
 }
@@ -40,10 +48,11 @@ export function endOf(answer: Pick<ProviderAnswer, "statement" | "exitCode">): {
  *
  * @example
  * voteKey({ outputsRoot: "sha256:ab…", exitCode: 3, statement: undefined }); // "sha256:ab…#exited:3"
+ * // refused outputs vote on the refusal: "sha256:…#outputs-refused:OUTPUT_TOO_MANY_FILES"
  */
 export function voteKey(answer: Pick<ProviderAnswer, "outputsRoot" | "statement" | "exitCode">): string {
   const end = endOf(answer);
-  return `${answer.outputsRoot}#${end.kind}:${end.exitCode ?? "-"}`;
+  return `${answer.outputsRoot}#${end.kind}:${end.exitCode ?? end.outputRefusal ?? "-"}`;
 }
 
 /** Declared outputs under which none of `files` lies. */
@@ -70,9 +79,11 @@ export function outcomeOf(
   answer: Pick<ProviderAnswer, "statement" | "exitCode" | "files" | "stderr">,
   declared: readonly string[],
 ): QubeOutcome {
+  const end = endOf(answer);
   return {
-    ...endOf(answer),
-    missingOutputs: missingOutputs(declared, answer.files),
+    ...end,
+    // refused outputs are not missing: the qube wrote them, the sandbox refused to send them
+    missingOutputs: end.kind === "outputs-refused" ? [] : missingOutputs(declared, answer.files),
     stderrTail: logTail(answer.stderr),
   };
 }

@@ -7,6 +7,7 @@
  */
 import { PassThrough, Writable } from "node:stream";
 import { PeerError, UserError } from "../qube/errors.js";
+import type { OutputRefusal } from "../qube/statement.js";
 
 export const FRAME_MAX = 65536;
 export const HELLO = "airqube-init/1";
@@ -28,7 +29,7 @@ export const OUTPUT_FAILURES = {
     "OUTPUT_BAD_NAME",
     "An output's name has a control character, a backslash or bytes that are not UTF-8 (it could not be kept as it is)",
   ],
-} as const;
+} as const satisfies Record<number, readonly [OutputRefusal, string]>;
 export type OutputFailureCode = (typeof OUTPUT_FAILURES)[keyof typeof OUTPUT_FAILURES][0];
 
 /** How the command ended, as the init reported it. */

@@ -3,7 +3,7 @@
  * reason, and no silently ignored input. One unpaid devnet of three providers serves every test.
  */
 import { execFile } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { expect } from "chai";
@@ -131,6 +131,40 @@ describe("cli: honest outcomes of airqube run @docker", function () {
     );
     expect(stdout).to.contain("  declared output never written: b.txt");
     expect(await readFile(join(output, "a.txt"), "utf8")).to.equal("a\n");
+  });
+
+  it("outputs over the file limit: the providers agree on OUTPUT_TOO_MANY_FILES (no replacement, nothing delivered), exit 123", async () => {
+    const { code, stdout, stderr, output } = await runOn(
+      ["--json"],
+      ["sh", "-c", "mkdir /output/result; i=0; while [ $i -le 1000 ]; do : > /output/result/f$i; i=$((i+1)); done"],
+    );
+    expect(code, stderr).to.equal(123);
+    const result = JSON.parse(stdout.trim().split("\n").at(-1)!) as {
+      status: string;
+      agreeing: string[];
+      failures: unknown[];
+      outputs: unknown[];
+      outcome: Record<string, unknown>;
+    };
+    expect(result.status).to.equal("verified");
+    expect(result.agreeing).to.have.length(3);
+    expect(result.failures, "no provider failed or was replaced").to.deep.equal([]);
+    expect(result.outputs).to.deep.equal([]);
+    expect(result.outcome).to.deep.include({
+      kind: "outputs-refused",
+      outputRefusal: "OUTPUT_TOO_MANY_FILES",
+      missingOutputs: [],
+    });
+    expect(await readdir(output)).to.deep.equal([]);
+    // and in the human form, one head line saying why
+    const human = await runOn(
+      [],
+      ["sh", "-c", "mkdir /output/result; i=0; while [ $i -le 1000 ]; do : > /output/result/f$i; i=$((i+1)); done"],
+    );
+    expect(human.code).to.equal(123);
+    expect(human.stdout.split("\n")[0]).to.equal(
+      "VERIFIED by 3/3 providers: the qube's outputs were refused, none delivered: OUTPUT_TOO_MANY_FILES (hold more files or directories than the limit)",
+    );
   });
 
   it("--redundancy above the providers found: NOT_ENOUGH_PROVIDERS, nothing dispatched", async () => {

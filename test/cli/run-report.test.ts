@@ -92,6 +92,18 @@ describe("cli: VERIFIED means the providers agree on the outcome, not only on th
     expect(voteKey({ outputsRoot: root, exitCode: 0, statement: undefined })).not.to.equal(exited3);
     expect(voteKey({ outputsRoot: root, exitCode: -1, statement: undefined })).to.equal(`${root}#unknown:-`);
   });
+
+  it("refused outputs vote on the refusal: two different refusals dissent", () => {
+    const root = `sha256:${"a".repeat(64)}`;
+    const refused = (outputRefusal: "OUTPUT_TOO_MANY_FILES" | "OUTPUT_TOO_LARGE") =>
+      voteKey({
+        outputsRoot: root,
+        exitCode: -1,
+        statement: { payload: { outcome: "outputs-refused", exitCode: null, outputRefusal } } as never,
+      });
+    expect(refused("OUTPUT_TOO_MANY_FILES")).to.equal(`${root}#outputs-refused:OUTPUT_TOO_MANY_FILES`);
+    expect(refused("OUTPUT_TOO_LARGE")).not.to.equal(refused("OUTPUT_TOO_MANY_FILES"));
+  });
 });
 
 describe("cli: exit statuses like docker run's", () => {
@@ -104,6 +116,10 @@ describe("cli: exit statuses like docker run's", () => {
     expect(exitStatusOf({ kind: "oom", exitCode: null, missingOutputs: none })).to.equal(137);
     expect(exitStatusOf({ kind: "killed", exitCode: null, missingOutputs: none })).to.equal(137);
     expect(exitStatusOf({ kind: "unknown", exitCode: null, missingOutputs: none })).to.equal(125);
+    expect(exitStatusOf({ kind: "outputs-refused", exitCode: null, missingOutputs: none })).to.equal(123);
+    expect(describeEnd({ kind: "outputs-refused", exitCode: null, outputRefusal: "OUTPUT_FILE_TOO_LARGE" })).to.equal(
+      "the qube's outputs were refused, none delivered: OUTPUT_FILE_TOO_LARGE (an output file is larger than the per-file limit)",
+    );
     expect(describeEnd({ kind: "oom", exitCode: null })).to.equal(
       "the qube was killed at its memory limit (out of memory)",
     );

@@ -76,6 +76,31 @@ describe("qube: result statements", () => {
     ).to.contain("finishedAt: must not be before startedAt");
   });
 
+  it("outputs refused: the refusal is named exactly then, and no file is claimed", () => {
+    const refused: ResultStatement = {
+      ...statement,
+      outcome: "outputs-refused",
+      exitCode: null,
+      outputRefusal: "OUTPUT_TOO_MANY_FILES",
+      usage: { ...statement.usage, outputBytes: 0, outputFiles: 0 },
+    };
+    const bytes = encodeEnvelope(signResultStatement(refused, provider));
+    expect(decodeResultStatement(bytes, { qubeId }).outputRefusal).to.equal("OUTPUT_TOO_MANY_FILES");
+    const { outputRefusal: _, ...unnamed } = refused;
+    expect(thrown(() => signResultStatement(unnamed, provider)).message).to.contain(
+      'outputRefusal: must be set exactly when outcome is "outputs-refused"',
+    );
+    expect(
+      thrown(() => signResultStatement({ ...statement, outputRefusal: "OUTPUT_TOO_LARGE" }, provider)).message,
+    ).to.contain("outputRefusal: must be set exactly");
+    expect(
+      thrown(() => signResultStatement({ ...refused, usage: { ...refused.usage, outputFiles: 1 } }, provider)).message,
+    ).to.contain("refused outputs deliver no file");
+    expect(
+      thrown(() => signResultStatement({ ...refused, outputRefusal: "NOT_A_REFUSAL" as never }, provider)).code,
+    ).to.equal("STATEMENT_INVALID");
+  });
+
   it("property: any single-bit flip in an encoded signed statement is detected", () => {
     const bytes = encodeEnvelope(signResultStatement(statement, provider));
     fc.assert(
