@@ -9,22 +9,16 @@ import { join } from "node:path";
 import { jobToJson } from "../chain/job-json.js";
 import { rootToBytes32, saltToBytes32 } from "../chain/qube-ids.js";
 import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
-import { PeerError, toAirqubeError, UserError, type VerifiedQubeSpec } from "../qube/index.js";
+import { toAirqubeError, UserError, type VerifiedQubeSpec } from "../qube/index.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import type { ComputeMarket, Dispatch, EscrowSeat, ProviderAnswer, ProviderCandidate, SealedQube } from "./api.js";
-import {
-  type EngineCommand,
-  type EngineEvent,
-  type EngineFailure,
-  type EngineOutcome,
-  RoundEngine,
-  shuffled,
-} from "./engine.js";
+import { type EngineOutcome, shuffled } from "./engine.js";
 import { type JournalEscrowJob, RequestorJournal } from "./journal.js";
 import { outcomeOf, type QubeOutcome, voteKey } from "./outcome.js";
-import { closeJournalled, isChainDown, type PaymentReport, type PaymentsPort } from "./payments.js";
+import { closeJournalled, type PaymentReport, type PaymentsPort } from "./payments.js";
 import type { QuorumDecision } from "./quorum.js";
 import { type ReputationStore, SqliteReputation } from "./reputation.js";
+import { type Driven, RoundDriver } from "./round-driver.js";
 
 /** Progress events (past tense, for observers only). */
 export type RunEvent =
@@ -204,9 +198,32 @@ export class Requestor {
     emit({ type: "offersFound", count: all.length, usable: usable.length });
 
     const seats = new Map<string, EscrowSeat>();
-    let driven: Awaited<ReturnType<Requestor["drive"]>>;
+    const driver = new RoundDriver(
+      {
+        market: this.options.market,
+        payments: this.options.payments,
+        journal: this.journal,
+        reputation: this.reputation,
+        now: this.now,
+        lock: (candidates, quorum) => this.lock(qube, candidates, quorum, seats, options, emit),
+        recordOpening: (answer) => this.recordOpenings([answer], seats),
+        seats,
+      },
+      {
+        qube,
+        usable,
+        all,
+        unusable,
+        random,
+        staging,
+        allowFewer: options.allowFewer === true,
+        emit,
+        ...(options.signal ? { signal: options.signal } : {}),
+      },
+    );
+    let driven: Driven;
     try {
-      driven = await this.drive(qube, { usable, all, unusable, eligible, random, staging, seats }, options, emit);
+      driven = await driver.drive();
     } catch (error) {
       // aborted by the caller (Ctrl-C): interrupted, not failed; the providers were told to stop
       const interrupted = options.signal?.aborted === true;
@@ -267,254 +284,6 @@ export class Requestor {
       this.journal.evidence(qubeId, provider, evidence, now);
       emit({ type: "providerMarked", provider });
     }
-  }
-
-  /**
-   * Drives the round engine (src/requestor/engine.ts) over the market, the payments port and the journal: each
-   * command runs concurrently, and what it leads to goes back to the engine as an event, one at a time. An
-   * interrupt tells every provider that committed to stop the qube.
-   */
-  private async drive(
-    qube: SealedQube,
-    run: {
-      usable: ProviderCandidate[];
-      all: ProviderCandidate[];
-      unusable: (c: ProviderCandidate) => string | undefined;
-      eligible: (c: ProviderCandidate) => boolean;
-      random: () => number;
-      staging: string;
-      seats: Map<string, EscrowSeat>;
-    },
-    options: RunOptions,
-    emit: (event: RunEvent) => void,
-  ): Promise<{
-    outcome: Extract<EngineOutcome, { kind: "decided" }>;
-    decision: QuorumDecision;
-    answers: ProviderAnswer[];
-    dispatches: Map<string, Dispatch>;
-    failures: RunReport["failures"];
-  }> {
-    const { spec } = qube;
-    const payments = this.options.payments;
-    const signal = options.signal;
-    const withSignal = signal ? { signal } : {};
-    const known = new Map(run.usable.map((c) => [c.id, c]));
-    const dispatches = new Map<string, Dispatch>();
-    const committed = new Map<string, Dispatch>();
-    const answers: ProviderAnswer[] = [];
-    const failures: RunReport["failures"] = [];
-    const engine = new RoundEngine({
-      policy: spec.spec.redundancy,
-      paid: payments !== undefined,
-      allowFewer: options.allowFewer === true,
-      random: run.random,
-      reputation: (id) => this.reputation.get(id),
-    });
-
-    const events: EngineEvent[] = [];
-    let wake: (() => void) | undefined;
-    const post = (event: EngineEvent) => {
-      events.push(event);
-      wake?.();
-    };
-    const tasks = new Set<Promise<void>>();
-    let fatal: unknown;
-    const task = (work: () => Promise<void>) => {
-      const running = work()
-        .catch((error: unknown) => {
-          fatal ??= error; // only an interrupt or a bug gets here: every expected failure is an event
-          wake?.();
-        })
-        .finally(() => tasks.delete(running));
-      tasks.add(running);
-    };
-    const failure = (provider: string, error: unknown): EngineFailure => {
-      const e = toAirqubeError(error);
-      const details = e.details ? { details: e.details } : {};
-      failures.push({ provider, code: e.code, message: e.shortMessage, ...details });
-      this.journal.dispatch(spec.id, provider, "failed", this.now(), { error: `${e.code}: ${e.message}` });
-      emit({ type: "providerFailed", provider, code: e.code, message: e.shortMessage, ...details });
-      return { code: e.code, message: e.shortMessage, ...details, cause: e };
-    };
-
-    let outcome: EngineOutcome | undefined;
-    const execute = (commands: EngineCommand[]) => {
-      for (const command of commands) {
-        switch (command.type) {
-          case "findMore":
-            task(async () => {
-              const fresh = await this.options.market
-                .findProviders(spec, { wanted: command.wanted, ...withSignal })
-                .catch((error: unknown) => {
-                  signal?.throwIfAborted();
-                  throw error;
-                });
-              const usable = fresh.filter((c) => !known.has(c.id) && run.eligible(c));
-              for (const c of usable) known.set(c.id, c);
-              post({ type: "found", candidates: usable });
-            });
-            break;
-          case "admit":
-            for (const provider of command.providers) {
-              const candidate = known.get(provider)!;
-              task(async () => {
-                try {
-                  if (payments && this.options.market.admits) {
-                    await this.options.market.admits(candidate, qube, {
-                      price: candidate.price > 1n ? candidate.price : 1n,
-                      payment: { chainId: payments.chainId, escrow: payments.escrow },
-                      ...withSignal,
-                    });
-                  }
-                  post({ type: "admitted", provider });
-                } catch (error) {
-                  signal?.throwIfAborted();
-                  post({ type: "refused", provider, failure: failure(provider, error) });
-                }
-              });
-            }
-            break;
-          case "lock":
-            task(async () => {
-              const candidates = command.providers.map((id) => known.get(id)!);
-              try {
-                await this.lock(qube, candidates, command.quorum, run.seats, options, emit);
-                post({ type: "locked", providers: command.providers });
-              } catch (error) {
-                signal?.throwIfAborted();
-                const chainDown = isChainDown(error);
-                const recorded =
-                  command.providers.length === 1
-                    ? failure(command.providers[0]!, error)
-                    : { ...toAirqubeError(error).toJSON(), cause: error };
-                post({ type: "lockFailed", providers: command.providers, failure: recorded, chainDown });
-              }
-            });
-            break;
-          case "dispatch":
-            task(async () => {
-              const candidate = known.get(command.provider)!;
-              const provider = candidate.id;
-              const seat = run.seats.get(provider);
-              this.journal.dispatch(spec.id, provider, "dispatched", this.now());
-              try {
-                const dispatch = await this.options.market.dispatch(candidate, qube, {
-                  ...withSignal,
-                  ...(seat ? { escrow: seat } : {}),
-                  onAgreement: (p) => emit({ type: "agreementSigned", provider: p }),
-                  onSent: (p) => emit({ type: "qubeSent", provider: p }),
-                  onStarted: (p) => emit({ type: "qubeStarted", provider: p }),
-                });
-                dispatches.set(provider, dispatch);
-                await dispatch.awaitCommitment(withSignal);
-                committed.set(provider, dispatch);
-                this.journal.dispatch(spec.id, provider, "committed", this.now());
-                emit({ type: "qubeCommitted", provider });
-                post({ type: "committed", provider });
-              } catch (error) {
-                signal?.throwIfAborted();
-                post({ type: "failed", provider, failure: failure(provider, error) });
-              }
-            });
-            break;
-          case "reveal":
-            emit({ type: "revealRequested", providers: command.providers });
-            for (const provider of command.providers) {
-              const dispatch = committed.get(provider)!;
-              task(async () => {
-                try {
-                  const answer = await dispatch.reveal(join(run.staging, provider), withSignal);
-                  emit({ type: "resultReceived", provider, outputsRoot: answer.outputsRoot });
-                  answers.push(answer);
-                  this.recordOpenings([answer], run.seats);
-                  // providers vote on the outputs root and on how the process ended
-                  post({ type: "revealed", provider, vote: voteKey(answer) });
-                } catch (error) {
-                  signal?.throwIfAborted();
-                  const e = toAirqubeError(error);
-                  const details = e.details ? { details: e.details } : {};
-                  failures.push({ provider, code: e.code, message: e.shortMessage, ...details });
-                  emit({ type: "providerFailed", provider, code: e.code, message: e.shortMessage, ...details });
-                  post({ type: "revealFailed", provider, failure: { code: e.code, message: e.message, cause: e } });
-                }
-              });
-            }
-            break;
-          case "fewerProviders":
-            emit({ type: "fewerProviders", wanted: command.wanted, available: command.available });
-            break;
-          case "tieBreaker":
-            emit({ type: "tieBreakerDispatched", replicas: command.replicas, reason: command.reason });
-            break;
-          case "finished":
-            outcome = command.outcome;
-            break;
-        }
-      }
-    };
-
-    try {
-      execute(engine.start(run.usable));
-      while (outcome === undefined) {
-        if (fatal !== undefined || signal?.aborted) break;
-        const event = events.shift();
-        if (event) {
-          execute(engine.handle(event));
-          continue;
-        }
-        if (tasks.size === 0)
-          throw new PeerError("ENGINE_STALLED", "The requestor's round engine stopped without a decision");
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-        });
-        wake = undefined;
-      }
-      if (fatal !== undefined || signal?.aborted) {
-        if (signal?.aborted) {
-          // tell every provider that committed to stop the qube and free its seat
-          await Promise.all(
-            [...committed.values()].map((d) =>
-              d.cancel
-                ? d.cancel("the requestor was interrupted")
-                : d.abort(new PeerError("QUBE_CANCELLED", "The requestor was interrupted")),
-            ),
-          );
-          signal.throwIfAborted();
-        }
-        throw fatal;
-      }
-    } finally {
-      // nothing of this run may keep going: outstanding work ends with the run (their results are dropped)
-      await Promise.allSettled([...tasks]);
-    }
-    const ended = outcome as EngineOutcome;
-    if (ended.kind === "decided") return { outcome: ended, decision: ended.decision, answers, dispatches, failures };
-    if (ended.code === "NOT_ENOUGH_PROVIDERS") {
-      const skipped = run.all
-        .filter((c) => !run.eligible(c))
-        .map((c) => `${c.id}: ${run.unusable(c)}`)
-        .join("; ");
-      const { available, wanted } = ended;
-      throw new PeerError(
-        "NOT_ENOUGH_PROVIDERS",
-        `Found ${available} usable distinct provider${available === 1 ? "" : "s"} for a redundancy of ${wanted}`,
-        {
-          details: `${run.all.length} offer${run.all.length === 1 ? "" : "s"} found${skipped ? ` (unusable: ${skipped})` : ""}; lower --redundancy, start more providers, or pass --allow-fewer to run on fewer`,
-        },
-      );
-    }
-    if (ended.code === "LOCK_FAILED")
-      throw ended.failure.cause ?? new PeerError(ended.failure.code, ended.failure.message);
-    // nothing committed: the chain going down mid-qube, not "no provider", is why nothing could run
-    if (ended.chainDown) throw ended.chainDown.cause ?? new PeerError(ended.chainDown.code, ended.chainDown.message);
-    if (payments?.ensureReachable) await payments.ensureReachable(withSignal);
-    throw new PeerError("NO_PROVIDER", "No provider could run the qube", {
-      details:
-        failures.length > 0
-          ? failures.map((f) => `${f.provider}: ${f.code}${f.details ? `: ${f.details}` : ""}`).join("; ")
-          : "no usable offer was found",
-      ...(ended.failures.length > 0 ? { cause: ended.failures.at(-1)?.failure.cause } : {}),
-    });
   }
 
   /** Opens one escrow job for `candidates` and journals it; the job's quorum is a majority of its seats. */
