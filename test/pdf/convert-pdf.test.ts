@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { expect } from "chai";
 import { convertPdf } from "../../src/pdf/convert.js";
+import { writeImagePdf } from "../../src/pdf/pdf-writer.js";
 import type { ProviderAgent } from "../../src/provider/agent.js";
 import { AirqubeError } from "../../src/qube/errors.js";
 import { connectRequestor, startAgents, tmp } from "../helpers/network.js";
@@ -101,6 +102,27 @@ describe("convert-pdf: an untrusted PDF rebuilt from pixels that k providers agr
     expect(report.pages).to.equal(24);
     expect(await pdfinfo(output)).to.match(/Pages:\s+24\n/);
     console.log(`      24 pages at k = 1 in ${ms} ms (${((24 * 1000) / ms).toFixed(1)} pages/s)`);
+
+    // a PDF whose page is an image (a colour gradient, written by our own image writer): rendered, same size
+    const pictured = join(dir, "image.pdf");
+    const [w, h] = [200, 100];
+    const pixels = Buffer.alloc(w * h * 3);
+    for (let i = 0; i < w * h; i++) pixels.set([i % w, Math.floor(i / w) * 2, 128], i * 3);
+    await writeImagePdf(
+      pictured,
+      (async function* () {
+        yield { width: w, height: h, pixels };
+      })(),
+      { dpi: 50 },
+    );
+    const picturedSafe = join(dir, "image-safe.pdf");
+    const imageReport = await convertPdf(client.requestor, client.identity, pictured, picturedSafe, {
+      redundancy: 1,
+      dpi: 50,
+      workDir: join(dir, "work-5"),
+    });
+    expect(imageReport.pages).to.equal(1);
+    expect(await pdfinfo(picturedSafe)).to.match(/Page size:\s+288 x 144 pts/);
 
     const bad = join(dir, "bad.pdf");
     writeFileSync(bad, malformedPdf());
