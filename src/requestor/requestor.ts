@@ -95,6 +95,8 @@ export interface RequestorOptions {
   market: ComputeMarket;
   /** Reputation store (default: SQLite in `dataDir`). */
   reputation?: ReputationStore;
+  /** Journal of qubes and escrow jobs (default: `journal.sqlite` in `dataDir`); the requestor closes it. */
+  journal?: RequestorJournal;
   /** How long a provider caught with a wrong result is excluded. Default one hour. */
   excludeMs?: number;
   /** Directory of the journal and of the per-provider output staging. */
@@ -148,7 +150,7 @@ export class Requestor {
   constructor(private readonly options: RequestorOptions) {
     // one process per data directory: a second run must not mark this one's qubes interrupted
     this.dirLock = lockDataDir(options.dataDir, "airqube requestor");
-    this.journal = new RequestorJournal(join(options.dataDir, "journal.sqlite"));
+    this.journal = options.journal ?? new RequestorJournal(join(options.dataDir, "journal.sqlite"));
     this.reputation = options.reputation ?? new SqliteReputation(join(options.dataDir, "reputation.sqlite"));
     this.now = options.now ?? (() => new Date());
     this.journal.recover(this.now());

@@ -10,8 +10,12 @@ import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { expect } from "chai";
 import { Airqube, type AirqubeEvent, NoConsensusError, type QubeDescription, UserError } from "../../src/index.js";
-import { buildOutputManifest, outputsRootOf } from "../../src/qube/index.js";
+import { buildOutputManifest, Identity, outputsRootOf } from "../../src/qube/index.js";
 import type { ComputeMarket, Dispatch, ProviderCandidate, SealedQube } from "../../src/requestor/api.js";
+import { sealQube } from "../../src/requestor/draft.js";
+import { RequestorJournal } from "../../src/requestor/journal.js";
+import { MemoryReputation } from "../../src/requestor/reputation.js";
+import { Requestor } from "../../src/requestor/requestor.js";
 import { tmp } from "../helpers/network.js";
 
 const DIGEST = `sha256:${"ab".repeat(32)}`;
@@ -94,6 +98,23 @@ const honest = (id: string, delayMs = 1): FakeProvider => ({
   answer: (inputs) => [...inputs].map(([p, b]) => `${p}=${b.toString()}`).join(";"),
 });
 
+/**
+ * Runs `work` with the system temp dir pointed at a fresh private directory (returned), so that what the code
+ * under test stages there can be checked without seeing other processes' files.
+ */
+async function inPrivateTmp(work: () => Promise<void>): Promise<string> {
+  const dir = tmp("aq-sdk-tmp-");
+  const previous = process.env.TMPDIR;
+  process.env.TMPDIR = dir;
+  try {
+    await work();
+  } finally {
+    if (previous === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = previous;
+  }
+  return dir;
+}
+
 async function expectCode(promise: Promise<unknown> | (() => unknown), code: string): Promise<UserError> {
   try {
     await (typeof promise === "function" ? promise() : promise);
@@ -135,14 +156,14 @@ describe("sdk: the Airqube high-level API", () => {
     });
 
     it("refuses an input file that does not exist, and leaves no staged bytes behind", async () => {
-      const before = existsSync("/tmp") ? (await readdir("/tmp")).filter((n) => n.startsWith("airqube-in-")) : [];
-      const error = await expectCode(
-        aq.run({ ...base, inputs: { a: { data: "x" }, b: { file: "/nonexistent/file" } } }),
-        "INPUT_UNREADABLE",
-      );
-      expect(error.details).to.contain("/nonexistent/file");
-      const after = (await readdir("/tmp")).filter((n) => n.startsWith("airqube-in-"));
-      expect(after).to.deep.equal(before);
+      const staging = await inPrivateTmp(async () => {
+        const error = await expectCode(
+          aq.run({ ...base, inputs: { a: { data: "x" }, b: { file: "/nonexistent/file" } } }),
+          "INPUT_UNREADABLE",
+        );
+        expect(error.details).to.contain("/nonexistent/file");
+      });
+      expect(await readdir(staging)).to.deep.equal([]);
     });
   });
 
@@ -210,6 +231,32 @@ describe("sdk: the Airqube high-level API", () => {
   });
 
   describe("runs", () => {
+    it("the Requestor drives only the ports it is given: an in-memory journal and reputation record the run", async () => {
+      const dataDir = tmp("aq-ports-");
+      const journal = new RequestorJournal(":memory:");
+      const reputation = new MemoryReputation();
+      const requestor = new Requestor({
+        market: new FakeMarket([honest("p1"), honest("p2"), honest("p3")]),
+        dataDir,
+        journal,
+        reputation,
+      });
+      try {
+        const qube = await sealQube(
+          { image: "airqube/busybox:latest", imageDigest: DIGEST, command: ["true"], outputs: ["result"] },
+          Identity.fromSeed(Buffer.alloc(32, 9)),
+        );
+        const report = await requestor.run(qube, { outputDir: tmp("aq-ports-out-") });
+        expect(report.status).to.equal("verified");
+        expect(journal.list().map((q) => [q.qubeId, q.state])).to.deep.equal([[report.qubeId, "verified"]]);
+        for (const p of ["p1", "p2", "p3"]) expect(reputation.get(p).consecutiveValid, p).to.equal(1);
+        expect(existsSync(join(dataDir, "journal.sqlite")), "no journal of its own").to.equal(false);
+        expect(existsSync(join(dataDir, "reputation.sqlite")), "no reputation store of its own").to.equal(false);
+      } finally {
+        requestor.close();
+      }
+    });
+
     it("runs on k providers, inputs as bytes and files, and returns the agreed outputs with evidence and events", async () => {
       const market = new FakeMarket([honest("p1"), honest("p2"), honest("p3")]);
       const aq = new Airqube({ market, dataDir: tmp("aq-sdk-") });
@@ -220,10 +267,14 @@ describe("sdk: the Airqube high-level API", () => {
       const global: string[] = [];
       aq.events.on("event", (e) => global.push(`${e.type}:${e.qubeId?.slice(0, 8)}`));
       const outputDir = tmp("aq-sdk-out-");
-      const result = await aq.run(
-        { ...base, inputs: { "a.txt": { data: "bytes" }, "dir/b.txt": { file } }, redundancy: 3, outputDir },
-        { onEvent: (e) => events.push(e) },
-      );
+      let result: Awaited<ReturnType<typeof aq.run>> | undefined;
+      const staging = await inPrivateTmp(async () => {
+        result = await aq.run(
+          { ...base, inputs: { "a.txt": { data: "bytes" }, "dir/b.txt": { file } }, redundancy: 3, outputDir },
+          { onEvent: (e) => events.push(e) },
+        );
+      });
+      if (!result) throw new Error("no result");
       await aq.disconnect();
       expect(result.verified).to.equal(true);
       expect(result.ok).to.equal(true);
@@ -240,7 +291,7 @@ describe("sdk: the Airqube high-level API", () => {
       await expectCode(result.read("nope"), "OUTPUT_UNKNOWN");
       expect(market.closed).to.equal(false); // a market the caller gave stays the caller's
       // no staged input bytes left behind
-      expect((await readdir("/tmp")).filter((n) => n.startsWith("airqube-in-"))).to.deep.equal([]);
+      expect(await readdir(staging)).to.deep.equal([]);
     });
 
     it("outvotes a dissenting provider and names it", async () => {
@@ -268,17 +319,18 @@ describe("sdk: the Airqube high-level API", () => {
       ]);
       const aq = new Airqube({ market, dataDir: tmp("aq-sdk-") });
       await aq.connect();
-      const before = (await readdir("/tmp")).filter((n) => n.startsWith("airqube-out-")).length;
-      try {
-        await aq.run({ ...base, redundancy: { k: 3, quorum: 2 } });
-        expect.fail("no consensus must reject");
-      } catch (error) {
-        expect(error).to.be.instanceOf(NoConsensusError);
-        expect((error as NoConsensusError).report.answers).to.have.length(3);
-      } finally {
-        await aq.disconnect();
-      }
-      expect((await readdir("/tmp")).filter((n) => n.startsWith("airqube-out-")).length).to.equal(before);
+      const staging = await inPrivateTmp(async () => {
+        try {
+          await aq.run({ ...base, redundancy: { k: 3, quorum: 2 } });
+          expect.fail("no consensus must reject");
+        } catch (error) {
+          expect(error).to.be.instanceOf(NoConsensusError);
+          expect((error as NoConsensusError).report.answers).to.have.length(3);
+        } finally {
+          await aq.disconnect();
+        }
+      });
+      expect(await readdir(staging)).to.deep.equal([]);
     });
 
     it("an abort stops the run, tells the providers, and throws the signal's reason", async () => {
