@@ -13,6 +13,7 @@ import { UserError } from "../qube/errors.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
 import { EscrowPayments } from "../requestor/payments.js";
 import { Requestor } from "../requestor/requestor.js";
+import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import { shippedImageFrom, shippedImagesDir } from "./image-options.js";
 import { interruptHandler, reportInterrupted } from "./interrupt.js";
 import { cliLogger } from "./logger.js";
@@ -124,6 +125,7 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
   let market: Libp2pMarket | undefined;
   let requestor: Requestor | undefined;
   let payments: EscrowPayments | undefined;
+  let lock: DirLock | undefined;
   const json = Boolean(flags.json);
   try {
     const logger = cliLogger("convert-pdf");
@@ -138,6 +140,9 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
       { ...flags, allowPublic: Boolean(flags.allowPublicRpc || flags.allowPublic) },
       process.env,
     );
+    // one process per data directory, refused at once: before the chain, the image and the network (the
+    // Requestor takes this process's lock again, re-entrantly)
+    lock = lockDataDir(flags.dataDir, "airqube convert-pdf");
     if (settings)
       payments = await EscrowPayments.connect(
         { rpcUrl: settings.rpcUrl, escrow: settings.escrow, privateKey: settings.privateKey },
@@ -213,7 +218,11 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
     process.off("SIGINT", onSignal);
     requestor?.close();
     payments?.dispose();
-    await market?.close();
+    try {
+      await market?.close();
+    } finally {
+      lock?.release();
+    }
   }
 }
 

@@ -12,6 +12,7 @@ import {
 } from "../probes/index.js";
 import { UserError } from "../qube/index.js";
 import type { EscrowPayments } from "../requestor/payments.js";
+import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import { interruptHandler, reportInterrupted } from "./interrupt.js";
 import { printJson, reportError } from "./output.js";
 import { defaultRequestorDir } from "./paths.js";
@@ -152,8 +153,12 @@ async function remoteProbe(flags: ProbeFlags, provider: string): Promise<ProbeRe
   const onSignal = interruptHandler(controller);
   process.once("SIGINT", onSignal);
   let payments: EscrowPayments | undefined;
+  let lock: DirLock | undefined;
   try {
     const settings = await paymentSettingsFrom(flags, process.env);
+    // one process per data directory, refused at once: before the chain and the network (the suite's
+    // Requestor takes this process's lock again, re-entrantly)
+    lock = lockDataDir(flags.dataDir, "airqube probe --provider");
     if (settings) {
       payments = await Escrow.connect(
         { rpcUrl: settings.rpcUrl, escrow: settings.escrow, privateKey: settings.privateKey },
@@ -185,5 +190,6 @@ async function remoteProbe(flags: ProbeFlags, provider: string): Promise<ProbeRe
   } finally {
     process.off("SIGINT", onSignal);
     payments?.dispose();
+    lock?.release();
   }
 }

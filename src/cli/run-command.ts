@@ -12,7 +12,7 @@ import { type JournalEscrowJob, type JournalQube, RequestorJournal } from "../re
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
 import { closeJournalled, EscrowPayments, type PaymentReport } from "../requestor/payments.js";
 import { Requestor, type RunEvent, type RunReport } from "../requestor/requestor.js";
-import { lockDataDir } from "../store/dir-lock.js";
+import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import { type RequestorConfig, readConfigFile } from "./config-file.js";
 import {
   AIRQUBE_ERROR_EXIT,
@@ -264,6 +264,7 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
   let market: ComputeMarket | undefined;
   let requestor: Requestor | undefined;
   let payments: EscrowPayments | undefined;
+  let lock: DirLock | undefined;
   let stopProgress = () => {};
   let failuresListed = false;
   const failed: Extract<RunEvent, { type: "providerFailed" }>[] = [];
@@ -280,6 +281,9 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
       throw new UserError("PAYMENTS_UNSUPPORTED", "The escrow pays providers of the embedded network only", {
         details: "the Golem backend pays through yagna: drop --rpc-url, --escrow and --payment-key-file",
       });
+    // one process per data directory, refused at once: before the chain, the image and the network (the
+    // Requestor takes this process's lock again, re-entrantly)
+    lock = lockDataDir(flags.dataDir, "airqube run");
     // the chain must answer before anything else happens: a chain that is down fails the run here
     if (settings)
       payments = await EscrowPayments.connect(
@@ -366,7 +370,11 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     process.off("SIGINT", onSignal);
     requestor?.close();
     payments?.dispose();
-    await market?.close();
+    try {
+      await market?.close();
+    } finally {
+      lock?.release();
+    }
   }
 }
 
@@ -551,13 +559,20 @@ async function settleJournal(flags: { dataDir: string; json?: boolean } & Paymen
         details:
           "pass --rpc-url, --escrow and --payment-key-file (or AIRQUBE_RPC_URL, AIRQUBE_ESCROW, AIRQUBE_PAYMENT_KEY_FILE)",
       });
+    journal = new RequestorJournal(join(flags.dataDir, "journal.sqlite"));
+    const open = journal.escrowJobs({ openOnly: true });
+    if (open.length === 0) {
+      // nothing to settle needs no chain: say so (an empty list, as the reports' list, with --json)
+      if (flags.json) printJson([]);
+      else process.stdout.write(`nothing to settle: no escrow job pending in ${flags.dataDir}\n`);
+      return 0;
+    }
     payments = await EscrowPayments.connect({
       rpcUrl: settings.rpcUrl,
       escrow: settings.escrow,
       privateKey: settings.privateKey,
     });
-    journal = new RequestorJournal(join(flags.dataDir, "journal.sqlite"));
-    const reports = await closeJournalled(payments, journal, journal.escrowJobs({ openOnly: true }), {
+    const reports = await closeJournalled(payments, journal, open, {
       maxWaitMs: 0,
       now: () => new Date(),
     });

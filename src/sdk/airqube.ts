@@ -301,6 +301,8 @@ interface Connection {
   /** Reports of escrow jobs an earlier run left open, settled on connect. */
   recovered: PaymentReport[];
   dataDir: string;
+  /** The data directory's lock, taken before any connection (the Requestor takes it again, re-entrantly). */
+  lock: import("../store/dir-lock.js").DirLock;
 }
 
 /** Data directories held by a connected `Airqube` of this process (the lock file only keeps other processes out). */
@@ -396,11 +398,14 @@ export class Airqube {
     payments: PaymentOptions | undefined,
     signal: AbortSignal | undefined,
   ): Promise<Connection> {
+    // another process on the data directory is refused at once, before the chain and the network
+    const { lockDataDir } = await import("../store/dir-lock.js");
+    const lock = lockDataDir(dataDir, "airqube requestor (SDK)");
     let escrow: Connection["payments"];
-    if (payments) escrow = await connectPayments(payments, signal);
-    const { loadOrCreateIdentity } = await import("../net/keys.js");
     let market: ComputeMarket | undefined;
     try {
+      if (payments) escrow = await connectPayments(payments, signal);
+      const { loadOrCreateIdentity } = await import("../net/keys.js");
       const identity = loadOrCreateIdentity(dataDir);
       if (this.options.market) market = this.options.market;
       else if (this.options.golem) {
@@ -430,10 +435,11 @@ export class Airqube {
         requestor.close();
         throw error;
       }
-      return { market, requestor, identity, recovered, dataDir, ...(escrow ? { payments: escrow } : {}) };
+      return { market, requestor, identity, recovered, dataDir, lock, ...(escrow ? { payments: escrow } : {}) };
     } catch (error) {
       escrow?.dispose();
       if (market && market !== this.options.market) await market.close().catch(() => {});
+      lock.release();
       throw error;
     }
   }
@@ -543,7 +549,11 @@ export class Airqube {
     HELD_DATA_DIRS.delete(connection.dataDir);
     connection.requestor.close();
     connection.payments?.dispose();
-    if (connection.market !== this.options.market) await connection.market.close();
+    try {
+      if (connection.market !== this.options.market) await connection.market.close();
+    } finally {
+      connection.lock.release();
+    }
     this.events.emit("disconnected");
   }
 

@@ -2,11 +2,13 @@
  * One process per data directory: a lock file (`airqube.lock`) holding the holder's pid, created atomically
  * with its content (a hard link to a file written first). A second requestor or provider on the same directory gets a typed error naming the holder; a
  * lock left by a process that is gone is recovered. The same process may take its own lock again (a
- * re-entrant count), so that one process can open a requestor twice on its directory in sequence.
+ * re-entrant count), so that one process can open a requestor twice on its directory in sequence, and a CLI
+ * command can take the lock before it connects to anything and keep it while its Requestor or agent (which
+ * take it again) runs.
  */
 import { randomBytes } from "node:crypto";
 import { linkSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { PlatformError, UserError } from "../qube/errors.js";
 
 /** The lock file's name in a data directory. */
@@ -30,7 +32,9 @@ const held = new Map<string, number>();
  * try { ... } finally { lock.release(); }
  */
 export function lockDataDir(dataDir: string, role: string): DirLock {
-  const path = join(dataDir, LOCK_FILE);
+  // one key per directory however it is spelt: a relative and an absolute path to the same directory are
+  // the same lock (else this process would take its own lock for a stale one and replace it)
+  const path = join(resolve(dataDir), LOCK_FILE);
   const count = held.get(path) ?? 0;
   if (count > 0) {
     held.set(path, count + 1);

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { expect } from "chai";
 import { UserError } from "../../src/qube/errors.js";
 import { LOCK_FILE, lockDataDir } from "../../src/store/dir-lock.js";
@@ -17,6 +17,17 @@ describe("store: one process per data directory", () => {
     const b = lockDataDir(d, "requestor");
     a.release();
     expect(existsSync(join(d, LOCK_FILE))).to.equal(true);
+    b.release();
+    expect(existsSync(join(d, LOCK_FILE))).to.equal(false);
+  });
+
+  it("is one lock however the directory is spelt (relative or absolute): a second take never replaces the file", () => {
+    const d = dir();
+    const a = lockDataDir(d, "airqube run");
+    const b = lockDataDir(relative(process.cwd(), d), "airqube requestor");
+    a.release();
+    // still held by b: the file is there, with the first holder's content
+    expect(JSON.parse(readFileSync(join(d, LOCK_FILE), "utf8"))).to.include({ pid: process.pid, role: "airqube run" });
     b.release();
     expect(existsSync(join(d, LOCK_FILE))).to.equal(false);
   });
