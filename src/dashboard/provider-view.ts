@@ -6,7 +6,7 @@
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { isAlive, type Page, pageOf } from "./limits.js";
-import { parseColumn, readJsonFile, withReadOnly } from "./store.js";
+import { parseColumn, type ReadOnlyDb, readJsonFile, withReadOnly } from "./store.js";
 
 /** Ledger states grouped as the charts show them. */
 const STATE_GROUP: Record<string, "running" | "finished" | "failed" | "abandoned"> = {
@@ -20,18 +20,37 @@ const STATE_GROUP: Record<string, "running" | "finished" | "failed" | "abandoned
 
 /** Most jobs the time series reads (the newest). */
 export const MAX_TIMELINE_JOBS = 5000;
+/** Most refusals the time series reads (the newest). */
+export const MAX_TIMELINE_REFUSALS = 5000;
+/** Refusals listed one by one (the newest). */
+export const RECENT_REFUSALS = 50;
 /** Buckets of the time series. */
 export const TIMELINE_BUCKETS = 24;
 /** Most escape-suite reports read from the probe cache. */
 export const MAX_PROBE_REPORTS = 16;
 
-/** One bucket of the jobs-over-time series: jobs accepted in [start, start + bucketMs), by how they stand. */
+/**
+ * One bucket of the jobs-over-time series: jobs accepted in [start, start + bucketMs), by how they stand, and
+ * qubes refused before admission in it.
+ */
 export interface JobBucket {
   start: string;
   running: number;
   finished: number;
   failed: number;
   abandoned: number;
+  refused: number;
+}
+
+/** One qube refused before admission (the ledger's `refusals` table). */
+export interface DashboardRefusal {
+  at: string;
+  requestor: string;
+  qubeId: string;
+  /** `query`: refused when asked, before the requestor locked money; `proposal`: refused when proposed. */
+  stage: string;
+  code: string;
+  reason: string;
 }
 
 /** One job as the dashboard lists it. */
@@ -70,6 +89,15 @@ export interface ProviderView {
   timeline: { bucketMs: number; buckets: JobBucket[] };
   /** Failed and abandoned jobs by error code, with the latest reason. */
   failures: { code: string; count: number; lastReason: string | null; lastAt: string }[];
+  /**
+   * Qubes refused before admission: how many the ledger keeps (the newest, bounded), per code with the latest
+   * reason, and the newest one by one.
+   */
+  refusals: {
+    total: number;
+    byCode: { code: string; count: number; lastReason: string; lastAt: string }[];
+    recent: DashboardRefusal[];
+  };
   /** Stake bonded in escrow jobs not yet closed, and every seat. */
   stake: {
     atRiskWei: string;
@@ -97,6 +125,7 @@ export function readProviderView(
     jobs: pageOf<DashboardJob>([], 0, page),
     timeline: { bucketMs: 60_000, buckets: [] },
     failures: [],
+    refusals: { total: 0, byCode: [], recent: [] },
   };
   const ledger = withReadOnly(ledgerPath, empty, (db) => {
     if (!db.has("jobs")) return empty;
@@ -125,11 +154,13 @@ export function readProviderView(
          FROM jobs WHERE state IN ('failed', 'abandoned') GROUP BY COALESCE(error_code, state) ORDER BY n DESC LIMIT 50`,
       )
       .map((row) => ({ code: row.code ?? "unknown", count: Number(row.n), lastReason: row.reason, lastAt: row.at }));
+    const refusals = readRefusals(db);
     return {
       summary: { jobs: total, byState, earnedWei: earned.toString() },
       jobs: pageOf(rows, total, page),
-      timeline: timelineOf(recent),
+      timeline: timelineOf(recent, refusals.times),
       failures,
+      refusals: refusals.view,
     };
   });
   const seats = withReadOnly(join(dataDir, "seats.sqlite"), [] as ProviderView["stake"]["seats"], (db) =>
@@ -163,8 +194,8 @@ export function readProviderView(
     stake: { atRiskWei: atRisk.toString(), seats },
     escapeSuite: probeCache ? readEscapeSuite(probeCache) : [],
     notes: [
-      "Qubes refused before admission are not in the ledger (the agent logs them); failed and abandoned jobs are listed with their reasons.",
-      "Earnings are the prices of revealed jobs; credits and withdrawals live on chain (airqube provider earnings).",
+      "Refusals are the newest the ledger keeps (it keeps a bounded number); failed and abandoned jobs are listed with their reasons.",
+      "Earned is the sum of the prices of revealed jobs; what the escrow credited and what was withdrawn are read from the chain (Earnings on chain).",
     ],
   };
 }
@@ -203,9 +234,47 @@ export function readEscapeSuite(cacheDir: string): EscapeMatrix[] {
   return [...newest.values()].sort((a, b) => a.tier.localeCompare(b.tier)).slice(0, MAX_PROBE_REPORTS);
 }
 
-/** Buckets jobs by acceptance time: at most {@link TIMELINE_BUCKETS}, each a whole number of minutes. */
-export function timelineOf(jobs: { state: string; created_at: string }[]): ProviderView["timeline"] {
-  const times = jobs.map((j) => Date.parse(j.created_at)).filter((t) => Number.isFinite(t));
+/** The refusals of a ledger opened read-only (an older ledger has no table: none). */
+function readRefusals(db: ReadOnlyDb): { view: ProviderView["refusals"]; times: string[] } {
+  if (!db.has("refusals")) return { view: { total: 0, byCode: [], recent: [] }, times: [] };
+  const total = Number(db.all<{ n: number }>("SELECT COUNT(*) AS n FROM refusals")[0]?.n ?? 0);
+  const byCode = db
+    .all<{ code: string; n: number; at: string; reason: string }>(
+      `SELECT code, COUNT(*) AS n, MAX(at) AS at,
+         (SELECT reason FROM refusals r2 WHERE r2.code = refusals.code ORDER BY r2.id DESC LIMIT 1) AS reason
+       FROM refusals GROUP BY code ORDER BY n DESC LIMIT 50`,
+    )
+    .map((row) => ({ code: row.code, count: Number(row.n), lastReason: row.reason, lastAt: row.at }));
+  const recent = db
+    .all<Record<string, string>>(
+      "SELECT at, requestor, qube_id, stage, code, reason FROM refusals ORDER BY id DESC LIMIT ?",
+      RECENT_REFUSALS,
+    )
+    .map((row) => ({
+      at: String(row.at),
+      requestor: String(row.requestor),
+      qubeId: String(row.qube_id),
+      stage: String(row.stage),
+      code: String(row.code),
+      reason: String(row.reason),
+    }));
+  const times = db
+    .all<{ at: string }>("SELECT at FROM refusals ORDER BY id DESC LIMIT ?", MAX_TIMELINE_REFUSALS)
+    .map((row) => row.at);
+  return { view: { total, byCode, recent }, times };
+}
+
+/**
+ * Buckets jobs by acceptance time and refusals by their time: at most {@link TIMELINE_BUCKETS}, each a whole
+ * number of minutes.
+ */
+export function timelineOf(
+  jobs: { state: string; created_at: string }[],
+  refusals: string[] = [],
+): ProviderView["timeline"] {
+  const times = [...jobs.map((j) => Date.parse(j.created_at)), ...refusals.map((at) => Date.parse(at))].filter((t) =>
+    Number.isFinite(t),
+  );
   if (times.length === 0) return { bucketMs: 60_000, buckets: [] };
   const first = Math.min(...times);
   const last = Math.max(...times);
@@ -218,12 +287,17 @@ export function timelineOf(jobs: { state: string; created_at: string }[]): Provi
     finished: 0,
     failed: 0,
     abandoned: 0,
+    refused: 0,
   }));
   for (const job of jobs) {
     const t = Date.parse(job.created_at);
     const group = STATE_GROUP[job.state];
     const bucket = buckets[Math.floor((t - origin) / bucketMs)];
     if (bucket && group) bucket[group]++;
+  }
+  for (const at of refusals) {
+    const bucket = buckets[Math.floor((Date.parse(at) - origin) / bucketMs)];
+    if (bucket) bucket.refused++;
   }
   return { bucketMs, buckets };
 }

@@ -54,7 +54,8 @@ export const API_ENDPOINTS = [
   { path: "/api", about: "this list" },
   {
     path: "/api/provider?limit=&offset=",
-    about: "ledger jobs (paged), jobs over time, failures, stake, escape suite, capacity",
+    about:
+      "ledger jobs (paged), jobs and refusals over time, failures and refusals with reasons, stake, escape suite, capacity",
   },
   {
     path: "/api/requestor?limit=&offset=",

@@ -52,7 +52,7 @@ import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import { checkAdmission } from "./admission.js";
 import { type Behaviour, parseBehaviour } from "./behaviour.js";
 import { DEFAULT_MAX_INPUT_BYTES, defaultResources, type ProviderConfig, type ProviderResources } from "./config.js";
-import { JobLedger } from "./ledger.js";
+import { JobLedger, type RefusalStage } from "./ledger.js";
 import { ProviderPayments, writeChainFile } from "./payments.js";
 
 /** The escape-suite outcome the agent needs per tier. */
@@ -354,16 +354,16 @@ export class ProviderAgent {
     return {
       identity: this.identity,
       now: this.now,
-      query: async ({ spec, price, payment }) => {
+      query: async ({ spec, price, payment, peer }) => {
         // asked before the requestor locks any money: everything the proposal would check, short of the job
         const refusal = (await this.refusalFor(spec.spec, price)) ?? this.paymentRefusal(payment);
-        if (refusal) this.logger.info({ qubeId: spec.id, ...refusal }, "qube refused when asked");
+        if (refusal) this.refused("query", spec.id, peer, refusal);
         return refusal;
       },
-      admit: async ({ spec, agreement, escrow }): Promise<Admission> => {
+      admit: async ({ spec, agreement, escrow, peer }): Promise<Admission> => {
         const refusal = await this.refusalFor(spec.spec, BigInt(agreement.requestor.payload.price));
         if (refusal) {
-          this.logger.info({ qubeId: spec.id, ...refusal }, "qube refused");
+          this.refused("proposal", spec.id, peer, refusal);
           return { ok: false, ...refusal };
         }
         let escrowJob: EscrowJob | undefined;
@@ -376,12 +376,14 @@ export class ProviderAgent {
             now: this.now(),
           });
           if (!verdict.ok) {
-            this.logger.info({ qubeId: spec.id, code: verdict.code, reason: verdict.reason }, "qube refused");
+            this.refused("proposal", spec.id, peer, { code: verdict.code, reason: verdict.reason });
             return { ok: false, code: verdict.code, reason: verdict.reason };
           }
           escrowJob = verdict.job;
         } else if (escrow || agreement.requestor.payload.escrowJob) {
-          return { ok: false, code: "ESCROW_UNSUPPORTED", reason: "this provider is not configured with a chain" };
+          const unsupported = { code: "ESCROW_UNSUPPORTED", reason: "this provider is not configured with a chain" };
+          this.refused("proposal", spec.id, peer, unsupported);
+          return { ok: false, ...unsupported };
         }
         const jobId = randomUUID();
         if (escrowJob) this.escrowJobs.set(jobId, escrowJob);
@@ -438,6 +440,16 @@ export class ProviderAgent {
         },
       },
     };
+  }
+
+  /** Logs a refusal and keeps it in the ledger's bounded refusal table (a failed write is logged, not thrown). */
+  private refused(stage: RefusalStage, qubeId: string, peer: string, refusal: { code: string; reason: string }): void {
+    this.logger.info({ qubeId, peer, ...refusal }, stage === "query" ? "qube refused when asked" : "qube refused");
+    try {
+      this.ledger.refused({ stage, qubeId, requestor: peer, code: refusal.code, reason: refusal.reason }, this.now());
+    } catch (error) {
+      this.logger.warn({ err: error, qubeId }, "refusal not recorded in the ledger");
+    }
   }
 
   /** The first reason to refuse `spec` at `price` now (limits, tier, capacity, price, image), if any. */

@@ -38,6 +38,30 @@ export interface JobUsage {
   maxMemoryBytes: number;
 }
 
+/** Where a qube was refused: when the requestor asked (`query`, before it locks money) or proposed it (`proposal`). */
+export type RefusalStage = "query" | "proposal";
+
+/** One qube refused before admission. */
+export interface RefusalRow {
+  /** ISO 8601 time of the refusal. */
+  at: string;
+  /** The requestor's peer id. */
+  requestor: string;
+  qubeId: string;
+  stage: RefusalStage;
+  /** The refusal's stable code (`AT_CAPACITY`, `PRICE_TOO_LOW`, ...) and its reason. */
+  code: string;
+  reason: string;
+}
+
+/**
+ * Most refusals kept: the newest. A peer that floods the provider with proposals it must refuse replaces old
+ * rows, it never grows the file past this (about 3 MB).
+ */
+export const MAX_REFUSAL_ROWS = 10_000;
+/** Longest reason, peer id and qube id stored, characters (longer ones are cut). */
+const MAX_REFUSAL_TEXT = 512;
+
 /** Columns added after the first release: created in a ledger that lacks them. */
 const USAGE_COLUMNS = ["cpu_ms", "wall_ms", "max_memory_bytes"] as const;
 
@@ -82,6 +106,16 @@ export class JobLedger {
         error_reason TEXT
       );
       CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+      CREATE TABLE IF NOT EXISTS refusals (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        requestor TEXT NOT NULL,
+        qube_id TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        code TEXT NOT NULL,
+        reason TEXT NOT NULL
+      );
+      CREATE INDEX IF NOT EXISTS refusals_at ON refusals(at);
     `,
     );
     const columns = new Set(
@@ -140,6 +174,57 @@ export class JobLedger {
         extra.errorReason ?? null,
         jobId,
       );
+  }
+
+  /**
+   * Records a qube refused before admission, and drops the oldest rows beyond `maxRows` (default
+   * {@link MAX_REFUSAL_ROWS}) in the same transaction: the table stays bounded whatever a peer sends.
+   */
+  refused(refusal: Omit<RefusalRow, "at">, now: Date, maxRows = MAX_REFUSAL_ROWS): void {
+    const cut = (text: string) => text.slice(0, MAX_REFUSAL_TEXT);
+    this.db.exec("BEGIN IMMEDIATE");
+    try {
+      const { lastInsertRowid } = this.db
+        .prepare("INSERT INTO refusals (at, requestor, qube_id, stage, code, reason) VALUES (?, ?, ?, ?, ?, ?)")
+        .run(
+          now.toISOString(),
+          cut(refusal.requestor),
+          cut(refusal.qubeId),
+          refusal.stage,
+          cut(refusal.code),
+          cut(refusal.reason),
+        );
+      this.db.prepare("DELETE FROM refusals WHERE id <= ?").run(Number(lastInsertRowid) - maxRows);
+      this.db.exec("COMMIT");
+    } catch (error) {
+      this.db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+
+  /** The newest refusals, newest first (at most `limit`). */
+  refusals(limit = 20): RefusalRow[] {
+    return (
+      this.db
+        .prepare("SELECT at, requestor, qube_id, stage, code, reason FROM refusals ORDER BY id DESC LIMIT ?")
+        .all(limit) as Record<string, string>[]
+    ).map((row) => ({
+      at: row.at!,
+      requestor: row.requestor!,
+      qubeId: row.qube_id!,
+      stage: row.stage as RefusalStage,
+      code: row.code!,
+      reason: row.reason!,
+    }));
+  }
+
+  /** Refusals kept, per code. */
+  refusalCounts(): Record<string, number> {
+    const rows = this.db.prepare("SELECT code, COUNT(*) AS n FROM refusals GROUP BY code").all() as {
+      code: string;
+      n: number;
+    }[];
+    return Object.fromEntries(rows.map((row) => [row.code, Number(row.n)]));
   }
 
   /** One job, or undefined when unknown. */

@@ -109,7 +109,7 @@ describe("dashboard: JSON API", function () {
     ]);
   });
 
-  it("/api/provider: jobs by state over time, earnings, failures with reasons, stake at risk, escape suite, capacity", async () => {
+  it("/api/provider: jobs by state and refusals over time, earnings, failures and refusals with reasons, stake at risk, escape suite, capacity", async () => {
     const view = (await get("/api/provider")).json();
     expect(view.summary).to.deep.equal({
       jobs: 6,
@@ -125,10 +125,21 @@ describe("dashboard: JSON API", function () {
       "job-1",
     ]);
     expect(view.jobs.items[5].usage).to.deep.equal({ cpuMs: 420, wallMs: 900, maxMemoryBytes: 8 * 1048576 });
-    const sums = { running: 0, finished: 0, failed: 0, abandoned: 0 };
+    const sums = { running: 0, finished: 0, failed: 0, abandoned: 0, refused: 0 };
     for (const bucket of view.timeline.buckets)
       for (const key of Object.keys(sums) as (keyof typeof sums)[]) sums[key] += bucket[key];
-    expect(sums).to.deep.equal({ running: 2, finished: 2, failed: 1, abandoned: 1 });
+    expect(sums).to.deep.equal({ running: 2, finished: 2, failed: 1, abandoned: 1, refused: 3 });
+    expect(view.refusals.total).to.equal(3);
+    expect(view.refusals.byCode).to.deep.equal([
+      { code: "AT_CAPACITY", count: 2, lastReason: "all 4 slots are busy", lastAt: "2026-11-29T12:04:00.000Z" },
+      { code: "PRICE_TOO_LOW", count: 1, lastReason: HOSTILE_TEXT, lastAt: "2026-11-29T12:05:00.000Z" },
+    ]);
+    expect(view.refusals.recent.map((r: { stage: string; code: string }) => `${r.stage} ${r.code}`)).to.deep.equal([
+      "query PRICE_TOO_LOW",
+      "proposal AT_CAPACITY",
+      "query AT_CAPACITY",
+    ]);
+    expect(view.refusals.recent[0]).to.include({ requestor: "12D3KooWRequestor", qubeId: "aq1refused7" });
     expect(view.timeline.buckets.length).to.be.within(2, 25);
     expect(view.failures).to.deep.include({
       code: "SANDBOX_OOM",

@@ -76,6 +76,11 @@ export function writeFixture(root: string): Fixture {
   ledger.transition("job-5", "running", at(120));
   ledger.accepted("job-6", "aq1other6", "12D3KooWRequestor", GLM.toString(), at(121));
   ledger.transition("job-6", "committed", at(122), { outputsRoot: "sha256:bb" });
+  // refused before admission: twice at capacity (asked, then proposed), once too cheap with a hostile reason
+  const refusal = { requestor: "12D3KooWRequestor", qubeId: "aq1refused7" };
+  ledger.refused({ ...refusal, stage: "query", code: "AT_CAPACITY", reason: "all 4 slots are busy" }, at(123));
+  ledger.refused({ ...refusal, stage: "proposal", code: "AT_CAPACITY", reason: "all 4 slots are busy" }, at(124));
+  ledger.refused({ ...refusal, stage: "query", code: "PRICE_TOO_LOW", reason: HOSTILE_TEXT }, at(125));
   ledger.close();
 
   const seats = new SeatStore(join(fixture.providerDir, "seats.sqlite"));

@@ -46,6 +46,45 @@ describe("provider: job ledger, metered usage", () => {
   });
 });
 
+describe("provider: job ledger, refusals before admission", () => {
+  it("keeps each refusal (time, peer, qube, stage, code, reason), the newest N only, across a restart", () => {
+    const path = join(mkdtempSync(join(tmpdir(), "aq-ledger-")), "ledger.sqlite");
+    const t0 = Date.parse("2026-11-29T10:00:00.000Z");
+    let ledger = new JobLedger(path);
+    for (let i = 0; i < 25; i++)
+      ledger.refused(
+        {
+          requestor: `12D3KooWPeer${i % 2}`,
+          qubeId: `aq1q${i}`,
+          stage: i % 2 ? "proposal" : "query",
+          code: i < 20 ? "AT_CAPACITY" : "PRICE_TOO_LOW",
+          reason: `reason ${i} ${"x".repeat(i === 24 ? 5000 : 0)}`,
+        },
+        new Date(t0 + i * 1000),
+        10,
+      );
+    ledger.close();
+    ledger = new JobLedger(path);
+    const rows = ledger.refusals(100);
+    // a peer flooding the provider never grows the table past the bound: the oldest went
+    expect(rows).to.have.length(10);
+    expect(rows.map((r) => r.qubeId)).to.deep.equal([24, 23, 22, 21, 20, 19, 18, 17, 16, 15].map((i) => `aq1q${i}`));
+    expect(rows[1]).to.deep.equal({
+      at: new Date(t0 + 23_000).toISOString(),
+      requestor: "12D3KooWPeer1",
+      qubeId: "aq1q23",
+      stage: "proposal",
+      code: "PRICE_TOO_LOW",
+      reason: "reason 23 ",
+    });
+    expect(rows[0]!.reason.length).to.equal(512);
+    expect(ledger.refusalCounts()).to.deep.equal({ AT_CAPACITY: 5, PRICE_TOO_LOW: 5 });
+    // refusals are not jobs
+    expect(ledger.summary().jobs).to.equal(0);
+    ledger.close();
+  });
+});
+
 describe("requestor: journal (SQLite)", () => {
   it("reports qubes interrupted by a crash after a restart", () => {
     const path = join(mkdtempSync(join(tmpdir(), "aq-journal-")), "journal.sqlite");

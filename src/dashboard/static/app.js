@@ -5,7 +5,7 @@ import { bars, stackedBars } from "./charts.js";
 
 const POLL_MS = 5000;
 const PAGE = 50;
-const COLORS = { running: "#3b82f6", finished: "#16a34a", failed: "#dc2626", abandoned: "#9ca3af" };
+const COLORS = { running: "#3b82f6", finished: "#16a34a", failed: "#dc2626", abandoned: "#9ca3af", refused: "#f59e0b" };
 
 // the token: from the fragment once (then removed from the address bar and history), kept for this tab only
 const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
@@ -133,7 +133,11 @@ function renderProvider(data) {
     label: time(b.start),
     short: new Date(b.start).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }),
   }));
-  const series = ["running", "finished", "failed", "abandoned"].map((key) => ({ key, label: key, color: COLORS[key] }));
+  const series = ["running", "finished", "failed", "abandoned", "refused"].map((key) => ({
+    key,
+    label: key,
+    color: COLORS[key],
+  }));
   return [
     el(
       "div",
@@ -142,6 +146,7 @@ function renderProvider(data) {
       card("running", String(running), "running"),
       card("finished", String(s.revealed ?? 0), "finished"),
       card("failed / abandoned", `${s.failed ?? 0} / ${s.abandoned ?? 0}`, "failed"),
+      card("refused", String(data.refusals.total), "refused"),
       card("earned (revealed jobs)", glm(data.summary.earnedWei), "earned"),
       card("stake at risk", glm(data.stake.atRiskWei), "stake"),
       card(
@@ -171,6 +176,40 @@ function renderProvider(data) {
       ["code", "jobs", "last reason", "last at"],
       data.failures.map((f) =>
         el("tr", {}, cell(f.code, "mono"), cell(String(f.count)), cell(f.lastReason), cell(time(f.lastAt))),
+      ),
+    ),
+    el("h2", { text: "Refused before admission, by reason" }),
+    table(
+      ["code", "refusals", "last reason", "last at"],
+      data.refusals.byCode.map((r) =>
+        el(
+          "tr",
+          { "data-refusal": r.code },
+          cell(r.code, "mono"),
+          cell(String(r.count)),
+          cell(r.lastReason),
+          cell(time(r.lastAt)),
+        ),
+      ),
+    ),
+    el(
+      "details",
+      { class: "refusals", "data-qube": "refusals" },
+      el("summary", { text: `Latest refusals (${data.refusals.recent.length} of ${data.refusals.total} kept)` }),
+      table(
+        ["at", "stage", "requestor", "qube", "code", "reason"],
+        data.refusals.recent.map((r) =>
+          el(
+            "tr",
+            {},
+            cell(time(r.at)),
+            cell(r.stage),
+            cell(short(r.requestor), "mono"),
+            cell(short(r.qubeId, 16), "mono"),
+            cell(r.code, "mono"),
+            cell(r.reason),
+          ),
+        ),
       ),
     ),
     el("h2", { text: "Escape suite per tier" }),
