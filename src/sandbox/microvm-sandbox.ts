@@ -9,7 +9,7 @@
  * waiting on their channel, so a matching qube starts without a boot; each is still used once and destroyed,
  * and a replacement boots in the background.
  */
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
 import Docker from "dockerode";
 import { packageRoot } from "../package-root.js";
@@ -202,7 +202,7 @@ export class MicroVmSandbox implements Sandbox {
       command: qube.command,
       env: qube.env ?? {},
       outputs,
-      inputs: await readInputs(qube),
+      inputs: await listInputs(qube),
       limits,
     };
     const vcpus = Math.max(1, Math.ceil(limits.cpus));
@@ -361,13 +361,22 @@ export class MicroVmSandbox implements Sandbox {
   }
 }
 
-/** Reads the qube's inputs (named files and/or a whole directory) into memory, with safe relative paths. */
-async function readInputs(qube: QubeRun): Promise<VmInput[]> {
+/**
+ * Lists the qube's inputs (named files and/or a whole directory) with safe relative paths and their sizes; they
+ * are streamed to the VM from their files (`qubeFrames`), never read whole into memory.
+ */
+async function listInputs(qube: QubeRun): Promise<VmInput[]> {
   const inputs: VmInput[] = [];
+  const regular = async (source: string, path: string): Promise<VmInput> => {
+    const info = await stat(source);
+    if (!info.isFile())
+      throw new UserError("INPUT_UNSUPPORTED", "Inputs may hold only regular files and directories", {
+        details: source,
+      });
+    return { path: safeRelativePath(path), source, size: info.size };
+  };
   try {
-    for (const input of qube.inputs ?? []) {
-      inputs.push({ path: safeRelativePath(input.path), data: await readFile(input.source) });
-    }
+    for (const input of qube.inputs ?? []) inputs.push(await regular(input.source, input.path));
     if (qube.inputDir) {
       const root = resolve(qube.inputDir);
       for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
@@ -377,7 +386,7 @@ async function readInputs(qube: QubeRun): Promise<VmInput[]> {
           throw new UserError("INPUT_UNSUPPORTED", "Inputs may hold only regular files and directories", {
             details: full,
           });
-        inputs.push({ path: safeRelativePath(relative(root, full)), data: await readFile(full) });
+        inputs.push(await regular(full, relative(root, full)));
       }
     }
   } catch (error) {

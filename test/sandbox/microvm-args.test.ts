@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,7 +7,7 @@ import { expect } from "chai";
 import { PlatformError } from "../../src/qube/errors.js";
 import { DEFAULT_SANDBOX_LIMITS } from "../../src/sandbox/api.js";
 import { buildCpio, encodeCpioRecord } from "../../src/sandbox/microvm/cpio.js";
-import { encodeQube, frame } from "../../src/sandbox/microvm/host-frames.js";
+import { encodeQubeHead, frame, qubeFrames, type VmQube } from "../../src/sandbox/microvm/host-frames.js";
 import {
   guestMemoryMiB,
   KERNEL_CMDLINE,
@@ -16,6 +17,7 @@ import {
 } from "../../src/sandbox/microvm/qemu-args.js";
 import { bootFilesHash, initEntries, kernelRelease, loadVmModules } from "../../src/sandbox/microvm/rootfs.js";
 import { toRunResult } from "../../src/sandbox/microvm-sandbox.js";
+import { tmp } from "../helpers/network.js";
 
 describe("micro-VM hardening as data", () => {
   it("pins the QEMU argv", () => {
@@ -116,25 +118,44 @@ describe("micro-VM hardening as data", () => {
 });
 
 describe("micro-VM host frames", () => {
-  it("encodes a qube as L, A, V, P, F, D..., G", () => {
-    const bytes = encodeQube({
+  const encodeQube = async (qube: VmQube) => {
+    const parts: Buffer[] = [];
+    for await (const part of qubeFrames(qube)) parts.push(part);
+    return Buffer.concat(parts);
+  };
+  const inputFile = (bytes: Buffer) => {
+    const path = join(tmp("aq-vm-frames-"), "input");
+    writeFileSync(path, bytes);
+    return path;
+  };
+
+  it("encodes a qube as L, A, V, P, F, D..., G, streaming each input from its file a frame at a time", async () => {
+    const data = Buffer.alloc(70_000, 1);
+    data[69_999] = 7;
+    const bytes = await encodeQube({
       command: ["echo", "hi"],
       env: { A: "1" },
       outputs: ["/output"],
-      inputs: [{ path: "x/y.txt", data: Buffer.alloc(70_000, 1) }],
+      inputs: [{ path: "x/y.txt", source: inputFile(data), size: data.length }],
       limits: DEFAULT_SANDBOX_LIMITS,
     });
     const types: string[] = [];
+    const payloads: Buffer[] = [];
     for (let offset = 0; offset < bytes.length; ) {
       types.push(String.fromCharCode(bytes[offset]!));
-      offset += 5 + bytes.readUInt32BE(offset + 1);
+      const length = bytes.readUInt32BE(offset + 1);
+      if (bytes[offset] === 0x44) payloads.push(bytes.subarray(offset + 5, offset + 5 + length));
+      offset += 5 + length;
     }
     expect(types).to.deep.equal(["L", "A", "A", "V", "P", "F", "D", "D", "G"]);
+    expect(Buffer.concat(payloads).equals(data)).to.equal(true);
+    // the input budget the guest enforces comes from the declared sizes
+    expect(bytes.readBigUInt64BE(5 + 64)).to.equal(BigInt(70_000 + 4096));
     expect(bytes.readUInt32BE(1)).to.equal(80);
     expect(bytes.readBigUInt64BE(5)).to.equal(BigInt(DEFAULT_SANDBOX_LIMITS.wallTimeMs));
     // the last limit is the CPU share in thousandths of a CPU, for the qube's cpu.max
     expect(bytes.readBigUInt64BE(5 + 72)).to.equal(BigInt(Math.ceil(DEFAULT_SANDBOX_LIMITS.cpus * 1000)));
-    const half = encodeQube({
+    const half = encodeQubeHead({
       command: ["x"],
       env: {},
       outputs: [],
@@ -144,10 +165,30 @@ describe("micro-VM host frames", () => {
     expect(half.readBigUInt64BE(5 + 72)).to.equal(500n);
   });
 
+  it("an input that changed size since it was checked fails the run (INPUT_CHANGED), never sends more", async () => {
+    const source = inputFile(Buffer.alloc(1000, 2));
+    const qube = (size: number): VmQube => ({
+      command: ["true"],
+      env: {},
+      outputs: [],
+      inputs: [{ path: "a", source, size }],
+      limits: DEFAULT_SANDBOX_LIMITS,
+    });
+    // declared 2000, the file holds 1000 (it shrank)
+    const error = await encodeQube(qube(2000)).then(
+      () => undefined,
+      (caught: unknown) => caught as { code?: string },
+    );
+    expect(error?.code).to.equal("INPUT_CHANGED");
+    // declared 500, the file holds 1000 (it grew): exactly 500 bytes go
+    const bytes = await encodeQube(qube(500));
+    expect(bytes.length).to.equal(encodeQubeHead(qube(500)).length + 5 + 1 + 5 + 500 + 5);
+  });
+
   it("refuses NUL bytes, bad env names and oversized fields", () => {
     const base = { env: {}, outputs: [], inputs: [], limits: DEFAULT_SANDBOX_LIMITS };
-    expect(() => encodeQube({ ...base, command: ["a\0b"] })).to.throw(/NUL/);
-    expect(() => encodeQube({ ...base, command: ["x"], env: { "A=B": "1" } })).to.throw(/environment name/);
+    expect(() => encodeQubeHead({ ...base, command: ["a\0b"] })).to.throw(/NUL/);
+    expect(() => encodeQubeHead({ ...base, command: ["x"], env: { "A=B": "1" } })).to.throw(/environment name/);
     expect(() => frame("A", Buffer.alloc(65537))).to.throw(/64 KiB/);
   });
 });

@@ -4,16 +4,22 @@
  *   'L' limits (10 x u64 BE; the last is the CPU share in thousandths of a CPU, for the qube's cpu.max)
  *   'A' argv element   'V' "KEY=VALUE"   'P' declared output path
  *   'F' input file start (path relative to /input)   'D' input file data   'G' go
- * Pure: `encodeQube` turns a checked qube into bytes. The VM side is src/sandbox/microvm/native/vm-init.c.
+ * `encodeQubeHead` (pure) encodes everything before the inputs; `qubeFrames` streams the whole qube, reading
+ * each input file in frame-sized chunks as the VM takes them, so host memory does not grow with the inputs.
+ * The VM side is src/sandbox/microvm/native/vm-init.c.
  */
+import { createReadStream } from "node:fs";
 import { UserError } from "../../qube/errors.js";
 import type { SandboxLimits } from "../api.js";
 import { FRAME_MAX } from "../channel.js";
 
-/** One input file, already read, with its path relative to /input. */
+/** One input file on the host (its size taken when the qube was checked), with its path relative to /input. */
 export interface VmInput {
   path: string;
-  data: Buffer;
+  /** The file to read. */
+  source: string;
+  /** Its size in bytes: exactly this much is sent, and a file that changed size fails the run. */
+  size: number;
 }
 
 export interface VmQube {
@@ -40,10 +46,10 @@ function text(type: string, value: string, what: string): Buffer {
   return frame(type, value);
 }
 
-/** Encodes the whole qube, ending with 'G'. */
-export function encodeQube(qube: VmQube): Buffer {
+/** Encodes the qube's frames before its inputs (L, A, V, P); the inputs' sizes set the guest's input budget. */
+export function encodeQubeHead(qube: VmQube): Buffer {
   const { limits } = qube;
-  const inputBytes = qube.inputs.reduce((sum, input) => sum + input.data.length + 4096, 0);
+  const inputBytes = qube.inputs.reduce((sum, input) => sum + input.size + 4096, 0);
   const values = [
     limits.wallTimeMs,
     limits.memoryBytes,
@@ -69,12 +75,32 @@ export function encodeQube(qube: VmQube): Buffer {
     parts.push(text("V", `${key}=${value}`, "environment entry"));
   }
   for (const path of qube.outputs) parts.push(text("P", path, "output path"));
-  for (const input of qube.inputs) {
-    parts.push(text("F", input.path, "input path"));
-    for (let offset = 0; offset < input.data.length; offset += FRAME_MAX) {
-      parts.push(frame("D", input.data.subarray(offset, offset + FRAME_MAX)));
-    }
-  }
-  parts.push(frame("G"));
+  for (const input of qube.inputs) text("F", input.path, "input path"); // checked before anything is sent
   return Buffer.concat(parts);
+}
+
+/**
+ * The whole qube as frames, ending with 'G': the head, then each input as 'F' and 'D' frames read from its file
+ * in chunks of at most FRAME_MAX bytes (one chunk in memory at a time).
+ *
+ * @throws UserError `INPUT_CHANGED` when a file no longer has the size it had when the qube was checked.
+ */
+export async function* qubeFrames(qube: VmQube): AsyncGenerator<Buffer> {
+  yield encodeQubeHead(qube);
+  for (const input of qube.inputs) {
+    yield text("F", input.path, "input path");
+    let sent = 0;
+    if (input.size > 0) {
+      const stream = createReadStream(input.source, { start: 0, end: input.size - 1, highWaterMark: FRAME_MAX });
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        sent += chunk.length;
+        yield frame("D", chunk);
+      }
+    }
+    if (sent !== input.size)
+      throw new UserError("INPUT_CHANGED", "An input file changed while it was sent", {
+        details: `${input.path}: ${sent} of ${input.size} bytes`,
+      });
+  }
+  yield frame("G");
 }

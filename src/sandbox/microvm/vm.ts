@@ -9,12 +9,12 @@ import { randomUUID } from "node:crypto";
 import { chmod, chown, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AirqubeError, InternalError, PeerError, PlatformError, TimeoutError } from "../../qube/errors.js";
+import { AirqubeError, InternalError, PeerError, PlatformError, TimeoutError, UserError } from "../../qube/errors.js";
 import type { SandboxOutput } from "../api.js";
 import { ChannelParser, type ChannelResult, FRAME_MAX, HELLO } from "../channel.js";
 import { unpackTar } from "../unpack.js";
 import { type SandboxUsage, UsageMeter } from "../usage.js";
-import { encodeQube, type VmQube } from "./host-frames.js";
+import { qubeFrames, type VmQube } from "./host-frames.js";
 import {
   type Accel,
   guestMemoryMiB,
@@ -402,10 +402,25 @@ export class MicroVm {
 
     let onAbort: (() => void) | undefined;
     let outcome: Outcome;
+    // the qube goes in as the guest takes it: inputs are read from their files a frame at a time
+    let sendError: AirqubeError | undefined;
+    const sendFailed = this.sendQube(qube, signal).then(
+      () => new Promise<never>(() => undefined),
+      (error: unknown) => {
+        sendError =
+          error instanceof AirqubeError
+            ? error
+            : new UserError("INPUT_UNREADABLE", "Could not send the qube's inputs to the VM", {
+                details: String(error),
+                cause: error,
+              });
+        return "input-failed" as const;
+      },
+    );
     try {
-      this.child.stdin?.write(encodeQube(qube));
       outcome = await Promise.race([
         settledOutcome,
+        sendFailed,
         this.exited.then(() => "exited" as const),
         new Promise<"abort">((resolve) => {
           onAbort = () => resolve("abort");
@@ -431,6 +446,7 @@ export class MicroVm {
       throw error;
     };
     if (outcome === "abort") return fatal(new TimeoutError("ABORTED", "The qube was aborted"));
+    if (outcome === "input-failed" && sendError) return fatal(sendError);
     if (outcome === "stalled")
       return fatal(
         new PeerError("VM_CHANNEL_STALLED", "The VM stopped sending its outputs", {
@@ -494,6 +510,33 @@ export class MicroVm {
   }
 
   /** Kills QEMU's whole process group, waits for it to exit, and wipes the private temp dir. Idempotent. */
+  /**
+   * Writes the qube to the VM's channel as frames, waiting for the channel to drain after each write, so that
+   * only about one frame of input is in host memory at a time. Ends quietly when the VM goes away or the run is
+   * aborted (the run's outcome says why); throws when an input cannot be read or changed size.
+   */
+  private async sendQube(qube: VmQube, signal: AbortSignal | undefined): Promise<void> {
+    const stdin = this.child.stdin;
+    if (!stdin) return;
+    const gone = () => stdin.destroyed || stdin.writableEnded || signal?.aborted === true;
+    for await (const chunk of qubeFrames(qube)) {
+      if (gone()) return;
+      if (!stdin.write(chunk)) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            stdin.off("drain", done);
+            stdin.off("close", done);
+            stdin.off("error", done);
+            resolve();
+          };
+          stdin.on("drain", done);
+          stdin.on("close", done);
+          stdin.on("error", done);
+        });
+      }
+    }
+  }
+
   destroy(): Promise<void> {
     this.destroyed ??= (async () => {
       const pid = this.child.pid;
@@ -539,4 +582,4 @@ async function drain(stream: NodeJS.ReadableStream): Promise<SandboxOutput[]> {
 }
 
 /** How a served qube's wait ended. */
-type Outcome = "done" | "exited" | "timeout" | "stalled" | "unpack-failed" | "unpack-stuck" | "abort";
+type Outcome = "done" | "exited" | "timeout" | "stalled" | "unpack-failed" | "unpack-stuck" | "abort" | "input-failed";
