@@ -9,7 +9,7 @@
  * waiting on their channel, so a matching qube starts without a boot; each is still used once and destroyed,
  * and a replacement boots in the background.
  */
-import { readdir, readFile, stat } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
 import Docker from "dockerode";
 import { packageRoot } from "../package-root.js";

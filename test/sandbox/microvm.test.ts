@@ -108,7 +108,9 @@ describe("MicroVmSandbox @qemu @docker", function () {
     }
     // the old tier read every input into one host buffer (48 MiB and more); streaming holds about a frame
     console.log(`      48 MiB input streamed: host RSS grew by ${((peak - before) / 2 ** 20).toFixed(1)} MiB`);
-    expect(peak - before, `host RSS grew by ${Math.round((peak - before) / 2 ** 20)} MiB`).to.be.below(40 * 1024 * 1024);
+    expect(peak - before, `host RSS grew by ${Math.round((peak - before) / 2 ** 20)} MiB`).to.be.below(
+      40 * 1024 * 1024,
+    );
   });
 
   it("runs a qube in its own kernel and returns stdout, stderr, exit code, inputs and outputs", async () => {
