@@ -67,6 +67,13 @@ export interface Credit {
   txHash: string;
 }
 
+/** One withdrawal from the escrow to an account's wallet (a `Withdrawn` event). */
+export interface Withdrawal {
+  amount: bigint;
+  blockNumber: number;
+  txHash: string;
+}
+
 /** How the client reaches the chain. */
 export interface EscrowClientConfig {
   /** JSON-RPC endpoint, e.g. the devnet's `http://127.0.0.1:8545` or a Polygon RPC. */
@@ -443,6 +450,21 @@ export class EscrowClient {
         return logs.map((log) => {
           const a = z.object({ jobId: hex32, amount: z.bigint() }).parse(eventArgs(log));
           return { jobId: a.jobId, amount: a.amount, blockNumber: log.blockNumber, txHash: log.transactionHash };
+        });
+      },
+      options,
+    );
+  }
+
+  /** Every withdrawal by `account` (default: this client's) from the `Withdrawn` events, read in pages. */
+  async withdrawals(account: string = this.address, options: CallOptions = {}): Promise<Withdrawal[]> {
+    return runChainCall(
+      "read withdrawals",
+      async () => {
+        const logs = await this.#queryLogs(this.#escrow.filters.Withdrawn!(account), options);
+        return logs.map((log) => {
+          const a = z.object({ amount: z.bigint() }).parse(eventArgs(log));
+          return { amount: a.amount, blockNumber: log.blockNumber, txHash: log.transactionHash };
         });
       },
       options,

@@ -21,10 +21,14 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { AirqubeError, PlatformError, UserError } from "../qube/errors.js";
+import { cachedEarnings, readEarnings } from "./earnings-view.js";
 import { MAX_RESPONSE_BYTES, MAX_URL_LENGTH, parsePage } from "./limits.js";
 import { readNetworkView } from "./network-view.js";
 import { readProviderView } from "./provider-view.js";
 import { readEvidence, readRequestorView } from "./requestor-view.js";
+
+/** How long one read of the provider's earnings on chain is reused by default, ms. */
+export const EARNINGS_TTL_MS = 15_000;
 
 /** Bytes of randomness in the access token. */
 export const TOKEN_BYTES = 32;
@@ -61,6 +65,11 @@ export const API_ENDPOINTS = [
     path: "/api/requestor?limit=&offset=",
     about: "journalled qubes (paged) with providers, timeline, groups, cost; reputation; escrow",
   },
+  {
+    path: "/api/earnings",
+    about:
+      "on chain: credits and withdrawals of the provider's payout account, what it can withdraw (read at most every 15 s); an unpaid provider says so",
+  },
   { path: "/api/network", about: "providers dispatched to, this machine's own offer, the running devnet" },
   { path: "/api/evidence/:qubeId", about: "the evidence kept against providers of a qube (JSON download)" },
 ] as const;
@@ -84,6 +93,8 @@ export interface DashboardOptions extends DashboardSources {
   logger?: Logger;
   /** Clock (tests). */
   now?: () => Date;
+  /** How long one read of the chain is reused, ms (default {@link EARNINGS_TTL_MS}). */
+  earningsTtlMs?: number;
   signal?: AbortSignal;
 }
 
@@ -123,6 +134,10 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     }
   }
   const now = options.now ?? (() => new Date());
+  const earnings = cachedEarnings(
+    () => readEarnings(options.providerDir, now(), options.signal ? { signal: options.signal } : {}),
+    options.earningsTtlMs ?? EARNINGS_TTL_MS,
+  );
   let port = 0;
   const server: Server = createServer((request, response) => {
     try {
@@ -202,6 +217,11 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
         return send(response, 200, readRequestorView(options.requestorDir, parsePage(url.searchParams), at));
       case "/api/network":
         return send(response, 200, readNetworkView(dirs, at));
+      case "/api/earnings":
+        return void earnings().then(
+          (view) => send(response, 200, view),
+          (error: unknown) => fail(response, error),
+        );
     }
     const evidence = /^\/api\/evidence\/([^/]+)$/.exec(url.pathname);
     if (evidence) {

@@ -105,8 +105,18 @@ describe("dashboard: JSON API", function () {
       "/api/provider?limit=&offset=",
       "/api/requestor?limit=&offset=",
       "/api/network",
+      "/api/earnings",
       "/api/evidence/:qubeId",
     ]);
+  });
+
+  it("/api/earnings: a provider without chain settings is an unpaid provider (the chain is not asked)", async () => {
+    const reply = await get("/api/earnings");
+    expect(reply.status).to.equal(200);
+    expect(reply.json()).to.deep.equal({
+      paid: false,
+      note: "unpaid provider: no chain configured in this data directory",
+    });
   });
 
   it("/api/provider: jobs by state and refusals over time, earnings, failures and refusals with reasons, stake at risk, escape suite, capacity", async () => {
@@ -243,7 +253,14 @@ describe("dashboard: JSON API", function () {
   });
 
   describe("the token", () => {
-    const endpoints = ["/api", "/api/provider", "/api/requestor", "/api/network", `/api/evidence/${VERIFIED_QUBE}`];
+    const endpoints = [
+      "/api",
+      "/api/provider",
+      "/api/requestor",
+      "/api/network",
+      "/api/earnings",
+      `/api/evidence/${VERIFIED_QUBE}`,
+    ];
 
     it("no token: 401 on every endpoint, and no data", async () => {
       for (const path of endpoints) {
@@ -400,6 +417,10 @@ describe("dashboard: JSON API", function () {
       for (let i = 0; i < 260; i++) {
         const at = new Date(t0 + i * 3600_000);
         ledger.accepted(`job-${String(i).padStart(3, "0")}`, `aq1q${i}`, "12D3KooWRequestor", "1", at);
+        ledger.refused(
+          { requestor: "12D3KooWSpammer", qubeId: `aq1r${i}`, stage: "query", code: "AT_CAPACITY", reason: "busy" },
+          at,
+        );
         journal.started(`aq1q${i}`, {}, at);
         journal.evidence("aq1q0", LIAR, { n: i, big: "x".repeat(100) }, at);
       }
@@ -423,6 +444,9 @@ describe("dashboard: JSON API", function () {
       expect(first.jobs).to.include({ total: 260, limit: 50, offset: 0 });
       expect(first.jobs.items).to.have.length(50);
       expect(first.jobs.items[0].jobId).to.equal("job-259");
+      expect(first.refusals.total).to.equal(260);
+      expect(first.refusals.recent).to.have.length(50);
+      expect(first.refusals.recent[0].qubeId).to.equal("aq1r259");
       const most = (await bigGet(`/api/requestor?limit=${MAX_PAGE_LIMIT}&offset=100`)).json();
       expect(most.qubes.items).to.have.length(160);
       expect(most.qubes.items[0].qubeId).to.equal("aq1q159");

@@ -235,6 +235,7 @@ function renderProvider(data) {
         ),
       ),
     ),
+    earningsSection(data.earnings),
     el("h2", { text: "Escrow seats" }),
     table(
       ["job", "state", "stake", "price", "updated"],
@@ -251,6 +252,75 @@ function renderProvider(data) {
       ),
     ),
     el("p", { class: "muted" }, data.notes.join(" ")),
+  ];
+}
+
+/** Credits, withdrawals and what is left to withdraw, as the chain says (or why it cannot be read). */
+function earningsSection(e) {
+  const head = el("h2", { text: "Earnings on chain" });
+  if (!e) return [head, el("p", { class: "muted", text: "not read yet" })];
+  if (!e.paid) return [head, el("p", { class: "muted", "data-earnings": "unpaid", text: e.note })];
+  const where = el("p", {
+    class: "muted",
+    text: `payout ${e.payout ?? "unknown"}, escrow ${e.escrow}${e.chainId ? ` on chain ${e.chainId}` : ""} (${e.rpcUrl}), read ${time(e.readAt)}`,
+  });
+  if (e.error)
+    return [
+      head,
+      where,
+      el("p", { class: "message", "data-earnings": "error", text: `${e.error.code}: ${e.error.message}` }),
+    ];
+  return [
+    head,
+    where,
+    el(
+      "div",
+      { class: "cards", "data-earnings": "paid" },
+      card(`credited (${e.creditCount})`, glm(e.totalCreditedWei), "credited"),
+      card(`withdrawn (${e.withdrawalCount})`, glm(e.totalWithdrawnWei), "withdrawn"),
+      card("withdrawable", glm(e.withdrawableWei), "withdrawable"),
+    ),
+    el(
+      "div",
+      { class: "chart", id: "credits-chart" },
+      bars(
+        e.credits
+          .slice(0, 24)
+          .reverse()
+          .map((c) => ({
+            label: `job ${c.jobId}: ${glm(c.amountWei)} (block ${c.block})`,
+            short: `#${c.block}`,
+            value: Number(BigInt(c.amountWei) / 10n ** 12n) / 1e6,
+            color: COLORS.finished,
+          })),
+        "GLM",
+      ),
+    ),
+    table(
+      ["credit to job", "amount", "block", "tx"],
+      e.credits.map((c) =>
+        el(
+          "tr",
+          { "data-credit": c.jobId },
+          cell(short(c.jobId, 18), "mono"),
+          cell(glm(c.amountWei)),
+          cell(String(c.block)),
+          cell(short(c.tx, 18), "mono"),
+        ),
+      ),
+    ),
+    table(
+      ["withdrawal", "block", "tx"],
+      e.withdrawals.map((w) =>
+        el(
+          "tr",
+          { "data-withdrawal": w.tx },
+          cell(glm(w.amountWei)),
+          cell(String(w.block)),
+          cell(short(w.tx, 18), "mono"),
+        ),
+      ),
+    ),
   ];
 }
 
@@ -506,7 +576,14 @@ async function refresh() {
   try {
     const offset = state.offsets[view];
     const query = offset !== undefined ? `?limit=${PAGE}&offset=${offset}` : "";
-    const data = await api(`/api/${view}${query}`);
+    const [data, earnings] = await Promise.all([
+      api(`/api/${view}${query}`),
+      // the chain is read by the server at most every 15 s; a failure here is shown in its section only
+      view === "provider"
+        ? api("/api/earnings").catch((error) => ({ paid: true, error: { code: "DASHBOARD", message: error.message } }))
+        : undefined,
+    ]);
+    if (earnings) data.earnings = earnings;
     if (view !== state.view) return;
     const section = document.getElementById(view);
     // keep open qubes open across polls
