@@ -63,8 +63,19 @@ describe("dashboard: in a real browser (chromium, puppeteer-core)", function () 
     const bars = await page.$$eval("#provider-chart rect.bar", (rects) =>
       rects.map((r) => Number(r.getAttribute("data-value"))),
     );
-    expect(bars.reduce((a, b) => a + b, 0)).to.equal(6);
+    // six jobs and three refusals
+    expect(bars.reduce((a, b) => a + b, 0)).to.equal(9);
     expect(await page.$$eval("#provider-chart rect.bar-failed", (r) => r.length)).to.equal(1);
+    const refused = await page.$$eval("#provider-chart rect.bar-refused", (rects) =>
+      rects.map((r) => Number(r.getAttribute("data-value"))),
+    );
+    expect(refused.reduce((a, b) => a + b, 0)).to.equal(3);
+    expect(await card("refused")).to.equal("3");
+    expect(await page.$eval('#provider tr[data-refusal="AT_CAPACITY"]', (r) => r.textContent)).to.include(
+      "all 4 slots are busy",
+    );
+    // no chain settings in the data directory: said, not guessed
+    expect(await page.$eval('#provider [data-earnings="unpaid"]', (p) => p.textContent)).to.include("unpaid provider");
     // the hostile reason is shown as text, never run
     const reasons = await page.$$eval("#provider td", (cells) => cells.map((c) => c.textContent));
     expect(reasons).to.include(HOSTILE_TEXT);
