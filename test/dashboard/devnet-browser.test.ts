@@ -1,0 +1,202 @@
+/**
+ * The dashboard in a real browser over the data directories of a REAL paid devnet (issue 21's test): four
+ * provider processes (three honest, one that lies) on a local chain, a requestor in this process runs two
+ * qubes at k = 3 (the first with the liar, outvoted by a tie-breaker, slashed and marked; the second on the
+ * honest ones), an honest provider withdraws what it was credited once; then the dashboard serves the
+ * requestor's and that provider's data directories and headless chromium checks the views: the rows, the
+ * liar marked as dissenting, the charts' data, the earnings read from the chain, the evidence download.
+ * Screenshots go to test-artifacts/ (devnet-*.png).
+ */
+import { randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { expect } from "chai";
+import type { Browser, Page } from "puppeteer-core";
+import { EscrowClient } from "../../src/chain/escrow-client.js";
+import { type Dashboard, startDashboard } from "../../src/dashboard/server.js";
+import { Devnet } from "../../src/devnet/devnet.js";
+import { Identity } from "../../src/qube/index.js";
+import { sealQube } from "../../src/requestor/draft.js";
+import { Libp2pMarket } from "../../src/requestor/libp2p-market.js";
+import { EscrowPayments } from "../../src/requestor/payments.js";
+import { Requestor } from "../../src/requestor/requestor.js";
+import { seededRandom } from "../../src/requestor/simulate.js";
+import { PROBE_CACHE, tmp } from "../helpers/network.js";
+import { ARTIFACTS, launchChromium } from "./chromium.js";
+
+const limits = { wallTimeMs: 10_000, memoryBytes: 64 << 20, scratchBytes: 16 << 20 };
+
+describe("dashboard: in a real browser over a paid devnet's data directories @docker", function () {
+  this.timeout(300_000);
+  let devnet: Devnet;
+  let dashboard: Dashboard;
+  let browser: Browser;
+  let page: Page;
+  const requestorDir = tmp("aq-dash-req-");
+  const qubeIds: string[] = [];
+  let liar: string;
+  let honest: string[];
+  let withdrawTx: string;
+  const problems: string[] = [];
+
+  before(async () => {
+    const started = Date.now();
+    devnet = await Devnet.start({
+      providers: ["honest", "honest", "honest", "lie"].map((behaviour) => ({ behaviour })),
+      probeCache: PROBE_CACHE,
+      chain: true,
+    });
+    const chain = devnet.chain!;
+    liar = devnet.providers.find((p) => p.behaviour === "lie")!.peerId;
+    honest = devnet.providers.filter((p) => p.behaviour === "honest").map((p) => p.peerId);
+    const identity = Identity.fromSeed(randomBytes(32));
+    const market = await Libp2pMarket.connect({ identity, bootstrap: [devnet.bootstrap] });
+    const payments = await EscrowPayments.connect({
+      rpcUrl: chain.rpcUrl,
+      privateKey: chain.requestor.privateKey,
+      escrow: chain.escrow,
+    });
+    const requestor = new Requestor({ market, dataDir: requestorDir, payments });
+    try {
+      // every provider's offer known first, so that the rounds below are never short of providers
+      for (let i = 0; i < 100 && market.offers.list().length < devnet.providers.length; i++) {
+        await market.offers.queryConnected();
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const seal = (text: string) =>
+        sealQube(
+          {
+            image: "airqube/busybox:latest",
+            command: ["sh", "-c", `echo ${text} > /output/result`],
+            outputs: ["result"],
+            limits,
+            redundancy: { mode: "fixed", k: 3, quorum: 2 },
+          },
+          identity,
+        );
+      const first = await requestor.run(await seal("dashboard-1"), {
+        outputDir: tmp("aq-dash-out-"),
+        prefer: [liar],
+        random: seededRandom(3),
+      });
+      const label = JSON.stringify({ f: first.failures, r: first.reason, d: first.dissenting });
+      expect(first.status, label).to.equal("verified");
+      expect(first.dissenting, label).to.deep.equal([liar]);
+      const allowed = new Set(honest);
+      const second = await requestor.run(await seal("dashboard-2"), {
+        outputDir: tmp("aq-dash-out-"),
+        filter: (c) => allowed.has(c.id),
+      });
+      expect(second.status, JSON.stringify(second.failures)).to.equal("verified");
+      qubeIds.push(first.qubeId, second.qubeId);
+    } finally {
+      requestor.close();
+      payments.dispose();
+      await market.close();
+    }
+    // the first honest provider withdraws what the escrow credited it so far
+    const shown = devnet.providers.find((p) => p.peerId === honest[0])!;
+    const payout = await EscrowClient.connect({
+      rpcUrl: chain.rpcUrl,
+      escrow: chain.escrow,
+      privateKey: readFileSync(join(shown.dataDir, "payout.key"), "utf8").trim(),
+    });
+    try {
+      withdrawTx = (await payout.withdraw()).hash;
+    } finally {
+      payout.close();
+    }
+    dashboard = await startDashboard({
+      requestorDir,
+      providerDir: shown.dataDir,
+      probeCache: PROBE_CACHE,
+      home: tmp("aq-dash-home-"),
+      port: 0,
+      earningsTtlMs: 0,
+    });
+    browser = await launchChromium();
+    page = await browser.newPage();
+    await page.setViewport({ width: 1280, height: 900 });
+    page.on("console", (message) => {
+      if (message.type() === "error" || message.type() === "warn") problems.push(message.text());
+    });
+    page.on("pageerror", (error) => problems.push(String(error)));
+    console.log(`      devnet up, two qubes run, withdrawn: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await dashboard?.close();
+    await devnet?.stop(3000);
+  });
+
+  async function loaded(view: string, selector: string): Promise<void> {
+    await page.waitForSelector(`#${view}[data-loaded="true"] ${selector}`, { timeout: 15_000 });
+  }
+
+  it("provider view: the two jobs revealed, the chart, the escape suite, credits and the withdrawal from the chain", async () => {
+    await page.goto(dashboard.url, { waitUntil: "domcontentloaded" });
+    await loaded("provider", '[data-earnings="paid"]');
+    const card = (id: string) => page.$eval(`#provider [data-card="${id}"] .value`, (e) => e.textContent);
+    expect(await card("jobs")).to.equal("2");
+    expect(await card("finished")).to.equal("2");
+    const states = await page.$$eval("#provider tr[data-job]", (rows) =>
+      rows.map((r) => r.querySelector("td:nth-child(5)")?.textContent),
+    );
+    expect(states).to.deep.equal(["revealed", "revealed"]);
+    const bars = await page.$$eval("#provider-chart rect.bar", (rects) =>
+      rects.map((r) => Number(r.getAttribute("data-value"))),
+    );
+    expect(bars.reduce((a, b) => a + b, 0)).to.equal(2);
+    // the escape suite that admitted the container tier, row by row
+    expect(await page.$$eval('[data-tier="container"] tr[data-probe]', (rows) => rows.length)).to.be.above(5);
+    // on chain: a credit per job (the first with a share of the liar's stake), one withdrawal of them all
+    expect(await page.$$eval("#provider tr[data-credit]", (rows) => rows.length)).to.equal(2);
+    expect(
+      await page.$$eval("#provider tr[data-withdrawal]", (rows) => rows.map((r) => r.getAttribute("data-withdrawal"))),
+    ).to.deep.equal([withdrawTx]);
+    expect(await card("withdrawable")).to.equal("0 GLM");
+    expect(await card("credited")).to.equal(await card("withdrawn"));
+    expect(await card("credited")).to.match(/^\d+(\.\d+)? GLM$/).and.not.equal("0 GLM");
+    expect(await page.$$eval("#credits-chart rect.bar", (r) => r.length)).to.equal(2);
+    await page.screenshot({ path: join(ARTIFACTS, "devnet-provider.png"), fullPage: true });
+  });
+
+  it("requestor view: both qubes verified, the liar dissenting and marked, the chart, the evidence downloads", async () => {
+    await page.click('.tab[data-view="requestor"]');
+    await loaded("requestor", "details.qube");
+    expect(
+      await page.$$eval("#requestor details.qube", (d) => d.map((e) => e.getAttribute("data-qube")).sort()),
+    ).to.deep.equal([...qubeIds].sort());
+    expect(await page.$$eval("#requestor-chart rect.bar", (r) => r.length)).to.equal(2);
+    const qube = `#requestor details[data-qube="${qubeIds[0]}"]`;
+    await page.click(`${qube} summary`);
+    const pills = (kind: string) => page.$$eval(`${qube} .pill-${kind}`, (p) => p.map((e) => e.getAttribute("title")));
+    const agreeing = await pills("agreeing");
+    expect(agreeing.length).to.be.at.least(2);
+    expect(honest).to.include.members(agreeing);
+    expect(await pills("dissenting")).to.deep.equal([liar]);
+    expect(await pills("marked")).to.deep.equal([liar]);
+    expect(await page.$eval(`#requestor tr[data-provider="${liar}"]`, (r) => r.textContent)).to.include("1");
+
+    const downloads = tmp("aq-dash-dl-");
+    mkdirSync(downloads, { recursive: true });
+    const session = await page.createCDPSession();
+    await session.send("Browser.setDownloadBehavior", {
+      behavior: "allow",
+      downloadPath: downloads,
+      eventsEnabled: true,
+    });
+    const done = new Promise<void>((resolve) =>
+      session.on("Browser.downloadProgress", (event) => {
+        if (event.state === "completed") resolve();
+      }),
+    );
+    await page.click(`${qube} button.download`);
+    await done;
+    const bundle = JSON.parse(readFileSync(join(downloads, `evidence-${qubeIds[0]}.json`), "utf8"));
+    expect(bundle.records.map((r: { provider: string }) => r.provider)).to.deep.equal([liar]);
+    await page.screenshot({ path: join(ARTIFACTS, "devnet-requestor.png"), fullPage: true });
+    expect(problems).to.deep.equal([]);
+  });
+});
