@@ -280,22 +280,7 @@ function earningsSection(e) {
       card(`withdrawn (${e.withdrawalCount})`, glm(e.totalWithdrawnWei), "withdrawn"),
       card("withdrawable", glm(e.withdrawableWei), "withdrawable"),
     ),
-    el(
-      "div",
-      { class: "chart", id: "credits-chart" },
-      bars(
-        e.credits
-          .slice(0, 24)
-          .reverse()
-          .map((c) => ({
-            label: `job ${c.jobId}: ${glm(c.amountWei)} (block ${c.block})`,
-            short: `#${c.block}`,
-            value: Number(BigInt(c.amountWei) / 10n ** 12n) / 1e6,
-            color: COLORS.finished,
-          })),
-        "GLM",
-      ),
-    ),
+    creditsChart(e.credits),
     table(
       ["credit to job", "amount", "block", "tx"],
       e.credits.map((c) =>
@@ -322,6 +307,26 @@ function earningsSection(e) {
       ),
     ),
   ];
+}
+
+/** The newest credits as bars, oldest left, in GLM or (when all are under 1 GLM) in milli-GLM. */
+function creditsChart(credits) {
+  const newest = credits.slice(0, 24).reverse();
+  const milli = newest.every((c) => BigInt(c.amountWei) < 10n ** 18n);
+  const scale = milli ? 10n ** 12n : 10n ** 15n;
+  return el(
+    "div",
+    { class: "chart", id: "credits-chart" },
+    bars(
+      newest.map((c) => ({
+        label: `job ${c.jobId}: ${glm(c.amountWei)} (block ${c.block})`,
+        short: `#${c.block}`,
+        value: Number(BigInt(c.amountWei) / scale) / 1000,
+        color: COLORS.finished,
+      })),
+      milli ? "mGLM" : "GLM",
+    ),
+  );
 }
 
 function matrix(m) {
