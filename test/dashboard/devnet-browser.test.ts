@@ -2,7 +2,8 @@
  * The dashboard in a real browser over the data directories of a REAL paid devnet (issue 21's test): four
  * provider processes (three honest, one that lies) on a local chain, a requestor in this process runs two
  * qubes at k = 3 (the first with the liar, outvoted by a tie-breaker, slashed and marked; the second on the
- * honest ones), an honest provider withdraws what it was credited once; then the dashboard serves the
+ * honest ones) and a third every provider refuses when asked (too long), an honest provider withdraws what it
+ * was credited once; then the dashboard serves the
  * requestor's and that provider's data directories and headless chromium checks the views: the rows, the
  * liar marked as dissenting, the charts' data, the earnings read from the chain, the evidence download.
  * Screenshots go to test-artifacts/ (devnet-*.png).
@@ -37,6 +38,8 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
   let liar: string;
   let honest: string[];
   let withdrawTx: string;
+  let requestorPeer: string;
+  let refusedQube: string;
   const problems: string[] = [];
 
   before(async () => {
@@ -50,6 +53,7 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
     liar = devnet.providers.find((p) => p.behaviour === "lie")!.peerId;
     honest = devnet.providers.filter((p) => p.behaviour === "honest").map((p) => p.peerId);
     const identity = Identity.fromSeed(randomBytes(32));
+    requestorPeer = identity.peerId;
     const market = await Libp2pMarket.connect({ identity, bootstrap: [devnet.bootstrap] });
     const payments = await EscrowPayments.connect({
       rpcUrl: chain.rpcUrl,
@@ -89,6 +93,23 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
       });
       expect(second.status, JSON.stringify(second.failures)).to.equal("verified");
       qubeIds.push(first.qubeId, second.qubeId);
+      // a qube longer than any provider allows: every provider refuses it when asked, before money is locked
+      const tooLong = await sealQube(
+        {
+          image: "airqube/busybox:latest",
+          command: ["true"],
+          outputs: ["result"],
+          limits: { ...limits, wallTimeMs: 7_200_000 },
+          redundancy: { mode: "fixed", k: 3, quorum: 2 },
+        },
+        identity,
+      );
+      refusedQube = tooLong.spec.id;
+      const refused = await requestor.run(tooLong, { outputDir: tmp("aq-dash-out-") }).then(
+        (result) => result.status,
+        (error: { code?: string }) => error.code,
+      );
+      expect(refused).to.not.equal("verified");
     } finally {
       requestor.close();
       payments.dispose();
@@ -121,7 +142,9 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
       if (message.type() === "error" || message.type() === "warn") problems.push(message.text());
     });
     page.on("pageerror", (error) => problems.push(String(error)));
-    console.log(`      devnet up, two qubes run, withdrawn: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    console.log(
+      `      devnet up, three qubes run (one refused), withdrawn: ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
   });
 
   after(async () => {
@@ -139,6 +162,20 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
     await loaded("provider", '[data-earnings="paid"]');
     const card = (id: string) => page.$eval(`#provider [data-card="${id}"] .value`, (e) => e.textContent);
     expect(await card("jobs")).to.equal("2");
+    // the refused qube: in the refusals by reason and one by one (asked, by this requestor), and in the chart
+    expect(Number(await card("refused"))).to.be.at.least(1);
+    expect(await page.$eval('#provider tr[data-refusal="LIMITS_EXCEEDED"]', (r) => r.textContent)).to.include(
+      "wallTimeMs 7200000 is over",
+    );
+    const latest = await page.$$eval("#provider details.refusals tbody tr", (rows) =>
+      rows.map((r) => [...r.querySelectorAll("td")].map((td) => td.textContent)),
+    );
+    expect(latest[0]!.slice(1, 2).concat(latest[0]!.slice(4, 5))).to.deep.equal(["query", "LIMITS_EXCEEDED"]);
+    expect(latest[0]![2]).to.equal(`${requestorPeer.slice(0, 12)}…`);
+    const refusedBars = await page.$$eval("#provider-chart rect.bar-refused", (rects) =>
+      rects.map((r) => Number(r.getAttribute("data-value"))),
+    );
+    expect(refusedBars.reduce((a, b) => a + b, 0)).to.equal(Number(await card("refused")));
     expect(await card("finished")).to.equal("2");
     const states = await page.$$eval("#provider tr[data-job]", (rows) =>
       rows.map((r) => r.querySelector("td:nth-child(5)")?.textContent),
@@ -147,7 +184,7 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
     const bars = await page.$$eval("#provider-chart rect.bar", (rects) =>
       rects.map((r) => Number(r.getAttribute("data-value"))),
     );
-    expect(bars.reduce((a, b) => a + b, 0)).to.equal(2);
+    expect(bars.reduce((a, b) => a + b, 0)).to.equal(2 + Number(await card("refused")));
     // the escape suite that admitted the container tier, row by row
     expect(await page.$$eval('[data-tier="container"] tr[data-probe]', (rows) => rows.length)).to.be.above(5);
     // on chain: a credit per job (the first with a share of the liar's stake), one withdrawal of them all
@@ -157,18 +194,25 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
     ).to.deep.equal([withdrawTx]);
     expect(await card("withdrawable")).to.equal("0 GLM");
     expect(await card("credited")).to.equal(await card("withdrawn"));
-    expect(await card("credited")).to.match(/^\d+(\.\d+)? GLM$/).and.not.equal("0 GLM");
+    expect(await card("credited"))
+      .to.match(/^\d+(\.\d+)? GLM$/)
+      .and.not.equal("0 GLM");
     expect(await page.$$eval("#credits-chart rect.bar", (r) => r.length)).to.equal(2);
     await page.screenshot({ path: join(ARTIFACTS, "devnet-provider.png"), fullPage: true });
   });
 
-  it("requestor view: both qubes verified, the liar dissenting and marked, the chart, the evidence downloads", async () => {
+  it("requestor view: two qubes verified, the refused one failed, the liar dissenting and marked, the chart, the evidence downloads", async () => {
     await page.click('.tab[data-view="requestor"]');
     await loaded("requestor", "details.qube");
     expect(
       await page.$$eval("#requestor details.qube", (d) => d.map((e) => e.getAttribute("data-qube")).sort()),
-    ).to.deep.equal([...qubeIds].sort());
-    expect(await page.$$eval("#requestor-chart rect.bar", (r) => r.length)).to.equal(2);
+    ).to.deep.equal([...qubeIds, refusedQube].sort());
+    // a bar per qube: the two verified and the one every provider refused (failed, no provider)
+    expect(await page.$$eval("#requestor-chart rect.bar-finished", (r) => r.length)).to.equal(2);
+    expect(await page.$$eval("#requestor-chart rect.bar-failed", (r) => r.length)).to.equal(1);
+    expect(await page.$eval(`#requestor details[data-qube="${refusedQube}"] summary`, (s) => s.textContent)).to.include(
+      "failed",
+    );
     const qube = `#requestor details[data-qube="${qubeIds[0]}"]`;
     await page.click(`${qube} summary`);
     const pills = (kind: string) => page.$$eval(`${qube} .pill-${kind}`, (p) => p.map((e) => e.getAttribute("title")));
