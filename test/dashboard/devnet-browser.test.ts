@@ -1,12 +1,11 @@
 /**
  * The dashboard in a real browser over the data directories of a REAL paid devnet (issue 21's test): four
- * provider processes (three honest, one that lies) on a local chain, a requestor in this process runs two
+ * provider processes (three honest, one that lies) on a local chain; a requestor in this process runs two
  * qubes at k = 3 (the first with the liar, outvoted by a tie-breaker, slashed and marked; the second on the
- * honest ones) and a third every provider refuses when asked (too long), an honest provider withdraws what it
- * was credited once; then the dashboard serves the
- * requestor's and that provider's data directories and headless chromium checks the views: the rows, the
- * liar marked as dissenting, the charts' data, the earnings read from the chain, the evidence download.
- * Screenshots go to test-artifacts/ (devnet-*.png).
+ * honest ones) and a third that every provider refuses when asked (too long); an honest provider withdraws
+ * what it was credited. Then the dashboard serves the requestor's and that provider's data directories and
+ * headless chromium checks the views: the rows, the refusal, the liar marked as dissenting, the charts' data,
+ * the earnings read from the chain, the evidence download. Screenshots go to test-artifacts/ (devnet-*.png).
  */
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
