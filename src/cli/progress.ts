@@ -46,7 +46,9 @@ function describe(event: RunEvent): string {
     case "tieBreakerDispatched":
       return `${event.reason}: dispatching ${event.replicas} more`;
     case "providerMarked":
-      return `${short(event.provider)} marked: its answer contradicts the verified one`;
+      return event.reason === "dissent"
+        ? `${short(event.provider)} marked: its answer contradicts the verified one`
+        : `${short(event.provider)} marked: it committed but gave no valid reveal`;
     case "decided":
       return `decided: ${event.status}`;
     case "budgetLocked":

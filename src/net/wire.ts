@@ -74,17 +74,27 @@ export class Wire {
     if (typeof stream.pause === "function")
       stream.addEventListener("message", (event) => {
         this.unread += event.data.byteLength;
-        if (this.unread > this.pauseAbove && stream.readStatus === "readable") stream.pause();
+        // not while resuming: resume() dispatches the paused buffer first and tells the muxer to resume after,
+        // which would undo a pause made here (yamux would grant window again while paused: the buffer overflowed)
+        if (!this.resuming && this.unread > this.pauseAbove && stream.readStatus === "readable") stream.pause();
       });
   }
+
+  /** True while `resume()` runs (see the message listener). */
+  private resuming = false;
 
   /** Resumes a paused stream once the frames it buffered have been read (before a read that may wait). */
   private resumeIfDrained(): void {
     if (this.unread <= this.pauseAbove && this.stream.readStatus === "paused") {
+      this.resuming = true;
       try {
         this.stream.resume();
+        // the buffer resume() dispatched may put us over the mark again: pause now that resume() is done
+        if (this.unread > this.pauseAbove && (this.stream.readStatus as string) === "readable") this.stream.pause();
       } catch {
         // closing: the read below reports it
+      } finally {
+        this.resuming = false;
       }
     }
   }

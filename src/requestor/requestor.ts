@@ -33,7 +33,8 @@ export type RunEvent =
   | { type: "resultReceived"; provider: string; outputsRoot: string }
   | { type: "providerFailed"; provider: string; code: string; message: string; details?: string }
   | { type: "tieBreakerDispatched"; replicas: number; reason: string }
-  | { type: "providerMarked"; provider: string }
+  /** A provider marked and excluded: it answered otherwise than the verified result, or committed without a valid reveal. */
+  | { type: "providerMarked"; provider: string; reason: "dissent" | "no-valid-reveal" }
   | { type: "decided"; status: QuorumDecision["status"] }
   | { type: "budgetLocked"; jobId: string; providers: string[]; budget: string; txHash: string }
   | { type: "paymentClosed"; report: PaymentReport };
@@ -284,7 +285,7 @@ export class Requestor {
             };
       this.reputation.recordWrong(provider, now, excludeMs);
       this.journal.evidence(qubeId, provider, evidence, now);
-      emit({ type: "providerMarked", provider });
+      emit({ type: "providerMarked", provider, reason });
     }
   }
 
