@@ -22,7 +22,6 @@ const args = process.argv.slice(2);
 const jsonOnly = args.includes("--json");
 const roundsAt = args.indexOf("--rounds");
 const rounds = roundsAt >= 0 ? Number(args[roundsAt + 1]) : 7;
-const root = join(import.meta.dirname, "..");
 const say = (line: string) => {
   if (!jsonOnly) process.stderr.write(`${line}\n`);
 };

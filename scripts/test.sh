@@ -28,6 +28,8 @@ slow=(
   test/sandbox/microvm.test.ts
   test/images/ship-image.test.ts
   test/devnet/payments-crash.test.ts
+  test/dashboard/devnet-browser.test.ts
+  test/images/microvm-images.test.ts
   test/devnet/profile.test.ts
   test/pdf/convert-pdf.test.ts
   test/devnet/payments-faults.test.ts

@@ -139,7 +139,10 @@ describe("cli: airqube", function () {
       ]);
       expect(code, stderr).to.equal(123);
       const lines = stderr.trim().split("\n");
-      expect(lines.some((l) => /\[OUTPUT_TOO_MANY_FILES\]$/.test(l)), stderr).to.equal(true);
+      expect(
+        lines.some((l) => /\[OUTPUT_TOO_MANY_FILES\]$/.test(l)),
+        stderr,
+      ).to.equal(true);
       expect(lines.at(-1)).to.equal(
         "airqube: the qube's outputs were refused, none delivered: OUTPUT_TOO_MANY_FILES (hold more files or directories than the limit) (exit status 123)",
       );
