@@ -104,6 +104,11 @@ export interface ProviderStatus {
   probes: Partial<Record<Tier, ProbeGateResult>>;
 }
 
+/** How often `status.json` is rewritten while the agent runs (besides every job event). */
+const STATUS_REFRESH_MS = 15_000;
+/** Most offers of other providers `status.json` lists. */
+const MAX_STATUS_OFFERS = 200;
+
 /** How long a provider listening on `/p2p-circuit` waits for a relay reservation before it announces. */
 const RELAY_RESERVATION_WAIT_MS = 15_000;
 
@@ -132,6 +137,8 @@ export class ProviderAgent {
   private readonly escrowJobs = new Map<string, EscrowJob>();
   private node: AirqubeNode | undefined;
   private stopAnnouncing: (() => Promise<void>) | undefined;
+  /** Refreshes `status.json` (offers seen, capacity) for local readers such as the dashboard. */
+  private statusTimer: NodeJS.Timeout | undefined;
   /** Offers of other providers, relayed to requestors that ask. */
   private market: OfferBook | undefined;
   private readonly sandboxes: Partial<Record<Tier, Sandbox>>;
@@ -254,6 +261,8 @@ export class ProviderAgent {
       onClockRecovered: (skew) => this.logger.info({ skewMs: skew.skewMs }, "clock back in agreement with peers"),
     });
     await this.writeStatus();
+    this.statusTimer = setInterval(() => void this.writeStatus(), STATUS_REFRESH_MS);
+    this.statusTimer.unref();
     this.logger.info({ peerId: this.identity.peerId, addrs: this.addrs(), tiers: this.tiers }, "provider ready");
     return this.status();
   }
@@ -307,7 +316,28 @@ export class ProviderAgent {
   }
 
   private async writeStatus(): Promise<void> {
-    const status = { ...this.status(), pid: process.pid, updatedAt: this.now().toISOString() };
+    const self = this.identity.peerId;
+    // what other providers offer, as this agent's offer book holds it (verified offers; the newest first)
+    const offersSeen = (this.market?.list() ?? [])
+      .filter((known) => known.offer.provider !== self)
+      .sort((a, b) => Date.parse(b.offer.issuedAt) - Date.parse(a.offer.issuedAt))
+      .slice(0, MAX_STATUS_OFFERS)
+      .map(({ offer }) => ({
+        provider: offer.provider,
+        tiers: offer.tiers,
+        price: offer.price,
+        maxWallTimeMs: offer.resources.maxWallTimeMs,
+        available: offer.resources.available,
+        maxConcurrent: offer.resources.maxConcurrent,
+        issuedAt: offer.issuedAt,
+      }));
+    const status = {
+      ...this.status(),
+      price: { ...this.config.price },
+      offersSeen,
+      pid: process.pid,
+      updatedAt: this.now().toISOString(),
+    };
     await writeFile(join(this.config.dataDir, "status.json"), `${JSON.stringify(status, null, 2)}\n`).catch(
       () => undefined,
     );
@@ -657,6 +687,7 @@ export class ProviderAgent {
   /** Stops taking work, waits for running qubes (up to `drainMs`), then stops the node. */
   async stop(options: { drainMs?: number } = {}): Promise<void> {
     this.draining = true;
+    clearInterval(this.statusTimer);
     await this.writeStatus();
     await this.stopAnnouncing?.();
     this.market?.stop();

@@ -227,8 +227,22 @@ describe("dashboard: JSON API", function () {
       qubes: 1,
     });
     expect(view.ownOffer).to.deep.include({ peerId: "12D3KooWThisProvider", tiers: ["container"], alive: true });
+    expect(view.ownOffer.price).to.deep.include({ start: "1000000000000000" });
+    // offers of other providers as the agent saw them; malformed entries left out
+    expect(view.offersSeen).to.deep.equal([
+      {
+        provider: "12D3KooWOtherProvider",
+        tiers: ["container", "microvm"],
+        price: { currency: "GLM", start: "2000000000000000", perSecond: "100000000000000" },
+        maxWallTimeMs: 600_000,
+        available: 1,
+        maxConcurrent: 2,
+        issuedAt: view.offersSeen[0].issuedAt,
+      },
+    ]);
+    expect(view.offersSeenAt).to.be.a("string");
     expect(view.devnet).to.equal(null);
-    expect(view.notes.join(" ")).to.include("airqube offers");
+    expect(view.notes.join(" ")).to.include("never joins the network");
   });
 
   it("/api/evidence/:qubeId downloads the signed statements as a JSON attachment", async () => {

@@ -136,12 +136,17 @@ describe("dashboard: in a real browser (chromium, puppeteer-core)", function () 
     await page.screenshot({ path: join(ARTIFACTS, "dashboard-requestor.png"), fullPage: true });
   });
 
-  it("network view: the providers used with their reputation, this machine's offer", async () => {
+  it("network view: the providers used with their reputation, this machine's offer, the offers it saw", async () => {
     await page.click('.tab[data-view="network"]');
     await loaded("network");
     expect(await page.$$eval("#network tr[data-peer]", (rows) => rows.length)).to.equal(3);
     expect(await page.$eval(`#network tr[data-peer="${LIAR}"]`, (r) => r.textContent)).to.include("yes");
     expect(await page.$eval("#network", (s) => s.textContent)).to.include("12D3KooWThisProvider");
+    // the offers this machine's provider saw, with their prices in GLM; nothing of the malformed entries
+    const offer = await page.$eval('#network tr[data-offer="12D3KooWOtherProvider"]', (r) => r.textContent);
+    expect(offer).to.include("container, microvm").and.to.include("0.002 GLM + 0.0001 GLM/s");
+    expect(await page.$$eval("#network tr[data-offer]", (rows) => rows.length)).to.equal(1);
+    expect(await page.$("#network img")).to.equal(null);
     await page.screenshot({ path: join(ARTIFACTS, "dashboard-network.png"), fullPage: true });
   });
 

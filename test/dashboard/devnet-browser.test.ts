@@ -242,4 +242,15 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
     await page.screenshot({ path: join(ARTIFACTS, "devnet-requestor.png"), fullPage: true });
     expect(problems).to.deep.equal([]);
   });
+
+  it("network view: the offers this provider's agent saw of the other providers, with their prices", async () => {
+    await page.click('.tab[data-view="network"]');
+    await loaded("network", "h2");
+    const others = devnet.providers.filter((p) => p.peerId !== honest[0]).map((p) => p.peerId);
+    const seen = await page.$$eval("#network tr[data-offer]", (rows) => rows.map((r) => r.getAttribute("data-offer")));
+    expect(seen.sort()).to.deep.equal(others.sort());
+    expect(await page.$eval(`#network tr[data-offer="${others[0]}"]`, (r) => r.textContent)).to.include("GLM/s");
+    await page.screenshot({ path: join(ARTIFACTS, "devnet-network.png"), fullPage: true });
+    expect(problems).to.deep.equal([]);
+  });
 });

@@ -102,6 +102,21 @@ export function writeFixture(root: string): Fixture {
       maxConcurrent: 4,
       draining: false,
       probes: {},
+      price: { currency: "GLM", start: "1000000000000000", perSecond: "100000000000000" },
+      offersSeen: [
+        {
+          provider: "12D3KooWOtherProvider",
+          tiers: ["container", "microvm"],
+          price: { currency: "GLM", start: "2000000000000000", perSecond: "100000000000000" },
+          maxWallTimeMs: 600_000,
+          available: 1,
+          maxConcurrent: 2,
+          issuedAt: at(121).toISOString(),
+        },
+        // malformed entries (a price that is not wei, a missing field) are left out, never shown
+        { provider: "<img src=x>", tiers: ["container"], price: { currency: "GLM", start: "1e18", perSecond: "1" } },
+        { provider: "12D3KooWHalf" },
+      ],
       pid: process.pid,
       updatedAt: at(122).toISOString(),
     }),

@@ -76,6 +76,15 @@ function glm(wei) {
   return `${whole}${frac ? `.${frac}` : ""} GLM`;
 }
 
+/** An offer's price: wei strings as GLM, start plus per second. */
+function priceText(price) {
+  try {
+    return `${glm(price.start)} + ${glm(price.perSecond)}/s`;
+  } catch {
+    return "–";
+  }
+}
+
 function time(iso) {
   const date = new Date(iso);
   return Number.isNaN(date.getTime()) ? (iso ?? "") : date.toLocaleString();
@@ -518,7 +527,7 @@ function renderNetwork(data) {
     el("h2", { text: "This machine's provider" }),
     own
       ? table(
-          ["peer", "tiers", "capacity", "addresses", "agent"],
+          ["peer", "tiers", "capacity", "price (start + per second)", "addresses", "agent"],
           [
             el(
               "tr",
@@ -526,12 +535,37 @@ function renderNetwork(data) {
               cell(own.peerId, "mono"),
               cell((own.tiers ?? []).join(", ")),
               cell(`${own.running} / ${own.maxConcurrent}`),
+              cell(own.price ? priceText(own.price) : "–"),
               cell((own.addrs ?? []).join(" "), "mono"),
               cell(own.alive ? "running" : "stopped"),
             ),
           ],
         )
       : el("p", { class: "muted", text: "No provider agent has run in this data directory." }),
+    el("h2", { text: "Offers seen on the network" }),
+    data.offersSeen.length > 0
+      ? table(
+          ["provider", "tiers", "price (start + per second)", "max wall time", "free seats", "issued"],
+          data.offersSeen.map((o) =>
+            el(
+              "tr",
+              { "data-offer": o.provider },
+              cell(o.provider, "mono"),
+              cell(o.tiers.join(", ")),
+              cell(priceText(o.price)),
+              cell(duration(o.maxWallTimeMs)),
+              cell(`${o.available} / ${o.maxConcurrent}`),
+              cell(time(o.issuedAt)),
+            ),
+          ),
+        )
+      : el("p", {
+          class: "muted",
+          text: "No offer seen: no provider agent runs in this data directory (or it has seen no other provider yet).",
+        }),
+    data.offersSeenAt
+      ? el("p", { class: "muted", text: `as this machine's provider saw them at ${time(data.offersSeenAt)}` })
+      : "",
     el("h2", { text: "Devnet" }),
     data.devnet
       ? table(
