@@ -13,7 +13,14 @@ describe("sandbox usage metering", () => {
     ]);
     try {
       const meter = UsageMeter.start({ kind: "process", pid: child.pid! }, { intervalMs: 50 });
-      await new Promise((resolve) => setTimeout(resolve, 1200));
+      // until the child has used 200 ms of CPU and its 64 MiB (on a loaded machine that takes longer than on
+      // an idle one: a fixed wait made this test fail under load), at most 20 s
+      const deadline = Date.now() + 20_000;
+      while (Date.now() < deadline) {
+        const seen = await readUsage({ kind: "process", pid: child.pid! });
+        if (seen && seen.cpuMs >= 200 && seen.maxMemoryBytes >= 64 << 20) break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
       const usage = await meter.stop();
       expect(usage!.cpuMs).to.be.at.least(200);
       expect(usage!.maxMemoryBytes).to.be.at.least(64 << 20);
