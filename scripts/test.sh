@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `npm test`: type-check, then the mocha suite in concurrent groups, then the contract tests.
-#   heavy: tests tagged @docker or @qemu (real containers, micro-VMs, devnets): the output soak alone, then the
+#   heavy: tests tagged @docker or @qemu (real containers, micro-VMs, devnets): the output soak first, then the
 #          other files in AIRQUBE_TEST_JOBS (default 2) worker processes, one file each at a time, slowest first;
 #   light: everything else (pure code, SQLite, the in-process chain, in-memory yagna), one process beside them.
 # Each worker's leak checks look only at its own containers (labelled with its pid), so files cannot disturb
@@ -15,9 +15,10 @@ AIRQUBE_TEST_PROBE_CACHE=$(mktemp -d -t airqube-test-probe-cache.XXXXXX)
 export AIRQUBE_TEST_PROBE_CACHE
 trap 'rm -rf "$light_log" "$AIRQUBE_TEST_PROBE_CACHE"' EXIT
 
-# The output soak runs alone first: it loads the machine on purpose (a CPU hog beside 4 qubes at a time), and
-# timing-sensitive devnet tests beside it would fail for that reason only.
-soak=test/sandbox/soak.test.ts
+# The output soak runs first, without the other heavy files: it loads the machine on purpose (a CPU hog beside
+# the qubes), and timing-sensitive devnet tests beside it would fail for that reason only. Its two tiers run
+# side by side (container: soak.test.ts; micro-VM: soak-microvm.test.ts).
+soak=(test/sandbox/soak.test.ts test/sandbox/soak-microvm.test.ts)
 # then the slowest files first, so that no long file starts last (measured in CI; the rest in path order)
 slow=(
   test/devnet/adversaries.test.ts
@@ -38,11 +39,11 @@ files=()
 for f in "${slow[@]}"; do [ -f "$f" ] && files+=("$f"); done
 while IFS= read -r f; do
   case " ${files[*]} " in *" $f "*) ;; *) files+=("$f") ;; esac
-done < <(find test -name '*.test.ts' -not -path 'test/contracts/*' -not -path "$soak" | sort)
+done < <(find test -name '*.test.ts' -not -path 'test/contracts/*' -not -path 'test/sandbox/soak*.test.ts' | sort)
 
 npx mocha --grep '@docker|@qemu' --invert >"$light_log" 2>&1 &
 light_pid=$!
-npx mocha --no-config -n import=tsx --timeout 60000 --exit --grep '@docker|@qemu' "$soak"
+npx mocha --no-config -n import=tsx --timeout 60000 --exit --parallel --jobs 2 --grep '@docker|@qemu' "${soak[@]}"
 soak_rc=$?
 npx mocha --no-config -n import=tsx --timeout 60000 --exit --parallel --jobs "$jobs" \
   --grep '@docker|@qemu' "${files[@]}"
