@@ -19,7 +19,7 @@ import { interruptHandler, reportInterrupted } from "./interrupt.js";
 import { cliLogger } from "./logger.js";
 import { reportError } from "./output.js";
 import { defaultRequestorDir } from "./paths.js";
-import { type PaymentFlags, paymentSettingsFrom } from "./payment-options.js";
+import { addPaymentOptions, type PaymentFlags, paymentSettingsFrom } from "./payment-options.js";
 import { describePayment, glm } from "./payment-report.js";
 import { useDevnetProfile } from "./profile-hook.js";
 import { shortPeer } from "./progress.js";
@@ -81,13 +81,6 @@ export function registerConvertPdfCommand(program: Command): void {
     .addOption(
       new Option("--max-price <wei>", "refuse providers asking more than this per qube, wei").argParser(parseWei),
     )
-    .option("--rpc-url <url>", "pay on agreement: JSON-RPC URL of the chain (default $AIRQUBE_RPC_URL)")
-    .option("--escrow <address>", "pay on agreement: the AirqubeEscrow contract (default $AIRQUBE_ESCROW)")
-    .option(
-      "--payment-key-file <file>",
-      "pay on agreement: file holding the paying account's hex private key (default $AIRQUBE_PAYMENT_KEY_FILE)",
-    )
-    .option("--allow-public-rpc", "pay on agreement: allow a chain RPC URL off this machine")
     .option("--json", "JSON lines: one per progress event, then the result")
     .addHelpText(
       "after",
@@ -99,6 +92,7 @@ export function registerConvertPdfCommand(program: Command): void {
     .action(async (input: string, output: string, flags: ConvertFlags) => {
       process.exitCode = await convert(resolve(input), resolve(output), flags);
     });
+  addPaymentOptions(command);
   addNetworkOptions(command);
 }
 

@@ -4,6 +4,7 @@
  * errors name the file, never its content.
  */
 import { readFile, stat } from "node:fs/promises";
+import type { Command } from "commander";
 import { z } from "zod";
 import { isLoopbackHost } from "../golem/config.js";
 import { UserError } from "../qube/errors.js";
@@ -137,4 +138,19 @@ async function readKeyFile(path: string): Promise<string> {
     });
   }
   return parsePrivateKey(text, path);
+}
+
+/**
+ * Adds the pay-on-agreement flags every paying command takes (`run`, `convert-pdf`): `--rpc-url`, `--escrow`,
+ * `--payment-key-file` and `--allow-public-rpc`.
+ */
+export function addPaymentOptions(command: Command): Command {
+  return command
+    .option("--rpc-url <url>", "pay on agreement: JSON-RPC URL of the chain (default $AIRQUBE_RPC_URL)")
+    .option("--escrow <address>", "pay on agreement: the AirqubeEscrow contract (default $AIRQUBE_ESCROW)")
+    .option(
+      "--payment-key-file <file>",
+      "pay on agreement: file holding the paying account's hex private key (default $AIRQUBE_PAYMENT_KEY_FILE)",
+    )
+    .option("--allow-public-rpc", "pay on agreement: allow a chain RPC URL off this machine");
 }

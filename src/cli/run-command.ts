@@ -28,7 +28,7 @@ import { interruptHandler, reportInterrupted } from "./interrupt.js";
 import { cliLogger } from "./logger.js";
 import { printJson, reportError } from "./output.js";
 import { declaredOutputs, defaultRequestorDir } from "./paths.js";
-import { type PaymentFlags, paymentSettingsFrom } from "./payment-options.js";
+import { addPaymentOptions, type PaymentFlags, paymentSettingsFrom } from "./payment-options.js";
 import { describePayment, glm } from "./payment-report.js";
 import { useDevnetProfile } from "./profile-hook.js";
 import { describeFailure, progressReporter, shortPeer } from "./progress.js";
@@ -152,13 +152,6 @@ export function registerRunCommands(program: Command): void {
       new Option("--max-price <wei>", "refuse providers asking more than this per qube, wei").argParser(parseWei),
     )
     .option("--data-dir <dir>", "requestor identity and journal", defaultRequestorDir())
-    .option("--rpc-url <url>", "pay on agreement: JSON-RPC URL of the chain (default $AIRQUBE_RPC_URL)")
-    .option("--escrow <address>", "pay on agreement: the AirqubeEscrow contract (default $AIRQUBE_ESCROW)")
-    .option(
-      "--payment-key-file <file>",
-      "pay on agreement: file holding the paying account's hex private key (default $AIRQUBE_PAYMENT_KEY_FILE)",
-    )
-    .option("--allow-public-rpc", "pay on agreement: allow a chain RPC URL off this machine")
     .addOption(new Option("--allow-public", "public mode and a public chain RPC at once (deprecated)").hideHelp())
     .option("--json", "JSON lines: one per progress event, then the result")
     .argument("<command...>", "the command to run (after --)")
@@ -178,6 +171,7 @@ export function registerRunCommands(program: Command): void {
     .action(async (command: string[], flags: RunFlags) => {
       process.exitCode = await run(command, flags);
     });
+  addPaymentOptions(runCommand);
   addNetworkOptions(runCommand);
   const offersCommand = program
     .command("offers")

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { expect } from "chai";
 import { AirqubeError } from "../../src/qube/errors.js";
+import { seededRandom } from "../../src/requestor/simulate.js";
 import type { QubeRun, Sandbox, SandboxLimits, SandboxOutput, SandboxResult } from "../../src/sandbox/api.js";
 import { DEFAULT_SANDBOX_LIMITS } from "../../src/sandbox/api.js";
 import { BUSYBOX } from "../helpers/docker.js";
@@ -31,24 +32,13 @@ export interface Plan {
   small: number;
 }
 
-/** mulberry32: a small deterministic PRNG, so that a failing run can be replayed from its seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * `count` plans with total sizes from 0 to `maxBytes` (log-uniform, with the two ends always present) and file
  * counts from 0 to the file limit (the limit itself always present).
  */
 export function makePlans(count: number, maxBytes: number, maxFiles: number, seed: number): Plan[] {
-  const random = prng(seed);
+  // mulberry32 (seeded), so that a failing run can be replayed from its seed
+  const random = seededRandom(seed);
   const plans: Plan[] = [];
   for (let k = 0; k < count; k++) {
     const s = 1000 + Math.floor(random() * 1_000_000);
