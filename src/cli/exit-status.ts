@@ -11,16 +11,9 @@
  * | 125 | Airqube failed: no provider, not enough providers, no consensus, chain, sandbox, bad input |
  * | 137 | the qube was killed at its memory limit (OOM) or by a signal Airqube could not name |
  */
-import { AirqubeError, OUTPUT_REFUSALS, type OutputRefusal } from "../qube/index.js";
+import type { OutputRefusal } from "../qube/index.js";
 import type { QubeOutcome } from "../requestor/outcome.js";
 import { OUTPUT_FAILURES } from "../sandbox/channel.js";
-
-/** The refusal an error of a sandbox run is, when the qube's outputs broke an output limit or rule. */
-export function outputRefusalOf(error: unknown): OutputRefusal | undefined {
-  return error instanceof AirqubeError && (OUTPUT_REFUSALS as readonly string[]).includes(error.code)
-    ? (error.code as OutputRefusal)
-    : undefined;
-}
 
 /** A refusal code with what it means, e.g. `OUTPUT_TOO_MANY_FILES (more files or directories than the limit)`. */
 export function outputRefusalText(code: OutputRefusal | undefined): string {

@@ -8,6 +8,7 @@ import { mkdir, mkdtemp, readdir, rename, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { type AirqubeError, UserError } from "../qube/errors.js";
+import { outputRefusalOf } from "../qube/statement.js";
 import { missingOutputs } from "../requestor/outcome.js";
 import type { Sandbox, SandboxResult, Tier } from "../sandbox/api.js";
 import { ContainerSandbox } from "../sandbox/container-sandbox.js";
@@ -18,7 +19,6 @@ import {
   exitStatusOf,
   KILLED_EXIT,
   OUTPUT_MISSING_EXIT,
-  outputRefusalOf,
   TIMEOUT_EXIT,
 } from "./exit-status.js";
 import { printJson, reportError } from "./output.js";

@@ -32,8 +32,8 @@ import { type Offer, type SignedOffer, signOffer } from "../net/offers/offer.js"
 import {
   buildOutputManifest,
   createCommitment,
-  OUTPUT_REFUSALS,
   type OutputRefusal,
+  outputRefusalOf,
   outputsRootOf,
   PlatformError,
   type QubeSpec,
@@ -575,8 +575,8 @@ export class ProviderAgent {
     // outputs that break a limit or rule are the qube's own outcome, not this provider's failure: it says so in
     // a signed statement like any other outcome, so honest providers agree on it and are paid for the work
     const result = await run.catch((error: unknown) => {
-      if (error instanceof UserError && (OUTPUT_REFUSALS as readonly string[]).includes(error.code))
-        return { refused: error.code as OutputRefusal };
+      const refused = outputRefusalOf(error);
+      if (refused) return { refused };
       throw error;
     });
     await mkdir(job.outputsDir, { recursive: true });

@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import { decodeEnvelope, type SignedEnvelope, signEnvelope, verifyEnvelope } from "./envelope.js";
-import { UserError } from "./errors.js";
+import { AirqubeError, UserError } from "./errors.js";
 import { type Source, sourceError } from "./fault.js";
 import type { Identity } from "./identity.js";
 import {
@@ -48,6 +48,13 @@ export const OUTPUT_REFUSALS = [
 
 /** One of {@link OUTPUT_REFUSALS}. */
 export type OutputRefusal = (typeof OUTPUT_REFUSALS)[number];
+
+/** The refusal an error of a sandbox run is, when the qube's outputs broke an output limit or rule. */
+export function outputRefusalOf(error: unknown): OutputRefusal | undefined {
+  return error instanceof AirqubeError && (OUTPUT_REFUSALS as readonly string[]).includes(error.code)
+    ? (error.code as OutputRefusal)
+    : undefined;
+}
 
 /** The strict schema of a result statement v1. */
 export const resultStatementSchema = z
