@@ -285,7 +285,11 @@ describe("payments: crashes and faults on a devnet with a chain @docker", functi
   // in-process requestors with shortened deadlines
   // ----------------------------------------------------------------------------------------------------------
 
-  async function requestorWith(dataDir: string, rpcUrl: string, extra: { lockTimeoutMs?: number } = {}) {
+  async function requestorWith(
+    dataDir: string,
+    rpcUrl: string,
+    extra: { lockTimeoutMs?: number; marginS?: number } = {},
+  ) {
     const chain = devnet.chain!;
     const identity = Identity.fromSeed(randomBytes(32));
     const market = await Libp2pMarket.connect({ identity, bootstrap: [devnet.bootstrap] });
@@ -470,7 +474,11 @@ describe("payments: crashes and faults on a devnet with a chain @docker", functi
   it("seven providers, k = 3, two chosen providers killed mid-qube: the first-round provider in the quorum is paid (issue 22)", async () => {
     const before = await requestorWealth();
     const dataDir = tmp("aq-crash-replace-");
-    const client = await requestorWith(dataDir, devnet.chain!.rpcUrl);
+    // The commit deadline is counted from the latest block's time. Earlier tests moved the chain's clock ahead
+    // of ours and the devnet mines only on demand: a fresh block first, so "now" is not a stale block's. The
+    // margin covers a container start on a loaded machine (the survivor must still commit in time).
+    await rpc.send("evm_mine", []);
+    const client = await requestorWith(dataDir, devnet.chain!.rpcUrl, { marginS: 30 });
     const killed = new Set<string>();
     const locks: string[][] = [];
     try {
