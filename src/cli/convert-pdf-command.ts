@@ -8,21 +8,21 @@ import { type Command, InvalidArgumentError, Option } from "commander";
 import Docker from "dockerode";
 import { shippableFromEngine } from "../images/ship.js";
 import { loadOrCreateIdentity } from "../net/keys.js";
-import { type ConvertEvent, convertPdf, PDF_IMAGE } from "../pdf/convert.js";
+import { convertPdf, PDF_IMAGE } from "../pdf/convert.js";
 import { UserError } from "../qube/errors.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
 import { EscrowPayments } from "../requestor/payments.js";
 import { Requestor } from "../requestor/requestor.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
+import { convertProgress } from "./convert-pdf-progress.js";
 import { shippedImageFrom, shippedImagesDir } from "./image-options.js";
 import { interruptHandler, reportInterrupted } from "./interrupt.js";
 import { cliLogger } from "./logger.js";
 import { reportError } from "./output.js";
 import { defaultRequestorDir } from "./paths.js";
 import { addPaymentOptions, type PaymentFlags, paymentSettingsFrom } from "./payment-options.js";
-import { describePayment, glm } from "./payment-report.js";
+import { describePayment } from "./payment-report.js";
 import { useDevnetProfile } from "./profile-hook.js";
-import { shortPeer } from "./progress.js";
 import { addNetworkOptions, type NetworkFlags, networkOptionsFrom } from "./run-command.js";
 import { parseCount, parseDuration, parseSize } from "./units.js";
 
@@ -96,22 +96,6 @@ export function registerConvertPdfCommand(program: Command): void {
   addNetworkOptions(command);
 }
 
-function describe(event: ConvertEvent, failed: ReadonlySet<string>): string | undefined {
-  if (event.type === "page") return `  page ${event.page}/${event.pages} rebuilt from verified pixels`;
-  if (event.type === "rendered") return `rendered ${event.pages} pages; ${event.agreeing} providers agree bitwise`;
-  const e = event.event;
-  if (e.type === "qubeSent") return `  sent to ${shortPeer(e.provider)}`;
-  if (e.type === "qubeCommitted") return `  ${shortPeer(e.provider)} rendered and committed`;
-  if (e.type === "providerFailed") return `  ${shortPeer(e.provider)} failed: ${e.code}: ${e.details ?? e.message}`;
-  if (e.type === "budgetLocked")
-    return `  budget ${glm(e.budget)} locked in escrow for ${e.providers.length} providers (tx ${e.txHash})`;
-  if (e.type === "providerMarked")
-    return failed.has(e.provider)
-      ? `  ${shortPeer(e.provider)} committed but did not reveal its pixels: marked`
-      : `  ${shortPeer(e.provider)} returned different pixels: outvoted and marked`;
-  return undefined;
-}
-
 async function convert(input: string, output: string, flags: ConvertFlags): Promise<number> {
   const controller = new AbortController();
   const onSignal = interruptHandler(controller);
@@ -121,6 +105,14 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
   let payments: EscrowPayments | undefined;
   let lock: DirLock | undefined;
   const json = Boolean(flags.json);
+  const names = new Map<string | undefined, string>();
+  const view = convertProgress({
+    json,
+    tty: Boolean(process.stderr.isTTY),
+    out: process.stdout,
+    err: process.stderr,
+    names,
+  });
   try {
     const logger = cliLogger("convert-pdf");
     const bootstrap =
@@ -152,7 +144,6 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
         : undefined;
     market = await Libp2pMarket.connect({ identity, bootstrap, ...networkOptionsFrom(flags) });
     requestor = new Requestor({ market, dataDir: flags.dataDir, ...(payments ? { payments } : {}) });
-    const names = new Map<string | undefined, string>();
     if (payments) {
       names.set(payments.account.toLowerCase(), "requestor (refund)");
       // settle or reclaim what an earlier run left open before locking anything new
@@ -169,7 +160,6 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
       }
     }
     const maxPrice = flags.maxPrice;
-    const failed = new Set<string>();
     const started = Date.now();
     const report = await convertPdf(requestor, identity, input, output, {
       dpi: flags.dpi,
@@ -184,19 +174,11 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
       workDir: join(flags.dataDir, "convert", randomUUID()),
       signal: controller.signal,
       onProgress: (event) => {
-        logger.debug({ event }, "progress");
-        if (json) {
-          const { type, ...rest } = event.type === "run" ? { ...event.event, type: `run.${event.event.type}` } : event;
-          process.stdout.write(`${JSON.stringify({ event: type, ...rest })}\n`);
-        } else {
-          if (event.type === "run" && event.event.type === "paymentClosed")
-            writeLines(describePayment(event.event.report, names));
-          if (event.type === "run" && event.event.type === "providerFailed") failed.add(event.event.provider);
-          const line = describe(event, failed);
-          if (line) process.stderr.write(`${line}\n`);
-        }
+        if (event.type !== "heartbeat") logger.debug({ event }, "progress");
+        view.onProgress(event);
       },
     });
+    view.stop();
     const ms = Date.now() - started;
     if (json) process.stdout.write(`${JSON.stringify({ event: "result", output, ms, ...report })}\n`);
     else
@@ -206,6 +188,7 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
       );
     return 0;
   } catch (error) {
+    view.stop();
     if (controller.signal.aborted) return reportInterrupted(json);
     return reportError(error, json);
   } finally {

@@ -16,6 +16,7 @@ import type { PaymentReport } from "../requestor/payments.js";
 import type { Requestor, RunEvent, RunReport } from "../requestor/requestor.js";
 import { writeImagePdf } from "./pdf-writer.js";
 import { DEFAULT_PAGE_LIMITS, type PageLimits, type RgbPage, readPpm } from "./ppm.js";
+import { printable } from "./printable.js";
 
 /** The renderer image (`npm run images:debian`): poppler-utils on Debian. */
 export const PDF_IMAGE = "airqube/pdf:latest";
@@ -49,15 +50,73 @@ export interface ConvertPdfOptions {
   /** Where the verified bitmaps are staged (removed afterwards). */
   workDir: string;
   signal?: AbortSignal;
-  /** Called with each step: the run's events, the agreed rendering, then each page as it is rebuilt. */
+  /**
+   * Called with each step: the run's events, a heartbeat every `heartbeatMs` while the providers render and
+   * send their pixels, the agreed rendering, then each page as it is checked and rebuilt.
+   */
   onProgress?: (event: ConvertEvent) => void;
+  /** Interval of the `heartbeat` events (default 1000 ms). */
+  heartbeatMs?: number;
 }
 
-/** Progress of a conversion: the run's own events, the agreed rendering, then each page rebuilt. */
+/**
+ * Progress of a conversion: the run's own events; a heartbeat while the providers work (`rendering` until
+ * every commitment is in, then `receiving` their pixels), counted from the run's events, since the qube sends
+ * nothing while it renders; the agreed rendering; then each page, in order, once its bitmap passed the checks
+ * (dimensions, exact size) and its page was written to the rebuilt PDF.
+ */
 export type ConvertEvent =
   | { type: "run"; event: RunEvent }
+  | {
+      type: "heartbeat";
+      phase: "rendering" | "receiving";
+      elapsedMs: number;
+      /** Providers the qube was sent to, that started it, committed to a result, revealed it, failed. */
+      sent: number;
+      started: number;
+      committed: number;
+      revealed: number;
+      failed: number;
+    }
   | { type: "rendered"; pages: number; agreeing: number }
-  | { type: "page"; page: number; pages: number };
+  | { type: "page"; page: number; pages: number; width: number; height: number };
+
+/** Counts the run's events into the heartbeat's figures. */
+function heartbeatOf(started: number): {
+  observe: (event: RunEvent) => void;
+  beat: (now: number) => Extract<ConvertEvent, { type: "heartbeat" }>;
+} {
+  const sets = {
+    sent: new Set<string>(),
+    started: new Set<string>(),
+    committed: new Set<string>(),
+    revealed: new Set<string>(),
+    failed: new Set<string>(),
+  };
+  let phase: "rendering" | "receiving" = "rendering";
+  return {
+    observe: (event) => {
+      if (event.type === "qubeSent") sets.sent.add(event.provider);
+      if (event.type === "qubeStarted") sets.started.add(event.provider);
+      if (event.type === "qubeCommitted") sets.committed.add(event.provider);
+      if (event.type === "resultReceived") sets.revealed.add(event.provider);
+      if (event.type === "providerFailed") sets.failed.add(event.provider);
+      if (event.type === "revealRequested") phase = "receiving";
+      // a tie-breaker renders again
+      if (event.type === "tieBreakerDispatched") phase = "rendering";
+    },
+    beat: (now) => ({
+      type: "heartbeat",
+      phase,
+      elapsedMs: Math.max(0, Math.round(now - started)),
+      sent: sets.sent.size,
+      started: sets.started.size,
+      committed: sets.committed.size,
+      revealed: sets.revealed.size,
+      failed: sets.failed.size,
+    }),
+  };
+}
 
 /** What {@link convertPdf} wrote and who agreed on it. */
 export interface ConvertPdfReport {
@@ -154,14 +213,27 @@ export async function convertPdf(
     },
     identity,
   );
+  const heartbeat = heartbeatOf(performance.now());
+  const timer = options.onProgress
+    ? setInterval(() => options.onProgress?.(heartbeat.beat(performance.now())), options.heartbeatMs ?? 1000)
+    : undefined;
+  timer?.unref();
   try {
-    const report: RunReport = await requestor.run(qube, {
-      outputDir: options.workDir,
-      ...(options.prefer ? { prefer: options.prefer } : {}),
-      ...(options.filter ? { filter: options.filter } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-      onProgress: (event) => options.onProgress?.({ type: "run", event }),
-    });
+    let report: RunReport;
+    try {
+      report = await requestor.run(qube, {
+        outputDir: options.workDir,
+        ...(options.prefer ? { prefer: options.prefer } : {}),
+        ...(options.filter ? { filter: options.filter } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+        onProgress: (event) => {
+          heartbeat.observe(event);
+          options.onProgress?.({ type: "run", event });
+        },
+      });
+    } finally {
+      clearInterval(timer);
+    }
     if (report.status !== "verified" || !report.outcome || !report.outputsRoot)
       throw new PeerError("PDF_NO_CONSENSUS", "The providers did not agree on the rendered pages", {
         details: report.reason ?? report.failures.map((f) => `${f.code}: ${f.details ?? f.message}`).join("; "),
@@ -170,7 +242,7 @@ export async function convertPdf(
     if (outcome.kind !== "exited" || outcome.exitCode !== 0) {
       if (outcome.exitCode === TOO_MANY_PAGES_EXIT)
         throw new UserError("PDF_TOO_MANY_PAGES", "The PDF has more pages than allowed", {
-          details: `${outcome.stderrTail.trim()}; at most ${maxPages} (--max-pages)`,
+          details: `${printable(outcome.stderrTail.trim(), 100)}; at most ${maxPages} (--max-pages)`,
         });
       if (outcome.kind === "oom")
         throw new UserError("PDF_RENDER_OOM", "Rendering the PDF needs more memory than the qube was given", {
@@ -181,20 +253,27 @@ export async function convertPdf(
           details: `raise --timeout (${Math.round((options.wallTimeMs ?? 120_000) / 1000)} s now) or lower --dpi`,
         });
       throw new UserError("PDF_UNRENDERABLE", "The PDF could not be rendered: it is damaged or not a PDF", {
-        details: outcome.kind === "exited" ? outcome.stderrTail.trim().slice(0, 500) : `the renderer ${outcome.kind}`,
+        // the renderer's stderr quotes the untrusted PDF: printable only
+        details: outcome.kind === "exited" ? printable(outcome.stderrTail.trim(), 500) : `the renderer ${outcome.kind}`,
       });
     }
     const files = await pageFiles(join(options.workDir, "pages"), maxPages);
     options.onProgress?.({ type: "rendered", pages: files.length, agreeing: report.agreeing.length });
+    // the page being written: checked by readPpm before it is yielded, reported once it is in the PDF
+    let current = { width: 0, height: 0 };
     const pages = await writeImagePdf(
       output,
       (async function* (): AsyncGenerator<RgbPage> {
-        for (const file of files) yield await readPpm(file, limits);
+        for (const file of files) {
+          const page = await readPpm(file, limits);
+          current = { width: page.width, height: page.height };
+          yield page;
+        }
       })(),
       {
         dpi,
         ...(options.signal ? { signal: options.signal } : {}),
-        onPage: (page) => options.onProgress?.({ type: "page", page, pages: files.length }),
+        onPage: (page) => options.onProgress?.({ type: "page", page, pages: files.length, ...current }),
       },
     );
     return {
