@@ -47,20 +47,24 @@ function conversion(pages: number): ConvertEvent[] {
     { type: "run", event: { type: "qubeCommitted", provider: PEER } },
     beat({ phase: "receiving", elapsedMs: 4000, committed: 3, revealed: 2 }),
     { type: "rendered", pages, agreeing: 3 },
-    ...Array.from({ length: pages }, (_, i): ConvertEvent => ({
-      type: "page",
-      page: i + 1,
-      pages,
-      width: 414,
-      height: 583,
-    })),
+    ...Array.from(
+      { length: pages },
+      (_, i): ConvertEvent => ({
+        type: "page",
+        page: i + 1,
+        pages,
+        width: 414,
+        height: 583,
+      }),
+    ),
   ];
 }
 
 // every escape a hostile text might try: OSC (window title), CSI (clear screen, cursor up), C1 CSI, BEL,
 // a bidirectional override, a carriage return that would overwrite the line
 const HOSTILE = "\u001b]0;pwned\u0007\u001b[2J\u001b[1A\u009b31m\u202eevil\rfake line\n";
-const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
+/** Any control or format character but the line feed: C0, DEL, C1, bidirectional overrides. */
+const CONTROL = /(?!\n)[\p{Cc}\p{Cf}]/u;
 
 describe("convert-pdf progress display", () => {
   it("one line per page, in order, page/total, on a terminal and in logs", () => {
@@ -75,7 +79,9 @@ describe("convert-pdf progress display", () => {
       const pages = [...text.matchAll(/page (\d+)\/(\d+): 414x583 px checked/g)].map((m) => `${m[1]}/${m[2]}`);
       expect(pages, `tty ${tty}`).to.deep.equal(["1/7", "2/7", "3/7", "4/7", "5/7", "6/7", "7/7"]);
       expect(text).to.include("rendered 7 pages; 3 providers agree bitwise");
-      expect(text).to.include(tty ? "rendering on 3 providers: 3 started, 1 committed, 3 s" : "airqube: rendering on 3");
+      expect(text).to.include(
+        tty ? "rendering on 3 providers: 3 started, 1 committed, 3 s" : "airqube: rendering on 3",
+      );
       if (tty) {
         // the live status line is cleared before each permanent line and at the end: no status is left over
         expect(text).to.include("\r\u001b[2Kreceiving verified pixels: 2/3 providers revealed, 4 s");
@@ -143,7 +149,12 @@ describe("convert-pdf progress display", () => {
     view.onProgress({ type: "page", page: 1, pages: 2, width: 1e12, height: Number.NaN }); // dimensions left out
     view.onProgress({ type: "page", page: 1, pages: 2, width: 5, height: 5 }); // a repeat
     view.onProgress({ type: "page", page: 2, pages: 2, width: 5, height: 5 });
-    for (const fields of [{ sent: 1e12 }, { committed: -1 }, { elapsedMs: Number.POSITIVE_INFINITY }, { failed: 0.5 }]) {
+    for (const fields of [
+      { sent: 1e12 },
+      { committed: -1 },
+      { elapsedMs: Number.POSITIVE_INFINITY },
+      { failed: 0.5 },
+    ]) {
       tick(20_000);
       view.onProgress(beat(fields));
     }
