@@ -138,7 +138,7 @@ export function convertProgress(options: ConvertProgressOptions): {
   const rendered = (event: Extract<ConvertEvent, { type: "rendered" }>) => {
     if (!isCount(event.pages, 1e6) || !isCount(event.agreeing, 64)) return undefined;
     pageCount = event.pages;
-    return `rendered ${event.pages} page${event.pages === 1 ? "" : "s"}; ${event.agreeing} provider${event.agreeing === 1 ? "" : "s"} agree bitwise`;
+    return `rendered ${event.pages} page${event.pages === 1 ? "" : "s"}; ${event.agreeing === 1 ? "1 provider agrees" : `${event.agreeing} providers agree`} bitwise`;
   };
 
   if (options.json)

@@ -65,17 +65,25 @@ describe("convert-pdf: an untrusted PDF rebuilt from pixels that k providers agr
     expect(inputInfo).to.include("secret.txt");
     const output = join(dir, "safe.pdf");
     const events: string[] = [];
+    const pages: string[] = [];
     const report = await convertPdf(client.requestor, client.identity, input, output, {
       redundancy: 3,
       dpi: 40,
       workDir: join(dir, "work-1"),
       prefer: [agents[3]!.identity.peerId],
-      onProgress: (e) => events.push(e.type === "run" ? e.event.type : `${e.type}`),
+      heartbeatMs: 50,
+      onProgress: (e) => {
+        events.push(e.type === "run" ? e.event.type : `${e.type}`);
+        if (e.type === "page") pages.push(`${e.page}/${e.pages} ${e.width}x${e.height}`);
+      },
     });
     expect(report.pages).to.equal(3);
     expect(report.agreeing).to.have.length(3);
     expect(report.dissenting).to.deep.equal([agents[3]!.identity.peerId]);
-    expect(events.filter((e) => e === "page")).to.have.length(3);
+    // one page event per page, in order, after the agreed rendering; heartbeats while the providers worked
+    expect(pages).to.deep.equal(["1/3 166x234", "2/3 166x234", "3/3 166x234"]);
+    expect(events.indexOf("rendered")).to.be.below(events.indexOf("page"));
+    expect(events.slice(0, events.indexOf("decided"))).to.include("heartbeat");
     expect(events).to.include("providerMarked");
     const pdf = readFileSync(output).toString("latin1");
     for (const banned of ["/JavaScript", "/JS", "/EmbeddedFile", "/OpenAction", "/Names", "TOPSECRET", "/Font"])
@@ -148,11 +156,36 @@ describe("convert-pdf: an untrusted PDF rebuilt from pixels that k providers agr
     const lines = stdout
       .trim()
       .split("\n")
-      .map((line) => JSON.parse(line) as { event?: string; pages?: number; agreeing?: string[] });
-    expect(lines.filter((l) => l.event === "page")).to.have.length(2);
+      .map((line) => JSON.parse(line) as { event?: string; page?: number; pages?: number; agreeing?: string[] });
+    expect(lines.filter((l) => l.event === "page").map((l) => l.page)).to.deep.equal([1, 2]);
     const result = lines.at(-1)!;
     expect(result).to.include({ event: "result", pages: 2 });
     expect(existsSync(output)).to.equal(true);
+
+    // as a user reads it (stderr not a terminal: plain lines): one line per page, in order, page/total
+    const four = join(dir, "cli-four.pdf");
+    writeFileSync(four, textPdf({ pages: 4 }));
+    const plain = await promisify(execFile)(
+      process.execPath,
+      [
+        BIN,
+        "convert-pdf",
+        "--bootstrap",
+        bootstrap,
+        "--redundancy",
+        "1",
+        "--dpi",
+        "30",
+        "--no-ship",
+        four,
+        join(dir, "cli-four-safe.pdf"),
+      ],
+      { env },
+    );
+    const pageLines = plain.stderr.split("\n").filter((line) => /^ {2}page \d+\/\d+/.test(line));
+    expect(pageLines.map((line) => /page (\d+\/\d+)/.exec(line)![1])).to.deep.equal(["1/4", "2/4", "3/4", "4/4"]);
+    expect(plain.stderr).to.include("rendered 4 pages; 1 provider agrees bitwise");
+    expect(plain.stdout).to.match(/^SAFE: .*cli-four-safe\.pdf \(4 pages, /);
 
     // over --max-pages: refused with its own code, nothing written (through the library: one CLI start is enough)
     const tooLong = join(dir, "long-refused.pdf");
