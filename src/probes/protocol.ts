@@ -22,14 +22,17 @@ export const VERDICTS = ["pass", "fail", "inconclusive", "skipped"] as const;
 /** A probe's verdict: `pass` (the defence held), `fail` (it did not), `inconclusive` or `skipped`. */
 export type Verdict = (typeof VERDICTS)[number];
 
-/** The phases of one suite run (main: rows 1-36 and 38-41; deadline: row 35; plant and check: row 37). */
-export type ProbePhase = "main" | "deadline" | "plant" | "check";
+/**
+ * The phases of one suite run (main: rows 1-36 and 38-41; deadline: row 35; plant and check: row 37; on the
+ * gvisor tier also cpu: row 35 measured from the host, and memory: row 33, whose OOM kill ends the sandbox).
+ */
+export type ProbePhase = "main" | "deadline" | "plant" | "check" | "cpu" | "memory";
 
 /** Validates one verdict line of the probe program. */
 export const probeLineSchema = z
   .object({
     id: z.number().int().min(1).max(PROBE_COUNT),
-    phase: z.enum(["deadline", "plant", "check"]).optional(),
+    phase: z.enum(["deadline", "plant", "check", "cpu", "memory"]).optional(),
     verdict: z.enum(VERDICTS),
     evidence: z.string().max(OUTPUT_LIMITS.maxEvidence),
     ms: z.number().int().min(0).max(3_600_000).optional(),

@@ -1,6 +1,7 @@
 /**
  * Runs the escape suite against one sandbox tier: four qubes of the probe image in sequence (main: rows 1-36, 38-41;
- * plant and check: row 37; deadline: row 35's wall-clock kill), a loopback canary for row 30, and the report.
+ * plant and check: row 37; deadline: row 35's wall-clock kill; on the gvisor tier two more, memory: row 33 and
+ * cpu: row 35's quota read from the host's cgroup), a loopback canary for row 30, and the report.
  *
  * Expectations (limits, the canary's port, the host's namespace ids and LSM) go to the probe in its
  * environment. They always describe the unweakened sandbox: a weakening changes what the sandbox enforces,
@@ -269,11 +270,18 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
     const plant = await runPhase("plant", 20_000);
     const check = await runPhase("check", 20_000);
     const deadline = await runPhase("deadline", DEADLINE_MS);
+    // gVisor's Sentry holds every task's memory and counts CPU time itself: the memory bomb gets a sandbox of its
+    // own (the host's OOM killer ends the whole sandbox), and the CPU quota is judged from the host's cgroup.
+    const gvisor =
+      tier === "gvisor"
+        ? { memory: await runPhase("memory", 30_000), cpu: await runPhase("cpu", 30_000), plant, check }
+        : undefined;
 
     if (composed.names.length > 0) checkWeakeningsTookEffect(composed.names, main, deadline, namespaces);
 
     const probes = PROBES.map((info): ProbeResult => {
-      if (info.id === 35) return deadlineRow(info, main, deadline);
+      if (info.id === 35) return deadlineRow(info, main, deadline, gvisor);
+      if (info.id === 33 && gvisor) return sandboxMemoryRow(info, gvisor.memory);
       if (info.id === 37) return residueRow(info, plant, check);
       const { line, problem } = lineFor(main, info.id);
       if (!line) return result(info, "inconclusive", problem ?? "no verdict", 0);
@@ -336,10 +344,67 @@ function canaryRow(info: ProbeInfo, line: ProbeLine, hits: number, token: string
   return result(info, "fail", `${line.evidence}; ${harness}`, line.ms ?? 0);
 }
 
-function deadlineRow(info: ProbeInfo, main: PhaseOutcome, deadline: PhaseOutcome): ProbeResult {
+/** How far the sandbox's CPU use may exceed the declared CPUs (the probe's own allowance in row 35). */
+const cpuAllowance = (cpus: number) => cpus * 1.3 + 0.05;
+
+/**
+ * Row 35's CPU part from the host (gvisor tier): the cpu phase spins every CPU for a while; its CPU time in the
+ * host's cgroup (the Sentry's included), less that of the idle plant or check phase (start-up and teardown; the
+ * lesser), over the spin's duration, must stay within the quota. The Sentry's own accounting cannot tell: a
+ * throttled host thread still counts as running for it.
+ */
+export function hostCpuVerdict(
+  cpu: { spinMs: number | undefined; cpuMs: number | undefined },
+  idleCpuMs: readonly (number | undefined)[],
+  cpus: number,
+): { verdict: Verdict; evidence: string } {
+  const idle = idleCpuMs.filter((ms): ms is number => ms !== undefined);
+  if (cpu.spinMs === undefined || cpu.spinMs < 500 || cpu.cpuMs === undefined || idle.length === 0)
+    return { verdict: "inconclusive", evidence: "the cpu phase gave no spin or no host CPU time to judge" };
+  const used = Math.max(0, cpu.cpuMs - Math.min(...idle)) / cpu.spinMs;
+  const evidence = `host cgroup: ${used.toFixed(2)} CPUs over a ${Math.round(cpu.spinMs)} ms spin (declared ${cpus.toFixed(2)}; ${cpu.cpuMs} ms in the phase, ${Math.min(...idle)} ms in an idle one)`;
+  return used > cpuAllowance(cpus)
+    ? { verdict: "fail", evidence: `not throttled: ${evidence}` }
+    : { verdict: "pass", evidence };
+}
+
+/**
+ * Row 33 on the gvisor tier: the probe's own verdict when it printed one; otherwise a sandbox the host's OOM
+ * killer ended with its cgroup's peak at the limit passes (the memory is the Sentry's, so the whole sandbox goes).
+ */
+function sandboxMemoryRow(info: ProbeInfo, memory: PhaseOutcome): ProbeResult {
+  const { line, problem } = lineFor(memory, 33);
+  if (line) return result(info, line.verdict, line.evidence, line.ms ?? 0);
+  const r = memory.result;
+  const peak = r?.usage?.maxMemoryBytes;
+  const limit = SUITE_LIMITS.memoryBytes;
+  const mib = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MiB`;
+  if (r?.oomKilled && peak !== undefined && peak > 0) {
+    const evidence = `the host's OOM killer ended the whole sandbox (the Sentry holds the bomb's memory) at a cgroup peak of ${mib(peak)}, limit ${mib(limit)}`;
+    return result(info, peak <= limit + limit / 8 ? "pass" : "fail", evidence, r.durationMs);
+  }
+  return result(info, "inconclusive", problem ?? "no verdict", r?.durationMs ?? 0);
+}
+
+function deadlineRow(
+  info: ProbeInfo,
+  main: PhaseOutcome,
+  deadline: PhaseOutcome,
+  gvisor?: { cpu: PhaseOutcome; plant: PhaseOutcome; check: PhaseOutcome },
+): ProbeResult {
   const cpu = lineFor(main, 35);
-  const cpuVerdict: Verdict = cpu.line?.verdict ?? "inconclusive";
-  const cpuEvidence = cpu.line?.evidence ?? cpu.problem ?? "no verdict";
+  let cpuVerdict: Verdict = cpu.line?.verdict ?? "inconclusive";
+  let cpuEvidence = cpu.line?.evidence ?? cpu.problem ?? "no verdict";
+  if (gvisor) {
+    const spin = lineFor(gvisor.cpu, 35);
+    const host = hostCpuVerdict(
+      { spinMs: spin.line?.verdict === "pass" ? spin.line.ms : undefined, cpuMs: gvisor.cpu.result?.usage?.cpuMs },
+      [gvisor.plant.result?.usage?.cpuMs, gvisor.check.result?.usage?.cpuMs],
+      SUITE_LIMITS.cpus,
+    );
+    cpuVerdict = combine(cpuVerdict, host.verdict);
+    cpuEvidence = `${cpuEvidence}; ${spin.line?.evidence ?? spin.problem ?? "no spin"}; ${host.evidence}`;
+  }
   let wallVerdict: Verdict;
   let wallEvidence: string;
   const spun = deadline.parsed.lines.get(35);

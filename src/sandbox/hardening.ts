@@ -166,17 +166,29 @@ export const GVISOR_PIDS_PER_TASK = 8;
 /**
  * The gvisor tier's create options: every flag of the container tier and gVisor's runtime, so the qube's system
  * calls reach gVisor's own kernel (the Sentry) instead of the host's. The engine registers runsc with the ptrace
- * platform, no network stack and `--oci-seccomp` (the same seccomp profile, applied inside). One flag differs:
- * the host's pids cgroup, which holds the Sentry as well, gets room for it (GVISOR_BASE_PIDS, and
- * GVISOR_PIDS_PER_TASK host pids per task); the escape suite's fork bomb (row 32) says whether the qube's own
- * count still holds.
+ * platform, no network stack and `--oci-seccomp` (the same seccomp profile, applied inside). The pids limit
+ * moves: the host's pids cgroup, which holds the Sentry as well, gets room for it (GVISOR_BASE_PIDS, and
+ * GVISOR_PIDS_PER_TASK host pids per task), and the qube's own count is enforced inside by the Sentry as
+ * RLIMIT_NPROC (soft = hard = the pids limit; raising it needs CAP_SYS_RESOURCE, which is dropped). gVisor does
+ * not apply the pids cgroup to its tasks: without the rlimit a fork bomb grew until the memory limit killed the
+ * whole sandbox. The rlimit counts the uid's tasks in this sandbox's kernel only (never the host's, where it
+ * would count every runc container of the same uid). The escape suite's fork bomb (row 32) checks it.
  *
  * @example
  * const config = gvisorContainerConfig(hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "job-1", { initBinary }));
  */
 export function gvisorContainerConfig(config: HardenedContainerConfig): HardenedContainerConfig {
-  const pids = GVISOR_BASE_PIDS + GVISOR_PIDS_PER_TASK * config.HostConfig.PidsLimit;
-  return { ...config, HostConfig: { ...config.HostConfig, Runtime: GVISOR_RUNTIME, PidsLimit: pids } };
+  const tasks = config.HostConfig.PidsLimit;
+  if (!(tasks > 0)) return { ...config, HostConfig: { ...config.HostConfig, Runtime: GVISOR_RUNTIME } };
+  const pids = GVISOR_BASE_PIDS + GVISOR_PIDS_PER_TASK * tasks;
+  const ulimits = [
+    ...config.HostConfig.Ulimits.filter((u) => u.Name !== "nproc"),
+    { Name: "nproc", Soft: tasks, Hard: tasks },
+  ];
+  return {
+    ...config,
+    HostConfig: { ...config.HostConfig, Runtime: GVISOR_RUNTIME, PidsLimit: pids, Ulimits: ulimits },
+  };
 }
 
 /**

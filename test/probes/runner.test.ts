@@ -130,6 +130,59 @@ describe("probe runner (fake sandbox)", () => {
   });
 });
 
+describe("probe runner: the gvisor tier's rows 33 and 35 from the host (fake sandbox)", () => {
+  const MiB = 1024 * 1024;
+  const gvisorPhases =
+    (memory: Partial<SandboxResult>, cpuMs: number, spin: string = line(35, "pass", { phase: "cpu", ms: 2000 })) =>
+    (phase: string): Partial<SandboxResult> => {
+      if (phase === "memory") return memory;
+      if (phase === "cpu") return { stdout: spin, usage: { cpuMs, maxMemoryBytes: 40 * MiB } };
+      const honestPhase = honest(phase);
+      return phase === "plant" || phase === "check"
+        ? { ...honestPhase, usage: { cpuMs: phase === "plant" ? 650 : 700, maxMemoryBytes: 20 * MiB } }
+        : honestPhase;
+    };
+  const killed = (peak: number): Partial<SandboxResult> => ({
+    exitCode: 137,
+    oomKilled: true,
+    usage: { cpuMs: 900, maxMemoryBytes: peak },
+  });
+
+  it("runs the memory bomb and the CPU spin as phases of their own, and passes a sandbox killed at its limit and throttled", async () => {
+    const sandbox = new FakeSandbox(gvisorPhases(killed(128 * MiB), 1700));
+    const report = await runProbeSuite({ tier: "gvisor", docker, sandboxFactory: () => sandbox });
+    expect(sandbox.runs.map((r) => r.command.slice(1).join(" "))).to.deep.equal(
+      ["main", "plant", "check", "deadline", "memory", "cpu"].map((phase) => `--phase ${phase}`),
+    );
+    expect(report.probes[32]!.verdict, report.probes[32]!.evidence).to.equal("pass");
+    expect(report.probes[32]!.evidence).to.include("OOM killer ended the whole sandbox");
+    expect(report.probes[34]!.verdict, report.probes[34]!.evidence).to.equal("pass");
+    expect(report.probes[34]!.evidence).to.include("host cgroup: 0.53 CPUs over a 2000 ms spin");
+    expect(exitStatus(report)).to.equal(0);
+  });
+
+  it("fails row 35 when the host saw more CPU than the quota, and row 33 above the limit or on the probe's fail", async () => {
+    const unthrottled = new FakeSandbox(gvisorPhases(killed(200 * MiB), 4650));
+    const report = await runProbeSuite({ tier: "gvisor", docker, sandboxFactory: () => unthrottled });
+    expect(report.probes[34]!.verdict).to.equal("fail");
+    expect(report.probes[34]!.evidence).to.include("not throttled: host cgroup: 2.00 CPUs");
+    expect(report.probes[32]!.verdict).to.equal("fail");
+    const untouched = line(33, "fail", { phase: "memory" }); // the child touched twice the limit and exited
+    const bomb = new FakeSandbox(gvisorPhases({ stdout: untouched }, 1700));
+    expect((await runProbeSuite({ tier: "gvisor", docker, sandboxFactory: () => bomb })).probes[32]!.verdict).to.equal(
+      "fail",
+    );
+  });
+
+  it("is inconclusive without the host's figures (no usage, no spin, no OOM kill)", async () => {
+    const blind = new FakeSandbox(gvisorPhases({ exitCode: 1 }, 1700, ""));
+    const report = await runProbeSuite({ tier: "gvisor", docker, sandboxFactory: () => blind });
+    expect(report.probes[32]!.verdict).to.equal("inconclusive");
+    expect(report.probes[34]!.verdict).to.equal("inconclusive");
+    expect(report.probes[34]!.evidence).to.include("no spin or no host CPU time");
+  });
+});
+
 describe("probe runner: the weakening self-check (fake sandbox)", () => {
   const withFacts = (facts: string) => (phase: string) =>
     phase === "main" ? { stdout: `${allPass()}${JSON.stringify({ facts })}\n` } : honest(phase);

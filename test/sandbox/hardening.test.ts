@@ -17,14 +17,22 @@ describe("container hardening", () => {
   });
   const host = config.HostConfig;
 
-  it("gives the gvisor tier every flag of the container tier, gVisor's runtime and pids room for the Sentry", () => {
+  it("gives the gvisor tier every flag of the container tier, gVisor's runtime, pids room for the Sentry and the qube's count as RLIMIT_NPROC", () => {
     const gvisor = gvisorContainerConfig(config);
-    const { Runtime, PidsLimit, ...rest } = gvisor.HostConfig;
+    const { Runtime, PidsLimit, Ulimits, ...rest } = gvisor.HostConfig;
     expect(Runtime).to.equal(GVISOR_RUNTIME);
     expect(GVISOR_RUNTIME).to.equal("runsc");
     expect(PidsLimit, "the Sentry's threads and a ptrace stub per task").to.equal(64 + 8 * 64);
-    expect({ ...gvisor, HostConfig: { ...rest, PidsLimit: config.HostConfig.PidsLimit } }).to.deep.equal(config);
+    // gVisor does not apply the pids cgroup to its tasks: the Sentry enforces the qube's count as an rlimit
+    expect(Ulimits).to.deep.equal([...config.HostConfig.Ulimits, { Name: "nproc", Soft: 64, Hard: 64 }]);
+    expect({
+      ...gvisor,
+      HostConfig: { ...rest, PidsLimit: config.HostConfig.PidsLimit, Ulimits: config.HostConfig.Ulimits },
+    }).to.deep.equal(config);
     expect(config.HostConfig.Runtime).to.equal(undefined); // the input is not touched
+    const unlimited = gvisorContainerConfig({ ...config, HostConfig: { ...config.HostConfig, PidsLimit: -1 } });
+    expect(unlimited.HostConfig.PidsLimit, "no limit stays no limit").to.equal(-1);
+    expect(unlimited.HostConfig.Ulimits.map((u) => u.Name)).to.not.include("nproc");
   });
 
   it("runs a sandbox as a uid of its own when given one: user, group and scratch owner", () => {
