@@ -1,8 +1,8 @@
 /**
  * The progress display of `airqube convert-pdf`. On a terminal: one line per provider step and one per page
  * (`  page 3/20: 827x1169 px checked, rebuilt from verified pixels`, in order), and a live status line while the
- * providers render (`rendering on 3 providers: 3 started, 1 committed, 12 s`), redrawn in place at most four
- * times a second. Not on a terminal: the same lines, the status as a line every 10 s. With `--json`: every
+ * providers render (`rendering on 3 providers: 3 started, 1 committed, 12 s`) and send their pixels, redrawn in
+ * place at most four times a second. Not on a terminal: the same lines, the status as a line every 10 s. With `--json`: every
  * event as a JSON line on stdout, as `airqube run --json` does (heartbeats at most one a second).
  *
  * Every text that comes from a provider (a failure's code and reason) goes through {@link printable}, so a
@@ -54,7 +54,7 @@ export function heartbeatText(event: Extract<ConvertEvent, { type: "heartbeat" }
   const seconds = `${Math.floor(elapsedMs / 1000)} s`;
   const failures = failed > 0 ? `, ${failed} failed` : "";
   if (event.phase === "receiving")
-    return `receiving verified pixels: ${revealed}/${committed} providers revealed${failures}, ${seconds}`;
+    return `all committed; receiving the pixels: ${revealed}/${committed} providers sent theirs${failures}, ${seconds}`;
   if (sent === 0) return `looking for providers, ${seconds}`;
   return `rendering on ${sent} provider${sent === 1 ? "" : "s"}: ${started} started, ${committed} committed${failures}, ${seconds}`;
 }

@@ -84,7 +84,7 @@ describe("convert-pdf progress display", () => {
       );
       if (tty) {
         // the live status line is cleared before each permanent line and at the end: no status is left over
-        expect(text).to.include("\r\u001b[2Kreceiving verified pixels: 2/3 providers revealed, 4 s");
+        expect(text).to.include("\r\u001b[2Kall committed; receiving the pixels: 2/3 providers sent theirs, 4 s");
         expect(text.endsWith("\r\u001b[2K") || text.endsWith("\n")).to.equal(true);
         expect(text.replaceAll("\r\u001b[2K", "")).to.not.match(CONTROL);
       } else expect(text).to.not.match(CONTROL);
