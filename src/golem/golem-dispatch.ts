@@ -35,6 +35,7 @@ import type { GolemConfig } from "./config.js";
 import { fromGolemError } from "./errors.js";
 import { orderFor, rentHoursFor } from "./order.js";
 import { packCommand, parsePackReport, type RemoteLayout, remoteLayout, runCommand } from "./remote-script.js";
+import { YagnaStorageProvider } from "./storage.js";
 
 /** Domain tag of the requestor-side commitment. */
 export const GOLEM_COMMITMENT_DOMAIN = "airqube/golem-commitment/v1";
@@ -314,11 +315,23 @@ export class GolemDispatch implements Dispatch {
       received += chunk.byteLength;
       if (received > report.size) {
         overflow = true;
-        return;
+        // refuses the chunk: the storage provider answers the provider with an error and the transfer stops
+        throw new PeerError("GOLEM_DOWNLOAD_OVERSIZE", "The provider sent more bytes than it packed", {
+          details: `more than ${report.size} bytes`,
+        });
       }
       hash.update(chunk);
       out.write(chunk);
     });
+    // how the transfer ended as the storage provider saw it (hash, order), when it can tell
+    const outcome =
+      storage instanceof YagnaStorageProvider
+        ? storage.outcome(url).then(
+            () => undefined,
+            (e) => e,
+          )
+        : undefined;
+    let transferError: unknown;
     try {
       const result = await this.step(
         "GOLEM_DOWNLOAD",
@@ -328,6 +341,8 @@ export class GolemDispatch implements Dispatch {
         (s) => exe.transfer(`container:${this.layout.tar}`, url, { signalOrTimeout: s }),
       );
       expectOk(result, "GOLEM_DOWNLOAD_FAILED", "The provider could not send the outputs");
+    } catch (error) {
+      transferError = error;
     } finally {
       await storage.release([url]).catch(() => undefined);
       await new Promise<void>((resolve, reject) =>
@@ -338,6 +353,10 @@ export class GolemDispatch implements Dispatch {
       throw new PeerError("GOLEM_DOWNLOAD_OVERSIZE", "The provider sent more bytes than it packed", {
         details: `more than ${report.size} bytes`,
       });
+    const failure = (await outcome) as AirqubeError | undefined;
+    if (failure && failure.code !== "GOLEM_DOWNLOAD_UNFINISHED") throw failure;
+    if (transferError) throw transferError;
+    if (failure) throw failure;
     if (received !== report.size)
       throw new PeerError("GOLEM_DOWNLOAD_TRUNCATED", "The outputs download is truncated", {
         details: `${received} of ${report.size} bytes`,

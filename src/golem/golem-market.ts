@@ -15,6 +15,7 @@ import type { GolemConfig } from "./config.js";
 import { fromGolemError } from "./errors.js";
 import { GolemDispatch } from "./golem-dispatch.js";
 import { candidateFromOffer, workloadResources } from "./order.js";
+import { YagnaStorageProvider } from "./storage.js";
 
 /** Options of {@link GolemMarket.connect}. */
 export interface GolemMarketOptions {
@@ -22,7 +23,8 @@ export interface GolemMarketOptions {
   signal?: AbortSignal;
   /**
    * golem-js service overrides (`new GolemNetwork({ override })`). Tests pass in-memory market, activity and
-   * payment APIs here; leave it unset to talk to the yagna daemon of `config.apiUrl`.
+   * payment APIs here; leave it unset to talk to the yagna daemon of `config.apiUrl` (with Airqube's
+   * {@link YagnaStorageProvider} for file transfers).
    */
   override?: GolemNetworkOptions["override"];
   /** Where a dispatch stages downloads and outputs (a private subdirectory each). Default: the OS temp dir. */
@@ -97,7 +99,15 @@ export class GolemMarket implements ComputeMarket {
       logger: golemLogger(options.logger),
       api: { key: config.appKey, url: config.apiUrl },
       payment: { network: config.paymentNetwork, driver: config.paymentDriver },
-      ...(options.override ? { override: options.override } : {}),
+      // Airqube's storage provider unless the caller overrides: golem-js's own buffers whole downloads and
+      // crashes the process on the first one under ESM (`jsSha3.sha3_256 is not a function`)
+      override: options.override ?? {
+        storageProvider: new YagnaStorageProvider({
+          apiUrl: config.apiUrl,
+          appKey: config.appKey,
+          ...(options.logger ? { logger: options.logger } : {}),
+        }),
+      },
     });
     try {
       await raceSignal(glm.connect(), options.signal);
