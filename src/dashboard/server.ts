@@ -7,8 +7,9 @@
  * removes it from the address bar, and sends it on each API call as `Authorization: Bearer <token>`. The server
  * accepts it in that header only (never in a query string or a cookie), compared in constant time. A custom
  * header also means another origin cannot make a browser send it without a CORS preflight, which this server
- * never grants (no `Access-Control-*` header, OPTIONS is 405). The static page (HTML, one ES module, one style
- * sheet) holds no data and is served without the token.
+ * never grants (no `Access-Control-*` header, OPTIONS is 405). The static page (HTML, two ES modules, a style
+ * sheet, and the charting library uPlot: its browser build and style sheet, read from the installed `uplot`
+ * package) holds no data and is served without the token.
  *
  * Other defences: only GET and HEAD (anything else 405); the Host header must name this loopback listener
  * (DNS rebinding); a request whose Origin or Sec-Fetch-Site says another site is refused; a strict
@@ -18,7 +19,9 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
+import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import { AirqubeError, PlatformError, UserError } from "../qube/errors.js";
 import { cachedEarnings, readEarnings } from "./earnings-view.js";
@@ -45,13 +48,35 @@ export const CONTENT_SECURITY_POLICY = [
   "frame-ancestors 'none'",
 ].join("; ");
 
-/** The static files of the page (path → file in `static/`, content type). Nothing else is served from disk. */
+/** The static files of the page (path → file in `static/`, content type). */
 const STATIC: Record<string, { file: string; type: string }> = {
   "/": { file: "index.html", type: "text/html; charset=utf-8" },
   "/app.js": { file: "app.js", type: "text/javascript; charset=utf-8" },
   "/charts.js": { file: "charts.js", type: "text/javascript; charset=utf-8" },
   "/style.css": { file: "style.css", type: "text/css; charset=utf-8" },
 };
+
+/**
+ * The charting library's files (path → file in the installed `uplot` package, content type): its browser
+ * build, which defines the global `uPlot`, and its style sheet. With {@link STATIC}, nothing else is served
+ * from disk.
+ */
+export const CHART_LIBRARY: Record<string, { file: string; type: string }> = {
+  "/uPlot.iife.min.js": { file: "dist/uPlot.iife.min.js", type: "text/javascript; charset=utf-8" },
+  "/uPlot.min.css": { file: "dist/uPlot.min.css", type: "text/css; charset=utf-8" },
+};
+
+/**
+ * The directory of the `uplot` package as Node resolves it from this module (whether Airqube runs from its
+ * sources, its `dist/` or `node_modules/airqube`), or undefined when it is not installed.
+ */
+export function chartLibraryDir(): string | undefined {
+  try {
+    return dirname(createRequire(import.meta.url).resolve("uplot/package.json"));
+  } catch {
+    return undefined;
+  }
+}
 
 /** The API's endpoints, as `GET /api` lists them. */
 export const API_ENDPOINTS = [
@@ -122,13 +147,25 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   const token = randomBytes(TOKEN_BYTES).toString("base64url");
   const tokenDigest = createHash("sha256").update(token).digest();
   const staticDir = new URL("./static/", import.meta.url);
-  const files = new Map<string, Buffer>();
-  for (const [path, { file }] of Object.entries(STATIC)) {
+  const files = new Map<string, { type: string; body: Buffer }>();
+  for (const [path, { file, type }] of Object.entries(STATIC)) {
     try {
-      files.set(path, readFileSync(new URL(file, staticDir)));
+      files.set(path, { type, body: readFileSync(new URL(file, staticDir)) });
     } catch (error) {
       throw new PlatformError("DASHBOARD_ASSETS_MISSING", "The dashboard's page is missing from the package", {
         details: `${new URL(file, staticDir).pathname}; rebuild with npm run build`,
+        cause: error,
+      });
+    }
+  }
+  const library = chartLibraryDir();
+  for (const [path, { file, type }] of Object.entries(CHART_LIBRARY)) {
+    try {
+      if (!library) throw new Error("the uplot package does not resolve");
+      files.set(path, { type, body: readFileSync(join(library, file)) });
+    } catch (error) {
+      throw new PlatformError("DASHBOARD_ASSETS_MISSING", "The dashboard's charting library (uplot) is missing", {
+        details: `${library ? join(library, file) : "uplot"}; reinstall Airqube's dependencies (npm install)`,
         cause: error,
       });
     }
@@ -181,10 +218,10 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
         error: { code: "DASHBOARD_CROSS_ORIGIN", message: "Requests from other sites are refused" },
       });
     const url = new URL(target, `http://127.0.0.1:${port}`);
-    const asset = STATIC[url.pathname];
+    const asset = files.get(url.pathname);
     if (asset) {
-      response.writeHead(200, { "Content-Type": asset.type });
-      return response.end(request.method === "HEAD" ? undefined : files.get(url.pathname));
+      response.writeHead(200, { "Content-Type": asset.type, "Content-Length": asset.body.length });
+      return response.end(request.method === "HEAD" ? undefined : asset.body);
     }
     if (url.pathname === "/favicon.ico") {
       // no icon: said without a 404 in the browser's console

@@ -7,7 +7,14 @@ import { Writable } from "node:stream";
 import { expect } from "chai";
 import { pino } from "pino";
 import { MAX_PAGE_LIMIT } from "../../src/dashboard/limits.js";
-import { CONTENT_SECURITY_POLICY, type Dashboard, startDashboard } from "../../src/dashboard/server.js";
+import {
+  CHART_LIBRARY,
+  CONTENT_SECURITY_POLICY,
+  chartLibraryDir,
+  type Dashboard,
+  startDashboard,
+} from "../../src/dashboard/server.js";
+import { packageRoot } from "../../src/package-root.js";
 import { JobLedger } from "../../src/provider/ledger.js";
 import { UserError } from "../../src/qube/errors.js";
 import { RequestorJournal } from "../../src/requestor/journal.js";
@@ -93,8 +100,32 @@ describe("dashboard: JSON API", function () {
       const reply = await call(dashboard.port, asset);
       expect(reply.status, asset).to.equal(200);
       // every script, style and font comes from this server
-      expect(reply.text, asset).to.not.match(/https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
+      expect(reply.text, asset).to.not.match(/https?:\/\//);
     }
+    // the charting library: uPlot's browser build and style sheet, byte for byte those of the installed package
+    expect(page.text).to.include('<script defer src="/uPlot.iife.min.js">').and.include('href="/uPlot.min.css"');
+    const library = chartLibraryDir();
+    expect(library).to.be.a("string");
+    const installed = JSON.parse(readFileSync(join(library!, "package.json"), "utf8")) as { version: string };
+    const manifest = JSON.parse(readFileSync(join(packageRoot(), "package.json"), "utf8")) as {
+      dependencies: Record<string, string>;
+    };
+    // a run-time dependency, so that an installed airqube has it
+    expect(manifest.dependencies.uplot).to.match(/^\^?1\.6\./);
+    expect(installed.version).to.match(/^1\.6\./);
+    for (const [asset, { file, type }] of Object.entries(CHART_LIBRARY)) {
+      const reply = await call(dashboard.port, asset);
+      expect(reply.status, asset).to.equal(200);
+      expect(reply.headers["content-type"], asset).to.equal(type);
+      expect(reply.headers["content-security-policy"], asset).to.equal(CONTENT_SECURITY_POLICY);
+      expect(reply.text, asset).to.equal(readFileSync(join(library!, file), "utf8"));
+      // no address in it but the one of the project in its licence comment; it loads nothing by itself
+      expect(reply.text.match(/https?:\/\/[^\s"'*)]+/g) ?? [], asset).to.deep.equal(
+        asset.endsWith(".js") ? ["https://github.com/leeoniya/uPlot"] : [],
+      );
+      expect(reply.text, asset).to.not.match(/\bfetch\(|XMLHttpRequest|WebSocket|importScripts|@import|url\(/);
+    }
+    expect(page.text).to.not.include("http");
     expect((await call(dashboard.port, "/../../etc/passwd")).status).to.equal(404);
   });
 

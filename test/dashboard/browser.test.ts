@@ -1,9 +1,10 @@
 /**
  * The dashboard in a real browser: Debian's chromium, headless, driven by puppeteer-core, against a dashboard
  * serving data directories written by the real ledger, seat store, journal and reputation classes (a qube on
- * three providers, the liar outvoted and marked). The views render the expected rows, the charts have data,
- * hostile text stays text, the evidence downloads, the page asks nothing of any other host, and a screenshot
- * of each view is saved in test-artifacts/ for people to look at.
+ * three providers, the liar outvoted and marked). The views render the expected rows, the charts (uPlot, served
+ * by the dashboard itself) hold and draw the data and show it on hover, hostile text stays text, the evidence
+ * downloads, the page asks nothing of any other host and breaks no CSP rule, and a screenshot of each view is
+ * saved in test-artifacts/ for people to look at.
  */
 
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -12,8 +13,17 @@ import { join } from "node:path";
 import { expect } from "chai";
 import type { Browser, Page } from "puppeteer-core";
 import { type Dashboard, startDashboard } from "../../src/dashboard/server.js";
-import { ARTIFACTS, launchChromium } from "./chromium.js";
-import { type Fixture, HONEST_A, HOSTILE_TEXT, LIAR, VERIFIED_QUBE, writeFixture } from "./fixture.js";
+import { ARTIFACTS, hoverBar, launchChromium, readChart, watchCsp } from "./chromium.js";
+import {
+  FAILED_QUBE,
+  type Fixture,
+  HONEST_A,
+  HOSTILE_TEXT,
+  LIAR,
+  RUNNING_QUBE,
+  VERIFIED_QUBE,
+  writeFixture,
+} from "./fixture.js";
 
 describe("dashboard: in a real browser (chromium, puppeteer-core)", function () {
   this.timeout(60_000);
@@ -24,6 +34,7 @@ describe("dashboard: in a real browser (chromium, puppeteer-core)", function () 
   let page: Page;
   const requests: string[] = [];
   const problems: string[] = [];
+  let violations: () => Promise<string[]>;
 
   before(async () => {
     root = mkdtempSync(join(tmpdir(), "airqube-dashboard-browser-"));
@@ -32,6 +43,7 @@ describe("dashboard: in a real browser (chromium, puppeteer-core)", function () 
     browser = await launchChromium();
     page = await browser.newPage();
     await page.setViewport({ width: 1280, height: 900 });
+    violations = await watchCsp(page);
     page.on("request", (request) => requests.push(request.url()));
     page.on("console", (message) => {
       if (message.type() === "error" || message.type() === "warn") problems.push(message.text());
@@ -60,16 +72,31 @@ describe("dashboard: in a real browser (chromium, puppeteer-core)", function () 
     expect(await card("earned")).to.equal("3 GLM");
     expect(await card("stake")).to.equal("0.5 GLM");
     expect(await card("capacity")).to.equal("2 / 4");
-    const bars = await page.$$eval("#provider-chart rect.bar", (rects) =>
-      rects.map((r) => Number(r.getAttribute("data-value"))),
-    );
-    // six jobs and three refusals
-    expect(bars.reduce((a, b) => a + b, 0)).to.equal(9);
-    expect(await page.$$eval("#provider-chart rect.bar-failed", (r) => r.length)).to.equal(1);
-    const refused = await page.$$eval("#provider-chart rect.bar-refused", (rects) =>
-      rects.map((r) => Number(r.getAttribute("data-value"))),
-    );
-    expect(refused.reduce((a, b) => a + b, 0)).to.equal(3);
+    // the chart: its table of numbers, the uPlot instance's data (stacked), the pixels it drew
+    const chart = await readChart(page, "#provider-chart");
+    expect(chart.points).to.be.above(1).and.equal(chart.labels.length);
+    const sum = (values: (number | null)[] = []) => values.reduce<number>((a, b) => a + (b ?? 0), 0);
+    const keys = ["running", "finished", "failed", "abandoned", "refused"];
+    // six jobs (two running or committed, two revealed, one failed, one abandoned) and three refusals
+    expect(keys.map((key) => sum(chart.table[key]))).to.deep.equal([2, 2, 1, 1, 3]);
+    expect(chart.table.failed!.filter((v) => v !== 0)).to.deep.equal([1]);
+    // drawn top of the stack first; every bucket's bar as high as its jobs and refusals together
+    expect(chart.series.slice(1)).to.deep.equal([...keys].reverse());
+    expect(chart.plotted).to.have.length(6);
+    expect(chart.plotted[0]).to.have.length(chart.points);
+    const totals = chart.labels.map((_, i) => sum(keys.map((key) => chart.table[key]![i]!)));
+    const tops = chart.labels.map((_, i) => Math.max(0, ...chart.plotted.slice(1).map((series) => series[i] ?? 0)));
+    expect(tops).to.deep.equal(totals);
+    expect(sum(totals)).to.equal(9);
+    expect(chart.canvas.width).to.be.above(300);
+    expect(chart.canvas.height).to.be.above(100);
+    for (const key of keys) expect(chart.painted[key], `${key} pixels`).to.be.above(20);
+    // hovering the failed job's bar: its time and its counts in the legend (not the stacked height)
+    const failedAt = chart.table.failed!.indexOf(1);
+    const legend = await hoverBar(page, "#provider-chart", failedAt);
+    expect(Object.values(legend)[0]).to.equal(chart.labels[failedAt]);
+    expect(legend.failed).to.equal("1");
+    expect(Number(legend.refused)).to.equal(chart.table.refused![failedAt]);
     expect(await card("refused")).to.equal("3");
     expect(await page.$eval('#provider tr[data-refusal="AT_CAPACITY"]', (r) => r.textContent)).to.include(
       "all 4 slots are busy",
@@ -97,9 +124,18 @@ describe("dashboard: in a real browser (chromium, puppeteer-core)", function () 
     await page.click('.tab[data-view="requestor"]');
     await loaded("requestor");
     expect(await page.$$eval("#requestor details.qube", (d) => d.length)).to.equal(3);
-    // one point per qube; the qube still dispatching has no time yet, so no bar
-    expect(await page.$eval("#requestor-chart svg", (svg) => svg.getAttribute("data-points"))).to.equal("3");
-    expect(await page.$$eval("#requestor-chart rect.bar", (r) => r.length)).to.equal(2);
+    // one point per qube (newest right); the qube still dispatching has no time yet, so no bar
+    const chart = await readChart(page, "#requestor-chart");
+    expect(chart.points).to.equal(3);
+    expect(chart.labels.map((label) => label.slice(0, 14))).to.deep.equal(
+      [VERIFIED_QUBE, FAILED_QUBE, RUNNING_QUBE].map((id) => id.slice(0, 14)),
+    );
+    const bars = chart.plotted.slice(1).flatMap((series) => series.filter((v) => v !== null));
+    expect(bars).to.have.length(2);
+    expect(chart.table.finished!.filter((v) => v !== null)).to.have.length(1);
+    expect(chart.painted.verified, "verified pixels").to.be.above(20);
+    expect(chart.painted["failed or no consensus"], "failed pixels").to.be.above(20);
+    expect(chart.painted.dispatching).to.equal(0);
     const qube = `#requestor details[data-qube="${VERIFIED_QUBE}"]`;
     await page.click(`${qube} summary`);
     const pills = (kind: string) => page.$$eval(`${qube} .pill-${kind}`, (p) => p.map((e) => e.getAttribute("title")));
@@ -153,10 +189,13 @@ describe("dashboard: in a real browser (chromium, puppeteer-core)", function () 
   it("asked nothing of any other host, broke no CSP rule, and shows no data without the token", async () => {
     const origin = `http://127.0.0.1:${dashboard.port}/`;
     expect(requests.filter((url) => !url.startsWith(origin) && !url.startsWith("blob:"))).to.deep.equal([]);
+    // the charting library came from this server
+    expect(requests).to.include.members([`${origin}uPlot.iife.min.js`, `${origin}uPlot.min.css`]);
     // the token was in the fragment of the first navigation only (a fragment is never sent) and in no request
     expect(requests[0]).to.equal(dashboard.url);
     expect(requests.slice(1).some((url) => url.includes(dashboard.token))).to.equal(false);
     expect(problems).to.deep.equal([]);
+    expect(await violations()).to.deep.equal([]);
     const context = await browser.createBrowserContext();
     try {
       const stranger = await context.newPage();
@@ -167,5 +206,15 @@ describe("dashboard: in a real browser (chromium, puppeteer-core)", function () 
     } finally {
       await context.close();
     }
+    // the watch sees a violation when there is one: an inline style attribute, which the CSP refuses
+    await page.evaluate(() => {
+      (
+        globalThis as unknown as { document: { body: { setAttribute(name: string, value: string): void } } }
+      ).document.body.setAttribute("style", "color: red");
+    });
+    await page.waitForFunction(() => ((globalThis as { cspViolations?: string[] }).cspViolations ?? []).length > 0);
+    const seen = await violations();
+    expect(seen).to.have.length(1);
+    expect(seen[0]).to.match(/^style-src-attr blocked inline/);
   });
 });

@@ -1,7 +1,7 @@
 // The Airqube dashboard page: reads the token from the URL fragment, then polls the JSON API on this origin.
 // Every value from the API is put in the page as text (textContent), never as HTML: error reasons and evidence
 // come from untrusted providers.
-import { bars, stackedBars } from "./charts.js";
+import { barChart, destroyCharts } from "./charts.js";
 
 const POLL_MS = 5000;
 const PAGE = 50;
@@ -15,7 +15,9 @@ if (fromHash) {
 }
 const token = sessionStorage.getItem("airqube-token");
 
-const state = { view: "provider", offsets: { provider: 0, requestor: 0 }, timer: undefined };
+// `shown`: the data each view was last drawn from (an unchanged answer is not drawn again, so that a chart
+// under the cursor, a scroll position or a selection stays put)
+const state = { view: "provider", offsets: { provider: 0, requestor: 0 }, timer: undefined, shown: {} };
 
 function el(tag, attrs = {}, ...children) {
   const element = document.createElement(tag);
@@ -137,16 +139,25 @@ function renderProvider(data) {
   const s = data.summary.byState;
   const status = data.status;
   const running = (s.accepted ?? 0) + (s.running ?? 0) + (s.committed ?? 0);
-  const buckets = data.timeline.buckets.map((b) => ({
-    ...b,
-    label: time(b.start),
-    short: new Date(b.start).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }),
-  }));
-  const series = ["running", "finished", "failed", "abandoned", "refused"].map((key) => ({
-    key,
-    label: key,
-    color: COLORS[key],
-  }));
+  const { bucketMs, buckets } = data.timeline;
+  const chart = barChart({
+    id: "provider-chart",
+    title: "Jobs by acceptance time and state, and qubes refused, stacked",
+    xTitle: "accepted",
+    labels: buckets.map((b) => `${time(b.start)} + ${duration(bucketMs)}`),
+    // each bar in the middle of its bucket
+    x: buckets.map((b) => (Date.parse(b.start) + bucketMs / 2) / 1000),
+    time: true,
+    step: bucketMs / 1000,
+    series: ["running", "finished", "failed", "abandoned", "refused"].map((key) => ({
+      key,
+      label: key,
+      color: COLORS[key],
+      values: buckets.map((b) => b[key] ?? 0),
+    })),
+    stacked: true,
+    counts: true,
+  });
   return [
     el(
       "div",
@@ -170,16 +181,7 @@ function renderProvider(data) {
       ),
     ),
     el("h2", { text: `Jobs over time (by acceptance, ${duration(data.timeline.bucketMs)} buckets)` }),
-    el(
-      "div",
-      { class: "chart", id: "provider-chart" },
-      stackedBars(buckets, series),
-      el(
-        "div",
-        { class: "legend" },
-        series.map((x) => el("span", {}, el("span", { class: `swatch swatch-${x.key}` }), x.label)),
-      ),
-    ),
+    chart,
     el("h2", { text: "Failures and abandoned jobs, by reason" }),
     table(
       ["code", "jobs", "last reason", "last at"],
@@ -323,19 +325,23 @@ function creditsChart(credits) {
   const newest = credits.slice(0, 24).reverse();
   const milli = newest.every((c) => BigInt(c.amountWei) < 10n ** 18n);
   const scale = milli ? 10n ** 12n : 10n ** 15n;
-  return el(
-    "div",
-    { class: "chart", id: "credits-chart" },
-    bars(
-      newest.map((c) => ({
-        label: `job ${c.jobId}: ${glm(c.amountWei)} (block ${c.block})`,
-        short: `#${c.block}`,
-        value: Number(BigInt(c.amountWei) / scale) / 1000,
+  const unit = milli ? "mGLM" : "GLM";
+  return barChart({
+    id: "credits-chart",
+    title: `Credits by the escrow, in ${unit}, oldest left`,
+    xTitle: "credit",
+    labels: newest.map((c) => `job ${short(c.jobId, 18)}: ${glm(c.amountWei)} (block ${c.block})`),
+    ticks: newest.map((c) => `#${c.block}`),
+    series: [
+      {
+        key: "credited",
+        label: "credited",
         color: COLORS.finished,
-      })),
-      milli ? "mGLM" : "GLM",
-    ),
-  );
+        values: newest.map((c) => Number(BigInt(c.amountWei) / scale) / 1000),
+      },
+    ],
+    unit,
+  });
 }
 
 function matrix(m) {
@@ -381,20 +387,7 @@ function renderRequestor(data) {
       card("escrow open / settled", `${data.escrow.open} / ${data.escrow.settled}`, "escrow"),
     ),
     el("h2", { text: "Time per qube (newest right)" }),
-    el(
-      "div",
-      { class: "chart", id: "requestor-chart" },
-      bars(
-        [...items].reverse().map((q) => ({
-          label: `${q.qubeId} (${q.state})`,
-          short: short(q.qubeId, 6),
-          value: Math.round(q.durationMs / 100) / 10,
-          key: q.state === "verified" ? "finished" : q.state === "dispatching" ? "running" : "failed",
-          color: q.state === "verified" ? COLORS.finished : q.state === "dispatching" ? COLORS.running : COLORS.failed,
-        })),
-        "s",
-      ),
-    ),
+    requestorChart([...items].reverse()),
     el("h2", { text: "Qubes" }),
     pager("requestor", data.qubes),
     items.length === 0 ? el("p", { class: "muted", text: "No qube in the journal." }) : items.map(qube),
@@ -416,6 +409,30 @@ function renderRequestor(data) {
       ),
     ),
   ];
+}
+
+/** Time per qube, one bar each (newest right), coloured by how it ended: verified, still running, or not. */
+function requestorChart(qubes) {
+  const outcome = (q) => (q.state === "verified" ? "finished" : q.state === "dispatching" ? "running" : "failed");
+  const seconds = (q) => Math.round(q.durationMs / 100) / 10;
+  return barChart({
+    id: "requestor-chart",
+    title: "Time per qube in seconds, newest right",
+    xTitle: "qube",
+    labels: qubes.map((q) => `${q.qubeId} (${q.state})`),
+    ticks: qubes.map((q) => short(q.qubeId, 6)),
+    series: [
+      ["finished", "verified"],
+      ["running", "dispatching"],
+      ["failed", "failed or no consensus"],
+    ].map(([key, label]) => ({
+      key,
+      label,
+      color: COLORS[key],
+      values: qubes.map((q) => (outcome(q) === key ? seconds(q) : null)),
+    })),
+    unit: "s",
+  });
 }
 
 function pills(list, kind) {
@@ -625,10 +642,17 @@ async function refresh() {
     if (earnings) data.earnings = earnings;
     if (view !== state.view) return;
     const section = document.getElementById(view);
-    // keep open qubes open across polls
-    const open = new Set([...section.querySelectorAll("details[open]")].map((d) => d.dataset.qube));
-    section.replaceChildren(...RENDER[view](data).flat());
-    for (const d of section.querySelectorAll("details")) if (open.has(d.dataset.qube)) d.open = true;
+    const json = JSON.stringify(data);
+    if (state.shown[view] !== json) {
+      // keep open qubes (and a chart's numbers) open across polls
+      const key = (d) => d.dataset.qube ?? d.id;
+      const open = new Set([...section.querySelectorAll("details[open]")].map(key).filter(Boolean));
+      const children = RENDER[view](data).flat();
+      destroyCharts(section);
+      section.replaceChildren(...children);
+      for (const d of section.querySelectorAll("details")) if (open.has(key(d))) d.open = true;
+      state.shown[view] = json;
+    }
     section.dataset.loaded = "true";
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
     show("");
