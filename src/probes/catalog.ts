@@ -7,6 +7,7 @@
  * although file permissions still refuse the unprivileged user). That is what lets a single weakening turn
  * each probe to `fail`.
  */
+import { RUNTIME_CVES } from "./runtime-cves.js";
 
 /** Coarse grouping used in reports and JUnit class names. */
 export type ProbeCategory =
@@ -35,7 +36,7 @@ export interface ProbeInfo {
   defence: string;
 }
 
-/** Rows 1-41 of PROBES.md, in order (38-41: suite v2). */
+/** Rows 1-42 of PROBES.md, in order (38-42: suite v2; 42 is judged by the harness on the host). */
 export const PROBES: readonly ProbeInfo[] = [
   {
     id: 1,
@@ -309,7 +310,19 @@ export const PROBES: readonly ProbeInfo[] = [
     cves: [],
     defence: "no credentials in the environment, no service-account token or secrets mount",
   },
+  {
+    id: 42,
+    title: "runtime CVEs",
+    category: "runtime",
+    severity: "critical",
+    cves: RUNTIME_CVES.map((cve) => cve.id),
+    defence:
+      "engine, containerd and runc versions with every known escape fix (upstream or a distribution backport); the harness checks them on the host",
+  },
 ];
+
+/** Rows the harness judges on the host (the probe program may never print a verdict for them). */
+export const HARNESS_ROWS: readonly number[] = [42];
 
 /** The highest probe id. */
 export const PROBE_COUNT = PROBES.length;

@@ -3,7 +3,7 @@
  * count bounded before parsing, each object validated with zod, control characters removed from evidence.
  */
 import { z } from "zod";
-import { PROBE_COUNT } from "./catalog.js";
+import { HARNESS_ROWS, PROBE_COUNT } from "./catalog.js";
 
 /** Limits on what the probe may print. */
 export const OUTPUT_LIMITS = {
@@ -31,7 +31,12 @@ export type ProbePhase = "main" | "deadline" | "plant" | "check" | "cpu" | "memo
 /** Validates one verdict line of the probe program. */
 export const probeLineSchema = z
   .object({
-    id: z.number().int().min(1).max(PROBE_COUNT),
+    id: z
+      .number()
+      .int()
+      .min(1)
+      .max(PROBE_COUNT)
+      .refine((id) => !HARNESS_ROWS.includes(id), "a row the harness judges"),
     phase: z.enum(["deadline", "plant", "check", "cpu", "memory"]).optional(),
     verdict: z.enum(VERDICTS),
     evidence: z.string().max(OUTPUT_LIMITS.maxEvidence),

@@ -12,8 +12,15 @@ import { readFile, readlink } from "node:fs/promises";
 import { version as osVersion, release } from "node:os";
 import Docker from "dockerode";
 import { type AirqubeError, PlatformError, toAirqubeError, UserError } from "../qube/errors.js";
-import type { QubeRun, Sandbox, SandboxLimits, SandboxResult, Tier } from "../sandbox/api.js";
-import type { HardenedContainerConfig } from "../sandbox/hardening.js";
+import {
+  DEFAULT_SANDBOX_LIMITS,
+  type QubeRun,
+  type Sandbox,
+  type SandboxLimits,
+  type SandboxResult,
+  type Tier,
+} from "../sandbox/api.js";
+import { type HardenedContainerConfig, hardenedContainerConfig } from "../sandbox/hardening.js";
 import { type Canary, openCanary } from "./canary.js";
 import { PROBES, type ProbeInfo } from "./catalog.js";
 import {
@@ -25,6 +32,7 @@ import {
   type Verdict,
 } from "./protocol.js";
 import { type ProbeReport, type ProbeResult, summarize } from "./report.js";
+import { judgeRuntimeCves, type RuntimeVersions, runtimeVersionsFrom } from "./runtime-cves.js";
 import { composeWeakenings, ineffectiveWeakenings } from "./weakenings.js";
 
 /** The suite's name and version, as they appear in reports. */
@@ -84,6 +92,11 @@ export interface ProbeSuiteOptions {
   signal?: AbortSignal;
   /** Called when each phase starts and finishes. */
   onProgress?: (event: ProbeProgress) => void;
+  /**
+   * Whether the sandbox runs on this host's engine, so row 42 may check its versions (default true). A remote
+   * suite sets false: the provider's engine is not visible, row 42 is skipped there and its own run checks it.
+   */
+  localEngine?: boolean;
 }
 
 interface PhaseOutcome {
@@ -126,9 +139,16 @@ async function hostNamespaces(): Promise<string> {
   return parts.filter(Boolean).join(",");
 }
 
-async function hostInfo(tier: Tier, docker: Docker): Promise<{ host: ProbeReport["host"]; lsm: string }> {
+async function hostInfo(
+  tier: Tier,
+  docker: Docker,
+): Promise<{ host: ProbeReport["host"]; lsm: string; versions: RuntimeVersions }> {
   const [version, info] = await Promise.all([
-    withTimeout(docker.version() as Promise<{ Version?: string }>, 5000, {} as { Version?: string }),
+    withTimeout(
+      docker.version() as Promise<Parameters<typeof runtimeVersionsFrom>[0]>,
+      5000,
+      {} as Parameters<typeof runtimeVersionsFrom>[0],
+    ),
     withTimeout(docker.info() as Promise<{ SecurityOptions?: string[] }>, 5000, {} as { SecurityOptions?: string[] }),
   ]);
   const options = info.SecurityOptions ?? [];
@@ -146,7 +166,30 @@ async function hostInfo(tier: Tier, docker: Docker): Promise<{ host: ProbeReport
       runtimeVersion: tier === "container" ? (version.Version ?? "unknown") : `docker ${version.Version ?? "unknown"}`,
     },
     lsm,
+    versions: runtimeVersionsFrom(version),
   };
+}
+
+/**
+ * The writable mounts of the (possibly weakened) sandbox that the host or other containers share: binds without
+ * `ro`, and any volume or mount option the hardening never sets. Read from the same hardening the sandbox uses.
+ */
+export function sharedWritableMounts(weaken?: (config: HardenedContainerConfig) => HardenedContainerConfig): string[] {
+  const base = hardenedContainerConfig({ ...DEFAULT_SANDBOX_LIMITS, ...SUITE_LIMITS }, "row-42", {
+    initBinary: "/usr/lib/airqube/airqube-init",
+    inputDir: "/nonexistent/inputs",
+  });
+  const config = weaken ? weaken(structuredClone(base)) : base;
+  const host = config.HostConfig as HardenedContainerConfig["HostConfig"] & Record<string, unknown>;
+  const binds = host.Binds.filter((bind) => {
+    const options = bind.split(":")[2] ?? "";
+    return !options.split(",").includes("ro");
+  });
+  const others = ["Mounts", "VolumesFrom", "VolumeDriver"].filter((key) => {
+    const value = host[key];
+    return Array.isArray(value) ? value.length > 0 : Boolean(value);
+  });
+  return [...binds, ...others];
 }
 
 function describeRun(outcome: PhaseOutcome): string {
@@ -208,7 +251,7 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
   };
   const image = options.image ?? PROBE_IMAGE;
   const startedAt = new Date().toISOString();
-  const [{ host, lsm }, namespaces, bootId] = await Promise.all([
+  const [{ host, lsm, versions }, namespaces, bootId] = await Promise.all([
     hostInfo(tier, docker),
     tier === "microvm" ? Promise.resolve("") : hostNamespaces(),
     readFile("/proc/sys/kernel/random/boot_id", "utf8").then(
@@ -280,6 +323,7 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
     if (composed.names.length > 0) checkWeakeningsTookEffect(composed.names, main, deadline, namespaces);
 
     const probes = PROBES.map((info): ProbeResult => {
+      if (info.id === 42) return runtimeCveRow(info, tier, versions, options.localEngine ?? true, composed.weaken);
       if (info.id === 35) return deadlineRow(info, main, deadline, gvisor);
       if (info.id === 33 && gvisor) return sandboxMemoryRow(info, gvisor.memory);
       if (info.id === 37) return residueRow(info, plant, check);
@@ -335,6 +379,28 @@ function checkWeakeningsTookEffect(
       main.parsed.facts ? "" : `; the probe printed no facts (${describeRun(main)})`
     }`,
   });
+}
+
+function runtimeCveRow(
+  info: ProbeInfo,
+  tier: Tier,
+  versions: RuntimeVersions,
+  localEngine: boolean,
+  weaken?: (config: HardenedContainerConfig) => HardenedContainerConfig,
+): ProbeResult {
+  if (!localEngine)
+    return result(
+      info,
+      "skipped",
+      `tier ${tier} on a remote provider: its engine's versions are not visible here (its own suite run checks them)`,
+      0,
+    );
+  const shared = sharedWritableMounts(weaken);
+  const { verdict, evidence } = judgeRuntimeCves(versions, tier, {
+    sharedWritableMount: shared.length > 0,
+    sharedMounts: shared,
+  });
+  return result(info, verdict, `harness: ${evidence}`, 0);
 }
 
 function canaryRow(info: ProbeInfo, line: ProbeLine, hits: number, token: string): ProbeResult {

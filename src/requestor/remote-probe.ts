@@ -196,6 +196,7 @@ export async function runRemoteProbeSuite(options: RemoteProbeOptions): Promise<
       tier: options.tier,
       image: PROBE_IMAGE,
       sandboxFactory: () => sandbox,
+      localEngine: false, // row 42 (engine versions) is the provider's own suite run's to check
       ...(options.signal ? { signal: options.signal } : {}),
     });
     if (sandbox.fatal) throw sandbox.fatal;

@@ -23,8 +23,8 @@ function report(verdicts: Partial<Record<number, ProbeReport["probes"][number]["
 }
 
 describe("probe catalog", () => {
-  it("has rows 1-41 of PROBES.md in order, each with a defence", () => {
-    expect(PROBES.map((p) => p.id)).to.deep.equal(Array.from({ length: 41 }, (_, i) => i + 1));
+  it("has rows 1-42 of PROBES.md in order, each with a defence", () => {
+    expect(PROBES.map((p) => p.id)).to.deep.equal(Array.from({ length: 42 }, (_, i) => i + 1));
     for (const p of PROBES) expect(p.defence.length, `row ${p.id}`).to.be.greaterThan(3);
     expect(PROBES[7]!.cves).to.include("CVE-2022-0492");
     expect(PROBES[24]!.cves).to.include("CVE-2024-21626");
@@ -52,7 +52,8 @@ describe("probe output parser (hostile input)", () => {
     const lines = [
       "not json",
       '{"id":0,"verdict":"pass","evidence":""}',
-      '{"id":42,"verdict":"pass","evidence":""}',
+      '{"id":42,"verdict":"pass","evidence":""}', // row 42 is the harness's own
+      '{"id":43,"verdict":"pass","evidence":""}',
       '{"id":2,"verdict":"ok","evidence":""}',
       '{"id":3,"verdict":"pass","evidence":"","extra":1}',
       `{"id":4,"verdict":"pass","evidence":"${"x".repeat(5000)}"}`,
@@ -61,7 +62,7 @@ describe("probe output parser (hostile input)", () => {
     ];
     const out = parseProbeOutput(lines.join("\n"));
     expect([...out.lines.keys()]).to.deep.equal([6]);
-    expect(out.rejected).to.equal(7);
+    expect(out.rejected).to.equal(8);
   });
 
   it("flags duplicate verdicts and bounds the line count", () => {
@@ -116,7 +117,7 @@ describe("probe report", () => {
     const r = report({ 1: "fail", 2: "inconclusive", 36: "skipped" });
     r.probes[0]!.evidence = 'opened <"/proc/sysrq-trigger"> & closed\u0001';
     const xml = toJUnit(r);
-    expect(xml).to.include('tests="41" failures="1" errors="1" skipped="1"');
+    expect(xml).to.include('tests="42" failures="1" errors="1" skipped="1"');
     expect(xml).to.include('<failure type="fail"');
     expect(xml).to.include("opened &lt;&quot;/proc/sysrq-trigger&quot;&gt; &amp; closed ");
     expect(xml).to.include('<error type="inconclusive"');

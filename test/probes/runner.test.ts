@@ -1,7 +1,7 @@
 import { connect } from "node:net";
 import { expect } from "chai";
 import type Docker from "dockerode";
-import { PROBES } from "../../src/probes/catalog.js";
+import { HARNESS_ROWS, PROBES } from "../../src/probes/catalog.js";
 import { exitStatus } from "../../src/probes/report.js";
 import { runProbeSuite } from "../../src/probes/runner.js";
 import type { QubeRun, Sandbox, SandboxResult } from "../../src/sandbox/api.js";
@@ -41,7 +41,7 @@ const line = (id: number, verdict: string, extra: Record<string, unknown> = {}) 
   `${JSON.stringify({ id, verdict, evidence: `row ${id}`, ms: 1, ...extra })}\n`;
 const allPass = () =>
   PROBES.map((p) => p.id)
-    .filter((id) => id !== 37)
+    .filter((id) => id !== 37 && !HARNESS_ROWS.includes(id))
     .map((id) => line(id, id === 21 || id === 36 ? "skipped" : "pass"))
     .join("");
 const honest = (phase: string): Partial<SandboxResult> =>
@@ -52,8 +52,16 @@ const honest = (phase: string): Partial<SandboxResult> =>
       : phase === "check"
         ? { stdout: line(37, "pass", { phase: "check" }) }
         : { timedOut: true, exitCode: 137, durationMs: 1600 };
+/** Debian 12's engine stack, as `docker version` reports it (row 42 judges these versions). */
 const docker = {
-  version: async () => ({ Version: "fake" }),
+  version: async () => ({
+    Version: "fake",
+    Components: [
+      { Name: "Engine", Version: "20.10.24+dfsg1" },
+      { Name: "containerd", Version: "1.6.20~ds1", Details: { GitCommit: "1.6.20~ds1-1+deb12u3" } },
+      { Name: "runc", Version: "1.1.5+ds1", Details: { GitCommit: "1.1.5+ds1-1+deb12u1" } },
+    ],
+  }),
   info: async () => ({ SecurityOptions: [] }),
 } as unknown as Docker;
 
@@ -120,13 +128,37 @@ describe("probe runner (fake sandbox)", () => {
     expect(report.probes[29]!.evidence).to.include("canary accepted 1 connection");
   });
 
-  it("marks every row inconclusive when the sandbox itself fails", async () => {
+  it("marks every row inconclusive when the sandbox itself fails (all but row 42, judged on the host)", async () => {
     const sandbox = new FakeSandbox(() => {
       throw new Error("docker went away");
     });
     const report = await runProbeSuite({ docker, sandboxFactory: () => sandbox });
-    expect(report.summary.inconclusive).to.equal(PROBES.length);
+    expect(report.summary.inconclusive).to.equal(PROBES.length - 1);
+    expect(report.probes[41]!.verdict).to.equal("pass");
     expect(report.probes[0]!.evidence).to.include("the sandbox failed");
+  });
+
+  it("judges row 42 from the engine's versions: fails an unpatched runc, is skipped for a remote engine", async () => {
+    const old = {
+      version: async () => ({
+        Components: [
+          { Name: "Engine", Version: "20.10.24" },
+          { Name: "containerd", Version: "1.6.20" },
+          { Name: "runc", Version: "1.1.11" },
+        ],
+      }),
+      info: async () => ({ SecurityOptions: [] }),
+    } as unknown as Docker;
+    const report = await runProbeSuite({ docker: old, sandboxFactory: () => new FakeSandbox(honest) });
+    expect(report.probes[41]!.verdict).to.equal("fail");
+    expect(report.probes[41]!.evidence).to.include("runc 1.1.11 has CVE-2024-21626");
+    const remote = await runProbeSuite({
+      docker: old,
+      localEngine: false,
+      sandboxFactory: () => new FakeSandbox(honest),
+    });
+    expect(remote.probes[41]!.verdict).to.equal("skipped");
+    expect(remote.probes[41]!.evidence).to.include("remote provider");
   });
 });
 
