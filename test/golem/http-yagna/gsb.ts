@@ -47,6 +47,8 @@ const answerSchema = z.union([
 /** The bound services and the requests in flight. */
 export class GsbBus {
   private readonly services = new Map<string, Bound>();
+  /** `UploadChunk` requests the exe-units sent (a refused transfer stops early). */
+  chunksSent = 0;
   /** Every bind and unbind, for the leak check. */
   readonly ledger = { bound: [] as string[], unbound: [] as string[] };
 
@@ -186,6 +188,7 @@ export class GsbBus {
     for (let offset = 0; offset < data.byteLength; offset += GFTP_CHUNK) {
       // a standalone copy: flexbuffers encodes a typed array's whole backing buffer
       const content = data.slice(offset, offset + GFTP_CHUNK);
+      this.chunksSent++;
       await this.call(address, "UploadChunk", { chunk: { offset, content } }, options.signal);
     }
     const hash = options.hashOverride ?? createHash("sha3-256").update(data).digest("hex");
