@@ -8,7 +8,7 @@ import { type Command, InvalidArgumentError, Option } from "commander";
 import Docker from "dockerode";
 import { shippableFromEngine } from "../images/ship.js";
 import { loadOrCreateIdentity } from "../net/keys.js";
-import { convertPdf, PDF_IMAGE } from "../pdf/convert.js";
+import { checkConvertPaths, convertPdf, PDF_IMAGE } from "../pdf/convert.js";
 import { UserError } from "../qube/errors.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
 import { EscrowPayments } from "../requestor/payments.js";
@@ -121,6 +121,8 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
       throw new UserError("BOOTSTRAP_MISSING", "No bootstrap peer", {
         details: "pass --bootstrap MULTIADDR (printed by `airqube devnet up`) or set AIRQUBE_BOOTSTRAP",
       });
+    // a missing input, one that is not a PDF, or an output that cannot be written: said before anything is paid
+    await checkConvertPaths(input, output);
     // paid like `airqube run`: the chain must answer before anything else happens
     const settings = await paymentSettingsFrom(
       { ...flags, allowPublic: Boolean(flags.allowPublicRpc || flags.allowPublic) },

@@ -5,8 +5,9 @@
  * from those pixels with its own small writer. Nothing of the original file's structure (scripts, embedded
  * files, fonts, forms, metadata) survives; the bitmaps are checked strictly before they are parsed.
  */
-import { readdir, rm, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { constants } from "node:fs";
+import { access, open, readdir, rm, stat } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { ShippableImage } from "../images/ship.js";
 import { PeerError, UserError } from "../qube/errors.js";
 import type { Identity, Tier } from "../qube/index.js";
@@ -142,6 +143,56 @@ export function renderScript(dpi: number, maxPages: number): string {
   ].join("\n");
 }
 
+/** Where a PDF's header may start: readers accept up to 1 KiB of junk before `%PDF-`. */
+const HEADER_WINDOW = 1024;
+
+/**
+ * Checks what can be checked here before anything is sent or paid for: the input is a readable file of at
+ * most {@link MAX_PDF_BYTES} with a `%PDF-` header in its first KiB (nothing else is read or parsed here), and
+ * the output's directory exists and is writable (the output itself is not a directory).
+ *
+ * @throws UserError PDF_UNREADABLE, PDF_TOO_LARGE, PDF_UNRENDERABLE, OUTPUT_UNWRITABLE.
+ * @example
+ * await checkConvertPaths("untrusted.pdf", "safe.pdf");
+ */
+export async function checkConvertPaths(input: string, output: string): Promise<void> {
+  const info = await stat(input).catch(() => undefined);
+  if (!info?.isFile()) throw new UserError("PDF_UNREADABLE", "The PDF to convert does not exist", { details: input });
+  if (info.size > MAX_PDF_BYTES)
+    throw new UserError("PDF_TOO_LARGE", "The PDF is too large to convert", {
+      details: `${info.size} bytes, at most ${MAX_PDF_BYTES}`,
+    });
+  const head = Buffer.alloc(HEADER_WINDOW);
+  let bytesRead = 0;
+  try {
+    const file = await open(input, "r");
+    try {
+      ({ bytesRead } = await file.read(head, 0, HEADER_WINDOW, 0));
+    } finally {
+      await file.close();
+    }
+  } catch (error) {
+    throw new UserError("PDF_UNREADABLE", "The PDF to convert cannot be read", { details: input, cause: error });
+  }
+  if (!head.subarray(0, bytesRead).includes("%PDF-"))
+    throw new UserError("PDF_UNRENDERABLE", "The PDF could not be rendered: it is damaged or not a PDF", {
+      details: `${input} has no PDF header (%PDF-) in its first ${HEADER_WINDOW} bytes; nothing was sent`,
+    });
+  const target = await stat(output).catch(() => undefined);
+  if (target?.isDirectory())
+    throw new UserError("OUTPUT_UNWRITABLE", "The output is a directory", {
+      details: `${output}: name the PDF to write`,
+    });
+  try {
+    await access(dirname(output), constants.W_OK);
+  } catch (error) {
+    throw new UserError("OUTPUT_UNWRITABLE", "The output's directory does not exist or is not writable", {
+      details: dirname(output),
+      cause: error,
+    });
+  }
+}
+
 /** The verified page files, in page order: exactly p-1 .. p-n (pdftoppm's names), nothing else. */
 async function pageFiles(dir: string, maxPages: number): Promise<string[]> {
   const names = await readdir(dir).catch(() => [] as string[]);
@@ -167,7 +218,8 @@ async function pageFiles(dir: string, maxPages: number): Promise<string[]> {
  * Renders `input` in disposable qubes on `redundancy` providers, checks that a quorum returned the same
  * pixels, and writes the rebuilt PDF to `output` (atomically; nothing is written on failure).
  *
- * @throws UserError PDF_UNRENDERABLE, PDF_TOO_MANY_PAGES, PDF_TOO_LARGE; PeerError PDF_NO_CONSENSUS, PAGE_*.
+ * @throws UserError PDF_UNRENDERABLE, PDF_TOO_MANY_PAGES, PDF_TOO_LARGE, OUTPUT_UNWRITABLE (see
+ *   {@link checkConvertPaths}); PeerError PDF_NO_CONSENSUS, PAGE_*.
  * @example
  * await convertPdf(requestor, identity, "untrusted.pdf", "safe.pdf", { redundancy: 3, workDir, image });
  */
@@ -181,12 +233,7 @@ export async function convertPdf(
   const dpi = options.dpi ?? 100;
   const maxPages = options.maxPages ?? 200;
   const limits = options.pageLimits ?? DEFAULT_PAGE_LIMITS;
-  const info = await stat(input).catch(() => undefined);
-  if (!info?.isFile()) throw new UserError("PDF_UNREADABLE", "The PDF to convert does not exist", { details: input });
-  if (info.size > MAX_PDF_BYTES)
-    throw new UserError("PDF_TOO_LARGE", "The PDF is too large to convert", {
-      details: `${info.size} bytes, at most ${MAX_PDF_BYTES}`,
-    });
+  await checkConvertPaths(input, output);
   const k = options.redundancy ?? 3;
   // output budget: pages up to 17 inches a side at this resolution, and never over the bitmap limits
   const side = Math.min(limits.maxSide, Math.ceil(17 * dpi));

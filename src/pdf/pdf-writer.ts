@@ -9,7 +9,7 @@ import { type FileHandle, open, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { deflate } from "node:zlib";
-import { PlatformError } from "../qube/errors.js";
+import { AirqubeError, PlatformError } from "../qube/errors.js";
 import type { RgbPage } from "./ppm.js";
 
 const deflateAsync = promisify(deflate);
@@ -90,6 +90,12 @@ export async function writeImagePdf(
   } catch (error) {
     await file?.close().catch(() => undefined);
     await rm(partial, { force: true });
-    throw error;
+    if (error instanceof AirqubeError || options.signal?.aborted) throw error;
+    // the file system refused (no such directory, no space, read-only ...)
+    const code = (error as NodeJS.ErrnoException).code ?? "unknown";
+    throw new PlatformError("OUTPUT_WRITE_FAILED", "The safe PDF could not be written", {
+      details: `${out}: ${code}`,
+      cause: error,
+    });
   }
 }
