@@ -5,6 +5,8 @@
  */
 import { expect } from "chai";
 import Docker from "dockerode";
+import { PROBES } from "../../src/probes/catalog.js";
+import { runProbeSuite } from "../../src/probes/runner.js";
 import { ContainerSandbox } from "../../src/sandbox/container-sandbox.js";
 import { BUSYBOX, ourContainers } from "../helpers/docker.js";
 
@@ -46,5 +48,23 @@ describe("ContainerSandbox, gvisor tier @docker @gvisor", function () {
     // the Sentry's own CPU and memory count: the whole sandbox is in the container's cgroup
     expect(result.usage?.cpuMs).to.be.above(0);
     expect(result.usage?.maxMemoryBytes).to.be.above(1024 * 1024);
+  });
+
+  it("passes the escape suite: no fail, no inconclusive; the fork bomb stops at the pids limit, the bombs judged on the host", async function () {
+    this.timeout(300_000);
+    const report = await runProbeSuite({ tier: "gvisor", docker });
+    const notPassed = report.probes
+      .filter((p) => p.verdict !== "pass")
+      .map((p) => `${p.id} ${p.verdict}: ${p.evidence}`);
+    expect(report.summary.fail, notPassed.join("\n")).to.equal(0);
+    expect(report.summary.inconclusive, notPassed.join("\n")).to.equal(0);
+    expect(report.summary.pass, notPassed.join("\n")).to.be.at.least(PROBES.length - 1); // row 21: no LSM on the host
+    const row = (id: number) => report.probes[id - 1]!;
+    expect(row(32).evidence, "the Sentry's RLIMIT_NPROC").to.match(
+      /fork failed with EAGAIN after \d+ processes \(pids limit 64\)/,
+    );
+    expect(row(33).evidence).to.match(/OOM killer ended the whole sandbox|child was killed|mmap failed/);
+    expect(row(35).evidence).to.include("host cgroup:");
+    expect(row(36).evidence, "gVisor's own kernel").to.not.include("UNDECIDED");
   });
 });
