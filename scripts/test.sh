@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `npm test`: type-check, then the mocha suite in concurrent groups, then the contract tests.
+# `npm test`: the mocha suite in concurrent groups with the type-check beside it, then the contract tests.
 #   heavy: tests tagged @docker or @qemu (real containers, micro-VMs, devnets): the output soak first, then the
 #          other files in AIRQUBE_TEST_JOBS (default 2) worker processes, one file each at a time, slowest first;
 #   light: everything else (pure code, SQLite, the in-process chain, in-memory yagna), one process beside them.
@@ -8,12 +8,17 @@
 # printed after the heavy one's; the exit status is non-zero if any group failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-npm run --silent typecheck || exit 1
 jobs="${AIRQUBE_TEST_JOBS:-2}"
 light_log=$(mktemp -t airqube-light-tests.XXXXXX)
+typecheck_log=$(mktemp -t airqube-typecheck.XXXXXX)
 AIRQUBE_TEST_PROBE_CACHE=$(mktemp -d -t airqube-test-probe-cache.XXXXXX)
 export AIRQUBE_TEST_PROBE_CACHE
-trap 'rm -rf "$light_log" "$AIRQUBE_TEST_PROBE_CACHE"' EXIT
+trap 'rm -rf "$light_log" "$typecheck_log" "$AIRQUBE_TEST_PROBE_CACHE"' EXIT
+
+# the type-check (sources, tests, examples) runs beside the tests (mocha runs them through tsx, which does not
+# check types); its errors are printed and fail the run at the end
+npm run --silent typecheck >"$typecheck_log" 2>&1 &
+typecheck_pid=$!
 
 # The output soak runs first, without the other heavy files: it loads the machine on purpose (a CPU hog beside
 # the qubes), and timing-sensitive devnet tests beside it would fail for that reason only. Its two tiers run
@@ -56,5 +61,10 @@ echo "== tests without Docker or QEMU (ran beside the ones above) =="
 cat "$light_log"
 npm run --silent test:contracts
 contracts_rc=$?
-echo "test groups: heavy exit $heavy_rc, light exit $light_rc, contracts exit $contracts_rc"
-[ "$heavy_rc" = 0 ] && [ "$light_rc" = 0 ] && [ "$contracts_rc" = 0 ]
+wait "$typecheck_pid"
+typecheck_rc=$?
+echo
+echo "== type-check (ran beside the tests) =="
+cat "$typecheck_log"
+echo "test groups: heavy exit $heavy_rc, light exit $light_rc, contracts exit $contracts_rc, typecheck exit $typecheck_rc"
+[ "$heavy_rc" = 0 ] && [ "$light_rc" = 0 ] && [ "$contracts_rc" = 0 ] && [ "$typecheck_rc" = 0 ]
