@@ -89,6 +89,8 @@ describe("dashboard: in a real browser (chromium, puppeteer-core)", function () 
     expect(tops).to.deep.equal(totals);
     expect(sum(totals)).to.equal(9);
     expect(chart.canvas.width).to.be.above(300);
+    // the bars fill the plot: as far from its left edge as from its right
+    expect(chart.margins[0]).to.be.above(5).and.closeTo(chart.margins[1], 2);
     expect(chart.canvas.height).to.be.above(100);
     for (const key of keys) expect(chart.painted[key], `${key} pixels`).to.be.above(20);
     // hovering the failed job's bar: its time and its counts in the legend (not the stacked height)
@@ -136,6 +138,7 @@ describe("dashboard: in a real browser (chromium, puppeteer-core)", function () 
     expect(chart.painted.verified, "verified pixels").to.be.above(20);
     expect(chart.painted["failed or no consensus"], "failed pixels").to.be.above(20);
     expect(chart.painted.dispatching).to.equal(0);
+    expect(chart.margins[0]).to.be.above(5).and.closeTo(chart.margins[1], 2);
     const qube = `#requestor details[data-qube="${VERIFIED_QUBE}"]`;
     await page.click(`${qube} summary`);
     const pills = (kind: string) => page.$$eval(`${qube} .pill-${kind}`, (p) => p.map((e) => e.getAttribute("title")));

@@ -42,6 +42,8 @@ export interface ChartReading {
   canvas: { width: number; height: number };
   /** Pixels of the canvas painted in exactly each series' colour, by series label. */
   painted: Record<string, number>;
+  /** CSS pixels from the plot's left edge to the first bar's centre, and from the last bar's centre to its right edge. */
+  margins: [number, number];
 }
 
 // the browser's side below is typed by the little it uses (this project compiles without the DOM library)
@@ -53,6 +55,7 @@ interface Plotted {
 interface Box {
   left: number;
   top: number;
+  width: number;
   height: number;
 }
 interface Node {
@@ -104,6 +107,13 @@ export function readChart(page: Page, selector: string): Promise<ChartReading> {
         table[key] = [...(table[key] ?? []), value === null ? null : Number(value)];
       }
     const painted: Record<string, number> = {};
+    const margins: [number, number] = [0, 0];
+    const over = figure.querySelector(".u-over");
+    if (uplot && over) {
+      const xs = uplot.data[0]!;
+      margins[0] = uplot.valToPos(xs[0]!, "x");
+      margins[1] = over.getBoundingClientRect().width - uplot.valToPos(xs[xs.length - 1]!, "x");
+    }
     if (uplot && canvas) {
       const pixels = canvas.getContext("2d")?.getImageData(0, 0, canvas.width, canvas.height).data ?? [];
       uplot.series.forEach((s, i) => {
@@ -125,6 +135,7 @@ export function readChart(page: Page, selector: string): Promise<ChartReading> {
       plotted: uplot ? uplot.data.map((values) => [...values]) : [],
       canvas: { width: canvas?.width ?? 0, height: canvas?.height ?? 0 },
       painted,
+      margins,
     };
   });
 }

@@ -5,7 +5,7 @@
  * honest ones) and a third that every provider refuses when asked (too long); an honest provider withdraws
  * what it was credited. Then the dashboard serves the requestor's and that provider's data directories and
  * headless chromium checks the views: the rows, the refusal, the liar marked as dissenting, the charts' data,
- * the earnings read from the chain, the evidence download. Screenshots go to test-artifacts/ (devnet-*.png).
+ * the earnings read from the chain, the evidence download, no CSP violation. Screenshots go to test-artifacts/ (devnet-*.png).
  */
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
@@ -22,7 +22,7 @@ import { EscrowPayments } from "../../src/requestor/payments.js";
 import { Requestor } from "../../src/requestor/requestor.js";
 import { seededRandom } from "../../src/requestor/simulate.js";
 import { PROBE_CACHE, tmp } from "../helpers/network.js";
-import { ARTIFACTS, launchChromium } from "./chromium.js";
+import { ARTIFACTS, hoverBar, launchChromium, readChart, watchCsp } from "./chromium.js";
 
 const limits = { wallTimeMs: 10_000, memoryBytes: 64 << 20, scratchBytes: 16 << 20 };
 
@@ -40,6 +40,7 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
   let requestorPeer: string;
   let refusedQube: string;
   const problems: string[] = [];
+  let violations: () => Promise<string[]>;
 
   before(async () => {
     const started = Date.now();
@@ -137,6 +138,7 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
     browser = await launchChromium();
     page = await browser.newPage();
     await page.setViewport({ width: 1280, height: 900 });
+    violations = await watchCsp(page);
     page.on("console", (message) => {
       if (message.type() === "error" || message.type() === "warn") problems.push(message.text());
     });
@@ -171,19 +173,32 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
     );
     expect(latest[0]!.slice(1, 2).concat(latest[0]!.slice(4, 5))).to.deep.equal(["query", "LIMITS_EXCEEDED"]);
     expect(latest[0]![2]).to.equal(`${requestorPeer.slice(0, 12)}…`);
-    const refusedBars = await page.$$eval("#provider-chart rect.bar-refused", (rects) =>
-      rects.map((r) => Number(r.getAttribute("data-value"))),
-    );
-    expect(refusedBars.reduce((a, b) => a + b, 0)).to.equal(Number(await card("refused")));
+    // the jobs-over-time chart (uPlot): its numbers, the stacked data it plotted, the pixels it drew
+    const chart = await readChart(page, "#provider-chart");
+    const sum = (values: (number | null)[] = []) => values.reduce<number>((a, b) => a + (b ?? 0), 0);
+    expect(sum(chart.table.refused)).to.equal(Number(await card("refused")));
     expect(await card("finished")).to.equal("2");
     const states = await page.$$eval("#provider tr[data-job]", (rows) =>
       rows.map((r) => r.querySelector("td:nth-child(5)")?.textContent),
     );
     expect(states).to.deep.equal(["revealed", "revealed"]);
-    const bars = await page.$$eval("#provider-chart rect.bar", (rects) =>
-      rects.map((r) => Number(r.getAttribute("data-value"))),
-    );
-    expect(bars.reduce((a, b) => a + b, 0)).to.equal(2 + Number(await card("refused")));
+    expect(sum(chart.table.finished)).to.equal(2);
+    const keys = ["running", "finished", "failed", "abandoned", "refused"];
+    const totals = chart.labels.map((_, i) => sum(keys.map((key) => chart.table[key]![i]!)));
+    expect(sum(totals)).to.equal(2 + Number(await card("refused")));
+    expect(chart.plotted[0]).to.have.length(chart.points);
+    const tops = chart.labels.map((_, i) => Math.max(0, ...chart.plotted.slice(1).map((series) => series[i] ?? 0)));
+    expect(tops).to.deep.equal(totals);
+    expect(chart.canvas.width).to.be.above(300);
+    // the bars fill the plot: as far from its left edge as from its right
+    expect(chart.margins[0]).to.be.above(5).and.closeTo(chart.margins[1], 2);
+    expect(chart.painted.finished, "finished pixels").to.be.above(20);
+    expect(chart.painted.refused, "refused pixels").to.be.above(20);
+    // the legend under the cursor: the bucket of the refusal, its count
+    const refusedAt = chart.table.refused!.findIndex((v) => (v ?? 0) > 0);
+    const legend = await hoverBar(page, "#provider-chart", refusedAt);
+    expect(Object.values(legend)[0]).to.equal(chart.labels[refusedAt]);
+    expect(legend.refused).to.equal(String(chart.table.refused![refusedAt]));
     // the escape suite that admitted the container tier, row by row
     expect(await page.$$eval('[data-tier="container"] tr[data-probe]', (rows) => rows.length)).to.be.above(5);
     // on chain: a credit per job (the first with a share of the liar's stake), one withdrawal of them all
@@ -196,7 +211,12 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
     expect(await card("credited"))
       .to.match(/^\d+(\.\d+)? GLM$/)
       .and.not.equal("0 GLM");
-    expect(await page.$$eval("#credits-chart rect.bar", (r) => r.length)).to.equal(2);
+    const credits = await readChart(page, "#credits-chart");
+    expect(credits.points).to.equal(2);
+    expect(credits.plotted[1]!.filter((v) => v !== null)).to.have.length(2);
+    expect(credits.table.credited!.every((v) => v !== null && v > 0)).to.equal(true);
+    expect(credits.painted.credited, "credit pixels").to.be.above(20);
+    expect(credits.margins[0]).to.be.above(5).and.closeTo(credits.margins[1], 2);
     await page.screenshot({ path: join(ARTIFACTS, "devnet-provider.png"), fullPage: true });
   });
 
@@ -207,8 +227,12 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
       await page.$$eval("#requestor details.qube", (d) => d.map((e) => e.getAttribute("data-qube")).sort()),
     ).to.deep.equal([...qubeIds, refusedQube].sort());
     // a point per qube; a bar for each verified one (the refused one may end too fast for a bar of 0.1 s)
-    expect(await page.$eval("#requestor-chart svg", (svg) => svg.getAttribute("data-points"))).to.equal("3");
-    expect(await page.$$eval("#requestor-chart rect.bar-finished", (r) => r.length)).to.equal(2);
+    const chart = await readChart(page, "#requestor-chart");
+    expect(chart.points).to.equal(3);
+    expect(chart.table.finished!.filter((v) => v !== null && v > 0)).to.have.length(2);
+    const verified = chart.series.indexOf("verified");
+    expect(chart.plotted[verified]!.filter((v) => v !== null)).to.have.length(2);
+    expect(chart.painted.verified, "verified pixels").to.be.above(20);
     expect(await page.$eval(`#requestor details[data-qube="${refusedQube}"] summary`, (s) => s.textContent)).to.include(
       "failed",
     );
@@ -241,6 +265,7 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
     expect(bundle.records.map((r: { provider: string }) => r.provider)).to.deep.equal([liar]);
     await page.screenshot({ path: join(ARTIFACTS, "devnet-requestor.png"), fullPage: true });
     expect(problems).to.deep.equal([]);
+    expect(await violations()).to.deep.equal([]);
   });
 
   it("network view: the offers this provider's agent saw of the other providers, with their prices", async () => {
@@ -252,5 +277,6 @@ describe("dashboard: in a real browser over a paid devnet's data directories @do
     expect(await page.$eval(`#network tr[data-offer="${others[0]}"]`, (r) => r.textContent)).to.include("GLM/s");
     await page.screenshot({ path: join(ARTIFACTS, "devnet-network.png"), fullPage: true });
     expect(problems).to.deep.equal([]);
+    expect(await violations()).to.deep.equal([]);
   });
 });

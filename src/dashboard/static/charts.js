@@ -93,7 +93,8 @@ export function barChart({
       // no drag-to-zoom: a handful of bars needs none
       cursor: { drag: { x: false, y: false } },
       scales: {
-        x: { time, range: (_self, min, max) => [min - half, max + half] },
+        // from half a bar before the first to half a bar after the last (uPlot would give one value a day)
+        x: { time, range: () => [xs[0] - half, xs[xs.length - 1] + half] },
         y: { range: (_self, _min, max) => uPlot.rangeNum(0, Math.max(max ?? 0, counts ? 1 : 0.001), 0.1, true) },
       },
       axes: [
