@@ -36,7 +36,7 @@ export interface ProbeInfo {
   defence: string;
 }
 
-/** Rows 1-42 of PROBES.md, in order (38-42: suite v2; 42 is judged by the harness on the host). */
+/** Rows 1-43 of PROBES.md, in order (38-43: suite v2; 42 is judged by the harness on the host). */
 export const PROBES: readonly ProbeInfo[] = [
   {
     id: 1,
@@ -318,6 +318,14 @@ export const PROBES: readonly ProbeInfo[] = [
     cves: RUNTIME_CVES.map((cve) => cve.id),
     defence:
       "engine, containerd and runc versions with every known escape fix (upstream or a distribution backport); the harness checks them on the host",
+  },
+  {
+    id: 43,
+    title: "syscall sweep",
+    category: "syscalls",
+    severity: "high",
+    cves: [],
+    defence: "seccomp allowlist: every system call number outside the tier's allowlist refused before the kernel",
   },
 ];
 

@@ -1,5 +1,5 @@
 /**
- * Runs the escape suite against one sandbox tier: four qubes of the probe image in sequence (main: rows 1-36, 38-41;
+ * Runs the escape suite against one sandbox tier: four qubes of the probe image in sequence (main: rows 1-36, 38-41, 43;
  * plant and check: row 37; deadline: row 35's wall-clock kill; on the gvisor tier two more, memory: row 33 and
  * cpu: row 35's quota read from the host's cgroup), a loopback canary for row 30, and the report.
  *
@@ -21,6 +21,7 @@ import {
   type Tier,
 } from "../sandbox/api.js";
 import { type HardenedContainerConfig, hardenedContainerConfig } from "../sandbox/hardening.js";
+import { ALLOWED_SYSCALLS } from "../sandbox/seccomp.js";
 import { type Canary, openCanary } from "./canary.js";
 import { PROBES, type ProbeInfo } from "./catalog.js";
 import {
@@ -124,6 +125,16 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, fallback: T): Pro
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * The tier's allowlist as the probe's row 43 reads it: every name the seccomp profile allows, `clone` and
+ * `personality` as `:cond` (allowed for some arguments), `clone3` as `:enosys` (refused with ENOSYS). The same
+ * policy on every tier: the container and gvisor tiers load this profile, the micro-VM's init a filter built
+ * from it (scripts/vm-seccomp-header.ts).
+ */
+export function syscallAllowlist(): string {
+  return [...ALLOWED_SYSCALLS, "clone:cond", "personality:cond", "clone3:enosys"].join(",");
 }
 
 /** The host's namespace ids, e.g. `pid:4026531836,net:4026531833,...` (empty when unreadable). */
@@ -282,6 +293,7 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
       AIRQUBE_PROBE_NONCE: nonce,
       AIRQUBE_PROBE_HOST_KERNEL: `${release()} ${osVersion()}`,
       AIRQUBE_PROBE_HOST_BOOT_ID: bootId,
+      AIRQUBE_PROBE_SYSCALLS: syscallAllowlist(),
     });
     const runPhase = async (phase: ProbePhase, wallTimeMs: number): Promise<PhaseOutcome> => {
       options.onProgress?.({ phase, state: "started" });

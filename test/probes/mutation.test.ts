@@ -125,6 +125,11 @@ describe("escape suite mutation test @docker", function () {
     // data's own tests, test/probes/runtime-cves.test.ts, show it failing old and unbackported versions)
     if (baseline.probes[41]!.evidence.includes("not reachable here"))
       expect(failedBy(42)).to.include.members(["mount:docker-socket", "mount:host-cgroup"]);
+    // row 43: without the filter, calls outside the allowlist reach the kernel
+    expect(failedBy(43)).to.include("seccomp:unconfined");
+    expect(reports.get("seccomp:unconfined")!.probes[42]!.evidence).to.include(
+      "outside the allowlist reached the kernel",
+    );
     // row 13 no longer reports userfaultfd blocked while the device hands one out
     expect(failedBy(13)).to.include("device:userfaultfd+user:root");
     expect(reports.get("device:userfaultfd+user:root")!.probes[12]!.evidence).to.include("/dev/userfaultfd handed out");

@@ -23,8 +23,8 @@ function report(verdicts: Partial<Record<number, ProbeReport["probes"][number]["
 }
 
 describe("probe catalog", () => {
-  it("has rows 1-42 of PROBES.md in order, each with a defence", () => {
-    expect(PROBES.map((p) => p.id)).to.deep.equal(Array.from({ length: 42 }, (_, i) => i + 1));
+  it("has rows 1-43 of PROBES.md in order, each with a defence", () => {
+    expect(PROBES.map((p) => p.id)).to.deep.equal(Array.from({ length: 43 }, (_, i) => i + 1));
     for (const p of PROBES) expect(p.defence.length, `row ${p.id}`).to.be.greaterThan(3);
     expect(PROBES[7]!.cves).to.include("CVE-2022-0492");
     expect(PROBES[24]!.cves).to.include("CVE-2024-21626");
@@ -33,8 +33,8 @@ describe("probe catalog", () => {
 
   it("probe.c prints every row the catalog has, and never the cloud-metadata address literally", () => {
     const source = readFileSync(new URL("../../src/probes/native/probe.c", import.meta.url), "utf8");
-    for (let id = 1; id <= 41; id++)
-      if (id !== 21 && id !== 36 && id !== 37) expect(source).to.include(`probe_${id}(ev_t *ev)`);
+    for (let id = 1; id <= 43; id++)
+      if (id !== 21 && id !== 36 && id !== 37 && id !== 42) expect(source).to.include(`probe_${id}(ev_t *ev)`);
     expect(source).to.include("phase_plant");
     expect(source).to.include("phase_check");
     expect(source).not.to.include(["169", "254", "169", "254"].join("."));
@@ -53,7 +53,7 @@ describe("probe output parser (hostile input)", () => {
       "not json",
       '{"id":0,"verdict":"pass","evidence":""}',
       '{"id":42,"verdict":"pass","evidence":""}', // row 42 is the harness's own
-      '{"id":43,"verdict":"pass","evidence":""}',
+      '{"id":44,"verdict":"pass","evidence":""}',
       '{"id":2,"verdict":"ok","evidence":""}',
       '{"id":3,"verdict":"pass","evidence":"","extra":1}',
       `{"id":4,"verdict":"pass","evidence":"${"x".repeat(5000)}"}`,
@@ -117,7 +117,7 @@ describe("probe report", () => {
     const r = report({ 1: "fail", 2: "inconclusive", 36: "skipped" });
     r.probes[0]!.evidence = 'opened <"/proc/sysrq-trigger"> & closed\u0001';
     const xml = toJUnit(r);
-    expect(xml).to.include('tests="42" failures="1" errors="1" skipped="1"');
+    expect(xml).to.include('tests="43" failures="1" errors="1" skipped="1"');
     expect(xml).to.include('<failure type="fail"');
     expect(xml).to.include("opened &lt;&quot;/proc/sysrq-trigger&quot;&gt; &amp; closed ");
     expect(xml).to.include('<error type="inconclusive"');

@@ -3,9 +3,11 @@ import { expect } from "chai";
 import type Docker from "dockerode";
 import { HARNESS_ROWS, PROBES } from "../../src/probes/catalog.js";
 import { exitStatus } from "../../src/probes/report.js";
-import { runProbeSuite } from "../../src/probes/runner.js";
+import { runProbeSuite, syscallAllowlist } from "../../src/probes/runner.js";
+import { composeWeakenings } from "../../src/probes/weakenings.js";
 import type { QubeRun, Sandbox, SandboxResult } from "../../src/sandbox/api.js";
 import { ContainerSandbox } from "../../src/sandbox/container-sandbox.js";
+import { ALLOWED_SYSCALLS } from "../../src/sandbox/seccomp.js";
 
 /** A fake sandbox: answers each phase with canned stdout (a small hand-written port implementation). */
 class FakeSandbox implements Sandbox {
@@ -257,6 +259,38 @@ describe("probe runner: the weakening self-check (fake sandbox)", () => {
       (e: unknown) => e as { details: string },
     );
     expect(error?.details).to.include("timeout:off");
+  });
+});
+
+describe("probe program, row 43: the syscall sweep @docker", function () {
+  this.timeout(60_000);
+  const sweep = async (sandbox: ContainerSandbox, env: Record<string, string>) => {
+    const result = await sandbox.run({
+      image: "airqube/probe:latest",
+      command: ["/airqube/probe", "--only", "43"],
+      env: { AIRQUBE_PROBE_TIER: "container", ...env },
+    });
+    return JSON.parse(result.stdout.trim()) as { verdict: string; evidence: string };
+  };
+
+  it("passes the hardened container: every call outside the allowlist refused before the kernel", async () => {
+    const row = await sweep(new ContainerSandbox(), { AIRQUBE_PROBE_SYSCALLS: syscallAllowlist() });
+    expect(row.verdict, row.evidence).to.equal("pass");
+    const [, swept, reached] = /\((\d+) calls.*?: (\d+) reached the kernel/.exec(row.evidence) ?? [];
+    expect(Number(swept)).to.be.at.least(350);
+    expect(Number(reached))
+      .to.be.at.least(200)
+      .and.below(ALLOWED_SYSCALLS.length + 3);
+  });
+
+  it("fails without the seccomp filter, naming the calls that reached the kernel; inconclusive without an allowlist", async () => {
+    const { weaken } = composeWeakenings(["seccomp:unconfined"]);
+    const row = await sweep(new ContainerSandbox({ ...(weaken ? { weaken } : {}) }), {
+      AIRQUBE_PROBE_SYSCALLS: syscallAllowlist(),
+    });
+    expect(row.verdict).to.equal("fail");
+    expect(row.evidence).to.match(/system calls outside the allowlist reached the kernel: .*mount\(165\)=EFAULT/);
+    expect((await sweep(new ContainerSandbox(), {})).verdict).to.equal("inconclusive");
   });
 });
 
