@@ -71,7 +71,8 @@ export interface ContainerSandboxOptions {
   tier?: "container" | "gvisor";
   /**
    * Run each container as a uid of its own from this range (none reused while its container exists); default:
-   * every container as nobody (65534). Not combined with `warm` yet. Pass one `UidPool` to several sandboxes
+   * every container as nobody (65534). Warm containers take theirs when created (the range must cover the pool
+   * and the concurrent qubes together). Pass one `UidPool` to several sandboxes
    * (e.g. the container and micro-VM tiers) to share a range.
    */
   uids?: UidRange | UidPool;
@@ -203,19 +204,23 @@ export class ContainerSandbox implements Sandbox {
     this.docker = options.docker ?? new Docker();
     this.initBinary = options.initBinary ?? defaultInitBinary();
     this.tier = options.tier ?? "container";
-    if (options.uids && options.warm && options.warm.count > 0)
-      throw new UserError("UIDS_WITH_WARM_POOL", "A uid range and a warm pool cannot be combined yet");
     this.uids = options.uids instanceof UidPool ? options.uids : options.uids ? new UidPool(options.uids) : undefined;
     if (options.warm && options.warm.count > 0) {
       let limits = resolveLimits(options.warm.limits);
       if (options.weakenLimits) limits = options.weakenLimits(limits);
-      this.pool = new WarmPool(this.docker, options.warm, limits, (runId) => {
-        let config = warmContainerConfig(limits, runId, { initBinary: this.initBinary });
-        if (this.tier === "gvisor") config = gvisorContainerConfig(config);
-        config.Labels[`${SANDBOX_LABEL}.owner`] = String(process.pid);
-        if (options.weaken) config = options.weaken(structuredClone(config));
-        return config;
-      });
+      this.pool = new WarmPool(
+        this.docker,
+        options.warm,
+        limits,
+        (runId, identity) => {
+          let config = warmContainerConfig(limits, runId, { initBinary: this.initBinary }, identity);
+          if (this.tier === "gvisor") config = gvisorContainerConfig(config);
+          config.Labels[`${SANDBOX_LABEL}.owner`] = String(process.pid);
+          if (options.weaken) config = options.weaken(structuredClone(config));
+          return config;
+        },
+        this.uids, // each warm container has its uid from the start, handed over with it
+      );
     }
   }
 
@@ -266,8 +271,10 @@ export class ContainerSandbox implements Sandbox {
     let container = warm;
     let uid: number | undefined;
     try {
-      if (container) this.stats.warmRuns++;
-      else {
+      if (container) {
+        this.stats.warmRuns++;
+        uid = this.pool?.handOver(container); // released below once the container is removed, as a cold one's
+      } else {
         uid = this.uids?.acquire();
         let config = hardenedContainerConfig(
           limits,

@@ -205,8 +205,9 @@ export function warmContainerConfig(
   limits: SandboxLimits,
   runId: string,
   mounts: { initBinary: string },
+  identity: { uid?: number } = {},
 ): HardenedContainerConfig {
-  const config = hardenedContainerConfig(limits, runId, { initBinary: mounts.initBinary });
+  const config = hardenedContainerConfig(limits, runId, { initBinary: mounts.initBinary }, identity);
   return {
     ...config,
     AttachStdin: true, // the host attaches once, to send the qube frame

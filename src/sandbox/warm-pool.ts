@@ -12,6 +12,7 @@ import { UserError } from "../qube/errors.js";
 import type { ArchiveLimits, SandboxLimits } from "./api.js";
 import { type HardenedContainerConfig, INIT_PATH } from "./hardening.js";
 import { imageDigest } from "./images.js";
+import type { UidPool } from "./uid-pool.js";
 
 /** Options of `new ContainerSandbox({ warm })`. */
 export interface WarmOptions {
@@ -76,9 +77,15 @@ export function initLimitsArgument(output: ArchiveLimits): string {
   return `${output.maxFiles}:${output.maxFileBytes}:${output.maxTotalBytes}`;
 }
 
-/** Keeps `count` warm containers of one image and one set of limits. */
+/**
+ * Keeps `count` warm containers of one image and one set of limits. With a `UidPool`, each warm container runs as
+ * a uid of its own, taken when it is created and handed over with the container (`handOver`), so a qube served
+ * warm keeps the one-uid-per-sandbox rule; a uid goes back only once its container is surely removed.
+ */
 export class WarmPool {
   private readonly ready: Docker.Container[] = [];
+  /** The uid each created container (ready or starting) holds, by container id. */
+  private readonly uidOf = new Map<string, number>();
   private readonly starting = new Set<Promise<void>>();
   private digest: string | undefined;
   private failures = 0;
@@ -90,7 +97,9 @@ export class WarmPool {
     private readonly options: WarmOptions,
     readonly limits: SandboxLimits,
     /** Builds one warm container's create options (warmContainerConfig, owner label, any weakening). */
-    private readonly config: (runId: string) => HardenedContainerConfig,
+    private readonly config: (runId: string, identity: { uid?: number }) => HardenedContainerConfig,
+    /** Uids for the warm containers, one each (absent: the hardening's default user). */
+    private readonly uids?: UidPool,
   ) {
     if (!Number.isInteger(options.count) || options.count < 0 || options.count > 64)
       throw new UserError("WARM_INVALID", "The warm pool holds between 0 and 64 containers", {
@@ -125,12 +134,33 @@ export class WarmPool {
     return container;
   }
 
+  /**
+   * The uid of a container `take` gave out, which the caller now holds and releases once the container is removed
+   * (undefined without a uid pool). The pool forgets it.
+   */
+  handOver(container: Docker.Container): number | undefined {
+    const uid = this.uidOf.get(container.id);
+    this.uidOf.delete(container.id);
+    return uid;
+  }
+
   /** Destroys every waiting container, and those still starting. */
   async close(): Promise<void> {
     this.closed = true;
     await this.digestResolved.catch(() => undefined);
     await Promise.allSettled([...this.starting]);
-    await Promise.all(this.ready.splice(0).map((c) => c.remove({ force: true, v: true }).catch(() => undefined)));
+    await Promise.all(this.ready.splice(0).map((c) => this.destroy(c)));
+  }
+
+  /** Removes a container the pool still holds; its uid goes back only when the removal surely happened. */
+  private async destroy(container: Docker.Container): Promise<void> {
+    const removed = await container.remove({ force: true, v: true }).then(
+      () => true,
+      (error: { statusCode?: number }) => error?.statusCode === 404,
+    );
+    const uid = this.uidOf.get(container.id);
+    this.uidOf.delete(container.id);
+    if (removed && uid !== undefined) this.uids?.release(uid);
   }
 
   private refill(): void {
@@ -144,7 +174,7 @@ export class WarmPool {
         .then(
           (container) => {
             this.failures = 0;
-            if (this.closed) return container.remove({ force: true, v: true }).then(() => undefined);
+            if (this.closed) return this.destroy(container);
             this.ready.push(container);
           },
           () => {
@@ -161,18 +191,26 @@ export class WarmPool {
   }
 
   private async create(digest: string): Promise<Docker.Container> {
-    const container = await this.docker.createContainer({
-      Image: digest, // the digest checked once, never a tag that could move
-      Entrypoint: [INIT_PATH],
-      Cmd: ["--await-qube", "-l", initLimitsArgument(this.limits.output)],
-      Env: [], // the qube's environment comes in its frame
-      ...this.config(randomUUID()),
-    });
+    const uid = this.uids?.acquire(); // UID_EXHAUSTED: this container is not made (the qube starts cold)
+    let container: Docker.Container;
+    try {
+      container = await this.docker.createContainer({
+        Image: digest, // the digest checked once, never a tag that could move
+        Entrypoint: [INIT_PATH],
+        Cmd: ["--await-qube", "-l", initLimitsArgument(this.limits.output)],
+        Env: [], // the qube's environment comes in its frame
+        ...this.config(randomUUID(), uid === undefined ? {} : { uid }),
+      });
+    } catch (error) {
+      if (uid !== undefined) this.uids?.release(uid); // nothing was created
+      throw error;
+    }
+    if (uid !== undefined) this.uidOf.set(container.id, uid);
     try {
       await container.start();
       return container;
     } catch (error) {
-      await container.remove({ force: true, v: true }).catch(() => undefined);
+      await this.destroy(container);
       throw error;
     }
   }

@@ -58,4 +58,29 @@ describe("ContainerSandbox with a uid per sandbox @docker", function () {
     const again = await Promise.all([sandbox.run(qube), sandbox.run(qube)]);
     expect(again.map((r) => r.stdout.split("\n")[0]).sort()).to.deep.equal(["300000", "300001"]);
   });
+
+  it("gives each warm container a uid of its own from the start, kept by the qube it serves, back once removed", async () => {
+    const uids = new UidPool({ first: 301_000, count: 4 });
+    const sandbox = new ContainerSandbox({ docker, uids, warm: { image: BUSYBOX, count: 2 } });
+    try {
+      expect(await sandbox.warm()).to.equal(2);
+      expect(uids.inUse, "the two waiting containers hold theirs").to.equal(2);
+      const qube = { image: BUSYBOX, command: ["sh", "-c", "id -u; id -g; stat -c '%u:%g %a' /scratch; sleep 1"] };
+      const served = await Promise.all([sandbox.run(qube), sandbox.run(qube)]);
+      expect(sandbox.stats.warmRuns, "both served warm").to.equal(2);
+      const seen = served.map((r) => r.stdout.split("\n"));
+      const own = seen.map(([uid]) => uid);
+      expect(new Set(own).size, "two qubes, two uids").to.equal(2);
+      for (const [uid, gid, scratch] of seen) {
+        expect(Number(uid)).to.be.within(301_000, 301_003);
+        expect(gid).to.equal(uid);
+        expect(scratch).to.equal(`${uid}:${uid} 1777`);
+      }
+      await sandbox.warm(); // the replacements took the other two; the served ones' came back after removal
+      expect(uids.inUse).to.equal(2);
+    } finally {
+      await sandbox.close();
+    }
+    expect(uids.inUse, "every uid back once the pool is closed").to.equal(0);
+  });
 });
