@@ -54,7 +54,12 @@ export type EngineEvent =
   | { type: "failed"; provider: string; failure: EngineFailure }
   /** `vote`: what the provider's valid reveal votes for (outputs root and outcome). */
   | { type: "revealed"; provider: string; vote: string }
-  | { type: "revealFailed"; provider: string; failure: EngineFailure };
+  /**
+   * `notReceived`: the reveal never arrived whole (the stream closed or timed out, or a fault on our side), which
+   * proves nothing against the provider; otherwise it arrived and was invalid (a bad signature, a reveal that
+   * does not open the commitment, outputs that do not hash to the signed root, an archive over the limits).
+   */
+  | { type: "revealFailed"; provider: string; failure: EngineFailure; notReceived?: boolean };
 
 /** What to do next (returned by `start` and `handle`). */
 export type EngineCommand =
@@ -153,6 +158,8 @@ export class RoundEngine {
   readonly chosen: EngineCandidate[] = [];
   /** Every reveal so far: the root it votes for, or undefined when the reveal failed. */
   readonly votes: Vote[] = [];
+  /** Providers whose reveal never arrived (a transport failure): neither counted nor marked. */
+  private readonly notReceived = new Set<string>();
   /** Every provider that failed (refused, lock failed, failed before committing, or failed to reveal), with its failure. */
   readonly failures: { provider: string; failure: EngineFailure }[] = [];
   private plan!: ReplicationPlan;
@@ -253,6 +260,7 @@ export class RoundEngine {
         else {
           this.failures.push({ provider: event.provider, failure: event.failure });
           this.votes.push({ provider: event.provider, root: undefined });
+          if (event.notReceived) this.notReceived.add(event.provider);
         }
         if (![...this.round.stages.values()].includes("revealing")) this.decideNow();
         break;
@@ -447,8 +455,11 @@ export class RoundEngine {
     const marked: { provider: string; reason: "dissent" | "no-valid-reveal" }[] = [];
     const valid: string[] = [];
     for (const vote of this.votes) {
-      if (vote.root === undefined) marked.push({ provider: vote.provider, reason: "no-valid-reveal" });
-      else if (decision.status === "verified") {
+      if (vote.root === undefined) {
+        // an invalid reveal is proof against its provider; one lost in transport is not (its opening can still
+        // reach the chain, where it is paid if it matches the quorum)
+        if (!this.notReceived.has(vote.provider)) marked.push({ provider: vote.provider, reason: "no-valid-reveal" });
+      } else if (decision.status === "verified") {
         if (vote.root === decision.root) valid.push(vote.provider);
         else marked.push({ provider: vote.provider, reason: "dissent" });
       }

@@ -328,8 +328,27 @@ export class RoundDriver {
       this.post({ type: "revealed", provider, vote: voteKey(answer) });
     } catch (error) {
       this.checkAborted();
-      const { code, cause } = this.failure(provider, error, false);
-      this.post({ type: "revealFailed", provider, failure: { code, message: toAirqubeError(error).message, cause } });
+      const notReceived = !isProvidersFault(error);
+      // a reveal that never arrived is journalled as a failure; an invalid one as evidence when the run is judged
+      const { code, cause } = this.failure(provider, error, notReceived);
+      this.post({
+        type: "revealFailed",
+        provider,
+        failure: { code, message: toAirqubeError(error).message, cause },
+        ...(notReceived ? { notReceived } : {}),
+      });
     }
   }
+}
+
+/** Failures of the stream itself: a reveal cut by them never arrived, and proves nothing against the provider. */
+const TRANSPORT_FAILURES = new Set(["STREAM_CLOSED", "STREAM_FAILED", "STREAM_TIMEOUT", "PROVIDER_UNREACHABLE"]);
+
+/**
+ * Whether a failed reveal is the provider's proven fault: it sent something invalid (a peer error other than the
+ * stream failing). Time-outs, closed streams and our own faults (a full disk, a bug) are not.
+ */
+export function isProvidersFault(error: unknown): boolean {
+  const e = toAirqubeError(error);
+  return e instanceof PeerError && !TRANSPORT_FAILURES.has(e.code);
 }

@@ -13,7 +13,15 @@ import { fixedMaxReplicas } from "../../src/requestor/policy.js";
 import { seededRandom } from "../../src/requestor/simulate.js";
 
 /** How a simulated provider behaves at each step. */
-type Behaviour = "honest" | "liar" | "colluder" | "crash-dispatch" | "crash-reveal" | "refuse" | "lock-fail";
+type Behaviour =
+  | "honest"
+  | "liar"
+  | "colluder"
+  | "crash-dispatch"
+  | "crash-reveal"
+  | "lost-reveal"
+  | "refuse"
+  | "lock-fail";
 
 interface SimProvider extends EngineCandidate {
   behaviour: Behaviour;
@@ -29,6 +37,8 @@ interface Trace {
   revealAsked: string[];
   violations: string[];
   engine: RoundEngine;
+  /** Every simulated provider by id. */
+  all: ReadonlyMap<string, SimProvider>;
 }
 
 const failure = (code: string) => ({ code, message: code });
@@ -70,6 +80,7 @@ function drive(
     locked: new Set(),
     committed: new Set(),
     revealAsked: [],
+    all,
     violations: [],
     engine,
   };
@@ -125,7 +136,9 @@ function drive(
             pending.push(
               p.behaviour === "crash-reveal"
                 ? { type: "revealFailed", provider: id, failure: failure("NO_REVEAL") }
-                : { type: "revealed", provider: id, vote },
+                : p.behaviour === "lost-reveal"
+                  ? { type: "revealFailed", provider: id, failure: failure("STREAM_CLOSED"), notReceived: true }
+                  : { type: "revealed", provider: id, vote },
             );
           }
           break;
@@ -155,6 +168,7 @@ const behaviours: Behaviour[] = [
   "colluder",
   "crash-dispatch",
   "crash-reveal",
+  "lost-reveal",
   "refuse",
   "lock-fail",
 ];
@@ -224,8 +238,15 @@ describe("requestor: round engine (pure)", () => {
             const counts = new Map<string, number>();
             for (const v of others) counts.set(String(v.root), (counts.get(String(v.root)) ?? 0) + 1);
             for (const count of counts.values()) expect(count).to.be.below(agreeing.length);
-            // everyone who voted otherwise or never revealed is marked; agreeing ones are not
-            expect(outcome.marked.map((m) => m.provider).sort()).to.deep.equal(others.map((v) => v.provider).sort());
+            // everyone who voted otherwise or revealed invalidly is marked; agreeing ones are not, nor those whose
+            // reveal was lost in transport (no proof against them)
+            const lost = (v: { provider: string }) => trace.all.get(v.provider)?.behaviour === "lost-reveal";
+            expect(outcome.marked.map((m) => m.provider).sort()).to.deep.equal(
+              others
+                .filter((v) => !lost(v))
+                .map((v) => v.provider)
+                .sort(),
+            );
           }
           if (policy.mode === "fixed" && outcome.kind === "failed" && outcome.code === "NOT_ENOUGH_PROVIDERS") {
             expect(allowFewer).to.equal(false);
@@ -279,6 +300,20 @@ describe("requestor: round engine (pure)", () => {
     const outcome = trace.outcome as Extract<EngineOutcome, { kind: "decided" }>;
     expect(outcome.decision).to.deep.include({ status: "verified", root: "right" });
     expect(outcome.marked).to.deep.equal([{ provider: "b", reason: "no-valid-reveal" }]);
+  });
+
+  it("a reveal lost in transport counts against consensus but is not marked (nothing proves the provider wrong)", () => {
+    const providers: SimProvider[] = [
+      { id: "a", behaviour: "honest" },
+      { id: "b", behaviour: "lost-reveal" },
+      { id: "c", behaviour: "honest" },
+      { id: "d", behaviour: "honest" },
+    ];
+    const trace = drive({ mode: "fixed", k: 3, quorum: 2 }, providers, { paid: true, seed: 3 });
+    const outcome = trace.outcome as Extract<EngineOutcome, { kind: "decided" }>;
+    expect(outcome.decision).to.deep.include({ status: "verified", root: "right" });
+    expect(outcome.valid).to.not.include("b");
+    expect(outcome.marked).to.deep.equal([]);
   });
 
   it("paid: a refusal costs nothing, the first round locks its admitted seats in one job, a failed first lock ends the run", () => {

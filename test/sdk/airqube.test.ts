@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { expect } from "chai";
 import { Airqube, type AirqubeEvent, NoConsensusError, type QubeDescription, UserError } from "../../src/index.js";
-import { buildOutputManifest, Identity, outputsRootOf } from "../../src/qube/index.js";
+import { buildOutputManifest, Identity, outputsRootOf, PeerError, TimeoutError } from "../../src/qube/index.js";
 import type { ComputeMarket, Dispatch, ProviderCandidate, SealedQube } from "../../src/requestor/api.js";
 import { sealQube } from "../../src/requestor/draft.js";
 import { RequestorJournal } from "../../src/requestor/journal.js";
@@ -26,6 +26,8 @@ interface FakeProvider {
   id: string;
   answer: (inputs: Map<string, Buffer>) => string;
   delayMs?: number;
+  /** The reveal fails with this error instead of answering. */
+  revealError?: () => Error;
 }
 
 class FakeMarket implements ComputeMarket {
@@ -63,6 +65,7 @@ class FakeMarket implements ComputeMarket {
         return `0x${"00".repeat(32)}`;
       },
       async reveal(outputDir) {
+        if (provider.revealError) throw provider.revealError();
         const text = provider.answer(inputs);
         await mkdir(outputDir, { recursive: true });
         await writeFile(join(outputDir, "result"), text);
@@ -254,6 +257,60 @@ describe("sdk: the Airqube high-level API", () => {
         expect(existsSync(join(dataDir, "reputation.sqlite")), "no reputation store of its own").to.equal(false);
       } finally {
         requestor.close();
+      }
+    });
+
+    it("a reveal lost in transport is not held against its provider; an invalid one is marked with evidence", async () => {
+      const cases: { error: () => Error; marked: boolean }[] = [
+        { error: () => new PeerError("STREAM_CLOSED", "The peer closed the stream early"), marked: false },
+        { error: () => new TimeoutError("STREAM_TIMEOUT", "The peer did not answer in time"), marked: false },
+        { error: () => new PeerError("OUTPUTS_MISMATCH", "not the signed root"), marked: true },
+      ];
+      for (const { error, marked } of cases) {
+        const journal = new RequestorJournal(":memory:");
+        const reputation = new MemoryReputation();
+        const requestor = new Requestor({
+          market: new FakeMarket([honest("p1"), { ...honest("x"), revealError: error }, honest("p2"), honest("p3")]),
+          dataDir: tmp("aq-lost-"),
+          journal,
+          reputation,
+        });
+        const events: { type: string; provider?: string }[] = [];
+        const what = error().message;
+        try {
+          const qube = await sealQube(
+            {
+              image: "airqube/busybox:latest",
+              imageDigest: DIGEST,
+              command: ["true"],
+              outputs: ["result"],
+              redundancy: { mode: "fixed", k: 3, quorum: 2 },
+            },
+            Identity.fromSeed(Buffer.alloc(32, 9)),
+          );
+          const report = await requestor.run(qube, {
+            outputDir: tmp("aq-lost-out-"),
+            // x runs in the first round; its failed reveal counts against consensus, so p3 breaks the tie
+            prefer: ["p1", "x", "p2"],
+            onProgress: (e) => events.push(e as { type: string; provider?: string }),
+          });
+          expect(report.status, what).to.equal("verified");
+          expect([...report.agreeing].sort(), what).to.deep.equal(["p1", "p2", "p3"]);
+          expect(
+            report.failures.map((f) => f.provider),
+            what,
+          ).to.include("x");
+          const markedNow = events.filter((e) => e.type === "providerMarked").map((e) => e.provider);
+          expect(markedNow, what).to.deep.equal(marked ? ["x"] : []);
+          expect(reputation.get("x").wrong, what).to.equal(marked ? 1 : 0);
+          expect(reputation.isExcluded("x", new Date()), what).to.equal(marked);
+          expect(
+            journal.evidenceFor(report.qubeId).map((e) => e.provider),
+            what,
+          ).to.deep.equal(marked ? ["x"] : []);
+        } finally {
+          requestor.close();
+        }
       }
     });
 
