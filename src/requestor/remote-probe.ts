@@ -181,11 +181,18 @@ export async function runRemoteProbeSuite(options: RemoteProbeOptions): Promise<
     ...(options.allowPublic ? { allowPublic: true } : {}),
     ...options.network,
   });
-  const requestor = new Requestor({
-    market,
-    dataDir: options.dataDir,
-    ...(options.payments ? { payments: options.payments } : {}),
-  });
+  let requestor: Requestor;
+  try {
+    requestor = new Requestor({
+      market,
+      dataDir: options.dataDir,
+      ...(options.payments ? { payments: options.payments } : {}),
+    });
+  } catch (error) {
+    // the journal or reputation store could not be opened: the market started above must not outlive it
+    await market.close();
+    throw error;
+  }
   try {
     await findOffer(market, options.provider, options.signal);
     const recovered = options.payments
