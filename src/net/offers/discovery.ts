@@ -178,16 +178,21 @@ export class OfferBook {
   private exchangeWith(offer: Offer): void {
     const limit = this.options.peerExchange ?? 0;
     if (limit <= 0 || this.stopped || offer.provider === this.node.peerId.toString()) return;
-    const connected = new Set(this.node.getPeers().map((peer) => peer.toString()));
-    for (const peer of this.exchanged) if (!connected.has(peer)) this.exchanged.delete(peer);
-    if (connected.has(offer.provider) || this.exchanged.size >= limit) return;
+    // cheapest checks first: this runs for every verified offer
     const now = Date.now();
     const last = this.lastTried.get(offer.provider);
     if (last !== undefined && now - last < PEER_EXCHANGE_RETRY_MS) return;
+    const peer = peerIdFromString(offer.provider);
+    if (this.node.getConnections(peer).length > 0) return;
+    if (this.exchanged.size >= limit) {
+      // forget the exchanged peers that are gone, then look again
+      const connected = new Set(this.node.getPeers().map((p) => p.toString()));
+      for (const p of this.exchanged) if (!connected.has(p)) this.exchanged.delete(p);
+      if (this.exchanged.size >= limit) return;
+    }
     if (this.lastTried.size >= MAX_OFFERS) this.lastTried.clear();
     this.lastTried.set(offer.provider, now);
     this.exchanged.add(offer.provider);
-    const peer = peerIdFromString(offer.provider);
     void (async () => {
       try {
         await this.node.peerStore.merge(peer, { multiaddrs: offer.addrs.map((a) => multiaddr(a)) });
