@@ -43,7 +43,11 @@ describe("convert-pdf: an untrusted PDF rebuilt from pixels that k providers agr
   before(async () => {
     // the last provider changes its answer: with k = 3 it dissents, and the tie-breaker (the fourth provider)
     // makes the qualified majority (quorum + one per dissent) that outvotes it
-    ({ agents, bootstrap } = await startAgents(4, (i) => (i === 3 ? { behaviour: "lie", devnet: true } : {})));
+    // (it also asks 1000 GLM a qube, so that a run with --max-price 100 GLM never lands on it)
+    const liar = { currency: "GLM", start: `1${"0".repeat(21)}`, perSecond: "0" };
+    ({ agents, bootstrap } = await startAgents(4, (i) =>
+      i === 3 ? { behaviour: "lie", devnet: true, price: liar } : {},
+    ));
     client = await connectRequestor(bootstrap);
     // the liar must be among the known offers before the first run prefers it
     for (let i = 0; i < 100 && !agents.every((a) => client.market.offerOf(a.identity.peerId)); i++) {
@@ -162,9 +166,11 @@ describe("convert-pdf: an untrusted PDF rebuilt from pixels that k providers agr
     expect(result).to.include({ event: "result", pages: 2 });
     expect(existsSync(output)).to.equal(true);
 
-    // as a user reads it (stderr not a terminal: plain lines): one line per page, in order, page/total
+    // as a user reads it (stderr not a terminal: plain lines): one line per page, in order, page/total (k = 1
+    // on an honest provider: the liar's price is over --max-price)
     const four = join(dir, "cli-four.pdf");
     writeFileSync(four, textPdf({ pages: 4 }));
+    const cliStarted = Date.now();
     const plain = await promisify(execFile)(
       process.execPath,
       [
@@ -174,6 +180,8 @@ describe("convert-pdf: an untrusted PDF rebuilt from pixels that k providers agr
         bootstrap,
         "--redundancy",
         "1",
+        "--max-price",
+        `1${"0".repeat(20)}`,
         "--dpi",
         "30",
         "--no-ship",
@@ -182,6 +190,7 @@ describe("convert-pdf: an untrusted PDF rebuilt from pixels that k providers agr
       ],
       { env },
     );
+    console.log(`      the command line, 4 pages at k = 1 in ${Date.now() - cliStarted} ms`);
     const pageLines = plain.stderr.split("\n").filter((line) => /^ {2}page \d+\/\d+/.test(line));
     expect(pageLines.map((line) => /page (\d+\/\d+)/.exec(line)![1])).to.deep.equal(["1/4", "2/4", "3/4", "4/4"]);
     expect(plain.stderr).to.include("rendered 4 pages; 1 provider agrees bitwise");
