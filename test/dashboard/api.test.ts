@@ -125,6 +125,12 @@ describe("dashboard: JSON API", function () {
       );
       expect(reply.text, asset).to.not.match(/\bfetch\(|XMLHttpRequest|WebSocket|importScripts|@import|url\(/);
     }
+    // served like the page's own files: no data in them, so without the token (a <script src> cannot send it),
+    // but only to this loopback listener, never to another site, read-only
+    const uplot = "/uPlot.iife.min.js";
+    expect((await call(dashboard.port, uplot, { headers: { Host: "evil.example" } })).status).to.equal(421);
+    expect((await call(dashboard.port, uplot, { headers: { "Sec-Fetch-Site": "cross-site" } })).status).to.equal(403);
+    expect((await call(dashboard.port, uplot, { method: "POST" })).status).to.equal(405);
     expect(page.text).to.not.include("http");
     expect((await call(dashboard.port, "/../../etc/passwd")).status).to.equal(404);
   });
