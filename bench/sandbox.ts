@@ -68,11 +68,12 @@ const rawArgs = [
   image,
   "true",
 ];
-// The gvisor tier's flags: the same, under runsc, with the host pids room gvisorContainerConfig gives the Sentry.
+// The gvisor tier's flags: the same, under runsc, with the host pids room gvisorContainerConfig gives the Sentry
+// and the qube's own count as RLIMIT_NPROC.
 const gvisorPids = GVISOR_BASE_PIDS + GVISOR_PIDS_PER_TASK * limits.pids;
 const rawGvisorArgs = rawArgs.flatMap((arg, i) =>
   arg === "run" && i === 0
-    ? ["run", "--runtime", GVISOR_RUNTIME]
+    ? ["run", "--runtime", GVISOR_RUNTIME, "--ulimit", `nproc=${limits.pids}:${limits.pids}`]
     : rawArgs[i - 1] === "--pids-limit"
       ? [String(gvisorPids)]
       : [arg],

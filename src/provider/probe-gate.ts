@@ -16,14 +16,21 @@ import { hardenedContainerConfig } from "../sandbox/hardening.js";
 import { imageDigest } from "../sandbox/images.js";
 import type { ProbeGate, ProbeGateResult } from "./agent.js";
 
+/** Each engine component's name, version and build (Debian's package version for Debian's builds). */
+function componentVersions(version: { Components?: { Name?: string; Version?: string; Details?: unknown }[] }) {
+  return (version.Components ?? []).map((c) => [c.Name, c.Version, (c.Details as { GitCommit?: string })?.GitCommit]);
+}
+
 async function fingerprint(tier: Tier, docker: Docker): Promise<string> {
   const version = await docker.version().catch(() => ({ Version: "unknown" }));
   const probeImage = await imageDigest(docker, PROBE_IMAGE);
   const hardening = JSON.stringify(
     hardenedContainerConfig(DEFAULT_SANDBOX_LIMITS, "fingerprint", { initBinary: "/init" }),
   );
+  // the components' versions too: row 42 judges runc's and containerd's (a Debian security upload changes them)
+  const components = componentVersions(version as Parameters<typeof componentVersions>[0]);
   return createHash("sha256")
-    .update(JSON.stringify([tier, release(), version.Version, probeImage, hardening]))
+    .update(JSON.stringify([tier, release(), version.Version, components, probeImage, hardening]))
     .digest("hex")
     .slice(0, 32);
 }
