@@ -81,7 +81,7 @@ export interface ProbeProgress {
 export interface ProbeSuiteOptions {
   /** The tier to probe; default `"container"`. */
   tier?: Tier;
-  /** Names of weakenings to apply (see `listWeakenings()`); container tier only. */
+  /** Names of weakenings to apply (see `listWeakenings()`); container and gvisor tiers only. */
   weakenings?: readonly string[];
   /** The probe image; default {@link PROBE_IMAGE}. */
   image?: string;
@@ -240,7 +240,7 @@ function combine(a: Verdict, b: Verdict): Verdict {
 /**
  * Runs the escape suite and returns its report. Probe failures are verdicts in the report, not errors.
  *
- * @throws UserError `WEAKENING_UNSUPPORTED` (weakenings on another tier than container) or `WEAKENING_UNKNOWN`.
+ * @throws UserError `WEAKENING_UNSUPPORTED` (weakenings on the micro-VM tier) or `WEAKENING_UNKNOWN`.
  *
  * @example
  * const report = await runProbeSuite({ tier: "container" });
@@ -251,8 +251,9 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
   const signal = options.signal;
   signal?.throwIfAborted();
   const composed = composeWeakenings(options.weakenings ?? []);
-  if (tier !== "container" && composed.names.length > 0)
-    throw new UserError("WEAKENING_UNSUPPORTED", "Weakenings apply to the container tier only", {
+  // The gvisor tier is the container tier's config under runsc: the same weakenings apply (each must still show).
+  if (tier === "microvm" && composed.names.length > 0)
+    throw new UserError("WEAKENING_UNSUPPORTED", "Weakenings apply to the container and gvisor tiers only", {
       details: composed.names.join(", "),
     });
   const docker = options.docker ?? new Docker();

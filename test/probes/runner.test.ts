@@ -232,6 +232,34 @@ describe("probe runner: the weakening self-check (fake sandbox)", () => {
     expect(error?.details).to.include("cap:SYS_RESOURCE (looked for: CapBnd holds CAP_SYS_RESOURCE)");
   });
 
+  it("weakens the container and gvisor tiers only (the micro-VM has no container config to weaken)", async () => {
+    const refused = await runProbeSuite({
+      tier: "microvm",
+      docker,
+      weakenings: ["seccomp:unconfined"],
+      sandboxFactory: () => new FakeSandbox(honest),
+    }).then(
+      () => undefined,
+      (e: unknown) => e as { code: string },
+    );
+    expect(refused?.code).to.equal("WEAKENING_UNSUPPORTED");
+    let hooked = false;
+    const error = await runProbeSuite({
+      tier: "gvisor",
+      docker,
+      weakenings: ["seccomp:unconfined"],
+      sandboxFactory: (_tier, hooks) => {
+        hooked = hooks.weaken !== undefined;
+        return new FakeSandbox(honest);
+      },
+    }).then(
+      () => undefined,
+      (e: unknown) => e as { code: string },
+    );
+    expect(hooked, "the gvisor sandbox gets the weakening").to.equal(true);
+    expect(error?.code, "and its self-check still applies").to.equal("WEAKENING_INEFFECTIVE");
+  });
+
   it("fails it too when the probe printed no facts (the sandbox never ran the weakened qube)", async () => {
     const sandbox = new FakeSandbox(honest);
     const error = await runProbeSuite({ docker, weakenings: ["group:disk"], sandboxFactory: () => sandbox }).then(
