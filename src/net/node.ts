@@ -13,7 +13,6 @@ import { autoNAT } from "@libp2p/autonat";
 import { bootstrap } from "@libp2p/bootstrap";
 import { circuitRelayServer, circuitRelayTransport } from "@libp2p/circuit-relay-v2";
 import { privateKeyFromProtobuf } from "@libp2p/crypto/keys";
-import { dcutr } from "@libp2p/dcutr";
 import { type GossipSub, gossipsub } from "@libp2p/gossipsub";
 import { createPeerScoreParams } from "@libp2p/gossipsub/score";
 import { identify } from "@libp2p/identify";
@@ -31,6 +30,7 @@ import {
   parseMultiaddr,
   preflightListen,
 } from "./addresses.js";
+import { policyDcutr } from "./dcutr.js";
 import { AIRQUBE_RELAY_LIMITS, BOOTSTRAP_REDIAL_MS } from "./limits.js";
 import { handleTimeQueries } from "./offers/clock.js";
 import { OFFER_TOPIC } from "./offers/constants.js";
@@ -244,7 +244,7 @@ export async function createNode(options: NodeOptions): Promise<AirqubeNode> {
             topics: { [OFFER_TOPIC]: OFFER_TOPIC_SCORE },
           }),
         }),
-        ...(policy.public ? { autoNAT: autoNAT(), dcutr: dcutr() } : {}),
+        ...(policy.public ? { autoNAT: autoNAT(), dcutr: policyDcutr(policy) } : {}),
         ...(options.relayServer ? { relay: circuitRelayServer(AIRQUBE_RELAY_LIMITS) } : {}),
       },
     });

@@ -42,6 +42,11 @@ export interface Libp2pMarketOptions {
   allowPrivate?: boolean;
   /** Public mode: also dial loopback (tests on one machine). */
   allowLoopback?: boolean;
+  /**
+   * Public mode: addresses to listen on (default none). A requestor with a reachable address lets a provider
+   * behind NAT that it reached through a relay dial it back directly (DCUtR's reverse connection).
+   */
+  listen?: string[];
   /** How long a candidate has to answer a ping before it is dropped (default LIVENESS_TIMEOUT_MS). */
   livenessTimeoutMs?: number;
   /** Extra time beyond the qube's wall time that a provider gets to commit. Default 30 s. */
@@ -89,8 +94,8 @@ export class Libp2pMarket implements ComputeMarket {
       ...(options.public || options.allowPublic ? { public: true } : {}),
       ...(options.allowPrivate ? { allowPrivate: true } : {}),
       ...(options.allowLoopback ? { allowLoopback: true } : {}),
-      // a requestor in public mode listens on loopback only (it opens every stream itself): nothing to announce
-      ...(options.public || options.allowPublic ? { listen: [] } : {}),
+      // a requestor in public mode listens nowhere unless told (it opens every stream itself)
+      ...(options.public || options.allowPublic ? { listen: options.listen ?? [] } : {}),
     });
     const offers = new OfferBook(node, options.now ? { now: options.now } : {});
     offers.start();

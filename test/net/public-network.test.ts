@@ -5,7 +5,7 @@
  * the namespaces this test creates and deletes. Skipped, with the reason, when not root or without `ip netns`.
  */
 import type { ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -32,6 +32,17 @@ interface RunResultLine {
   payments?: { status: string; providers: string[]; credits: { account: string; amount: string }[] }[];
 }
 
+/** What test/net/fixtures/dcutr-requestor.ts prints. */
+interface DcutrLine {
+  phasesMs: Record<string, number>;
+  upgradeMs: number | null;
+  status: string;
+  agreeing: string[];
+  payments: string[];
+  streams: { protocol: string; remoteAddr: string; limited: boolean; direction: string }[];
+  connections: { remoteAddr: string; limited: boolean; direction: string }[];
+}
+
 interface Chain {
   rpcUrl: string;
   escrow: string;
@@ -50,7 +61,10 @@ describe("net: the public network across network namespaces @docker", function (
   let bootstrap = "";
   let bootstrap2 = "";
   const providers: Record<string, Ready> = {};
-  /** The paid devnet's chain, served from the bootnode's host; keys[0] pays, keys[1..3] are payout keys. */
+  /**
+   * The paid devnet's chain, served from the bootnode's host; keys[0] pays, keys[1..3] are payout keys, keys[4]
+   * pays for the second requestor of the DCUtR case.
+   */
   let chain: Chain;
   const payouts: Record<string, string> = {};
 
@@ -59,6 +73,9 @@ describe("net: the public network across network namespaces @docker", function (
   const cli = (host: string, args: string[]) => {
     const child = net!.spawn(host, process.execPath, [CLI, ...args], { AIRQUBE_LOG_LEVEL: "warn" });
     children.push(child);
+    // AQ_NETNS_LOGS=DIR keeps every process's stderr (DIR/HOST-N.log) to find out why a run failed
+    if (process.env.AQ_NETNS_LOGS)
+      child.stderr?.pipe(createWriteStream(join(process.env.AQ_NETNS_LOGS, `${host}-${children.length}.log`)));
     if (host !== "d") processes[host] = child;
     return child;
   };
@@ -163,7 +180,7 @@ describe("net: the public network across network namespaces @docker", function (
       join(process.cwd(), "test", "helpers", "netns-chain.ts"),
       net.hosts.boot!.ip,
       "8545",
-      "4",
+      "5",
     ]);
     children.push(chainProcess);
     chain = await jsonLine<Chain>(chainProcess, (v) => typeof v.escrow === "string", 120_000);
@@ -202,7 +219,11 @@ describe("net: the public network across network namespaces @docker", function (
     const { result, ms } = await run(3, "first");
     console.log(`      k=3 across namespaces: ${ms} ms (CLI start included)`);
     expect(result.status, JSON.stringify(result.error ?? result.failures)).to.equal("verified");
-    expect(result.agreeing).to.have.members([providers.b!.peerId, providers.c!.peerId, providers.e!.peerId]);
+    expect(result.agreeing, JSON.stringify(result.failures)).to.have.members([
+      providers.b!.peerId,
+      providers.c!.peerId,
+      providers.e!.peerId,
+    ]);
     expect(readFileSync(join(dir, "out-first", "result"), "utf8")).to.equal("first\n");
     // paid through the escrow on the chain across the "internet"; the provider behind NAT is credited too
     const [payment] = result.payments ?? [];
@@ -212,6 +233,66 @@ describe("net: the public network across network namespaces @docker", function (
       expect(credited.length, host).to.be.at.least(1);
       expect(BigInt(credited[0]!.amount) > 0n, host).to.equal(true);
     }
+  });
+
+  it("DCUtR: a requestor with an address of its own, reaching E through the relay, is dialled back by E (reverse connection) and the paid qube runs over the direct connection; without one it is served over the relay", async () => {
+    const viaRelay = `${bootstrap}/p2p-circuit/p2p/${providers.e!.peerId}`;
+    const requestor = async (listen: boolean, payer: number) => {
+      const t0 = performance.now();
+      const child = net!.spawn(
+        "d",
+        process.execPath,
+        [
+          "--import",
+          "tsx",
+          join(process.cwd(), "test", "net", "fixtures", "dcutr-requestor.ts"),
+          JSON.stringify({
+            bootstrap: [bootstrap, bootstrap2],
+            relayed: viaRelay,
+            provider: providers.e!.peerId,
+            ...(listen ? { listen: `/ip4/${net!.hosts.d!.ip}/tcp/0` } : {}),
+            rpcUrl: chain.rpcUrl,
+            escrow: chain.escrow,
+            privateKey: chain.keys[payer]!.privateKey,
+          }),
+        ],
+        { AIRQUBE_LOG_LEVEL: "warn" },
+      );
+      children.push(child);
+      const line = await jsonLine<DcutrLine>(child, (v) => typeof v.status === "string", 120_000);
+      return { ...line, ms: Math.round(performance.now() - t0) };
+    };
+    // both at once (two paying accounts): the case the NAT allows and the one it does not
+    const [upgraded, relayed] = await Promise.all([requestor(true, 0), requestor(false, 4)]);
+    console.log(
+      `      DCUtR reverse connection after ${upgraded.upgradeMs} ms; qube over it: ${upgraded.ms} ms in all ${JSON.stringify(upgraded.phasesMs)}`,
+    );
+    expect(upgraded.upgradeMs, JSON.stringify(upgraded)).to.be.a("number");
+    expect(upgraded.status).to.equal("verified");
+    expect(upgraded.agreeing).to.deep.equal([providers.e!.peerId]);
+    expect(upgraded.payments).to.deep.equal(["settled"]);
+    expect(upgraded.streams.length, JSON.stringify(upgraded.streams)).to.be.at.least(2);
+    for (const stream of upgraded.streams) {
+      // E dialled the requestor: the connection comes in from E's NAT router, unlimited and not relayed
+      expect(stream.limited, JSON.stringify(stream)).to.equal(false);
+      expect(stream.direction).to.equal("inbound");
+      expect(stream.remoteAddr).to.match(new RegExp(`^/ip4/${net!.hosts.router!.ip.replaceAll(".", "\\.")}/tcp/`));
+    }
+    expect(upgraded.connections.filter((c) => c.limited || c.remoteAddr.includes("/p2p-circuit"))).to.deep.equal([]);
+
+    // no address to dial back and a masquerade NAT in front of E: the upgrade cannot happen, the relay serves
+    console.log(
+      `      without an address to dial back: qube over the relay in ${relayed.ms} ms ${JSON.stringify(relayed.phasesMs)}`,
+    );
+    expect(relayed.upgradeMs).to.equal(null);
+    expect(relayed.status, JSON.stringify(relayed)).to.equal("verified");
+    expect(relayed.payments).to.deep.equal(["settled"]);
+    expect(relayed.streams.length, JSON.stringify(relayed.streams)).to.be.at.least(2);
+    for (const stream of relayed.streams) {
+      expect(stream.limited, JSON.stringify(stream)).to.equal(true);
+      expect(stream.remoteAddr).to.include("/p2p-circuit");
+    }
+    expect(relayed.connections.filter((c) => !c.limited)).to.deep.equal([]);
   });
 
   it("with two bootnodes, killing one changes nothing", async () => {
