@@ -109,6 +109,7 @@ async function convert(input: string, output: string, flags: ConvertFlags): Prom
   const view = convertProgress({
     json,
     tty: Boolean(process.stderr.isTTY),
+    ...(process.stderr.columns ? { columns: process.stderr.columns } : {}),
     out: process.stdout,
     err: process.stderr,
     names,

@@ -32,6 +32,8 @@ export interface ConvertProgressOptions {
   err: TextSink;
   /** Names of addresses in payment lines (the requestor's refund address). */
   names?: Map<string | undefined, string>;
+  /** Width of the terminal: the status line is cut to fit, else a wrapped line could not be redrawn in place. */
+  columns?: number;
   /** Clock in ms (tests); default performance.now. */
   now?: () => number;
 }
@@ -156,7 +158,8 @@ export function convertProgress(options: ConvertProgressOptions): {
         const text = heartbeatText(event);
         if (text === undefined || !due(options.tty ? TTY_STATUS_MS : PLAIN_STATUS_MS)) return;
         if (!options.tty) return void options.err.write(`airqube: ${text}\n`);
-        options.err.write(`${CLEAR_LINE}${text}`);
+        const width = Math.max(20, (options.columns ?? 80) - 1);
+        options.err.write(`${CLEAR_LINE}${text.length > width ? `${text.slice(0, width - 1)}…` : text}`);
         statusShown = true;
         return;
       }

@@ -91,6 +91,19 @@ describe("convert-pdf progress display", () => {
     }
   });
 
+  it("on a narrow terminal the status line is cut to fit (a wrapped line could not be redrawn)", () => {
+    const err: string[] = [];
+    const view = convertProgress({
+      json: false,
+      tty: true,
+      columns: 30,
+      out: { write: () => 0 },
+      err: { write: (t: string) => err.push(t) },
+    });
+    view.onProgress(beat());
+    expect(err).to.deep.equal(["\r\u001b[2Krendering on 3 providers: 3 …"]);
+  });
+
   it("--json: every event a JSON line on stdout, pages in order, nothing on stderr", () => {
     const { view, out, err, tick } = capture({ json: true });
     for (const event of conversion(3)) {
