@@ -33,7 +33,7 @@ import type { SandboxOutput } from "../sandbox/api.js";
 import { unpackTar } from "../sandbox/unpack.js";
 import type { GolemConfig } from "./config.js";
 import { fromGolemError } from "./errors.js";
-import { orderFor, rentHoursFor } from "./order.js";
+import { orderFor, rentHoursFor, withinAgreedPrice } from "./order.js";
 import { packCommand, parsePackReport, type RemoteLayout, remoteLayout, runCommand } from "./remote-script.js";
 import { YagnaStorageProvider } from "./storage.js";
 
@@ -119,7 +119,17 @@ export class GolemDispatch implements Dispatch {
       const negotiation = AbortSignal.timeout(config.timeouts.negotiationMs);
       try {
         this.rental = await glm.oneOf({
-          order: { ...order, payment: { allocation: this.allocation } },
+          order: {
+            ...order,
+            payment: {
+              allocation: this.allocation,
+              // pay only what was agreed: golem-js accepts any amount a provider bills unless filtered
+              invoiceFilter: (invoice) =>
+                invoice.provider.id.toLowerCase() === this.provider.id.toLowerCase() &&
+                withinAgreedPrice(invoice.amount, this.provider.price, config),
+              debitNoteFilter: (note) => withinAgreedPrice(note.totalAmountDue, this.provider.price, config),
+            },
+          },
           signalOrTimeout: combine(signal, negotiation, rejected.signal),
         });
       } catch (error) {

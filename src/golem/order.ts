@@ -114,6 +114,29 @@ export function glmToWei(glm: number): bigint {
   return wei;
 }
 
+/** A GLM amount as yagna writes it (a decimal string, at most 18 decimals) → wei; undefined when malformed. */
+export function parseGlm(amount: unknown): bigint | undefined {
+  if (typeof amount !== "string") return undefined;
+  const match = /^(\d{1,30})(?:\.(\d{1,18}))?$/.exec(amount);
+  if (!match) return undefined;
+  return BigInt(match[1]!) * GLM_WEI + BigInt((match[2] ?? "").padEnd(18, "0"));
+}
+
+/**
+ * Whether a provider's bill (an invoice amount or a debit note's total due) is within what the requestor agreed
+ * to pay for the rental: at most the candidate's quoted price for the whole rental and at most `maxGlmPerQube`.
+ */
+export function withinAgreedPrice(
+  amount: unknown,
+  quoteWei: bigint,
+  config: Pick<GolemConfig, "maxGlmPerQube">,
+): boolean {
+  const billed = parseGlm(amount);
+  if (billed === undefined) return false;
+  const cap = glmToWei(config.maxGlmPerQube);
+  return billed <= (quoteWei < cap ? quoteWei : cap);
+}
+
 /**
  * Turns a scanned offer into a candidate for `spec`, or undefined when it does not fit (invalid, too small,
  * too expensive for the per-qube cap, no address on our payment platform).

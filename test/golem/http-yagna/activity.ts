@@ -197,10 +197,13 @@ export class ActivityService {
     if (every) {
       activity.debitNotes = setInterval(() => {
         const usage = this.usage(activity);
-        this.deps.payment.issueDebitNote(agreementId, id, agreement.provider.id, costOf(agreement.provider, usage), [
-          usage.cpuSec,
-          usage.durationSec,
-        ]);
+        this.deps.payment.issueDebitNote(
+          agreementId,
+          id,
+          agreement.provider.id,
+          costOf(agreement.provider, usage) * (agreement.provider.overbill ?? 1),
+          [usage.cpuSec, usage.durationSec],
+        );
       }, every);
     }
     return { status: 201, json: { activityId: id } };

@@ -24,6 +24,13 @@ import {
 const BASE = "/market-api/v1";
 /** How long a simulated provider takes to answer (ms). */
 const PROVIDER_LATENCY_MS = 10;
+/**
+ * How long a provider takes to answer a counter-proposal (ms). golem-js registers its counter-proposal only
+ * after reading it back (`GET .../proposals/{id}` after the POST); a rejection event that arrives before that is
+ * dropped ("Could not locate counter proposal") and the negotiation waits for its time-out. A real provider is a
+ * network round trip away; the simulated one waits long enough for the read-back to finish first.
+ */
+const COUNTER_LATENCY_MS = 150;
 
 const demandBodySchema = z.object({
   properties: z.record(z.string(), z.unknown()),
@@ -253,7 +260,10 @@ export class MarketService {
 
   private getProposal(c: RouteContext) {
     const proposal = this.proposal(c);
-    if (proposal.dto.state === "Rejected") throw new HttpError(410, "Proposal rejected");
+    // the requestor's own proposals stay readable once rejected: golem-js reads its counter-proposal right
+    // after posting it, and a 410 there loses the provider's rejection event (the negotiation then hangs)
+    if (proposal.dto.state === "Rejected" && proposal.issuer === "Provider")
+      throw new HttpError(410, "Proposal rejected");
     return { status: 200, json: proposal.dto };
   }
 
@@ -294,7 +304,7 @@ export class MarketService {
         });
         demand.waiters.notify();
       } else this.propose(demand, provider, "Draft", dto.proposalId);
-    });
+    }, COUNTER_LATENCY_MS);
     return { status: 201, json: dto.proposalId };
   }
 

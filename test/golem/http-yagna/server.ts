@@ -328,6 +328,8 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
 }
 
 function send(res: ServerResponse, status: number, json: unknown): void {
+  if (process.env.HY_DEBUG)
+    process.stderr.write(`[yagna] ${res.req.method} ${res.req.url} ${status} ${JSON.stringify(json)?.slice(0, 300)}\n`);
   if (json === undefined || status === 204) {
     res.writeHead(status);
     res.end();

@@ -36,7 +36,11 @@ export async function httpMarket(
   const yagna = await HttpYagna.start({ providers, images: { [GVMI_HASH]: BUSYBOX } });
   const stagingDir = await mkdtemp(join(tmpdir(), "airqube-golem-http-"));
   try {
-    const market = await GolemMarket.connect(httpConfig(yagna, overrides), { stagingDir });
+    const logger = process.env.HY_DEBUG ? (await import("pino")).pino({ level: "debug" }, process.stderr) : undefined;
+    const market = await GolemMarket.connect(httpConfig(yagna, overrides), {
+      stagingDir,
+      ...(logger ? { logger } : {}),
+    });
     return { yagna, market, stagingDir };
   } catch (error) {
     await yagna.close();

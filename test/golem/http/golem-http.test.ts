@@ -179,4 +179,70 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
     expect(answer.exitCode).to.equal(0);
     expect(yagna.ledger.faults.filter((f) => f.includes("/exec/"))).to.have.length(3);
   });
+
+  it("pays only what was agreed: an overbilled invoice and debit notes are refused, the allocation released", async () => {
+    ({ yagna, market, stagingDir } = await httpMarket([{ id: node(1), overbill: 100_000, debitNoteEveryMs: 300 }]));
+    const y = yagna;
+    const dispatch = await market.dispatch(
+      { id: node(1), tiers: ["container"], price: 10n ** 17n },
+      await testQube({ limits: LIMITS }),
+    );
+    expect(await dispatch.awaitCommitment()).to.match(/^sha256:[0-9a-f]{64}$/);
+    await dispatch.reveal(join(await mkdtemp(join(tmpdir(), "airqube-golem-http-out-")), "out"));
+    await until(() => y.ledger.invoicesRejected.length > 0, 5000);
+    expect(y.ledger.invoicesIssued).to.have.length(1);
+    expect(Number(y.ledger.invoicesIssued[0]!.amount)).to.be.greaterThan(0.1);
+    expect(y.ledger.invoicesRejected.map((r) => r.id)).to.deep.equal([y.ledger.invoicesIssued[0]!.id]);
+    expect(y.ledger.invoicesAccepted).to.deep.equal([]);
+    expect(y.ledger.debitNotesIssued.length).to.be.greaterThan(0);
+    expect(y.ledger.debitNotesAccepted).to.deep.equal([]);
+    expect(y.ledger.allocationsReleased).to.deep.equal(y.ledger.allocationsCreated);
+  });
+
+  it("fails fast on a provider that rejects the agreement or the counter-proposal, renting nothing", async () => {
+    ({ yagna, market, stagingDir } = await httpMarket([
+      { id: node(1), rejectAgreement: "busy" },
+      { id: node(2), rejectCounter: "price too low" },
+    ]));
+    const qube = await testQube({ limits: LIMITS });
+    const started = Date.now();
+    const agreement = await rejection(market.dispatch({ id: node(1), tiers: ["container"], price: 10n ** 17n }, qube));
+    expect(agreement.code).to.equal("PROPOSAL_REJECTED");
+    expect(agreement.details).to.include("busy");
+    const counter = await rejection(market.dispatch({ id: node(2), tiers: ["container"], price: 10n ** 17n }, qube));
+    expect(counter.code).to.equal("PROPOSAL_REJECTED");
+    expect(counter.details).to.include("price too low");
+    expect(Date.now() - started).to.be.lessThan(8000);
+    expect(yagna.ledger.agreementsRejected).to.have.length(1);
+    expect(yagna.ledger.activitiesCreated).to.deep.equal([]);
+    expect(yagna.ledger.allocationsReleased).to.deep.equal(yagna.ledger.allocationsCreated);
+  });
+
+  it("releases the rental and the allocation when the invoice comes too late", async () => {
+    ({ yagna, market, stagingDir } = await httpMarket([{ id: node(1), invoiceDelayMs: 30_000 }], {
+      timeouts: {
+        scanMs: 1000,
+        negotiationMs: 10_000,
+        deployMs: 20_000,
+        transferMs: 20_000,
+        finalizeMs: 1500,
+        runGraceMs: 20_000,
+      },
+    }));
+    const dispatch = await market.dispatch(
+      { id: node(1), tiers: ["container"], price: 10n ** 17n },
+      await testQube({ limits: LIMITS }),
+    );
+    expect(await dispatch.awaitCommitment()).to.match(/^sha256:[0-9a-f]{64}$/);
+    await dispatch.reveal(join(await mkdtemp(join(tmpdir(), "airqube-golem-http-out-")), "out"));
+    expect(yagna.ledger.invoicesIssued).to.deep.equal([]);
+    expect(yagna.ledger.agreementsTerminated.map((t) => t.by)).to.deep.equal(["Requestor"]);
+    expect(yagna.ledger.allocationsReleased).to.deep.equal(yagna.ledger.allocationsCreated);
+  });
 });
+
+/** Waits (at most `ms`) until `condition()` holds. */
+async function until(condition: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+}
