@@ -9,11 +9,12 @@ import { mkdtempSync, statSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { multiaddr } from "@multiformats/multiaddr";
 import { expect } from "chai";
 import { addressScope, mayAnnounce, mayDial } from "../../src/net/addresses.js";
 import { startBootstrapPeer } from "../../src/net/bootstrap-peer.js";
 import { loadOrCreateKeyFile } from "../../src/net/keys.js";
-import { type AirqubeNode, checkNodeAddresses, createNode } from "../../src/net/node.js";
+import { type AirqubeNode, awaitRelayAddress, checkNodeAddresses, createNode } from "../../src/net/node.js";
 import { MAX_OFFER_BYTES, OFFER_TOPIC } from "../../src/net/offers/constants.js";
 import { OfferBook } from "../../src/net/offers/discovery.js";
 import { signOffer } from "../../src/net/offers/offer.js";
@@ -324,6 +325,44 @@ describe("net: public mode", function () {
     } finally {
       await peer.stop();
       await boot.stop();
+    }
+  });
+
+  it("DCUtR's reverse connection follows the address policy: a peer reachable only through a relay dials a requestor with an address back directly", async () => {
+    const options = { public: true, allowLoopback: true } as const;
+    const relay = await createNode({
+      identity: fresh(),
+      ...options,
+      listen: ["/ip4/127.0.0.1/tcp/0"],
+      relayServer: true,
+    });
+    const relayAddr = relay.getMultiaddrs()[0]!.toString();
+    // "behind NAT": no listener of its own, only a relay reservation
+    const natted = await createNode({
+      identity: fresh(),
+      ...options,
+      listen: ["/p2p-circuit"],
+      bootstrap: [relayAddr],
+    });
+    const requestor = await createNode({ identity: fresh(), ...options, listen: ["/ip4/127.0.0.1/tcp/0"] });
+    try {
+      expect(await awaitRelayAddress(natted, 10_000)).to.have.length.at.least(1);
+      const relayed = await requestor.dial(multiaddr(`${relayAddr}/p2p-circuit/p2p/${natted.peerId}`));
+      expect(relayed.limits, "the first connection is the relay's, limited").not.to.equal(undefined);
+      const direct = () =>
+        requestor
+          .getConnections(natted.peerId)
+          .find((c) => c.limits == null && !c.remoteAddr.toString().includes("/p2p-circuit"));
+      // libp2p's DCUtR alone never dials 127.0.0.1 (nor any private range): the connection would stay relayed
+      expect(await until(() => direct() !== undefined, 10_000), "a direct connection").to.equal(true);
+      expect(direct()!.direction, "the peer behind the relay dialled").to.equal("inbound");
+      expect(
+        await until(() => requestor.getConnections(natted.peerId).length === 1, 10_000),
+        "relayed one closed",
+      ).to.equal(true);
+      expect(await requestor.services.ping.ping(natted.peerId)).to.be.a("number");
+    } finally {
+      for (const node of [requestor, natted, relay]) await node.stop();
     }
   });
 });
