@@ -150,14 +150,38 @@ describe("convert-pdf: an untrusted PDF rebuilt from pixels that k providers agr
     expect(readdirSync(dir).filter((name) => name.includes("partial"))).to.deep.equal([]);
   });
 
-  it("the command line with --json; a PDF over --max-pages is refused clearly", async () => {
+  it("the command line, with --json and as a user reads it; a PDF over --max-pages is refused clearly", async () => {
     const input = join(dir, "cli.pdf");
     writeFileSync(input, textPdf({ pages: 2 }));
     const output = join(dir, "cli-safe.pdf");
-    const env = { ...process.env, AIRQUBE_LOG_LEVEL: "warn", AIRQUBE_HOME: tmp("aq-convert-home-") };
-    const base = ["convert-pdf", "--bootstrap", bootstrap, "--redundancy", "3", "--dpi", "30", "--no-ship", "--json"];
-    const { stdout } = await promisify(execFile)(process.execPath, [BIN, ...base, input, output], { env });
-    const lines = stdout
+    const four = join(dir, "cli-four.pdf");
+    writeFileSync(four, textPdf({ pages: 4 }));
+    // two requestors at once (each its own home and data directory): the second start overlaps the first
+    const env = () => ({ ...process.env, AIRQUBE_LOG_LEVEL: "warn", AIRQUBE_HOME: tmp("aq-convert-home-") });
+    const common = ["convert-pdf", "--bootstrap", bootstrap, "--dpi", "30", "--no-ship"];
+    const started = Date.now();
+    const [json, plain] = await Promise.all([
+      promisify(execFile)(process.execPath, [BIN, ...common, "--redundancy", "3", "--json", input, output], {
+        env: env(),
+      }),
+      // stderr not a terminal: plain lines; k = 1 on an honest provider (the liar's price is over --max-price)
+      promisify(execFile)(
+        process.execPath,
+        [
+          BIN,
+          ...common,
+          "--redundancy",
+          "1",
+          "--max-price",
+          `1${"0".repeat(20)}`,
+          four,
+          join(dir, "cli-four-safe.pdf"),
+        ],
+        { env: env() },
+      ),
+    ]);
+    console.log(`      two command lines at once (k = 3 --json, k = 1 plain) in ${Date.now() - started} ms`);
+    const lines = json.stdout
       .trim()
       .split("\n")
       .map((line) => JSON.parse(line) as { event?: string; page?: number; pages?: number; agreeing?: string[] });
@@ -165,32 +189,7 @@ describe("convert-pdf: an untrusted PDF rebuilt from pixels that k providers agr
     const result = lines.at(-1)!;
     expect(result).to.include({ event: "result", pages: 2 });
     expect(existsSync(output)).to.equal(true);
-
-    // as a user reads it (stderr not a terminal: plain lines): one line per page, in order, page/total (k = 1
-    // on an honest provider: the liar's price is over --max-price)
-    const four = join(dir, "cli-four.pdf");
-    writeFileSync(four, textPdf({ pages: 4 }));
-    const cliStarted = Date.now();
-    const plain = await promisify(execFile)(
-      process.execPath,
-      [
-        BIN,
-        "convert-pdf",
-        "--bootstrap",
-        bootstrap,
-        "--redundancy",
-        "1",
-        "--max-price",
-        `1${"0".repeat(20)}`,
-        "--dpi",
-        "30",
-        "--no-ship",
-        four,
-        join(dir, "cli-four-safe.pdf"),
-      ],
-      { env },
-    );
-    console.log(`      the command line, 4 pages at k = 1 in ${Date.now() - cliStarted} ms`);
+    // as a user reads it: one line per page, in order, page/total
     const pageLines = plain.stderr.split("\n").filter((line) => /^ {2}page \d+\/\d+/.test(line));
     expect(pageLines.map((line) => /page (\d+\/\d+)/.exec(line)![1])).to.deep.equal(["1/4", "2/4", "3/4", "4/4"]);
     expect(plain.stderr).to.include("rendered 4 pages; 1 provider agrees bitwise");
