@@ -6,7 +6,7 @@
  *
  * It records what it handed out (`ledger`) and can tell what was never given back (`leaks()`), and it can
  * misbehave on request (`faults`: forced 408/500 answers, slow answers), besides the per-provider
- * misbehaviours of provider.ts.
+ * misbehaviours of provider.ts. `HY_DEBUG=1` logs every answer to stderr.
  *
  * @example
  * const yagna = await HttpYagna.start({ providers: [{ id: node(1) }], images: { [GVMI]: BUSYBOX } });

@@ -163,12 +163,15 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
     expect(yagna.gsb.chunksSent).to.be.at.most(2);
   });
 
-  it("survives 408 and 500 answers while polling batch results", async () => {
+  it("survives 408 and 500 answers and slow events while polling", async () => {
     ({ yagna, market, stagingDir } = await httpMarket([{ id: node(1) }]));
     yagna.faults.push(
       { method: "GET", path: /\/exec\/batch-/, status: 408, times: 2 },
       { method: "GET", path: /\/exec\/batch-/, status: 500, times: 1 },
       { method: "GET", path: /\/invoiceEvents$/, status: 500, times: 2 },
+      // slow answers: the first proposal events and the agreement's approval come late
+      { method: "GET", path: /\/demands\/[^/]+\/events$/, delayMs: 1500, times: 1 },
+      { method: "POST", path: /\/agreements\/[^/]+\/wait$/, delayMs: 1500, times: 1 },
     );
     const dispatch = await market.dispatch(
       { id: node(1), tiers: ["container"], price: 10n ** 18n },
@@ -178,6 +181,22 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
     const answer = await dispatch.reveal(join(await mkdtemp(join(tmpdir(), "airqube-golem-http-out-")), "out"));
     expect(answer.exitCode).to.equal(0);
     expect(yagna.ledger.faults.filter((f) => f.includes("/exec/"))).to.have.length(3);
+    expect(
+      yagna.faults.every((f) => f.times === 0),
+      "every fault rule was hit",
+    ).to.equal(true);
+  });
+
+  it("refuses an upload outside the image's volumes, as the real exe-unit does", async () => {
+    ({ yagna, market, stagingDir } = await httpMarket([{ id: node(1) }], {
+      layout: { input: "/etc", output: "/output" },
+    }));
+    const error = await rejection(
+      market.dispatch({ id: node(1), tiers: ["container"], price: 10n ** 17n }, await testQube({ limits: LIMITS })),
+    );
+    expect(error.code).to.equal("GOLEM_UPLOAD_FAILED");
+    expect(error.details).to.include("not inside a volume");
+    expect(yagna.ledger.runs).to.deep.equal([]);
   });
 
   it("pays only what was agreed: an overbilled invoice and debit notes are refused, the allocation released", async () => {
