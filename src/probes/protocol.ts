@@ -24,7 +24,7 @@ export type Verdict = (typeof VERDICTS)[number];
 
 /**
  * The phases of one suite run (main: rows 1-36 and 38-41; deadline: row 35; plant and check: row 37; on the
- * gvisor tier also cpu: row 35 measured from the host, and memory: row 33, whose OOM kill ends the sandbox).
+ * gvisor tier also cpu: row 35 measured from the host, and memory: rows 32-33, whose OOM kill ends the sandbox).
  */
 export type ProbePhase = "main" | "deadline" | "plant" | "check" | "cpu" | "memory";
 

@@ -1,6 +1,6 @@
 /**
  * Runs the escape suite against one sandbox tier: four qubes of the probe image in sequence (main: rows 1-36, 38-41, 43;
- * plant and check: row 37; deadline: row 35's wall-clock kill; on the gvisor tier two more, memory: row 33 and
+ * plant and check: row 37; deadline: row 35's wall-clock kill; on the gvisor tier two more, memory: rows 32-33 and
  * cpu: row 35's quota read from the host's cgroup), a loopback canary for row 30, and the report.
  *
  * Expectations (limits, the canary's port, the host's namespace ids and LSM) go to the probe in its
@@ -326,8 +326,8 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
     const plant = await runPhase("plant", 20_000);
     const check = await runPhase("check", 20_000);
     const deadline = await runPhase("deadline", DEADLINE_MS);
-    // gVisor's Sentry holds every task's memory and counts CPU time itself: the memory bomb gets a sandbox of its
-    // own (the host's OOM killer ends the whole sandbox), and the CPU quota is judged from the host's cgroup.
+    // gVisor's Sentry holds every task's memory and counts CPU time itself: the fork and memory bombs get a sandbox
+    // of their own (the host's OOM killer ends the whole sandbox), and the CPU quota is judged from the host's cgroup.
     const gvisor =
       tier === "gvisor"
         ? { memory: await runPhase("memory", 30_000), cpu: await runPhase("cpu", 30_000), plant, check }
@@ -339,6 +339,12 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
       if (info.id === 42) return runtimeCveRow(info, tier, versions, options.localEngine ?? true, composed.weaken);
       if (info.id === 35) return deadlineRow(info, main, deadline, gvisor);
       if (info.id === 33 && gvisor) return sandboxMemoryRow(info, gvisor.memory);
+      if (info.id === 32 && gvisor) {
+        const { line, problem } = lineFor(gvisor.memory, 32);
+        return line
+          ? result(info, line.verdict, line.evidence, line.ms ?? 0)
+          : result(info, "inconclusive", problem ?? "no verdict", 0);
+      }
       if (info.id === 37) return residueRow(info, plant, check);
       const { line, problem } = lineFor(main, info.id);
       if (!line) return result(info, "inconclusive", problem ?? "no verdict", 0);

@@ -169,7 +169,8 @@ describe("probe runner: the gvisor tier's rows 33 and 35 from the host (fake san
   const gvisorPhases =
     (memory: Partial<SandboxResult>, cpuMs: number, spin: string = line(35, "pass", { phase: "cpu", ms: 2000 })) =>
     (phase: string): Partial<SandboxResult> => {
-      if (phase === "memory") return memory;
+      if (phase === "memory")
+        return { ...memory, stdout: `${line(32, "pass", { phase: "memory" })}${memory.stdout ?? ""}` };
       if (phase === "cpu") return { stdout: spin, usage: { cpuMs, maxMemoryBytes: 40 * MiB } };
       const honestPhase = honest(phase);
       return phase === "plant" || phase === "check"
@@ -190,6 +191,7 @@ describe("probe runner: the gvisor tier's rows 33 and 35 from the host (fake san
     );
     expect(report.probes[32]!.verdict, report.probes[32]!.evidence).to.equal("pass");
     expect(report.probes[32]!.evidence).to.include("OOM killer ended the whole sandbox");
+    expect(report.probes[31]!.evidence, "the fork bomb's line from the memory phase").to.equal("row 32");
     expect(report.probes[34]!.verdict, report.probes[34]!.evidence).to.equal("pass");
     expect(report.probes[34]!.evidence).to.include("host cgroup: 0.53 CPUs over a 2000 ms spin");
     expect(exitStatus(report)).to.equal(0);
