@@ -381,6 +381,7 @@ export class ActivityService {
       const sent = provider.extraBytes ? Buffer.concat([data, Buffer.alloc(provider.extraBytes, 0x41)]) : data;
       await this.deps.gsb.sendData(to, sent, {
         ...(provider.wrongHash ? { hashOverride: "00".repeat(32) } : {}),
+        ...(provider.misplaceChunks ? { offsetShift: 7 } : {}),
         signal: a.controller.signal,
       });
       return { ok: true };

@@ -181,15 +181,21 @@ export class GsbBus {
 
   /**
    * Sends `data` to the receiver bound at `url`: `UploadChunk` for each chunk, then `UploadFinished` with the
-   * SHA3-256 of what was sent (or `hashOverride`, to play a provider whose hash does not match).
+   * SHA3-256 of what was sent (or `hashOverride`, to play a provider whose hash does not match; `offsetShift`
+   * misplaces every chunk).
    */
-  async sendData(url: string, data: Uint8Array, options: { hashOverride?: string; signal?: AbortSignal } = {}) {
+  async sendData(
+    url: string,
+    data: Uint8Array,
+    options: { hashOverride?: string; offsetShift?: number; signal?: AbortSignal } = {},
+  ) {
     const address = gftpAddress(url);
     for (let offset = 0; offset < data.byteLength; offset += GFTP_CHUNK) {
       // a standalone copy: flexbuffers encodes a typed array's whole backing buffer
       const content = data.slice(offset, offset + GFTP_CHUNK);
       this.chunksSent++;
-      await this.call(address, "UploadChunk", { chunk: { offset, content } }, options.signal);
+      const at = offset + (options.offsetShift ?? 0);
+      await this.call(address, "UploadChunk", { chunk: { offset: at, content } }, options.signal);
     }
     const hash = options.hashOverride ?? createHash("sha3-256").update(data).digest("hex");
     await this.call(address, "UploadFinished", { hash }, options.signal);

@@ -39,6 +39,8 @@ export interface SimProvider {
   dieOnRun?: number;
   /** Announces a wrong SHA3-256 when it sends a file. */
   wrongHash?: boolean;
+  /** Sends every chunk of a file at a wrong offset. */
+  misplaceChunks?: boolean;
   /** Appends this many extra bytes to every file it sends (more than it packed). */
   extraBytes?: number;
   /** Sends a debit note this often while an activity runs (ms). */

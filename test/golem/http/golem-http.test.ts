@@ -151,6 +151,17 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
     expect(error.fault).to.equal("peer");
   });
 
+  it("refuses a download whose chunks come at the wrong offsets, without crashing", async () => {
+    ({ yagna, market, stagingDir } = await httpMarket([{ id: node(1), misplaceChunks: true }]));
+    const dispatch = await market.dispatch(
+      { id: node(1), tiers: ["container"], price: 10n ** 18n },
+      await testQube({ limits: LIMITS }),
+    );
+    const error = await rejection(dispatch.awaitCommitment());
+    expect(error.code).to.equal("GOLEM_DOWNLOAD_INVALID");
+    expect(error.details).to.include("expected 0");
+  });
+
   it("refuses a download over the cap at the first chunk past it, without buffering the rest", async () => {
     ({ yagna, market, stagingDir } = await httpMarket([{ id: node(1), extraBytes: 4 * 1024 * 1024 }]));
     const dispatch = await market.dispatch(
