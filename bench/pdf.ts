@@ -1,9 +1,11 @@
 /**
- * `npm run bench:pdf -- --json [--pages N] [--dpi D]`: converts a generated N-page PDF (default 20) three
- * ways and prints { pages, localMs, k1Ms, k3Ms, k3Ratio, pagesPerSecondK3 }:
+ * `npm run bench:pdf -- --json [--pages N] [--dpi D] [--runs R]`: converts a generated N-page PDF (default 20)
+ * three ways, interleaved R times (default 3), and prints the medians
+ * { pages, dpi, runs, localMs, k1Ms, k3Ms, k3Ratio, pagesPerSecondK3, samples }:
  *  - local: the same rendering script in a local ContainerSandbox, then the same PDF rebuild (src/pdf);
  *  - k1 / k3: `convertPdf` on three in-process providers (real libp2p on loopback, real Docker), k = 1 and 3.
  * The providers already have airqube/pdf (nothing is shipped): this measures the conversion, not the image.
+ * On a shared machine one sample of each varies by 2x; the medians of interleaved runs are what to compare.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
@@ -21,10 +23,11 @@ import { Libp2pMarket } from "../src/requestor/libp2p-market.js";
 import { Requestor } from "../src/requestor/requestor.js";
 import { ContainerSandbox } from "../src/sandbox/container-sandbox.js";
 import { textPdf } from "../test/pdf/pdf-fixtures.js";
-import { argValue, round, wantsJson } from "./stats.js";
+import { argValue, median, round, wantsJson } from "./stats.js";
 
 const pages = argValue("--pages", 20);
 const dpi = argValue("--dpi", 100);
+const runs = argValue("--runs", 3);
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), p));
 const probeCache = join(tmpdir(), "airqube-bench-probe-cache");
 const dir = tmp("aq-bench-pdf-");
@@ -95,17 +98,23 @@ async function remote(k: number): Promise<number> {
 }
 
 try {
-  const localMs = await local();
-  const k1Ms = await remote(1);
-  const k3Ms = await remote(3);
+  const samples = { localMs: [] as number[], k1Ms: [] as number[], k3Ms: [] as number[] };
+  for (let i = 0; i < runs; i++) {
+    samples.localMs.push(round(await local(), 0));
+    samples.k1Ms.push(round(await remote(1), 0));
+    samples.k3Ms.push(round(await remote(3), 0));
+  }
+  const [localMs, k1Ms, k3Ms] = [median(samples.localMs), median(samples.k1Ms), median(samples.k3Ms)];
   const result = {
     pages,
     dpi,
+    runs,
     localMs: round(localMs, 0),
     k1Ms: round(k1Ms, 0),
     k3Ms: round(k3Ms, 0),
     k3Ratio: round(k3Ms / localMs),
     pagesPerSecondK3: round((pages * 1000) / k3Ms),
+    samples,
   };
   if (wantsJson) console.log(JSON.stringify(result));
   else console.log(result);
