@@ -11,7 +11,7 @@
  */
 import type { ConvertEvent } from "../pdf/convert.js";
 import { DEFAULT_PAGE_LIMITS } from "../pdf/ppm.js";
-import { printable } from "../pdf/printable.js";
+import { printable } from "../qube/printable.js";
 import type { RunEvent } from "../requestor/requestor.js";
 import { describePayment, glm } from "./payment-report.js";
 import { shortPeer } from "./progress.js";

@@ -1,5 +1,6 @@
 /** Shared CLI output helpers: JSON printing and the one-line error report with exit code 125. */
 import { AirqubeError, toAirqubeError } from "../qube/errors.js";
+import { printable } from "../qube/printable.js";
 import { AIRQUBE_ERROR_EXIT } from "./exit-status.js";
 
 /** Exit status when Airqube itself (not the qube) failed; see `exit-status.ts`. */
@@ -27,7 +28,8 @@ export function causesOf(error: unknown, max = 8): unknown[] {
 export function reportError(error: unknown, json: boolean): number {
   const e = error instanceof AirqubeError ? error : toAirqubeError(error);
   if (json) process.stdout.write(`${JSON.stringify({ error: e.toJSON() })}\n`);
-  process.stderr.write(`airqube: ${e.message} [${e.code}]\n`);
+  // an error's details can quote a peer, a provider or a file: printed without their control characters
+  process.stderr.write(`airqube: ${printable(e.message, 2000)} [${printable(e.code, 64)}]\n`);
   if (process.env.AIRQUBE_DEBUG) {
     for (const cause of causesOf(e)) {
       const code = cause instanceof AirqubeError ? ` [${cause.code}]` : "";

@@ -5,6 +5,7 @@
  */
 import cliProgress from "cli-progress";
 import { ADMISSION_REFUSED } from "../net/exchange/errors.js";
+import { printable } from "../qube/printable.js";
 import type { RunEvent } from "../requestor/requestor.js";
 import { glm } from "./payment-report.js";
 
@@ -12,9 +13,16 @@ import { glm } from "./payment-report.js";
 export const shortPeer = (peer: string) => (peer.length > 12 ? `${peer.slice(0, 4)}…${peer.slice(-4)}` : peer);
 
 /** One line for a provider that refused or failed: `  12D3…abcd refused: IMAGE_UNAVAILABLE: …`. */
-export function describeFailure(f: { provider: string; code: string; message: string; details?: string }): string {
+export function describeFailure(raw: { provider: string; code: string; message: string; details?: string }): string {
+  // codes, messages and details can come from the provider: no escape sequence of theirs reaches the terminal
+  const f = {
+    provider: raw.provider,
+    code: printable(raw.code, 64),
+    message: printable(raw.message, 200),
+    ...(raw.details !== undefined ? { details: printable(raw.details, 300) } : {}),
+  };
   if (f.code === "PROPOSAL_REJECTED") return `  ${shortPeer(f.provider)} refused: ${f.details ?? f.message}`;
-  if (f.message === ADMISSION_REFUSED)
+  if (raw.message === ADMISSION_REFUSED)
     return `  ${shortPeer(f.provider)} refused: ${f.code}: ${f.details ?? f.message}`;
   const details = f.details && !f.message.endsWith(f.details) ? `: ${f.details}` : "";
   return `  ${shortPeer(f.provider)} failed: ${f.message}${details} [${f.code}]`;

@@ -17,7 +17,7 @@ import type { PaymentReport } from "../requestor/payments.js";
 import type { Requestor, RunEvent, RunReport } from "../requestor/requestor.js";
 import { writeImagePdf } from "./pdf-writer.js";
 import { DEFAULT_PAGE_LIMITS, type PageLimits, type RgbPage, readPpm } from "./ppm.js";
-import { printable } from "./printable.js";
+import { printable } from "../qube/printable.js";
 
 /** The renderer image (`npm run images:debian`): poppler-utils on Debian. */
 export const PDF_IMAGE = "airqube/pdf:latest";

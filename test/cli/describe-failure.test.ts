@@ -29,4 +29,18 @@ describe("cli: one line per provider that refused or failed", () => {
       /failed: The provider failed \[PROVIDER_FAILED\]$/,
     );
   });
+
+  it("a provider's code, message and details reach the terminal without escape sequences, bounded", () => {
+    const hostile = "\u001b]0;owned\u0007\u001b[2J\u001b[1A\r\nFAKE: VERIFIED\u202e";
+    for (const f of [
+      { provider, code: "PROPOSAL_REJECTED", message: "x", details: hostile },
+      { provider, code: `X${hostile}`, message: "refused by the provider", details: hostile.repeat(1000) },
+      { provider, code: "PROVIDER_FAILED", message: hostile, details: hostile },
+    ]) {
+      const line = describeFailure(f);
+      expect(line).to.not.match(/[\u0000-\u001f\u007f-\u009f\u202e]/);
+      expect(line.length).to.be.below(700);
+      expect(line).to.contain("FAKE: VERIFIED"); // the text itself is kept, only its controls go
+    }
+  });
 });

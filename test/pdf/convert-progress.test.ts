@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import { convertProgress, heartbeatText } from "../../src/cli/convert-pdf-progress.js";
 import type { ConvertEvent } from "../../src/pdf/convert.js";
-import { printable } from "../../src/pdf/printable.js";
+import { printable } from "../../src/qube/printable.js";
 
 const PEER = "12D3KooWAbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcd";
 
