@@ -4,8 +4,8 @@
  * verified outputs with every provider's signed statement. Typed progress events let a CLI or UI follow it.
  */
 import { randomUUID } from "node:crypto";
-import { mkdir, readdir, rename, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, readdir, rename, rm, rmdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { jobToJson } from "../chain/job-json.js";
 import { rootToBytes32, saltToBytes32 } from "../chain/qube-ids.js";
 import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
@@ -174,11 +174,28 @@ export class Requestor {
     await mkdir(staging, { recursive: true });
     this.journal.started(spec.id, spec.envelope, now);
 
+    /** Journals the run as failed (or interrupted, when the caller aborted it), removes its staging, rethrows. */
+    const failWith = async (error: unknown): Promise<never> => {
+      // aborted by the caller (Ctrl-C): interrupted, not failed; the providers were told to stop
+      const interrupted = options.signal?.aborted === true;
+      const summary = interrupted
+        ? { code: "INTERRUPTED", message: "The run was interrupted; the providers were told to stop the qube" }
+        : toAirqubeError(error).toJSON();
+      this.journal.finished(spec.id, interrupted ? "interrupted" : "failed", summary, this.now());
+      await removeStaging(staging);
+      throw error;
+    };
+
     const wanted = policy.mode === "fixed" ? policy.k : policy.quorum;
-    const all = await this.options.market.findProviders(spec, {
-      wanted,
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
+    let all: ProviderCandidate[];
+    try {
+      all = await this.options.market.findProviders(spec, {
+        wanted,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+    } catch (error) {
+      return failWith(error);
+    }
     const unusable = (c: ProviderCandidate): string | undefined =>
       this.options.payments && c.payout === undefined
         ? "no payout address (this run pays)"
@@ -228,14 +245,7 @@ export class Requestor {
     try {
       driven = await driver.drive();
     } catch (error) {
-      // aborted by the caller (Ctrl-C): interrupted, not failed; the providers were told to stop
-      const interrupted = options.signal?.aborted === true;
-      const summary = interrupted
-        ? { code: "INTERRUPTED", message: "The run was interrupted; the providers were told to stop the qube" }
-        : toAirqubeError(error).toJSON();
-      this.journal.finished(spec.id, interrupted ? "interrupted" : "failed", summary, this.now());
-      await rm(staging, { recursive: true, force: true });
-      throw error;
+      return failWith(error);
     }
     const { decision, answers, failures } = driven;
     this.judge(spec.id, driven.outcome, answers, driven.dispatches, emit);
@@ -424,7 +434,7 @@ export class Requestor {
         reason: decision.status === "no-consensus" ? decision.reason : "undecided",
       };
     } finally {
-      await rm(staging, { recursive: true, force: true });
+      await removeStaging(staging);
     }
   }
 
@@ -447,4 +457,11 @@ async function moveContents(from: string, to: string): Promise<void> {
       });
     }
   }
+}
+
+/** Removes a run's staging (`qubes/<qube id>/<run>`), and its qube's directory when no other run uses it. */
+async function removeStaging(staging: string): Promise<void> {
+  await rm(staging, { recursive: true, force: true });
+  // another run of the same qube may be staging beside it: then the directory is not empty and stays
+  await rmdir(dirname(staging)).catch(() => undefined);
 }

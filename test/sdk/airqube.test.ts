@@ -253,8 +253,32 @@ describe("sdk: the Airqube high-level API", () => {
         expect(report.status).to.equal("verified");
         expect(journal.list().map((q) => [q.qubeId, q.state])).to.deep.equal([[report.qubeId, "verified"]]);
         for (const p of ["p1", "p2", "p3"]) expect(reputation.get(p).consecutiveValid, p).to.equal(1);
+        expect(await readdir(join(dataDir, "qubes")), "no staging left, not even the qube's directory").to.deep.equal(
+          [],
+        );
         expect(existsSync(join(dataDir, "journal.sqlite")), "no journal of its own").to.equal(false);
         expect(existsSync(join(dataDir, "reputation.sqlite")), "no reputation store of its own").to.equal(false);
+      } finally {
+        requestor.close();
+      }
+    });
+
+    it("a market that fails to find providers: the run is journalled as failed and leaves no staging", async () => {
+      const dataDir = tmp("aq-nofind-");
+      const journal = new RequestorJournal(":memory:");
+      const market = new FakeMarket([honest("p1")]);
+      market.findProviders = async () => {
+        throw new PeerError("NETWORK_DOWN", "no peer answered");
+      };
+      const requestor = new Requestor({ market, dataDir, journal, reputation: new MemoryReputation() });
+      try {
+        const qube = await sealQube(
+          { image: "airqube/busybox:latest", imageDigest: DIGEST, command: ["true"], outputs: ["result"] },
+          Identity.fromSeed(Buffer.alloc(32, 9)),
+        );
+        await expectCode(requestor.run(qube, { outputDir: tmp("aq-nofind-out-") }), "NETWORK_DOWN");
+        expect(journal.list().map((q) => q.state)).to.deep.equal(["failed"]);
+        expect(await readdir(join(dataDir, "qubes"))).to.deep.equal([]);
       } finally {
         requestor.close();
       }
