@@ -97,6 +97,7 @@ interface RunFlags extends PaymentFlags, NetworkFlags {
   memory: number;
   cpus: number;
   maxPrice?: bigint;
+  golemMinSuccessRate?: number;
   dataDir: string;
   json?: boolean;
 }
@@ -150,6 +151,12 @@ export function registerRunCommands(program: Command): void {
     .addOption(new Option("--cpus <n>", "CPU limit in cores").argParser(parsePositive).default(1))
     .addOption(
       new Option("--max-price <wei>", "refuse providers asking more than this per qube, wei").argParser(parseWei),
+    )
+    .addOption(
+      new Option(
+        "--golem-min-success-rate <0..1>",
+        "--backend golem: rent only providers whose reputation success rate is at least this (golem.reputation)",
+      ).argParser(Number),
     )
     .option("--data-dir <dir>", "requestor identity and journal", defaultRequestorDir())
     .addOption(new Option("--allow-public", "public mode and a public chain RPC at once (deprecated)").hideHelp())
@@ -275,6 +282,8 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
       throw new UserError("PAYMENTS_UNSUPPORTED", "The escrow pays providers of the embedded network only", {
         details: "the Golem backend pays through yagna: drop --rpc-url, --escrow and --payment-key-file",
       });
+    if (flags.golemMinSuccessRate !== undefined && flags.backend !== "golem")
+      throw new UserError("GOLEM_FLAG_WITHOUT_GOLEM", "--golem-min-success-rate needs --backend golem");
     // one process per data directory, refused at once: before the chain, the image and the network (the
     // Requestor takes this process's lock again, re-entrantly)
     lock = lockDataDir(flags.dataDir, "airqube run");
@@ -312,7 +321,9 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     logger.info({ qubeId: qube.spec.id, k: flags.redundancy, quorum }, "qube sealed");
     market =
       flags.backend === "golem"
-        ? await connectGolem(config, controller.signal)
+        ? await connectGolem(config, controller.signal, {
+            ...(flags.golemMinSuccessRate !== undefined ? { minSuccessRate: flags.golemMinSuccessRate } : {}),
+          })
         : await Libp2pMarket.connect({
             identity,
             bootstrap: bootstrapFrom(flags),
@@ -476,9 +487,13 @@ function escrowJobSummary(entry: JournalEscrowJob) {
 }
 
 /** The Golem backend, configured from golem-js's environment variables and the config file's `golem` section. */
-export async function connectGolem(file: RequestorConfig, signal: AbortSignal): Promise<ComputeMarket> {
+export async function connectGolem(
+  file: RequestorConfig,
+  signal: AbortSignal,
+  flags: import("../golem/index.js").GolemFlags = {},
+): Promise<ComputeMarket> {
   const { GolemMarket, loadGolemConfig } = await import("../golem/index.js");
-  const config = loadGolemConfig(process.env, file.golem as never);
+  const config = loadGolemConfig(process.env, file.golem as never, flags);
   return GolemMarket.connect(config, { signal, logger: cliLogger("golem") });
 }
 

@@ -38,6 +38,40 @@ export type GolemImage = z.infer<typeof golemImageSchema>;
 
 const glmAmount = z.number().finite().min(0).max(1_000_000);
 
+const reputationScore = z.number().finite().min(0).max(1);
+
+/**
+ * The opt-in reputation pre-filter (`golem.reputation`): on when any minimum is set. Scores are golem-js's
+ * (Golem's reputation service, each 0..1); a provider below any minimum, rejected by the service, or (unless
+ * `acceptUnlisted`) not scored at all is never rented.
+ */
+export const golemReputationSchema = z.strictObject({
+  /** The scores' URL: https, or http on a loopback address. Default: golem-js's DEFAULT_REPUTATION_URL. */
+  url: z.string().url().max(2048).optional(),
+  minSuccessRate: reputationScore.optional(),
+  minUptime: reputationScore.optional(),
+  minCpuSingleThreadScore: reputationScore.optional(),
+  minCpuMultiThreadScore: reputationScore.optional(),
+  /** Rent providers the service has not scored (default false: only scored providers). */
+  acceptUnlisted: z.boolean().optional(),
+  /** Deadline of the fetch, ms (default 10 s). */
+  timeoutMs: z.int().min(100).max(600_000).optional(),
+});
+
+/** The validated reputation pre-filter: `url` and `timeoutMs` defaulted. */
+export interface GolemReputationConfig {
+  url: string;
+  minSuccessRate?: number;
+  minUptime?: number;
+  minCpuSingleThreadScore?: number;
+  minCpuMultiThreadScore?: number;
+  acceptUnlisted: boolean;
+  timeoutMs: number;
+}
+
+/** golem-js's reputation service (`DEFAULT_REPUTATION_URL` of `@golem-sdk/golem-js/experimental`). */
+export const DEFAULT_REPUTATION_URL = "https://reputation.golem.network/v2/providers/scores";
+
 /** The file-config section (`golem` in the Airqube config file). */
 export const golemFileConfigSchema = z.strictObject({
   apiUrl: z.string().url().optional(),
@@ -92,6 +126,8 @@ export const golemFileConfigSchema = z.strictObject({
     })
     .partial()
     .optional(),
+  /** The opt-in reputation pre-filter (see {@link golemReputationSchema}). */
+  reputation: golemReputationSchema.optional(),
   /** Cap on the captured stdout and on stderr of a qube, each, in bytes. */
   logBytes: z
     .int()
@@ -124,6 +160,8 @@ export interface GolemConfig {
     runGraceMs: number;
   };
   logBytes: number;
+  /** The reputation pre-filter; absent when no minimum is set (the default: off). */
+  reputation?: GolemReputationConfig;
 }
 
 /**
@@ -171,15 +209,33 @@ export function isLoopbackHost(hostname: string): boolean {
   return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
+/** Command-line settings of the Golem backend (`airqube run --golem-min-success-rate`): over the file's. */
+export interface GolemFlags {
+  /** `golem.reputation.minSuccessRate`: turns the reputation pre-filter on. */
+  minSuccessRate?: number;
+}
+
+function withFlags(fileConfig: unknown, flags: GolemFlags): unknown {
+  if (flags.minSuccessRate === undefined || typeof fileConfig !== "object" || fileConfig === null) return fileConfig;
+  const file = fileConfig as { reputation?: unknown };
+  const reputation = typeof file.reputation === "object" && file.reputation !== null ? file.reputation : {};
+  return { ...file, reputation: { ...reputation, minSuccessRate: flags.minSuccessRate } };
+}
+
 /**
- * Validates the Golem settings: environment first (golem-js's names), then the file config, then defaults.
+ * Validates the Golem settings: environment first (golem-js's names), then the command-line `flags`, then the
+ * file config, then defaults.
  * Throws UserError `GOLEM_CONFIG_INVALID`, `YAGNA_APPKEY_MISSING` or `YAGNA_URL_REMOTE`.
  *
  * @example
  * const config = loadGolemConfig(process.env, fileConfig.golem);
  * const market = await GolemMarket.connect(config);
  */
-export function loadGolemConfig(env: Record<string, string | undefined>, fileConfig?: unknown): GolemConfig {
+export function loadGolemConfig(
+  env: Record<string, string | undefined>,
+  fileConfig?: unknown,
+  flags: GolemFlags = {},
+): GolemConfig {
   const envParsed = envSchema.safeParse(
     Object.fromEntries(
       ["YAGNA_API_URL", "YAGNA_APPKEY", "PAYMENT_NETWORK", "YAGNA_SUBNET"].map((k) => [k, env[k] || undefined]),
@@ -189,7 +245,7 @@ export function loadGolemConfig(env: Record<string, string | undefined>, fileCon
     throw new UserError("GOLEM_CONFIG_INVALID", "The Golem settings in the environment are invalid", {
       details: issues(envParsed.error),
     });
-  const fileParsed = golemFileConfigSchema.safeParse(fileConfig ?? {});
+  const fileParsed = golemFileConfigSchema.safeParse(withFlags(fileConfig ?? {}, flags));
   if (!fileParsed.success)
     throw new UserError("GOLEM_CONFIG_INVALID", "The golem section of the config file is invalid", {
       details: issues(fileParsed.error),
@@ -211,6 +267,7 @@ export function loadGolemConfig(env: Record<string, string | undefined>, fileCon
       details: `${apiUrl}: run yagna on this machine, or set golem.allowRemote in the config file`,
     });
   const d = DEFAULT_GOLEM_CONFIG;
+  const reputation = reputationFrom(f.reputation);
   return {
     apiUrl,
     appKey,
@@ -225,5 +282,19 @@ export function loadGolemConfig(env: Record<string, string | undefined>, fileCon
     layout: f.layout ?? { ...d.layout },
     timeouts: { ...d.timeouts, ...f.timeouts },
     logBytes: f.logBytes ?? d.logBytes,
+    ...(reputation ? { reputation } : {}),
   };
+}
+
+/** The reputation pre-filter when a minimum is set; UserError `GOLEM_CONFIG_INVALID` for a plain-http remote URL. */
+function reputationFrom(r: z.infer<typeof golemReputationSchema> | undefined): GolemReputationConfig | undefined {
+  if (!r) return undefined;
+  const { url = DEFAULT_REPUTATION_URL, acceptUnlisted = false, timeoutMs = 10_000, ...minimums } = r;
+  const parsed = new URL(url);
+  if (parsed.protocol !== "https:" && !(parsed.protocol === "http:" && isLoopbackHost(parsed.hostname)))
+    throw new UserError("GOLEM_CONFIG_INVALID", "The reputation URL must be https (or http on loopback)", {
+      details: url,
+    });
+  if (Object.values(minimums).every((m) => m === undefined)) return undefined;
+  return { url, acceptUnlisted, timeoutMs, ...minimums };
 }

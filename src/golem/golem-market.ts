@@ -9,13 +9,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Logger as GolemLogger, GolemNetwork, type GolemNetworkOptions, nullLogger } from "@golem-sdk/golem-js";
 import type { Logger as PinoLogger } from "pino";
-import { PlatformError, TimeoutError, type VerifiedQubeSpec } from "../qube/index.js";
+import { PeerError, PlatformError, TimeoutError, type VerifiedQubeSpec } from "../qube/index.js";
 import type { ComputeMarket, Dispatch, DispatchEvents, ProviderCandidate, SealedQube } from "../requestor/api.js";
 import type { GolemConfig } from "./config.js";
 import { fromGolemError } from "./errors.js";
 import { GolemDispatch } from "./golem-dispatch.js";
-import { candidateFromOffer, workloadResources } from "./order.js";
+import { candidateFromOffer, paymentPlatform, workloadResources } from "./order.js";
+import { ReputationFilter } from "./reputation.js";
 import { YagnaStorageProvider } from "./storage.js";
+
+/** How long fetched reputation scores are used before they are fetched again. */
+const REPUTATION_TTL_MS = 10 * 60_000;
 
 /** Options of {@link GolemMarket.connect}. */
 export interface GolemMarketOptions {
@@ -65,6 +69,8 @@ export class GolemMarket implements ComputeMarket {
   private readonly counters = new Map<string, string>();
   private readonly rejectionWatchers = new Map<string, Set<(reason: string) => void>>();
   private closed = false;
+  /** The reputation scores of the last fetch that succeeded, and when. */
+  private reputationCache: { at: number; filter: Promise<ReputationFilter> } | undefined;
 
   private constructor(
     readonly glm: GolemNetwork,
@@ -128,6 +134,7 @@ export class GolemMarket implements ComputeMarket {
   ): Promise<ProviderCandidate[]> {
     options.signal?.throwIfAborted();
     const { config } = this;
+    const reputation = await this.reputation(options.signal);
     const enough = Math.max(1, options.wanted ?? 1) + 2;
     const scanSpec = this.glm.market.buildScanSpecification({
       workload: { runtime: { name: config.runtime.name }, ...workloadResources(spec.spec) },
@@ -158,6 +165,12 @@ export class GolemMarket implements ComputeMarket {
             spec.spec,
             config,
           );
+          // the reputation pre-filter: before redundancy picks anyone
+          if (candidate && reputation) {
+            const wallet = offer.properties[`golem.com.payment.platform.${paymentPlatform(config)}.address`];
+            const provider = { id: candidate.id, ...(typeof wallet === "string" ? { walletAddress: wallet } : {}) };
+            if (!reputation.verdict(provider).ok) return;
+          }
           if (candidate && !found.has(candidate.id)) found.set(candidate.id, candidate);
           if (found.size >= enough) queueMicrotask(() => finish());
         },
@@ -176,6 +189,12 @@ export class GolemMarket implements ComputeMarket {
     options: { signal?: AbortSignal } & DispatchEvents = {},
   ): Promise<Dispatch> {
     if (this.closed) throw new PlatformError("MARKET_CLOSED", "The Golem market is closed");
+    const reputation = await this.reputation(options.signal);
+    const verdict = reputation?.verdict({ id: candidate.id });
+    if (verdict && !verdict.ok)
+      throw new PeerError("GOLEM_PROVIDER_REPUTATION", "The provider is below the configured reputation", {
+        details: `${candidate.id}: ${verdict.reason}`,
+      });
     const workDir = await mkdtemp(join(this.options.stagingDir ?? tmpdir(), "airqube-golem-"));
     const { signal, ...events } = options;
     const dispatch: GolemDispatch = new GolemDispatch(
@@ -208,6 +227,24 @@ export class GolemMarket implements ComputeMarket {
       }),
     );
     await this.glm.disconnect().catch(() => undefined);
+  }
+
+  /**
+   * The reputation pre-filter when configured: scores fetched once per {@link REPUTATION_TTL_MS} (a failed
+   * fetch is not kept: the next call tries again). Throws what {@link ReputationFilter.load} throws.
+   */
+  private async reputation(signal?: AbortSignal): Promise<ReputationFilter | undefined> {
+    const settings = this.config.reputation;
+    if (!settings) return undefined;
+    const cached = this.reputationCache;
+    if (cached && Date.now() - cached.at < REPUTATION_TTL_MS) return cached.filter;
+    const filter = ReputationFilter.load(settings, this.config.paymentNetwork, signal ? { signal } : {});
+    const entry = { at: Date.now(), filter };
+    this.reputationCache = entry;
+    filter.catch(() => {
+      if (this.reputationCache === entry) this.reputationCache = undefined;
+    });
+    return filter;
   }
 
   private watchRejections(provider: string, onRejected: (reason: string) => void): () => void {

@@ -6,10 +6,14 @@
  */
 export {
   DEFAULT_GOLEM_CONFIG,
+  DEFAULT_REPUTATION_URL,
   type GolemConfig,
   type GolemFileConfig,
+  type GolemFlags,
   type GolemImage,
+  type GolemReputationConfig,
   golemFileConfigSchema,
+  golemReputationSchema,
   isLoopbackHost,
   loadGolemConfig,
   PAYMENT_NETWORKS,
@@ -25,3 +29,4 @@ export {
   workloadResources,
 } from "./order.js";
 export { type GolemProbeOptions, GolemSandbox, PROBE_PROGRAM, runGolemProbe } from "./probe.js";
+export { REPUTATION_MAX_BYTES, ReputationFilter, type ReputationVerdict } from "./reputation.js";
