@@ -114,9 +114,12 @@ const FIXED: readonly Weakening[] = [
   },
   {
     name: "pids-limit:off",
-    description: "removes the pids limit",
-    config: (c) => withHost(c, { PidsLimit: -1 }),
-    effect: { shows: "pids.max is max", seen: (o) => fact(o, "pids") === "max" },
+    description: "removes the pids limit (and the gvisor tier's RLIMIT_NPROC, which carries it there)",
+    config: (c) => withHost(c, { PidsLimit: -1, Ulimits: c.HostConfig.Ulimits.filter((u) => u.Name !== "nproc") }),
+    effect: {
+      shows: "pids.max is max (under gVisor, with no pids cgroup in sight: RLIMIT_NPROC unlimited)",
+      seen: (o) => fact(o, "pids") === "max" || (fact(o, "pids") === "none" && fact(o, "nproc") === "unlimited"),
+    },
   },
   {
     name: "memory-limit:off",

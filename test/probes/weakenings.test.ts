@@ -110,6 +110,18 @@ describe("weakenings", () => {
     );
     for (const name of MUTATION_WEAKENINGS)
       expect(ineffectiveWeakenings([name], observe({})), `${name} shows nothing without facts`).to.have.length(1);
+    // pids-limit:off: pids.max on runc; under gVisor (no pids cgroup in sight) the RLIMIT_NPROC that carries it
+    expect(ineffectiveWeakenings(["pids-limit:off"], observe({ pids: "max", nproc: "unlimited" }))).to.deep.equal([]);
+    expect(ineffectiveWeakenings(["pids-limit:off"], observe({ pids: "none", nproc: "unlimited" }))).to.deep.equal([]);
+    expect(ineffectiveWeakenings(["pids-limit:off"], observe({ pids: "none", nproc: "64" }))).to.have.length(1);
+    expect(ineffectiveWeakenings(["pids-limit:off"], observe({ pids: "64", nproc: "unlimited" }))).to.have.length(1);
+  });
+
+  it("removes the gvisor tier's RLIMIT_NPROC with the pids limit", async () => {
+    const { gvisorContainerConfig } = await import("../../src/sandbox/hardening.js");
+    const weakened = weakening("pids-limit:off").config!(gvisorContainerConfig(base()));
+    expect(weakened.HostConfig.PidsLimit).to.equal(-1);
+    expect(weakened.HostConfig.Ulimits.map((u) => u.Name)).to.deep.equal(["nofile", "core"]);
   });
 
   it("refuses unknown names and capabilities with a UserError", () => {

@@ -717,6 +717,9 @@ static void emit_facts(void) {
     for (char *c = v; *c; c++) if (!isalnum((unsigned char)*c) && *c != '-') *c = '_';
     FACT(";%s=%s", cg[i].key, *v ? v : "none");
   }
+  struct rlimit nproc;
+  if (getrlimit(RLIMIT_NPROC, &nproc) == 0 && nproc.rlim_cur != RLIM_INFINITY) FACT(";nproc=%llu", (unsigned long long)nproc.rlim_cur);
+  else FACT(";nproc=unlimited");
   struct statvfs sv;
   FACT(";scratch=%llu", statvfs("/scratch", &sv) == 0 ? (unsigned long long)sv.f_blocks * sv.f_frsize : 0ULL);
   /* The runtime's masked and read-only /proc paths that are present but neither masked nor read-only. */
@@ -1819,7 +1822,10 @@ static void probe_43(ev_t *ev) {
 /* ---------- rows 32-35: limits ---------- */
 
 static void probe_32(ev_t *ev) {
-  long cap = cfg.pids * 4;
+  /* One fork past the declared limit settles it (the limit counts this probe and the init too): stop there, so a
+     missing limit costs little (under gVisor every task holds Sentry memory, and the bomb OOM-killed the sandbox
+     before it could report when it went on to four times the limit). */
+  long cap = cfg.pids + 1;
   if (cap > 2048) cap = 2048;
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) != 0) { INCONCLUSIVE(ev, "pipe: %s", en(errno)); return; }
@@ -1852,7 +1858,7 @@ static void probe_32(ev_t *ev) {
   usleep(50000);
   reap_all();
   if (msg[0] < 0) { INCONCLUSIVE(ev, "the fork bomb child did not report"); return; }
-  if (msg[0] >= cap) FAIL(ev, "forked %ld processes without hitting a limit (declared pids limit %ld, stopped at the internal cap)", msg[0], cfg.pids);
+  if (msg[0] >= cap) FAIL(ev, "forked %ld processes without hitting a limit (declared pids limit %ld; stopped there)", msg[0], cfg.pids);
   else if (msg[0] >= cfg.pids) FAIL(ev, "fork failed only after %ld processes (%s), above the declared limit %ld", msg[0], en((int)msg[1]), cfg.pids);
   else ev_add(ev, "fork failed with %s after %ld processes (pids limit %ld)", en((int)msg[1]), msg[0], cfg.pids);
   /* host healthy: we can fork again once the bomb is gone */
