@@ -11,7 +11,7 @@
  * private address sent by a peer behind NAT names its own LAN. Without the permission nothing changes.
  */
 import { type DCUtRServiceComponents, dcutr } from "@libp2p/dcutr";
-import type { Connection } from "@libp2p/interface";
+import type { Connection, Libp2p, PeerId } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { type AddressPolicy, mayDial } from "./addresses.js";
 
@@ -65,4 +65,33 @@ export function policyDcutr(policy: AddressPolicy): (components: DCUtRServiceCom
     };
     return service;
   };
+}
+
+/**
+ * When every connection to `peer` is relayed, waits (at most `timeoutMs`) for a direct one: DCUtR closes the
+ * relayed connection once it has upgraded, which would cut a stream opened on it meanwhile. Returns whether a
+ * direct connection is open (false: keep using the relay).
+ *
+ * @example
+ * await awaitDirectConnection(node, peerId, DCUTR_TIMEOUT_MS);
+ */
+export async function awaitDirectConnection(node: Libp2p, peer: PeerId, timeoutMs: number): Promise<boolean> {
+  const direct = () => node.getConnections(peer).some((c) => c.limits == null && !isCircuit(c.remoteAddr));
+  if (direct()) return true;
+  if (node.getConnections(peer).length === 0) return false;
+  return new Promise<boolean>((resolve) => {
+    const done = (value: boolean) => {
+      clearTimeout(timer);
+      node.removeEventListener("connection:open", check);
+      node.removeEventListener("peer:disconnect", check);
+      resolve(value);
+    };
+    const check = () => {
+      if (direct()) done(true);
+      else if (node.getConnections(peer).length === 0) done(false);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    node.addEventListener("connection:open", check);
+    node.addEventListener("peer:disconnect", check);
+  });
 }

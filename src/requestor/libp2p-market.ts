@@ -6,6 +6,7 @@ import { randomBytes } from "node:crypto";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
 import { type AgreementTerms, proposeAgreement } from "../net/agreement.js";
+import { awaitDirectConnection, DCUTR_TIMEOUT_MS } from "../net/dcutr.js";
 import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
 import { askAdmission, ExchangeSession } from "../net/exchange/dialer.js";
 import { type AirqubeNode, createNode } from "../net/node.js";
@@ -154,6 +155,9 @@ export class Libp2pMarket implements ComputeMarket {
           const peer = peerIdFromString(offer.provider);
           await this.node.peerStore.merge(peer, { multiaddrs: offer.addrs.map((a) => multiaddr(a)) });
           await this.node.services.ping.ping(peer, { signal });
+          // a requestor with addresses of its own may be dialled back directly by a provider behind NAT (DCUtR),
+          // which then closes the relayed connection: wait for that before any exchange stream opens on it
+          if (this.options.listen?.length) await awaitDirectConnection(this.node, peer, DCUTR_TIMEOUT_MS);
           this.alive.set(candidate.id, Date.now());
           return true;
         } catch (error) {

@@ -236,7 +236,6 @@ describe("net: the public network across network namespaces @docker", function (
   });
 
   it("DCUtR: a requestor with an address of its own, reaching E through the relay, is dialled back by E (reverse connection) and the paid qube runs over the direct connection; without one it is served over the relay", async () => {
-    const viaRelay = `${bootstrap}/p2p-circuit/p2p/${providers.e!.peerId}`;
     const requestor = async (listen: boolean, payer: number) => {
       const t0 = performance.now();
       const child = net!.spawn(
@@ -248,7 +247,6 @@ describe("net: the public network across network namespaces @docker", function (
           join(process.cwd(), "test", "net", "fixtures", "dcutr-requestor.ts"),
           JSON.stringify({
             bootstrap: [bootstrap, bootstrap2],
-            relayed: viaRelay,
             provider: providers.e!.peerId,
             ...(listen ? { listen: `/ip4/${net!.hosts.d!.ip}/tcp/0` } : {}),
             rpcUrl: chain.rpcUrl,
