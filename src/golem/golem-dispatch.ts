@@ -83,6 +83,13 @@ export class GolemDispatch implements Dispatch {
   private readonly layout: RemoteLayout;
   /** Errors met while releasing, for tests and logs; release never throws. */
   readonly releaseErrors: unknown[] = [];
+  /**
+   * How the rental's invoice ended before the allocation was released: `accepted`, `rejected` (not what was
+   * agreed), or `deadline` (none settled within `timeouts.finalizeMs`); undefined before a release or without
+   * a rental.
+   */
+  settlement: "accepted" | "rejected" | "deadline" | undefined;
+  private invoiceSettled: { promise: Promise<"accepted" | "rejected">; stop: () => void } | undefined;
 
   constructor(
     readonly provider: ProviderCandidate,
@@ -148,6 +155,7 @@ export class GolemDispatch implements Dispatch {
       } finally {
         stopWatching();
       }
+      this.invoiceSettled = this.watchInvoice(this.rental.agreement.id);
       this.events.onAgreement?.(this.provider.id);
       this.exe = await this.step(
         "GOLEM_DEPLOY",
@@ -264,8 +272,13 @@ export class GolemDispatch implements Dispatch {
     this.releasing ??= (async () => {
       const { glm, config } = this.context;
       if (this.rental) {
+        const deadline = Date.now() + config.timeouts.finalizeMs;
         // a fresh deadline: the caller's signal may be aborted already, and golem-js would then skip the release
         await this.rental.stopAndFinalize(config.timeouts.finalizeMs).catch((e) => this.releaseErrors.push(e));
+        // the allocation pays the invoice: it is released only once the invoice is settled (accepted, or
+        // rejected by the filters) or the finalize deadline passed, even when golem-js's finalization failed
+        // early (e.g. yagna refused to destroy the activity) and did not wait for the payment itself
+        this.settlement = await this.settledBy(deadline);
       }
       if (this.allocation)
         await glm.payment.releaseAllocation(this.allocation).catch((e) => this.releaseErrors.push(e));
@@ -280,6 +293,46 @@ export class GolemDispatch implements Dispatch {
       this.context.onDisposed();
     })();
     return this.disposing;
+  }
+
+  /** Resolves when golem-js accepts or rejects the invoice of `agreementId`. */
+  private watchInvoice(agreementId: string): { promise: Promise<"accepted" | "rejected">; stop: () => void } {
+    const events = this.context.glm.payment.events;
+    let stop = () => {};
+    const promise = new Promise<"accepted" | "rejected">((resolve) => {
+      const accepted = ({ invoice }: { invoice: { agreementId: string } }) => {
+        if (invoice.agreementId === agreementId) resolve("accepted");
+      };
+      const rejected = ({ invoice }: { invoice: { agreementId: string } }) => {
+        if (invoice.agreementId === agreementId) resolve("rejected");
+      };
+      events.on("invoiceAccepted", accepted);
+      events.on("invoiceRejected", rejected);
+      stop = () => {
+        events.off("invoiceAccepted", accepted);
+        events.off("invoiceRejected", rejected);
+      };
+    });
+    void promise.then(() => stop());
+    return { promise, stop: () => stop() };
+  }
+
+  /** The invoice's settlement, or `deadline` when none came before `deadline` (ms since the epoch). */
+  private async settledBy(deadline: number): Promise<"accepted" | "rejected" | "deadline"> {
+    const watch = this.invoiceSettled;
+    if (!watch) return "deadline";
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        watch.promise,
+        new Promise<"deadline">((resolve) => {
+          timer = setTimeout(() => resolve("deadline"), Math.max(0, deadline - Date.now()));
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      watch.stop();
+    }
   }
 
   private archiveCap(): number {

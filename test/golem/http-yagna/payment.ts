@@ -165,6 +165,7 @@ export class PaymentService {
     };
     this.invoices.set(invoice.invoiceId, invoice);
     this.deps.ledger.invoicesIssued.push({ id: invoice.invoiceId, agreementId, amount: invoice.amount });
+    this.deps.ledger.payments.push(`invoice-issued:${agreementId}`);
     const session = this.deps.sessionOf(agreementId);
     this.invoiceEvents.push({
       eventType: "InvoiceReceivedEvent",
@@ -240,6 +241,7 @@ export class PaymentService {
     const allocation = this.allocation(c.params.id);
     this.released.add(allocation.allocationId);
     this.deps.ledger.allocationsReleased.push(allocation.allocationId);
+    this.deps.ledger.payments.push(`allocation-released:${allocation.allocationId}`);
     return { status: 204 };
   }
 
@@ -307,6 +309,7 @@ export class PaymentService {
       amount: invoice.amount,
       allocationId: body.allocationId,
     });
+    this.deps.ledger.payments.push(`invoice-accepted:${invoice.agreementId}`);
     return { status: 200 };
   }
 
@@ -316,6 +319,7 @@ export class PaymentService {
     if (invoice.status === "ACCEPTED") throw new HttpError(400, "an accepted invoice cannot be rejected");
     invoice.status = "REJECTED";
     this.deps.ledger.invoicesRejected.push({ id: invoice.invoiceId, message: body.message ?? body.rejectionReason });
+    this.deps.ledger.payments.push(`invoice-rejected:${invoice.agreementId}`);
     return { status: 200 };
   }
 

@@ -165,6 +165,11 @@ export interface Ledger {
   runs: { provider: string; argv: string[] }[];
   /** Every HTTP answer a fault rule forced, as `METHOD path status`. */
   faults: string[];
+  /**
+   * The payment side in the order yagna saw it: `invoice-issued:<agreement>`,
+   * `invoice-accepted:<agreement>`, `invoice-rejected:<agreement>`, `allocation-released:<allocation>`.
+   */
+  payments: string[];
 }
 
 export function emptyLedger(): Ledger {
@@ -187,5 +192,6 @@ export function emptyLedger(): Ledger {
     debitNotesAccepted: [],
     runs: [],
     faults: [],
+    payments: [],
   };
 }

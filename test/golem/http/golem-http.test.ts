@@ -7,13 +7,16 @@ import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
+import type { GolemDispatch } from "../../../src/golem/golem-dispatch.js";
 import type { GolemMarket } from "../../../src/golem/golem-market.js";
+import { GolemMarket as Market } from "../../../src/golem/golem-market.js";
 import { AirqubeError } from "../../../src/qube/errors.js";
 import { Requestor } from "../../../src/requestor/requestor.js";
 import { node, testQube } from "../helpers.js";
 import type { SimProvider } from "../http-yagna/provider.js";
 import type { HttpYagna } from "../http-yagna/server.js";
-import { httpMarket } from "./fixtures.js";
+import { GOOD, POOR, reputationData, ScoreServer } from "../reputation-server.js";
+import { httpConfig, httpMarket } from "./fixtures.js";
 
 /** A provider that runs the qube, then rewrites its result before packing. */
 const liar = (id: string): SimProvider => ({
@@ -65,6 +68,15 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
     expect((await readFile(join(outputDir, "result.txt"), "utf8")).trim()).to.equal("3");
     expect(yagna.ledger.agreementsApproved).to.have.length(1);
     expect(yagna.ledger.runs.map((r) => r.argv[3])).to.deep.equal(["airqube-run", "airqube-pack"]);
+    // the allocation is released only after the invoice it pays was accepted, in the order yagna saw
+    const [agreement] = yagna.ledger.agreementsApproved;
+    const [allocation] = yagna.ledger.allocationsCreated;
+    expect(yagna.ledger.payments).to.deep.equal([
+      `invoice-issued:${agreement}`,
+      `invoice-accepted:${agreement}`,
+      `allocation-released:${allocation}`,
+    ]);
+    expect((dispatch as GolemDispatch).settlement).to.equal("accepted");
   });
 
   it("verifies k = 3 with the unchanged Requestor, pays each invoice and accepts debit notes", async () => {
@@ -227,6 +239,13 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
     expect(y.ledger.debitNotesIssued.length).to.be.greaterThan(0);
     expect(y.ledger.debitNotesAccepted).to.deep.equal([]);
     expect(y.ledger.allocationsReleased).to.deep.equal(y.ledger.allocationsCreated);
+    const [agreement] = y.ledger.agreementsApproved;
+    expect(y.ledger.payments).to.deep.equal([
+      `invoice-issued:${agreement}`,
+      `invoice-rejected:${agreement}`,
+      `allocation-released:${y.ledger.allocationsCreated[0]}`,
+    ]);
+    expect((dispatch as GolemDispatch).settlement).to.equal("rejected");
   });
 
   it("fails fast on a provider that rejects the agreement or the counter-proposal, renting nothing", async () => {
@@ -268,6 +287,53 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
     expect(yagna.ledger.invoicesIssued).to.deep.equal([]);
     expect(yagna.ledger.agreementsTerminated.map((t) => t.by)).to.deep.equal(["Requestor"]);
     expect(yagna.ledger.allocationsReleased).to.deep.equal(yagna.ledger.allocationsCreated);
+    // released at the finalize deadline, with no invoice
+    expect(yagna.ledger.payments).to.deep.equal([`allocation-released:${yagna.ledger.allocationsCreated[0]}`]);
+    expect((dispatch as GolemDispatch).settlement).to.equal("deadline");
+  });
+
+  it("a 500 storm on activity creation is a typed error, the rental and allocation released", async () => {
+    ({ yagna, market, stagingDir } = await httpMarket([{ id: node(1) }]));
+    yagna.faults.push({ method: "POST", path: /\/activity$/, status: 500, times: 20 });
+    const error = await rejection(
+      market.dispatch({ id: node(1), tiers: ["container"], price: 10n ** 17n }, await testQube({ limits: LIMITS })),
+    );
+    expect(error.code).to.equal("GOLEM_DEPLOY_FAILED");
+    expect(error.fault).to.equal("peer");
+    expect(error.details).to.match(/^GolemWorkError ActivityCreationFailed: /);
+    expect(yagna.ledger.faults.some((f) => f.startsWith("POST /activity-api/v1/activity 500"))).to.equal(true);
+    expect(yagna.ledger.activitiesCreated).to.deep.equal([]);
+    expect(yagna.ledger.agreementsTerminated.map((t) => t.by)).to.deep.equal(["Requestor"]);
+    expect(yagna.ledger.allocationsReleased).to.deep.equal(yagna.ledger.allocationsCreated);
+  });
+
+  it("reputation pre-filter: a provider below the minimum is never rented; with the filter off it is", async () => {
+    const scores = await ScoreServer.start();
+    let plain: GolemMarket | undefined;
+    try {
+      scores.answer = { kind: "data", body: reputationData({ [node(1)]: GOOD, [node(2)]: POOR }) };
+      ({ yagna, market, stagingDir } = await httpMarket([{ id: node(1) }, { id: node(2) }], {
+        reputation: { url: scores.url, minSuccessRate: 0.8 },
+      }));
+      const qube = await testQube({ limits: LIMITS });
+      expect((await market.findProviders(qube.spec, { wanted: 2 })).map((c) => c.id)).to.deep.equal([node(1)]);
+      const refused = await rejection(market.dispatch({ id: node(2), tiers: ["container"], price: 10n ** 17n }, qube));
+      expect(refused.code).to.equal("GOLEM_PROVIDER_REPUTATION");
+      expect(yagna.ledger.agreementsApproved).to.deep.equal([]);
+      expect(yagna.ledger.allocationsCreated).to.deep.equal([]);
+      expect(scores.queries.map((q) => q.searchParams.get("network"))).to.deep.equal(["holesky"]);
+      // filter off (same yagna): the same provider is found and rented
+      plain = await Market.connect(httpConfig(yagna), { stagingDir });
+      const all = (await plain.findProviders(qube.spec, { wanted: 2 })).map((c) => c.id);
+      expect(all.sort()).to.deep.equal([node(1), node(2)]);
+      const rented = await plain.dispatch({ id: node(2), tiers: ["container"], price: 10n ** 17n }, qube);
+      expect(yagna.ledger.agreementsApproved).to.have.length(1);
+      await (rented as GolemDispatch).release();
+      await (rented as GolemDispatch).dispose();
+    } finally {
+      await plain?.close();
+      await scores.close();
+    }
   });
 });
 
