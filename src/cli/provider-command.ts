@@ -11,6 +11,7 @@ import { readChainFile, settleSeats } from "../provider/payments.js";
 import { escapeSuiteGate } from "../provider/probe-gate.js";
 import { UserError } from "../qube/index.js";
 import type { Sandbox } from "../sandbox/api.js";
+import { UidPool } from "../sandbox/uid-pool.js";
 import { lockDataDir } from "../store/dir-lock.js";
 import { cliLogger } from "./logger.js";
 import { printJson, reportError } from "./output.js";
@@ -240,14 +241,17 @@ async function start(flags: StartFlags): Promise<number> {
           : undefined,
     });
     const sandboxes: Partial<Record<"container" | "microvm", Sandbox>> = {};
+    // one pool of host uids for every tier: no two live sandboxes (container, gvisor or QEMU) share a uid
+    const uidPool = config.sandboxUids ? new UidPool(config.sandboxUids) : undefined;
     if (config.tiers.includes("microvm")) {
       const { MicroVmSandbox } = await import("../sandbox/microvm-sandbox.js");
-      sandboxes.microvm = new MicroVmSandbox();
+      sandboxes.microvm = new MicroVmSandbox(uidPool ? { uids: uidPool } : {});
     }
     agent = new ProviderAgent(config, {
       probe: escapeSuiteGate(config.probeCache ? { cacheDir: config.probeCache } : {}),
       sandboxes,
       logger,
+      ...(uidPool ? { uidPool } : {}),
     });
     const shutdown = new Promise<string>((resolve) => {
       process.once("SIGINT", () => resolve("SIGINT"));

@@ -82,6 +82,11 @@ export interface ProviderDeps {
   logger?: Logger;
   /** Clock (tests); default the system clock. */
   now?: () => Date;
+  /**
+   * The host uids of every sandbox the agent runs, when the caller made sandboxes of its own (the micro-VM
+   * tier) that must draw from the same pool; default a pool of `config.sandboxUids`, made when first needed.
+   */
+  uidPool?: UidPool;
 }
 
 /** A running agent's state, as {@link ProviderAgent.status} returns it (also written to `status.json`). */
@@ -192,6 +197,7 @@ export class ProviderAgent {
     this.logger = deps.logger ?? pino({ level: "silent" });
     this.now = deps.now ?? (() => new Date());
     this.sandboxes = deps.sandboxes ?? {};
+    this.uidPool = deps.uidPool;
     this.images = new ImageCache(join(config.dataDir, "images"), this.docker, config.images);
   }
 

@@ -91,7 +91,7 @@ export const providerConfigSchema = z
       .optional(),
     /** Directory where escape-suite reports are cached by (tier, runtime, image, hardening) fingerprint. */
     probeCache: z.string().optional(),
-    /** Host uids for the container and gvisor tiers' sandboxes, one per concurrent qube (default: all as nobody). */
+    /** Host uids for every tier's sandboxes (container, gvisor, micro-VM), one per concurrent qube (default: all as nobody). */
     sandboxUids: z.strictObject({ first: z.int().min(1000), count: z.int().min(1).max(65_536) }).optional(),
     devnet: z.boolean().default(false),
     behaviour: behaviourSchema.default("honest"),
