@@ -1,8 +1,10 @@
 /**
  * The public network across real kernel networking: network namespaces stand in for hosts (helpers/netns.ts).
  * Two bootnodes in A and A2, providers in B and C, a provider E behind a NAT router (reached through the
- * bootnodes' circuit relays), a requestor in D; every process is the real CLI in public mode. Addresses live only inside
- * the namespaces this test creates and deletes. Skipped, with the reason, when not root or without `ip netns`.
+ * bootnodes' circuit relays), a requestor in D; every process is the real CLI in public mode, except the DCUtR
+ * case's requestors (fixtures/dcutr-requestor.ts: the CLI's requestor listens nowhere). Addresses live only
+ * inside the namespaces this test creates and deletes. Skipped, with the reason, when not root or without
+ * `ip netns`.
  */
 import type { ChildProcess } from "node:child_process";
 import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
