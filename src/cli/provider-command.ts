@@ -4,14 +4,13 @@ import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { EscrowClient } from "../chain/escrow-client.js";
 import { loadOrCreatePayoutWallet } from "../net/keys.js";
-import { ProviderAgent } from "../provider/agent.js";
+import { ProviderAgent, sweptUidPool } from "../provider/agent.js";
 import { loadProviderConfig } from "../provider/config.js";
 import { JobLedger } from "../provider/ledger.js";
 import { readChainFile, settleSeats } from "../provider/payments.js";
 import { escapeSuiteGate } from "../provider/probe-gate.js";
 import { UserError } from "../qube/index.js";
 import type { Sandbox } from "../sandbox/api.js";
-import { UidPool } from "../sandbox/uid-pool.js";
 import { lockDataDir } from "../store/dir-lock.js";
 import { cliLogger } from "./logger.js";
 import { printJson, reportError } from "./output.js";
@@ -242,7 +241,7 @@ async function start(flags: StartFlags): Promise<number> {
     });
     const sandboxes: Partial<Record<"container" | "microvm", Sandbox>> = {};
     // one pool of host uids for every tier: no two live sandboxes (container, gvisor or QEMU) share a uid
-    const uidPool = config.sandboxUids ? new UidPool(config.sandboxUids) : undefined;
+    const uidPool = config.sandboxUids ? sweptUidPool(config.sandboxUids, logger) : undefined;
     if (config.tiers.includes("microvm")) {
       const { MicroVmSandbox } = await import("../sandbox/microvm-sandbox.js");
       sandboxes.microvm = new MicroVmSandbox(uidPool ? { uids: uidPool } : {});

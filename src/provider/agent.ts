@@ -47,7 +47,8 @@ import {
 } from "../qube/index.js";
 import type { Sandbox } from "../sandbox/api.js";
 import { ContainerSandbox } from "../sandbox/container-sandbox.js";
-import { UidPool } from "../sandbox/uid-pool.js";
+import { UidPool, type UidRange } from "../sandbox/uid-pool.js";
+import { sweepUid } from "../sandbox/uid-sweep.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import { checkAdmission } from "./admission.js";
 import { type Behaviour, parseBehaviour } from "./behaviour.js";
@@ -296,7 +297,7 @@ export class ProviderAgent {
     if (tier !== "container" && tier !== "gvisor")
       throw new UserError("TIER_UNAVAILABLE", `No sandbox for tier ${tier} was configured`);
     // one pool for every tier: no two live sandboxes share a uid
-    if (this.config.sandboxUids && !this.uidPool) this.uidPool = new UidPool(this.config.sandboxUids);
+    if (this.config.sandboxUids && !this.uidPool) this.uidPool = sweptUidPool(this.config.sandboxUids, this.logger);
     const sandbox = new ContainerSandbox({ tier, ...(this.uidPool ? { uids: this.uidPool } : {}) });
     this.sandboxes[tier] = sandbox;
     return sandbox;
@@ -707,4 +708,19 @@ export class ProviderAgent {
     this.ledger.close();
     this.dirLock.release();
   }
+}
+
+/**
+ * The provider's pool of sandbox uids: each released uid is swept (its processes killed, its files in the host's
+ * world-writable directories removed) before another qube gets it; one the sweep could not clean stays out of
+ * service, with a warning.
+ */
+export function sweptUidPool(range: UidRange, logger: Logger): UidPool {
+  return new UidPool(range, {
+    sweep: (uid) => sweepUid(uid),
+    onSwept: (report) => {
+      if (!report.complete) logger.warn(report, "sandbox uid not clean after its qube: taken out of service");
+      else if (report.killed > 0 || report.removed > 0) logger.warn(report, "removed what a sandbox uid left behind");
+    },
+  });
 }

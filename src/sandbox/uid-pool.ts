@@ -6,6 +6,7 @@
  * the range allows.
  */
 import { PlatformError, UserError } from "../qube/errors.js";
+import type { UidSweepReport } from "./uid-sweep.js";
 
 /** A range of host uids: `first` to `first + count - 1` (the same numbers serve as gids). */
 export interface UidRange {
@@ -28,8 +29,27 @@ export const MIN_SANDBOX_UID = 1000;
 export class UidPool {
   private readonly free: number[];
   private readonly held = new Set<number>();
+  /** Released uids whose sweep runs: not handed out until it ends. */
+  private readonly sweeping = new Map<number, Promise<void>>();
+  /** Uids whose sweep did not complete: never handed out again by this pool. */
+  private readonly out = new Set<number>();
+  private readonly sweep: ((uid: number) => Promise<UidSweepReport>) | undefined;
+  private readonly onSwept: ((report: UidSweepReport) => void) | undefined;
 
-  constructor(readonly range: UidRange) {
+  /**
+   * `sweep`: run on each released uid before it is handed out again (e.g. {@link sweepUid}: its processes
+   * killed, its files in world-writable directories removed); a uid whose sweep is incomplete or fails stays
+   * out of service. `onSwept` sees each report (for the log).
+   */
+  constructor(
+    readonly range: UidRange,
+    options: {
+      sweep?: (uid: number) => Promise<UidSweepReport>;
+      onSwept?: (report: UidSweepReport) => void;
+    } = {},
+  ) {
+    this.sweep = options.sweep;
+    this.onSwept = options.onSwept;
     const { first, count } = range;
     if (!Number.isInteger(first) || !Number.isInteger(count) || count < 1 || count > 65_536)
       throw new UserError("UID_RANGE_INVALID", "A uid range needs an integer first uid and 1 to 65536 uids", {
@@ -51,7 +71,7 @@ export class UidPool {
     const uid = this.free.shift();
     if (uid === undefined)
       throw new PlatformError("UID_EXHAUSTED", "Every uid of the sandbox range is in use", {
-        details: `${this.range.count} uids from ${this.range.first}: make the range at least as large as the concurrency`,
+        details: `${this.range.count} uids from ${this.range.first} (${this.held.size} in use, ${this.sweeping.size} being swept, ${this.out.size} out of service): make the range at least as large as the concurrency`,
       });
     this.held.add(uid);
     return uid;
@@ -59,7 +79,35 @@ export class UidPool {
 
   /** Returns a uid once nothing of its sandbox is left. Releasing a uid not held is ignored. */
   release(uid: number): void {
-    if (this.held.delete(uid)) this.free.push(uid);
+    if (!this.held.delete(uid)) return;
+    if (!this.sweep) {
+      this.free.push(uid);
+      return;
+    }
+    const swept = this.sweep(uid).then(
+      (report) => {
+        this.onSwept?.(report);
+        if (report.complete) this.free.push(uid);
+        else this.out.add(uid);
+      },
+      () => {
+        this.out.add(uid);
+      },
+    );
+    this.sweeping.set(
+      uid,
+      swept.finally(() => this.sweeping.delete(uid)),
+    );
+  }
+
+  /** Resolves once every sweep started so far has ended. */
+  async settled(): Promise<void> {
+    await Promise.all(this.sweeping.values());
+  }
+
+  /** Uids taken out of service because their sweep did not complete. */
+  get outOfService(): number[] {
+    return [...this.out];
   }
 
   /** Uids held right now. */
