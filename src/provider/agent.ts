@@ -705,6 +705,8 @@ export class ProviderAgent {
     await this.node?.stop();
     await this.payments?.close();
     for (const sandbox of Object.values(this.sandboxes)) await sandbox?.close();
+    // the sweeps of the uids the sandboxes gave back end before the agent does
+    await this.uidPool?.settled();
     this.ledger.close();
     this.dirLock.release();
   }
