@@ -39,11 +39,34 @@ const applets = execFileSync(busyboxPath, ["--list-full"], { encoding: "utf8" })
   .filter((line) => line && line !== "bin/busybox");
 
 function busyboxRootfs(): LayerEntry[] {
-  const dirs = ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "tmp", "scratch", "output", "input", "proc", "sys", "dev"];
-  const entries: LayerEntry[] = dirs.map((path) => ({ type: "directory", path, mode: path === "tmp" ? 0o1777 : 0o755 }));
+  const dirs = [
+    "bin",
+    "sbin",
+    "usr",
+    "usr/bin",
+    "usr/sbin",
+    "etc",
+    "tmp",
+    "scratch",
+    "output",
+    "input",
+    "proc",
+    "sys",
+    "dev",
+  ];
+  const entries: LayerEntry[] = dirs.map((path) => ({
+    type: "directory",
+    path,
+    mode: path === "tmp" ? 0o1777 : 0o755,
+  }));
   entries.push({ type: "file", path: "bin/busybox", mode: 0o755, content: busybox });
   for (const applet of applets) entries.push({ type: "symlink", path: applet, target: "/bin/busybox" });
-  entries.push({ type: "file", path: "etc/passwd", mode: 0o644, content: Buffer.from("root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/scratch:/bin/sh\n") });
+  entries.push({
+    type: "file",
+    path: "etc/passwd",
+    mode: 0o644,
+    content: Buffer.from("root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/scratch:/bin/sh\n"),
+  });
   entries.push({ type: "file", path: "etc/group", mode: 0o644, content: Buffer.from("root:x:0:\nnogroup:x:65534:\n") });
   return entries;
 }
@@ -64,7 +87,11 @@ if (haveProbe) {
   const probe = readFileSync(join(build, "probe"));
   await buildImage(
     "airqube/probe:latest",
-    [...busyboxRootfs(), { type: "directory", path: "airqube", mode: 0o755 }, { type: "file", path: "airqube/probe", mode: 0o755, content: probe }],
+    [
+      ...busyboxRootfs(),
+      { type: "directory", path: "airqube", mode: 0o755 },
+      { type: "file", path: "airqube/probe", mode: 0o755, content: probe },
+    ],
     ["/airqube/probe"],
   );
 }

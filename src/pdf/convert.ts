@@ -11,13 +11,13 @@ import { dirname, join } from "node:path";
 import type { ShippableImage } from "../images/ship.js";
 import { PeerError, UserError } from "../qube/errors.js";
 import type { Identity, Tier } from "../qube/index.js";
+import { printable } from "../qube/printable.js";
 import type { ProviderCandidate } from "../requestor/api.js";
 import { sealQube } from "../requestor/draft.js";
 import type { PaymentReport } from "../requestor/payments.js";
 import type { Requestor, RunEvent, RunReport } from "../requestor/requestor.js";
 import { writeImagePdf } from "./pdf-writer.js";
 import { DEFAULT_PAGE_LIMITS, type PageLimits, type RgbPage, readPpm } from "./ppm.js";
-import { printable } from "../qube/printable.js";
 
 /** The renderer image (`npm run images:debian`): poppler-utils on Debian. */
 export const PDF_IMAGE = "airqube/pdf:latest";
