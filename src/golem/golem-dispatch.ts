@@ -274,7 +274,16 @@ export class GolemDispatch implements Dispatch {
       if (this.rental) {
         const deadline = Date.now() + config.timeouts.finalizeMs;
         // a fresh deadline: the caller's signal may be aborted already, and golem-js would then skip the release
-        await this.rental.stopAndFinalize(config.timeouts.finalizeMs).catch((e) => this.releaseErrors.push(e));
+        const finalized = await this.rental.stopAndFinalize(config.timeouts.finalizeMs).then(
+          () => true,
+          (e: unknown) => {
+            this.releaseErrors.push(e);
+            return false;
+          },
+        );
+        // golem-js gives up at the first step that fails (e.g. yagna refusing to destroy the activity) and
+        // never terminates the agreement then: the provider would neither stop nor invoice
+        if (!finalized) await this.endRental(this.rental, deadline);
         // the allocation pays the invoice: it is released only once the invoice is settled (accepted, or
         // rejected by the filters) or the finalize deadline passed, even when golem-js's finalization failed
         // early (e.g. yagna refused to destroy the activity) and did not wait for the payment itself
@@ -293,6 +302,22 @@ export class GolemDispatch implements Dispatch {
       this.context.onDisposed();
     })();
     return this.disposing;
+  }
+
+  /** Destroys the activity and terminates the agreement after golem-js's finalization failed; never throws. */
+  private async endRental(rental: ResourceRental, deadline: number): Promise<void> {
+    const { glm } = this.context;
+    const left = () => Math.max(1000, deadline - Date.now());
+    const activity = this.exe?.activity;
+    if (activity) await glm.activity.destroyActivity(activity, left()).catch((e) => this.releaseErrors.push(e));
+    const state = await glm.market.fetchAgreement(rental.agreement.id).then(
+      (a) => a.getState(),
+      () => "unknown",
+    );
+    if (state !== "Terminated")
+      await glm.market
+        .terminateAgreement(rental.agreement, "Finished", left())
+        .catch((e) => this.releaseErrors.push(e));
   }
 
   /** Resolves when golem-js accepts or rejects the invoice of `agreementId`. */

@@ -195,6 +195,8 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
       // slow answers: the first proposal events and the agreement's approval come late
       { method: "GET", path: /\/demands\/[^/]+\/events$/, delayMs: 1500, times: 1 },
       { method: "POST", path: /\/agreements\/[^/]+\/wait$/, delayMs: 1500, times: 1 },
+      // golem-js's finalization stops at a refused activity destruction: Airqube ends the rental itself
+      { method: "DELETE", path: /\/activity-api\/v1\/activity\/[^/]+$/, status: 500, times: 1 },
     );
     const dispatch = await market.dispatch(
       { id: node(1), tiers: ["container"], price: 10n ** 18n },
@@ -208,6 +210,14 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
       yagna.faults.every((f) => f.times === 0),
       "every fault rule was hit",
     ).to.equal(true);
+    // ended anyway, paid, and the allocation released after the invoice was accepted
+    const [agreement] = yagna.ledger.agreementsApproved;
+    expect(yagna.ledger.agreementsTerminated).to.deep.equal([{ id: agreement, by: "Requestor" }]);
+    expect(yagna.ledger.payments).to.deep.equal([
+      `invoice-issued:${agreement}`,
+      `invoice-accepted:${agreement}`,
+      `allocation-released:${yagna.ledger.allocationsCreated[0]}`,
+    ]);
   });
 
   it("refuses an upload outside the image's volumes, as the real exe-unit does", async () => {
@@ -330,6 +340,28 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
       expect(yagna.ledger.agreementsApproved).to.have.length(1);
       await (rented as GolemDispatch).release();
       await (rented as GolemDispatch).dispose();
+      await plain.close();
+      // the CLI's path: --golem-min-success-rate over the config file's golem.reputation
+      const { connectGolem } = await import("../../../src/cli/run-command.js");
+      const saved = { url: process.env.YAGNA_API_URL, key: process.env.YAGNA_APPKEY };
+      process.env.YAGNA_API_URL = yagna.url;
+      process.env.YAGNA_APPKEY = yagna.appKey;
+      try {
+        plain = (await connectGolem(
+          { golem: { reputation: { url: scores.url, minSuccessRate: 0.1 }, timeouts: { scanMs: 1000 } } },
+          AbortSignal.timeout(10_000),
+          { minSuccessRate: 0.8 },
+        )) as GolemMarket;
+      } finally {
+        for (const [name, value] of [
+          ["YAGNA_API_URL", saved.url],
+          ["YAGNA_APPKEY", saved.key],
+        ] as const)
+          if (value === undefined) delete process.env[name];
+          else process.env[name] = value;
+      }
+      expect(plain.config.reputation?.minSuccessRate).to.equal(0.8);
+      expect((await plain.findProviders(qube.spec, { wanted: 2 })).map((c) => c.id)).to.deep.equal([node(1)]);
     } finally {
       await plain?.close();
       await scores.close();
