@@ -22,6 +22,7 @@ import {
 } from "../sandbox/api.js";
 import { type HardenedContainerConfig, hardenedContainerConfig } from "../sandbox/hardening.js";
 import { ALLOWED_SYSCALLS } from "../sandbox/seccomp.js";
+import type { UidPool, UidRange } from "../sandbox/uid-pool.js";
 import { type Canary, openCanary } from "./canary.js";
 import { PROBES, type ProbeInfo } from "./catalog.js";
 import {
@@ -98,6 +99,13 @@ export interface ProbeSuiteOptions {
    * suite sets false: the provider's engine is not visible, row 42 is skipped there and its own run checks it.
    */
   localEngine?: boolean;
+  /**
+   * The host uids the sandbox draws from (`ContainerSandbox`/`MicroVmSandbox` `uids`): the default sandbox gets
+   * them; with a `sandboxFactory`, pass the range or pool its sandbox was given. Row 37 then fails when the check
+   * qube runs as the plant qube's uid. Without it, tenants sharing a uid (all as nobody, the default) is evidence,
+   * not a failure.
+   */
+  uids?: UidRange | UidPool;
 }
 
 interface PhaseOutcome {
@@ -106,13 +114,18 @@ interface PhaseOutcome {
   parsed: ParsedOutput;
 }
 
-async function defaultSandbox(tier: Tier, hooks: SandboxHooks, docker: Docker): Promise<Sandbox> {
+async function defaultSandbox(
+  tier: Tier,
+  hooks: SandboxHooks,
+  docker: Docker,
+  uids: UidRange | UidPool | undefined,
+): Promise<Sandbox> {
   if (tier === "container" || tier === "gvisor") {
     const { ContainerSandbox } = await import("../sandbox/container-sandbox.js");
-    return new ContainerSandbox({ docker, tier, ...hooks });
+    return new ContainerSandbox({ docker, tier, ...hooks, ...(uids ? { uids } : {}) });
   }
   const { MicroVmSandbox } = await import("../sandbox/microvm-sandbox.js");
-  return new MicroVmSandbox({ docker });
+  return new MicroVmSandbox({ docker, ...(uids ? { uids } : {}) });
 }
 
 async function withTimeout<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
@@ -273,7 +286,7 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
   ]);
   const sandbox = options.sandboxFactory
     ? await options.sandboxFactory(tier, hooks)
-    : await defaultSandbox(tier, hooks, docker);
+    : await defaultSandbox(tier, hooks, docker, options.uids);
   let canary: Canary | undefined;
   try {
     canary = await openCanary(signal ? { signal } : {});
@@ -296,12 +309,16 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
       AIRQUBE_PROBE_HOST_BOOT_ID: bootId,
       AIRQUBE_PROBE_SYSCALLS: syscallAllowlist(),
     });
-    const runPhase = async (phase: ProbePhase, wallTimeMs: number): Promise<PhaseOutcome> => {
+    const runPhase = async (
+      phase: ProbePhase,
+      wallTimeMs: number,
+      extraEnv: Record<string, string> = {},
+    ): Promise<PhaseOutcome> => {
       options.onProgress?.({ phase, state: "started" });
       const qube: QubeRun = {
         image,
         command: [PROBE_PATH, "--phase", phase],
-        env: env(phase === "deadline" ? wallTimeMs : SUITE_LIMITS.wallTimeMs),
+        env: { ...env(phase === "deadline" ? wallTimeMs : SUITE_LIMITS.wallTimeMs), ...extraEnv },
         limits: { ...SUITE_LIMITS, wallTimeMs },
       };
       const started = performance.now();
@@ -324,7 +341,9 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
     const main = await runPhase("main", SUITE_LIMITS.wallTimeMs);
     const canaryHits = canary.connections - connectionsBefore;
     const plant = await runPhase("plant", 20_000);
-    const check = await runPhase("check", 20_000);
+    // the check qube is told the plant qube's uid: none of its processes or files may be in reach
+    const plantUid = residueIdentity(plant)?.uid;
+    const check = await runPhase("check", 20_000, plantUid === undefined ? {} : { AIRQUBE_PROBE_PEER_UID: plantUid });
     const deadline = await runPhase("deadline", DEADLINE_MS);
     // gVisor's Sentry holds every task's memory and counts CPU time itself: the fork and memory bombs get a sandbox
     // of their own (the host's OOM killer ends the whole sandbox), and the CPU quota is judged from the host's cgroup.
@@ -345,7 +364,7 @@ export async function runProbeSuite(options: ProbeSuiteOptions = {}): Promise<Pr
           ? result(info, line.verdict, line.evidence, line.ms ?? 0)
           : result(info, "inconclusive", problem ?? "no verdict", 0);
       }
-      if (info.id === 37) return residueRow(info, plant, check);
+      if (info.id === 37) return residueRow(info, plant, check, { tier, uidPool: options.uids !== undefined });
       const { line, problem } = lineFor(main, info.id);
       if (!line) return result(info, "inconclusive", problem ?? "no verdict", 0);
       if (info.id === 30) return canaryRow(info, line, canaryHits, canary?.token ?? "");
@@ -515,18 +534,72 @@ function deadlineRow(
   );
 }
 
-function residueRow(info: ProbeInfo, plant: PhaseOutcome, check: PhaseOutcome): ProbeResult {
+/** The identity line row 37's phases print first: `uid N, euid N, /scratch owned by N` (numbers as strings). */
+function residueIdentity(outcome: PhaseOutcome): { uid: string; euid: string; scratchOwner: string } | undefined {
+  const match = /^uid (\d{1,10}), euid (\d{1,10}), \/scratch owned by (\d{1,10}|\?)/.exec(
+    outcome.parsed.lines.get(37)?.evidence ?? "",
+  );
+  if (!match || Number(match[1]) > 4_294_967_294) return undefined;
+  return { uid: match[1]!, euid: match[2]!, scratchOwner: match[3]! };
+}
+
+/**
+ * Row 37's host-uid part: the check qube (the next tenant) must run as another uid than the plant qube when the
+ * sandbox draws uids from a pool; without a pool every qube runs as nobody, which the evidence says. On the
+ * micro-VM tier the probe sees the guest's uid, not QEMU's host uid: reported, not judged.
+ */
+function residueUidVerdict(
+  plant: PhaseOutcome,
+  check: PhaseOutcome,
+  context: { tier: Tier; uidPool: boolean },
+): { verdict: Verdict; evidence: string } {
+  const first = residueIdentity(plant);
+  const second = residueIdentity(check);
+  if (!first || !second)
+    return context.uidPool && context.tier !== "microvm"
+      ? { verdict: "inconclusive", evidence: "uids: a phase did not report its uid, so distinct tenants are unproven" }
+      : { verdict: "pass", evidence: "uids: not reported" };
+  const seen = `plant ran as uid ${first.uid} (euid ${first.euid}, /scratch of ${first.scratchOwner}), check as uid ${second.uid} (euid ${second.euid}, /scratch of ${second.scratchOwner})`;
+  if (context.tier === "microvm")
+    return { verdict: "pass", evidence: `uids: guest uids (QEMU's host uid is not visible from inside): ${seen}` };
+  const shared = first.uid === second.uid || first.euid === second.euid || first.uid === second.euid;
+  if (!shared) return { verdict: "pass", evidence: `uids: distinct tenants: ${seen}` };
+  if (context.uidPool)
+    return {
+      verdict: "fail",
+      evidence: `uids: consecutive tenants share a host uid although a uid pool is configured: ${seen}`,
+    };
+  return { verdict: "pass", evidence: `uids: tenants share a host uid (no uid pool configured, the default): ${seen}` };
+}
+
+function residueRow(
+  info: ProbeInfo,
+  plant: PhaseOutcome,
+  check: PhaseOutcome,
+  context: { tier: Tier; uidPool: boolean } = { tier: "container", uidPool: false },
+): ProbeResult {
   const planted = lineFor(plant, 37);
   const found = lineFor(check, 37);
   const duration = (planted.line?.ms ?? 0) + (found.line?.ms ?? 0);
+  const uids = residueUidVerdict(plant, check, context);
   if (planted.line?.verdict !== "pass") {
     const why = planted.line?.evidence ?? planted.problem ?? "no verdict";
-    // A leftover found by the check still fails the row even when planting was incomplete.
-    if (found.line?.verdict === "fail")
-      return result(info, "fail", `plant: ${why}; check: ${found.line.evidence}`, duration);
+    // A leftover found by the check (or a shared uid under a pool) still fails the row even when planting was incomplete.
+    if (found.line?.verdict === "fail" || uids.verdict === "fail")
+      return result(
+        info,
+        "fail",
+        `plant: ${why}; check: ${found.line?.evidence ?? found.problem}; ${uids.evidence}`,
+        duration,
+      );
     return result(info, "inconclusive", `the first qube could not plant its markers: ${why}`, duration);
   }
   if (!found.line)
     return result(info, "inconclusive", `plant: ${planted.line.evidence}; check: ${found.problem}`, duration);
-  return result(info, found.line.verdict, `plant: ${planted.line.evidence}; check: ${found.line.evidence}`, duration);
+  return result(
+    info,
+    combine(found.line.verdict, uids.verdict),
+    `plant: ${planted.line.evidence}; check: ${found.line.evidence}; ${uids.evidence}`,
+    duration,
+  );
 }

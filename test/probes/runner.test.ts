@@ -349,3 +349,119 @@ describe("probe program, row 36 @docker", function () {
     expect((await run({})).verdict).to.equal("inconclusive");
   });
 });
+
+describe("probe runner, row 37: host uids across tenants (fake sandbox)", () => {
+  const identity = (uid: number) => `uid ${uid}, euid ${uid}, /scratch owned by ${uid}; planted 6 of 6 markers`;
+  /** Plant and check qubes as the given uids; the check phase records the uid the harness told it. */
+  const tenants = (plantUid: number, checkUid: number, told: string[]) =>
+    new FakeSandbox((phase, qube) => {
+      if (phase === "plant") return { stdout: line(37, "pass", { phase, evidence: identity(plantUid) }) };
+      if (phase === "check") {
+        told.push(qube.env?.AIRQUBE_PROBE_PEER_UID ?? "");
+        return { stdout: line(37, "pass", { phase, evidence: identity(checkUid) }) };
+      }
+      return honest(phase);
+    });
+
+  it("passes distinct uids under a pool, telling the check qube the plant qube's uid", async () => {
+    const told: string[] = [];
+    const report = await runProbeSuite({
+      docker,
+      uids: { first: 200_000, count: 4 },
+      sandboxFactory: () => tenants(200_000, 200_001, told),
+    });
+    expect(report.probes[36]!.verdict).to.equal("pass");
+    expect(report.probes[36]!.evidence).to.include("uids: distinct tenants: plant ran as uid 200000");
+    expect(told).to.deep.equal(["200000"]);
+  });
+
+  it("fails a uid shared by consecutive tenants under a pool; without a pool it is evidence only", async () => {
+    const pooled = await runProbeSuite({
+      docker,
+      uids: { first: 200_000, count: 1 },
+      sandboxFactory: () => tenants(200_000, 200_000, []),
+    });
+    expect(pooled.probes[36]!.verdict).to.equal("fail");
+    expect(pooled.probes[36]!.evidence).to.include("share a host uid although a uid pool is configured");
+    const nobody = await runProbeSuite({ docker, sandboxFactory: () => tenants(65534, 65534, []) });
+    expect(nobody.probes[36]!.verdict).to.equal("pass");
+    expect(nobody.probes[36]!.evidence).to.include("tenants share a host uid (no uid pool configured");
+  });
+
+  it("is inconclusive under a pool when a phase does not report its uid", async () => {
+    const report = await runProbeSuite({
+      docker,
+      uids: { first: 200_000, count: 4 },
+      sandboxFactory: () => new FakeSandbox(honest),
+    });
+    expect(report.probes[36]!.verdict).to.equal("inconclusive");
+    expect(report.probes[36]!.evidence).to.include("did not report its uid");
+  });
+});
+
+describe("probe runner, row 37: host uids across tenants @docker", function () {
+  this.timeout(90_000);
+  /** The real sandbox runs row 37's plant and check qubes; the other phases are not run (their rows are not judged here). */
+  const residueOnly = (inner: ContainerSandbox, runs: QubeRun[]): Sandbox => ({
+    tier: "container",
+    run: async (qube, options) => {
+      const phase = qube.command[2]!;
+      if (phase !== "plant" && phase !== "check") return new FakeSandbox(() => ({ exitCode: 1 })).run(qube);
+      runs.push(qube);
+      return inner.run(qube, options);
+    },
+    close: () => inner.close(),
+  });
+
+  it("runs the check qube as another uid of the pool, with nothing of the plant qube's uid in its reach", async () => {
+    const runs: QubeRun[] = [];
+    const uids = { first: 231_000, count: 2 };
+    const report = await runProbeSuite({
+      docker,
+      uids,
+      sandboxFactory: () => residueOnly(new ContainerSandbox({ uids }), runs),
+    });
+    const row = report.probes[36]!;
+    expect(row.verdict, row.evidence).to.equal("pass");
+    expect(row.evidence).to.match(/^plant: uid 231000, euid 231000, \/scratch owned by 231000; /);
+    expect(row.evidence).to.include("check: uid 231001, euid 231001, /scratch owned by 231001");
+    expect(row.evidence).to.match(/nothing of the earlier qube's uid 231000 in reach \(\d+ processes, \d+ entries/);
+    expect(row.evidence).to.include("uids: distinct tenants");
+    expect(runs[1]!.env!.AIRQUBE_PROBE_PEER_UID).to.equal("231000");
+  });
+
+  it("fails a pool of one uid, reused by the next tenant", async () => {
+    const uids = { first: 231_010, count: 1 };
+    const report = await runProbeSuite({
+      docker,
+      uids,
+      sandboxFactory: () => residueOnly(new ContainerSandbox({ uids }), []),
+    });
+    const row = report.probes[36]!;
+    expect(row.verdict, row.evidence).to.equal("fail");
+    expect(row.evidence).to.include("runs as the earlier qube's uid 231010: tenants share a host uid");
+    expect(row.evidence).to.include("consecutive tenants share a host uid although a uid pool is configured");
+  });
+
+  it("fails the check qube that can see a process of the earlier uid (pid:host), naming what kill(pid, 0) did", async () => {
+    const { spawn } = await import("node:child_process");
+    const earlier = spawn("sleep", ["30"], { uid: 231_020, gid: 231_020, stdio: "ignore" });
+    const { weaken } = composeWeakenings(["pid:host"]);
+    const sandbox = new ContainerSandbox({ ...(weaken ? { weaken } : {}) });
+    try {
+      const result = await sandbox.run({
+        image: "airqube/probe:latest",
+        command: ["/airqube/probe", "--phase", "check"],
+        env: { AIRQUBE_PROBE_TIER: "container", AIRQUBE_PROBE_NONCE: "r37", AIRQUBE_PROBE_PEER_UID: "231020" },
+      });
+      const row = JSON.parse(result.stdout.trim()) as { verdict: string; evidence: string };
+      expect(row.verdict).to.equal("fail");
+      expect(row.evidence).to.match(
+        new RegExp(`pid ${earlier.pid} \\(sleep\\) runs as the earlier qube's uid 231020 and kill\\(pid, 0\\) \\w+`),
+      );
+    } finally {
+      earlier.kill();
+      await sandbox.close();
+    }
+  });
+});

@@ -79,6 +79,7 @@ static struct {
   const char *host_kernel;
   const char *host_boot_id;
   const char *nonce;
+  long long peer_uid; /* row 37's check phase: the plant phase's uid (-1: not told) */
 } cfg;
 
 static const char *env_or(const char *name, const char *fallback) {
@@ -107,6 +108,10 @@ static void read_config(void) {
   if (cfg.canary_port < 0 || cfg.canary_port > 65535) cfg.canary_port = 0;
   for (const char *p = cfg.nonce; *p; p++)
     if (!isalnum((unsigned char)*p) || p - cfg.nonce > 32) { cfg.nonce = "0"; break; }
+  const char *peer = env_or("AIRQUBE_PROBE_PEER_UID", "");
+  char *end = NULL;
+  cfg.peer_uid = *peer ? strtoll(peer, &end, 10) : -1;
+  if (!*peer || !end || *end || cfg.peer_uid < 0 || cfg.peer_uid > 4294967294LL) cfg.peer_uid = -1;
 }
 
 /* ---------- evidence and output ---------- */
@@ -2086,10 +2091,20 @@ static key_t residue_key(void) {
   return (key_t)(0x41510000u | (h & 0xffff));
 }
 
+/* Who this qube is on the host (container and gvisor tiers: the uid the sandbox gave it); the harness compares the
+   plant and check phases' lines, so the format is fixed: "uid N, euid N, /scratch owned by N" (or "?"). */
+static void residue_identity(ev_t *ev) {
+  struct stat st;
+  if (stat("/scratch", &st) == 0)
+    ev_add(ev, "uid %u, euid %u, /scratch owned by %u", (unsigned)getuid(), (unsigned)geteuid(), (unsigned)st.st_uid);
+  else ev_add(ev, "uid %u, euid %u, /scratch owned by ? (%s)", (unsigned)getuid(), (unsigned)geteuid(), en(errno));
+}
+
 static void phase_plant(void) {
   double start = now_ms();
   ev_t ev = {0};
   int planted = 0;
+  residue_identity(&ev);
   for (size_t i = 0; i < 4; i++) {
     char path[128];
     snprintf(path, sizeof path, "%s/.airqube-residue-%s", residue_dirs[i], cfg.nonce);
@@ -2122,9 +2137,68 @@ static void residue_pid(int pid, const char *comm, void *arg) {
   if (strcmp(comm, "airqube-resid") == 0) FAIL(ev, "process %s (pid %d) left by an earlier qube", comm, pid);
 }
 
+/* The real and effective uid of a pid from /proc/<pid>/status (-1 when unreadable). */
+static void pid_uids(int pid, long long *ruid, long long *euid) {
+  char path[64], buf[4096];
+  *ruid = *euid = -1;
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  if (read_file(path, buf, sizeof buf) <= 0) return;
+  char *u = strstr(buf, "\nUid:");
+  if (!u) return;
+  char *end = NULL;
+  *ruid = strtoll(u + 5, &end, 10);
+  if (end) *euid = strtoll(end, NULL, 10);
+}
+
+typedef struct {
+  ev_t *ev;
+  int seen, owned;
+} peer_scan_t;
+
+/* A process of the earlier qube's uid in our view: residue, and whether we can signal it (kill(pid, 0) sends nothing). */
+static void peer_pid(int pid, const char *comm, void *arg) {
+  peer_scan_t *scan = arg;
+  long long ruid, euid;
+  scan->seen++;
+  pid_uids(pid, &ruid, &euid);
+  if (ruid != cfg.peer_uid && euid != cfg.peer_uid) return;
+  if (scan->owned++ >= 3) return;
+  int reached = kill(pid, 0) == 0;
+  FAIL(scan->ev, "pid %d (%s) runs as the earlier qube's uid %lld and kill(pid, 0) %s", pid, comm, cfg.peer_uid,
+       reached ? "succeeded: it can be signalled" : en(errno));
+}
+
+/* Row 37's uid part: nothing of the earlier qube's host uid is in reach (its processes, its files where qubes write). */
+static void residue_peer_uid(ev_t *ev) {
+  if (cfg.peer_uid < 0) { ev_add(ev, "the harness passed no earlier uid"); return; }
+  if (cfg.peer_uid == (long long)getuid() || cfg.peer_uid == (long long)geteuid()) {
+    ev_add(ev, "runs as the earlier qube's uid %lld: tenants share a host uid", cfg.peer_uid);
+    return;
+  }
+  peer_scan_t scan = {ev, 0, 0};
+  for_each_pid(peer_pid, &scan);
+  int files = 0, owned = 0;
+  for (size_t i = 0; i < sizeof residue_dirs / sizeof *residue_dirs; i++) {
+    DIR *d = opendir(residue_dirs[i]);
+    if (!d) continue;
+    struct dirent *de;
+    while ((de = readdir(d)) && files < 4096) {
+      struct stat st;
+      files++;
+      if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_uid != (uid_t)cfg.peer_uid) continue;
+      if (owned++ < 3) FAIL(ev, "%s/%s is owned by the earlier qube's uid %lld", residue_dirs[i], de->d_name, cfg.peer_uid);
+    }
+    closedir(d);
+  }
+  if (!scan.owned && !owned)
+    ev_add(ev, "nothing of the earlier qube's uid %lld in reach (%d processes, %d entries looked at)", cfg.peer_uid,
+           scan.seen, files);
+}
+
 static void phase_check(void) {
   double start = now_ms();
   ev_t ev = {0};
+  residue_identity(&ev);
   for (size_t i = 0; i < sizeof residue_dirs / sizeof *residue_dirs; i++) {
     DIR *d = opendir(residue_dirs[i]);
     if (!d) continue;
@@ -2158,6 +2232,7 @@ static void phase_check(void) {
     if (lines > 1) FAIL(&ev, "%s lists %d objects", ipc[i], lines - 1);
   }
   for_each_pid(residue_pid, &ev);
+  residue_peer_uid(&ev);
   emit(37, "check", &ev, start);
 }
 
