@@ -44,6 +44,16 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
   let market: GolemMarket | undefined;
   let stagingDir: string;
 
+  /** One qube dispatched to a single simulated provider that misbehaves so; the error its commitment fails with. */
+  async function downloadFailure(misbehaviour: Omit<SimProvider, "id">): Promise<AirqubeError> {
+    ({ yagna, market, stagingDir } = await httpMarket([{ id: node(1), ...misbehaviour }]));
+    const dispatch = await market.dispatch(
+      { id: node(1), tiers: ["container"], price: 10n ** 18n },
+      await testQube({ limits: LIMITS }),
+    );
+    return rejection(dispatch.awaitCommitment());
+  }
+
   afterEach(async () => {
     await market?.close();
     const leaks = yagna?.leaks() ?? [];
@@ -153,37 +163,22 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
   });
 
   it("refuses a download whose SHA3-256 does not match what the provider announces", async () => {
-    ({ yagna, market, stagingDir } = await httpMarket([{ id: node(1), wrongHash: true }]));
-    const dispatch = await market.dispatch(
-      { id: node(1), tiers: ["container"], price: 10n ** 18n },
-      await testQube({ limits: LIMITS }),
-    );
-    const error = await rejection(dispatch.awaitCommitment());
+    const error = await downloadFailure({ wrongHash: true });
     expect(error.code).to.equal("GOLEM_DOWNLOAD_CORRUPT");
     expect(error.fault).to.equal("peer");
   });
 
   it("refuses a download whose chunks come at the wrong offsets, without crashing", async () => {
-    ({ yagna, market, stagingDir } = await httpMarket([{ id: node(1), misplaceChunks: true }]));
-    const dispatch = await market.dispatch(
-      { id: node(1), tiers: ["container"], price: 10n ** 18n },
-      await testQube({ limits: LIMITS }),
-    );
-    const error = await rejection(dispatch.awaitCommitment());
+    const error = await downloadFailure({ misplaceChunks: true });
     expect(error.code).to.equal("GOLEM_DOWNLOAD_INVALID");
     expect(error.details).to.include("expected 0");
   });
 
   it("refuses a download over the cap at the first chunk past it, without buffering the rest", async () => {
-    ({ yagna, market, stagingDir } = await httpMarket([{ id: node(1), extraBytes: 4 * 1024 * 1024 }]));
-    const dispatch = await market.dispatch(
-      { id: node(1), tiers: ["container"], price: 10n ** 18n },
-      await testQube({ limits: LIMITS }),
-    );
-    const error = await rejection(dispatch.awaitCommitment());
+    const error = await downloadFailure({ extraBytes: 4 * 1024 * 1024 });
     expect(error.code).to.equal("GOLEM_DOWNLOAD_OVERSIZE");
     // 4 MiB + the tar would be 65 chunks; the provider's transfer stopped at the first refused one
-    expect(yagna.gsb.chunksSent).to.be.at.most(2);
+    expect(yagna!.gsb.chunksSent).to.be.at.most(2);
   });
 
   it("survives 408 and 500 answers and slow events while polling", async () => {
