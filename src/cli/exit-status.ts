@@ -12,6 +12,7 @@
  * | 137 | the qube was killed at its memory limit (OOM) or by a signal Airqube could not name |
  */
 import type { OutputRefusal } from "../qube/index.js";
+import { printable } from "../qube/printable.js";
 import type { QubeOutcome } from "../requestor/outcome.js";
 import { OUTPUT_FAILURES } from "../sandbox/channel.js";
 
@@ -95,9 +96,20 @@ export function describeMissing(missing: readonly string[]): string[] {
   ];
 }
 
-/** A log tail as indented lines under a heading, or nothing when the log is empty. */
+/** Most lines of a log tail shown in the human form (`--json` carries it whole). */
+export const MAX_LOG_LINES = 200;
+
+/**
+ * A log tail as indented lines under a heading, or nothing when the log is empty. The text is a provider's or a
+ * qube's: each line is made printable (no escape sequence reaches the terminal) and bounded, and at most
+ * MAX_LOG_LINES lines (the last ones) are shown.
+ */
 export function describeLog(heading: string, text: string): string[] {
   const body = text.trimEnd();
   if (!body) return [];
-  return [`  ${heading}:`, ...body.split("\n").map((line) => `    ${line}`)];
+  const lines = body.split("\n");
+  const shown = lines.slice(-MAX_LOG_LINES).map((line) => `    ${printable(line, 1000)}`);
+  const cut =
+    lines.length > MAX_LOG_LINES ? [`    … ${lines.length - MAX_LOG_LINES} earlier lines (--json has them)`] : [];
+  return [`  ${heading}:`, ...cut, ...shown];
 }

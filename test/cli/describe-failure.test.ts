@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { describeLog, MAX_LOG_LINES } from "../../src/cli/exit-status.js";
 import { describeFailure } from "../../src/cli/run-command.js";
 import { AdmissionRefusedError } from "../../src/net/exchange/errors.js";
 
@@ -42,5 +43,20 @@ describe("cli: one line per provider that refused or failed", () => {
       expect(line.length).to.be.below(700);
       expect(line).to.contain("FAKE: VERIFIED"); // the text itself is kept, only its controls go
     }
+  });
+
+  it("a provider's stdout tail is shown printable and bounded: the last lines, each cut, no escape sequence", () => {
+    const lines = describeLog(
+      "stdout (unverified)",
+      `${"old\n".repeat(MAX_LOG_LINES + 5)}\u001b]0;owned\u0007\u001b[1A\u001b[2Kresult: ok\n${"x".repeat(5000)}\n`,
+    );
+    expect(lines[0]).to.equal("  stdout (unverified):");
+    expect(lines[1]).to.equal("    … 7 earlier lines (--json has them)");
+    expect(lines).to.have.length(2 + MAX_LOG_LINES);
+    for (const line of lines) {
+      expect(line).to.not.match(/\p{Cc}/u);
+      expect(line.length).to.be.at.most(1004);
+    }
+    expect(lines.at(-2)).to.equal("    ?]0;owned??[1A?[2Kresult: ok");
   });
 });
