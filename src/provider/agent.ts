@@ -71,7 +71,12 @@ export interface ProbeGateResult {
 }
 
 /** Runs (or looks up) the escape suite for one tier. */
-export type ProbeGate = (tier: Tier, sandbox: Sandbox, options: { signal?: AbortSignal }) => Promise<ProbeGateResult>;
+/** `uids`: the pool the agent's sandboxes draw host uids from, when one is configured (row 37 judges it). */
+export type ProbeGate = (
+  tier: Tier,
+  sandbox: Sandbox,
+  options: { signal?: AbortSignal; uids?: UidPool },
+) => Promise<ProbeGateResult>;
 
 /** The collaborators of a {@link ProviderAgent} (tests pass fakes). */
 export interface ProviderDeps {
@@ -222,7 +227,10 @@ export class ProviderAgent {
     await checkNodeAddresses(this.nodeOptions());
     for (const tier of this.config.tiers) {
       const sandbox = this.sandboxFor(tier);
-      const summary = await this.deps.probe(tier, sandbox, options);
+      const summary = await this.deps.probe(tier, sandbox, {
+        ...options,
+        ...(this.uidPool ? { uids: this.uidPool } : {}),
+      });
       this.probes[tier] = summary;
       if (summary.fail > 0 || summary.inconclusive > 0) {
         this.logger.error({ tier, summary }, "escape suite did not pass: tier not offered");

@@ -21,7 +21,7 @@ function componentVersions(version: { Components?: { Name?: string; Version?: st
   return (version.Components ?? []).map((c) => [c.Name, c.Version, (c.Details as { GitCommit?: string })?.GitCommit]);
 }
 
-async function fingerprint(tier: Tier, docker: Docker): Promise<string> {
+async function fingerprint(tier: Tier, docker: Docker, uidPool: boolean): Promise<string> {
   const version = await docker.version().catch(() => ({ Version: "unknown" }));
   const probeImage = await imageDigest(docker, PROBE_IMAGE);
   const hardening = JSON.stringify(
@@ -29,10 +29,13 @@ async function fingerprint(tier: Tier, docker: Docker): Promise<string> {
   );
   // the components' versions too: row 42 judges runc's and containerd's (a Debian security upload changes them)
   const components = componentVersions(version as Parameters<typeof componentVersions>[0]);
-  return createHash("sha256")
-    .update(JSON.stringify([tier, release(), version.Version, components, probeImage, hardening]))
-    .digest("hex")
-    .slice(0, 32);
+  return (
+    createHash("sha256")
+      // with a uid pool, row 37 judges that tenants get distinct uids: a report made without one does not say so
+      .update(JSON.stringify([tier, release(), version.Version, components, probeImage, hardening, uidPool]))
+      .digest("hex")
+      .slice(0, 32)
+  );
 }
 
 /** Summary of a report as offers carry it. */
@@ -50,8 +53,8 @@ export function escapeSuiteGate(
   options: { cacheDir?: string; docker?: Docker; onReport?: (report: ProbeReport) => void } = {},
 ): ProbeGate {
   const docker = options.docker ?? new Docker();
-  return async (tier: Tier, sandbox: Sandbox, { signal }) => {
-    const key = options.cacheDir ? await fingerprint(tier, docker) : undefined;
+  return async (tier: Tier, sandbox: Sandbox, { signal, uids }) => {
+    const key = options.cacheDir ? await fingerprint(tier, docker, uids !== undefined) : undefined;
     const file = key && options.cacheDir ? join(options.cacheDir, `probe-${key}.json`) : undefined;
     if (file) {
       const cached = await readFile(file, "utf8").then(
@@ -63,7 +66,13 @@ export function escapeSuiteGate(
         return summaryOf(cached);
       }
     }
-    const report = await runProbeSuite({ tier, sandboxFactory: () => sandbox, docker, ...(signal ? { signal } : {}) });
+    const report = await runProbeSuite({
+      tier,
+      sandboxFactory: () => sandbox,
+      docker,
+      ...(signal ? { signal } : {}),
+      ...(uids ? { uids } : {}),
+    });
     options.onReport?.(report);
     if (file && options.cacheDir) {
       await mkdir(options.cacheDir, { recursive: true });
