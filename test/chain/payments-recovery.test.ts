@@ -57,7 +57,7 @@ describe("chain: payments when the requestor vanishes, paged logs, exact approva
       rpcUrl: chain.rpcUrl,
       privateKey: chain.accounts[1]!.privateKey,
       escrow,
-      marginS: 10,
+      marginS: 30, // three providers connect and commit one after another: over 10 s beside the heavy tests
       revealWindowS: 4,
       settleWindowS: 120,
     });

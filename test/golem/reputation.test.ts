@@ -169,12 +169,16 @@ describe("Golem reputation pre-filter", function () {
         body: reputationData({ [node(1)]: GOOD, [node(2)]: GOOD, [node(3)]: GOOD, [node(4)]: POOR }),
       };
       const qube = await testQube();
-      // off: the poor provider is a candidate, the cheapest, and the Requestor rents it
+      // off: the poor provider is a candidate, the cheapest, and the Requestor can rent it
       ({ fake, market } = await fakeMarket(providers()));
       const all = await market.findProviders(qube.spec, { wanted: 3 });
       expect(all[0]?.id).to.equal(node(4));
       const dataDir = await mkdtemp(join(tmpdir(), "airqube-golem-rep-"));
-      const off = await new Requestor({ market, dataDir }).run(qube, { outputDir: join(dataDir, "out-off") });
+      // (the Requestor shuffles its candidates: preferred, node 4 is surely among the three it rents)
+      const off = await new Requestor({ market, dataDir }).run(qube, {
+        outputDir: join(dataDir, "out-off"),
+        prefer: [node(4)],
+      });
       expect(off.status).to.equal("verified");
       expect(off.agreeing).to.include(node(4));
       await market.close();

@@ -20,7 +20,7 @@ import {
  * test in a few seconds by running the requestors back to back with the real gossipsub parameters.
  */
 describe("net: the offer network outlives requestors coming and going", function () {
-  this.timeout(60_000);
+  this.timeout(150_000); // 24 requestors one after another: about 20 s idle, over 60 s beside the heavy tests
   let bootstrap: Awaited<ReturnType<typeof startBootstrap>>;
   let providers: FakeProvider[] = [];
 
