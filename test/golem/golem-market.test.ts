@@ -9,21 +9,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import type { GolemMarket } from "../../src/golem/golem-market.js";
-import { AirqubeError } from "../../src/qube/errors.js";
+import type { AirqubeError } from "../../src/qube/errors.js";
 import type { SealedQube } from "../../src/requestor/api.js";
 import { Requestor } from "../../src/requestor/requestor.js";
 import { type FakeGolem, type FakeProviderSpec, honestExecute, lyingExecute } from "./fake-yagna.js";
-import { fakeMarket, node, testQube } from "./helpers.js";
-
-async function rejection(promise: Promise<unknown>): Promise<AirqubeError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).to.be.instanceOf(AirqubeError);
-    return error as AirqubeError;
-  }
-  expect.fail("expected a rejection");
-}
+import { fakeMarket, node, rejection, testQube } from "./helpers.js";
 
 function expectedResult(qube: SealedQube): string {
   const hash = createHash("sha256").update(JSON.stringify(qube.spec.spec.command));

@@ -2,8 +2,10 @@
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { expect } from "chai";
 import { type GolemConfig, loadGolemConfig } from "../../src/golem/config.js";
 import { GolemMarket } from "../../src/golem/golem-market.js";
+import { AirqubeError } from "../../src/qube/errors.js";
 import { Identity } from "../../src/qube/identity.js";
 import type { SealedQube } from "../../src/requestor/api.js";
 import { type QubeRequest, sealQube } from "../../src/requestor/draft.js";
@@ -60,4 +62,15 @@ export async function fakeMarket(
   const stagingDir = await mkdtemp(join(tmpdir(), "airqube-golem-staging-"));
   const market = await GolemMarket.connect(config, { override: fake.override(), stagingDir });
   return { fake, market, stagingDir };
+}
+
+/** The typed error a promise rejects with (the test fails when it resolves, or rejects with an untyped error). */
+export async function rejection(promise: Promise<unknown>): Promise<AirqubeError> {
+  try {
+    await promise;
+  } catch (error) {
+    expect(error).to.be.instanceOf(AirqubeError);
+    return error as AirqubeError;
+  }
+  expect.fail("expected a rejection");
 }

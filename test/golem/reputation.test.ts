@@ -14,18 +14,8 @@ import { ReputationFilter } from "../../src/golem/reputation.js";
 import { AirqubeError } from "../../src/qube/errors.js";
 import { Requestor } from "../../src/requestor/requestor.js";
 import type { FakeGolem } from "./fake-yagna.js";
-import { fakeMarket, node, testConfig, testQube } from "./helpers.js";
+import { fakeMarket, node, rejection, testConfig, testQube } from "./helpers.js";
 import { GOOD, POOR, reputationData, ScoreServer } from "./reputation-server.js";
-
-async function rejection(promise: Promise<unknown>): Promise<AirqubeError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).to.be.instanceOf(AirqubeError);
-    return error as AirqubeError;
-  }
-  expect.fail("expected a rejection");
-}
 
 describe("Golem reputation pre-filter", function () {
   this.timeout(30_000);

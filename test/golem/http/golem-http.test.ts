@@ -10,9 +10,9 @@ import { expect } from "chai";
 import type { GolemDispatch } from "../../../src/golem/golem-dispatch.js";
 import type { GolemMarket } from "../../../src/golem/golem-market.js";
 import { GolemMarket as Market } from "../../../src/golem/golem-market.js";
-import { AirqubeError } from "../../../src/qube/errors.js";
+import type { AirqubeError } from "../../../src/qube/errors.js";
 import { Requestor } from "../../../src/requestor/requestor.js";
-import { node, testQube } from "../helpers.js";
+import { node, rejection, testQube } from "../helpers.js";
 import type { SimProvider } from "../http-yagna/provider.js";
 import type { HttpYagna } from "../http-yagna/server.js";
 import { GOOD, POOR, reputationData, ScoreServer } from "../reputation-server.js";
@@ -25,16 +25,6 @@ const liar = (id: string): SimProvider => ({
     if (argv[3] === "airqube-run") await writeFile(join(volumes.get("/output")!, "result.txt"), "forty-two\n");
   },
 });
-
-async function rejection(promise: Promise<unknown>): Promise<AirqubeError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).to.be.instanceOf(AirqubeError);
-    return error as AirqubeError;
-  }
-  expect.fail("expected a rejection");
-}
 
 const LIMITS = { wallTimeMs: 10_000, outputBytes: 1024 * 1024, outputFiles: 10 };
 
