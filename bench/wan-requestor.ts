@@ -39,7 +39,7 @@ const requestor = new Requestor({ market, dataDir: tmp("aq-wan-req-") });
 const node = market.node;
 
 /** Round trips per provider peer id, by kind, since the last reset. */
-interface Count {
+export interface RoundTripCount {
   streams: number;
   pings: number;
   turns: number;
@@ -49,7 +49,7 @@ interface Count {
   /** libp2p's own keep-alive pings (its connection monitor) during the qube: not waited for, not counted. */
   background: number;
 }
-let counts = new Map<string, Count>();
+let counts = new Map<string, RoundTripCount>();
 const countOf = (peer: string) => {
   const count = counts.get(peer) ?? { streams: 0, pings: 0, turns: 0, newConnections: 0, protocols: [], background: 0 };
   counts.set(peer, count);
@@ -113,9 +113,12 @@ wire.receiveFrame = function (this: Wire, ...args: Parameters<typeof receiveFram
   }
   return receiveFrame.apply(this, args);
 };
-const total = (c: Count) => c.streams + c.pings + c.turns;
+const total = (c: RoundTripCount) => c.streams + c.pings + c.turns;
 
-async function timed(k: number, allowed: string[]): Promise<{ ms: number; roundTrips: number; detail: Count }> {
+async function timed(
+  k: number,
+  allowed: string[],
+): Promise<{ ms: number; roundTrips: number; detail: RoundTripCount }> {
   const qube = await sealQube(
     {
       image: "airqube/busybox:latest",
@@ -146,7 +149,7 @@ try {
   const k3: number[] = [];
   const nat: number[] = [];
   const trips: { k1: number[]; k3: number[]; nat: number[] } = { k1: [], k3: [], nat: [] };
-  let k3Detail: Count | undefined;
+  let k3Detail: RoundTripCount | undefined;
   for (let i = 0; i < runs; i++) {
     const one = await timed(1, providers.direct.slice(0, 1));
     const three = await timed(3, providers.direct);

@@ -20,6 +20,7 @@ import { join } from "node:path";
 import { ContainerSandbox } from "../src/sandbox/container-sandbox.js";
 import { createTopology, jsonLine, netnsUnavailable } from "../test/helpers/netns.js";
 import { argValue, median, round, wantsJson } from "./stats.js";
+import type { RoundTripCount } from "./wan-requestor.js";
 
 const RTT_MS = 40;
 const runs = argValue("--runs", 3);
@@ -48,14 +49,7 @@ interface RequestorFigures {
   roundTrips: number;
   roundTripsK1: number;
   roundTripsNat: number;
-  roundTripsDetail: {
-    streams: number;
-    pings: number;
-    turns: number;
-    newConnections: number;
-    protocols: string[];
-    background: number;
-  };
+  roundTripsDetail: RoundTripCount;
 }
 
 async function requestorRun(bootstrap: string, ids: { direct: string[]; nat: string }): Promise<RequestorFigures> {
