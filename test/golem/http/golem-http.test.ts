@@ -34,6 +34,21 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
   let market: GolemMarket | undefined;
   let stagingDir: string;
 
+  /** One qube run by the unchanged Requestor over these simulated providers; its report, verified, and dataDir. */
+  async function verifiedRun(providers: SimProvider[], random?: () => number) {
+    ({ yagna, market, stagingDir } = await httpMarket(providers));
+    const qube = await testQube({ limits: LIMITS });
+    const dataDir = await mkdtemp(join(tmpdir(), "airqube-golem-http-req-"));
+    const requestor = new Requestor({ market, dataDir });
+    try {
+      const result = await requestor.run(qube, { outputDir: join(dataDir, "out"), ...(random ? { random } : {}) });
+      expect(result.status, JSON.stringify(result.failures)).to.equal("verified");
+      return { result, dataDir };
+    } finally {
+      requestor.close();
+    }
+  }
+
   /** One qube dispatched to a single simulated provider that misbehaves so; the error its commitment fails with. */
   async function downloadFailure(misbehaviour: Omit<SimProvider, "id">): Promise<AirqubeError> {
     ({ yagna, market, stagingDir } = await httpMarket([{ id: node(1), ...misbehaviour }]));
@@ -80,76 +95,42 @@ describe("GolemMarket over HTTP (golem-js against a loopback yagna) @docker", fu
   });
 
   it("verifies k = 3 with the unchanged Requestor, pays each invoice and accepts debit notes", async () => {
-    ({ yagna, market, stagingDir } = await httpMarket([
+    const { result, dataDir } = await verifiedRun([
       { id: node(1), debitNoteEveryMs: 500 },
       { id: node(2) },
       { id: node(3) },
-    ]));
-    const qube = await testQube({ limits: LIMITS });
-    const dataDir = await mkdtemp(join(tmpdir(), "airqube-golem-http-req-"));
-    const requestor = new Requestor({ market, dataDir });
-    try {
-      const result = await requestor.run(qube, { outputDir: join(dataDir, "out") });
-      expect(result.status, JSON.stringify(result.failures)).to.equal("verified");
-      expect(new Set(result.agreeing)).to.deep.equal(new Set([node(1), node(2), node(3)]));
-      expect((await readFile(join(dataDir, "out", "result.txt"), "utf8")).trim()).to.equal("3");
-    } finally {
-      requestor.close();
-    }
-    await market.close();
-    const issued = yagna.ledger.invoicesIssued;
+    ]);
+    expect(new Set(result.agreeing)).to.deep.equal(new Set([node(1), node(2), node(3)]));
+    expect((await readFile(join(dataDir, "out", "result.txt"), "utf8")).trim()).to.equal("3");
+    await market!.close();
+    const issued = yagna!.ledger.invoicesIssued;
     expect(issued).to.have.length(3);
-    expect(yagna.ledger.invoicesAccepted.map((i) => [i.id, i.amount]).sort()).to.deep.equal(
+    expect(yagna!.ledger.invoicesAccepted.map((i) => [i.id, i.amount]).sort()).to.deep.equal(
       issued.map((i) => [i.id, i.amount]).sort(),
     );
-    expect(yagna.ledger.debitNotesIssued.length).to.be.greaterThan(0);
-    expect(yagna.ledger.debitNotesAccepted.length).to.be.greaterThan(0);
+    expect(yagna!.ledger.debitNotesIssued.length).to.be.greaterThan(0);
+    expect(yagna!.ledger.debitNotesAccepted.length).to.be.greaterThan(0);
   });
 
   it("outvotes a lying provider (its result rewritten in the VM)", async () => {
-    ({ yagna, market, stagingDir } = await httpMarket([
-      { id: node(1) },
-      { id: node(2) },
-      liar(node(3)),
-      { id: node(4) },
-    ]));
-    const qube = await testQube({ limits: LIMITS });
-    const dataDir = await mkdtemp(join(tmpdir(), "airqube-golem-http-req-"));
-    const requestor = new Requestor({ market, dataDir });
-    try {
-      // the shuffle puts the liar among the first three
-      const result = await requestor.run(qube, { outputDir: join(dataDir, "out"), random: () => 0 });
-      expect(result.status, JSON.stringify(result.failures)).to.equal("verified");
-      expect(result.dissenting).to.deep.equal([node(3)]);
-      expect(result.agreeing).to.not.include(node(3));
-    } finally {
-      requestor.close();
-    }
+    // the shuffle puts the liar among the first three
+    const { result } = await verifiedRun([{ id: node(1) }, { id: node(2) }, liar(node(3)), { id: node(4) }], () => 0);
+    expect(result.dissenting).to.deep.equal([node(3)]);
+    expect(result.agreeing).to.not.include(node(3));
   });
 
   it("replaces a provider that terminates the agreement mid-run", async () => {
-    ({ yagna, market, stagingDir } = await httpMarket([
-      { id: node(1) },
-      { id: node(2), dieOnRun: 1 },
-      { id: node(3) },
-      { id: node(4) },
-    ]));
-    const qube = await testQube({ limits: LIMITS });
-    const dataDir = await mkdtemp(join(tmpdir(), "airqube-golem-http-req-"));
-    const requestor = new Requestor({ market, dataDir });
-    try {
-      const result = await requestor.run(qube, { outputDir: join(dataDir, "out"), random: () => 0 });
-      expect(result.status, JSON.stringify(result.failures)).to.equal("verified");
-      expect(result.agreeing).to.not.include(node(2));
-      expect(result.agreeing).to.have.length(3);
-    } finally {
-      requestor.close();
-    }
+    const { result } = await verifiedRun(
+      [{ id: node(1) }, { id: node(2), dieOnRun: 1 }, { id: node(3) }, { id: node(4) }],
+      () => 0,
+    );
+    expect(result.agreeing).to.not.include(node(2));
+    expect(result.agreeing).to.have.length(3);
     expect(
-      yagna.ledger.runs.some((r) => r.provider === node(2)),
+      yagna!.ledger.runs.some((r) => r.provider === node(2)),
       "the dying provider was rented",
     ).to.equal(true);
-    expect(yagna.ledger.agreementsTerminated.filter((t) => t.by === "Provider").map((t) => t.id)).to.have.length(1);
+    expect(yagna!.ledger.agreementsTerminated.filter((t) => t.by === "Provider").map((t) => t.id)).to.have.length(1);
   });
 
   it("refuses a download whose SHA3-256 does not match what the provider announces", async () => {
