@@ -11,9 +11,11 @@ cd "$(dirname "$0")/.."
 jobs="${AIRQUBE_TEST_JOBS:-2}"
 light_log=$(mktemp -t airqube-light-tests.XXXXXX)
 typecheck_log=$(mktemp -t airqube-typecheck.XXXXXX)
+soak_log=$(mktemp -t airqube-soak-tests.XXXXXX)
+heavy_log=$(mktemp -t airqube-heavy-tests.XXXXXX)
 AIRQUBE_TEST_PROBE_CACHE=$(mktemp -d -t airqube-test-probe-cache.XXXXXX)
 export AIRQUBE_TEST_PROBE_CACHE
-trap 'rm -rf "$light_log" "$typecheck_log" "$AIRQUBE_TEST_PROBE_CACHE"' EXIT
+trap 'rm -rf "$light_log" "$typecheck_log" "$soak_log" "$heavy_log" "$AIRQUBE_TEST_PROBE_CACHE"' EXIT
 
 # the type-check (sources, tests, examples) runs beside the tests (mocha runs them through tsx, which does not
 # check types); its errors are printed and fail the run at the end
@@ -48,12 +50,12 @@ done < <(find test -name '*.test.ts' -not -path 'test/contracts/*' -not -path 't
 
 npx mocha --grep '@docker|@qemu' --invert >"$light_log" 2>&1 &
 light_pid=$!
-npx mocha --no-config -n import=tsx --timeout 60000 --exit --parallel --jobs 2 --grep '@docker|@qemu' "${soak[@]}"
-soak_rc=$?
+npx mocha --no-config -n import=tsx --timeout 60000 --exit --parallel --jobs 2 --grep '@docker|@qemu' "${soak[@]}" \
+  2>&1 | tee "$soak_log"
+soak_rc=${PIPESTATUS[0]}
 npx mocha --no-config -n import=tsx --timeout 60000 --exit --parallel --jobs "$jobs" \
-  --grep '@docker|@qemu' "${files[@]}"
-heavy_rc=$?
-[ "$soak_rc" = 0 ] || heavy_rc=$soak_rc
+  --grep '@docker|@qemu' "${files[@]}" 2>&1 | tee "$heavy_log"
+heavy_rc=${PIPESTATUS[0]}
 wait "$light_pid"
 light_rc=$?
 echo
@@ -66,5 +68,21 @@ typecheck_rc=$?
 echo
 echo "== type-check (ran beside the tests) =="
 cat "$typecheck_log"
-echo "test groups: heavy exit $heavy_rc, light exit $light_rc, contracts exit $contracts_rc, typecheck exit $typecheck_rc"
-[ "$heavy_rc" = 0 ] && [ "$light_rc" = 0 ] && [ "$contracts_rc" = 0 ] && [ "$typecheck_rc" = 0 ]
+# the failures of every group once more at the very end, where a truncated CI log still shows them (a group that
+# failed without mocha's "failing" list, e.g. a crashed worker, shows its last lines)
+repeat_failures() { # log rc
+  if grep -qE '^  [0-9]+ failing' "$1"; then
+    echo
+    echo "== failures (repeated from above) =="
+    sed -n '/^  [0-9]* failing/,$p' "$1" | head -c 20000
+  elif [ "$2" != 0 ]; then
+    echo
+    echo "== the end of a group that failed (exit $2) =="
+    tail -n 60 "$1"
+  fi
+}
+repeat_failures "$soak_log" "$soak_rc"
+repeat_failures "$heavy_log" "$heavy_rc"
+repeat_failures "$light_log" "$light_rc"
+echo "test groups: soak exit $soak_rc, heavy exit $heavy_rc, light exit $light_rc, contracts exit $contracts_rc, typecheck exit $typecheck_rc"
+[ "$soak_rc" = 0 ] && [ "$heavy_rc" = 0 ] && [ "$light_rc" = 0 ] && [ "$contracts_rc" = 0 ] && [ "$typecheck_rc" = 0 ]
