@@ -76,6 +76,11 @@ export interface ContainerSandboxOptions {
    * (e.g. the container and micro-VM tiers) to share a range.
    */
   uids?: UidRange | UidPool;
+  /**
+   * Extra labels on every container (e.g. the Golem runtime's instance and owner, for its sweep). They never
+   * replace the sandbox's own labels.
+   */
+  labels?: Record<string, string>;
 }
 
 /** What a sandbox has done so far (tests and the benchmark read it). */
@@ -215,7 +220,7 @@ export class ContainerSandbox implements Sandbox {
         (runId, identity) => {
           let config = warmContainerConfig(limits, runId, { initBinary: this.initBinary }, identity);
           if (this.tier === "gvisor") config = gvisorContainerConfig(config);
-          config.Labels[`${SANDBOX_LABEL}.owner`] = String(process.pid);
+          config.Labels = { ...options.labels, ...config.Labels, [`${SANDBOX_LABEL}.owner`]: String(process.pid) };
           if (options.weaken) config = options.weaken(structuredClone(config));
           return config;
         },
@@ -283,7 +288,7 @@ export class ContainerSandbox implements Sandbox {
           uid === undefined ? {} : { uid },
         );
         if (this.tier === "gvisor") config = gvisorContainerConfig(config);
-        config.Labels[`${SANDBOX_LABEL}.owner`] = String(process.pid);
+        config.Labels = { ...this.options.labels, ...config.Labels, [`${SANDBOX_LABEL}.owner`]: String(process.pid) };
         if (this.options.weaken) config = this.options.weaken(structuredClone(config));
         container = await this.docker.createContainer({
           Image: digest, // run the digest we checked, never a tag that could move
