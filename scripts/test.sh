@@ -9,13 +9,18 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 jobs="${AIRQUBE_TEST_JOBS:-2}"
+# every temporary file of the run (tests, the CLI they start, the sandboxes' staging) goes under one directory that
+# is removed at the end, so no run leaves anything in /tmp whatever a test forgets or a killed process leaves
+run_tmp=$(mktemp -d -t airqube-test-run.XXXXXX)
+chmod 1777 "$run_tmp" # like /tmp: sandboxes running as unprivileged host uids traverse it
+export TMPDIR="$run_tmp"
 light_log=$(mktemp -t airqube-light-tests.XXXXXX)
 typecheck_log=$(mktemp -t airqube-typecheck.XXXXXX)
 soak_log=$(mktemp -t airqube-soak-tests.XXXXXX)
 heavy_log=$(mktemp -t airqube-heavy-tests.XXXXXX)
 AIRQUBE_TEST_PROBE_CACHE=$(mktemp -d -t airqube-test-probe-cache.XXXXXX)
 export AIRQUBE_TEST_PROBE_CACHE
-trap 'rm -rf "$light_log" "$typecheck_log" "$soak_log" "$heavy_log" "$AIRQUBE_TEST_PROBE_CACHE"' EXIT
+trap 'rm -rf "$light_log" "$typecheck_log" "$soak_log" "$heavy_log" "$AIRQUBE_TEST_PROBE_CACHE" "$run_tmp"' EXIT
 
 # the type-check (sources, tests, examples) runs beside the tests (mocha runs them through tsx, which does not
 # check types); its errors are printed and fail the run at the end
