@@ -1,0 +1,247 @@
+/**
+ * The runtime's commands as exe-unit calls them: `offer-template`, `test`, `deploy`, `start` and `run`. Each
+ * returns its exit status; stdout carries only what exe-unit reads (JSON, or the protocol in `start`).
+ */
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import Docker from "dockerode";
+import type { Logger } from "pino";
+import type { ProbeReport } from "../../probes/index.js";
+import { escapeSuiteGate } from "../../provider/probe-gate.js";
+import { AirqubeError, toAirqubeError, UserError } from "../../qube/errors.js";
+import { printable } from "../../qube/printable.js";
+import { deployResult, deployTaskPackage } from "./deploy.js";
+import { checkProcessPaths } from "./paths.js";
+import { runProcessInSandbox, runtimeSandbox } from "./sandbox-run.js";
+import { serveRuntime } from "./service.js";
+import {
+  loadRuntimeConfig,
+  processLimits,
+  RUNTIME_NAME,
+  RUNTIME_VERSION,
+  type RuntimeConfig,
+  type RuntimeFlags,
+  readDeployState,
+  runtimeHome,
+} from "./state.js";
+import { registerInstance, sweepRuntime } from "./sweep.js";
+
+/** What every command gets. */
+export interface CommandContext {
+  flags: RuntimeFlags;
+  env: Record<string, string | undefined>;
+  logger: Logger;
+  docker?: Docker;
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+}
+
+/** The suite's summary as `test` stores it in the runtime's home (`probe-summary.json`). */
+export interface StoredProbeSummary {
+  tier: string;
+  pass: number;
+  fail: number;
+  inconclusive: number;
+  skipped: number;
+  reportHash: string;
+  suiteVersion: string;
+  at: string;
+}
+
+function fail(context: CommandContext, error: unknown): number {
+  const e = error instanceof AirqubeError ? error : toAirqubeError(error);
+  context.stderr.write(`ya-runtime-airqube: ${printable(e.message, 2000)} [${printable(e.code, 64)}]\n`);
+  return 1;
+}
+
+function workdirOf(flags: RuntimeFlags): string {
+  if (!flags.workdir) throw new UserError("RUNTIME_WORKDIR_MISSING", "This command needs --workdir");
+  return resolve(flags.workdir);
+}
+
+async function readStoredSummary(home: string): Promise<StoredProbeSummary | undefined> {
+  const text = await readFile(join(home, "probe-summary.json"), "utf8").catch(() => undefined);
+  if (!text || text.length > 16_384) return undefined;
+  try {
+    return JSON.parse(text) as StoredProbeSummary;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The offer's properties (see offer.ts for the signed form). */
+export async function offerProperties(config: RuntimeConfig, home: string): Promise<Record<string, unknown>> {
+  const summary = await readStoredSummary(home);
+  return {
+    "golem.runtime.name": RUNTIME_NAME,
+    "golem.runtime.version": RUNTIME_VERSION,
+    "golem.runtime.capabilities": [],
+    "airqube.runtime.tiers": config.tier,
+    "airqube.runtime.images": config.images.join(","),
+    ...(summary ? { "airqube.probe.summary": JSON.stringify(summary) } : {}),
+  };
+}
+
+/** `offer-template`: `{ constraints, properties }` on stdout. */
+export async function offerTemplateCommand(context: CommandContext): Promise<number> {
+  try {
+    const home = runtimeHome(context.env);
+    const config = await loadRuntimeConfig(home, context.env);
+    context.stdout.write(`${JSON.stringify({ constraints: "", properties: await offerProperties(config, home) })}\n`);
+    return 0;
+  } catch (error) {
+    return fail(context, error);
+  }
+}
+
+/**
+ * `test`: the escape suite in a fresh sandbox of the configured tier (the sandbox every process gets); the
+ * report and its summary are stored in the runtime's home. Exit 1 unless 0 fail and 0 inconclusive.
+ */
+export async function testCommand(context: CommandContext): Promise<number> {
+  const home = runtimeHome(context.env);
+  let instance: Awaited<ReturnType<typeof registerInstance>> | undefined;
+  try {
+    const config = await loadRuntimeConfig(home, context.env);
+    const docker = context.docker ?? new Docker();
+    await sweepRuntime(home, docker);
+    instance = await registerInstance(home);
+    const sandbox = await runtimeSandbox(config.tier, { instance: instance.id, docker });
+    let report: ProbeReport | undefined;
+    const gate = escapeSuiteGate({
+      docker,
+      ...(config.probeCache ? { cacheDir: config.probeCache } : {}),
+      onReport: (r) => {
+        report = r;
+      },
+    });
+    const result = await gate(config.tier, sandbox, {}).finally(() => sandbox.close());
+    const summary: StoredProbeSummary = {
+      tier: config.tier,
+      pass: result.pass,
+      fail: result.fail,
+      inconclusive: result.inconclusive,
+      skipped: result.skipped,
+      reportHash: result.reportHash,
+      suiteVersion: report?.suiteVersion ?? "unknown",
+      at: new Date().toISOString(),
+    };
+    await mkdir(home, { recursive: true });
+    if (report) await atomicWrite(join(home, "probe-report.json"), JSON.stringify(report));
+    await atomicWrite(join(home, "probe-summary.json"), JSON.stringify(summary));
+    context.stdout.write(`${JSON.stringify(summary)}\n`);
+    if (summary.fail > 0 || summary.inconclusive > 0) {
+      const failed = (report?.probes ?? [])
+        .filter((p) => p.verdict === "fail" || p.verdict === "inconclusive")
+        .map((p) => `${p.id} ${p.verdict}`);
+      context.stderr.write(
+        `ya-runtime-airqube: the escape suite did not pass on ${config.tier}: ${summary.fail} fail, ${summary.inconclusive} inconclusive${failed.length ? ` (${failed.join(", ")})` : ""}\n`,
+      );
+      return 1;
+    }
+    return 0;
+  } catch (error) {
+    return fail(context, error);
+  } finally {
+    await instance?.release();
+  }
+}
+
+async function atomicWrite(file: string, text: string): Promise<void> {
+  await writeFile(`${file}.${process.pid}.tmp`, text);
+  await rename(`${file}.${process.pid}.tmp`, file);
+}
+
+/** `deploy`: the DeployResult JSON on stdout; exit 1 (with `valid.Err`) when the task package is refused. */
+export async function deployCommand(context: CommandContext): Promise<number> {
+  try {
+    const workdir = workdirOf(context.flags);
+    const config = await loadRuntimeConfig(runtimeHome(context.env), context.env);
+    const state = await deployTaskPackage({
+      workdir,
+      taskPackage: context.flags.taskPackage,
+      config,
+      docker: context.docker ?? new Docker(),
+    });
+    context.logger.info({ imageId: state.imageId }, "deployed");
+    context.stdout.write(`${JSON.stringify(deployResult())}\n`);
+    return 0;
+  } catch (error) {
+    const e = toAirqubeError(error);
+    context.stdout.write(`${JSON.stringify(deployResult(`${e.code}: ${e.message}`.slice(0, 2000)))}\n`);
+    return fail(context, e);
+  }
+}
+
+/** Prepares a command that runs processes: config, deploy state, sweep, instance, sandbox. */
+async function prepareRuns(context: CommandContext) {
+  const workdir = workdirOf(context.flags);
+  const home = runtimeHome(context.env);
+  const config = await loadRuntimeConfig(home, context.env);
+  const deploy = await readDeployState(workdir);
+  const limits = processLimits(context.flags, config);
+  const docker = context.docker ?? new Docker();
+  const swept = await sweepRuntime(home, docker);
+  if (swept.instances || swept.containers) context.logger.warn(swept, "swept what earlier runtimes left behind");
+  const instance = await registerInstance(home, workdir);
+  const sandbox = await runtimeSandbox(deploy.tier, { instance: instance.id, docker });
+  const hostRoots = [workdir, home];
+  return { workdir, home, deploy, limits, sandbox, instance, hostRoots };
+}
+
+/** `start`: service mode over stdin/stdout until Shutdown, the end of stdin, or a bad frame. */
+export async function startCommand(
+  context: CommandContext & { stdin: NodeJS.ReadableStream; signal?: AbortSignal },
+): Promise<number> {
+  let prepared: Awaited<ReturnType<typeof prepareRuns>> | undefined;
+  try {
+    prepared = await prepareRuns(context);
+    const { deploy, limits, sandbox, workdir, hostRoots } = prepared;
+    const stdin = context.stdin as NodeJS.ReadableStream & { destroy?: () => void };
+    context.signal?.addEventListener("abort", () => stdin.destroy?.(), { once: true });
+    return await serveRuntime({
+      input: context.stdin,
+      output: context.stdout,
+      check: (spec) => checkProcessPaths(spec, hostRoots),
+      run: (spec, signal) =>
+        runProcessInSandbox(spec, {
+          sandbox,
+          deploy,
+          workdir,
+          hostRoots,
+          limits,
+          signal: context.signal ? AbortSignal.any([signal, context.signal]) : signal,
+        }),
+      version: RUNTIME_VERSION,
+      logger: context.logger,
+    });
+  } catch (error) {
+    return fail(context, error);
+  } finally {
+    await prepared?.sandbox.close().catch(() => undefined);
+    await prepared?.instance.release();
+  }
+}
+
+/** `run --entrypoint E -- args` (command mode): one process; its stdout and stderr, and its exit code. */
+export async function runCommand(
+  context: CommandContext & { entrypoint: string; args: string[]; signal?: AbortSignal },
+): Promise<number> {
+  let prepared: Awaited<ReturnType<typeof prepareRuns>> | undefined;
+  try {
+    prepared = await prepareRuns(context);
+    const { deploy, limits, sandbox, workdir, hostRoots } = prepared;
+    const result = await runProcessInSandbox(
+      { bin: context.entrypoint, args: context.args, workDir: "" },
+      { sandbox, deploy, workdir, hostRoots, limits, ...(context.signal ? { signal: context.signal } : {}) },
+    );
+    context.stdout.write(result.stdout);
+    context.stderr.write(result.stderr);
+    return result.exitCode >= 0 && result.exitCode < 256 ? result.exitCode : 1;
+  } catch (error) {
+    return fail(context, error);
+  } finally {
+    await prepared?.sandbox.close().catch(() => undefined);
+    await prepared?.instance.release();
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * Cleanup after a runtime killed at any point (SIGKILL included). Every runtime process that creates anything
+ * first writes an instance record (`<home>/instances/<pid>-<instance>.json`: its pid and start time, work dir
+ * and private temp dir), and labels its containers with the instance and its pid. The next runtime to start
+ * sweeps the instances whose process is gone: their containers (by label), their temp dir (staged inputs) and
+ * their output staging in the work dir, then the record.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, readdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type Docker from "dockerode";
+import { z } from "zod";
+
+/** The label every runtime container carries: its instance id. */
+export const RUNTIME_LABEL = "airqube.golem-runtime";
+/** The label with the pid of the runtime process that owns the container. */
+export const RUNTIME_OWNER_LABEL = `${RUNTIME_LABEL}.owner`;
+
+/** The labels of a runtime instance's containers. */
+export function runtimeLabels(instance: string, pid = process.pid): Record<string, string> {
+  return { [RUNTIME_LABEL]: instance, [RUNTIME_OWNER_LABEL]: String(pid) };
+}
+
+const recordSchema = z.strictObject({
+  pid: z.int().positive(),
+  startTime: z.string().max(32),
+  instance: z.string().regex(/^[0-9a-f]{16}$/),
+  workdir: z.string().max(4096).optional(),
+  tmp: z.string().max(4096),
+});
+type InstanceRecord = z.infer<typeof recordSchema>;
+
+/** The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), "" when gone. */
+async function processStartTime(pid: number): Promise<string> {
+  const text = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return fields[19] ?? "";
+}
+
+/** Whether the process that wrote a record still runs (the same pid and start time: not a reused pid). */
+async function alive(record: { pid: number; startTime: string }): Promise<boolean> {
+  if (record.pid === process.pid) return true;
+  const now = await processStartTime(record.pid);
+  return now !== "" && now === record.startTime;
+}
+
+/** A registered runtime instance: its id, its private temp dir, and how to remove its record. */
+export interface RuntimeInstance {
+  id: string;
+  tmp: string;
+  /** Removes the temp dir and the record (after every sandbox is gone). */
+  release(): Promise<void>;
+}
+
+/**
+ * Registers this process as a runtime instance (the record is written before anything is created) and makes
+ * its private temp dir, which becomes the process's TMPDIR (the sandboxes stage inputs there).
+ *
+ * @example
+ * const instance = await registerInstance(home, workdir);
+ */
+export async function registerInstance(home: string, workdir?: string): Promise<RuntimeInstance> {
+  const id = randomBytes(8).toString("hex");
+  const dir = join(home, "instances");
+  const tmp = join(home, "tmp", `${process.pid}-${id}`);
+  const file = join(dir, `${process.pid}-${id}.json`);
+  const record: InstanceRecord = {
+    pid: process.pid,
+    startTime: await processStartTime(process.pid),
+    instance: id,
+    ...(workdir ? { workdir } : {}),
+    tmp,
+  };
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await writeFile(file, JSON.stringify(record), { mode: 0o600 });
+  await mkdir(tmp, { recursive: true, mode: 0o700 });
+  process.env.TMPDIR = tmp;
+  return {
+    id,
+    tmp,
+    release: async () => {
+      await rm(tmp, { recursive: true, force: true });
+      await unlink(file).catch(() => undefined);
+    },
+  };
+}
+
+/** What a sweep removed. */
+export interface SweepReport {
+  instances: number;
+  containers: number;
+}
+
+/**
+ * Removes what runtime instances that are gone left behind: containers labelled {@link RUNTIME_LABEL} whose
+ * owner is gone (also those of an instance without a record), each gone instance's temp dir and output staging,
+ * and its record. Live instances (other activities' runtimes) are left alone.
+ *
+ * @example
+ * const { containers } = await sweepRuntime(runtimeHome(), new Docker());
+ */
+export async function sweepRuntime(home: string, docker: Docker): Promise<SweepReport> {
+  const dir = join(home, "instances");
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const gone = new Set<string>();
+  let instances = 0;
+  let containers = 0;
+  for (const name of names.filter((n) => n.endsWith(".json")).slice(0, 10_000)) {
+    const file = join(dir, name);
+    const text = await readFile(file, "utf8").catch(() => "");
+    const parsed = text.length < 16_384 ? recordSchema.safeParse(parseJson(text)) : undefined;
+    if (!parsed?.success) {
+      await unlink(file).catch(() => undefined);
+      continue;
+    }
+    const record = parsed.data;
+    if (await alive(record)) continue;
+    gone.add(record.instance);
+    containers += await removeInstanceContainers(docker, record.instance);
+    await rm(record.tmp, { recursive: true, force: true });
+    if (record.workdir) {
+      const leftovers = await readdir(record.workdir).catch(() => [] as string[]);
+      for (const entry of leftovers.filter((e) => e.startsWith(`.airqube-staging-${record.pid}-`)))
+        await rm(join(record.workdir, entry), { recursive: true, force: true });
+    }
+    await unlink(file).catch(() => undefined);
+    instances++;
+  }
+  // containers of owners gone without a record (or whose record was lost)
+  const listed = await docker.listContainers({ all: true, filters: { label: [RUNTIME_LABEL] } });
+  for (const info of listed) {
+    const owner = Number(info.Labels[RUNTIME_OWNER_LABEL]);
+    if (Number.isInteger(owner) && owner > 0 && (owner === process.pid || pidExists(owner))) {
+      if (!gone.has(info.Labels[RUNTIME_LABEL] ?? "")) continue;
+    }
+    if (await removeContainer(docker, info.Id)) containers++;
+  }
+  return { instances, containers };
+}
+
+async function removeInstanceContainers(docker: Docker, instance: string): Promise<number> {
+  const listed = await docker.listContainers({ all: true, filters: { label: [`${RUNTIME_LABEL}=${instance}`] } });
+  let removed = 0;
+  for (const info of listed) if (await removeContainer(docker, info.Id)) removed++;
+  return removed;
+}
+
+async function removeContainer(docker: Docker, id: string): Promise<boolean> {
+  return docker
+    .getContainer(id)
+    .remove({ force: true, v: true })
+    .then(
+      () => true,
+      (error: { statusCode?: number }) => error?.statusCode === 404,
+    );
+}
+
+function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
