@@ -19,6 +19,7 @@ export const SIGNATURE_KINDS = [
   "commitment",
   "reveal",
   "probe-report",
+  "probe-summary",
 ] as const;
 
 /** One of the protocol's signature kinds. */
