@@ -7,16 +7,12 @@ import { type Command, Option } from "commander";
 import { startBootstrapPeer } from "../net/bootstrap-peer.js";
 import { loadOrCreateKeyFile } from "../net/keys.js";
 import { UserError } from "../qube/errors.js";
+import { type AddressFlags, addAddressOptions, collect } from "./address-options.js";
 import { cliLogger } from "./logger.js";
 import { reportError } from "./output.js";
 
-const collect = (value: string, previous: string[] = []) => [...previous, value];
-
-interface BootnodeFlags {
+interface BootnodeFlags extends AddressFlags {
   keyFile: string;
-  listen?: string[];
-  announce?: string[];
-  appendAnnounce?: string[];
   bootstrap?: string[];
   public?: boolean;
   allowPrivateAddrs?: boolean;
@@ -26,13 +22,13 @@ interface BootnodeFlags {
 }
 
 export function registerBootnodeCommand(program: Command): void {
-  program
-    .command("bootnode")
-    .description("run a bootstrap node: the rendezvous, offer relay and circuit relay of a public network")
-    .requiredOption("--key-file <file>", "the node's identity (created on first start, mode 0600): keep it")
-    .option("--listen <multiaddr>", "listen address (repeatable; e.g. /ip4/0.0.0.0/tcp/4001)", collect)
-    .option("--announce <multiaddr>", "address announced instead of the listen addresses (repeatable)", collect)
-    .option("--append-announce <multiaddr>", "address announced besides the listen addresses (repeatable)", collect)
+  addAddressOptions(
+    program
+      .command("bootnode")
+      .description("run a bootstrap node: the rendezvous, offer relay and circuit relay of a public network")
+      .requiredOption("--key-file <file>", "the node's identity (created on first start, mode 0600): keep it"),
+    "listen address (repeatable; e.g. /ip4/0.0.0.0/tcp/4001)",
+  )
     .option("--bootstrap <multiaddr>", "another bootnode of the same network (repeatable)", collect)
     .option("--public", "public mode: non-loopback addresses, circuit relay server, per-host rate limits")
     .option("--allow-private-addrs", "public mode: also dial private-range addresses (a LAN)")

@@ -12,19 +12,15 @@ import { escapeSuiteGate } from "../provider/probe-gate.js";
 import { UserError } from "../qube/index.js";
 import type { Sandbox } from "../sandbox/api.js";
 import { lockDataDir } from "../store/dir-lock.js";
+import { type AddressFlags, addAddressOptions, collect } from "./address-options.js";
 import { cliLogger } from "./logger.js";
 import { printJson, reportError } from "./output.js";
 import { defaultProbeCache, defaultProviderDir } from "./paths.js";
 import { glm } from "./payment-report.js";
 import { parseCount } from "./units.js";
 
-const collect = (value: string, previous: string[] = []) => [...previous, value];
-
-interface StartFlags {
+interface StartFlags extends AddressFlags {
   config?: string;
-  listen?: string[];
-  announce?: string[];
-  appendAnnounce?: string[];
   public?: boolean;
   allowPrivateAddrs?: boolean;
   allowLoopbackAddrs?: boolean;
@@ -50,22 +46,16 @@ export function registerProviderCommand(program: Command): void {
   const provider = program
     .command("provider")
     .description("run a provider agent that earns by running qubes in hardened sandboxes");
-  provider
-    .command("start")
-    .description("prove the sandbox tiers with the escape suite, announce an offer, and serve qubes until interrupted")
-    .option("--config <file>", "JSON config file (flags override it)")
-    .option("--listen <multiaddr>", "listen address (repeatable; default /ip4/127.0.0.1/tcp/0)", collect)
+  addAddressOptions(
+    provider
+      .command("start")
+      .description(
+        "prove the sandbox tiers with the escape suite, announce an offer, and serve qubes until interrupted",
+      )
+      .option("--config <file>", "JSON config file (flags override it)"),
+    "listen address (repeatable; default /ip4/127.0.0.1/tcp/0)",
+  )
     .option("--public", "public mode: real hosts (non-loopback listen, announce, bootstrap and dial addresses)")
-    .option(
-      "--announce <multiaddr>",
-      "public mode: address announced instead of the listen addresses (repeatable)",
-      collect,
-    )
-    .option(
-      "--append-announce <multiaddr>",
-      "public mode: address announced besides the listen addresses (repeatable)",
-      collect,
-    )
     .option("--allow-private-addrs", "public mode: also dial private-range addresses (a LAN)")
     .addOption(new Option("--allow-loopback-addrs", "public mode: also dial and announce loopback (tests)").hideHelp())
     .option("--allow-public-rpc", "paid qubes: allow a chain RPC URL off this machine")

@@ -5,7 +5,8 @@ import { type Command, InvalidArgumentError, Option } from "commander";
 import { budgetOf } from "../chain/job.js";
 import { type EscrowJobJson, jobFromJson } from "../chain/job-json.js";
 import { loadOrCreateIdentity } from "../net/keys.js";
-import { UserError } from "../qube/index.js";
+import { checkNodeAddresses } from "../net/node.js";
+import { PeerError, UserError } from "../qube/index.js";
 import type { ComputeMarket } from "../requestor/api.js";
 import { sealQube } from "../requestor/draft.js";
 import { type JournalEscrowJob, type JournalQube, RequestorJournal } from "../requestor/journal.js";
@@ -13,6 +14,7 @@ import { Libp2pMarket } from "../requestor/libp2p-market.js";
 import { closeJournalled, EscrowPayments, type PaymentReport } from "../requestor/payments.js";
 import { Requestor, type RunEvent, type RunReport } from "../requestor/requestor.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
+import { type AddressFlags, addAddressOptions, addressOptionsFrom } from "./address-options.js";
 import { type RequestorConfig, readConfigFile } from "./config-file.js";
 import {
   AIRQUBE_ERROR_EXIT,
@@ -76,7 +78,7 @@ export function networkOptionsFrom(
   };
 }
 
-interface RunFlags extends PaymentFlags, NetworkFlags {
+interface RunFlags extends PaymentFlags, NetworkFlags, AddressFlags {
   allowPublicRpc?: boolean;
   backend: "libp2p" | "golem";
   config?: string;
@@ -180,6 +182,11 @@ export function registerRunCommands(program: Command): void {
     });
   addPaymentOptions(runCommand);
   addNetworkOptions(runCommand);
+  // a requestor with an address of its own can be dialled back by a provider behind NAT (DCUtR)
+  addAddressOptions(
+    runCommand,
+    "public mode: listen address (repeatable; default none), so that a provider behind NAT can dial back directly",
+  );
   const offersCommand = program
     .command("offers")
     .hook("preAction", useDevnetProfile)
@@ -284,6 +291,15 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
       });
     if (flags.golemMinSuccessRate !== undefined && flags.backend !== "golem")
       throw new UserError("GOLEM_FLAG_WITHOUT_GOLEM", "--golem-min-success-rate needs --backend golem");
+    // --listen and --announce are checked before the chain, the image and the network (a wrong one fails now)
+    const addresses = addressOptionsFrom(flags);
+    if (Object.keys(addresses).length > 0) {
+      if (flags.backend === "golem")
+        throw new UserError("ADDRESS_FLAG_WITHOUT_LIBP2P", "--listen and --announce are for the embedded network", {
+          details: "the Golem backend reaches providers through yagna: drop --listen, --announce and --append-announce",
+        });
+      await checkNodeAddresses({ ...networkOptionsFrom(flags, config), ...addresses });
+    }
     // one process per data directory, refused at once: before the chain, the image and the network (the
     // Requestor takes this process's lock again, re-entrantly)
     lock = lockDataDir(flags.dataDir, "airqube run");
@@ -328,6 +344,7 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
             identity,
             bootstrap: bootstrapFrom(flags),
             ...networkOptionsFrom(flags, config),
+            ...addresses,
           });
     requestor = new Requestor({ market, dataDir: flags.dataDir, ...(payments ? { payments } : {}) });
     const names = new Map<string | undefined, string>();
@@ -370,7 +387,7 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     // every provider's reason first, once (plain progress already printed each as it came; the error line
     // sums them up)
     if (!flags.json && !failuresListed) for (const f of failed) process.stderr.write(`${describeFailure(f)}\n`);
-    return reportError(error, Boolean(flags.json));
+    return reportError(withSkippedOffers(error, market), Boolean(flags.json));
   } finally {
     process.off("SIGINT", onSignal);
     requestor?.close();
@@ -381,6 +398,30 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
       lock?.release();
     }
   }
+}
+
+/** Most skipped offers a run's error names (each is also logged). */
+const MAX_SKIPPED_NAMED = 10;
+
+/**
+ * A run that found too few providers says which offers the market skipped and why (an offer naming only
+ * addresses this requestor does not dial: OFFER_NOT_DIALLABLE; a provider that did not answer its ping:
+ * PROVIDER_UNREACHABLE; an expired or badly signed offer), in the error's details and one warning per offer in
+ * the log. Any other error is returned unchanged.
+ */
+function withSkippedOffers(error: unknown, market: ComputeMarket | undefined): unknown {
+  if (!(market instanceof Libp2pMarket) || !(error instanceof PeerError)) return error;
+  if (error.code !== "NOT_ENOUGH_PROVIDERS" && error.code !== "NO_PROVIDER") return error;
+  const { offers } = market.offers.droppedOffers();
+  if (offers.length === 0) return error;
+  const logger = cliLogger("requestor");
+  for (const o of offers) logger.warn({ provider: o.provider, code: o.code, reason: o.message }, "offer skipped");
+  const named = offers.slice(0, MAX_SKIPPED_NAMED).map((o) => `${o.provider}: ${o.code}: ${o.message}`);
+  if (offers.length > named.length) named.push(`… and ${offers.length - named.length} more`);
+  return new PeerError(error.code, error.shortMessage, {
+    details: `${error.details ? `${error.details}; ` : ""}offers skipped: ${named.join("; ")}`,
+    cause: error,
+  });
 }
 
 // one line for a provider that refused or failed (also exported from here, where callers found it first)

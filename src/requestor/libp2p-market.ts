@@ -5,11 +5,12 @@
 import { randomBytes } from "node:crypto";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
+import { mayDial } from "../net/addresses.js";
 import { type AgreementTerms, proposeAgreement } from "../net/agreement.js";
 import { awaitDirectConnection, DCUTR_TIMEOUT_MS } from "../net/dcutr.js";
 import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
 import { askAdmission, ExchangeSession } from "../net/exchange/dialer.js";
-import { type AirqubeNode, createNode } from "../net/node.js";
+import { type AirqubeNode, addressPolicyOf, createNode } from "../net/node.js";
 import { OfferBook } from "../net/offers/discovery.js";
 import { type Offer, qubePrice } from "../net/offers/offer.js";
 import { type Identity, PeerError, type SignedEnvelope, toHex, type VerifiedQubeSpec } from "../qube/index.js";
@@ -23,6 +24,12 @@ import type {
   SealedQube,
 } from "./api.js";
 import { toWireJob } from "./payments.js";
+
+/** Why public mode skips an offer that names no address it dials. */
+const PUBLIC_NOT_DIALLED =
+  "public mode never dials loopback, private-range, link-local or unspecified addresses that an offer names (--allow-private-addrs dials private ranges, for a LAN)";
+/** Why the devnet skips an offer that names no loopback address. */
+const DEVNET_NOT_DIALLED = "the devnet dials loopback only (--public for a real deployment)";
 
 /** How long a candidate has to answer the liveness ping before its offer is dropped. */
 export const LIVENESS_TIMEOUT_MS = 3_000;
@@ -48,6 +55,10 @@ export interface Libp2pMarketOptions {
    * behind NAT that it reached through a relay dial it back directly (DCUtR's reverse connection).
    */
   listen?: string[];
+  /** Public mode: addresses announced instead of the listen addresses (a public IP or name in front of a NAT). */
+  announce?: string[];
+  /** Public mode: addresses announced besides the listen addresses. */
+  appendAnnounce?: string[];
   /** How long a candidate has to answer a ping before it is dropped (default LIVENESS_TIMEOUT_MS). */
   livenessTimeoutMs?: number;
   /** Extra time beyond the qube's wall time that a provider gets to commit. Default 30 s. */
@@ -96,7 +107,9 @@ export class Libp2pMarket implements ComputeMarket {
       ...(options.allowPrivate ? { allowPrivate: true } : {}),
       ...(options.allowLoopback ? { allowLoopback: true } : {}),
       // a requestor in public mode listens nowhere unless told (it opens every stream itself)
-      ...(options.public || options.allowPublic ? { listen: options.listen ?? [] } : {}),
+      ...(options.listen ? { listen: options.listen } : options.public || options.allowPublic ? { listen: [] } : {}),
+      ...(options.announce?.length ? { announce: options.announce } : {}),
+      ...(options.appendAnnounce?.length ? { appendAnnounce: options.appendAnnounce } : {}),
     });
     const offers = new OfferBook(node, options.now ? { now: options.now } : {});
     offers.start();
@@ -108,6 +121,11 @@ export class Libp2pMarket implements ComputeMarket {
       throw error;
     }
     return new Libp2pMarket(node, offers, options);
+  }
+
+  /** What this node dials (the connection gater enforces the same policy on every dial). */
+  private get policy() {
+    return addressPolicyOf(this.options);
   }
 
   private now(): Date {
@@ -149,11 +167,24 @@ export class Libp2pMarket implements ComputeMarket {
         if (seen !== undefined && Date.now() - seen < LIVENESS_CACHE_MS) return true;
         const offer = this.offerOf(candidate.id);
         if (!offer) return false;
+        // an offer is the provider's word only: an address this node's policy does not dial (in public mode:
+        // loopback, private, link-local, unspecified) is never tried, and an offer naming no other is skipped
+        // without a dial (a hostile offer must not make a requestor dial its own ports or its LAN)
+        const dialable = offer.addrs.filter((a) => mayDial(a, this.policy));
+        if (offer.addrs.length > 0 && dialable.length === 0) {
+          this.offers.drop(
+            offer.provider,
+            new PeerError("OFFER_NOT_DIALLABLE", "The offer names no address this requestor dials: offer skipped", {
+              details: `${offer.addrs.join(", ").slice(0, 600)}: ${this.policy.public ? PUBLIC_NOT_DIALLED : DEVNET_NOT_DIALLED}`,
+            }),
+          );
+          return false;
+        }
         const timeout = AbortSignal.timeout(timeoutMs);
         const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
         try {
           const peer = peerIdFromString(offer.provider);
-          await this.node.peerStore.merge(peer, { multiaddrs: offer.addrs.map((a) => multiaddr(a)) });
+          await this.node.peerStore.merge(peer, { multiaddrs: dialable.map((a) => multiaddr(a)) });
           await this.node.services.ping.ping(peer, { signal });
           // a requestor with addresses of its own may be dialled back directly by a provider behind NAT (DCUtR),
           // which then closes the relayed connection: wait for that before any exchange stream opens on it
