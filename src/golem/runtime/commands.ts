@@ -2,22 +2,28 @@
  * The runtime's commands as exe-unit calls them: `offer-template`, `test`, `deploy`, `start` and `run`. Each
  * returns its exit status; stdout carries only what exe-unit reads (JSON, or the protocol in `start`).
  */
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import Docker from "dockerode";
 import type { Logger } from "pino";
+import { loadOrCreateIdentity } from "../../net/keys.js";
 import type { ProbeReport } from "../../probes/index.js";
 import { escapeSuiteGate } from "../../provider/probe-gate.js";
 import { AirqubeError, toAirqubeError, UserError } from "../../qube/errors.js";
 import { printable } from "../../qube/printable.js";
 import { deployResult, deployTaskPackage } from "./deploy.js";
+import {
+  runtimeOfferProperties,
+  type SignedProbeSummary,
+  signedProbeSummarySchema,
+  signProbeSummary,
+} from "./offer.js";
 import { checkProcessPaths } from "./paths.js";
 import { runProcessInSandbox, runtimeSandbox } from "./sandbox-run.js";
 import { serveRuntime } from "./service.js";
 import {
   loadRuntimeConfig,
   processLimits,
-  RUNTIME_NAME,
   RUNTIME_VERSION,
   type RuntimeConfig,
   type RuntimeFlags,
@@ -36,18 +42,6 @@ export interface CommandContext {
   stderr: NodeJS.WritableStream;
 }
 
-/** The suite's summary as `test` stores it in the runtime's home (`probe-summary.json`). */
-export interface StoredProbeSummary {
-  tier: string;
-  pass: number;
-  fail: number;
-  inconclusive: number;
-  skipped: number;
-  reportHash: string;
-  suiteVersion: string;
-  at: string;
-}
-
 function fail(context: CommandContext, error: unknown): number {
   const e = error instanceof AirqubeError ? error : toAirqubeError(error);
   context.stderr.write(`ya-runtime-airqube: ${printable(e.message, 2000)} [${printable(e.code, 64)}]\n`);
@@ -59,26 +53,33 @@ function workdirOf(flags: RuntimeFlags): string {
   return resolve(flags.workdir);
 }
 
-async function readStoredSummary(home: string): Promise<StoredProbeSummary | undefined> {
+/** The signed summary `test` stored (`probe-summary.json` in the runtime's home), if any. */
+async function readStoredSummary(home: string): Promise<SignedProbeSummary | undefined> {
   const text = await readFile(join(home, "probe-summary.json"), "utf8").catch(() => undefined);
   if (!text || text.length > 16_384) return undefined;
   try {
-    return JSON.parse(text) as StoredProbeSummary;
+    const parsed = signedProbeSummarySchema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
   } catch {
     return undefined;
   }
 }
 
-/** The offer's properties (see offer.ts for the signed form). */
+/**
+ * The offer's properties: offer.ts's (name, version, tier, accepted images, the signed summary `test` stored)
+ * and `golem.runtime.capabilities` (none). Without a passing summary of the configured tier there is no offer.
+ *
+ * @throws UserError `RUNTIME_NOT_TESTED`, `RUNTIME_OFFER_INVALID`
+ */
 export async function offerProperties(config: RuntimeConfig, home: string): Promise<Record<string, unknown>> {
   const summary = await readStoredSummary(home);
+  if (summary?.tier !== config.tier)
+    throw new UserError("RUNTIME_NOT_TESTED", "The escape suite has not passed on this runtime's tier yet", {
+      details: `run \`ya-runtime-airqube test\` (tier ${config.tier})`,
+    });
   return {
-    "golem.runtime.name": RUNTIME_NAME,
-    "golem.runtime.version": RUNTIME_VERSION,
+    ...runtimeOfferProperties({ tiers: [config.tier], images: config.images, summary, version: RUNTIME_VERSION }),
     "golem.runtime.capabilities": [],
-    "airqube.runtime.tiers": config.tier,
-    "airqube.runtime.images": config.images.join(","),
-    ...(summary ? { "airqube.probe.summary": JSON.stringify(summary) } : {}),
   };
 }
 
@@ -116,22 +117,14 @@ export async function testCommand(context: CommandContext): Promise<number> {
       },
     });
     const result = await gate(config.tier, sandbox, {}).finally(() => sandbox.close());
-    const summary: StoredProbeSummary = {
-      tier: config.tier,
-      pass: result.pass,
-      fail: result.fail,
-      inconclusive: result.inconclusive,
-      skipped: result.skipped,
-      reportHash: result.reportHash,
-      suiteVersion: report?.suiteVersion ?? "unknown",
-      at: new Date().toISOString(),
-    };
+    if (!report) throw new UserError("RUNTIME_TEST_NO_REPORT", "The escape suite gave no report");
     await mkdir(home, { recursive: true });
-    if (report) await atomicWrite(join(home, "probe-report.json"), JSON.stringify(report));
-    await atomicWrite(join(home, "probe-summary.json"), JSON.stringify(summary));
+    await atomicWrite(join(home, "probe-report.json"), JSON.stringify(report));
+    const summary = { ...result, tier: config.tier };
     context.stdout.write(`${JSON.stringify(summary)}\n`);
     if (summary.fail > 0 || summary.inconclusive > 0) {
-      const failed = (report?.probes ?? [])
+      await rm(join(home, "probe-summary.json"), { force: true });
+      const failed = report.probes
         .filter((p) => p.verdict === "fail" || p.verdict === "inconclusive")
         .map((p) => `${p.id} ${p.verdict}`);
       context.stderr.write(
@@ -139,6 +132,9 @@ export async function testCommand(context: CommandContext): Promise<number> {
       );
       return 1;
     }
+    // only a passing run is signed and offered (a failed one removes an earlier summary: no stale offer)
+    const signed = signProbeSummary(report, loadOrCreateIdentity(home), new Date());
+    await atomicWrite(join(home, "probe-summary.json"), JSON.stringify(signed));
     return 0;
   } catch (error) {
     return fail(context, error);

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import Docker from "dockerode";
+import { verifyRuntimeOffer } from "../../../src/golem/runtime/offer.js";
 import {
   encodeRequest,
   FrameDecoder,
@@ -312,17 +313,28 @@ describe("Golem runtime ya-runtime-airqube @docker", function () {
     }
   });
 
-  it("test runs the escape suite in the runtime's sandbox: 0 fail, 0 inconclusive; offer-template publishes it", async function () {
+  it("test runs the escape suite in the runtime's sandbox: 0 fail, 0 inconclusive; offer-template publishes it signed", async function () {
     this.timeout(600_000);
+    const untested = await command(["offer-template"], env);
+    expect(untested.code).to.equal(1);
+    expect(untested.stderr).to.include("RUNTIME_NOT_TESTED");
     const result = await command(["test"], env);
     expect(result.code, result.stderr).to.equal(0);
     const summary = JSON.parse(result.stdout);
     expect(summary).to.include({ tier: "container", fail: 0, inconclusive: 0 });
     expect(summary.pass).to.be.greaterThan(30);
     expect(summary.reportHash).to.match(/^sha256:[0-9a-f]{64}$/);
-    const offer = JSON.parse((await command(["offer-template"], env)).stdout);
-    expect(offer.properties["golem.runtime.name"]).to.equal("airqube");
-    expect(offer.properties["airqube.runtime.images"]).to.equal(good.imageId);
-    expect(JSON.parse(offer.properties["airqube.probe.summary"])).to.include({ reportHash: summary.reportHash });
+    const offer = await command(["offer-template"], env);
+    expect(offer.code, offer.stderr).to.equal(0);
+    const { constraints, properties } = JSON.parse(offer.stdout);
+    expect(constraints).to.equal("");
+    expect(properties).to.include({
+      "golem.runtime.name": "airqube",
+      "airqube.runtime.tiers": "container",
+      "airqube.runtime.images": good.imageId,
+    });
+    const verdict = verifyRuntimeOffer(properties, { now: new Date() });
+    if (!verdict.ok) throw new Error(`offer refused: ${verdict.reason}`);
+    expect(verdict.summary).to.include({ tier: "container", fail: 0, inconclusive: 0, reportHash: summary.reportHash });
   });
 });
