@@ -21,6 +21,7 @@ const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
   "convert-pdf": async () => (await import("./convert-pdf-command.js")).registerConvertPdfCommand,
   bootnode: async () => (await import("./bootnode-command.js")).registerBootnodeCommand,
   dashboard: async () => (await import("./dashboard-command.js")).registerDashboardCommand,
+  "golem-runtime": async () => (await import("./golem-runtime-command.js")).registerGolemRuntimeCommand,
 };
 
 export async function buildProgram(argv: string[]): Promise<Command> {
