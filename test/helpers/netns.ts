@@ -63,13 +63,17 @@ process.once("exit", () => {
 
 /**
  * Builds the topology: `direct` hosts on the bridge (10.77.0.1, .2, ...), `natted` hosts behind one router
- * (192.168.77.2, .3, ..., the router's outer address 10.77.0.254).
+ * (192.168.77.2, .3, ..., the router's outer address 10.77.0.254). `wan` replaces the bridge's /24 (its first
+ * three octets): 203.0.113 (TEST-NET-3, RFC 5737: reserved for documentation, never routed anywhere) gives the
+ * hosts addresses that the address policy counts as public, for a requestor in public mode without
+ * --allow-private-addrs (test/net/hostile-offer-netns.test.ts). Either way the addresses exist only inside the
+ * namespaces.
  *
  * @example
  * const net = createTopology(["boot", "b", "c", "d"], ["e"]);
  * try { net.spawn("b", "node", [...]); } finally { net.destroy(); }
  */
-export function createTopology(direct: string[], natted: string[] = []): Topology {
+export function createTopology(direct: string[], natted: string[] = [], wan = "10.77.0"): Topology {
   const prefix = `aq${process.pid % 100000}`;
   const bridge = `${prefix}-br`;
   const hosts: Record<string, Host> = {};
@@ -114,14 +118,14 @@ export function createTopology(direct: string[], natted: string[] = []): Topolog
     direct.forEach((name, i) => {
       const ns = `${prefix}-${name}`;
       addNs(ns);
-      plug(name, ns, `10.77.0.${i + 1}`);
-      hosts[name] = { ns, ip: `10.77.0.${i + 1}` };
+      plug(name, ns, `${wan}.${i + 1}`);
+      hosts[name] = { ns, ip: `${wan}.${i + 1}` };
     });
     if (natted.length > 0) {
       const router = `${prefix}-nat`;
       addNs(router);
-      plug("nat", router, "10.77.0.254");
-      hosts.router = { ns: router, ip: "10.77.0.254" };
+      plug("nat", router, `${wan}.254`);
+      hosts.router = { ns: router, ip: `${wan}.254` };
       ip("-n", router, "link", "add", "lanbr", "type", "bridge");
       ip("-n", router, "addr", "add", "192.168.77.1/24", "dev", "lanbr");
       ip("-n", router, "link", "set", "lanbr", "up");
