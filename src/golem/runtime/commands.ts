@@ -3,7 +3,7 @@
  * returns its exit status; stdout carries only what exe-unit reads (JSON, or the protocol in `start`).
  */
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { join, posix, resolve } from "node:path";
 import Docker from "dockerode";
 import type { Logger } from "pino";
 import { loadOrCreateIdentity } from "../../net/keys.js";
@@ -228,7 +228,7 @@ export async function runCommand(
     prepared = await prepareRuns(context);
     const { deploy, limits, sandbox, workdir, hostRoots } = prepared;
     const result = await runProcessInSandbox(
-      { bin: context.entrypoint, args: context.args, workDir: "" },
+      { bin: context.entrypoint, args: [posix.basename(context.entrypoint), ...context.args], workDir: "" },
       { sandbox, deploy, workdir, hostRoots, limits, ...(context.signal ? { signal: context.signal } : {}) },
     );
     context.stdout.write(result.stdout);

@@ -35,11 +35,16 @@ export async function runtimeSandbox(tier: Tier, options: { instance: string; do
   return new ContainerSandbox({ docker: options.docker, tier, labels: runtimeLabels(options.instance) });
 }
 
-/** The command the sandbox runs: `bin args`, under `sh` to change directory when `workDir` is not the default. */
+/**
+ * The command the sandbox runs. RunProcess's `args` is the program's argv, `args[0]` its name (exe-unit sends
+ * the entry point's basename there): the sandbox execs `bin` with `args[1..]` (its init names the program by its
+ * path). Under `sh` to change directory when `workDir` is not the default (/scratch).
+ */
 export function sandboxCommand(spec: RuntimeProcessSpec): string[] {
-  if (spec.workDir === "" || spec.workDir === "/scratch") return [spec.bin, ...spec.args];
+  const argv = spec.args.slice(1);
+  if (spec.workDir === "" || spec.workDir === "/scratch") return [spec.bin, ...argv];
   // the image's sh changes directory and execs the program (no shell parsing of the arguments)
-  return ["/bin/sh", "-c", 'cd "$0" && exec "$@"', spec.workDir, spec.bin, ...spec.args];
+  return ["/bin/sh", "-c", 'cd "$0" && exec "$@"', spec.workDir, spec.bin, ...argv];
 }
 
 /** Options of {@link runProcessInSandbox}. */

@@ -1,8 +1,8 @@
 /**
- * ya-runtime-airqube driven as exe-unit drives it: the command line (`deploy`, `test`, `offer-template`) and
- * ya-runtime-api frames over the pipes of `start`, against real Docker.
+ * ya-runtime-airqube driven exactly as exe-unit drives it (test/golem/runtime/exe-unit.ts: the command line with
+ * exe-unit's global flags, ya-runtime-api frames over the pipes of `start`), against real Docker.
  */
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -10,80 +10,13 @@ import { join } from "node:path";
 import { expect } from "chai";
 import Docker from "dockerode";
 import { verifyRuntimeOffer } from "../../../src/golem/runtime/offer.js";
-import {
-  encodeRequest,
-  FrameDecoder,
-  type RuntimeRequest,
-  type RuntimeResponse,
-  varint,
-} from "../../../src/golem/runtime/protocol.js";
+import { varint } from "../../../src/golem/runtime/protocol.js";
 import { RUNTIME_LABEL, RUNTIME_OWNER_LABEL } from "../../../src/golem/runtime/sweep.js";
 import { PROBE_CACHE } from "../../helpers/network.js";
 import { busyboxWithMarker } from "../../images/registry-fixture.js";
+import { ExeUnit, type RuntimeSession } from "./exe-unit.js";
 
-const BIN = join(import.meta.dirname, "..", "..", "..", "bin", "ya-runtime-airqube.js");
-
-/** One runtime process: its command line, and (for `start`) frames in and out. */
-class Runtime {
-  readonly child: ChildProcessWithoutNullStreams;
-  readonly responses: RuntimeResponse[] = [];
-  stdout = Buffer.alloc(0);
-  stderr = "";
-  readonly exited: Promise<number | null>;
-  private readonly decoder = new FrameDecoder<RuntimeResponse>("response");
-  private waiters: (() => void)[] = [];
-  private nextId = 1;
-
-  constructor(args: string[], env: Record<string, string>, frames: boolean) {
-    this.child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
-    this.child.stdout.on("data", (chunk: Buffer) => {
-      if (frames) this.responses.push(...this.decoder.push(chunk));
-      else this.stdout = Buffer.concat([this.stdout, chunk]);
-      for (const wake of this.waiters.splice(0)) wake();
-    });
-    this.child.stderr.on("data", (chunk: Buffer) => {
-      this.stderr += chunk.toString();
-    });
-    this.exited = new Promise((resolve) => this.child.once("exit", (code) => resolve(code)));
-  }
-
-  send(request: Omit<RuntimeRequest, "id">): number {
-    const id = this.nextId++;
-    this.child.stdin.write(encodeRequest({ id, ...request } as RuntimeRequest));
-    return id;
-  }
-
-  /** The first response matching, waiting up to `ms`. */
-  async next(match: (r: RuntimeResponse) => boolean, ms = 20_000): Promise<RuntimeResponse> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const found = this.responses.find(match);
-      if (found) return found;
-      if (Date.now() > deadline) throw new Error(`no matching response; stderr: ${this.stderr}`);
-      await new Promise<void>((wake) => {
-        this.waiters.push(wake);
-        setTimeout(wake, 200);
-      });
-    }
-  }
-
-  reply(id: number) {
-    return this.next((r) => !r.event && r.id === id);
-  }
-
-  status(pid: number) {
-    return this.next(
-      (r) => r.event === true && "processStatus" in r && r.processStatus.pid === pid && !r.processStatus.running,
-    );
-  }
-}
-
-async function command(args: string[], env: Record<string, string>) {
-  const runtime = new Runtime(args, env, false);
-  runtime.child.stdin.end();
-  const code = await runtime.exited;
-  return { code, stdout: runtime.stdout.toString(), stderr: runtime.stderr };
-}
+const RUNTIME = [process.execPath, join(import.meta.dirname, "..", "..", "..", "bin", "ya-runtime-airqube.js")];
 
 const docker = new Docker();
 async function containersOf(pid: number | undefined): Promise<string[]> {
@@ -98,7 +31,10 @@ async function until(check: () => Promise<boolean>, ms = 20_000): Promise<void> 
   }
 }
 
-const text = (bytes: Uint8Array) => Buffer.from(bytes).toString();
+/** A RunProcess with the given work dir and argv (exe-unit's own `run` always sends an empty work dir). */
+async function runIn(session: RuntimeSession, bin: string, args: string[], workDir: string) {
+  return session.request({ run: { bin, args: [bin.split("/").pop() ?? bin, ...args], workDir } });
+}
 
 describe("Golem runtime ya-runtime-airqube @docker", function () {
   this.timeout(120_000);
@@ -130,6 +66,18 @@ describe("Golem runtime ya-runtime-airqube @docker", function () {
     env = { AIRQUBE_RUNTIME_HOME: home, AIRQUBE_RUNTIME_PROBE_CACHE: PROBE_CACHE, AIRQUBE_LOG_LEVEL: "warn" };
   });
 
+  const unit = (taskPackage?: string) =>
+    new ExeUnit({
+      runtime: RUNTIME,
+      workDir: workdir,
+      ...(taskPackage ? { taskPackage } : {}),
+      cpuCores: 1,
+      memGib: 0.25,
+      storageGib: 0.5,
+      env: { ...process.env, ...env },
+      timeoutMs: 30_000,
+    });
+
   after(async () => {
     for (const image of [good?.imageId, other?.imageId])
       if (image)
@@ -138,14 +86,15 @@ describe("Golem runtime ya-runtime-airqube @docker", function () {
           .remove({ force: true })
           .catch(() => undefined);
     await rm(root, { recursive: true, force: true });
+    // run alone (not by scripts/test.sh, which shares and removes one cache): the cache this file made
+    if (!process.env.AIRQUBE_TEST_PROBE_CACHE) await rm(PROBE_CACHE, { recursive: true, force: true });
   });
 
   it("deploy refuses a task package whose digest is not accepted, and loads nothing", async () => {
-    const result = await command(["--workdir", workdir, "--task-package", other.package, "deploy"], env);
-    expect(result.code).to.equal(1);
-    const deploy = JSON.parse(result.stdout);
-    expect(deploy.valid.Err).to.match(/^RUNTIME_IMAGE_NOT_ACCEPTED: /);
-    expect(deploy.startMode).to.equal("blocking");
+    const { result, outcome } = await unit(other.package).deploy();
+    expect(outcome.code).to.equal(1);
+    if (!("Err" in result.valid)) throw new Error("deploy accepted an image not in the list");
+    expect(result.valid.Err).to.match(/^RUNTIME_IMAGE_NOT_ACCEPTED: /);
     const loaded = await docker
       .getImage(other.imageId)
       .inspect()
@@ -158,9 +107,9 @@ describe("Golem runtime ya-runtime-airqube @docker", function () {
   });
 
   it("deploy checks and loads an accepted task package", async () => {
-    const result = await command(["--workdir", workdir, "--task-package", good.package, "deploy"], env);
-    expect(result.code, result.stderr).to.equal(0);
-    expect(JSON.parse(result.stdout)).to.deep.equal({
+    const { result, outcome } = await unit(good.package).deploy();
+    expect(outcome.code, outcome.stderr).to.equal(0);
+    expect(result).to.deep.equal({
       valid: { Ok: "" },
       vols: [
         { name: "vol-input", path: "/input" },
@@ -173,95 +122,72 @@ describe("Golem runtime ya-runtime-airqube @docker", function () {
   });
 
   it("service mode: a run reads /input and its outputs land in vol-output; paths outside the volumes are refused", async () => {
-    await writeFile(join(workdir, "vol-input", "in.txt"), "from the requestor\n");
-    const runtime = new Runtime(["--workdir", workdir, "start"], env, true);
+    const exe = unit();
+    exe.vols = [
+      { name: "vol-input", path: "/input" },
+      { name: "vol-output", path: "/output" },
+    ];
+    await writeFile(exe.hostPath("container:/input/in.txt"), "from the requestor\n");
+    const session = await exe.start();
     try {
-      const hello = await runtime.reply(runtime.send({ hello: { version: "0.1.0" } }));
-      expect(hello).to.have.property("hello");
-      const id = runtime.send({
-        run: {
-          bin: "/bin/sh",
-          args: ["-c", "cp /input/in.txt /output/copy.txt && mkdir /output/d && echo ok > /output/d/x && echo done"],
-          workDir: "",
-        },
-      });
-      const reply = await runtime.reply(id);
-      if (!("run" in reply)) throw new Error(`no pid: ${JSON.stringify(reply)}`);
-      const status = await runtime.status(reply.run.pid);
-      if (!("processStatus" in status)) throw new Error("no status");
-      expect(status.processStatus.returnCode, text(status.processStatus.stderr)).to.equal(0);
-      expect(text(status.processStatus.stdout)).to.equal("done\n");
-      expect(await readFile(join(workdir, "vol-output", "copy.txt"), "utf8")).to.equal("from the requestor\n");
-      expect(await readFile(join(workdir, "vol-output", "d", "x"), "utf8")).to.equal("ok\n");
-      const counters = await runtime.next(
-        (r) =>
-          r.event === true &&
-          "runtimeStatus" in r &&
-          "counter" in r.runtimeStatus &&
-          r.runtimeStatus.counter.name === "golem.usage.duration_sec",
-      );
-      if (!("runtimeStatus" in counters) || !("counter" in counters.runtimeStatus)) throw new Error("no counter");
-      expect(counters.runtimeStatus.counter.value).to.be.greaterThan(0);
+      const { pid } = await session.run("/bin/sh", [
+        "-c",
+        "cp /input/in.txt /output/copy.txt && mkdir /output/d && echo ok > /output/d/x && echo done",
+      ]);
+      const done = await session.waitProcess(pid);
+      expect(done.returnCode, done.stderr.toString()).to.equal(0);
+      expect(done.stdout.toString()).to.equal("done\n");
+      expect(await readFile(exe.hostPath("/output/copy.txt"), "utf8")).to.equal("from the requestor\n");
+      expect(await readFile(exe.hostPath("/output/d/x"), "utf8")).to.equal("ok\n");
+      expect(session.counters.get("golem.usage.duration_sec")).to.be.greaterThan(0);
+      expect(session.counters.has("golem.usage.cpu_sec")).to.equal(true);
 
-      // the sandbox's /input is read-only, and the working directory is honoured
-      const ro = await runtime.reply(
-        runtime.send({ run: { bin: "/bin/sh", args: ["-c", "pwd; touch /input/x"], workDir: "/output" } }),
-      );
-      if (!("run" in ro)) throw new Error("no pid");
-      const roStatus = await runtime.status(ro.run.pid);
-      if (!("processStatus" in roStatus)) throw new Error("no status");
-      expect(roStatus.processStatus.returnCode).to.not.equal(0);
-      expect(text(roStatus.processStatus.stdout)).to.equal("/output\n");
+      // the sandbox's /input is read-only, and a working directory is honoured
+      const ro = await runIn(session, "/bin/sh", ["-c", "pwd; touch /input/x"], "/output");
+      if (!("run" in ro)) throw new Error(`refused: ${JSON.stringify(ro)}`);
+      const roDone = await session.waitProcess(ro.run.pid);
+      expect(roDone.returnCode).to.not.equal(0);
+      expect(roDone.stdout.toString()).to.equal("/output\n");
 
-      for (const run of [
-        { bin: "/bin/cat", args: [join(workdir, "vol-input", "in.txt")], workDir: "" },
-        { bin: "/bin/../bin/sh", args: [], workDir: "" },
-        { bin: "bin/sh", args: [], workDir: "" },
-        { bin: "/bin/cat", args: ["/input/../etc/passwd"], workDir: "" },
-        { bin: "/bin/ls", args: [], workDir: "/input/.." },
-        { bin: "/bin/ls", args: [], workDir: workdir },
-      ]) {
-        const refused = await runtime.reply(runtime.send({ run }));
-        if (!("error" in refused)) throw new Error(`not refused: ${JSON.stringify(run)}`);
+      for (const [bin, args, workDir] of [
+        ["/bin/cat", [exe.hostPath("/input/in.txt")], ""],
+        ["/bin/../bin/sh", [], ""],
+        ["bin/sh", [], ""],
+        ["/bin/cat", ["/input/../etc/passwd"], ""],
+        ["/bin/ls", [], "/input/.."],
+        ["/bin/ls", [], workdir],
+      ] as const) {
+        const refused = await runIn(session, bin, [...args], workDir);
+        if (!("error" in refused)) throw new Error(`not refused: ${bin} ${args.join(" ")} in ${workDir}`);
         expect(refused.error.code).to.equal("BAD_REQUEST");
         expect(refused.error.context?.code).to.equal("RUNTIME_PATH_OUTSIDE_VOLUMES");
       }
-      const down = await runtime.reply(runtime.send({ shutdown: {} }));
-      expect(down).to.have.property("shutdown");
-      expect(await runtime.exited).to.equal(0);
+      expect(await session.shutdown()).to.have.property("shutdown");
+      expect((await session.waitExit()).code).to.equal(0);
     } finally {
-      runtime.child.kill("SIGKILL");
+      await session.dispose();
     }
   });
 
   it("kill ends a running process and its sandbox; shutdown with processes running leaves no container", async () => {
-    const runtime = new Runtime(["--workdir", workdir, "start"], env, true);
+    const session = await unit().start();
     try {
       const pids: number[] = [];
-      for (let i = 0; i < 3; i++) {
-        const reply = await runtime.reply(runtime.send({ run: { bin: "/bin/sleep", args: ["30"], workDir: "" } }));
-        if (!("run" in reply)) throw new Error("no pid");
-        pids.push(reply.run.pid);
-      }
-      await until(async () => (await containersOf(runtime.child.pid)).length === 3);
-      const killed = await runtime.reply(runtime.send({ kill: { pid: pids[0]!, signal: 9 } }));
-      expect(killed).to.have.property("kill");
-      const status = await runtime.status(pids[0]!);
-      if (!("processStatus" in status)) throw new Error("no status");
-      expect(status.processStatus.returnCode).to.equal(137);
-      expect(await containersOf(runtime.child.pid)).to.have.length(2);
-      const unknown = await runtime.reply(runtime.send({ kill: { pid: 999, signal: 9 } }));
-      expect(unknown).to.have.nested.property("error.code", "NOT_FOUND");
+      for (let i = 0; i < 3; i++) pids.push((await session.run("/bin/sleep", ["30"])).pid);
+      await until(async () => (await containersOf(session.child.pid)).length === 3);
+      expect(await session.kill(pids[0]!)).to.have.property("kill");
+      expect((await session.waitProcess(pids[0]!)).returnCode).to.equal(137);
+      expect(await containersOf(session.child.pid)).to.have.length(2);
+      expect(await session.kill(999)).to.have.nested.property("error.code", "NOT_FOUND");
 
       const started = Date.now();
-      const down = await runtime.reply(runtime.send({ shutdown: {} }));
-      expect(down).to.have.property("shutdown");
+      expect(await session.shutdown()).to.have.property("shutdown");
       expect(Date.now() - started).to.be.lessThan(20_000);
-      for (const pid of pids.slice(1)) await runtime.status(pid);
-      expect(await runtime.exited).to.equal(0);
-      expect(await containersOf(runtime.child.pid)).to.deep.equal([]);
+      for (const pid of pids.slice(1)) expect((await session.waitProcess(pid)).returnCode).to.equal(137);
+      expect((await session.waitExit()).code).to.equal(0);
+      expect(await containersOf(session.child.pid)).to.deep.equal([]);
     } finally {
-      runtime.child.kill("SIGKILL");
+      await session.dispose();
     }
   });
 
@@ -270,61 +196,61 @@ describe("Golem runtime ya-runtime-airqube @docker", function () {
       [Buffer.concat([varint(4), Buffer.from([0xff, 0xff, 0xff, 0xff])]), "RUNTIME_FRAME_MALFORMED"],
       [Buffer.from(varint((1 << 20) + 1)), "RUNTIME_FRAME_TOO_LARGE"],
     ] as const) {
-      const runtime = new Runtime(["--workdir", workdir, "start"], env, true);
+      const session = await unit().start();
       try {
-        const reply = await runtime.reply(runtime.send({ run: { bin: "/bin/sleep", args: ["30"], workDir: "" } }));
-        expect(reply).to.have.property("run");
-        await until(async () => (await containersOf(runtime.child.pid)).length === 1);
-        runtime.child.stdin.write(frame);
-        expect(await runtime.exited).to.equal(2);
-        expect(runtime.stderr).to.include(code);
-        expect(await containersOf(runtime.child.pid)).to.deep.equal([]);
+        await session.run("/bin/sleep", ["30"]);
+        await until(async () => (await containersOf(session.child.pid)).length === 1);
+        session.sendRaw(frame);
+        expect((await session.waitExit()).code).to.equal(2);
+        expect(session.stderrText()).to.include(code);
+        expect(await containersOf(session.child.pid)).to.deep.equal([]);
       } finally {
-        runtime.child.kill("SIGKILL");
+        await session.dispose();
       }
     }
   });
 
   it("a runtime killed with SIGKILL mid-run leaves nothing once the next one starts", async () => {
-    const runtime = new Runtime(["--workdir", workdir, "start"], env, true);
-    const reply = await runtime.reply(runtime.send({ run: { bin: "/bin/sleep", args: ["30"], workDir: "/input" } }));
-    expect(reply).to.have.property("run");
-    const pid = runtime.child.pid;
-    await until(async () => (await containersOf(pid)).length === 1);
-    runtime.child.kill("SIGKILL");
-    await runtime.exited;
+    const killed = await unit().start();
+    const pid = killed.child.pid;
+    try {
+      await runIn(killed, "/bin/sleep", ["30"], "/input");
+      await until(async () => (await containersOf(pid)).length === 1);
+    } finally {
+      await killed.dispose(); // SIGKILL to the runtime's process group, as exe-unit does
+    }
     expect(await containersOf(pid)).to.have.length(1); // what the sweep is for
     expect(await readdir(join(home, "instances"))).to.have.length(1);
 
-    const next = new Runtime(["--workdir", workdir, "start"], env, true);
+    const next = await unit().start();
     try {
-      await next.reply(next.send({ hello: { version: "0.1.0" } }));
       expect(await containersOf(pid)).to.deep.equal([]);
       const all = await docker.listContainers({ all: true, filters: { label: [RUNTIME_LABEL] } });
       expect(all.filter((c) => c.Labels[RUNTIME_OWNER_LABEL] === String(pid))).to.deep.equal([]);
       expect((await readdir(join(home, "instances"))).filter((f) => f.startsWith(`${pid}-`))).to.deep.equal([]);
       expect((await readdir(join(home, "tmp"))).filter((f) => f.startsWith(`${pid}-`))).to.deep.equal([]);
       expect((await readdir(workdir)).filter((f) => f.startsWith(".airqube-staging-"))).to.deep.equal([]);
-      await next.reply(next.send({ shutdown: {} }));
-      expect(await next.exited).to.equal(0);
+      expect(await next.shutdown()).to.have.property("shutdown");
+      expect((await next.waitExit()).code).to.equal(0);
       expect(await readdir(join(home, "instances"))).to.deep.equal([]);
     } finally {
-      next.child.kill("SIGKILL");
+      await next.dispose();
     }
   });
 
   it("test runs the escape suite in the runtime's sandbox: 0 fail, 0 inconclusive; offer-template publishes it signed", async function () {
     this.timeout(600_000);
-    const untested = await command(["offer-template"], env);
+    const exe = unit();
+    const untested = await exe.command(["offer-template"]);
     expect(untested.code).to.equal(1);
     expect(untested.stderr).to.include("RUNTIME_NOT_TESTED");
-    const result = await command(["test"], env);
+    const result = await exe.command(["test"], { signal: AbortSignal.timeout(540_000) });
     expect(result.code, result.stderr).to.equal(0);
     const summary = JSON.parse(result.stdout);
     expect(summary).to.include({ tier: "container", fail: 0, inconclusive: 0 });
     expect(summary.pass).to.be.greaterThan(30);
     expect(summary.reportHash).to.match(/^sha256:[0-9a-f]{64}$/);
-    const offer = await command(["offer-template"], env);
+    const offer = await exe.command(["offer-template"]);
     expect(offer.code, offer.stderr).to.equal(0);
     const { constraints, properties } = JSON.parse(offer.stdout);
     expect(constraints).to.equal("");
