@@ -17,6 +17,8 @@ const requestorConfigSchema = z.strictObject({
   public: z.boolean().optional(),
   /** Public mode: also dial private-range addresses (`--allow-private-addrs`). */
   allowPrivateAddrs: z.boolean().optional(),
+  /** The escrow a paid run pays through (`--escrow-version`): `v1` (default) or `v2` (AirqubeEscrowV2). */
+  escrowVersion: z.enum(["v1", "v2"]).optional(),
 });
 
 export type RequestorConfig = z.infer<typeof requestorConfigSchema>;

@@ -13,6 +13,7 @@ import { UserError } from "../qube/index.js";
 import type { Sandbox } from "../sandbox/api.js";
 import { lockDataDir } from "../store/dir-lock.js";
 import { type AddressFlags, addAddressOptions, collect } from "./address-options.js";
+import { parseEscrowVersion } from "./escrow-version.js";
 import { cliLogger } from "./logger.js";
 import { printJson, reportError } from "./output.js";
 import { defaultProbeCache, defaultProviderDir } from "./paths.js";
@@ -39,6 +40,7 @@ interface StartFlags extends AddressFlags {
   rpcUrl?: string;
   escrow?: string;
   maxStake?: string;
+  escrowVersion?: string;
   json?: boolean;
 }
 
@@ -71,6 +73,12 @@ export function registerProviderCommand(program: Command): void {
     .option("--rpc-url <url>", "paid qubes: JSON-RPC URL of the chain (the payout key is payout.key in the data dir)")
     .option("--escrow <address>", "paid qubes: address of the AirqubeEscrow contract")
     .option("--max-stake <wei>", "paid qubes: largest stake bonded for one qube (default 10 GLM)")
+    .addOption(
+      new Option(
+        "--escrow-version <v>",
+        "paid qubes: v2 when --escrow is an AirqubeEscrowV2 (standing stake, signed Accept and commitments)",
+      ).choices(["v1", "v2"]),
+    )
     .addOption(new Option("--behaviour <name>", "adversary behaviour for tests (devnet only)").hideHelp())
     .addOption(new Option("--devnet", "mark this agent as part of a local devnet").hideHelp())
     .option("--json", "print machine-readable events on stdout")
@@ -226,6 +234,7 @@ async function start(flags: StartFlags): Promise<number> {
               rpcUrl: flags.rpcUrl,
               escrow: flags.escrow,
               ...(flags.maxStake !== undefined ? { maxStake: flags.maxStake } : {}),
+              ...(flags.escrowVersion !== undefined ? { escrowVersion: parseEscrowVersion(flags.escrowVersion) } : {}),
             }
           : undefined,
     });

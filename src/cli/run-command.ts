@@ -12,10 +12,12 @@ import { sealQube } from "../requestor/draft.js";
 import { type JournalEscrowJob, type JournalQube, RequestorJournal } from "../requestor/journal.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
 import { closeJournalled, EscrowPayments, type PaymentReport } from "../requestor/payments.js";
+import type { EscrowV2Payments } from "../requestor/payments-v2.js";
 import { Requestor, type RunEvent, type RunReport } from "../requestor/requestor.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import { type AddressFlags, addAddressOptions, addressOptionsFrom } from "./address-options.js";
 import { type RequestorConfig, readConfigFile } from "./config-file.js";
+import { connectPayments, escrowVersionOf } from "./escrow-version.js";
 import {
   AIRQUBE_ERROR_EXIT,
   describeEnd,
@@ -80,6 +82,8 @@ export function networkOptionsFrom(
 
 interface RunFlags extends PaymentFlags, NetworkFlags, AddressFlags {
   allowPublicRpc?: boolean;
+  /** `v1` (default) or `v2`: the escrow `--escrow` names. */
+  escrowVersion?: string;
   backend: "libp2p" | "golem";
   config?: string;
   bootstrap?: string[];
@@ -181,6 +185,11 @@ export function registerRunCommands(program: Command): void {
       process.exitCode = await run(command, flags);
     });
   addPaymentOptions(runCommand);
+  runCommand.addOption(
+    new Option("--escrow-version <v>", "pay on agreement: v2 when --escrow is an AirqubeEscrowV2 (default v1)").choices(
+      ["v1", "v2"],
+    ),
+  );
   addNetworkOptions(runCommand);
   // a requestor with an address of its own can be dialled back by a provider behind NAT (DCUtR)
   addAddressOptions(
@@ -271,7 +280,7 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
   process.once("SIGINT", onSignal);
   let market: ComputeMarket | undefined;
   let requestor: Requestor | undefined;
-  let payments: EscrowPayments | undefined;
+  let payments: EscrowPayments | EscrowV2Payments | undefined;
   let lock: DirLock | undefined;
   let stopProgress = () => {};
   let failuresListed = false;
@@ -305,10 +314,9 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     lock = lockDataDir(flags.dataDir, "airqube run");
     // the chain must answer before anything else happens: a chain that is down fails the run here
     if (settings)
-      payments = await EscrowPayments.connect(
-        { rpcUrl: settings.rpcUrl, escrow: settings.escrow, privateKey: settings.privateKey },
-        { signal: controller.signal },
-      );
+      payments = await connectPayments(settings, escrowVersionOf(flags.escrowVersion, config), {
+        signal: controller.signal,
+      });
     const identity = loadOrCreateIdentity(flags.dataDir);
     const quorum = flags.quorum ?? Math.floor(flags.redundancy / 2) + 1;
     if (quorum > flags.redundancy)
@@ -489,7 +497,7 @@ export function describeResult(
 /** Says what the start-up recovery did with the escrow jobs an earlier run left open. */
 function reportRecovered(
   reports: PaymentReport[],
-  payments: EscrowPayments,
+  payments: EscrowPayments | EscrowV2Payments,
   json: boolean,
   names: ReadonlyMap<string | undefined, string>,
 ): void {

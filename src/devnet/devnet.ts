@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { Wallet } from "ethers";
 import { deployEscrow, fundAccounts } from "../chain/deploy.js";
+import { deployEscrowV2, EscrowV2Client } from "../chain/escrow-v2-client.js";
 import { type LocalChain, startLocalChain } from "../chain/local-chain.js";
 import { createRpcProvider } from "../chain/rpc.js";
 import { packageRoot } from "../package-root.js";
@@ -34,6 +35,8 @@ export interface DevnetProviderOptions {
   priceStart?: string;
   /** Price per second of wall time, wei (default 0 when `priceStart` is given). */
   pricePerSecond?: string;
+  /** With a chain: the escrow this provider is paid through (default the devnet's `escrowVersion`). */
+  escrowVersion?: 1 | 2;
 }
 
 /** Options of {@link Devnet.start}. */
@@ -66,6 +69,12 @@ export interface DevnetOptions {
   chain?: boolean;
   /** Token each funded account gets, wei (default 1000 GLM). */
   fundWei?: bigint;
+  /**
+   * 2: the providers are paid through escrow v2 (`AirqubeEscrowV2`, deployed beside v1 on every devnet chain):
+   * the requestor's deposit is made (half its tokens) and each provider deposits its standing stake at start.
+   * Default 1 (escrow v1).
+   */
+  escrowVersion?: 1 | 2;
 }
 
 /** What a requestor needs to pay on the devnet's chain. */
@@ -74,6 +83,10 @@ export interface DevnetChain {
   rpcUrl: string;
   chainId: number;
   escrow: string;
+  /** The escrow v2 contract (`AirqubeEscrowV2`), deployed beside `escrow` for the same token. */
+  escrowV2: string;
+  /** The escrow the providers are paid through: 1 (`escrow`) or 2 (`escrowV2`). */
+  escrowVersion: 1 | 2;
   token: string;
   /** The funded requestor account and its key (a well-known test key: local chains only; never print it). */
   requestor: { address: string; privateKey: string };
@@ -221,8 +234,13 @@ export class Devnet {
     if (options.chain && specs.some((spec) => spec.payout)) {
       throw new UserError("DEVNET_INVALID", "A devnet with a chain creates the payout keys; do not set `payout`");
     }
-    const chain = options.chain ? await startChain(dir, specs.length, options) : undefined;
-    if (chain) options.onEvent?.({ type: "chainReady", detail: { rpcUrl: chain.rpcUrl, escrow: chain.escrow } });
+    const usesV2 = options.escrowVersion === 2 || specs.some((spec) => spec.escrowVersion === 2);
+    const chain = options.chain ? await startChain(dir, specs.length, usesV2, options) : undefined;
+    if (chain)
+      options.onEvent?.({
+        type: "chainReady",
+        detail: { rpcUrl: chain.rpcUrl, escrow: chain.escrow, escrowV2: chain.escrowV2 },
+      });
 
     let boot: { child: ChildProcess; ready: Ready };
     try {
@@ -260,7 +278,9 @@ export class Devnet {
             // the funded payout key goes into the data directory, never onto a command line
             await mkdir(dataDir, { recursive: true, mode: 0o700 });
             await writeFile(join(dataDir, "payout.key"), `${chain.providerKeys[index]}\n`, { mode: 0o600 });
-            args.push("--rpc-url", chain.rpcUrl, "--escrow", chain.escrow);
+            if ((spec.escrowVersion ?? chain.escrowVersion) === 2)
+              args.push("--rpc-url", chain.rpcUrl, "--escrow", chain.escrowV2, "--escrow-version", "v2");
+            else args.push("--rpc-url", chain.rpcUrl, "--escrow", chain.escrow);
           }
           const { child, ready } = await spawnReady(args, env, timeout, options.signal);
           const provider: DevnetProvider = {
@@ -305,12 +325,14 @@ export class Devnet {
 }
 
 /**
- * Starts the local chain, deploys the token and the escrow, and funds the requestor (account 1) and the
- * providers (accounts 2..n+1) with tokens; every account has native currency for gas.
+ * Starts the local chain, deploys the token and the escrows (v1 and v2), and funds the requestor (account 1)
+ * and the providers (accounts 2..n+1) with tokens; every account has native currency for gas. With a provider
+ * paid through v2 (`usesV2`), the requestor deposits half its tokens in escrow v2.
  */
 async function startChain(
   dir: string,
   providers: number,
+  usesV2: boolean,
   options: DevnetOptions,
 ): Promise<DevnetChain & { providerKeys: string[] }> {
   const chain: LocalChain = await startLocalChain({ accounts: providers + 2 });
@@ -329,6 +351,20 @@ async function startChain(
         call,
       );
       const requestor = chain.accounts[1]!;
+      const escrowV2 = await deployEscrowV2(deployer, token, call);
+      const escrowVersion = options.escrowVersion ?? 1;
+      if (usesV2) {
+        // the requestor pays from a standing deposit (one permit deposit of half its tokens)
+        const client = await EscrowV2Client.connect(
+          { rpcUrl: chain.rpcUrl, privateKey: requestor.privateKey, escrow: escrowV2 },
+          call,
+        );
+        try {
+          await client.deposit((options.fundWei ?? 1000n * 10n ** 18n) / 2n, call);
+        } finally {
+          client.close();
+        }
+      }
       const requestorKeyFile = join(dir, "requestor.key");
       await writeFile(requestorKeyFile, `${requestor.privateKey}\n`, { mode: 0o600 });
       const providerAccounts = chain.accounts.slice(2);
@@ -336,6 +372,8 @@ async function startChain(
         rpcUrl: chain.rpcUrl,
         chainId: chain.chainId,
         escrow,
+        escrowV2,
+        escrowVersion,
         token,
         requestor: { address: requestor.address, privateKey: requestor.privateKey },
         requestorKeyFile,

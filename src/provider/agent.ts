@@ -9,6 +9,7 @@ import { join } from "node:path";
 import Docker from "dockerode";
 import type { Logger } from "pino";
 import { pino } from "pino";
+import type { EscrowBatch } from "../chain/escrow-v2-batch.js";
 import type { EscrowJob } from "../chain/job.js";
 import { rootToBytes32 } from "../chain/qube-ids.js";
 import { ImageCache } from "../images/image-cache.js";
@@ -55,6 +56,7 @@ import { type Behaviour, parseBehaviour } from "./behaviour.js";
 import { DEFAULT_MAX_INPUT_BYTES, defaultResources, type ProviderConfig, type ProviderResources } from "./config.js";
 import { JobLedger, type RefusalStage } from "./ledger.js";
 import { ProviderPayments, writeChainFile } from "./payments.js";
+import { ProviderPaymentsV2 } from "./payments-v2.js";
 
 /** The escape-suite outcome the agent needs per tier. */
 export interface ProbeGateResult {
@@ -144,6 +146,10 @@ export class ProviderAgent {
   /** The payout key, when the agent is paid on chain (never logged). */
   private readonly payoutKey: string | undefined;
   private payments: ProviderPayments | undefined;
+  /** Escrow v2 (`chain.escrowVersion` 2), instead of `payments`. */
+  private paymentsV2: ProviderPaymentsV2 | undefined;
+  /** Escrow v2 batches of admitted paid qubes, by admitted job id. */
+  private readonly escrowBatches = new Map<string, EscrowBatch>();
   /** Escrow jobs of admitted paid qubes, by admitted job id. */
   private readonly escrowJobs = new Map<string, EscrowJob>();
   private node: AirqubeNode | undefined;
@@ -243,7 +249,26 @@ export class ProviderAgent {
         details: JSON.stringify(this.probes),
       });
     }
-    if (this.config.chain && this.payoutKey) {
+    if (this.config.chain?.escrowVersion === 2 && this.payoutKey) {
+      const chain = this.config.chain;
+      this.paymentsV2 = await ProviderPaymentsV2.connect(
+        {
+          rpcUrl: chain.rpcUrl,
+          escrow: chain.escrow,
+          maxStake: chain.maxStake,
+          stakeDeposit: chain.stakeDeposit ?? (BigInt(chain.maxStake) * BigInt(this.config.maxConcurrent)).toString(),
+        },
+        this.payoutKey,
+        { ...options, dataDir: this.config.dataDir },
+      );
+      // the standing stake, deposited once (a later start tops it up only when it is short)
+      const deposited = await this.paymentsV2.ensureStake(options).catch((error: unknown) => {
+        this.logger.warn({ err: error }, "could not deposit the escrow v2 stake: batches will be refused");
+        return 0n;
+      });
+      if (deposited > 0n) this.logger.info({ amount: deposited.toString() }, "escrow v2 stake deposited");
+      this.paymentsV2.startKeeper(5_000, (report) => this.logger.info({ ...report }, "escrow v2 seat"));
+    } else if (this.config.chain && this.payoutKey) {
       this.payments = await ProviderPayments.connect(this.config.chain, this.payoutKey, {
         ...options,
         dataDir: this.config.dataDir,
@@ -399,20 +424,57 @@ export class ProviderAgent {
     return {
       identity: this.identity,
       now: this.now,
-      query: async ({ spec, price, payment, peer }) => {
+      query: async ({ spec, price, payment, escrowBatch, peer }) => {
         // asked before the requestor locks any money: everything the proposal would check, short of the job
         const refusal = (await this.refusalFor(spec.spec, price)) ?? this.paymentRefusal(payment);
         if (refusal) this.refused("query", spec.id, peer, refusal);
-        return refusal;
+        if (refusal || !escrowBatch) return refusal;
+        // escrow v2: the batch the requestor would open; admitting it is signing its Accept
+        if (!this.paymentsV2) {
+          const unsupported = { code: "ESCROW_UNSUPPORTED", reason: "this provider is not paid through escrow v2" };
+          this.refused("query", spec.id, peer, unsupported);
+          return unsupported;
+        }
+        const verdict = await this.paymentsV2.accept({
+          batch: escrowBatch,
+          qubeId: spec.id,
+          price,
+          wallTimeMs: spec.spec.limits.wallTimeMs,
+          now: this.now(),
+        });
+        if (!verdict.ok) {
+          const refused = { code: verdict.code, reason: verdict.reason };
+          this.refused("query", spec.id, peer, refused);
+          return refused;
+        }
+        return { escrowAccept: verdict.signature };
       },
-      admit: async ({ spec, agreement, escrow, peer }): Promise<Admission> => {
+      admit: async ({ spec, agreement, escrow, escrowBatch, peer }): Promise<Admission> => {
         const refusal = await this.refusalFor(spec.spec, BigInt(agreement.requestor.payload.price));
         if (refusal) {
           this.refused("proposal", spec.id, peer, refusal);
           return { ok: false, ...refusal };
         }
         let escrowJob: EscrowJob | undefined;
-        if (this.payments) {
+        let batch: EscrowBatch | undefined;
+        if (this.paymentsV2) {
+          const verdict = await this.paymentsV2.check({
+            ...(escrowBatch ? { batch: escrowBatch } : {}),
+            terms: agreement.requestor.payload,
+            qubeId: spec.id,
+            wallTimeMs: spec.spec.limits.wallTimeMs,
+            now: this.now(),
+          });
+          if (!verdict.ok) {
+            this.refused("proposal", spec.id, peer, { code: verdict.code, reason: verdict.reason });
+            return { ok: false, code: verdict.code, reason: verdict.reason };
+          }
+          batch = verdict.batch;
+        } else if (escrowBatch) {
+          const unsupported = { code: "ESCROW_UNSUPPORTED", reason: "this provider is not paid through escrow v2" };
+          this.refused("proposal", spec.id, peer, unsupported);
+          return { ok: false, ...unsupported };
+        } else if (this.payments) {
           const verdict = await this.payments.check({
             ...(escrow ? { escrow } : {}),
             terms: agreement.requestor.payload,
@@ -432,6 +494,7 @@ export class ProviderAgent {
         }
         const jobId = randomUUID();
         if (escrowJob) this.escrowJobs.set(jobId, escrowJob);
+        if (batch) this.escrowBatches.set(jobId, batch);
         const dir = join(this.config.dataDir, "jobs", jobId);
         let release!: () => void;
         const done = new Promise<void>((resolve) => {
@@ -444,6 +507,7 @@ export class ProviderAgent {
           releaseImage();
           this.running.delete(jobId);
           this.escrowJobs.delete(jobId);
+          this.escrowBatches.delete(jobId);
           await rm(dir, { recursive: true, force: true });
           await this.writeStatus();
         });
@@ -518,11 +582,12 @@ export class ProviderAgent {
   private paymentRefusal(
     payment: { chainId: number; escrow: string } | undefined,
   ): { code: string; reason: string } | undefined {
-    if (!this.payments)
+    const client = this.paymentsV2?.client ?? this.payments?.client;
+    if (!client)
       return payment
         ? { code: "ESCROW_UNSUPPORTED", reason: "this provider is not configured with a chain" }
         : undefined;
-    const { chainId, escrowAddress } = this.payments.client;
+    const { chainId, escrowAddress } = client;
     if (!payment)
       return {
         code: "ESCROW_REQUIRED",
@@ -693,8 +758,18 @@ export class ProviderAgent {
       provider: this.behaviour.sealProvider(self),
     });
     const ours = { ...commitment, provider: self };
+    const batch = this.escrowBatches.get(job.jobId);
+    // escrow v2: the same root and salt, signed as the batch's Commitments (no transaction)
+    const escrowCommitments =
+      batch && this.paymentsV2
+        ? await this.paymentsV2.commit(batch, {
+            outputsRoot: rootToBytes32(execution.statement.payload.outputsRoot),
+            salt: `0x${salt.toString("hex")}`,
+          })
+        : undefined;
     return {
       commitment: signCommitment(ours, this.identity),
+      ...(escrowCommitments ? { escrowCommitments } : {}),
       reveal: () => signReveal({ ...reveal, provider: self }, this.identity),
     };
   }
@@ -712,6 +787,7 @@ export class ProviderAgent {
     clearTimeout(timer);
     await this.node?.stop();
     await this.payments?.close();
+    await this.paymentsV2?.close();
     for (const sandbox of Object.values(this.sandboxes)) await sandbox?.close();
     // the sweeps of the uids the sandboxes gave back end before the agent does
     await this.uidPool?.settled();

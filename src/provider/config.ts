@@ -67,6 +67,10 @@ export const providerConfigSchema = z
         escrow: z.string().regex(/^0x[0-9a-fA-F]{40}$/),
         /** Largest stake bonded for one qube, wei. */
         maxStake: weiSchema.default("10000000000000000000"),
+        /** 2: `escrow` is an AirqubeEscrowV2 (standing stake, signed Accept and commitments); default 1. */
+        escrowVersion: z.union([z.literal(1), z.literal(2)]).default(1),
+        /** Escrow v2: the balance kept deposited as the standing stake, wei (default maxStake * maxConcurrent). */
+        stakeDeposit: weiSchema.optional(),
       })
       .optional(),
     resources: z

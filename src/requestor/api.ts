@@ -5,6 +5,7 @@
  */
 
 import type { EscrowJob } from "../chain/job.js";
+import type { EscrowBatchWire, EscrowCommitmentsWire } from "../net/exchange/messages.js";
 import type {
   Commitment,
   OutputManifest,
@@ -44,6 +45,8 @@ export interface ProviderAnswer {
   commitment?: SignedEnvelope<Commitment>;
   /** The salt of the provider's verified reveal (hex); with `outputsRoot` it opens its escrow commitment. */
   salt?: string;
+  /** Escrow v2: the provider's commitment to the batch and its signed `Commitments` (checked by the payments). */
+  escrowCommitments?: EscrowCommitmentsWire;
   exitCode: number | null;
   stdout: string;
   stderr: string;
@@ -75,7 +78,10 @@ export interface SealedQube {
 
 /** The escrow job a dispatch is paid from: the budget is locked on chain before the qube is sent. */
 export interface EscrowSeat {
+  /** The job's id (escrow v2: the batch's id). */
   jobId: string;
+  /** 2: a batch of one qube on escrow v2, which `job` stands for (same fields); absent: an escrow v1 job. */
+  version?: 2;
   job: EscrowJob;
   chainId: number;
   /** The escrow contract's address. */
@@ -121,6 +127,16 @@ export interface ComputeMarket {
     qube: SealedQube,
     terms: { price: bigint; payment?: { chainId: number; escrow: string }; signal?: AbortSignal },
   ): Promise<void>;
+  /**
+   * Escrow v2: asks the provider to admit the qube paid through `batch` (not yet open) and to sign its `Accept`
+   * of it. Resolves with the signature (checked by the payments); rejects with its refusal.
+   */
+  acceptEscrowBatch?(
+    candidate: ProviderCandidate,
+    qube: SealedQube,
+    batch: EscrowBatchWire,
+    options?: { signal?: AbortSignal },
+  ): Promise<[string, string]>;
   /** Releases the backend's connections and resources. */
   close(): Promise<void>;
 }

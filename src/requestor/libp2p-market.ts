@@ -5,11 +5,13 @@
 import { randomBytes } from "node:crypto";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
+import { wireOfJob } from "../chain/escrow-v2-wire.js";
 import { mayDial } from "../net/addresses.js";
 import { type AgreementTerms, proposeAgreement } from "../net/agreement.js";
 import { awaitDirectConnection, DCUTR_TIMEOUT_MS } from "../net/dcutr.js";
 import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
 import { askAdmission, ExchangeSession } from "../net/exchange/dialer.js";
+import type { EscrowBatchWire } from "../net/exchange/messages.js";
 import { type AirqubeNode, addressPolicyOf, createNode } from "../net/node.js";
 import { OfferBook } from "../net/offers/discovery.js";
 import { type Offer, qubePrice } from "../net/offers/offer.js";
@@ -241,6 +243,30 @@ export class Libp2pMarket implements ComputeMarket {
   }
 
   /**
+   * Escrow v2: asks the provider to admit the qube paid through `batch` and to sign its `Accept` of it.
+   * Throws PeerError `OFFER_UNKNOWN` without a valid offer from it, `ESCROW_ACCEPT_MISSING`, or its refusal.
+   */
+  async acceptEscrowBatch(
+    candidate: ProviderCandidate,
+    qube: SealedQube,
+    batch: EscrowBatchWire,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<[string, string]> {
+    const offer = this.offerOf(candidate.id);
+    if (!offer) throw new PeerError("OFFER_UNKNOWN", "No valid offer from this provider", { details: candidate.id });
+    const { escrowAccept } = await askAdmission(
+      this.node,
+      { provider: offer.provider, addrs: offer.addrs },
+      qube.spec,
+      { price: BigInt(batch.price), payment: { chainId: batch.chainId, escrow: batch.escrow }, escrowBatch: batch },
+      options,
+    );
+    if (!escrowAccept)
+      throw new PeerError("ESCROW_ACCEPT_MISSING", "The provider admitted the escrow v2 batch without its Accept");
+    return escrowAccept;
+  }
+
+  /**
    * Signs an agreement with the provider (price, deadline = wall time + commit grace, escrow job if paid),
    * opens an exchange session and sends the sealed inputs. Throws PeerError `OFFER_UNKNOWN` without a valid
    * offer from it, or the exchange's typed errors.
@@ -278,7 +304,11 @@ export class Libp2pMarket implements ComputeMarket {
       qube.inputs,
       {
         ...(options.signal ? { signal: options.signal } : {}),
-        ...(options.escrow ? { escrow: toWireJob(options.escrow) } : {}),
+        ...(options.escrow
+          ? options.escrow.version === 2
+            ? { escrowBatch: wireOfJob(options.escrow.job, options.escrow.chainId, options.escrow.escrow) }
+            : { escrow: toWireJob(options.escrow) }
+          : {}),
         ...(qube.imageArchive ? { imageArchive: qube.imageArchive } : {}),
       },
     );
@@ -328,6 +358,7 @@ class Libp2pDispatch implements Dispatch {
       statement: result.statement,
       ...(this.session.commitment ? { commitment: this.session.commitment } : {}),
       salt: result.reveal.payload.salt,
+      ...(this.session.escrowCommitments ? { escrowCommitments: this.session.escrowCommitments } : {}),
       exitCode: statement.exitCode,
       stdout: result.stdout,
       stderr: result.stderr,

@@ -21,11 +21,12 @@ import { Interface, type JsonRpcProvider } from "ethers";
 import { airqubeEscrowAbi } from "../chain/abi/airqube-escrow.js";
 import { ChainError } from "../chain/errors.js";
 import { EscrowClient, type EscrowClientConfig, followUpNonce, type OwnOpening } from "../chain/escrow-client.js";
+import type { CompactSignature } from "../chain/escrow-v2-client.js";
 import { budgetOf, type EscrowJob, jobIdOf, parseEscrowJob } from "../chain/job.js";
 import { type EscrowJobJson, jobFromJson, jobToJson } from "../chain/job-json.js";
 import { qubeIdToBytes32 } from "../chain/qube-ids.js";
 import { type CallOptions, createRpcProvider, runChainCall } from "../chain/rpc.js";
-import type { EscrowJobWire } from "../net/exchange/messages.js";
+import type { EscrowBatchWire, EscrowJobWire } from "../net/exchange/messages.js";
 import { TimeoutError, toAirqubeError } from "../qube/errors.js";
 import type { EscrowSeat } from "./api.js";
 import type { JournalEscrowJob, RequestorJournal } from "./journal.js";
@@ -71,10 +72,17 @@ export interface LockRequest {
   commitGraceMs: number;
   /** For a replacement or tie-breaker round: the qube's first job, whose group the new job joins. */
   leader?: EscrowJob;
+  /**
+   * Escrow v2: asks every seat to sign its `Accept` of the batch (in seat order); the batch is opened with
+   * them. Not used by v1.
+   */
+  accept?: (batch: EscrowBatchWire) => Promise<CompactSignature[]>;
 }
 
 /** The port the `Requestor` pays through (an escrow on any EVM chain; a fake in unit tests). */
 export interface PaymentsPort {
+  /** 2 for escrow v2 (`EscrowV2Payments`: its lock needs the seats' `Accept`); v1 otherwise. */
+  readonly escrowVersion?: 1 | 2;
   readonly chainId: number;
   /** The escrow contract's address. */
   readonly escrow: string;
@@ -107,6 +115,11 @@ export interface PaymentsPort {
    * @throws ChainError `CHAIN_UNREACHABLE` or `CHAIN_TIMEOUT`.
    */
   ensureReachable?(options?: CallOptions): Promise<void>;
+  /**
+   * Whether a journalled job is this port's (its id is the one this escrow gives it): a journal may hold jobs
+   * of escrow v1 and v2, each closed only through its own port. Absent: every job is.
+   */
+  owns?(jobId: string, job: EscrowJob): boolean;
   /** Releases the chain connection. */
   dispose(): void;
 }
@@ -240,6 +253,10 @@ export class EscrowPayments implements PaymentsPort {
 
   async ensureReachable(options: CallOptions = {}): Promise<void> {
     await this.chainTime({ timeoutMs: 10_000, ...options });
+  }
+
+  owns(jobId: string, job: EscrowJob): boolean {
+    return jobIdOf(job).toLowerCase() === jobId.toLowerCase();
   }
 
   /** Settles one group (or a job alone) once the contract allows it; reclaims what is past its deadlines. */
@@ -459,7 +476,9 @@ export async function closeJournalled(
   options: { maxWaitMs: number; signal?: AbortSignal; now: () => Date; emit?: (report: PaymentReport) => void },
 ): Promise<PaymentReport[]> {
   const byQube = new Map<string, JournalEscrowJob[]>();
-  for (const entry of entries) byQube.set(entry.qubeId, [...(byQube.get(entry.qubeId) ?? []), entry]);
+  // a job of the other escrow version stays as it is: only its own port can close it
+  const mine = entries.filter((entry) => payments.owns?.(entry.jobId, jobFromJson(entry.job as EscrowJobJson)) ?? true);
+  for (const entry of mine) byQube.set(entry.qubeId, [...(byQube.get(entry.qubeId) ?? []), entry]);
   const groups = await Promise.all(
     [...byQube.values()].map(async (group) => {
       const jobs = group.map((entry) => jobFromJson(entry.job as EscrowJobJson));

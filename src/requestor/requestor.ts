@@ -9,13 +9,15 @@ import { dirname, join } from "node:path";
 import { jobToJson } from "../chain/job-json.js";
 import { rootToBytes32, saltToBytes32 } from "../chain/qube-ids.js";
 import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
-import { toAirqubeError, UserError, type VerifiedQubeSpec } from "../qube/index.js";
+import type { EscrowBatchWire } from "../net/exchange/messages.js";
+import { PeerError, toAirqubeError, UserError, type VerifiedQubeSpec } from "../qube/index.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import type { ComputeMarket, Dispatch, EscrowSeat, ProviderAnswer, ProviderCandidate, SealedQube } from "./api.js";
 import { type EngineOutcome, shuffled } from "./engine.js";
 import { type JournalEscrowJob, RequestorJournal } from "./journal.js";
 import { outcomeOf, type QubeOutcome, voteKey } from "./outcome.js";
 import { closeJournalled, type PaymentReport, type PaymentsPort } from "./payments.js";
+import { isEscrowV2 } from "./payments-v2.js";
 import type { QuorumDecision } from "./quorum.js";
 import { type ReputationStore, SqliteReputation } from "./reputation.js";
 import { type Driven, RoundDriver } from "./round-driver.js";
@@ -321,7 +323,11 @@ export class Requestor {
         quorum: Math.min(n, Math.max(quorum, Math.floor(n / 2) + 1)),
         wallTimeMs: qube.spec.spec.limits.wallTimeMs,
         commitGraceMs: this.options.commitGraceMs ?? COMMIT_GRACE_MS,
-        ...(leader ? { leader } : {}),
+        // escrow v2 opens a batch per round (no groups): a later round's batch does not follow the first
+        ...(leader && !isEscrowV2(this.options.payments) ? { leader } : {}),
+        ...(isEscrowV2(this.options.payments)
+          ? { accept: (batch: EscrowBatchWire) => this.acceptances(qube, candidates, batch, options.signal) }
+          : {}),
       },
       {
         ...(options.signal ? { signal: options.signal } : {}),
@@ -339,6 +345,23 @@ export class Requestor {
     });
   }
 
+  /**
+   * Escrow v2: every seat's signed `Accept` of the batch, in seat order (asked at once over the market).
+   *
+   * @throws PeerError `ESCROW_UNSUPPORTED` when the market cannot ask; a provider's refusal.
+   */
+  private async acceptances(
+    qube: SealedQube,
+    candidates: ProviderCandidate[],
+    batch: EscrowBatchWire,
+    signal: AbortSignal | undefined,
+  ): Promise<[string, string][]> {
+    const market = this.options.market;
+    if (!market.acceptEscrowBatch)
+      throw new PeerError("ESCROW_UNSUPPORTED", "This market cannot ask providers to accept an escrow v2 batch");
+    return Promise.all(candidates.map((c) => market.acceptEscrowBatch!(c, qube, batch, signal ? { signal } : {})));
+  }
+
   /** Journals the openings of verified reveals (payout address → root and salt), per escrow job. */
   private recordOpenings(answers: (ProviderAnswer | undefined)[], seats: Map<string, EscrowSeat>): void {
     const byJob = new Map<string, Record<string, { outputsRoot: string; salt: string }>>();
@@ -349,6 +372,8 @@ export class Requestor {
       record[answer.payout.toLowerCase()] = {
         outputsRoot: rootToBytes32(answer.outputsRoot),
         salt: saltToBytes32(answer.salt),
+        // escrow v2: the signed commitment travels with the opening (EscrowV2Payments checks both)
+        ...(answer.escrowCommitments ? answer.escrowCommitments : {}),
       };
       byJob.set(seat.jobId, record);
     }

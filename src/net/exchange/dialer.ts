@@ -40,6 +40,8 @@ import { AdmissionRefusedError } from "./errors.js";
 import {
   answerSchema,
   doneSchema,
+  type EscrowBatchWire,
+  type EscrowCommitmentsWire,
   type EscrowJobWire,
   providerProgressSchema,
   queryAnswerSchema,
@@ -93,9 +95,9 @@ export async function askAdmission(
   node: DialNode,
   target: { provider: string; addrs: string[] },
   spec: VerifiedQubeSpec,
-  terms: { price: bigint; payment?: { chainId: number; escrow: string } },
+  terms: { price: bigint; payment?: { chainId: number; escrow: string }; escrowBatch?: EscrowBatchWire },
   options: { signal?: AbortSignal } = {},
-): Promise<void> {
+): Promise<{ escrowAccept?: [string, string] }> {
   const signal = withDeadline(NEGOTIATION_TIMEOUT_MS, options.signal);
   const wire = await dial(node, target, signal);
   try {
@@ -105,6 +107,7 @@ export async function askAdmission(
         spec: spec.envelope,
         price: terms.price.toString(),
         ...(terms.payment ? { payment: terms.payment } : {}),
+        ...(terms.escrowBatch ? { escrowBatch: terms.escrowBatch } : {}),
       },
       { signal },
     );
@@ -115,6 +118,9 @@ export async function askAdmission(
       throw new PeerError("PROVIDER_FAILED", "The provider could not answer the admission query", {
         details: `${answer.code}: ${answer.reason}`,
       });
+    if (terms.escrowBatch && !answer.escrowAccept)
+      throw new PeerError("ESCROW_ACCEPT_MISSING", "The provider admitted the escrow v2 batch without its Accept");
+    return answer.escrowAccept ? { escrowAccept: answer.escrowAccept } : {};
   } catch (error) {
     wire.abort(error as Error);
     throw error;
@@ -125,6 +131,8 @@ export async function askAdmission(
 export class ExchangeSession {
   agreement: Agreement | undefined;
   commitment: SignedEnvelope<Commitment> | undefined;
+  /** Escrow v2: the provider's commitment to the batch and its signed `Commitments`, sent with its commitment. */
+  escrowCommitments: EscrowCommitmentsWire | undefined;
   /** Plain bytes of the image archive shipped to this provider (0: it had the image). */
   imageBytesShipped = 0;
   private cancelled: Promise<void> | undefined;
@@ -147,14 +155,25 @@ export class ExchangeSession {
     proposal: SignedEnvelope<AgreementTerms>,
     identity: Identity,
     inputs: Map<string, string>,
-    options: { signal?: AbortSignal; escrow?: EscrowJobWire; imageArchive?: string } = {},
+    options: {
+      signal?: AbortSignal;
+      escrow?: EscrowJobWire;
+      escrowBatch?: EscrowBatchWire;
+      imageArchive?: string;
+    } = {},
   ): Promise<ExchangeSession> {
     const signal = withDeadline(NEGOTIATION_TIMEOUT_MS, options.signal);
     const wire = await dial(node, target, signal);
     const session = new ExchangeSession(wire, target.provider, spec, identity);
     try {
       await wire.send(
-        { type: "propose", spec: spec.envelope, proposal, ...(options.escrow ? { escrow: options.escrow } : {}) },
+        {
+          type: "propose",
+          spec: spec.envelope,
+          proposal,
+          ...(options.escrow ? { escrow: options.escrow } : {}),
+          ...(options.escrowBatch ? { escrowBatch: options.escrowBatch } : {}),
+        },
         { signal },
       );
       const answer = await wire.receive(answerSchema, { signal });
@@ -217,6 +236,7 @@ export class ExchangeSession {
           throw new PeerError("COMMITMENT_INVALID", "The commitment is for another qube or provider");
         }
         this.commitment = commitment;
+        if (message.escrowCommitments) this.escrowCommitments = message.escrowCommitments;
         return commitment;
       }
     } catch (error) {

@@ -33,6 +33,8 @@ import {
 } from "./constants.js";
 import { QubeCancelledError } from "./errors.js";
 import {
+  type EscrowBatchWire,
+  type EscrowCommitmentsWire,
   type EscrowJobWire,
   imageEndSchema,
   inputEndSchema,
@@ -66,6 +68,8 @@ export interface Execution {
 /** What the host answers when asked to commit (the behaviour hook for adversary tests lives here). */
 export interface CommitPlan {
   commitment: SignedEnvelope<Commitment>;
+  /** Escrow v2: the commitment to the batch and its signed `Commitments`, sent with the commitment. */
+  escrowCommitments?: EscrowCommitmentsWire;
   /** Reveal payload signed by the provider, sent after the reveal request. */
   reveal: () => SignedEnvelope<unknown>;
 }
@@ -85,14 +89,18 @@ export interface ExchangeHost {
     price: bigint;
     /** The escrow the budget would be locked in (absent: unpaid). */
     payment?: { chainId: number; escrow: string };
+    /** Escrow v2: the batch the requestor would open (validated in shape only); admitting it means signing. */
+    escrowBatch?: EscrowBatchWire;
     peer: string;
-  }): Promise<{ code: string; reason: string } | undefined>;
+  }): Promise<{ code: string; reason: string } | { escrowAccept: [string, string] } | undefined>;
   /** `escrow` is the proposal's escrow job (validated in shape only: the host checks it against the chain). */
   admit(request: {
     spec: VerifiedQubeSpec;
     agreement: Agreement;
     peer: string;
     escrow?: EscrowJobWire;
+    /** Escrow v2: the proposal's batch (validated in shape only: the host checks it against the chain). */
+    escrowBatch?: EscrowBatchWire;
   }): Promise<Admission>;
   execute(
     job: AdmittedJob,
@@ -167,18 +175,23 @@ async function answerQuery(wire: Wire, query: QueryMessage, peer: string, host: 
   const spec = verifySignedQubeSpec(query.spec, { now: host.now(), source: "peer" });
   if (spec.envelope.signer !== peer)
     throw new PeerError("PEER_MISMATCH", "The spec must be signed by the connected peer");
-  const refusal = await host.query?.({
+  const answer = await host.query?.({
     spec,
     price: BigInt(query.price),
     ...(query.payment ? { payment: query.payment } : {}),
+    ...(query.escrowBatch ? { escrowBatch: query.escrowBatch } : {}),
     peer,
   });
+  const refusal = answer && "code" in answer ? answer : undefined;
+  if (!refusal && query.escrowBatch && !(answer && "escrowAccept" in answer))
+    throw new PeerError("ESCROW_UNSUPPORTED", "This provider does not take escrow v2 batches");
+  const accept = answer && "escrowAccept" in answer ? { escrowAccept: answer.escrowAccept } : {};
   await wire.send(
     refusal
       ? { type: "refuse", code: refusal.code, reason: refusal.reason.slice(0, 1024) }
       : host.images && (await host.images.plan(spec)) === "send"
-        ? { type: "admissible", image: "send" }
-        : { type: "admissible" },
+        ? { type: "admissible", image: "send", ...accept }
+        : { type: "admissible", ...accept },
     { signal: withDeadline(NEGOTIATION_TIMEOUT_MS) },
   );
   await wire.close({ signal: withDeadline(NEGOTIATION_TIMEOUT_MS) });
@@ -201,7 +214,13 @@ async function serve(wire: Wire, peer: string, host: ExchangeHost, signal?: Abor
   if (Date.parse(terms.deadline) <= now.getTime())
     throw new PeerError("AGREEMENT_INVALID", "The proposal's deadline has passed");
   const agreement = countersign(proposal, host.identity);
-  const admission = await host.admit({ spec, agreement, peer, ...(first.escrow ? { escrow: first.escrow } : {}) });
+  const admission = await host.admit({
+    spec,
+    agreement,
+    peer,
+    ...(first.escrow ? { escrow: first.escrow } : {}),
+    ...(first.escrowBatch ? { escrowBatch: first.escrowBatch } : {}),
+  });
   if (!admission.ok) {
     await wire.send({ type: "reject", code: admission.code, reason: admission.reason });
     await wire.close();
@@ -250,7 +269,11 @@ async function serve(wire: Wire, peer: string, host: ExchangeHost, signal?: Abor
     if (cancelled) throw cancelled;
     const plan = await host.commit(job, execution);
     if (cancelled) throw cancelled;
-    await wire.send({ type: "commit", commitment: plan.commitment });
+    await wire.send({
+      type: "commit",
+      commitment: plan.commitment,
+      ...(plan.escrowCommitments ? { escrowCommitments: plan.escrowCommitments } : {}),
+    });
     host.record(job.jobId, { state: "committed", outputsRoot: execution.statement.payload.outputsRoot });
     await host.afterCommit?.(job);
 

@@ -29,6 +29,37 @@ export const escrowJobWireSchema = z.strictObject({
 });
 export type EscrowJobWire = z.infer<typeof escrowJobWireSchema>;
 
+const bytes32Hex = z.string().regex(/^0x[0-9a-fA-F]{64}$/);
+
+/**
+ * An escrow v2 batch (`contracts/AirqubeEscrowV2.sol`) as it travels (integers as decimal strings): its qubes'
+ * ids (the contract hashes them into `qubesRoot`; `jobs` is their count) and the batch's other parameters.
+ * Asked with a query, a provider answers with its signed `Accept`; named by a proposal (the agreement's
+ * `escrowJob` is the batch id), it must be open on chain.
+ */
+export const escrowBatchWireSchema = z.strictObject({
+  requestor: evmAddress,
+  qubeIds: z.array(bytes32Hex).min(1).max(256),
+  nonce: z.string().regex(/^(0|[1-9][0-9]{0,12})$/, "must be a whole number below 2^40"),
+  providers: z.array(evmAddress).min(1).max(12),
+  price: uintString,
+  stake: uintString,
+  quorum: z.int().min(1).max(12),
+  commitDeadline: z.int().nonnegative(),
+  revealDeadline: z.int().nonnegative(),
+  finalDeadline: z.int().nonnegative(),
+  chainId: z.int().positive(),
+  escrow: evmAddress,
+});
+export type EscrowBatchWire = z.infer<typeof escrowBatchWireSchema>;
+
+/** A compact (EIP-2098) signature `[r, vs]` of an escrow v2 statement. */
+export const compactSignatureSchema = z.tuple([bytes32Hex, bytes32Hex]);
+
+/** A provider's escrow v2 commitments to one qube: the commitment and its signed `Commitments` statement. */
+export const escrowCommitmentsSchema = z.strictObject({ commitment: bytes32Hex, signature: compactSignatureSchema });
+export type EscrowCommitmentsWire = z.infer<typeof escrowCommitmentsSchema>;
+
 /** A refusal code: a provider's stable reason (`IMAGE_UNAVAILABLE`, `LIMITS_EXCEEDED`, `ESCROW_REQUIRED` ...). */
 export const refusalCodeSchema = z.string().regex(/^[A-Z][A-Z0-9_]{0,63}$/, "must be an upper-case code");
 
@@ -44,9 +75,18 @@ export const querySchema = z.strictObject({
   price: uintString,
   /** The escrow the budget would be locked in; absent for an unpaid qube. */
   payment: z.strictObject({ chainId: z.int().positive(), escrow: evmAddress }).optional(),
+  /** Escrow v2: the batch the requestor would open; an admitting provider signs its `Accept`. */
+  escrowBatch: escrowBatchWireSchema.optional(),
 });
-/** `image: "send"`: the provider lacks the qube's image and would take it shipped (spec `image.archiveDigest`). */
-export const admissibleSchema = z.strictObject({ type: z.literal("admissible"), image: z.literal("send").optional() });
+/**
+ * `image: "send"`: the provider lacks the qube's image and would take it shipped (spec `image.archiveDigest`).
+ * `escrowAccept`: its signed `Accept` of the query's escrow v2 batch.
+ */
+export const admissibleSchema = z.strictObject({
+  type: z.literal("admissible"),
+  image: z.literal("send").optional(),
+  escrowAccept: compactSignatureSchema.optional(),
+});
 export const refuseSchema = z.strictObject({
   type: z.literal("refuse"),
   code: refusalCodeSchema,
@@ -65,6 +105,8 @@ export const proposeSchema = z.strictObject({
   proposal: envelope,
   /** Present when the budget is locked in an escrow (the agreement's `escrowJob` is its id). */
   escrow: escrowJobWireSchema.optional(),
+  /** Escrow v2: the open batch the budget is locked in (the agreement's `escrowJob` is its id). */
+  escrowBatch: escrowBatchWireSchema.optional(),
 });
 
 /** `image: "send"`: the requestor sends the sealed image archive, then `image-end`, before the inputs. */
@@ -90,7 +132,12 @@ export const answerSchema = z.discriminatedUnion("type", [acceptSchema, rejectSc
 export const inputEndSchema = z.strictObject({ type: z.literal("input-end"), path: relativePathSchema });
 
 export const startedSchema = z.strictObject({ type: z.literal("started") });
-export const commitSchema = z.strictObject({ type: z.literal("commit"), commitment: envelope });
+/** `escrowCommitments`: escrow v2, the provider's signed commitments to the batch (one qube). */
+export const commitSchema = z.strictObject({
+  type: z.literal("commit"),
+  commitment: envelope,
+  escrowCommitments: escrowCommitmentsSchema.optional(),
+});
 export const providerProgressSchema = z.discriminatedUnion("type", [startedSchema, commitSchema, failedSchema]);
 /** The answer to an admission query (`failed`: the provider could not check, e.g. the query was malformed). */
 export const queryAnswerSchema = z.discriminatedUnion("type", [admissibleSchema, refuseSchema, failedSchema]);

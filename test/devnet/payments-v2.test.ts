@@ -1,0 +1,249 @@
+import { randomBytes } from "node:crypto";
+import { expect } from "chai";
+import { Contract } from "ethers";
+import { createRpcProvider } from "../../src/chain/rpc.js";
+import { Devnet } from "../../src/devnet/devnet.js";
+import { Identity } from "../../src/qube/index.js";
+import { sealQube } from "../../src/requestor/draft.js";
+import { Libp2pMarket } from "../../src/requestor/libp2p-market.js";
+import { EscrowPayments, type PaymentReport, type PaymentsPort } from "../../src/requestor/payments.js";
+import { EscrowV2Payments } from "../../src/requestor/payments-v2.js";
+import { Requestor, type RunEvent } from "../../src/requestor/requestor.js";
+import { seededRandom } from "../../src/requestor/simulate.js";
+import { PROBE_CACHE, tmp } from "../helpers/network.js";
+
+const limits = { wallTimeMs: 10_000, memoryBytes: 64 << 20, scratchBytes: 16 << 20 };
+
+const creditOf = (report: PaymentReport, account: string) =>
+  report.credits
+    .filter((c) => c.account.toLowerCase() === account.toLowerCase())
+    .reduce((sum, c) => sum + BigInt(c.amount), 0n);
+
+/**
+ * Escrow v2 end to end (issue 18): real provider agents paid through AirqubeEscrowV2 on the devnet's Hardhat
+ * chain (standing stakes deposited at start, `Accept` and `Commitments` signed over the exchange protocol), the
+ * requestor opening one batch per round and releasing or settling it. Three v1 providers on the same chain give
+ * the gas of the same qube through v1 in the same run.
+ */
+describe("payments v2: a paid qube through escrow v2 on a devnet @docker", function () {
+  this.timeout(300_000);
+  let devnet: Devnet;
+  const gas: Record<string, { total: bigint; txs: number }> = {};
+
+  before(async () => {
+    devnet = await Devnet.start({
+      providers: [
+        { behaviour: "honest", escrowVersion: 2 },
+        { behaviour: "honest", escrowVersion: 2 },
+        { behaviour: "honest", escrowVersion: 2 },
+        { behaviour: "lie", escrowVersion: 2 },
+        { behaviour: "honest", escrowVersion: 1 },
+        { behaviour: "honest", escrowVersion: 1 },
+        { behaviour: "honest", escrowVersion: 1 },
+      ],
+      probeCache: PROBE_CACHE,
+      chain: true,
+      // seven agents start at once: on a loaded machine that takes longer than one
+      readyTimeoutMs: 150_000,
+    });
+  });
+  after(async () => {
+    if (Object.keys(gas).length > 0) {
+      const rows = Object.entries(gas).map(([k, v]) => `${k}: ${v.total} gas in ${v.txs} transactions`);
+      process.stdout.write(`      gas of a paid k = 3 qube (same run): ${rows.join("; ")}\n`);
+    }
+    await devnet?.stop(3000);
+  });
+
+  const v2 = () => devnet.providers.filter((p) => p.index < 4);
+  const v2Honest = () => v2().filter((p) => p.behaviour === "honest");
+  const liar = () => devnet.providers.find((p) => p.behaviour === "lie")!;
+  const v1Honest = () => devnet.providers.filter((p) => p.index >= 4);
+
+  async function requestorWith(version: 1 | 2) {
+    const chain = devnet.chain!;
+    const identity = Identity.fromSeed(randomBytes(32));
+    const market = await Libp2pMarket.connect({ identity, bootstrap: [devnet.bootstrap] });
+    const target = { rpcUrl: chain.rpcUrl, privateKey: chain.requestor.privateKey };
+    const payments: PaymentsPort =
+      version === 2
+        ? await EscrowV2Payments.connect({ ...target, escrow: chain.escrowV2 })
+        : await EscrowPayments.connect({ ...target, escrow: chain.escrow });
+    for (let i = 0; i < 100 && market.offers.list().length < devnet.providers.length; i++) {
+      await market.offers.queryConnected();
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const dataDir = tmp("aq-pay2-req-");
+    const requestor = new Requestor({ market, dataDir, payments });
+    const seal = (text: string) =>
+      sealQube(
+        {
+          image: "airqube/busybox:latest",
+          command: ["sh", "-c", `echo ${text} > /output/result`],
+          outputs: ["result"],
+          limits,
+          redundancy: { mode: "fixed", k: 3, quorum: 2 },
+        },
+        identity,
+      );
+    return {
+      requestor,
+      payments,
+      seal,
+      close: async () => {
+        requestor.close();
+        payments.dispose();
+        await market.close();
+      },
+    };
+  }
+
+  /** Escrow v2 balances of accounts. */
+  async function v2Balances(accounts: string[]): Promise<bigint[]> {
+    const chain = devnet.chain!;
+    const rpc = createRpcProvider(chain.rpcUrl, chain.chainId);
+    try {
+      const escrow = new Contract(chain.escrowV2, ["function balanceOf(address) view returns (uint256)"], rpc);
+      return await Promise.all(accounts.map(async (a) => BigInt(await escrow.getFunction("balanceOf")(a))));
+    } finally {
+      rpc.destroy();
+    }
+  }
+
+  /** Gas of every transaction mined while `work` ran (the devnet's chain serves this test alone). */
+  async function gasOf<T>(work: () => Promise<T>): Promise<{ result: T; total: bigint; txs: number }> {
+    const rpc = createRpcProvider(devnet.chain!.rpcUrl, devnet.chain!.chainId);
+    try {
+      const from = await rpc.getBlockNumber();
+      const result = await work();
+      const to = await rpc.getBlockNumber();
+      let total = 0n;
+      let txs = 0;
+      for (let n = from + 1; n <= to; n++) {
+        const block = await rpc.getBlock(n);
+        total += block?.gasUsed ?? 0n;
+        txs += block?.transactions.length ?? 0;
+      }
+      return { result, total, txs };
+    } finally {
+      rpc.destroy();
+    }
+  }
+
+  it("opens a batch with the providers' signed Accept and releases it when all three agree; v1 for the same qube costs more gas", async () => {
+    const client = await requestorWith(2);
+    try {
+      const honest = v2Honest();
+      const allowed = new Set(honest.map((p) => p.peerId));
+      const payouts = honest.map((p) => p.payout!);
+      const requestorAccount = devnet.chain!.requestor.address;
+      const before = await v2Balances([...payouts, requestorAccount]);
+      const events: RunEvent[] = [];
+      const { result, total, txs } = await gasOf(async () =>
+        client.requestor.run(await client.seal("paid-v2"), {
+          outputDir: tmp("aq-pay2-out-"),
+          filter: (c) => allowed.has(c.id),
+          onProgress: (e) => events.push(e),
+        }),
+      );
+      const label = JSON.stringify({ f: result.failures, p: result.payments });
+      expect(result.status, label).to.equal("verified");
+      const types = events.map((e) => e.type);
+      expect(types.indexOf("budgetLocked")).to.be.greaterThan(-1);
+      expect(types.indexOf("budgetLocked")).to.be.lessThan(types.indexOf("qubeSent"));
+      expect(result.payments, label).to.have.length(1);
+      const report = result.payments![0]!;
+      expect(report.status, label).to.equal("settled");
+      expect(report.lockTx).to.match(/^0x[0-9a-f]{64}$/);
+      expect(report.slashed).to.deep.equal([]);
+      const price = BigInt(report.price);
+      const stake = BigInt(report.stake);
+      for (const p of payouts) expect(creditOf(report, p), label).to.equal(price + stake);
+      // on chain: each provider's balance gained the price (its stake was locked at open and came back), the
+      // requestor's deposit paid the three prices; nothing else moved
+      const after = await v2Balances([...payouts, requestorAccount]);
+      for (let i = 0; i < payouts.length; i++) expect(after[i]! - before[i]!).to.equal(price);
+      expect(before[3]! - after[3]!).to.equal(3n * price);
+      // the unanimous path: open and release, two transactions, no provider transaction
+      expect(txs).to.equal(2);
+      gas.v2 = { total, txs };
+      expect(client.requestor.journal.escrowJobs({ qubeId: result.qubeId }).map((j) => j.state)).to.deep.equal([
+        "settled",
+      ]);
+    } finally {
+      await client.close();
+    }
+
+    // the same qube through escrow v1 on the same chain, for the gas
+    const v1 = await requestorWith(1);
+    try {
+      const allowed = new Set(v1Honest().map((p) => p.peerId));
+      const { result, total, txs } = await gasOf(async () =>
+        v1.requestor.run(await v1.seal("paid-v1"), {
+          outputDir: tmp("aq-pay2-out-"),
+          filter: (c) => allowed.has(c.id),
+        }),
+      );
+      expect(result.status).to.equal("verified");
+      expect(result.payments!.map((p) => p.status)).to.deep.equal(["settled"]);
+      gas.v1 = { total, txs };
+    } finally {
+      await v1.close();
+    }
+    expect(
+      gas.v2!.total < gas.v1!.total / 2n,
+      JSON.stringify(gas, (_, v) => String(v)),
+    ).to.equal(true);
+  });
+
+  it("settles with the signed commitments when a provider dissents: its stake is slashed and shared", async () => {
+    const client = await requestorWith(2);
+    try {
+      const allowed = new Set(v2().map((p) => p.peerId));
+      const everyone = v2().map((p) => p.payout!);
+      const before = await v2Balances(everyone);
+      const result = await client.requestor.run(await client.seal("liar-v2"), {
+        outputDir: tmp("aq-pay2-out-"),
+        filter: (c) => allowed.has(c.id),
+        prefer: [liar().peerId],
+        random: seededRandom(3),
+      });
+      const label = JSON.stringify({ f: result.failures, r: result.reason, p: result.payments });
+      expect(result.status, label).to.equal("verified");
+      expect(result.dissenting).to.deep.equal([liar().peerId]);
+      // v2 has no groups: the round (liar + 2 honest) and the tie-breaker are two batches
+      expect(
+        result.payments!.map((p) => [p.providers.length, p.status]),
+        label,
+      ).to.deep.equal([
+        [3, "settled"],
+        [1, "settled"],
+      ]);
+      const [round, tieBreaker] = result.payments as [PaymentReport, PaymentReport];
+      const price = BigInt(round.price);
+      const stake = BigInt(round.stake);
+      const liarPayout = liar().payout!;
+      expect(round.providers).to.include(liarPayout.toLowerCase());
+      expect(round.slashed).to.deep.equal([{ account: liarPayout, amount: stake.toString() }]);
+      expect(creditOf(round, liarPayout)).to.equal(0n);
+      const share = stake / 2n;
+      const agreeing = round.providers.filter((p) => p !== liarPayout.toLowerCase());
+      for (const p of agreeing) expect(creditOf(round, p), label).to.equal(price + stake + share);
+      expect(creditOf(round, devnet.chain!.requestor.address)).to.equal(price + (stake - 2n * share));
+      expect(creditOf(tieBreaker, tieBreaker.providers[0]!)).to.equal(
+        BigInt(tieBreaker.price) + BigInt(tieBreaker.stake),
+      );
+      // on chain: the liar lost its stake; the agreeing seats gained the price and the share
+      const after = await v2Balances(everyone);
+      const liarIndex = everyone.indexOf(liarPayout);
+      expect(before[liarIndex]! - after[liarIndex]!).to.equal(stake);
+      for (const p of agreeing) {
+        const i = everyone.findIndex((e) => e.toLowerCase() === p);
+        const tie = tieBreaker.providers[0] === p ? BigInt(tieBreaker.price) : 0n;
+        expect(after[i]! - before[i]!, p).to.equal(price + share + tie);
+      }
+    } finally {
+      await client.close();
+    }
+  });
+});
