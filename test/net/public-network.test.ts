@@ -2,7 +2,8 @@
  * The public network across real kernel networking: network namespaces stand in for hosts (helpers/netns.ts).
  * Two bootnodes in A and A2, providers in B and C, a provider E behind a NAT router (reached through the
  * bootnodes' circuit relays), a requestor in D; every process is the real CLI in public mode, except the DCUtR
- * case's requestors (fixtures/dcutr-requestor.ts: the CLI's requestor listens nowhere). Addresses live only
+ * case's requestors (fixtures/dcutr-requestor.ts records the connection each exchange stream ran on, which the
+ * CLI does not report; `airqube run --listen` hands the market the same listen address). Addresses live only
  * inside the namespaces this test creates and deletes. Skipped, with the reason, when not root or without
  * `ip netns`.
  */
