@@ -4,20 +4,12 @@
  */
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, posix, resolve } from "node:path";
-import Docker from "dockerode";
+import type Docker from "dockerode";
 import type { Logger } from "pino";
-import { loadOrCreateIdentity } from "../../net/keys.js";
 import type { ProbeReport } from "../../probes/index.js";
-import { escapeSuiteGate } from "../../provider/probe-gate.js";
 import { AirqubeError, toAirqubeError, UserError } from "../../qube/errors.js";
 import { printable } from "../../qube/printable.js";
-import { deployResult, deployTaskPackage } from "./deploy.js";
-import {
-  runtimeOfferProperties,
-  type SignedProbeSummary,
-  signedProbeSummarySchema,
-  signProbeSummary,
-} from "./offer.js";
+import type { SignedProbeSummary } from "./offer.js";
 import { checkProcessPaths } from "./paths.js";
 import { runProcessInSandbox, runtimeSandbox } from "./sandbox-run.js";
 import { serveRuntime } from "./service.js";
@@ -42,6 +34,11 @@ export interface CommandContext {
   stderr: NodeJS.WritableStream;
 }
 
+/** The Docker client: the context's, or one for the local engine (dockerode is loaded only by commands that need it). */
+async function dockerOf(context: CommandContext): Promise<Docker> {
+  return context.docker ?? new (await import("dockerode")).default();
+}
+
 function fail(context: CommandContext, error: unknown): number {
   const e = error instanceof AirqubeError ? error : toAirqubeError(error);
   context.stderr.write(`ya-runtime-airqube: ${printable(e.message, 2000)} [${printable(e.code, 64)}]\n`);
@@ -57,6 +54,7 @@ function workdirOf(flags: RuntimeFlags): string {
 async function readStoredSummary(home: string): Promise<SignedProbeSummary | undefined> {
   const text = await readFile(join(home, "probe-summary.json"), "utf8").catch(() => undefined);
   if (!text || text.length > 16_384) return undefined;
+  const { signedProbeSummarySchema } = await import("./offer.js");
   try {
     const parsed = signedProbeSummarySchema.safeParse(JSON.parse(text));
     return parsed.success ? parsed.data : undefined;
@@ -72,6 +70,7 @@ async function readStoredSummary(home: string): Promise<SignedProbeSummary | und
  * @throws UserError `RUNTIME_NOT_TESTED`, `RUNTIME_OFFER_INVALID`
  */
 export async function offerProperties(config: RuntimeConfig, home: string): Promise<Record<string, unknown>> {
+  const { runtimeOfferProperties } = await import("./offer.js");
   const summary = await readStoredSummary(home);
   if (summary?.tier !== config.tier)
     throw new UserError("RUNTIME_NOT_TESTED", "The escape suite has not passed on this runtime's tier yet", {
@@ -104,7 +103,8 @@ export async function testCommand(context: CommandContext): Promise<number> {
   let instance: Awaited<ReturnType<typeof registerInstance>> | undefined;
   try {
     const config = await loadRuntimeConfig(home, context.env);
-    const docker = context.docker ?? new Docker();
+    const docker = await dockerOf(context);
+    const { escapeSuiteGate } = await import("../../provider/probe-gate.js");
     await sweepRuntime(home, docker);
     instance = await registerInstance(home);
     const sandbox = await runtimeSandbox(config.tier, { instance: instance.id, docker });
@@ -133,6 +133,8 @@ export async function testCommand(context: CommandContext): Promise<number> {
       return 1;
     }
     // only a passing run is signed and offered (a failed one removes an earlier summary: no stale offer)
+    const { signProbeSummary } = await import("./offer.js");
+    const { loadOrCreateIdentity } = await import("../../net/keys.js");
     const signed = signProbeSummary(report, loadOrCreateIdentity(home), new Date());
     await atomicWrite(join(home, "probe-summary.json"), JSON.stringify(signed));
     return 0;
@@ -150,6 +152,7 @@ async function atomicWrite(file: string, text: string): Promise<void> {
 
 /** `deploy`: the DeployResult JSON on stdout; exit 1 (with `valid.Err`) when the task package is refused. */
 export async function deployCommand(context: CommandContext): Promise<number> {
+  const { deployResult, deployTaskPackage } = await import("./deploy.js");
   try {
     const workdir = workdirOf(context.flags);
     const config = await loadRuntimeConfig(runtimeHome(context.env), context.env);
@@ -157,7 +160,7 @@ export async function deployCommand(context: CommandContext): Promise<number> {
       workdir,
       taskPackage: context.flags.taskPackage,
       config,
-      docker: context.docker ?? new Docker(),
+      docker: await dockerOf(context),
     });
     context.logger.info({ imageId: state.imageId }, "deployed");
     context.stdout.write(`${JSON.stringify(deployResult())}\n`);
@@ -176,7 +179,7 @@ async function prepareRuns(context: CommandContext) {
   const config = await loadRuntimeConfig(home, context.env);
   const deploy = await readDeployState(workdir);
   const limits = processLimits(context.flags, config);
-  const docker = context.docker ?? new Docker();
+  const docker = await dockerOf(context);
   const swept = await sweepRuntime(home, docker);
   if (swept.instances || swept.containers) context.logger.warn(swept, "swept what earlier runtimes left behind");
   const instance = await registerInstance(home, workdir);
