@@ -107,7 +107,7 @@ export async function testCommand(context: CommandContext): Promise<number> {
     const { escapeSuiteGate } = await import("../../provider/probe-gate.js");
     await sweepRuntime(home, docker);
     instance = await registerInstance(home);
-    const sandbox = await runtimeSandbox(config.tier, { instance: instance.id, docker });
+    const sandbox = await runtimeSandbox(config.tier, { instance: instance.id, docker, systemTmp: instance.systemTmp });
     let report: ProbeReport | undefined;
     const gate = escapeSuiteGate({
       docker,
@@ -183,7 +183,7 @@ async function prepareRuns(context: CommandContext) {
   const swept = await sweepRuntime(home, docker);
   if (swept.instances || swept.containers) context.logger.warn(swept, "swept what earlier runtimes left behind");
   const instance = await registerInstance(home, workdir);
-  const sandbox = await runtimeSandbox(deploy.tier, { instance: instance.id, docker });
+  const sandbox = await runtimeSandbox(deploy.tier, { instance: instance.id, docker, systemTmp: instance.systemTmp });
   const hostRoots = [workdir, home];
   return { workdir, home, deploy, limits, sandbox, instance, hostRoots };
 }

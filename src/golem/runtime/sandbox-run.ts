@@ -25,12 +25,21 @@ export interface RuntimeProcessSpec {
  * The sandbox of a runtime instance: its containers carry the instance's labels (see sweep.ts).
  *
  * @example
- * const sandbox = await runtimeSandbox("container", { instance, docker });
+ * const sandbox = await runtimeSandbox("container", { instance: instance.id, docker, systemTmp: instance.systemTmp });
  */
-export async function runtimeSandbox(tier: Tier, options: { instance: string; docker: Docker }): Promise<Sandbox> {
+export async function runtimeSandbox(
+  tier: Tier,
+  options: { instance: string; docker: Docker; systemTmp: string },
+): Promise<Sandbox> {
   if (tier === "microvm") {
     const { MicroVmSandbox } = await import("../../sandbox/microvm-sandbox.js");
-    return new MicroVmSandbox({ docker: options.docker });
+    // converted images are cached where the provider's are (the system's temp dir, shared by the instances);
+    // each VM's private dir is made under the instance's temp dir (TMPDIR), where the sweep finds a gone
+    // instance's QEMUs
+    return new MicroVmSandbox({
+      docker: options.docker,
+      cacheDir: process.env.AIRQUBE_VM_CACHE ?? join(options.systemTmp, `airqube-vm-cache-${process.getuid?.() ?? 0}`),
+    });
   }
   return new ContainerSandbox({ docker: options.docker, tier, labels: runtimeLabels(options.instance) });
 }

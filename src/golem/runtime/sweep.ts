@@ -2,11 +2,13 @@
  * Cleanup after a runtime killed at any point (SIGKILL included). Every runtime process that creates anything
  * first writes an instance record (`<home>/instances/<pid>-<instance>.json`: its pid and start time, work dir
  * and private temp dir), and labels its containers with the instance and its pid. The next runtime to start
- * sweeps the instances whose process is gone: their containers (by label), their temp dir (staged inputs) and
- * their output staging in the work dir, then the record.
+ * sweeps the instances whose process is gone: their containers (by label), their micro-VMs (QEMU processes
+ * working in the instance's temp dir), their temp dir (staged inputs) and their output staging in the work
+ * dir, then the record.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, readlink, rm, unlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type Docker from "dockerode";
 import { z } from "zod";
@@ -48,6 +50,8 @@ async function alive(record: { pid: number; startTime: string }): Promise<boolea
 export interface RuntimeInstance {
   id: string;
   tmp: string;
+  /** The system's temp dir (before the instance's became TMPDIR): shared caches belong there. */
+  systemTmp: string;
   /** Removes the temp dir and the record (after every sandbox is gone). */
   release(): Promise<void>;
 }
@@ -62,7 +66,9 @@ export interface RuntimeInstance {
 export async function registerInstance(home: string, workdir?: string): Promise<RuntimeInstance> {
   const id = randomBytes(8).toString("hex");
   const dir = join(home, "instances");
-  const tmp = join(home, "tmp", `${process.pid}-${id}`);
+  // in the system's temp dir, traversable (0711): micro-VMs' QEMUs run as other uids in private dirs under it
+  const systemTmp = tmpdir();
+  const tmp = join(systemTmp, `airqube-golem-runtime-${process.pid}-${id}`);
   const file = join(dir, `${process.pid}-${id}.json`);
   const record: InstanceRecord = {
     pid: process.pid,
@@ -73,11 +79,13 @@ export async function registerInstance(home: string, workdir?: string): Promise<
   };
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await writeFile(file, JSON.stringify(record), { mode: 0o600 });
-  await mkdir(tmp, { recursive: true, mode: 0o700 });
+  await mkdir(tmp, { mode: 0o711 });
+  await chmod(tmp, 0o711);
   process.env.TMPDIR = tmp;
   return {
     id,
     tmp,
+    systemTmp,
     release: async () => {
       await rm(tmp, { recursive: true, force: true });
       await unlink(file).catch(() => undefined);
@@ -117,6 +125,7 @@ export async function sweepRuntime(home: string, docker: Docker): Promise<SweepR
     if (await alive(record)) continue;
     gone.add(record.instance);
     containers += await removeInstanceContainers(docker, record.instance);
+    await killProcessesIn(record.tmp); // its micro-VMs' QEMUs (they run in private dirs under it)
     await rm(record.tmp, { recursive: true, force: true });
     if (record.workdir) {
       const leftovers = await readdir(record.workdir).catch(() => [] as string[]);
@@ -153,6 +162,26 @@ async function removeContainer(docker: Docker, id: string): Promise<boolean> {
       () => true,
       (error: { statusCode?: number }) => error?.statusCode === 404,
     );
+}
+
+/**
+ * Kills every process whose working directory lies under `dir` (a gone instance's QEMUs: each runs in its
+ * VM's private directory, made under the instance's temp dir), before that directory is removed.
+ */
+async function killProcessesIn(dir: string): Promise<number> {
+  const pids = (await readdir("/proc").catch(() => [] as string[])).filter((name) => /^\d+$/.test(name));
+  let killed = 0;
+  for (const pid of pids) {
+    const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => "");
+    if (!cwd.startsWith(`${dir}/`)) continue;
+    try {
+      process.kill(Number(pid), "SIGKILL");
+      killed++;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return killed;
 }
 
 function pidExists(pid: number): boolean {

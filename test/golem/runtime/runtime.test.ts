@@ -221,6 +221,8 @@ describe("Golem runtime ya-runtime-airqube @docker", function () {
     }
     expect(await containersOf(pid)).to.have.length(1); // what the sweep is for
     expect(await readdir(join(home, "instances"))).to.have.length(1);
+    const leftTmp = (await readdir(tmpdir())).filter((f) => f.startsWith(`airqube-golem-runtime-${pid}-`));
+    expect(leftTmp).to.have.length(1); // its staged inputs
 
     const next = await unit().start();
     try {
@@ -228,7 +230,7 @@ describe("Golem runtime ya-runtime-airqube @docker", function () {
       const all = await docker.listContainers({ all: true, filters: { label: [RUNTIME_LABEL] } });
       expect(all.filter((c) => c.Labels[RUNTIME_OWNER_LABEL] === String(pid))).to.deep.equal([]);
       expect((await readdir(join(home, "instances"))).filter((f) => f.startsWith(`${pid}-`))).to.deep.equal([]);
-      expect((await readdir(join(home, "tmp"))).filter((f) => f.startsWith(`${pid}-`))).to.deep.equal([]);
+      expect((await readdir(tmpdir())).filter((f) => f.startsWith(`airqube-golem-runtime-${pid}-`))).to.deep.equal([]);
       expect((await readdir(workdir)).filter((f) => f.startsWith(".airqube-staging-"))).to.deep.equal([]);
       expect(await next.shutdown()).to.have.property("shutdown");
       expect((await next.waitExit()).code).to.equal(0);
