@@ -13,6 +13,12 @@
  *   simulation differs from a VM: the snapshot is visible under /input, and /input is read-only to the
  *   command.
  *
+ * A provider with a `runtime` (provider.ts) runs its activities through that ExeUnit runtime binary instead,
+ * driven as exe-unit drives it (test/golem/runtime/exe-unit.ts): `deploy` calls the runtime's `deploy` with
+ * the image's task package and takes the volumes it declares (`W/<vol.name>`), `start` starts its service mode,
+ * each `run` is a RunProcess whose ProcessStatus events give the output and exit code, usage comes from its
+ * counters, and the end of the activity is a Shutdown, then the runtime's process group is killed.
+ *
  * Batch results are long-polled: `GET .../exec/{batch}?timeout` waits for the batch to end and answers 408
  * when nothing new came in time (golem-js retries 408 and 500).
  */
@@ -20,6 +26,7 @@ import { cp, mkdir, mkdtemp, readFile, rename, rm } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
 import { z } from "zod";
 import type { Sandbox } from "../../../src/sandbox/api.js";
+import { ExeUnit, type RuntimeSession } from "../runtime/exe-unit.js";
 import type { GsbBus } from "./gsb.js";
 import type { AgreementRecord } from "./market.js";
 import type { PaymentService } from "./payment.js";
@@ -100,6 +107,10 @@ interface ActivityRecord {
   cpuSec: number;
   controller: AbortController;
   debitNotes?: NodeJS.Timeout;
+  /** The exe-unit side of the provider's ExeUnit runtime, and its service once started. */
+  exeUnit?: ExeUnit;
+  startMode?: "empty" | "blocking";
+  session?: RuntimeSession;
 }
 
 export interface ActivityDeps {
@@ -226,6 +237,11 @@ export class ActivityService {
     a.ended = Date.now();
     a.controller.abort();
     if (a.debitNotes) clearInterval(a.debitNotes);
+    if (a.session) {
+      // exe-unit's shutdown: Shutdown to the runtime, then its process tree killed
+      await a.session.shutdown({ signal: AbortSignal.timeout(20_000) }).catch(() => undefined);
+      await a.session.dispose();
+    }
     this.deps.ledger.activitiesDestroyed.push(a.id);
     for (const batch of a.batches.values()) {
       if (!batch.done) {
@@ -323,6 +339,7 @@ export class ActivityService {
     if ("deploy" in command) return this.deploy(a);
     if ("start" in command) {
       if (a.state !== "Deployed") return { ok: false, message: `ExeUnit: cannot start in state ${a.state}` };
+      if (a.exeUnit && a.startMode === "blocking") a.session = await a.exeUnit.start({ signal: a.controller.signal });
       a.state = "Ready";
       return { ok: true, message: "started" };
     }
@@ -342,6 +359,7 @@ export class ActivityService {
     const image = hash ? this.deps.images[hash] : undefined;
     if (!image) return { ok: false, message: `ExeUnit: cannot download the image ${pkg}` };
     a.image = image;
+    if (a.agreement.provider.runtime) return this.deployRuntime(a, image);
     for (const volume of image.volumes) {
       const host = join(a.dir, "volumes", volume.replace(/^\/+/, ""));
       await mkdir(host, { recursive: true });
@@ -349,6 +367,52 @@ export class ActivityService {
     }
     a.state = "Deployed";
     return { ok: true, stdout: JSON.stringify({ startMode: "empty", valid: { Ok: "" }, vols: image.volumes }) };
+  }
+
+  /** `deploy` through the provider's ExeUnit runtime: its DeployResult's volumes become the activity's. */
+  private async deployRuntime(a: ActivityRecord, image: SimImage) {
+    const runtime = a.agreement.provider.runtime!;
+    if (!image.archive) return { ok: false, message: "ExeUnit: the image has no task package for the runtime" };
+    const workDir = join(a.dir, "work");
+    await mkdir(workDir);
+    const unit = new ExeUnit({
+      runtime: runtime.command,
+      workDir,
+      taskPackage: image.archive,
+      ...(runtime.env ? { env: runtime.env } : {}),
+      timeoutMs: this.deps.runWallTimeMs + 30_000,
+    });
+    const { result, outcome } = await unit.deploy({ signal: a.controller.signal });
+    if ("Err" in result.valid || outcome.code !== 0)
+      return {
+        ok: false,
+        message: `ExeUnit: deploy failed: ${"Err" in result.valid ? result.valid.Err : outcome.stderr}`,
+      };
+    a.exeUnit = unit;
+    a.startMode = result.startMode;
+    for (const vol of result.vols) a.volumes.set(vol.path, join(workDir, vol.name));
+    a.state = "Deployed";
+    return { ok: true, stdout: outcome.stdout };
+  }
+
+  /** `run` as a RunProcess of the runtime's service: output and exit code from its ProcessStatus events. */
+  private async runRuntime(a: ActivityRecord, entry: string, args: string[]) {
+    const session = a.session;
+    if (!session) return { ok: false, message: "ExeUnit: START command not run" };
+    const signal = AbortSignal.any([a.controller.signal, AbortSignal.timeout(this.deps.runWallTimeMs + 30_000)]);
+    let done: Awaited<ReturnType<RuntimeSession["waitProcess"]>>;
+    try {
+      const { pid } = await session.run(entry, args, { signal });
+      done = await session.waitProcess(pid, { signal });
+    } catch (error) {
+      return { ok: false, message: `ExeUnit: ${(error as Error).message}` };
+    }
+    a.cpuSec = session.counters.get("golem.usage.cpu_sec") ?? a.cpuSec;
+    const stdout = done.stdout.toString();
+    const stderr = done.stderr.toString();
+    if (done.returnCode !== 0)
+      return { ok: false, stdout, stderr, message: `ExeUnit: process exited with code ${done.returnCode}` };
+    return { ok: true, stdout, stderr };
   }
 
   /** A `container:` path → its host path, or undefined when it lies outside every volume. */
@@ -396,6 +460,11 @@ export class ActivityService {
     if (provider.dieOnRun === a.runs) {
       this.deps.terminateByProvider(a.agreement.agreementId, "the provider's machine went down");
       return { ok: false, message: "ExeUnit: the provider terminated the activity" };
+    }
+    if (provider.runtime) {
+      const outcome = await this.runRuntime(a, entry, args);
+      if (provider.tamper) await provider.tamper(a.volumes, [entry, ...args]);
+      return outcome;
     }
     const image = a.image!;
     const writable = [...a.volumes.keys()].filter((v) => v !== "/input");

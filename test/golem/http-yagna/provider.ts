@@ -13,6 +13,21 @@ export interface SimImage {
   docker: string;
   /** Absolute paths of the image's volumes; `/input` is mounted read-only into each run (see activity.ts). */
   volumes: string[];
+  /** The downloaded task package exe-unit passes to an ExeUnit runtime (`--task-package`), e.g. a `docker save` tar. */
+  archive?: string;
+}
+
+/**
+ * An ExeUnit runtime binary that the provider's exe-unit drives (test/golem/runtime/exe-unit.ts: `deploy`,
+ * `start`, ya-runtime-api over its pipes) instead of running each command in the sandbox itself.
+ */
+export interface SimRuntime {
+  /** The runtime's command, e.g. `[process.execPath, "bin/ya-runtime-airqube.js"]`. */
+  command: string[];
+  /** Its environment (e.g. `AIRQUBE_RUNTIME_HOME`). */
+  env?: NodeJS.ProcessEnv;
+  /** What its `offer-template` printed: merged over the offer's properties, as ya-provider does. */
+  properties: Record<string, unknown>;
 }
 
 /** One simulated provider and its behaviour. */
@@ -49,11 +64,13 @@ export interface SimProvider {
   invoiceDelayMs?: number;
   /** Bills this factor times what the usage costs (1 = honest). */
   overbill?: number;
+  /** Runs activities through this ExeUnit runtime (its offer-template's properties in the offer). */
+  runtime?: SimRuntime;
 }
 
 export const nodeIdSchema = z.string().regex(/^0x[0-9a-f]{40}$/, "a node id: 0x + 40 lower-case hex digits");
 
-/** The properties of the provider's Offer for the `vm` runtime. */
+/** The properties of the provider's Offer for the `vm` runtime, or those its ExeUnit runtime's offer-template gave. */
 export function offerProperties(p: SimProvider): Record<string, unknown> {
   const [cpu, env, start] = p.price ?? [0.00001, 0.00001, 0.001];
   return {
@@ -79,6 +96,7 @@ export function offerProperties(p: SimProvider): Record<string, unknown> {
     "golem.runtime.name": "vm",
     "golem.runtime.version": "0.4.2",
     "golem.srv.caps.multi-activity": true,
+    ...p.runtime?.properties,
   };
 }
 
