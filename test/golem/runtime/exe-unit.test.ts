@@ -3,14 +3,22 @@
  * exe-unit's order, DeployResult parsing and volume directories, path mapping, Hello, run{pid}, output and
  * return codes from ProcessStatus events, counters, Kill, Shutdown, raw bad frames, and dispose.
  */
+import type { ChildProcess } from "node:child_process";
+import { EventEmitter } from "node:events";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { PassThrough } from "node:stream";
 import { pathToFileURL } from "node:url";
 import { expect } from "chai";
-import { lengthPrefixed } from "../../../src/golem/runtime/protocol.js";
+import {
+  encodeResponse,
+  lengthPrefixed,
+  MAX_RESPONSE_FRAME_BYTES,
+  varint,
+} from "../../../src/golem/runtime/protocol.js";
 import { PeerError, UserError } from "../../../src/qube/errors.js";
-import { ExeUnit, parseDeployResult } from "./exe-unit.js";
+import { ExeUnit, parseDeployResult, RuntimeSession } from "./exe-unit.js";
 
 const TOY = path.join(import.meta.dirname, "fixtures", "toy-runtime.ts");
 /** tsx's loader by absolute URL: the runtime's working directory is the activity's, outside the repository. */
@@ -98,5 +106,32 @@ describe("golem runtime: exe-unit emulation (toy runtime)", () => {
       await live.dispose();
     }
     expect((await live.exited).signal).to.equal("SIGKILL");
+  });
+
+  it("reads the runtime's stdout as exe-unit's codec does: a frame shorter than 4 bytes waits for more", async () => {
+    const stdout = new PassThrough();
+    const child = Object.assign(new EventEmitter(), {
+      stdout,
+      stderr: new PassThrough(),
+      stdin: new PassThrough(),
+      exitCode: null,
+      signalCode: null,
+      pid: undefined,
+    }) as unknown as ChildProcess;
+    const session = new RuntimeSession(child, 5_000);
+    // Response{shutdown} with id 0 and event false left out: 2 payload bytes, a 3-byte frame
+    stdout.write(Uint8Array.of(2, 0x62, 0));
+    await new Promise((r) => setImmediate(r));
+    expect(session.responses).to.deep.equal([]);
+    stdout.write(encodeResponse({ id: 2, hello: { version: "0.1.0" } }));
+    await session.waitFor(() => (session.responses.length === 2 ? true : undefined), "both frames");
+    expect(session.responses.map((r) => ("shutdown" in r ? "shutdown" : "hello" in r ? "hello" : "?"))).to.deep.equal([
+      "shutdown",
+      "hello",
+    ]);
+    // an oversized prefix is refused at once
+    stdout.write(Buffer.from(varint(MAX_RESPONSE_FRAME_BYTES + 1)));
+    await new Promise((r) => setImmediate(r));
+    expect(session.protocolError?.code).to.equal("RUNTIME_FRAME_TOO_LARGE");
   });
 });

@@ -8,7 +8,8 @@
  * - `deploy --`: the DeployResult JSON is read from the first `{` of stdout (empty stdout = a valid deploy
  *   without volumes), and a directory `W/<vol.name>` is created for each volume;
  * - `start` (service mode, no `--`): stdin and stdout piped, a Hello with version 0.1.0 first, request ids
- *   counting from 2 upwards; `run --entrypoint E -- args` for command mode;
+ *   counting from 2 upwards, replies and events read as exe-unit's codec reads them (nothing is decoded while
+ *   fewer than 4 bytes are buffered); `run --entrypoint E -- args` for command mode;
  * - a RunProcess carries `bin` = the entry point, `args` = [basename(entry point), ...args], an empty
  *   `work_dir` and no output specs, exactly what exe-unit sends for an exe-script `run`;
  * - `container:/input/x` transfer paths map to `W/<vol.name>/x` by the volume whose path is the longest
@@ -31,6 +32,7 @@ import path from "node:path";
 import {
   encodeRequest,
   FrameDecoder,
+  MAX_RESPONSE_FRAME_BYTES,
   type ProcessStatus,
   RUNTIME_API_VERSION,
   type RuntimeEvent,
@@ -232,6 +234,7 @@ export class RuntimeSession implements AsyncDisposable {
 
   readonly #timeoutMs: number;
   readonly #decoder = new FrameDecoder<RuntimeResponse>("response");
+  #raw: Buffer = Buffer.alloc(0);
   #nextId = 1;
   #stderr = Buffer.alloc(0);
   #exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
@@ -243,7 +246,8 @@ export class RuntimeSession implements AsyncDisposable {
     child.stdout?.on("data", (chunk: Buffer) => {
       if (this.protocolError) return;
       try {
-        for (const response of this.#decoder.push(chunk)) this.#onResponse(response);
+        for (const frame of this.#frames(chunk))
+          for (const response of this.#decoder.push(frame)) this.#onResponse(response);
       } catch (error) {
         this.protocolError = error as AirqubeError;
       }
@@ -368,6 +372,34 @@ export class RuntimeSession implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
+  }
+
+  /**
+   * The complete frames buffered, released as exe-unit's codec releases them: it decodes only when at least
+   * 4 bytes are buffered, so a shorter frame waits for more bytes (a runtime whose last frame is shorter
+   * stalls the real exe-unit, and this emulation). A length prefix past the bound goes to the decoder at once,
+   * which refuses it before its payload is buffered.
+   */
+  *#frames(chunk: Buffer): Generator<Uint8Array> {
+    this.#raw = this.#raw.length === 0 ? chunk : Buffer.concat([this.#raw, chunk]);
+    while (this.#raw.length >= 4) {
+      let length = 0;
+      let prefix = 0;
+      while (prefix < this.#raw.length && prefix < 10) {
+        const byte = this.#raw[prefix] as number;
+        length += (byte & 0x7f) * 2 ** (7 * prefix);
+        prefix++;
+        if ((byte & 0x80) === 0) break;
+      }
+      const complete = prefix > 0 && ((this.#raw[prefix - 1] as number) & 0x80) === 0;
+      if (length > MAX_RESPONSE_FRAME_BYTES || prefix >= 10) {
+        yield this.#raw; // the decoder's RUNTIME_FRAME_TOO_LARGE or MALFORMED
+        return;
+      }
+      if (!complete || this.#raw.length < prefix + length) return;
+      yield this.#raw.subarray(0, prefix + length);
+      this.#raw = this.#raw.subarray(prefix + length);
+    }
   }
 
   #onResponse(response: RuntimeResponse): void {

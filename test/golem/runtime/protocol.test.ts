@@ -100,6 +100,12 @@ describe("golem runtime protocol (ya-runtime-api codec)", () => {
     }
   });
 
+  it("writes every response frame with at least 4 bytes (exe-unit decodes nothing shorter until more comes)", () => {
+    for (const response of RESPONSES) expect(encodeResponse(response).length).to.be.at.least(4);
+    // the smallest reply: event and id are written even when false and 0
+    expect([...encodeResponse({ id: 0, event: false, shutdown: {} })]).to.deep.equal([6, 0x08, 0, 0x10, 0, 0x62, 0]);
+  });
+
   it("writes the field numbers of yagna's runtime.proto (bytes pinned by hand)", () => {
     // Request { id = 1; hello = 2 { version = 1 } }
     expect([...encodeRequest({ id: 2, hello: { version: "0.1.0" } })]).to.deep.equal([
