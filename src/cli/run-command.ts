@@ -104,6 +104,7 @@ interface RunFlags extends PaymentFlags, NetworkFlags, AddressFlags {
   cpus: number;
   maxPrice?: bigint;
   golemMinSuccessRate?: number;
+  golemRuntime?: "vm" | "airqube";
   dataDir: string;
   json?: boolean;
 }
@@ -164,6 +165,14 @@ export function registerRunCommands(program: Command): void {
         "--backend golem: rent only providers whose reputation success rate is at least this (golem.reputation)",
       ).argParser(Number),
     )
+    .addOption(
+      new Option(
+        "--golem-runtime <name>",
+        "--backend golem: the provider's runtime: vm (Golem's VM, a GVMI image) or airqube (ya-runtime-airqube: " +
+          "Airqube's sandboxes, a docker-save image; only offers with a verified, clean escape-suite summary) " +
+          "(default golem.runtime.name, else vm)",
+      ).choices(["vm", "airqube"]),
+    )
     .option("--data-dir <dir>", "requestor identity and journal", defaultRequestorDir())
     .addOption(new Option("--allow-public", "public mode and a public chain RPC at once (deprecated)").hideHelp())
     .option("--json", "JSON lines: one per progress event, then the result")
@@ -175,6 +184,10 @@ export function registerRunCommands(program: Command): void {
         "    --payment-key-file DEVNET_DIR/requestor.key\n" +
         "  The budget is locked in the escrow before the qube is sent and settled after the verified result;\n" +
         "  escrow jobs an earlier run left open are settled (or reclaimed) first.\n" +
+        "\nOn Golem, in Airqube's own sandboxes (providers that installed `airqube golem-runtime install`):\n" +
+        "  airqube run --backend golem --golem-runtime airqube --image airqube/busybox:latest --output ./out -- ...\n" +
+        "  golem.images[DIGEST] gives the sha3-224 hash and URL of the image's docker-save archive; offers whose\n" +
+        "  signed escape-suite summary does not verify, or shows a fail or an inconclusive probe, are refused.\n" +
         "\nExit status (like docker run): the qube's exit code (127: command not found, 128+n: killed by signal n);\n" +
         `  ${TIMEOUT_EXIT}: the qube was killed at --timeout; 137: killed at the memory limit;\n` +
         `  ${OUTPUT_MISSING_EXIT}: outputs not delivered: the qube exited 0 but a declared --out was never written,\n` +
@@ -300,6 +313,8 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
       });
     if (flags.golemMinSuccessRate !== undefined && flags.backend !== "golem")
       throw new UserError("GOLEM_FLAG_WITHOUT_GOLEM", "--golem-min-success-rate needs --backend golem");
+    if (flags.golemRuntime !== undefined && flags.backend !== "golem")
+      throw new UserError("GOLEM_FLAG_WITHOUT_GOLEM", "--golem-runtime needs --backend golem");
     // --listen and --announce are checked before the chain, the image and the network (a wrong one fails now)
     const addresses = addressOptionsFrom(flags);
     if (Object.keys(addresses).length > 0) {
@@ -347,6 +362,7 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
       flags.backend === "golem"
         ? await connectGolem(config, controller.signal, {
             ...(flags.golemMinSuccessRate !== undefined ? { minSuccessRate: flags.golemMinSuccessRate } : {}),
+            ...(flags.golemRuntime !== undefined ? { runtime: flags.golemRuntime } : {}),
           })
         : await Libp2pMarket.connect({
             identity,

@@ -103,6 +103,15 @@ export const golemFileConfigSchema = z.strictObject({
     .strictObject({
       name: z.string().regex(/^[a-z0-9-]{1,32}$/),
       version: z.string().max(32).optional(),
+      /**
+       * The `airqube` runtime: the oldest escape-suite summary an offer may carry, ms (default 30 days; see
+       * `verifyRuntimeOffer`).
+       */
+      maxSummaryAgeMs: z
+        .int()
+        .min(60_000)
+        .max(365 * 24 * 3_600_000)
+        .optional(),
     })
     .optional(),
   /** Where inputs go and outputs come from inside the VM: both must be VOLUMEs of the image. */
@@ -149,7 +158,12 @@ export interface GolemConfig {
   images: Record<string, GolemImage>;
   pricing: { maxStartPrice: number; maxCpuPerHourPrice: number; maxEnvPerHourPrice: number };
   maxGlmPerQube: number;
-  runtime: { name: string; version?: string };
+  /**
+   * The ExeUnit runtime asked for: `vm` (Golem's VM; the image is a GVMI) or `airqube` (`ya-runtime-airqube`:
+   * Airqube's own sandboxes; the image is a `docker save` archive, and offers must carry a verified, clean
+   * escape-suite summary).
+   */
+  runtime: { name: string; version?: string; maxSummaryAgeMs?: number };
   layout: { input: string; output: string };
   timeouts: {
     scanMs: number;
@@ -213,13 +227,28 @@ export function isLoopbackHost(hostname: string): boolean {
 export interface GolemFlags {
   /** `golem.reputation.minSuccessRate`: turns the reputation pre-filter on. */
   minSuccessRate?: number;
+  /** `golem.runtime.name` (`airqube run --golem-runtime`): `vm` or `airqube`. */
+  runtime?: string;
 }
 
+/** The runtimes `--golem-runtime` names: Golem's VM, and Airqube's ExeUnit runtime (`ya-runtime-airqube`). */
+export const GOLEM_RUNTIMES = ["vm", "airqube"] as const;
+
 function withFlags(fileConfig: unknown, flags: GolemFlags): unknown {
-  if (flags.minSuccessRate === undefined || typeof fileConfig !== "object" || fileConfig === null) return fileConfig;
-  const file = fileConfig as { reputation?: unknown };
-  const reputation = typeof file.reputation === "object" && file.reputation !== null ? file.reputation : {};
-  return { ...file, reputation: { ...reputation, minSuccessRate: flags.minSuccessRate } };
+  if (typeof fileConfig !== "object" || fileConfig === null) return fileConfig;
+  let file = fileConfig as { reputation?: unknown; runtime?: unknown };
+  if (flags.minSuccessRate !== undefined) {
+    const reputation = typeof file.reputation === "object" && file.reputation !== null ? file.reputation : {};
+    file = { ...file, reputation: { ...reputation, minSuccessRate: flags.minSuccessRate } };
+  }
+  if (flags.runtime !== undefined) {
+    const runtime = typeof file.runtime === "object" && file.runtime !== null ? file.runtime : {};
+    // the file's version pins the file's runtime only
+    const { version: _version, ...rest } = runtime as { version?: unknown };
+    const same = (runtime as { name?: unknown }).name === flags.runtime;
+    file = { ...file, runtime: { ...(same ? runtime : rest), name: flags.runtime } };
+  }
+  return file;
 }
 
 /**

@@ -106,7 +106,8 @@ export class GolemDispatch implements Dispatch {
     const spec = this.qube.spec.spec;
     const signal = combine(options.signal, this.controller.signal);
     try {
-      const order = orderFor(spec, config, this.provider.id);
+      // with the airqube runtime, the proposal must carry a summary of the scanned offer's key
+      const order = orderFor(spec, config, this.provider.id, this.provider.operator);
       const rentHours = rentHoursFor(spec);
       try {
         this.allocation = await glm.payment.createAllocation({

@@ -14,7 +14,7 @@ import type { ComputeMarket, Dispatch, DispatchEvents, ProviderCandidate, Sealed
 import type { GolemConfig } from "./config.js";
 import { fromGolemError } from "./errors.js";
 import { GolemDispatch } from "./golem-dispatch.js";
-import { candidateFromOffer, paymentPlatform, workloadResources } from "./order.js";
+import { offerVerdict, paymentPlatform, workloadResources } from "./order.js";
 import { ReputationFilter } from "./reputation.js";
 import { YagnaStorageProvider } from "./storage.js";
 
@@ -142,6 +142,7 @@ export class GolemMarket implements ComputeMarket {
       payment: { network: config.paymentNetwork, driver: config.paymentDriver },
     });
     const found = new Map<string, ProviderCandidate>();
+    const refused = new Set<string>();
     await new Promise<void>((resolve, reject) => {
       let settled = false;
       let subscription: { unsubscribe(): void } | undefined;
@@ -160,11 +161,22 @@ export class GolemMarket implements ComputeMarket {
       options.signal?.addEventListener("abort", onAbort, { once: true });
       subscription = this.glm.market.scan(scanSpec).subscribe({
         next: (offer) => {
-          const candidate = candidateFromOffer(
+          const verdict = offerVerdict(
             { offerId: offer.offerId, providerId: offer.provider.id, properties: offer.properties },
             spec.spec,
             config,
+            Date.now(),
           );
+          const candidate = "candidate" in verdict ? verdict.candidate : undefined;
+          // why an offer was refused, once per provider and scan; the airqube runtime's evidence at warn level
+          if ("reason" in verdict && !refused.has(offer.provider.id) && refused.size < 1000) {
+            refused.add(offer.provider.id);
+            const evidence = verdict.probe === true;
+            this.options.logger?.[evidence ? "warn" : "debug"](
+              { provider: offer.provider.id, reason: verdict.reason },
+              "Golem offer refused before any agreement",
+            );
+          }
           // the reputation pre-filter: before redundancy picks anyone
           if (candidate && reputation) {
             const wallet = offer.properties[`golem.com.payment.platform.${paymentPlatform(config)}.address`];

@@ -7,6 +7,7 @@
 export {
   DEFAULT_GOLEM_CONFIG,
   DEFAULT_REPUTATION_URL,
+  GOLEM_RUNTIMES,
   type GolemConfig,
   type GolemFileConfig,
   type GolemFlags,
@@ -23,9 +24,13 @@ export { GolemMarket, type GolemMarketOptions } from "./golem-market.js";
 export {
   candidateFromOffer,
   golemImageFor,
+  type OfferVerdict,
+  offerVerdict,
   orderFor,
   paymentPlatform,
+  type RuntimeEvidence,
   rentHoursFor,
+  runtimeEvidence,
   workloadResources,
 } from "./order.js";
 export { type GolemProbeOptions, GolemSandbox, PROBE_PROGRAM, runGolemProbe } from "./probe.js";

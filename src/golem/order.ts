@@ -7,9 +7,10 @@
  */
 import type { MarketOrderSpec } from "@golem-sdk/golem-js";
 import { z } from "zod";
-import { type QubeSpec, UserError } from "../qube/index.js";
+import { type QubeSpec, TIERS, type Tier, tierSatisfies, UserError } from "../qube/index.js";
 import type { ProviderCandidate } from "../requestor/api.js";
 import type { GolemConfig, GolemImage } from "./config.js";
+import { RUNTIME_NAME as AIRQUBE_RUNTIME, type SignedProbeSummary, verifyRuntimeOffer } from "./runtime/offer.js";
 
 const GiB = 1024 ** 3;
 /** 1 GLM in its smallest unit (18 decimals). */
@@ -56,12 +57,15 @@ export function workloadResources(spec: Pick<QubeSpec, "limits" | "inputs">): {
 }
 
 /**
- * The golem-js order for one rental of `spec` on the provider `providerId`.
+ * The golem-js order for one rental of `spec` on the provider `providerId`. With the `airqube` runtime, the
+ * proposal an agreement is made on must carry a summary that verifies as the scanned offer's did, signed by
+ * the same key when `probeKey` (the candidate's `operator`) is given: a provider cannot swap its evidence
+ * between the scan and the agreement.
  *
  * @example
- * const rental = await glm.oneOf({ order: orderFor(spec, config, candidate.id) });
+ * const rental = await glm.oneOf({ order: orderFor(spec, config, candidate.id, candidate.operator) });
  */
-export function orderFor(spec: QubeSpec, config: GolemConfig, providerId?: string): MarketOrderSpec {
+export function orderFor(spec: QubeSpec, config: GolemConfig, providerId?: string, probeKey?: string): MarketOrderSpec {
   const image = golemImageFor(spec, config);
   return {
     demand: {
@@ -76,8 +80,13 @@ export function orderFor(spec: QubeSpec, config: GolemConfig, providerId?: strin
     market: {
       rentHours: rentHoursFor(spec),
       pricing: { model: "linear", ...config.pricing },
-      ...(providerId
-        ? { offerProposalFilter: (proposal) => proposal.provider.id.toLowerCase() === providerId.toLowerCase() }
+      ...(providerId || config.runtime.name === AIRQUBE_RUNTIME
+        ? {
+            offerProposalFilter: (proposal) =>
+              (!providerId || proposal.provider.id.toLowerCase() === providerId.toLowerCase()) &&
+              (config.runtime.name !== AIRQUBE_RUNTIME ||
+                runtimeEvidence(proposal.properties, spec, config, Date.now(), probeKey).evidence !== undefined),
+          }
         : {}),
     },
   };
@@ -139,23 +148,86 @@ export function withinAgreedPrice(
 
 /**
  * Turns a scanned offer into a candidate for `spec`, or undefined when it does not fit (invalid, too small,
- * too expensive for the per-qube cap, no address on our payment platform).
+ * too expensive for the per-qube cap, no address on our payment platform; with the `airqube` runtime, an
+ * escape-suite summary that does not verify or is not clean, or an image or tier the runtime does not offer).
+ * {@link offerVerdict} says why.
  */
-export function candidateFromOffer(raw: unknown, spec: QubeSpec, config: GolemConfig): ProviderCandidate | undefined {
+export function candidateFromOffer(
+  raw: unknown,
+  spec: QubeSpec,
+  config: GolemConfig,
+  now: number = Date.now(),
+): ProviderCandidate | undefined {
+  const verdict = offerVerdict(raw, spec, config, now);
+  return "candidate" in verdict ? verdict.candidate : undefined;
+}
+
+/** What a verified runtime offer proves, as the requestor records it for the candidate. */
+export interface RuntimeEvidence {
+  /** The offered tiers. */
+  tiers: Tier[];
+  /** The escape-suite summary of the tier the qube runs in (signed, verified, clean). */
+  summary: SignedProbeSummary;
+  /** The distinct-operator key: every node showing summaries of one key counts as one operator. */
+  operator: string;
+}
+
+/**
+ * Checks an `airqube` runtime offer's properties for `spec` at `now`: the signed summaries
+ * (`verifyRuntimeOffer`), the qube's image among the accepted ones, and a tier at least as strong as the
+ * qube's; with `probeKey`, the summaries' signer must be that one. Pure.
+ */
+export function runtimeEvidence(
+  properties: unknown,
+  spec: Pick<QubeSpec, "image" | "tier">,
+  config: Pick<GolemConfig, "runtime">,
+  now: number,
+  probeKey?: string,
+): { evidence: RuntimeEvidence; reason?: undefined } | { evidence?: undefined; reason: string } {
+  const verdict = verifyRuntimeOffer(properties, {
+    now,
+    ...(config.runtime.maxSummaryAgeMs !== undefined ? { maxAgeMs: config.runtime.maxSummaryAgeMs } : {}),
+  });
+  if (!verdict.ok) return { reason: `${verdict.code}: ${verdict.reason}` };
+  const { offer } = verdict;
+  const operator = `probe-key:${offer.publicKey}`;
+  if (probeKey !== undefined && probeKey !== operator)
+    return { reason: "the escape-suite summary is signed by another key than the scanned offer's" };
+  if (!offer.images.includes(spec.image.digest))
+    return { reason: `the runtime does not accept the image ${spec.image.digest}` };
+  // the weakest offered tier that satisfies the qube's: the evidence of the sandbox it will run in
+  const tier = TIERS.find((t) => offer.tiers.includes(t) && tierSatisfies(spec.tier, t));
+  const summary = tier ? offer.summaries[tier] : undefined;
+  if (!summary) return { reason: `no offered tier satisfies ${spec.tier} (offers ${offer.tiers.join(", ")})` };
+  return { evidence: { tiers: offer.tiers, summary, operator } };
+}
+
+/** An offer made a candidate, or the reason it was refused (`probe`: for its runtime's escape-suite evidence). */
+export type OfferVerdict = { candidate: ProviderCandidate } | { reason: string; probe?: true };
+
+/**
+ * {@link candidateFromOffer} with the reason an offer is refused: `{ candidate }` or `{ reason }`.
+ *
+ * @example
+ * const verdict = offerVerdict(offer, spec.spec, config, Date.now());
+ * if ("reason" in verdict) logger.info({ provider: offer.providerId, reason: verdict.reason }, "offer refused");
+ */
+export function offerVerdict(raw: unknown, spec: QubeSpec, config: GolemConfig, now: number): OfferVerdict {
   const parsed = scannedOfferSchema.safeParse(raw);
-  if (!parsed.success) return undefined;
+  if (!parsed.success) return { reason: "malformed offer" };
   const { providerId, properties: p } = parsed.data;
   const usage = p["golem.com.usage.vector"];
   const coeffs = p["golem.com.pricing.model.linear.coeffs"];
-  if (coeffs.length !== usage.length + 1) return undefined;
-  if (config.runtime.name !== p["golem.runtime.name"]) return undefined;
+  if (coeffs.length !== usage.length + 1) return { reason: "malformed pricing" };
+  if (config.runtime.name !== p["golem.runtime.name"]) return { reason: "another runtime" };
   const need = workloadResources(spec);
-  if ((p["golem.inf.mem.gib"] ?? 0) < need.minMemGib) return undefined;
-  if ((p["golem.inf.storage.gib"] ?? 0) < need.minStorageGib) return undefined;
+  if ((p["golem.inf.mem.gib"] ?? 0) < need.minMemGib) return { reason: "too little memory" };
+  if ((p["golem.inf.storage.gib"] ?? 0) < need.minStorageGib) return { reason: "too little storage" };
   const threads = p["golem.inf.cpu.threads"] ?? 0;
-  if (threads < need.minCpuThreads) return undefined;
+  if (threads < need.minCpuThreads) return { reason: "too few CPU threads" };
   const address = (p as Record<string, unknown>)[`golem.com.payment.platform.${paymentPlatform(config)}.address`];
-  if (typeof address !== "string" || !/^0x[0-9a-fA-F]{40}$/.test(address)) return undefined;
+  if (typeof address !== "string" || !/^0x[0-9a-fA-F]{40}$/.test(address))
+    return { reason: "no address on the payment platform" };
   const envSec = coeffs[usage.indexOf("golem.usage.duration_sec")] ?? 0;
   const cpuSec = coeffs[usage.indexOf("golem.usage.cpu_sec")] ?? 0;
   const start = coeffs[coeffs.length - 1] ?? 0;
@@ -164,14 +236,27 @@ export function candidateFromOffer(raw: unknown, spec: QubeSpec, config: GolemCo
     cpuSec * 3600 > config.pricing.maxCpuPerHourPrice ||
     envSec * 3600 > config.pricing.maxEnvPerHourPrice
   )
-    return undefined;
+    return { reason: "above the price caps" };
   const seconds = spec.limits.wallTimeMs / 1000 + RENT_OVERHEAD_SEC;
   const glm = start + seconds * (envSec + cpuSec * threads);
-  if (glm > config.maxGlmPerQube) return undefined;
+  if (glm > config.maxGlmPerQube) return { reason: "above maxGlmPerQube" };
+  const base = { id: providerId.toLowerCase(), payout: address.toLowerCase(), price: glmToWei(glm) };
+  if (config.runtime.name !== AIRQUBE_RUNTIME) return { candidate: { ...base, tiers: ["container", "microvm"] } };
+  // Airqube's runtime: its signed escape-suite summary is the provider's probe evidence (no remote probe)
+  const checked = runtimeEvidence(p, spec, config, now);
+  if (!checked.evidence) return { reason: checked.reason, probe: true };
+  const { tiers, summary, operator } = checked.evidence;
   return {
-    id: providerId.toLowerCase(),
-    payout: address.toLowerCase(),
-    tiers: ["container", "microvm"],
-    price: glmToWei(glm),
+    candidate: {
+      ...base,
+      tiers,
+      operator,
+      probe: {
+        reportHash: summary.reportHash,
+        pass: summary.pass,
+        fail: summary.fail,
+        inconclusive: summary.inconclusive,
+      },
+    },
   };
 }

@@ -69,6 +69,8 @@ export interface FakeProviderSpec {
   truncateDownload?: number;
   /** Flips a byte of the packed outputs in transit (size unchanged). */
   corruptDownload?: boolean;
+  /** Offer properties over the defaults (e.g. another runtime's name and properties). */
+  properties?: Record<string, unknown>;
 }
 
 /** Deterministic honest behaviour: `result.txt` = sha256 of the command and every input. */
@@ -149,6 +151,7 @@ export class FakeGolem {
       "golem.node.debug.subnet": "public",
       "golem.activity.caps.transfer.protocol": ["gftp", "http", "https"],
       [`golem.com.payment.platform.${PLATFORM}.address`]: p.wallet ?? p.id,
+      ...p.properties,
     };
   }
 
