@@ -11,6 +11,7 @@ import {
   toJUnit,
 } from "../probes/index.js";
 import { UserError } from "../qube/index.js";
+import { printable } from "../qube/printable.js";
 import type { EscrowPayments } from "../requestor/payments.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
 import { interruptHandler, reportInterrupted } from "./interrupt.js";
@@ -26,6 +27,7 @@ interface ProbeFlags extends PaymentFlags {
   public?: boolean;
   allowPrivateAddrs?: boolean;
   backend: "libp2p" | "golem";
+  golemRuntime?: "vm" | "airqube";
   config?: string;
   tier: "container" | "gvisor" | "microvm";
   weaken?: string[];
@@ -53,6 +55,12 @@ export function registerProbeCommand(program: Command): void {
       "run the suite as a qube on this provider (peer id, or Golem node id) instead of locally",
     )
     .addOption(new Option("--backend <name>", "network of --provider").choices(["libp2p", "golem"]).default("libp2p"))
+    .addOption(
+      new Option(
+        "--golem-runtime <name>",
+        "--backend golem: airqube verifies the signed escape-suite summary in the provider's offer (no probe qube)",
+      ).choices(["vm", "airqube"]),
+    )
     .option("--config <file>", "JSON config file (its `golem` section configures the Golem backend)")
     .option(
       "--bootstrap <multiaddr>",
@@ -109,12 +117,17 @@ async function probe(flags: ProbeFlags): Promise<number> {
     let report: ProbeReport;
     // a missing or invalid --config is an error whatever the backend
     const file = await (await import("./config-file.js")).readConfigFile(flags.config);
+    if (flags.golemRuntime && !(flags.provider && flags.backend === "golem"))
+      throw new UserError("GOLEM_FLAG_WITHOUT_GOLEM", "--golem-runtime needs --backend golem and --provider");
     if (flags.provider && flags.backend === "golem") {
       const { loadGolemConfig, runGolemProbe } = await import("../golem/index.js");
-      report = await runGolemProbe({
-        config: loadGolemConfig(process.env, file.golem as never),
-        provider: flags.provider,
-      });
+      const config = loadGolemConfig(
+        process.env,
+        file.golem as never,
+        flags.golemRuntime ? { runtime: flags.golemRuntime } : {},
+      );
+      if (config.runtime.name === "airqube") return await runtimeEvidence(config, flags.provider, Boolean(flags.json));
+      report = await runGolemProbe({ config, provider: flags.provider });
     } else if (flags.provider) {
       if (flags.weaken?.length) throw new UserError("WEAKEN_REMOTE", "Weakenings apply only to local sandboxes");
       report = await remoteProbe(flags, flags.provider);
@@ -146,6 +159,27 @@ class ProbeInterrupted extends UserError {
 }
 
 /** The suite on a remote provider, paid like `airqube run` when payment settings are given (or profiled). */
+/** `--golem-runtime airqube`: the provider's signed summary, verified; exit 0 when it is clean, 1 when refused. */
+async function runtimeEvidence(
+  config: import("../golem/index.js").GolemConfig,
+  provider: string,
+  json: boolean,
+): Promise<number> {
+  const { golemRuntimeEvidence } = await import("../golem/probe.js");
+  const { verdict } = await golemRuntimeEvidence({ config, provider });
+  if (json) printJson({ provider, ...verdict });
+  else if (verdict.ok)
+    for (const tier of verdict.offer.tiers) {
+      const s = verdict.offer.summaries[tier]!;
+      process.stdout.write(
+        `${provider} ${tier}: ${s.pass} pass, ${s.fail} fail, ${s.inconclusive} inconclusive, ${s.skipped} skipped; ` +
+          `report ${s.reportHash}, suite ${s.suiteVersion}, run ${s.at}, signed by ${s.publicKey}\n`,
+      );
+    }
+  else process.stdout.write(`${provider}: refused: ${verdict.code}: ${printable(verdict.reason, 500)}\n`);
+  return verdict.ok ? 0 : 1;
+}
+
 async function remoteProbe(flags: ProbeFlags, provider: string): Promise<ProbeReport> {
   const { runRemoteProbeSuite } = await import("../requestor/remote-probe.js");
   const { EscrowPayments: Escrow } = await import("../requestor/payments.js");

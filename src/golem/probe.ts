@@ -8,6 +8,10 @@
  * canary, namespace ids, the wall-clock kill, residue between two qubes on one host) cannot be judged
  * remotely and are reported as skipped or as the probe's own verdict only. Golem signs nothing, so the report
  * is only as trustworthy as the provider that ran it.
+ *
+ * Providers of Airqube's own runtime (`ya-runtime-airqube`) need no probe qube: the runtime ran the suite in the
+ * sandbox it uses and signed the outcome, and `golemRuntimeEvidence` reads and verifies it from the provider's
+ * offer (the requestor's market does the same for every candidate, see `offerVerdict` in order.ts).
  */
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -24,12 +28,14 @@ import {
   SUITE_VERSION,
   summarize,
 } from "../probes/index.js";
-import { Identity, PeerError } from "../qube/index.js";
+import { Identity, PeerError, TimeoutError } from "../qube/index.js";
 import { sealQube, specLimitsFor } from "../requestor/draft.js";
 import { Requestor } from "../requestor/requestor.js";
 import type { QubeRun, Sandbox, SandboxResult } from "../sandbox/api.js";
 import type { GolemConfig } from "./config.js";
+import { fromGolemError } from "./errors.js";
 import { GolemMarket, type GolemMarketOptions } from "./golem-market.js";
+import { RUNTIME_NAME, type RuntimeOfferVerdict, verifyRuntimeOffer } from "./runtime/offer.js";
 
 /** Where the probe program lives in its image. */
 export const PROBE_PROGRAM = "/airqube/probe";
@@ -204,4 +210,90 @@ function probeEnv(): Record<string, string> {
     AIRQUBE_PROBE_HOST_KERNEL: "",
     AIRQUBE_PROBE_HOST_BOOT_ID: "",
   };
+}
+
+/** Options of {@link golemRuntimeEvidence}. */
+export interface GolemRuntimeEvidenceOptions {
+  /** The Golem configuration; its runtime is taken as `airqube` whatever it says. */
+  config: GolemConfig;
+  /** Golem node id of the provider. */
+  provider: string;
+  /** The verifier's clock (ms since the epoch); default now. */
+  now?: number;
+  /** Aborts the scan. */
+  signal?: AbortSignal;
+  /** golem-js overrides, for tests. */
+  market?: Pick<GolemMarketOptions, "override" | "logger">;
+}
+
+/**
+ * The escape-suite evidence a provider of the `airqube` runtime publishes, verified: its offer is looked up in
+ * a market scan (up to `timeouts.scanMs`) and its signed summaries checked as a requestor does before renting
+ * (`verifyRuntimeOffer`); no probe qube runs. Throws PeerError `GOLEM_PROVIDER_NOT_FOUND` when the provider
+ * offers no `airqube` runtime within the scan, and what `GolemMarket.connect` throws.
+ *
+ * @example
+ * const { verdict } = await golemRuntimeEvidence({ config, provider: "0xabc..." });
+ * if (verdict.ok) console.log(verdict.summary.pass, "pass; report", verdict.summary.reportHash);
+ */
+export async function golemRuntimeEvidence(
+  options: GolemRuntimeEvidenceOptions,
+): Promise<{ provider: string; verdict: RuntimeOfferVerdict }> {
+  const config = { ...options.config, runtime: { ...options.config.runtime, name: RUNTIME_NAME } };
+  const market = await GolemMarket.connect(config, {
+    ...options.market,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  const wanted = options.provider.toLowerCase();
+  try {
+    const scanSpec = market.glm.market.buildScanSpecification({
+      workload: { runtime: { name: RUNTIME_NAME } },
+      subnetTag: config.subnet,
+      payment: { network: config.paymentNetwork, driver: config.paymentDriver },
+    });
+    const properties = await new Promise<Record<string, unknown> | undefined>((resolve, reject) => {
+      let settled = false;
+      let subscription: { unsubscribe(): void } | undefined;
+      const finish = (value: Record<string, unknown> | undefined, error?: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        options.signal?.removeEventListener("abort", onAbort);
+        subscription?.unsubscribe();
+        if (error === undefined) resolve(value);
+        else reject(error);
+      };
+      const onAbort = () =>
+        finish(
+          undefined,
+          new TimeoutError("ABORTED", "The market scan was aborted", { cause: options.signal?.reason }),
+        );
+      const timer = setTimeout(() => finish(undefined), config.timeouts.scanMs);
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+      subscription = market.glm.market.scan(scanSpec).subscribe({
+        next: (offer) => {
+          if (offer.provider.id.toLowerCase() === wanted && offer.properties["golem.runtime.name"] === RUNTIME_NAME)
+            finish(offer.properties as Record<string, unknown>);
+        },
+        error: (error) =>
+          finish(undefined, fromGolemError(error, "GOLEM_SCAN_FAILED", "Could not scan the Golem market")),
+        complete: () => finish(undefined),
+      });
+      if (settled) subscription.unsubscribe();
+    });
+    if (!properties)
+      throw new PeerError("GOLEM_PROVIDER_NOT_FOUND", "The provider offers no airqube runtime", {
+        details: `${options.provider}: not in a ${config.timeouts.scanMs} ms scan of subnet ${config.subnet}`,
+      });
+    const maxAgeMs = config.runtime.maxSummaryAgeMs;
+    return {
+      provider: wanted,
+      verdict: verifyRuntimeOffer(properties, {
+        now: options.now ?? Date.now(),
+        ...(maxAgeMs !== undefined ? { maxAgeMs } : {}),
+      }),
+    };
+  } finally {
+    await market.close();
+  }
 }

@@ -13,6 +13,7 @@ import { pino } from "pino";
 import { loadGolemConfig } from "../../../src/golem/config.js";
 import { GolemMarket } from "../../../src/golem/golem-market.js";
 import { offerVerdict, orderFor } from "../../../src/golem/order.js";
+import { golemRuntimeEvidence } from "../../../src/golem/probe.js";
 import {
   OFFER_PROPERTY,
   runtimeOfferProperties,
@@ -250,6 +251,24 @@ describe("golem runtime: the requestor side (--golem-runtime airqube)", function
         req.close();
       }
       expect(fake.ledger.agreementsApproved).not.to.include.members([node(2), node(3)]);
+    });
+
+    it("reads one provider's evidence from its offer, verified, without a probe qube", async () => {
+      await start([
+        { id: node(1), properties: runtimeProperties(keys[0]!) },
+        { id: node(2), properties: runtimeProperties(keys[1]!, { verdicts: { 7: "inconclusive" } }) },
+        { id: node(3), properties: { "golem.runtime.name": "vm" } },
+      ]);
+      const evidence = (provider: string) =>
+        golemRuntimeEvidence({ config: testConfig(), provider, market: { override: fake.override() } });
+      const good = await evidence(node(1).toUpperCase().replace("0X", "0x"));
+      expect(good.provider).to.equal(node(1));
+      expect(good.verdict.ok && good.verdict.summary.publicKey).to.equal(hex(keys[0]!));
+      expect((await evidence(node(2))).verdict).to.deep.include({ ok: false, code: "PROBE_SUMMARY_NOT_CLEAN" });
+      for (const absent of [node(3), node(9)])
+        expect(await rejection(evidence(absent))).to.include({ code: "GOLEM_PROVIDER_NOT_FOUND", fault: "peer" });
+      expect(fake.ledger.runs).to.deep.equal([]);
+      expect(fake.ledger.agreementsApproved).to.deep.equal([]);
     });
 
     it("runs a qube verified by k = 2 on providers with distinct summary keys; a copied summary is the same operator", async () => {
