@@ -23,6 +23,7 @@ import {
   runtimeHome,
 } from "./state.js";
 import { registerInstance, sweepRuntime } from "./sweep.js";
+import { leaseUidBlock, type UidLease } from "./uid-lease.js";
 
 /** What every command gets. */
 export interface CommandContext {
@@ -101,13 +102,21 @@ export async function offerTemplateCommand(context: CommandContext): Promise<num
 export async function testCommand(context: CommandContext): Promise<number> {
   const home = runtimeHome(context.env);
   let instance: Awaited<ReturnType<typeof registerInstance>> | undefined;
+  let lease: UidLease | undefined;
   try {
     const config = await loadRuntimeConfig(home, context.env);
     const docker = await dockerOf(context);
     const { escapeSuiteGate } = await import("../../provider/probe-gate.js");
     await sweepRuntime(home, docker);
     instance = await registerInstance(home);
-    const sandbox = await runtimeSandbox(config.tier, { instance: instance.id, docker, systemTmp: instance.systemTmp });
+    lease = config.uids ? await leaseUidBlock(home, config.uids, instance.id) : undefined;
+    const uids = lease?.pool;
+    const sandbox = await runtimeSandbox(config.tier, {
+      instance: instance.id,
+      docker,
+      systemTmp: instance.systemTmp,
+      ...(uids ? { uids } : {}),
+    });
     let report: ProbeReport | undefined;
     const gate = escapeSuiteGate({
       docker,
@@ -116,7 +125,7 @@ export async function testCommand(context: CommandContext): Promise<number> {
         report = r;
       },
     });
-    const result = await gate(config.tier, sandbox, {}).finally(() => sandbox.close());
+    const result = await gate(config.tier, sandbox, uids ? { uids } : {}).finally(() => sandbox.close());
     if (!report) throw new UserError("RUNTIME_TEST_NO_REPORT", "The escape suite gave no report");
     await mkdir(home, { recursive: true });
     await atomicWrite(join(home, "probe-report.json"), JSON.stringify(report));
@@ -141,6 +150,7 @@ export async function testCommand(context: CommandContext): Promise<number> {
   } catch (error) {
     return fail(context, error);
   } finally {
+    await lease?.release();
     await instance?.release();
   }
 }
@@ -183,9 +193,26 @@ async function prepareRuns(context: CommandContext) {
   const swept = await sweepRuntime(home, docker);
   if (swept.instances || swept.containers) context.logger.warn(swept, "swept what earlier runtimes left behind");
   const instance = await registerInstance(home, workdir);
-  const sandbox = await runtimeSandbox(deploy.tier, { instance: instance.id, docker, systemTmp: instance.systemTmp });
-  const hostRoots = [workdir, home];
-  return { workdir, home, deploy, limits, sandbox, instance, hostRoots };
+  try {
+    const lease = config.uids ? await leaseUidBlock(home, config.uids, instance.id) : undefined;
+    const sandbox = await runtimeSandbox(deploy.tier, {
+      instance: instance.id,
+      docker,
+      systemTmp: instance.systemTmp,
+      ...(lease ? { uids: lease.pool } : {}),
+    });
+    const hostRoots = [workdir, home];
+    /** Closes the sandbox, gives the uid block back once its sweeps ended, removes the instance's record. */
+    const close = async () => {
+      await sandbox.close().catch(() => undefined);
+      await lease?.release();
+      await instance.release();
+    };
+    return { workdir, home, deploy, limits, sandbox, hostRoots, close };
+  } catch (error) {
+    await instance.release();
+    throw error;
+  }
 }
 
 /** `start`: service mode over stdin/stdout until Shutdown, the end of stdin, or a bad frame. */
@@ -217,8 +244,7 @@ export async function startCommand(
   } catch (error) {
     return fail(context, error);
   } finally {
-    await prepared?.sandbox.close().catch(() => undefined);
-    await prepared?.instance.release();
+    await prepared?.close();
   }
 }
 
@@ -240,7 +266,6 @@ export async function runCommand(
   } catch (error) {
     return fail(context, error);
   } finally {
-    await prepared?.sandbox.close().catch(() => undefined);
-    await prepared?.instance.release();
+    await prepared?.close();
   }
 }

@@ -10,6 +10,7 @@ import type Docker from "dockerode";
 import { PlatformError, UserError } from "../../qube/errors.js";
 import type { Sandbox, SandboxLimits, SandboxResult, Tier } from "../../sandbox/api.js";
 import { ContainerSandbox } from "../../sandbox/container-sandbox.js";
+import type { UidPool } from "../../sandbox/uid-pool.js";
 import { checkProcessPaths } from "./paths.js";
 import type { DeployState } from "./state.js";
 import { runtimeLabels } from "./sweep.js";
@@ -29,7 +30,7 @@ export interface RuntimeProcessSpec {
  */
 export async function runtimeSandbox(
   tier: Tier,
-  options: { instance: string; docker: Docker; systemTmp: string },
+  options: { instance: string; docker: Docker; systemTmp: string; uids?: UidPool },
 ): Promise<Sandbox> {
   if (tier === "microvm") {
     const { MicroVmSandbox } = await import("../../sandbox/microvm-sandbox.js");
@@ -39,9 +40,15 @@ export async function runtimeSandbox(
     return new MicroVmSandbox({
       docker: options.docker,
       cacheDir: process.env.AIRQUBE_VM_CACHE ?? join(options.systemTmp, `airqube-vm-cache-${process.getuid?.() ?? 0}`),
+      ...(options.uids ? { uids: options.uids } : {}),
     });
   }
-  return new ContainerSandbox({ docker: options.docker, tier, labels: runtimeLabels(options.instance) });
+  return new ContainerSandbox({
+    docker: options.docker,
+    tier,
+    labels: runtimeLabels(options.instance),
+    ...(options.uids ? { uids: options.uids } : {}),
+  });
 }
 
 /**

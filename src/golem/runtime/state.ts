@@ -58,6 +58,11 @@ export const runtimeConfigSchema = z.strictObject({
   images: z.array(sha256DigestSchema).max(MAX_ACCEPTED_IMAGES).default([]),
   /** Per-process limits beside those exe-unit's resource flags set. */
   limits: limitsSchema.default({}),
+  /**
+   * Host uids for the sandboxes (as the provider's `sandboxUids`): each runtime instance leases a block of 16
+   * (uid-lease.ts); default none (every sandbox as nobody). Must not overlap the provider agent's range.
+   */
+  uids: z.strictObject({ first: z.int(), count: z.int().min(16).max(65_536) }).optional(),
   /** Where `test` caches escape-suite reports (by the gate's fingerprint); default none (the suite runs each time). */
   probeCache: z.string().min(1).max(4096).optional(),
 });

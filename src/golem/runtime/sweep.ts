@@ -33,14 +33,14 @@ const recordSchema = z.strictObject({
 type InstanceRecord = z.infer<typeof recordSchema>;
 
 /** The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), "" when gone. */
-async function processStartTime(pid: number): Promise<string> {
+export async function processStartTime(pid: number): Promise<string> {
   const text = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
   const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
   return fields[19] ?? "";
 }
 
 /** Whether the process that wrote a record still runs (the same pid and start time: not a reused pid). */
-async function alive(record: { pid: number; startTime: string }): Promise<boolean> {
+export async function alive(record: { pid: number; startTime: string }): Promise<boolean> {
   if (record.pid === process.pid) return true;
   const now = await processStartTime(record.pid);
   return now !== "" && now === record.startTime;
