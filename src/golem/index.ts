@@ -33,5 +33,12 @@ export {
   runtimeEvidence,
   workloadResources,
 } from "./order.js";
-export { type GolemProbeOptions, GolemSandbox, PROBE_PROGRAM, runGolemProbe } from "./probe.js";
+export {
+  type GolemProbeOptions,
+  type GolemRuntimeEvidenceOptions,
+  GolemSandbox,
+  golemRuntimeEvidence,
+  PROBE_PROGRAM,
+  runGolemProbe,
+} from "./probe.js";
 export { REPUTATION_MAX_BYTES, ReputationFilter, type ReputationVerdict } from "./reputation.js";
