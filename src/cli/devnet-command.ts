@@ -10,8 +10,10 @@ import { startBootstrapPeer } from "../net/bootstrap-peer.js";
 import { Identity } from "../qube/index.js";
 import { sealQube } from "../requestor/draft.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
-import { EscrowPayments } from "../requestor/payments.js";
+import type { EscrowPayments } from "../requestor/payments.js";
+import type { EscrowV2Payments } from "../requestor/payments-v2.js";
 import { Requestor } from "../requestor/requestor.js";
+import { connectPayments, escrowVersionOf } from "./escrow-version.js";
 import { reportError } from "./output.js";
 import { airqubeHome, defaultProbeCache } from "./paths.js";
 import { PAYMENT_ENV } from "./payment-options.js";
@@ -25,6 +27,7 @@ interface DevnetUpFlags {
   chain: boolean;
   probeCache?: string;
   readyTimeout: number;
+  escrowVersion?: string;
   json?: boolean;
 }
 
@@ -48,6 +51,7 @@ export function registerDevnetCommands(program: Command): void {
         .argParser(parseDuration)
         .default(60_000, "60s"),
     )
+    .addOption(escrowVersionOption())
     .option("--json", "print the bootstrap address and providers as JSON")
     .addHelpText(
       "after",
@@ -66,6 +70,7 @@ export function registerDevnetCommands(program: Command): void {
           probeCache: flags.probeCache ?? defaultProbeCache(),
           readyTimeoutMs: flags.readyTimeout,
           chain: flags.chain,
+          escrowVersion: escrowVersionOf(flags.escrowVersion, {}),
           onEvent: (event) => {
             if (!flags.json) process.stderr.write(`airqube devnet: ${event.type}\n`);
           },
@@ -90,7 +95,8 @@ export function registerDevnetCommands(program: Command): void {
                 chain: {
                   rpcUrl: net.chain.rpcUrl,
                   chainId: net.chain.chainId,
-                  escrow: net.chain.escrow,
+                  escrow: paidEscrow(net),
+                  ...(net.chain.escrowVersion === 2 ? { escrowVersion: "v2", escrowV1: net.chain.escrow } : {}),
                   token: net.chain.token,
                   requestor: net.chain.requestor.address,
                   // the key stays in a file (mode 0600), never on stdout
@@ -106,7 +112,9 @@ export function registerDevnetCommands(program: Command): void {
         else {
           process.stdout.write(`devnet ready: ${net.providers.length} providers\n  bootstrap ${net.bootstrap}\n`);
           if (net.chain) {
-            process.stdout.write(`  chain ${net.chain.rpcUrl} (id ${net.chain.chainId}), escrow ${net.chain.escrow}\n`);
+            process.stdout.write(
+              `  chain ${net.chain.rpcUrl} (id ${net.chain.chainId}), escrow ${paidEscrow(net)}${net.chain.escrowVersion === 2 ? " (v2)" : ""}\n`,
+            );
             process.stdout.write(
               `  funded requestor ${net.chain.requestor.address}, key in ${net.chain.requestorKeyFile}\n`,
             );
@@ -158,13 +166,14 @@ export function registerDevnetCommands(program: Command): void {
     .command("demo")
     .description("start a devnet of 3 providers, run a sample qube on all three, and show the verified result")
     .option("--no-chain", "run without the local chain and escrow (nobody is paid)")
+    .addOption(escrowVersionOption())
     .option("--json", "JSON lines instead of a progress display")
-    .action(async (flags: { json?: boolean; chain: boolean }) => {
-      process.exitCode = await demo(Boolean(flags.json), flags.chain);
+    .action(async (flags: { json?: boolean; chain: boolean; escrowVersion?: string }) => {
+      process.exitCode = await demo(Boolean(flags.json), flags.chain, escrowVersionOf(flags.escrowVersion, {}));
     });
 }
 
-async function demo(json: boolean, chain: boolean): Promise<number> {
+async function demo(json: boolean, chain: boolean, escrowVersion: 1 | 2): Promise<number> {
   const say = (text: string) => {
     if (!json) process.stdout.write(`${text}\n`);
   };
@@ -172,13 +181,14 @@ async function demo(json: boolean, chain: boolean): Promise<number> {
   let net: Devnet | undefined;
   let market: Libp2pMarket | undefined;
   let requestor: Requestor | undefined;
-  let payments: EscrowPayments | undefined;
+  let payments: EscrowPayments | EscrowV2Payments | undefined;
   try {
     say("starting a devnet: 1 bootstrap peer and 3 provider agents on 127.0.0.1 (the escape suite runs first)");
     net = await Devnet.start({
       providers: 3,
       dir: join(work, "devnet"),
       chain,
+      escrowVersion,
       onEvent: (e) => {
         if (e.type === "probed") say(`escape suite: ${JSON.stringify(e.detail)}`);
         if (e.type === "chainReady") say(`local chain and escrow: ${JSON.stringify(e.detail)}`);
@@ -186,11 +196,10 @@ async function demo(json: boolean, chain: boolean): Promise<number> {
     });
     say(`devnet up: bootstrap ${net.bootstrap}`);
     if (net.chain) {
-      payments = await EscrowPayments.connect({
-        rpcUrl: net.chain.rpcUrl,
-        privateKey: net.chain.requestor.privateKey,
-        escrow: net.chain.escrow,
-      });
+      payments = await connectPayments(
+        { rpcUrl: net.chain.rpcUrl, privateKey: net.chain.requestor.privateKey, escrow: paidEscrow(net) },
+        escrowVersion,
+      );
       say(`requestor ${payments.account} pays in test GLM through escrow ${payments.escrow}`);
     }
     const identity = Identity.fromSeed(randomBytes(32));
@@ -253,7 +262,28 @@ async function demo(json: boolean, chain: boolean): Promise<number> {
 /** The flags of a paid `airqube run` on this devnet (the requestor key stays in its file). */
 function paidRunArgs(net: Devnet): string[] {
   const chain = net.chain!;
-  return ["--rpc-url", chain.rpcUrl, "--escrow", chain.escrow, "--payment-key-file", chain.requestorKeyFile];
+  return [
+    "--rpc-url",
+    chain.rpcUrl,
+    "--escrow",
+    paidEscrow(net),
+    ...(chain.escrowVersion === 2 ? ["--escrow-version", "v2"] : []),
+    "--payment-key-file",
+    chain.requestorKeyFile,
+  ];
+}
+
+/** The escrow the devnet's providers are paid through (v1's, or v2's with `--escrow-version v2`). */
+function paidEscrow(net: Devnet): string {
+  return net.chain!.escrowVersion === 2 ? net.chain!.escrowV2 : net.chain!.escrow;
+}
+
+/** `--escrow-version v1|v2` of `devnet up` and `demo`. */
+function escrowVersionOption(): Option {
+  return new Option(
+    "--escrow-version <v>",
+    "with the chain: pay the providers through escrow v2 (AirqubeEscrowV2: standing deposits, signed statements)",
+  ).choices(["v1", "v2"]);
 }
 
 /** What `devnet up` writes to the profile for the requestor commands. */
@@ -269,9 +299,10 @@ function profileOf(net: Devnet): DevnetProfile {
           chain: {
             rpcUrl: net.chain.rpcUrl,
             chainId: net.chain.chainId,
-            escrow: net.chain.escrow,
+            escrow: paidEscrow(net),
             token: net.chain.token,
             paymentKeyFile: net.chain.requestorKeyFile,
+            ...(net.chain.escrowVersion === 2 ? { escrowVersion: "v2" as const } : {}),
           },
         }
       : {}),
@@ -288,7 +319,8 @@ function paidRunEnv(net: Devnet): Record<string, string> {
   const chain = net.chain!;
   return {
     [PAYMENT_ENV.rpcUrl]: chain.rpcUrl,
-    [PAYMENT_ENV.escrow]: chain.escrow,
+    [PAYMENT_ENV.escrow]: paidEscrow(net),
+    ...(chain.escrowVersion === 2 ? { AIRQUBE_ESCROW_VERSION: "v2" } : {}),
     [PAYMENT_ENV.keyFile]: chain.requestorKeyFile,
   };
 }

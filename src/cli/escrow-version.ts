@@ -31,8 +31,17 @@ export async function connectPayments(
   return version === 2 ? EscrowV2Payments.connect(config, options) : EscrowPayments.connect(config, options);
 }
 
-/** The escrow version of a command: `--escrow-version`, else the config file's `escrowVersion`, else v1. */
-export function escrowVersionOf(flag: string | undefined, config: { escrowVersion?: string }): 1 | 2 {
-  const value = flag ?? config.escrowVersion;
+/**
+ * The escrow version of a command: `--escrow-version` (or the running devnet's profile), else
+ * `AIRQUBE_ESCROW_VERSION`, else the config file's `escrowVersion`, else v1.
+ *
+ * @throws UserError `ESCROW_VERSION_INVALID` for a value other than v1 or v2.
+ */
+export function escrowVersionOf(
+  flag: string | undefined,
+  config: { escrowVersion?: string },
+  env: Record<string, string | undefined> = process.env,
+): 1 | 2 {
+  const value = flag ?? (env.AIRQUBE_ESCROW_VERSION || undefined) ?? config.escrowVersion;
   return value === undefined ? 1 : parseEscrowVersion(value);
 }

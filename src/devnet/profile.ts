@@ -38,6 +38,8 @@ export const devnetProfileSchema = z.strictObject({
       token: evmAddress,
       /** The file holding the funded requestor's key (mode 0600); the key itself is never written here. */
       paymentKeyFile: path,
+      /** `v2`: `escrow` is the escrow v2 the providers are paid through (`devnet up --escrow-version v2`). */
+      escrowVersion: z.enum(["v1", "v2"]).optional(),
     })
     .optional(),
 });
@@ -99,6 +101,7 @@ export interface ProfileFill {
   rpcUrl?: string;
   escrow?: string;
   paymentKeyFile?: string;
+  escrowVersion?: string;
   dataDir?: string;
 }
 
@@ -128,6 +131,8 @@ export function profileFill(
     fill.rpcUrl = profile.chain.rpcUrl;
     fill.escrow = profile.chain.escrow;
     fill.paymentKeyFile = profile.chain.paymentKeyFile;
+    if (profile.chain.escrowVersion && has.has("escrowVersion") && !given.has("escrowVersion"))
+      fill.escrowVersion = profile.chain.escrowVersion;
   }
   if (has.has("dataDir") && !given.has("dataDir")) fill.dataDir = profile.dataDir;
   return fill;

@@ -144,6 +144,11 @@ export interface PaymentOptions {
   keyFile?: string;
   /** Allow an RPC URL off this machine (real deployments). */
   allowPublicRpc?: boolean;
+  /**
+   * `"v2"`: `escrow` is an AirqubeEscrowV2 (the requestor pays from its deposit; providers sign their
+   * acceptance and commitments). Default `"v1"`.
+   */
+  escrowVersion?: "v1" | "v2";
 }
 
 /** How to reach providers and pay them. */
@@ -297,7 +302,7 @@ interface Connection {
   market: ComputeMarket;
   requestor: import("../requestor/requestor.js").Requestor;
   identity: import("../qube/identity.js").Identity;
-  payments?: import("../requestor/payments.js").EscrowPayments;
+  payments?: import("../requestor/payments.js").EscrowPayments | import("../requestor/payments-v2.js").EscrowV2Payments;
   /** Reports of escrow jobs an earlier run left open, settled on connect. */
   recovered: PaymentReport[];
   dataDir: string;
@@ -376,6 +381,7 @@ export class Airqube {
           rpcUrl: profile.chain.rpcUrl,
           escrow: profile.chain.escrow,
           keyFile: profile.chain.paymentKeyFile,
+          ...(profile.chain.escrowVersion ? { escrowVersion: profile.chain.escrowVersion } : {}),
         };
     }
     dataDir = resolve(dataDir ?? defaultRequestorDir());
@@ -574,7 +580,11 @@ export class Airqube {
 async function connectPayments(
   options: PaymentOptions,
   signal: AbortSignal | undefined,
-): Promise<import("../requestor/payments.js").EscrowPayments> {
+): Promise<import("../requestor/payments.js").EscrowPayments | import("../requestor/payments-v2.js").EscrowV2Payments> {
+  if (options.escrowVersion !== undefined && options.escrowVersion !== "v1" && options.escrowVersion !== "v2")
+    throw new UserError("PAYMENT_CONFIG_INVALID", "payments.escrowVersion must be v1 or v2", {
+      details: String(options.escrowVersion),
+    });
   const { checkPaymentTarget, paymentSettingsFrom, parsePrivateKey } = await import("../cli/payment-options.js");
   let settings: { rpcUrl: string; escrow: string; privateKey: string };
   if (options.privateKey !== undefined) {
@@ -598,6 +608,10 @@ async function connectPayments(
     );
     if (!read) throw new UserError("PAYMENT_CONFIG_INVALID", "Payments need the RPC URL, the escrow and the key");
     settings = read;
+  }
+  if (options.escrowVersion === "v2") {
+    const { EscrowV2Payments } = await import("../requestor/payments-v2.js");
+    return EscrowV2Payments.connect(settings, signal ? { signal } : {});
   }
   const { EscrowPayments } = await import("../requestor/payments.js");
   return EscrowPayments.connect(settings, signal ? { signal } : {});
