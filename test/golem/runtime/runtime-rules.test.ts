@@ -1,15 +1,47 @@
 /** The Golem runtime's rules without Docker: process paths, config and flags, uid block leases. */
+import { createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
+import type Docker from "dockerode";
+import tar from "tar-stream";
+import { deployTaskPackage } from "../../../src/golem/runtime/deploy.js";
 import { checkProcessPaths, RuntimePathError } from "../../../src/golem/runtime/paths.js";
 import { sandboxCommand } from "../../../src/golem/runtime/sandbox-run.js";
 import { loadRuntimeConfig, processLimits } from "../../../src/golem/runtime/state.js";
 import { leaseUidBlock, UID_BLOCK } from "../../../src/golem/runtime/uid-lease.js";
 import { AirqubeError } from "../../../src/qube/errors.js";
+import { imageArchive, layerTar } from "../../images/archive-fixtures.js";
 
 const WORK = "/var/lib/golem/work/activity-1";
+const sha = (data: Buffer | string) => createHash("sha256").update(data).digest("hex");
+
+/** A docker-save archive whose manifest names a config file `<claimed>.json` that does not hash to it. */
+async function lyingArchive(claimed: string): Promise<Buffer> {
+  const layer = await layerTar();
+  const config = JSON.stringify({ rootfs: { type: "layers", diff_ids: [`sha256:${sha(layer)}`] } });
+  const manifest = JSON.stringify([{ Config: `${claimed}.json`, RepoTags: null, Layers: [`${sha(layer)}/layer.tar`] }]);
+  const p = tar.pack();
+  const chunks: Buffer[] = [];
+  const done = (async () => {
+    for await (const chunk of p) chunks.push(chunk as Buffer);
+  })();
+  p.entry({ name: `${sha(layer)}/`, type: "directory", mode: 0o755 });
+  p.entry({ name: `${sha(layer)}/layer.tar`, mode: 0o644 }, layer);
+  p.entry({ name: `${claimed}.json`, mode: 0o644 }, config);
+  p.entry({ name: "manifest.json", mode: 0o644 }, manifest);
+  p.finalize();
+  await done;
+  return Buffer.concat(chunks);
+}
+
+/** An engine that must never be reached: every refusal happens before the load. */
+const noEngine = new Proxy({} as Docker, {
+  get: (_target, name) => () => {
+    throw new Error(`the engine was called (${String(name)})`);
+  },
+});
 const code = (run: () => unknown): string | undefined => {
   try {
     run();
@@ -100,6 +132,32 @@ describe("Golem runtime rules", () => {
     expect(limits.scratchBytes).to.equal(1024 * 1024 * 1024); // /output is a tmpfs: it must hold the outputs
     for (const flags of [{ cpuCores: "0" }, { memGib: "-1" }, { storageGib: "lots" }, { cpuCores: "1e9" }])
       expect(code(() => processLimits(flags, config))).to.equal("RUNTIME_FLAG_INVALID");
+  });
+
+  it("deploy refuses before the engine: a missing package, no accepted image, a digest not accepted, a manifest that lies, tags", async () => {
+    const config = await loadRuntimeConfig(dir, {});
+    const refused = (taskPackage: string | undefined, images: string[]) =>
+      deployTaskPackage({ workdir: dir, taskPackage, config: { ...config, images }, docker: noEngine }).then(
+        () => "deployed",
+        (error: AirqubeError) => error.code,
+      );
+    const honest = await imageArchive([await layerTar()]);
+    const pkg = join(dir, "pkg.tar");
+    await writeFile(pkg, honest.archive);
+    expect(await refused(undefined, [honest.imageId])).to.equal("RUNTIME_TASK_PACKAGE_MISSING");
+    expect(await refused(join(dir, "nope.tar"), [honest.imageId])).to.equal("RUNTIME_TASK_PACKAGE_MISSING");
+    expect(await refused(pkg, [])).to.equal("RUNTIME_NO_IMAGES_ACCEPTED");
+    expect(await refused(pkg, [`sha256:${"0".repeat(64)}`])).to.equal("RUNTIME_IMAGE_NOT_ACCEPTED");
+    // accepted by the id its manifest claims, but the config is another: the archive does not match itself
+    const accepted = sha("the accepted image's config");
+    await writeFile(pkg, await lyingArchive(accepted));
+    expect(await refused(pkg, [`sha256:${accepted}`])).to.equal("IMAGE_DIGEST_MISMATCH");
+    // accepted by its archive digest, but it carries tags (it could replace a provider's image)
+    const tagged = await imageArchive([await layerTar()], { tags: ["airqube/busybox:latest"] });
+    await writeFile(pkg, tagged.archive);
+    expect(await refused(pkg, [tagged.archiveDigest])).to.equal("IMAGE_ARCHIVE_TAGGED");
+    await writeFile(pkg, "not a tar archive at all, but long enough to be read as one".repeat(20));
+    expect(await refused(pkg, [honest.imageId])).to.equal("IMAGE_ARCHIVE_INVALID");
   });
 
   it("leases uid blocks exclusively; a gone owner's block is swept before it is taken, an unclean one is not", async () => {
