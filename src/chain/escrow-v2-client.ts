@@ -1,7 +1,8 @@
 /**
  * `EscrowV2Client`: typed access to AirqubeEscrowV2 (`contracts/AirqubeEscrowV2.sol`, design in
  * `contracts/ESCROW-V2.md`) for one account: balances, the statements a provider signs, and the batch calls.
- * Not used by the requestor and provider yet (they run on v1).
+ * Used by the opt-in v2 payments of the requestor (`src/requestor/payments-v2.ts`) and provider
+ * (`src/provider/payments-v2.ts`).
  */
 import {
   Contract,
