@@ -37,6 +37,12 @@ const DEVNET_NOT_DIALLED = "the devnet dials loopback only (--public for a real 
 export const LIVENESS_TIMEOUT_MS = 3_000;
 /** How long a ping answer counts (a disconnect forgets it at once). */
 export const LIVENESS_CACHE_MS = 10_000;
+/**
+ * How long a provider whose ping failed is not pinged again. The discovery loop asks for offers every 150 ms
+ * and a fresh copy of an offer brings its provider back: without this, an offer naming someone else's public
+ * address made a requestor dial it several times a second for as long as it looked for providers.
+ */
+export const LIVENESS_RETRY_MS = 1_000;
 
 /** Options of {@link Libp2pMarket.connect}. */
 export interface Libp2pMarketOptions {
@@ -87,6 +93,8 @@ export class Libp2pMarket implements ComputeMarket {
   readonly name = "libp2p";
   /** When each provider last answered a ping (ms since epoch). */
   private readonly alive = new Map<string, number>();
+  /** When each provider last failed its ping, and why (ms since epoch). */
+  private readonly unreachable = new Map<string, { at: number; error: PeerError }>();
 
   private constructor(
     readonly node: AirqubeNode,
@@ -182,6 +190,12 @@ export class Libp2pMarket implements ComputeMarket {
           );
           return false;
         }
+        const failed = this.unreachable.get(candidate.id);
+        if (failed !== undefined && Date.now() - failed.at < LIVENESS_RETRY_MS) {
+          // not dialled again so soon; a fresh copy of the offer cleared the record of why it is not used
+          this.offers.drop(offer.provider, failed.error);
+          return false;
+        }
         const timeout = AbortSignal.timeout(timeoutMs);
         const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
         try {
@@ -192,16 +206,20 @@ export class Libp2pMarket implements ComputeMarket {
           // which then closes the relayed connection: wait for that before any exchange stream opens on it
           if (this.options.listen?.length) await awaitDirectConnection(this.node, peer, DCUTR_TIMEOUT_MS);
           this.alive.set(candidate.id, Date.now());
+          this.unreachable.delete(candidate.id);
           return true;
         } catch (error) {
           options.signal?.throwIfAborted();
-          this.offers.drop(
-            offer.provider,
-            new PeerError("PROVIDER_UNREACHABLE", "The provider did not answer a ping: offer dropped", {
+          const unreachable = new PeerError(
+            "PROVIDER_UNREACHABLE",
+            "The provider did not answer a ping: offer dropped",
+            {
               details: `${offer.addrs.join(", ")}: ${(error as Error).message}`.slice(0, 500),
               cause: error,
-            }),
+            },
           );
+          this.unreachable.set(candidate.id, { at: Date.now(), error: unreachable });
+          this.offers.drop(offer.provider, unreachable);
           return false;
         }
       }),
