@@ -96,6 +96,7 @@ export async function serveRuntime(options: ServiceOptions): Promise<number> {
     }
     const pid = nextPid++;
     const controller = new AbortController();
+    const started = performance.now();
     send({ id, event: false, run: { pid } });
     const done = options.run(spec, controller.signal).then(
       (result) => {
@@ -107,6 +108,8 @@ export async function serveRuntime(options: ServiceOptions): Promise<number> {
       (error: unknown) => {
         const failure = toAirqubeError(error);
         const killed = controller.signal.aborted;
+        // a killed or failed sandbox reports no usage: its wall time still counts (its CPU time is unknown)
+        usage.durationMs += performance.now() - started;
         if (!killed) logger.warn({ pid, err: failure }, "process failed in the sandbox");
         const message = killed ? "" : `airqube: ${failure.code}: ${failure.message}\n`;
         finish(pid, killed ? 128 + SIGKILL : -1, new Uint8Array(), kept(message, outputs.stderr));

@@ -177,6 +177,8 @@ describe("Golem runtime ya-runtime-airqube @docker", function () {
       await until(async () => (await containersOf(session.child.pid)).length === 2);
       expect(await session.kill(pids[0]!)).to.have.property("kill");
       expect((await session.waitProcess(pids[0]!)).returnCode).to.equal(137);
+      // a killed sandbox reports no usage of its own: its wall time is counted
+      expect(session.counters.get("golem.usage.duration_sec")).to.be.greaterThan(0);
       expect(await containersOf(session.child.pid)).to.have.length(1);
       expect(await session.kill(999)).to.have.nested.property("error.code", "NOT_FOUND");
 
