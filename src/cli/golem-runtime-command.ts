@@ -170,6 +170,9 @@ export interface UninstallResult {
 export async function uninstallGolemRuntime(options: { pluginsDir?: string } = {}): Promise<UninstallResult> {
   const pluginsDir = resolve(options.pluginsDir ?? defaultPluginsDir());
   const paths = [join(pluginsDir, DESCRIPTOR_FILE), join(pluginsDir, LAUNCHER_PATH)];
+  // never through a link: the launcher's directory, when there is one, must be a plain directory
+  const launcherDir = dirname(paths[1]!);
+  if (await lstat(launcherDir).catch(() => undefined)) await refuseLink(launcherDir);
   const present: string[] = [];
   for (const path of paths) if ((await ownFile(path)) !== undefined) present.push(path);
   const removed: string[] = [];
@@ -178,7 +181,6 @@ export async function uninstallGolemRuntime(options: { pluginsDir?: string } = {
       await rm(path);
       removed.push(path);
     }
-    const launcherDir = dirname(join(pluginsDir, LAUNCHER_PATH));
     // only when empty: anything else in it is not ours
     await rmdir(launcherDir).then(
       () => removed.push(launcherDir),

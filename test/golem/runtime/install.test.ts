@@ -138,6 +138,17 @@ describe("golem runtime install", function () {
       code: "GOLEM_RUNTIME_FOREIGN_FILE",
     });
     expect(await readdir(join(plugins, "ya-runtime-airqube"))).to.have.members(["notes.txt", "ya-runtime-airqube"]);
+    // a launcher directory that is a link is not followed
+    await rm(join(plugins, "ya-runtime-airqube"), { recursive: true });
+    await rm(join(plugins, DESCRIPTOR_FILE));
+    const elsewhere = join(root, "elsewhere");
+    await mkdir(elsewhere);
+    await writeFile(join(elsewhere, "ya-runtime-airqube"), launcherScript(process.execPath, script));
+    await symlink(elsewhere, join(plugins, "ya-runtime-airqube"));
+    expect(await rejection(uninstallGolemRuntime({ pluginsDir: plugins }))).to.include({
+      code: "GOLEM_RUNTIME_FOREIGN_FILE",
+    });
+    expect(await readdir(elsewhere)).to.deep.equal(["ya-runtime-airqube"]);
   });
 
   it("prints how to enable a preset, with the plugins directory when it is not ya-provider's default", () => {
