@@ -98,14 +98,25 @@ export interface DispatchEvents {
   onStarted?: (provider: string) => void;
 }
 
+/** How long a market keeps looking for providers. */
+export interface FindProvidersOptions {
+  signal?: AbortSignal;
+  wanted?: number;
+  /**
+   * The run's own eligibility rule (price cap, named provider, exclusions): offers it refuses do not count
+   * towards `wanted`, so discovery goes on until enough usable ones arrived or the market's time is up.
+   */
+  accept?: (candidate: ProviderCandidate) => boolean;
+}
+
 /** The port. */
 export interface ComputeMarket {
   readonly name: string;
-  /** `wanted` is a hint: the backend may return as soon as it has that many. */
-  findProviders(
-    spec: VerifiedQubeSpec,
-    options?: { signal?: AbortSignal; wanted?: number },
-  ): Promise<ProviderCandidate[]>;
+  /**
+   * `wanted` is a hint: the backend may return as soon as it has that many candidates that `accept` takes (all,
+   * without it). `accept` only decides when discovery may stop: every candidate found is returned.
+   */
+  findProviders(spec: VerifiedQubeSpec, options?: FindProvidersOptions): Promise<ProviderCandidate[]>;
   /**
    * Agrees with `candidate` on running the qube, paid from `escrow` when given, and sends it the spec and
    * inputs. Resolves with the running dispatch; rejects with a typed error when the provider refuses or

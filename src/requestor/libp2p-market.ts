@@ -21,6 +21,7 @@ import type {
   Dispatch,
   DispatchEvents,
   EscrowSeat,
+  FindProvidersOptions,
   ProviderAnswer,
   ProviderCandidate,
   SealedQube,
@@ -148,21 +149,20 @@ export class Libp2pMarket implements ComputeMarket {
    * lock escrow for it or sign an agreement with it; one that does not answer is dropped from the offer book
    * (`PROVIDER_UNREACHABLE` in its dropped offers).
    */
-  async findProviders(
-    spec: VerifiedQubeSpec,
-    options: { signal?: AbortSignal; wanted?: number } = {},
-  ): Promise<ProviderCandidate[]> {
+  async findProviders(spec: VerifiedQubeSpec, options: FindProvidersOptions = {}): Promise<ProviderCandidate[]> {
     const wanted = options.wanted ?? 1;
+    const accept = options.accept ?? (() => true);
+    const enough = (found: ProviderCandidate[]) => found.filter(accept).length >= wanted;
     // Offers already known and still valid are enough: no discovery round trip, only the liveness check.
     const known = await this.live(this.candidates(spec), options);
-    if (known.length >= wanted) return known;
+    if (enough(known)) return known;
     const started = Date.now();
     const until = started + (this.options.discoveryMs ?? 5000);
     for (;;) {
       await this.offers.queryConnected(options);
       const found = await this.live(this.candidates(spec), options);
       // enough offers, and a short settle time so that cheaper or better ones can still arrive
-      if ((found.length >= wanted && Date.now() - started >= 300) || Date.now() >= until) return found;
+      if ((enough(found) && Date.now() - started >= 300) || Date.now() >= until) return found;
       await new Promise((r) => setTimeout(r, 150));
       options.signal?.throwIfAborted();
     }

@@ -188,16 +188,6 @@ export class Requestor {
       throw error;
     };
 
-    const wanted = policy.mode === "fixed" ? policy.k : policy.quorum;
-    let all: ProviderCandidate[];
-    try {
-      all = await this.options.market.findProviders(spec, {
-        wanted,
-        ...(options.signal ? { signal: options.signal } : {}),
-      });
-    } catch (error) {
-      return failWith(error);
-    }
     const unusable = (c: ProviderCandidate): string | undefined =>
       this.options.payments && c.payout === undefined
         ? "no payout address (this run pays)"
@@ -209,6 +199,17 @@ export class Requestor {
               ? undefined
               : "refused by the run's filter (e.g. --max-price)";
     const eligible = (c: ProviderCandidate) => unusable(c) === undefined;
+    const wanted = policy.mode === "fixed" ? policy.k : policy.quorum;
+    let all: ProviderCandidate[];
+    try {
+      all = await this.options.market.findProviders(spec, {
+        wanted,
+        accept: eligible,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+    } catch (error) {
+      return failWith(error);
+    }
     const random = options.random ?? Math.random;
     // sorted first so that a seeded `random` gives a reproducible order; preferred providers go first
     const usable = shuffled(

@@ -240,7 +240,11 @@ export class RoundDriver {
   /** Asks the market for more candidates; the new eligible ones go to the engine. */
   private async findMore(wanted: number): Promise<void> {
     const fresh = await this.ports.market
-      .findProviders(this.run.qube.spec, { wanted, ...this.withSignal() })
+      .findProviders(this.run.qube.spec, {
+        wanted,
+        accept: (c) => !this.known.has(c.id) && this.run.unusable(c) === undefined,
+        ...this.withSignal(),
+      })
       .catch((error: unknown) => {
         this.checkAborted();
         throw error;
