@@ -4,7 +4,7 @@
  * are refused before any agreement (and the log says why), the verified summary is the candidate's probe
  * evidence, and one summary key counts as one operator. Over golem-js with the in-memory yagna (fake-yagna.ts).
  */
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -22,9 +22,11 @@ import {
 } from "../../../src/golem/runtime/offer.js";
 import type { ProbeResult } from "../../../src/probes/index.js";
 import { createQubeSpec, Identity, type QubeSpec, type Tier } from "../../../src/qube/index.js";
+import type { SealedQube } from "../../../src/requestor/api.js";
+import { sealQube } from "../../../src/requestor/draft.js";
 import { Requestor } from "../../../src/requestor/requestor.js";
 import { FakeGolem, PLATFORM } from "../fake-yagna.js";
-import { GVMI_HASH, IMAGE_DIGEST, node, rejection, requestor, testConfig, testQube } from "../helpers.js";
+import { GVMI_HASH, IMAGE_DIGEST, node, rejection, requestor, testConfig } from "../helpers.js";
 import { probeReport } from "./fixtures.js";
 
 const keys = [1, 2, 3].map((n) => Identity.fromSeed(new Uint8Array(32).fill(40 + n)));
@@ -215,6 +217,25 @@ describe("golem runtime: the requestor side (--golem-runtime airqube)", function
       });
     }
 
+    /** A qube with one input file, staged in the test's own directory (removed after each test). */
+    async function qube(k: number, quorum: number): Promise<SealedQube> {
+      const inputDir = join(dir, `in-${k}`);
+      await mkdir(inputDir, { recursive: true });
+      await writeFile(join(inputDir, "data.csv"), "a,b\n1,2\n");
+      return sealQube(
+        {
+          image: "airqube/busybox:1",
+          imageDigest: IMAGE_DIGEST,
+          command: ["sh", "-c", "wc -l < /input/data.csv > /output/result.txt"],
+          inputDir,
+          outputs: ["result.txt"],
+          limits: { wallTimeMs: 1000, outputBytes: 1024 * 1024, outputFiles: 10 },
+          redundancy: { mode: "fixed", k, quorum },
+        },
+        requestor,
+      );
+    }
+
     afterEach(async () => {
       await market?.close();
       market = undefined;
@@ -229,8 +250,8 @@ describe("golem runtime: the requestor side (--golem-runtime airqube)", function
         { id: node(3), properties: runtimeProperties(keys[2]!, { tamper: { inconclusive: 0, pass: 1 } }) },
         { id: node(4), properties: { "golem.runtime.name": "vm" } },
       ]);
-      const qube = await testQube();
-      const candidates = await market!.findProviders(qube.spec, { wanted: 3 });
+      const sealed = await qube(3, 2);
+      const candidates = await market!.findProviders(sealed.spec, { wanted: 3 });
       expect(candidates.map((c) => c.id)).to.deep.equal([node(1)]);
       expect(candidates[0]!.probe).to.include({ fail: 0, inconclusive: 0 });
       expect(candidates[0]!.operator).to.equal(`probe-key:${hex(keys[0]!)}`);
@@ -243,9 +264,7 @@ describe("golem runtime: the requestor side (--golem-runtime airqube)", function
       const requestorDir = join(dir, "requestor");
       const req = new Requestor({ market: market!, dataDir: requestorDir });
       try {
-        const error = await rejection(
-          req.run(await testQube({ redundancy: { mode: "fixed", k: 2, quorum: 2 } }), { outputDir: join(dir, "out") }),
-        );
+        const error = await rejection(req.run(await qube(2, 2), { outputDir: join(dir, "out") }));
         expect(error.code).to.match(/PROVIDER/);
       } finally {
         req.close();
@@ -279,10 +298,10 @@ describe("golem runtime: the requestor side (--golem-runtime airqube)", function
         { id: node(2), properties: runtimeProperties(keys[1]!) },
         { id: node(3), properties: shared },
       ]);
-      const qube = await testQube({ redundancy: { mode: "fixed", k: 3, quorum: 2 } });
+      const sealed = await qube(3, 2);
       const req = new Requestor({ market: market!, dataDir: join(dir, "requestor") });
       try {
-        const result = await req.run(qube, { outputDir: join(dir, "out"), allowFewer: true });
+        const result = await req.run(sealed, { outputDir: join(dir, "out"), allowFewer: true });
         expect(result.status).to.equal("verified");
         expect(result.agreeing).to.have.length(2);
         expect(result.agreeing).to.include(node(2));
