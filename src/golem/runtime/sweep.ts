@@ -13,6 +13,9 @@ import { join } from "node:path";
 import type Docker from "dockerode";
 import { z } from "zod";
 
+/** The system's temp dir, read before an instance's own becomes TMPDIR. */
+const SYSTEM_TMP = tmpdir();
+
 /** The label every runtime container carries: its instance id. */
 export const RUNTIME_LABEL = "airqube.golem-runtime";
 /** The label with the pid of the runtime process that owns the container. */
@@ -67,7 +70,7 @@ export async function registerInstance(home: string, workdir?: string): Promise<
   const id = randomBytes(8).toString("hex");
   const dir = join(home, "instances");
   // in the system's temp dir, traversable (0711): micro-VMs' QEMUs run as other uids in private dirs under it
-  const systemTmp = tmpdir();
+  const systemTmp = SYSTEM_TMP;
   const tmp = join(systemTmp, `airqube-golem-runtime-${process.pid}-${id}`);
   const file = join(dir, `${process.pid}-${id}.json`);
   const record: InstanceRecord = {
@@ -102,7 +105,8 @@ export interface SweepReport {
 /**
  * Removes what runtime instances that are gone left behind: containers labelled {@link RUNTIME_LABEL} whose
  * owner is gone (also those of an instance without a record), each gone instance's temp dir and output staging,
- * and its record. Live instances (other activities' runtimes) are left alone.
+ * and its record; and any runtime temp dir in the system's temp dir whose process is gone (an instance whose
+ * home was removed since). Live instances (other activities' runtimes) are left alone.
  *
  * @example
  * const { containers } = await sweepRuntime(runtimeHome(), new Docker());
@@ -134,6 +138,14 @@ export async function sweepRuntime(home: string, docker: Docker): Promise<SweepR
     }
     await unlink(file).catch(() => undefined);
     instances++;
+  }
+  // temp dirs of instances gone without a record here (another home, since removed): any runtime's start clears them
+  const systemTmp = SYSTEM_TMP;
+  for (const entry of (await readdir(systemTmp).catch(() => [] as string[])).slice(0, 100_000)) {
+    const match = /^airqube-golem-runtime-(\d{1,10})-[0-9a-f]{16}$/.exec(entry);
+    if (!match || Number(match[1]) === process.pid || pidExists(Number(match[1]))) continue;
+    await killProcessesIn(join(systemTmp, entry));
+    await rm(join(systemTmp, entry), { recursive: true, force: true });
   }
   // containers of owners gone without a record (or whose record was lost)
   const listed = await docker.listContainers({ all: true, filters: { label: [RUNTIME_LABEL] } });

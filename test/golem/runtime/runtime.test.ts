@@ -228,8 +228,15 @@ describe("Golem runtime ya-runtime-airqube @docker", function () {
     const leftTmp = (await readdir(tmpdir())).filter((f) => f.startsWith(`airqube-golem-runtime-${pid}-`));
     expect(leftTmp).to.have.length(1); // its staged inputs
 
+    // and a runtime's temp dir whose home is gone since (no record): any start clears it
+    let dead = 4_190_000;
+    while (existsSync(`/proc/${dead}`)) dead++;
+    const orphan = join(tmpdir(), `airqube-golem-runtime-${dead}-${"0".repeat(16)}`);
+    await mkdir(orphan);
+
     const next = await unit().start();
     try {
+      expect(existsSync(orphan)).to.equal(false);
       expect(await containersOf(pid)).to.deep.equal([]);
       const all = await docker.listContainers({ all: true, filters: { label: [RUNTIME_LABEL] } });
       expect(all.filter((c) => c.Labels[RUNTIME_OWNER_LABEL] === String(pid))).to.deep.equal([]);
