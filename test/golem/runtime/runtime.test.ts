@@ -4,8 +4,8 @@
  */
 
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import Docker from "dockerode";
@@ -275,5 +275,84 @@ describe("Golem runtime ya-runtime-airqube @docker", function () {
     const verdict = verifyRuntimeOffer(properties, { now: new Date() });
     if (!verdict.ok) throw new Error(`offer refused: ${verdict.reason}`);
     expect(verdict.summary).to.include({ tier: "container", fail: 0, inconclusive: 0, reportHash: summary.reportHash });
+  });
+});
+
+describe("Golem runtime ya-runtime-airqube on the micro-VM tier @qemu @docker", function () {
+  this.timeout(180_000);
+  let root: string;
+  let workdir: string;
+  let env: Record<string, string>;
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), "aq-golem-runtime-vm-"));
+    const home = join(root, "home");
+    workdir = join(root, "work");
+    await mkdir(home);
+    await mkdir(join(workdir, "vol-input"), { recursive: true });
+    await writeFile(join(home, "config.json"), JSON.stringify({ tier: "microvm", limits: { wallTimeMs: 60_000 } }));
+    // deploy is the container tier's test above: here the engine's busybox image, recorded as deploy would
+    const imageId = (await docker.getImage("airqube/busybox:latest").inspect()).Id;
+    await writeFile(
+      join(workdir, "deploy.json"),
+      JSON.stringify({ imageId, archiveDigest: imageId, tier: "microvm", deployedAt: new Date().toISOString() }),
+    );
+    env = { AIRQUBE_RUNTIME_HOME: home, AIRQUBE_LOG_LEVEL: "warn" };
+  });
+
+  after(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  /** QEMUs working under a runtime instance's temp dir (each VM's private dir is made there). */
+  async function qemusOf(pid: number | undefined): Promise<number[]> {
+    const found: number[] = [];
+    for (const entry of await readdir("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      const cwd = await readlink(`/proc/${entry}/cwd`).catch(() => "");
+      if (cwd.startsWith(join(tmpdir(), `airqube-golem-runtime-${pid}-`))) found.push(Number(entry));
+    }
+    return found;
+  }
+
+  it("runs a process in a micro-VM with the volumes, and a killed runtime's VM is gone after the next start", async () => {
+    const unit = new ExeUnit({
+      runtime: RUNTIME,
+      workDir: workdir,
+      env: { ...process.env, ...env },
+      timeoutMs: 120_000,
+    });
+    unit.vols = [
+      { name: "vol-input", path: "/input" },
+      { name: "vol-output", path: "/output" },
+    ];
+    await writeFile(unit.hostPath("/input/in.txt"), "into the VM\n");
+    const session = await unit.start();
+    try {
+      const { pid } = await session.run("/bin/sh", ["-c", "cat /input/in.txt > /output/o; uname -r"]);
+      const done = await session.waitProcess(pid);
+      expect(done.returnCode, done.stderr.toString()).to.equal(0);
+      expect(done.stdout.toString().trim()).to.not.equal(release()); // the guest's kernel, not the host's
+      expect(await readFile(unit.hostPath("/output/o"), "utf8")).to.equal("into the VM\n");
+      await session.run("/bin/sleep", ["60"]);
+      await until(async () => (await qemusOf(session.child.pid)).length === 1, 60_000);
+    } finally {
+      // SIGKILL to the runtime alone, mid-run (not its process group: its QEMU is not killed with it)
+      if (session.child.pid) process.kill(session.child.pid, "SIGKILL");
+      await session.exited;
+      await session.dispose();
+    }
+    const killed = session.child.pid;
+    const next = await unit.start();
+    try {
+      expect(await qemusOf(killed)).to.deep.equal([]);
+      expect((await readdir(tmpdir())).filter((f) => f.startsWith(`airqube-golem-runtime-${killed}-`))).to.deep.equal(
+        [],
+      );
+      expect(await next.shutdown()).to.have.property("shutdown");
+      expect((await next.waitExit()).code).to.equal(0);
+    } finally {
+      await next.dispose();
+    }
   });
 });
