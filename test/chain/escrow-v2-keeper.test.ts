@@ -1,0 +1,136 @@
+import { randomBytes } from "node:crypto";
+import { expect } from "chai";
+import { type JsonRpcProvider, Wallet } from "ethers";
+import { deployEscrow, fundAccounts } from "../../src/chain/deploy.js";
+import { batchIdOf } from "../../src/chain/escrow-v2-batch.js";
+import { deployEscrowV2, EscrowV2Client } from "../../src/chain/escrow-v2-client.js";
+import { batchOfJob, wireOfJob } from "../../src/chain/escrow-v2-wire.js";
+import type { EscrowJob } from "../../src/chain/job.js";
+import { type LocalChain, startLocalChain } from "../../src/chain/local-chain.js";
+import { createRpcProvider } from "../../src/chain/rpc.js";
+import { ProviderPaymentsV2, type SeatV2Report } from "../../src/provider/payments-v2.js";
+import { tmp } from "../helpers/network.js";
+
+const E18 = 10n ** 18n;
+const hex32 = () => `0x${randomBytes(32).toString("hex")}`;
+
+/**
+ * The escrow v2 keeper of three providers on a real local chain (time moved with `evm_increaseTime`): a
+ * requestor opens a batch with their `Accept` and vanishes; the seats' keepers propose, add their columns,
+ * reveal and finalize, and every seat is paid.
+ */
+describe("provider: escrow v2 keeper when the requestor vanishes (real EDR chain)", function () {
+  this.timeout(120_000);
+  let chain: LocalChain;
+  let rpc: JsonRpcProvider;
+  let requestor: EscrowV2Client;
+  let seats: ProviderPaymentsV2[];
+
+  before(async () => {
+    chain = await startLocalChain({ accounts: 5 });
+    rpc = createRpcProvider(chain.rpcUrl, chain.chainId);
+    const deployer = new Wallet(chain.accounts[0]!.privateKey, rpc);
+    const { token } = await deployEscrow(deployer);
+    await fundAccounts(
+      deployer,
+      token,
+      chain.accounts.map((a) => a.address),
+      1000n * E18,
+    );
+    const escrow = await deployEscrowV2(deployer, token);
+    requestor = await EscrowV2Client.connect({
+      rpcUrl: chain.rpcUrl,
+      privateKey: chain.accounts[1]!.privateKey,
+      escrow,
+    });
+    await requestor.deposit(100n * E18);
+    seats = await Promise.all(
+      [2, 3, 4].map((i) =>
+        ProviderPaymentsV2.connect(
+          { rpcUrl: chain.rpcUrl, escrow, maxStake: String(10n * E18), stakeDeposit: String(20n * E18) },
+          chain.accounts[i]!.privateKey,
+          { dataDir: tmp("aq-keeper-v2-") },
+        ),
+      ),
+    );
+    for (const seat of seats) expect(await seat.ensureStake()).to.equal(20n * E18);
+    // a second start deposits nothing: the standing stake is there
+    expect(await seats[0]!.ensureStake()).to.equal(0n);
+  });
+
+  after(async () => {
+    for (const seat of seats ?? []) await seat.close();
+    requestor?.close();
+    rpc?.destroy();
+    await chain?.stop();
+  });
+
+  const advance = async (seconds: number) => {
+    await rpc.send("evm_increaseTime", [seconds]);
+    await rpc.send("evm_mine", []);
+  };
+
+  it("proposes, adds, reveals and finalizes by itself: every seat paid, no transaction from the requestor after open", async () => {
+    const now = (await rpc.getBlock("latest"))!.timestamp;
+    const qube = `aq1${randomBytes(32).toString("hex")}`;
+    const job: EscrowJob = {
+      requestor: requestor.address,
+      qubeId: `0x${qube.slice(3)}`,
+      nonce: BigInt(now) * 256n,
+      providers: seats.map((s) => s.client.address),
+      price: 2n * E18,
+      stake: E18,
+      quorum: 2,
+      commitDeadline: now + 100,
+      revealDeadline: now + 130,
+      finalDeadline: now + 400,
+    };
+    const wire = wireOfJob(job, chain.chainId, requestor.escrowAddress);
+    const batch = batchOfJob(job);
+    const accepts = [];
+    for (const seat of seats) {
+      const verdict = await seat.accept({
+        batch: wire,
+        qubeId: qube,
+        price: job.price,
+        wallTimeMs: 10_000,
+        now: new Date(now * 1000),
+      });
+      expect(verdict.ok, JSON.stringify(verdict)).to.equal(true);
+      if (verdict.ok) accepts.push(verdict.signature);
+    }
+    await requestor.open(batch, accepts);
+    const terms = { escrowJob: batchIdOf(batch), price: job.price.toString() } as never;
+    const root = hex32();
+    for (const seat of seats) {
+      const checked = await seat.check({
+        batch: wire,
+        terms,
+        qubeId: qube,
+        wallTimeMs: 10_000,
+        now: new Date(now * 1000),
+      });
+      expect(checked.ok, checked.ok ? "" : checked.reason).to.equal(true);
+      await seat.commit(batch, { outputsRoot: root, salt: hex32() });
+    }
+    const before = await Promise.all(seats.map((s) => s.client.balance()));
+    // the requestor vanishes; past the reveal deadline the keepers act
+    await advance(131);
+    const actions: SeatV2Report["action"][] = [];
+    for (let round = 0; round < 12; round++) {
+      for (const seat of seats) for (const r of await seat.keep()) actions.push(r.action);
+      if ((await requestor.batchState(batch)).status === "settled") break;
+      await advance(16);
+    }
+    expect((await requestor.batchState(batch)).status, actions.join(",")).to.equal("settled");
+    expect(actions.filter((a) => a === "proposed")).to.have.length(1);
+    expect(actions.filter((a) => a === "added")).to.have.length(2);
+    expect(actions.filter((a) => a === "revealed")).to.have.length(3);
+    const dispute = await requestor.dispute(batch);
+    expect(dispute!.revealed.size).to.equal(3);
+    const after = await Promise.all(seats.map((s) => s.client.balance()));
+    for (let i = 0; i < seats.length; i++) expect(after[i]! - before[i]!).to.equal(job.price + job.stake);
+    // closed: nothing more to do
+    for (const seat of seats) expect(await seat.keep()).to.deep.equal([]);
+  });
+});
