@@ -7,7 +7,7 @@ import { join, posix, resolve } from "node:path";
 import type Docker from "dockerode";
 import type { Logger } from "pino";
 import type { ProbeReport } from "../../probes/index.js";
-import { AirqubeError, toAirqubeError, UserError } from "../../qube/errors.js";
+import { AirqubeError, PlatformError, UserError } from "../../qube/errors.js";
 import { printable } from "../../qube/printable.js";
 import type { SignedProbeSummary } from "./offer.js";
 import { checkProcessPaths } from "./paths.js";
@@ -40,8 +40,17 @@ async function dockerOf(context: CommandContext): Promise<Docker> {
   return context.docker ?? new (await import("dockerode")).default();
 }
 
+/** Anything else a command meets (Docker unreachable, a file system error) is the platform's fault. */
+function typed(error: unknown): AirqubeError {
+  if (error instanceof AirqubeError) return error;
+  return new PlatformError("RUNTIME_PLATFORM_FAILED", "The runtime's platform failed (Docker or the file system)", {
+    details: String((error as Error)?.message ?? error).slice(0, 500),
+    cause: error,
+  });
+}
+
 function fail(context: CommandContext, error: unknown): number {
-  const e = error instanceof AirqubeError ? error : toAirqubeError(error);
+  const e = typed(error);
   context.stderr.write(`ya-runtime-airqube: ${printable(e.message, 2000)} [${printable(e.code, 64)}]\n`);
   return 1;
 }
@@ -176,7 +185,7 @@ export async function deployCommand(context: CommandContext): Promise<number> {
     context.stdout.write(`${JSON.stringify(deployResult())}\n`);
     return 0;
   } catch (error) {
-    const e = toAirqubeError(error);
+    const e = typed(error);
     context.stdout.write(`${JSON.stringify(deployResult(`${e.code}: ${e.message}`.slice(0, 2000)))}\n`);
     return fail(context, e);
   }

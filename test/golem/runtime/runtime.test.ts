@@ -119,6 +119,10 @@ describe("Golem runtime ya-runtime-airqube @docker", function () {
     });
     expect(JSON.parse(await readFile(join(workdir, "deploy.json"), "utf8")).imageId).to.equal(good.imageId);
     expect((await docker.getImage(good.imageId).inspect()).Id).to.equal(good.imageId);
+    // command mode: one process, its output and exit code
+    const run = await unit().command(["run", "--entrypoint", "/bin/sh", "--", "-c", "cat /marker; echo; exit 3"]);
+    expect(run.code, run.stderr).to.equal(3);
+    expect(run.stdout).to.match(/^runtime-good-/); // the deployed image's own file
   });
 
   it("service mode: a run reads /input and its outputs land in vol-output; paths outside the volumes are refused", async () => {
