@@ -1,42 +1,5 @@
 #!/usr/bin/env node
-// Entry point of the `airqube` command: runs the compiled CLI (dist/cli/main.js). An installed package has
-// nothing else. In a checkout of the repository (src/ next to dist/), a dist/ older than the sources would
-// run stale code, so the sources run through tsx (a development dependency) until `npm run build`.
-import { existsSync, readdirSync, statSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+// Entry point of the `airqube` command: the CLI (src/cli/main.ts, compiled to dist/cli/main.js).
+import { launch } from "./launch.js";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const compiled = join(root, "dist", "cli", "main.js");
-const stamp = join(root, "dist", ".build-stamp");
-const sources = join(root, "src", "cli", "main.ts");
-
-function newestSource(dir) {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) newest = Math.max(newest, newestSource(path));
-    else if (entry.name.endsWith(".ts")) newest = Math.max(newest, statSync(path).mtimeMs);
-  }
-  return newest;
-}
-
-const checkout = existsSync(sources);
-const fresh =
-  existsSync(compiled) && (!checkout || (existsSync(stamp) && statSync(stamp).mtimeMs >= newestSource(join(root, "src"))));
-if (fresh) {
-  await import(pathToFileURL(compiled).href);
-} else if (checkout) {
-  let register;
-  try {
-    ({ register } = await import("tsx/esm/api"));
-  } catch {
-    process.stderr.write("airqube: dist/ is missing or older than src/: run `npm run build` (or `npm ci` for tsx)\n");
-    process.exit(125);
-  }
-  register();
-  await import(pathToFileURL(sources).href);
-} else {
-  process.stderr.write(`airqube: the package is incomplete (${compiled} is missing): reinstall airqube\n`);
-  process.exit(125);
-}
+await launch("airqube", "cli/main");
