@@ -78,6 +78,8 @@ export class ProviderPaymentsV2 {
   readonly escrowVersion = 2 as const;
   private timer: NodeJS.Timeout | undefined;
   private keeping: Promise<unknown> | undefined;
+  /** Largest lead of the chain's clock over ours seen, seconds (see {@link ProviderPaymentsV2.chainTime}). */
+  private leadS = 0;
 
   private constructor(
     readonly client: EscrowV2Client,
@@ -236,7 +238,7 @@ export class ProviderPaymentsV2 {
     const k = batch.providers.length;
     const window = batch.revealDeadline - batch.commitDeadline;
     const state = await this.client.batchState(batch, options);
-    const now = Math.max(await this.chainTime(options), Math.floor(Date.now() / 1000));
+    const now = await this.chainTime(options);
     const wait = (notBefore: number): SeatV2Report => ({ batchId, action: "wait", notBefore });
     const close = (state: string, report: SeatV2Report): SeatV2Report => {
       this.seats!.markClosed(batchId, state, new Date());
@@ -303,10 +305,18 @@ export class ProviderPaymentsV2 {
     }
   }
 
-  /** The latest block's time (the contract's clock). */
+  /**
+   * The contract's clock, unix seconds: the latest block's time, or our clock plus the largest lead of the
+   * chain's clock over ours seen so far. A chain that mines only on demand (the devnet) and runs ahead of our
+   * clock has a stale latest block while nothing is mined: without the lead the keeper thinks it is earlier
+   * than the next block will say, and misses a dispute's short windows (a silent seat is slashed).
+   */
   private async chainTime(options: CallOptions): Promise<number> {
     const block = await runChainCall("read the latest block", () => this.rpc.getBlock("latest"), options);
-    return block?.timestamp ?? Math.floor(Date.now() / 1000);
+    const wall = Math.floor(Date.now() / 1000);
+    const timestamp = block?.timestamp ?? 0;
+    if (timestamp - wall > this.leadS) this.leadS = timestamp - wall;
+    return Math.max(timestamp, wall + this.leadS);
   }
 
   /** The batch a wire batch names, for this escrow, this qube alone and a seat of this provider. */

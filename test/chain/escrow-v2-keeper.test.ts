@@ -117,10 +117,10 @@ describe("provider: escrow v2 keeper when the requestor vanishes (real EDR chain
     // the requestor vanishes; past the reveal deadline the keepers act
     await advance(131);
     const actions: SeatV2Report["action"][] = [];
-    for (let round = 0; round < 12; round++) {
+    for (let round = 0; round < 40; round++) {
       for (const seat of seats) for (const r of await seat.keep()) actions.push(r.action);
       if ((await requestor.batchState(batch)).status === "settled") break;
-      await advance(16);
+      await advance(5);
     }
     expect((await requestor.batchState(batch)).status, actions.join(",")).to.equal("settled");
     expect(actions.filter((a) => a === "proposed")).to.have.length(1);
