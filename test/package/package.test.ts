@@ -79,18 +79,20 @@ describe("package: npm pack, install into an empty project, type-check, import a
     if (devnet && devnet.exitCode === null) devnet.kill("SIGINT");
   });
 
-  it("ships compiled JavaScript, declarations, the binary and the README only", () => {
+  it("ships compiled JavaScript, declarations, the two commands and the README only", () => {
     const paths = packed.files.map((f) => f.path);
     expect(paths).to.include.members([
       "package.json",
       "README.md",
       "bin/airqube.js",
+      "bin/ya-runtime-airqube.js",
+      "bin/launch.js",
       "dist/index.js",
       "dist/index.d.ts",
     ]);
     const stray = paths.filter(
       (p) =>
-        !/^(dist\/.*\.(js|d\.ts)|dist\/dashboard\/static\/[\w./-]+|dist\/\.build-stamp|bin\/airqube\.js|README\.md|package\.json|contracts\/AirqubeEscrow(V2)?\.sol)$/.test(
+        !/^(dist\/.*\.(js|d\.ts)|dist\/dashboard\/static\/[\w./-]+|dist\/\.build-stamp|bin\/(airqube|ya-runtime-airqube|launch)\.js|README\.md|package\.json|contracts\/AirqubeEscrow(V2)?\.sol)$/.test(
           p,
         ),
     );
