@@ -38,6 +38,7 @@ slow=(
   test/package/package.test.ts
   test/net/public-network.test.ts
   test/cli/outcomes.test.ts
+  test/devnet/payments-v2.test.ts
   test/sandbox/microvm.test.ts
   test/images/ship-image.test.ts
   test/devnet/payments-crash.test.ts
@@ -46,6 +47,9 @@ slow=(
   test/devnet/profile.test.ts
   test/pdf/convert-pdf.test.ts
   test/devnet/payments-faults.test.ts
+  test/golem/runtime/runtime.test.ts
+  test/golem/runtime/e2e.test.ts
+  test/golem/http/golem-http.test.ts
 )
 files=()
 for f in "${slow[@]}"; do [ -f "$f" ] && files+=("$f"); done
