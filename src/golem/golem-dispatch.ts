@@ -34,7 +34,15 @@ import { unpackTar } from "../sandbox/unpack.js";
 import type { GolemConfig } from "./config.js";
 import { fromGolemError } from "./errors.js";
 import { orderFor, rentHoursFor, withinAgreedPrice } from "./order.js";
-import { packCommand, parsePackReport, type RemoteLayout, remoteLayout, runCommand } from "./remote-script.js";
+import {
+  packCommand,
+  parsePackReport,
+  type RemoteLayout,
+  remoteLayout,
+  runAndPackCommand,
+  runCommand,
+} from "./remote-script.js";
+import { RUNTIME_NAME as AIRQUBE_RUNTIME_NAME } from "./runtime/offer.js";
 import { YagnaStorageProvider } from "./storage.js";
 
 /** Domain tag of the requestor-side commitment. */
@@ -190,31 +198,12 @@ export class GolemDispatch implements Dispatch {
 
   /** Runs the qube and stages its outputs; resolves with the requestor-side commitment. */
   async awaitCommitment(options: { signal?: AbortSignal } = {}): Promise<string> {
-    const { config } = this.context;
-    const spec = this.qube.spec.spec;
     const signal = combine(options.signal, this.controller.signal);
     try {
       if (!this.exe) throw new PeerError("GOLEM_NOT_PREPARED", "The rental is not ready");
       const exe = this.exe;
       this.events.onStarted?.(this.provider.id);
-      const run = runCommand(this.layout, spec.command, spec.env);
-      const ran = await this.step(
-        "GOLEM_RUN",
-        "The qube did not finish on the provider",
-        spec.limits.wallTimeMs + config.timeouts.runGraceMs,
-        signal,
-        (s) => exe.run(run.entryPoint, run.args, { signalOrTimeout: s }),
-      );
-      expectOk(ran, "GOLEM_RUN_FAILED", "The provider failed to run the qube");
-      const pack = packCommand(this.layout, spec.outputs, config.logBytes);
-      const packed = await this.step(
-        "GOLEM_PACK",
-        "The provider could not pack the outputs",
-        config.timeouts.transferMs,
-        signal,
-        (s) => exe.run(pack.entryPoint, pack.args, { signalOrTimeout: s }),
-      );
-      expectOk(packed, "GOLEM_PACK_FAILED", "The provider could not pack the outputs");
+      const packed = await this.runAndPack(exe, signal);
       const report = parsePackReport(packed.stdout);
       const cap = this.archiveCap();
       if (report.size > cap)
@@ -233,6 +222,44 @@ export class GolemDispatch implements Dispatch {
     } finally {
       await this.release();
     }
+  }
+
+  /**
+   * Runs the qube, then packs its outputs: two exe-script commands on a runtime whose volumes persist between
+   * processes (Golem's VM), one on Airqube's runtime, whose every process starts with a fresh `/output` (the
+   * run's files land in the volume only after its sandbox is gone). Resolves with the pack step's result.
+   */
+  private async runAndPack(exe: ExeUnit, signal: AbortSignal): Promise<Result> {
+    const { config } = this.context;
+    const spec = this.qube.spec.spec;
+    const runMs = spec.limits.wallTimeMs + config.timeouts.runGraceMs;
+    if (config.runtime.name === AIRQUBE_RUNTIME_NAME) {
+      const both = runAndPackCommand(this.layout, spec.command, spec.env, spec.outputs, config.logBytes);
+      const result = await this.step(
+        "GOLEM_RUN",
+        "The qube did not finish on the provider",
+        runMs + config.timeouts.transferMs,
+        signal,
+        (s) => exe.run(both.entryPoint, both.args, { signalOrTimeout: s }),
+      );
+      expectOk(result, "GOLEM_RUN_FAILED", "The provider failed to run the qube and pack its outputs");
+      return result;
+    }
+    const run = runCommand(this.layout, spec.command, spec.env);
+    const ran = await this.step("GOLEM_RUN", "The qube did not finish on the provider", runMs, signal, (s) =>
+      exe.run(run.entryPoint, run.args, { signalOrTimeout: s }),
+    );
+    expectOk(ran, "GOLEM_RUN_FAILED", "The provider failed to run the qube");
+    const pack = packCommand(this.layout, spec.outputs, config.logBytes);
+    const packed = await this.step(
+      "GOLEM_PACK",
+      "The provider could not pack the outputs",
+      config.timeouts.transferMs,
+      signal,
+      (s) => exe.run(pack.entryPoint, pack.args, { signalOrTimeout: s }),
+    );
+    expectOk(packed, "GOLEM_PACK_FAILED", "The provider could not pack the outputs");
+    return packed;
   }
 
   async reveal(outputDir: string, options: { signal?: AbortSignal } = {}): Promise<ProviderAnswer> {

@@ -9,6 +9,9 @@
  *    (relative to `/`, so every entry starts with the output directory's name), and prints the tar's size
  *    and SHA-256 so that the requestor can detect a truncated or altered download.
  *
+ * On Airqube's own runtime (`ya-runtime-airqube`), whose every process starts in a fresh sandbox with an empty
+ * `/output`, both run as one program (`runAndPackCommand`).
+ *
  * Arguments always travel as argv elements, never spliced into the script text.
  */
 import { z } from "zod";
@@ -83,6 +86,47 @@ export function packCommand(
   return {
     entryPoint: "/bin/sh",
     args: ["-c", PACK_SCRIPT, "airqube-pack", layout.stage, layout.output, String(logBytes), layout.tar, ...outputs],
+  };
+}
+
+/**
+ * The two steps in one program, for runtimes that give each process a fresh `/output` (Airqube's
+ * `ya-runtime-airqube`: a fresh sandbox per process, its `/output` merged into the volume afterwards), where a
+ * separate pack step would not see the run's files. Arguments: the run script, the pack script, the number n of
+ * the pack step's arguments, then those n, then the run step's. A run step that cannot start fails the whole
+ * program with its own status (121-123); otherwise the pack step's status and report are the program's.
+ */
+const RUN_AND_PACK_SCRIPT = [
+  "r=$1; p=$2; n=$3; shift 3",
+  '( shift "$n"; exec /bin/sh -c "$r" airqube-run "$@" ) || exit "$?"',
+  "a=$#; i=0",
+  'for x in "$@"; do i=$((i + 1)); if [ "$i" -le "$n" ]; then set -- "$@" "$x"; fi; done',
+  'shift "$a"',
+  'exec /bin/sh -c "$p" airqube-pack "$@"',
+].join("\n");
+
+/** argv of the single step that runs the qube and packs its outputs in one process (see RUN_AND_PACK_SCRIPT). */
+export function runAndPackCommand(
+  layout: RemoteLayout,
+  command: readonly string[],
+  env: Record<string, string>,
+  outputs: readonly string[],
+  logBytes: number,
+): { entryPoint: string; args: string[] } {
+  const run = runCommand(layout, command, env).args.slice(3);
+  const pack = packCommand(layout, outputs, logBytes).args.slice(3);
+  return {
+    entryPoint: "/bin/sh",
+    args: [
+      "-c",
+      RUN_AND_PACK_SCRIPT,
+      "airqube-run-pack",
+      RUN_SCRIPT,
+      PACK_SCRIPT,
+      String(pack.length),
+      ...pack,
+      ...run,
+    ],
   };
 }
 

@@ -7,12 +7,18 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, mkdtemp, readFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { expect } from "chai";
-import { packCommand, parsePackReport, remoteLayout, runCommand } from "../../src/golem/remote-script.js";
+import {
+  packCommand,
+  parsePackReport,
+  remoteLayout,
+  runAndPackCommand,
+  runCommand,
+} from "../../src/golem/remote-script.js";
 import { AirqubeError } from "../../src/qube/errors.js";
 import { unpackTar } from "../../src/sandbox/unpack.js";
 
@@ -54,6 +60,50 @@ describe("golem remote scripts (real /bin/sh)", () => {
     expect(await readFile(join(dest, stage, "exit"), "utf8")).to.equal("3\n");
     expect(await readFile(join(dest, stage, "out"), "utf8")).to.equal("ou");
     expect(await readFile(join(dest, stage, "err"), "utf8")).to.equal("er");
+  });
+
+  it("in one process (Airqube's runtime: a fresh /output per process): the same files, none of the run's argv packed", async () => {
+    const root = await mkdtemp(join(tmpdir(), "airqube-golem-runtime-"));
+    try {
+      const output = join(root, "output");
+      await mkdir(output);
+      const layout = remoteLayout(output, "fedcba9876543210fedcba9876543210");
+      // the qube's argv names "undeclared", a file it writes: only declared outputs may be packed
+      const both = runAndPackCommand(
+        layout,
+        ["/bin/sh", "-c", 'mkdir -p d && printf "%s" "$GREETING" > d/a; echo x > "$0"; echo out; exit 3', "undeclared"],
+        { GREETING: "hi $(not run)" },
+        ["d", "missing"],
+        3,
+      );
+      const { stdout } = await run(both.entryPoint, both.args);
+      const report = parsePackReport(stdout);
+      expect(report.size).to.equal((await readFile(layout.tar)).length);
+      const dest = join(root, "unpacked");
+      const files = await unpackTar(
+        createReadStream(layout.tar),
+        dest,
+        { maxFileBytes: 1 << 20, maxTotalBytes: 1 << 20, maxFiles: 10 },
+        { stripPrefix: output.replace(/^\/+/, "") },
+      );
+      const stage = layout.stage.slice(output.length + 1);
+      expect(files.map((f) => f.path)).to.deep.equal([`${stage}/err`, `${stage}/exit`, `${stage}/out`, "d/a"]);
+      expect(await readFile(join(dest, "d/a"), "utf8")).to.equal("hi $(not run)");
+      expect(await readFile(join(dest, stage, "exit"), "utf8")).to.equal("3\n");
+      expect(await readFile(join(dest, stage, "out"), "utf8")).to.equal("out");
+
+      // a run step that cannot start (its output path is a file) fails the program with its own status
+      await writeFile(join(root, "not-a-dir"), "");
+      const gone = remoteLayout(join(root, "not-a-dir"), "00112233445566778899aabbccddeeff");
+      const failed = runAndPackCommand(gone, ["/bin/true"], {}, ["d"], 3);
+      const error = await run(failed.entryPoint, failed.args).then(
+        () => undefined,
+        (e: { code?: number }) => e,
+      );
+      expect(error?.code).to.equal(121);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 
   it("rejects a pack report that is missing or malformed", () => {
