@@ -531,6 +531,24 @@ export class FakeGolem {
           return this.emulateRun(vm, argv);
         }
         if (script === "airqube-pack") return this.emulatePack(vm, argv);
+        if (script === "airqube-run-pack") {
+          // one process (Airqube's runtime): run script, pack script, n, the pack step's n arguments, the run's
+          const [, , , runScript, packScript, count, ...rest] = argv as [
+            string,
+            string,
+            string,
+            string,
+            string,
+            string,
+          ];
+          const n = Number(count);
+          this.ledger.runs.push(p.id);
+          if (p.crashOnRun) return { ok: false, message: "ExeUnit: process terminated by signal 9 (VM crashed)" };
+          if (p.hangOnRun) return "hang";
+          const ran = this.emulateRun(vm, ["-c", runScript, "airqube-run", ...rest.slice(n)]);
+          if (!ran.ok) return ran;
+          return this.emulatePack(vm, ["-c", packScript, "airqube-pack", ...rest.slice(0, n)]);
+        }
         return { ok: false, message: `unknown entry point ${String(args.entry_point)}` };
       }
       default:
