@@ -192,3 +192,27 @@ export function createRpcProvider(rpcUrl: string, chainId: number, pollingInterv
     pollingInterval: pollingIntervalMs,
   });
 }
+
+/**
+ * The contract's clock, unix seconds: the latest block's timestamp, or our clock plus the largest lead of the
+ * chain's clock over ours seen so far. A chain that mines only on demand (the devnet) and runs ahead of our clock
+ * has a stale latest block while nothing is mined: without the lead, a wait for a deadline never ends and a
+ * keeper thinks it is earlier than the next block will say (and misses a dispute's short windows).
+ *
+ * @example
+ * const clock = new ChainClock();
+ * const now = await clock.now(provider, { signal });
+ */
+export class ChainClock {
+  /** Largest lead of the chain's clock over ours seen, seconds. */
+  private leadS = 0;
+
+  /** @throws ChainError as {@link runChainCall}. */
+  async now(provider: JsonRpcProvider, options: CallOptions = {}, label = "read the latest block"): Promise<number> {
+    const block = await runChainCall(label, () => provider.getBlock("latest"), options);
+    const wall = Math.floor(Date.now() / 1000);
+    const timestamp = block?.timestamp ?? 0;
+    if (timestamp - wall > this.leadS) this.leadS = timestamp - wall;
+    return Math.max(timestamp, wall + this.leadS);
+  }
+}

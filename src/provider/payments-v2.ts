@@ -25,7 +25,7 @@ import { type BatchOpening, type CompactSignature, EscrowV2Client } from "../cha
 import { batchFromWire } from "../chain/escrow-v2-wire.js";
 import { ZERO_BYTES32 } from "../chain/job.js";
 import { qubeIdToBytes32 } from "../chain/qube-ids.js";
-import { type CallOptions, createRpcProvider, runChainCall } from "../chain/rpc.js";
+import { type CallOptions, ChainClock, createRpcProvider } from "../chain/rpc.js";
 import type { AgreementTerms } from "../net/agreement.js";
 import { type EscrowBatchWire, escrowBatchWireSchema } from "../net/exchange/messages.js";
 import { toAirqubeError } from "../qube/errors.js";
@@ -78,8 +78,7 @@ export class ProviderPaymentsV2 {
   readonly escrowVersion = 2 as const;
   private timer: NodeJS.Timeout | undefined;
   private keeping: Promise<unknown> | undefined;
-  /** Largest lead of the chain's clock over ours seen, seconds (see {@link ProviderPaymentsV2.chainTime}). */
-  private leadS = 0;
+  private readonly clock = new ChainClock();
 
   private constructor(
     readonly client: EscrowV2Client,
@@ -305,18 +304,9 @@ export class ProviderPaymentsV2 {
     }
   }
 
-  /**
-   * The contract's clock, unix seconds: the latest block's time, or our clock plus the largest lead of the
-   * chain's clock over ours seen so far. A chain that mines only on demand (the devnet) and runs ahead of our
-   * clock has a stale latest block while nothing is mined: without the lead the keeper thinks it is earlier
-   * than the next block will say, and misses a dispute's short windows (a silent seat is slashed).
-   */
-  private async chainTime(options: CallOptions): Promise<number> {
-    const block = await runChainCall("read the latest block", () => this.rpc.getBlock("latest"), options);
-    const wall = Math.floor(Date.now() / 1000);
-    const timestamp = block?.timestamp ?? 0;
-    if (timestamp - wall > this.leadS) this.leadS = timestamp - wall;
-    return Math.max(timestamp, wall + this.leadS);
+  /** The contract's clock, unix seconds (see {@link ChainClock}: the keeper must not miss a dispute's windows). */
+  private chainTime(options: CallOptions): Promise<number> {
+    return this.clock.now(this.rpc, options);
   }
 
   /** The batch a wire batch names, for this escrow, this qube alone and a seat of this provider. */

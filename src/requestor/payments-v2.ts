@@ -30,7 +30,7 @@ import {
 import { batchOfJob, isAcceptOf, isCommitmentsOf, payoutOfOneJob, wireOfJob } from "../chain/escrow-v2-wire.js";
 import { type EscrowJob, parseEscrowJob, ZERO_BYTES32 } from "../chain/job.js";
 import { qubeIdToBytes32 } from "../chain/qube-ids.js";
-import { type CallOptions, createRpcProvider, runChainCall } from "../chain/rpc.js";
+import { type CallOptions, ChainClock, createRpcProvider } from "../chain/rpc.js";
 import { PeerError, TimeoutError, UserError } from "../qube/errors.js";
 import type { EscrowSeat } from "./api.js";
 import { baseReport, type LockRequest, type PaymentReport, type PaymentsPort } from "./payments.js";
@@ -68,7 +68,7 @@ export class EscrowV2Payments implements PaymentsPort {
   readonly chainId: number;
   readonly escrow: string;
   readonly account: string;
-  private leadS = 0;
+  private readonly clock = new ChainClock();
   private lastNonce = 0n;
 
   private constructor(
@@ -332,13 +332,9 @@ export class EscrowV2Payments implements PaymentsPort {
     return true;
   }
 
-  /** The contract's clock (see `EscrowPayments.chainTime`): the latest block's time, or ours plus its lead. */
-  private async chainTime(options: CallOptions, label = "read the latest block"): Promise<number> {
-    const block = await runChainCall(label, () => this.provider.getBlock("latest"), options);
-    const wall = Math.floor(Date.now() / 1000);
-    const timestamp = block?.timestamp ?? 0;
-    if (timestamp - wall > this.leadS) this.leadS = timestamp - wall;
-    return Math.max(timestamp, wall + this.leadS);
+  /** The contract's clock, unix seconds (see {@link ChainClock}). */
+  private chainTime(options: CallOptions, label?: string): Promise<number> {
+    return this.clock.now(this.provider, options, label);
   }
 
   /** Closes the escrow client and the RPC provider. */

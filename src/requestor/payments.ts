@@ -25,7 +25,7 @@ import type { CompactSignature } from "../chain/escrow-v2-client.js";
 import { budgetOf, type EscrowJob, jobIdOf, parseEscrowJob } from "../chain/job.js";
 import { type EscrowJobJson, jobFromJson, jobToJson } from "../chain/job-json.js";
 import { qubeIdToBytes32 } from "../chain/qube-ids.js";
-import { type CallOptions, createRpcProvider, runChainCall } from "../chain/rpc.js";
+import { type CallOptions, ChainClock, createRpcProvider, runChainCall } from "../chain/rpc.js";
 import type { EscrowBatchWire, EscrowJobWire } from "../net/exchange/messages.js";
 import { TimeoutError, toAirqubeError } from "../qube/errors.js";
 import type { EscrowSeat } from "./api.js";
@@ -154,8 +154,7 @@ export class EscrowPayments implements PaymentsPort {
   readonly chainId: number;
   readonly escrow: string;
   readonly account: string;
-  /** Largest lead of the chain's clock over ours seen, seconds (see {@link EscrowPayments.chainTime}). */
-  private leadS = 0;
+  private readonly clock = new ChainClock();
 
   private constructor(
     private readonly client: EscrowClient,
@@ -387,17 +386,9 @@ export class EscrowPayments implements PaymentsPort {
     return block?.timestamp;
   }
 
-  /**
-   * The contract's clock, unix seconds: the latest block's timestamp, or our clock plus the largest lead of the
-   * chain's clock over ours seen so far. A chain that mines only on demand (the devnet) and runs ahead of our
-   * clock has a stale latest block while we wait: without the lead, a wait for a deadline never ends.
-   */
-  private async chainTime(options: CallOptions, label = "read the latest block"): Promise<number> {
-    const block = await runChainCall(label, () => this.provider.getBlock("latest"), options);
-    const wall = Math.floor(Date.now() / 1000);
-    const timestamp = block?.timestamp ?? 0;
-    if (timestamp - wall > this.leadS) this.leadS = timestamp - wall;
-    return Math.max(timestamp, wall + this.leadS);
+  /** The contract's clock, unix seconds (see {@link ChainClock}). */
+  private chainTime(options: CallOptions, label?: string): Promise<number> {
+    return this.clock.now(this.provider, options, label);
   }
 
   /** Credits and slashes of a settlement or reclaim, read from its receipt's events. */
