@@ -20,7 +20,10 @@ soak_log=$(mktemp -t airqube-soak-tests.XXXXXX)
 heavy_log=$(mktemp -t airqube-heavy-tests.XXXXXX)
 AIRQUBE_TEST_PROBE_CACHE=$(mktemp -d -t airqube-test-probe-cache.XXXXXX)
 export AIRQUBE_TEST_PROBE_CACHE
-trap 'rm -rf "$light_log" "$typecheck_log" "$soak_log" "$heavy_log" "$AIRQUBE_TEST_PROBE_CACHE" "$run_tmp"' EXIT
+# each heavy file's wall time (test/helpers/file-timing.ts), printed slowest first at the end
+AIRQUBE_TEST_TIMINGS=$(mktemp -t airqube-test-timings.XXXXXX)
+export AIRQUBE_TEST_TIMINGS
+trap 'rm -rf "$light_log" "$typecheck_log" "$soak_log" "$heavy_log" "$AIRQUBE_TEST_PROBE_CACHE" "$AIRQUBE_TEST_TIMINGS" "$run_tmp"' EXIT
 
 # the type-check (sources, tests, examples) runs beside the tests (mocha runs them through tsx, which does not
 # check types); its errors are printed and fail the run at the end
@@ -59,10 +62,11 @@ done < <(find test -name '*.test.ts' -not -path 'test/contracts/*' -not -path 't
 
 npx mocha --grep '@docker|@qemu' --invert >"$light_log" 2>&1 &
 light_pid=$!
-npx mocha --no-config -n import=tsx --timeout 60000 --exit --parallel --jobs 2 --grep '@docker|@qemu' "${soak[@]}" \
+timing=(--require test/helpers/file-timing.ts)
+npx mocha --no-config -n import=tsx "${timing[@]}" --timeout 60000 --exit --parallel --jobs 2 --grep '@docker|@qemu' "${soak[@]}" \
   2>&1 | tee "$soak_log"
 soak_rc=${PIPESTATUS[0]}
-npx mocha --no-config -n import=tsx --timeout 60000 --exit --parallel --jobs "$jobs" \
+npx mocha --no-config -n import=tsx "${timing[@]}" --timeout 60000 --exit --parallel --jobs "$jobs" \
   --grep '@docker|@qemu' "${files[@]}" 2>&1 | tee "$heavy_log"
 heavy_rc=${PIPESTATUS[0]}
 wait "$light_pid"
@@ -90,6 +94,9 @@ repeat_failures() { # log rc
     tail -n 60 "$1"
   fi
 }
+echo
+echo "== the slowest files with Docker or QEMU (wall ms, each in its worker) =="
+sort -rn "$AIRQUBE_TEST_TIMINGS" | head -n 25
 repeat_failures "$soak_log" "$soak_rc"
 repeat_failures "$heavy_log" "$heavy_rc"
 repeat_failures "$light_log" "$light_rc"
