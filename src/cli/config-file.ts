@@ -1,6 +1,6 @@
 /**
- * The `--config FILE` of the requestor commands (`run`, `probe`): a JSON object whose `golem` section
- * configures the Golem backend. A file that is missing, unreadable, not JSON or holds unknown keys is an error
+ * The `--config FILE` of the requestor commands (`run`, `probe`, `offers`): a JSON object whose `golem` section
+ * configures the Golem backend, with the embedded network's settings beside it (each the default of its flag). A file that is missing, unreadable, not JSON or holds unknown keys is an error
  * whatever the backend, never ignored. (`provider start` reads its own config through `loadProviderConfig`.)
  */
 import { readFile } from "node:fs/promises";
@@ -9,6 +9,9 @@ import { UserError } from "../qube/errors.js";
 
 /** Largest config file read, in bytes. */
 const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/** A list of multiaddrs (checked as addresses by the network when used; bounded here). */
+const multiaddrs = z.array(z.string().min(1).max(512)).min(1).max(16);
 
 const requestorConfigSchema = z.strictObject({
   /** Golem backend settings (checked in full by `loadGolemConfig` when the Golem backend is used). */
@@ -19,6 +22,14 @@ const requestorConfigSchema = z.strictObject({
   allowPrivateAddrs: z.boolean().optional(),
   /** The escrow a paid run pays through (`--escrow-version`): `v1` (default) or `v2` (AirqubeEscrowV2). */
   escrowVersion: z.enum(["v1", "v2"]).optional(),
+  /** Bootstrap peers (`--bootstrap`; the flag wins, and this wins over AIRQUBE_BOOTSTRAP). */
+  bootstrap: multiaddrs.optional(),
+  /** Public mode: the requestor's own listen addresses (`--listen`), so that a provider behind NAT can dial back. */
+  listen: multiaddrs.optional(),
+  /** Public mode: addresses announced instead of the listen addresses (`--announce`). */
+  announce: multiaddrs.optional(),
+  /** Public mode: addresses announced besides the listen addresses (`--append-announce`). */
+  appendAnnounce: multiaddrs.optional(),
 });
 
 export type RequestorConfig = z.infer<typeof requestorConfigSchema>;

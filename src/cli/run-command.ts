@@ -109,11 +109,16 @@ interface RunFlags extends PaymentFlags, NetworkFlags, AddressFlags {
   json?: boolean;
 }
 
-function bootstrapFrom(flags: { bootstrap?: string[] }): string[] {
-  const list = flags.bootstrap ?? (process.env.AIRQUBE_BOOTSTRAP ? process.env.AIRQUBE_BOOTSTRAP.split(",") : []);
+/** The bootstrap peers: `--bootstrap`, else the config file's `bootstrap`, else AIRQUBE_BOOTSTRAP. */
+function bootstrapFrom(flags: { bootstrap?: string[] }, config: RequestorConfig): string[] {
+  const list =
+    flags.bootstrap ??
+    config.bootstrap ??
+    (process.env.AIRQUBE_BOOTSTRAP ? process.env.AIRQUBE_BOOTSTRAP.split(",") : []);
   if (list.length === 0)
     throw new UserError("BOOTSTRAP_MISSING", "No bootstrap peer", {
-      details: "pass --bootstrap MULTIADDR (printed by `airqube devnet up`) or set AIRQUBE_BOOTSTRAP",
+      details:
+        "pass --bootstrap MULTIADDR (printed by `airqube devnet up`), put `bootstrap` in the --config file, or set AIRQUBE_BOOTSTRAP",
     });
   return list;
 }
@@ -130,9 +135,13 @@ export function registerRunCommands(program: Command): void {
     )
     .option(
       "--config <file>",
-      "JSON config file, checked whatever the backend (its `golem` section configures the Golem backend)",
+      "JSON config file, checked whatever the backend: `golem` (the Golem backend), `bootstrap`, `public`, `allowPrivateAddrs`, `listen`, `announce`, `appendAnnounce`, `escrowVersion` (each flag wins over its key)",
     )
-    .option("--bootstrap <multiaddr>", "bootstrap peer (repeatable; default $AIRQUBE_BOOTSTRAP)", collect)
+    .option(
+      "--bootstrap <multiaddr>",
+      "bootstrap peer (repeatable; default the config file's `bootstrap`, then $AIRQUBE_BOOTSTRAP)",
+      collect,
+    )
     .requiredOption("--image <ref>", "image reference, e.g. airqube/busybox:latest")
     .option("--image-digest <sha256:...>", "image digest (default: looked up in the local Docker engine)")
     .option("--ship-image", "ship the image (docker save) to providers that lack it, sealed to each")
@@ -213,7 +222,7 @@ export function registerRunCommands(program: Command): void {
     .command("offers")
     .hook("preAction", useDevnetProfile)
     .description("list the providers' signed offers on the network")
-    .option("--config <file>", "JSON config file (`public`, `allowPrivateAddrs`)")
+    .option("--config <file>", "JSON config file (`bootstrap`, `public`, `allowPrivateAddrs`)")
     .option("--bootstrap <multiaddr>", "bootstrap peer (repeatable; default $AIRQUBE_BOOTSTRAP)", collect)
     .option("--data-dir <dir>", "requestor identity", defaultRequestorDir())
     .option("--json", "print JSON")
@@ -316,11 +325,18 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
     if (flags.golemRuntime !== undefined && flags.backend !== "golem")
       throw new UserError("GOLEM_FLAG_WITHOUT_GOLEM", "--golem-runtime needs --backend golem");
     // --listen and --announce are checked before the chain, the image and the network (a wrong one fails now)
-    const addresses = addressOptionsFrom(flags);
+    // each flag wins over the config file's key of the same name
+    const addresses = addressOptionsFrom({
+      ...(config.listen ? { listen: config.listen } : {}),
+      ...(config.announce ? { announce: config.announce } : {}),
+      ...(config.appendAnnounce ? { appendAnnounce: config.appendAnnounce } : {}),
+      ...addressOptionsFrom(flags),
+    });
     if (Object.keys(addresses).length > 0) {
       if (flags.backend === "golem")
         throw new UserError("ADDRESS_FLAG_WITHOUT_LIBP2P", "--listen and --announce are for the embedded network", {
-          details: "the Golem backend reaches providers through yagna: drop --listen, --announce and --append-announce",
+          details:
+            "the Golem backend reaches providers through yagna: drop --listen, --announce and --append-announce (and the config file's listen, announce and appendAnnounce)",
         });
       await checkNodeAddresses({ ...networkOptionsFrom(flags, config), ...addresses });
     }
@@ -366,7 +382,7 @@ async function run(command: string[], flags: RunFlags): Promise<number> {
           })
         : await Libp2pMarket.connect({
             identity,
-            bootstrap: bootstrapFrom(flags),
+            bootstrap: bootstrapFrom(flags, config),
             ...networkOptionsFrom(flags, config),
             ...addresses,
           });
@@ -576,7 +592,7 @@ async function offers(flags: OffersFlags): Promise<number> {
     const config = await readConfigFile(flags.config);
     market = await Libp2pMarket.connect({
       identity: loadOrCreateIdentity(flags.dataDir),
-      bootstrap: bootstrapFrom(flags),
+      bootstrap: bootstrapFrom(flags, config),
       ...networkOptionsFrom(flags, config),
     });
     const deadline = Date.now() + 2000;
