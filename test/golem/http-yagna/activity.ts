@@ -168,7 +168,7 @@ export class ActivityService {
     for (const a of mine) void this.terminate(a, "the agreement ended");
     return {
       ids: mine.map((a) => a.id),
-      cpuSec: mine.reduce((n, a) => n + a.cpuSec, 0),
+      cpuSec: mine.reduce((n, a) => n + this.usage(a).cpuSec, 0),
       durationSec: mine.reduce((n, a) => n + ((a.ended ?? Date.now()) - a.created) / 1000, 0),
     };
   }
@@ -221,7 +221,10 @@ export class ActivityService {
   }
 
   private usage(a: ActivityRecord): { cpuSec: number; durationSec: number } {
-    return { cpuSec: a.cpuSec, durationSec: ((a.ended ?? Date.now()) - a.created) / 1000 };
+    // a runtime's counters as they stand now: it sends them after each process's status, so they are read when
+    // the usage is needed (debit note, invoice), never right after a process ended
+    const counted = a.session?.counters.get("golem.usage.cpu_sec");
+    return { cpuSec: counted ?? a.cpuSec, durationSec: ((a.ended ?? Date.now()) - a.created) / 1000 };
   }
 
   private async destroy(c: RouteContext) {

@@ -110,6 +110,12 @@ export class HttpYagna {
       onAgreementEnded: (agreement) => {
         const usage = this.activity.endAgreement(agreement.agreementId);
         const provider = agreement.provider;
+        ledger.usageBilled.push({
+          agreementId: agreement.agreementId,
+          provider: provider.id,
+          cpuSec: usage.cpuSec,
+          durationSec: usage.durationSec,
+        });
         const delay = provider.invoiceDelayMs ?? 20;
         if (delay < 0) return;
         this.later(() => {

@@ -157,6 +157,8 @@ export interface Ledger {
   allocationsCreated: string[];
   allocationsReleased: string[];
   invoicesIssued: { id: string; agreementId: string; amount: string }[];
+  /** The usage each ended agreement was billed for (its activities' counters, summed), by provider. */
+  usageBilled: { agreementId: string; provider: string; cpuSec: number; durationSec: number }[];
   invoicesAccepted: { id: string; amount: string; allocationId: string }[];
   invoicesRejected: { id: string; message: string }[];
   debitNotesIssued: { id: string; activityId: string; amount: string }[];
@@ -186,6 +188,7 @@ export function emptyLedger(): Ledger {
     allocationsCreated: [],
     allocationsReleased: [],
     invoicesIssued: [],
+    usageBilled: [],
     invoicesAccepted: [],
     invoicesRejected: [],
     debitNotesIssued: [],

@@ -23,7 +23,7 @@ import { PROBE_CACHE } from "../../helpers/network.js";
 import { busyboxWithMarker } from "../../images/registry-fixture.js";
 import { node, testQube } from "../helpers.js";
 import { httpConfig } from "../http/fixtures.js";
-import type { SimRuntime } from "../http-yagna/provider.js";
+import { costOf, type SimRuntime } from "../http-yagna/provider.js";
 import { HttpYagna } from "../http-yagna/server.js";
 import { ExeUnit } from "./exe-unit.js";
 
@@ -128,6 +128,19 @@ describe("Golem end to end through ya-runtime-airqube (golem-js → loopback yag
     const leaks = yagna.leaks();
     expect(leaks, "agreements, activities, allocations or services left open").to.deep.equal([]);
     expect(yagna.ledger.invoicesIssued).to.have.length(3);
+    // what each provider billed: the runtime's cpu counter (the sandbox's own CPU time, metered by the host, not
+    // the wall time) is above zero and below the activity's duration times the offer's cores (2)
+    const billed = yagna.ledger.usageBilled;
+    expect(new Set(billed.map((b) => b.provider))).to.deep.equal(new Set([node(1), node(2), node(3)]));
+    for (const b of billed) {
+      expect(b.cpuSec, JSON.stringify(b)).to.be.above(0);
+      expect(b.cpuSec, JSON.stringify(b)).to.be.below(b.durationSec * 2);
+    }
+    for (const invoice of yagna.ledger.invoicesIssued) {
+      const usage = billed.find((b) => b.agreementId === invoice.agreementId)!;
+      const provider = providers.find((p) => p.id === usage.provider)!;
+      expect(Number(invoice.amount)).to.be.closeTo(costOf(provider, usage), 1e-12);
+    }
     // no sandbox left behind by the runtimes
     const left = await docker.listContainers({ all: true, filters: { label: [RUNTIME_LABEL] } });
     expect(left.filter((c) => c.ImageID === imageId)).to.deep.equal([]);
