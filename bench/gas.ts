@@ -31,6 +31,7 @@ import {
   compactSignature,
   type EscrowBatch,
   escrowV2Domain,
+  FOLLOW_UP_TYPES,
   qubesRootOf,
 } from "../src/chain/escrow-v2-batch.js";
 import type { EscrowJob } from "../src/chain/job.js";
@@ -182,6 +183,7 @@ async function main(): Promise<void> {
       perQube,
       v2Amortised: v2.amortised,
       v2BreakdownK3Batch1: v2.breakdownK3Batch1,
+      v2GroupK3TieBreaker: v2.groupK3TieBreaker,
       v2Goals: {
         k3batch1: { gasPerQube: at(3, 1), max: 150_000, met: at(3, 1) <= 150_000 },
         k3batch1Checked: { gasPerQube: at(3, 1, "checked"), max: 150_000, met: at(3, 1, "checked") <= 150_000 },
@@ -207,6 +209,7 @@ async function main(): Promise<void> {
         );
       }
       console.log("v2 amortised", report.v2Amortised, "goals", report.v2Goals);
+      console.log("v2 group: k = 3 with a dissenter + a k = 1 tie-breaker", report.v2GroupK3TieBreaker);
     }
   } finally {
     await chain.stop();
@@ -265,12 +268,20 @@ async function measureV2(provider: JsonRpcProvider, chainId: number, keys: strin
 
   // Steady state: a requestor's ring slot (nonce % 256) held an earlier, closed batch; all batches here use slot 0.
   let nonce = 0n;
-  const prepare = async (k: number, jobs: number) => {
+  /**
+   * A batch of `jobs` qubes on `k` seats (from seat `first`) in ring slot `slot`, its statements (every seat
+   * agreeing but `dissenter`, if given) and calls; with `leader`, a follow-up of it (seats sign `FollowUp`).
+   */
+  const prepare = async (
+    k: number,
+    jobs: number,
+    group: { first?: number; slot?: bigint; dissenter?: number; leader?: EscrowBatch } = {},
+  ) => {
     const now = (await provider.getBlock("latest"))!.timestamp;
-    const providers = seats.slice(0, k);
+    const providers = seats.slice(group.first ?? 0, (group.first ?? 0) + k);
     const batch: EscrowBatch = {
       requestor: requestor.address,
-      nonce: 256n * nonce++,
+      nonce: 256n * nonce++ + (group.slot ?? 0n),
       qubesRoot: qubesRootOf(Array.from({ length: jobs }, (_, j) => hex32(0xc0be00 + j))),
       jobs,
       providers: providers.map((p) => p.address),
@@ -284,15 +295,19 @@ async function measureV2(provider: JsonRpcProvider, chainId: number, keys: strin
     const id = batchIdOf(batch);
     const accepts: string[] = [];
     for (const p of providers) {
-      accepts.push(...compactSignature(await p.signTypedData(domain, ACCEPT_TYPES, { batchId: id })));
+      const signature = group.leader
+        ? await p.signTypedData(domain, FOLLOW_UP_TYPES, { batchId: id, leaderId: batchIdOf(group.leader) })
+        : await p.signTypedData(domain, ACCEPT_TYPES, { batchId: id });
+      accepts.push(...compactSignature(signature));
     }
     const openings: string[] = [];
     const columns: string[][] = providers.map(() => []);
     for (let j = 0; j < jobs; j++) {
       for (const [s, p] of providers.entries()) {
         const salt = hex32(0x5a170000 + j * 16 + s);
-        openings.push(hex32(0x1234), salt);
-        columns[s]!.push(batchCommitmentOf(id, j, hex32(0x1234), salt, p.address));
+        const root = hex32(s === group.dissenter ? 0x5678 : 0x1234);
+        openings.push(root, salt);
+        columns[s]!.push(batchCommitmentOf(id, j, root, salt, p.address));
       }
     }
     const signatures: string[] = [];
@@ -302,7 +317,13 @@ async function measureV2(provider: JsonRpcProvider, chainId: number, keys: strin
     }
     const iface = at(requestor).interface;
     return {
-      open: () => at(requestor).getFunction("open")(batchTuple(batch), accepts),
+      batch,
+      signatures,
+      openings,
+      open: () =>
+        group.leader
+          ? at(requestor).getFunction("openFollowUp")(batchTuple(batch), accepts, batchTuple(group.leader))
+          : at(requestor).getFunction("open")(batchTuple(batch), accepts),
       settle: () => at(requestor).getFunction("settle")(batchTuple(batch), signatures, openings),
       release: () => at(requestor).getFunction("release")(batchTuple(batch)),
       openData: iface.encodeFunctionData("open", [batchTuple(batch), accepts]),
@@ -336,7 +357,27 @@ async function measureV2(provider: JsonRpcProvider, chainId: number, keys: strin
     await gas(b[2]!.release());
     return steady;
   };
+  /**
+   * A k = 3 qube with one dissenter and a k = 1 tie-breaker (seat 3) in its group, settled with `settleGroup`:
+   * the leader in ring slot 0, the follow-up in slot 1; the second run is the steady state.
+   */
+  const runGroup = async () => {
+    const leader = await prepare(3, 1, { dissenter: 2 });
+    const open = await gas(leader.open());
+    const tie = await prepare(1, 1, { first: 3, slot: 1n, leader: leader.batch });
+    const openFollowUp = await gas(tie.open());
+    const settleGroup = await gas(
+      at(requestor).getFunction("settleGroup")(
+        [batchTuple(leader.batch), batchTuple(tie.batch)],
+        [leader.signatures, tie.signatures],
+        [leader.openings, tie.openings],
+      ),
+    );
+    return { open, openFollowUp, settleGroup, total: open + openFollowUp + settleGroup };
+  };
   await runBatch(5, 1, true); // warm-up: every account returning
+  await runGroup(); // warm-up of the group's slots (the follow-up's ring slot, the tie-breaker's balance)
+  const group = await runGroup();
   const withdraw = await gas(at(seats[0]!).getFunction("withdraw")(PRICE));
   const rows = [];
   const breakdowns: Record<string, { open: GasBreakdown; settle: GasBreakdown }> = {};
@@ -376,6 +417,7 @@ async function measureV2(provider: JsonRpcProvider, chainId: number, keys: strin
     rows,
     amortised: { over: AMORTISED_OVER, requestorDeposit: deposit, providerStakeDeposit: stakeDeposit, withdraw },
     breakdownK3Batch1: breakdowns,
+    groupK3TieBreaker: group,
   };
 }
 

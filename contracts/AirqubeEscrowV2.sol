@@ -50,6 +50,16 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
  * deadline. Invariant: the sum of all balances plus the locked funds of open and proposed batches equals the
  * escrow's token balance. Only plain ERC-20 tokens are supported (no fee-on-transfer or rebasing tokens).
  *
+ * Groups: the rounds of one qube. A tie-breaker or replacement round is a batch of its own, opened with
+ * {openFollowUp} in the group of the qube's first batch (the leader: same requestor, qubes and jobs). A batch of a
+ * group cannot be released, settled or finalised alone: the group is settled as a whole, by the requestor with
+ * {settleGroup} (every seat's signature and opening of every batch), or after a dispute of each of its batches
+ * with {finalizeGroup}. Each job is then tallied over the whole group with the leader's `quorum` (v1's
+ * {AirqubeEscrow-settleGroup}), so the honest pair of a k = 3 round with one dissenter is paid and the dissenter
+ * slashed once a tie-breaker agrees with the pair. Groups cost the no-group path nothing but a bit test: the
+ * group bits live in the batches' ring records, and the link of the follow-ups (a hash chain of their ids) in
+ * one slot of the leader's, written only by {openFollowUp}.
+ *
  * {multicall} runs several calls in one transaction (each call keeps its own checks and reentrancy guard): a
  * requestor running a stream of qubes settles the last batch and opens the next one together, so the two share
  * one transaction base and the accounts' storage slots are already warm.
@@ -99,12 +109,20 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     uint256 public constant RING = 256;
     /// @notice The most (job, seat) positions a batch may have.
     uint256 public constant MAX_POSITIONS = 256;
+    /// @notice The most seats the follow-ups of one group may have in all (so a group has at most 24 per job).
+    uint256 public constant MAX_FOLLOW_UP_SEATS = 12;
     /// @notice The EIP-712 type of a provider's consent to a batch (and to the lock of its stake).
     bytes32 public constant ACCEPT_TYPEHASH = keccak256("Accept(bytes32 batchId)");
+    /// @notice The EIP-712 type of a provider's consent to a follow-up batch in the group of `leaderId`.
+    bytes32 public constant FOLLOW_UP_TYPEHASH = keccak256("FollowUp(bytes32 batchId,bytes32 leaderId)");
     /// @notice The EIP-712 type of a provider's commitments: `commitments` hashes its column, one per job.
     bytes32 public constant COMMITMENTS_TYPEHASH = keccak256("Commitments(bytes32 batchId,bytes32 commitments)");
 
-    uint256 private constant _STATUS_MASK = 0xff;
+    uint256 private constant _STATUS_MASK = 0x07;
+    uint256 private constant _LEADER_BIT = 0x08;
+    uint256 private constant _FOLLOWER_BIT = 0x10;
+    uint256 private constant _GROUP_BITS = 0x18;
+    uint256 private constant _SEATS_MASK = 0xff;
     uint256 private constant _NONCE_SHIFT = 8;
     uint256 private constant _NONCE_MASK = 0xffffffffff;
     uint256 private constant _ID_MASK = ~uint256(0) << 48;
@@ -114,7 +132,8 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     /// @notice The block the escrow was deployed in: event reads start there.
     uint256 public immutable deploymentBlock;
 
-    /// @dev keccak256(requestor, nonce % RING) => status (bits 0-7) | nonce (8-47) | top 208 bits of the batch id.
+    /// @dev keccak256(requestor, nonce % RING) => status (bits 0-2) | leads a group (bit 3) | is a follow-up (bit 4) |
+    /// nonce (8-47) | top 208 bits of the batch id.
     /// A requestor's steady state re-writes its used slots (about 5k gas) instead of filling a fresh one (22k).
     mapping(bytes32 slot => uint256 record) private _records;
     /// @dev batchId => when its dispute started.
@@ -125,6 +144,9 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     mapping(bytes32 batchId => uint256 bitmap) private _revealed;
     /// @dev batchId => bitmap of the seats proven to have signed two different columns.
     mapping(bytes32 batchId => uint256 bitmap) private _equivocated;
+    /// @dev leaderId => the link of its follow-ups: `keccak256(abi.encode(previous link, followUpId))` with the low
+    /// byte replaced by how many seats the follow-ups have in all, starting from zero (see {_nextLink}).
+    mapping(bytes32 leaderId => uint256 link) private _groups;
     /// @dev account => balance + 1 once used (0 = never used), so a returning account's credit is a warm update.
     mapping(address account => uint256 balancePlusOne) private _balances;
 
@@ -134,6 +156,8 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     event Withdrawn(address indexed account, uint256 amount);
     /// @notice A batch was opened: `budget` of the requestor's and `stake * jobs` of each seat's balance locked.
     event BatchOpened(bytes32 indexed batchId, address indexed requestor, uint256 jobs, uint256 budget);
+    /// @notice A follow-up batch (tie-breaker or replacement) joined the group of `leaderId`; carries both batches.
+    event FollowUpOpened(bytes32 indexed leaderId, bytes32 indexed batchId, Batch leader, Batch batch);
     /// @notice A dispute started: the proposed commitments (job-major), and the end of the commitment window.
     event Proposed(bytes32 indexed batchId, address indexed proposer, bytes32[] commitments, uint256 commitBy);
     /// @notice A seat left out of a proposal added its signed column.
@@ -187,6 +211,14 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     error AirqubeEscrowV2InsufficientBalance(address account, uint256 balance, uint256 needed);
     /// @notice A deposit or withdrawal of zero.
     error AirqubeEscrowV2ZeroAmount();
+    /// @notice The follow-up does not fit the leader (requestor, qubes or jobs differ, the leader is a follow-up
+    /// itself, or the group's follow-ups would have more than {MAX_FOLLOW_UP_SEATS} seats).
+    error AirqubeEscrowV2NotAFollowUp(bytes32 batchId, bytes32 leaderId);
+    /// @notice The batch belongs to a group: settle it with {settleGroup} or {finalizeGroup}.
+    error AirqubeEscrowV2GroupSettlement(bytes32 batchId);
+    /// @notice The batches given are not exactly the leader's group (leader first, then its follow-ups in the
+    /// order they were opened), or the arrays' lengths differ.
+    error AirqubeEscrowV2GroupMismatch(bytes32 leaderId);
 
     /// @param token_ The ERC-20 token of deposits, budgets, stakes and payouts.
     constructor(IERC20 token_) EIP712("AirqubeEscrowV2", "1") {
@@ -243,6 +275,42 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
      * @return batchId The batch's id.
      */
     function open(Batch calldata batch, bytes32[] calldata accepts) external nonReentrant returns (bytes32 batchId) {
+        return _open(batch, accepts, 0);
+    }
+
+    /**
+     * @notice Opens a follow-up batch of a qube (a tie-breaker or replacement round) in the group of `leader`, the
+     * qube's first batch, as {open} does. The group is then settled as a whole ({settleGroup}, {finalizeGroup}).
+     * @param batch The follow-up's parameters: same requestor (the caller), `qubesRoot` and `jobs` as the leader.
+     * @param accepts For each seat, its compact signature `[r, vs]` of `FollowUp(batchId, leaderId)`: its consent
+     * to the batch, to the lock of its stake and to its votes being counted with the leader's group.
+     * @param leader The leader's parameters; the leader must be open and not a follow-up itself.
+     * @return batchId The follow-up's id.
+     */
+    function openFollowUp(Batch calldata batch, bytes32[] calldata accepts, Batch calldata leader)
+        external
+        nonReentrant
+        returns (bytes32 batchId)
+    {
+        bytes32 leaderId = keccak256(abi.encode(leader));
+        (bytes32 leaderSlot, uint256 leaderWord) = _record(leader, leaderId, Status.Open);
+        batchId = _open(batch, accepts, leaderId);
+        uint256 link = _groups[leaderId];
+        if (
+            leader.requestor != batch.requestor || leader.qubesRoot != batch.qubesRoot || leader.jobs != batch.jobs
+                || leaderWord & _FOLLOWER_BIT != 0
+                || (link & _SEATS_MASK) + batch.providers.length > MAX_FOLLOW_UP_SEATS
+        ) revert AirqubeEscrowV2NotAFollowUp(batchId, leaderId);
+        _records[leaderSlot] = leaderWord | _LEADER_BIT;
+        _groups[leaderId] = _nextLink(link, batchId, batch.providers.length);
+        emit FollowUpOpened(leaderId, batchId, leader, batch);
+    }
+
+    /// @dev Opens a batch; `leaderId` is zero, or the leader of a follow-up (whose seats then sign `FollowUp`).
+    function _open(Batch calldata batch, bytes32[] calldata accepts, bytes32 leaderId)
+        private
+        returns (bytes32 batchId)
+    {
         if (batch.requestor != msg.sender) revert AirqubeEscrowV2Unauthorized(msg.sender);
         uint256 k = batch.providers.length;
         uint256 n = batch.jobs;
@@ -272,11 +340,17 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
         ) revert AirqubeEscrowV2NonceUnavailable(msg.sender, batch.nonce);
         if (accepts.length != 2 * k) revert AirqubeEscrowV2BadLength(batchId);
 
-        _records[slot] = (uint256(batchId) & _ID_MASK) | (uint256(batch.nonce) << _NONCE_SHIFT) | uint256(Status.Open);
+        _records[slot] =
+            (uint256(batchId) & _ID_MASK) | (uint256(batch.nonce) << _NONCE_SHIFT)
+            | (leaderId == 0 ? 0 : _FOLLOWER_BIT) | uint256(Status.Open);
         uint256 budget = uint256(batch.price) * k * n;
         _debit(msg.sender, budget);
         uint256 locked = uint256(batch.stake) * n;
-        bytes32 acceptHash = _hashTypedDataV4(keccak256(abi.encode(ACCEPT_TYPEHASH, batchId)));
+        bytes32 acceptHash = _hashTypedDataV4(
+            leaderId == 0
+                ? keccak256(abi.encode(ACCEPT_TYPEHASH, batchId))
+                : keccak256(abi.encode(FOLLOW_UP_TYPEHASH, batchId, leaderId))
+        );
         for (uint256 i = 0; i < k; ++i) {
             address p = batch.providers[i];
             _checkSignature(batchId, acceptHash, accepts[2 * i], accepts[2 * i + 1], p);
@@ -297,14 +371,54 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
         nonReentrant
     {
         bytes32 batchId = keccak256(abi.encode(batch));
-        (bytes32 slot, uint256 word) = _record(batch, batchId, Status.Open);
+        (bytes32 slot, uint256 word) = _recordAlone(batch, batchId, Status.Open);
         if (msg.sender != batch.requestor) revert AirqubeEscrowV2Unauthorized(msg.sender);
+        bytes32[] memory roots = _settledRoots(batch, batchId, signatures, openings);
+        _records[slot] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
+        _payout(batchId, batch, roots, type(uint256).max >> (256 - roots.length));
+    }
+
+    /**
+     * @notice Settles a group (a leader and its follow-ups) as a whole from every seat's signed commitments and
+     * every opening of every batch, as {settle} does for one batch; each job is tallied over the whole group with
+     * the leader's `quorum`, and the group's winners of a job share its slashed stakes. Only the requestor may
+     * call it, while every batch of the group is open and before each one's final deadline.
+     * @param batches The leader, then its follow-ups in the order they were opened.
+     * @param signatures For each batch, its seats' signatures as for {settle}.
+     * @param openings For each batch, its openings as for {settle}.
+     */
+    function settleGroup(Batch[] calldata batches, bytes32[][] calldata signatures, bytes32[][] calldata openings)
+        external
+        nonReentrant
+    {
+        uint256 m = batches.length;
+        if (signatures.length != m || openings.length != m) revert AirqubeEscrowV2GroupMismatch(bytes32(0));
+        bytes32[] memory ids = _checkGroup(batches);
+        if (msg.sender != batches[0].requestor) revert AirqubeEscrowV2Unauthorized(msg.sender);
+        bytes32[][] memory roots = new bytes32[][](m);
+        uint256[] memory committed = new uint256[](m);
+        for (uint256 b = 0; b < m; ++b) {
+            (bytes32 slot, uint256 word) = _record(batches[b], ids[b], Status.Open);
+            roots[b] = _settledRoots(batches[b], ids[b], signatures[b], openings[b]);
+            committed[b] = type(uint256).max >> (256 - roots[b].length);
+            _records[slot] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
+        }
+        _payoutGroup(batches, ids, roots, committed);
+    }
+
+    /// @dev The checks of the fast path for one batch (deadline, lengths, signatures); the opened roots.
+    function _settledRoots(
+        Batch calldata batch,
+        bytes32 batchId,
+        bytes32[] calldata signatures,
+        bytes32[] calldata openings
+    ) private view returns (bytes32[] memory roots) {
         if (block.timestamp > batch.finalDeadline) revert AirqubeEscrowV2TooLate(batchId, batch.finalDeadline);
         uint256 k = batch.providers.length;
         uint256 n = batch.jobs;
         if (signatures.length != 2 * k || openings.length != 2 * n * k) revert AirqubeEscrowV2BadLength(batchId);
 
-        bytes32[] memory roots = new bytes32[](n * k);
+        roots = new bytes32[](n * k);
         bytes32[] memory column = new bytes32[](n);
         for (uint256 s = 0; s < k; ++s) {
             address p = batch.providers[s];
@@ -317,8 +431,6 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
             }
             _checkColumn(batchId, column, signatures[2 * s], signatures[2 * s + 1], p);
         }
-        _records[slot] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
-        _payout(batchId, batch, roots, type(uint256).max >> (256 - n * k));
     }
 
     /**
@@ -333,7 +445,7 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
      */
     function release(Batch calldata batch) external nonReentrant {
         bytes32 batchId = keccak256(abi.encode(batch));
-        (bytes32 slot, uint256 word) = _record(batch, batchId, Status.Open);
+        (bytes32 slot, uint256 word) = _recordAlone(batch, batchId, Status.Open);
         if (msg.sender != batch.requestor) revert AirqubeEscrowV2Unauthorized(msg.sender);
         _records[slot] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
         uint256 k = batch.providers.length;
@@ -503,7 +615,58 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
         nonReentrant
     {
         bytes32 batchId = keccak256(abi.encode(batch));
-        (bytes32 slot, uint256 word) = _record(batch, batchId, Status.Proposed);
+        (bytes32 slot, uint256 word) = _recordAlone(batch, batchId, Status.Proposed);
+        (bytes32[] memory roots, uint256 committed) = _disputedRoots(batch, batchId, commitments, openings);
+        _records[slot] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
+        _payout(batchId, batch, roots, committed);
+    }
+
+    /**
+     * @notice Settles a group after the dispute of its batches, as {finalize} does for one batch: each job is
+     * tallied over the group's batches under dispute with the leader's `quorum`. Every batch of the group must be
+     * under dispute with its reveal window over, or closed already (reclaimed after its final deadline: it then
+     * has no votes and pays nothing); a batch still open must first be proposed or, after its final deadline,
+     * reclaimed. Anyone may call it.
+     * @param batches The leader, then its follow-ups in the order they were opened.
+     * @param commitments For each batch, its proposal's current commitments (anything for a closed batch).
+     * @param openings For each batch, its openings as for {finalize} (anything for a closed batch).
+     */
+    function finalizeGroup(Batch[] calldata batches, bytes32[][] calldata commitments, bytes32[][] calldata openings)
+        external
+        nonReentrant
+    {
+        uint256 m = batches.length;
+        if (commitments.length != m || openings.length != m) revert AirqubeEscrowV2GroupMismatch(bytes32(0));
+        bytes32[] memory ids = _checkGroup(batches);
+        bytes32[][] memory roots = new bytes32[][](m);
+        uint256[] memory committed = new uint256[](m);
+        bool disputed;
+        for (uint256 b = 0; b < m; ++b) {
+            Batch calldata batch = batches[b];
+            bytes32 slot = _slotOf(batch.requestor, batch.nonce);
+            uint256 word = _records[slot];
+            uint256 status = _matches(word, ids[b], batch.nonce) ? word & _STATUS_MASK : 0;
+            if (status == uint256(Status.Proposed)) {
+                (roots[b], committed[b]) = _disputedRoots(batch, ids[b], commitments[b], openings[b]);
+                _records[slot] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
+                disputed = true;
+            } else if (status == uint256(Status.Open) || status == uint256(Status.Settled)) {
+                revert AirqubeEscrowV2WrongStatus(ids[b], Status(status));
+            }
+            // Reclaimed, or None (its ring slot took a later batch after it was reclaimed): no votes, no payout.
+        }
+        if (!disputed) revert AirqubeEscrowV2WrongStatus(ids[0], Status.Reclaimed);
+        _payoutGroup(batches, ids, roots, committed);
+    }
+
+    /// @dev The checks of a dispute's end for one batch (reveal window over, proposal, openings, on-chain
+    /// reveals); the opened roots and the bitmap of the positions that count as committed.
+    function _disputedRoots(
+        Batch calldata batch,
+        bytes32 batchId,
+        bytes32[] calldata commitments,
+        bytes32[] calldata openings
+    ) private view returns (bytes32[] memory roots, uint256 committed) {
         uint256 revealBy = _proposedAt[batchId] + 2 * (uint256(batch.revealDeadline) - batch.commitDeadline);
         if (block.timestamp <= revealBy) revert AirqubeEscrowV2TooEarly(batchId, revealBy);
         _checkProposal(batchId, commitments);
@@ -512,8 +675,7 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
         uint256 k = batch.providers.length;
         uint256 onChain = _revealed[batchId];
         uint256 equivocated = _equivocated[batchId];
-        bytes32[] memory roots = new bytes32[](m);
-        uint256 committed;
+        roots = new bytes32[](m);
         for (uint256 pos = 0; pos < m; ++pos) {
             bytes32 root = openings[2 * pos];
             if (equivocated & (1 << (pos % k)) != 0) {
@@ -528,8 +690,6 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
             _checkOpening(batchId, batch, commitments, pos, k, root, openings[2 * pos + 1]);
             roots[pos] = root;
         }
-        _records[slot] = (word & ~_STATUS_MASK) | uint256(Status.Settled);
-        _payout(batchId, batch, roots, committed);
     }
 
     /**
@@ -586,6 +746,20 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     }
 
     /**
+     * @notice Whether a batch leads a group or is a follow-up (both false once its ring slot holds a later batch).
+     * @param batch The batch's parameters.
+     * @return leader Whether the batch has follow-ups.
+     * @return followUp Whether the batch is a follow-up of a leader.
+     * @return followUpSeats For a leader, how many seats its follow-ups have in all.
+     */
+    function batchGroup(Batch calldata batch) external view returns (bool leader, bool followUp, uint256 followUpSeats) {
+        bytes32 batchId = keccak256(abi.encode(batch));
+        uint256 word = _records[_slotOf(batch.requestor, batch.nonce)];
+        if (!_matches(word, batchId, batch.nonce)) return (false, false, 0);
+        return (word & _LEADER_BIT != 0, word & _FOLLOWER_BIT != 0, _groups[batchId] & _SEATS_MASK);
+    }
+
+    /**
      * @notice The id of a batch: `keccak256(abi.encode(batch))`.
      * @param batch The batch's parameters.
      * @return The batch's id.
@@ -618,6 +792,16 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
      */
     function acceptDigest(bytes32 batchId) external view returns (bytes32) {
         return _hashTypedDataV4(keccak256(abi.encode(ACCEPT_TYPEHASH, batchId)));
+    }
+
+    /**
+     * @notice The EIP-712 digest a seat signs to accept a follow-up batch in the group of `leaderId`.
+     * @param batchId The follow-up's id.
+     * @param leaderId The leader's id.
+     * @return The digest.
+     */
+    function followUpDigest(bytes32 batchId, bytes32 leaderId) external view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(FOLLOW_UP_TYPEHASH, batchId, leaderId)));
     }
 
     /**
@@ -679,6 +863,37 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
         word = _records[slot];
         uint256 status = _matches(word, batchId, batch.nonce) ? word & _STATUS_MASK : 0;
         if (status != uint256(expected)) revert AirqubeEscrowV2WrongStatus(batchId, Status(status));
+    }
+
+    /// @dev As {_record}, and reverts for a batch of a group (settled only with its group).
+    function _recordAlone(Batch calldata batch, bytes32 batchId, Status expected)
+        private
+        view
+        returns (bytes32 slot, uint256 word)
+    {
+        (slot, word) = _record(batch, batchId, expected);
+        if (word & _GROUP_BITS != 0) revert AirqubeEscrowV2GroupSettlement(batchId);
+    }
+
+    /// @dev The next link of a leader's follow-ups: the hash of the link and the follow-up's id, whose low byte is
+    /// replaced by the follow-ups' seats so far.
+    function _nextLink(uint256 link, bytes32 followUpId, uint256 seats) private pure returns (uint256) {
+        return (uint256(keccak256(abi.encode(link, followUpId))) & ~_SEATS_MASK) | ((link & _SEATS_MASK) + seats);
+    }
+
+    /// @dev Reverts unless `batches` is exactly a leader's group: the leader, then every follow-up once, in the
+    /// order they were opened. Returns the batches' ids.
+    function _checkGroup(Batch[] calldata batches) private view returns (bytes32[] memory ids) {
+        uint256 m = batches.length;
+        if (m < 2) revert AirqubeEscrowV2GroupMismatch(bytes32(0));
+        ids = new bytes32[](m);
+        ids[0] = keccak256(abi.encode(batches[0]));
+        uint256 link;
+        for (uint256 b = 1; b < m; ++b) {
+            ids[b] = keccak256(abi.encode(batches[b]));
+            link = _nextLink(link, ids[b], batches[b].providers.length);
+        }
+        if (link != _groups[ids[0]]) revert AirqubeEscrowV2GroupMismatch(ids[0]);
     }
 
     function _seatOf(Batch calldata batch, address account) private pure returns (uint256) {
@@ -808,6 +1023,110 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
             _credit(batch.providers[s], credits[s]);
         }
         _credit(batch.requestor, refund);
+    }
+
+    /**
+     * @dev Pays out a settled group as {_payout} does a batch, each job tallied over the whole group with the
+     * leader's `quorum`: `roots[b]` and `committed[b]` are batch `b`'s, and an empty `roots[b]` leaves out a
+     * batch already closed (no votes, no payout). The winners of a job share the job's slashed stakes of the
+     * whole group; the dust and every refund go to the (one) requestor.
+     */
+    function _payoutGroup(
+        Batch[] calldata batches,
+        bytes32[] memory ids,
+        bytes32[][] memory roots,
+        uint256[] memory committed
+    ) private {
+        uint256 m = batches.length;
+        uint256 n = batches[0].jobs;
+        uint256[][] memory credits = new uint256[][](m);
+        uint256[] memory winners = new uint256[](m);
+        uint256[] memory slashed = new uint256[](m);
+        for (uint256 b = 0; b < m; ++b) {
+            credits[b] = new uint256[](batches[b].providers.length);
+        }
+        uint256 refund;
+        for (uint256 j = 0; j < n; ++j) {
+            (bytes32 winner, uint256 count) = _groupWinnerOf(batches, roots, committed, j);
+            uint256 pool;
+            for (uint256 b = 0; b < m; ++b) {
+                if (roots[b].length == 0) continue;
+                uint256 k = batches[b].providers.length;
+                uint256 stake = batches[b].stake;
+                for (uint256 s = 0; s < k; ++s) {
+                    uint256 pos = j * k + s;
+                    bytes32 root = roots[b][pos];
+                    if (count != 0 && root == winner) continue; // a winner: paid below
+                    refund += batches[b].price;
+                    if (committed[b] & (1 << pos) == 0 || (root != 0 && count == 0)) {
+                        credits[b][s] += stake; // never committed, or opened without a winner: stake back
+                    } else {
+                        pool += stake; // silent after the request, or a dissenter
+                        slashed[b] += stake;
+                    }
+                }
+            }
+            if (count == 0) {
+                refund += pool;
+                continue;
+            }
+            uint256 share = pool / count;
+            refund += pool - share * count;
+            for (uint256 b = 0; b < m; ++b) {
+                if (roots[b].length == 0) continue;
+                uint256 k = batches[b].providers.length;
+                uint256 paid = uint256(batches[b].price) + batches[b].stake + share;
+                for (uint256 s = 0; s < k; ++s) {
+                    if (roots[b][j * k + s] == winner) {
+                        credits[b][s] += paid;
+                        ++winners[b];
+                    }
+                }
+            }
+        }
+        for (uint256 b = 0; b < m; ++b) {
+            if (roots[b].length == 0) continue;
+            emit Settled(ids[b], winners[b], slashed[b]);
+            for (uint256 s = 0; s < credits[b].length; ++s) {
+                _credit(batches[b].providers[s], credits[b][s]);
+            }
+        }
+        _credit(batches[0].requestor, refund);
+    }
+
+    /// @dev Job `j`'s winning root over a group: as {_winnerOf}, with every batch's votes and the leader's quorum.
+    function _groupWinnerOf(Batch[] calldata batches, bytes32[][] memory roots, uint256[] memory committed, uint256 j)
+        private
+        pure
+        returns (bytes32 winner, uint256 count)
+    {
+        uint256 m = batches.length;
+        uint256 seats;
+        for (uint256 b = 0; b < m; ++b) {
+            if (roots[b].length == 0) continue;
+            uint256 k = batches[b].providers.length;
+            for (uint256 s = 0; s < k; ++s) {
+                if (committed[b] & (1 << (j * k + s)) != 0) ++seats;
+            }
+        }
+        uint256 needed = uint256(batches[0].quorum) + seats;
+        for (uint256 b = 0; b < m; ++b) {
+            if (roots[b].length == 0) continue;
+            uint256 k = batches[b].providers.length;
+            for (uint256 s = 0; s < k; ++s) {
+                bytes32 root = roots[b][j * k + s];
+                if (root == 0) continue;
+                uint256 c;
+                for (uint256 a = 0; a < m; ++a) {
+                    if (roots[a].length == 0) continue;
+                    uint256 ka = batches[a].providers.length;
+                    for (uint256 t = 0; t < ka; ++t) {
+                        if (roots[a][j * ka + t] == root) ++c;
+                    }
+                }
+                if (2 * c >= needed) return (root, c);
+            }
+        }
     }
 
     /// @dev A job's winning root: `c` equal opened roots with `2c >= quorum + committed seats` (at most one).

@@ -130,6 +130,17 @@ export function escrowV2Domain(chainId: bigint | number, escrow: string): TypedD
 /** EIP-712 types of a provider's consent to a batch. */
 export const ACCEPT_TYPES = { Accept: [{ name: "batchId", type: "bytes32" }] };
 
+/**
+ * EIP-712 types of a provider's consent to a follow-up batch (a tie-breaker or replacement round) in the group of
+ * the qube's first batch, `leaderId`: its votes are then counted with the whole group's.
+ */
+export const FOLLOW_UP_TYPES = {
+  FollowUp: [
+    { name: "batchId", type: "bytes32" },
+    { name: "leaderId", type: "bytes32" },
+  ],
+};
+
 /** EIP-712 types of a provider's commitments (`commitments` hashes its column, see {@link columnHashOf}). */
 export const COMMITMENTS_TYPES = {
   Commitments: [

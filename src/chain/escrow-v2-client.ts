@@ -29,6 +29,7 @@ import {
   compactSignature,
   type EscrowBatch,
   escrowV2Domain,
+  FOLLOW_UP_TYPES,
   parseEscrowBatch,
 } from "./escrow-v2-batch.js";
 import { type LogRange, queryLogPages } from "./log-pages.js";
@@ -61,6 +62,24 @@ export interface BatchSettlement {
   slashed: bigint;
   blockNumber: number;
   txHash: string;
+}
+
+/** A batch's place in a group (a qube's first batch and its tie-breaker or replacement batches). */
+export interface EscrowBatchGroup {
+  /** Whether the batch has follow-ups. */
+  leader: boolean;
+  /** Whether the batch is a follow-up of a leader. */
+  followUp: boolean;
+  /** For a leader, how many seats its follow-ups have in all. */
+  followUpSeats: number;
+}
+
+/** What {@link EscrowV2Client.finalizeGroup} needs of one batch under dispute (see {@link BatchDispute}). */
+export interface GroupMemberDispute {
+  /** The proposal's current commitments. */
+  commitments: readonly string[];
+  /** By position, the openings known (`undefined` where not opened); every one recorded on chain included. */
+  openings: readonly (BatchOpening | undefined)[];
 }
 
 /** A batch's dispute as its events tell it: what a seat needs to add its column, reveal or finalize. */
@@ -106,6 +125,36 @@ const proposedArgs = z.object({
 const addedArgs = z.object({ seat: z.bigint().max(11n), column: z.array(hex32).max(256) });
 const revealedArgs = z.object({ position: z.bigint().max(255n), outputsRoot: hex32, salt: hex32 });
 const equivocatedArgs = z.object({ seat: z.bigint().max(11n) });
+const groupAnswer = z.tuple([z.boolean(), z.boolean(), z.bigint().max(12n)]);
+const eventBatch = z
+  .tuple([
+    z.string(),
+    z.bigint(),
+    hex32,
+    z.bigint(),
+    z.array(z.string()),
+    z.bigint(),
+    z.bigint(),
+    z.bigint(),
+    z.bigint(),
+    z.bigint(),
+    z.bigint(),
+  ])
+  .transform(([requestor, nonce, qubesRoot, jobs, providers, price, stake, quorum, c, r, f]) =>
+    parseEscrowBatch({
+      requestor,
+      nonce,
+      qubesRoot,
+      jobs: Number(jobs),
+      providers,
+      price,
+      stake,
+      quorum: Number(quorum),
+      commitDeadline: Number(c),
+      revealDeadline: Number(r),
+      finalDeadline: Number(f),
+    }),
+  );
 
 /**
  * Deploys AirqubeEscrowV2 for a token.
@@ -273,6 +322,15 @@ export class EscrowV2Client {
     return compactSignature(await this.#wallet.signTypedData(this.#domain(), COMMITMENTS_TYPES, value));
   }
 
+  /**
+   * A provider's consent to a follow-up batch (a tie-breaker or replacement round) in the group of `leader`
+   * (EIP-712 `FollowUp`): its votes are then counted with the whole group's.
+   */
+  async signFollowUp(batch: EscrowBatch, leader: EscrowBatch): Promise<CompactSignature> {
+    const value = { batchId: batchIdOf(parseEscrowBatch(batch)), leaderId: batchIdOf(parseEscrowBatch(leader)) };
+    return compactSignature(await this.#wallet.signTypedData(this.#domain(), FOLLOW_UP_TYPES, value));
+  }
+
   /** Opens `batch` (the caller is its requestor) with every seat's `Accept`, in seat order. */
   async open(batch: EscrowBatch, accepts: readonly CompactSignature[], options: CallOptions = {}) {
     const b = parseEscrowBatch(batch);
@@ -282,6 +340,76 @@ export class EscrowV2Client {
       options,
     );
     return { ...result, batchId: batchIdOf(b) };
+  }
+
+  /**
+   * Opens `batch` as a follow-up (tie-breaker or replacement) in the group of `leader` (open, same requestor,
+   * qubes and jobs) with every seat's `FollowUp` signature ({@link EscrowV2Client.signFollowUp}), in seat order.
+   */
+  async openFollowUp(
+    batch: EscrowBatch,
+    accepts: readonly CompactSignature[],
+    leader: EscrowBatch,
+    options: CallOptions = {},
+  ) {
+    const b = parseEscrowBatch(batch);
+    const l = parseEscrowBatch(leader);
+    const result = await this.#send(
+      "open the follow-up batch",
+      async () => this.#escrow.getFunction("openFollowUp")(batchTuple(b), accepts.flat(), batchTuple(l)),
+      options,
+    );
+    return { ...result, batchId: batchIdOf(b) };
+  }
+
+  /**
+   * Settles a group as a whole (the requestor only): `batches` is the leader then its follow-ups in the order
+   * they were opened ({@link EscrowV2Client.group}); for each, every seat's signature and every opening as for
+   * {@link EscrowV2Client.settle}.
+   */
+  async settleGroup(
+    batches: readonly EscrowBatch[],
+    signatures: readonly (readonly CompactSignature[])[],
+    openings: readonly (readonly (readonly BatchOpening[])[])[],
+    options: CallOptions = {},
+  ): Promise<TxResult> {
+    const bs = batches.map((b) => batchTuple(parseEscrowBatch(b)));
+    const flat = openings.map((batch) => batch.flatMap((row) => row.flatMap((o) => [o.outputsRoot, o.salt])));
+    return this.#send(
+      "settle the group",
+      async () =>
+        this.#escrow.getFunction("settleGroup")(
+          bs,
+          signatures.map((s) => s.flat()),
+          flat,
+        ),
+      options,
+    );
+  }
+
+  /**
+   * Settles a group after the dispute of its batches (anyone): for each batch of `batches` (leader first, then
+   * the follow-ups in order), its dispute, or `undefined` for a batch already reclaimed.
+   */
+  async finalizeGroup(
+    batches: readonly EscrowBatch[],
+    disputes: readonly (GroupMemberDispute | undefined)[],
+    options: CallOptions = {},
+  ): Promise<TxResult> {
+    const bs = batches.map((b) => batchTuple(parseEscrowBatch(b)));
+    const commitments = batches.map((_, i) => [...(disputes[i]?.commitments ?? [])]);
+    const flat = batches.map((_, i) => {
+      const d = disputes[i];
+      return (d?.commitments ?? []).flatMap((_c, pos) => {
+        const o = d?.openings[pos];
+        return o ? [o.outputsRoot, o.salt] : [ZERO, ZERO];
+      });
+    });
+    return this.#send(
+      "finalize the group",
+      async () => this.#escrow.getFunction("finalizeGroup")(bs, commitments, flat),
+      options,
+    );
   }
 
   /** Settles with every seat's `Commitments` signature and every opening (`openings[job][seat]`). */
@@ -408,6 +536,53 @@ export class EscrowV2Client {
     );
   }
 
+  /** Whether `batch` leads a group or is a follow-up (both false once its ring slot holds a later batch). */
+  async batchGroup(batch: EscrowBatch, options: CallOptions = {}): Promise<EscrowBatchGroup> {
+    const b = parseEscrowBatch(batch);
+    return runChainCall(
+      "read the batch's group",
+      async () => {
+        const answer = groupAnswer.safeParse([...(await this.#escrow.getFunction("batchGroup")(batchTuple(b)))]);
+        if (!answer.success) {
+          throw new ChainError("CHAIN_INVALID_RESPONSE", "The escrow answered a malformed group", {
+            cause: answer.error,
+          });
+        }
+        const [leader, followUp, seats] = answer.data;
+        return { leader, followUp, followUpSeats: Number(seats) };
+      },
+      options,
+    );
+  }
+
+  /**
+   * The group of `batch` from the `FollowUpOpened` events: its leader, then the follow-ups in the order they were
+   * opened (what {@link EscrowV2Client.settleGroup} and {@link EscrowV2Client.finalizeGroup} take); `[batch]`
+   * alone for a batch outside any group.
+   *
+   * @throws ChainError `CHAIN_INVALID_RESPONSE` when the events do not fit (a malicious endpoint).
+   */
+  async group(batch: EscrowBatch, options: CallOptions = {}): Promise<EscrowBatch[]> {
+    const b = parseEscrowBatch(batch);
+    const id = batchIdOf(b);
+    return runChainCall(
+      "read the group",
+      async () => {
+        const opened = this.#escrow.filters.FollowUpOpened!;
+        const asFollowUp = await this.#logs(opened(null, id), options);
+        const leaderId = asFollowUp.length > 0 ? parseFollowUp(asFollowUp[0]!).leaderId : id;
+        const events = (await this.#logs(opened(leaderId), options)).map(parseFollowUp);
+        if (events.length === 0) return [b];
+        const leader = events[0]!.leader;
+        if (batchIdOf(leader) !== leaderId || events.some((e) => batchIdOf(e.batch) !== e.batchId)) {
+          throw new ChainError("CHAIN_INVALID_RESPONSE", "The escrow's FollowUpOpened events do not fit the group");
+        }
+        return [leader, ...events.map((e) => e.batch)];
+      },
+      options,
+    );
+  }
+
   /**
    * The `Settled` events since the escrow's deployment (of one batch when `batchId` is given), read in pages
    * of at most `logRangeBlocks` blocks.
@@ -515,6 +690,20 @@ export class EscrowV2Client {
     );
     this.#queue = run.catch(() => undefined);
     return run;
+  }
+}
+
+const followUpArgs = z.object({ leaderId: hex32, batchId: hex32, leader: eventBatch, batch: eventBatch });
+
+/** A `FollowUpOpened` event's arguments, the two batches checked as {@link parseEscrowBatch} does. */
+function parseFollowUp(log: EventLog | Log) {
+  const a = (log as { args?: Record<string, unknown> }).args;
+  try {
+    return followUpArgs.parse({ leaderId: a?.leaderId, batchId: a?.batchId, leader: a?.leader, batch: a?.batch });
+  } catch (error) {
+    throw new ChainError("CHAIN_INVALID_RESPONSE", "An escrow FollowUpOpened event could not be decoded", {
+      cause: error,
+    });
   }
 }
 

@@ -26,12 +26,14 @@ describe("chain: EscrowV2Client (real EDR chain on 127.0.0.1)", function () {
   let provider: JsonRpcProvider;
   let requestor: EscrowV2Client;
   let seats: EscrowV2Client[];
+  /** A provider outside the seats: the tie-breaker of the group test. */
+  let tieBreaker: EscrowV2Client;
   let nonce = 1n;
   /** The disputed batch of the dispute test, its final commitments and seat 2's opening (read back later). */
   let disputed: { batch: EscrowBatch; commitments: string[]; opening: BatchOpening } | undefined;
 
   before(async () => {
-    chain = await startLocalChain({ accounts: 5 });
+    chain = await startLocalChain({ accounts: 6 });
     provider = createRpcProvider(chain.rpcUrl, chain.chainId);
     const deployer = new Wallet(chain.accounts[0]!.privateKey, provider);
     const { token } = await deployEscrow(deployer);
@@ -46,11 +48,12 @@ describe("chain: EscrowV2Client (real EDR chain on 127.0.0.1)", function () {
       EscrowV2Client.connect({ rpcUrl: chain.rpcUrl, privateKey: chain.accounts[i]!.privateKey, escrow });
     requestor = await connect(1);
     seats = await Promise.all([2, 3, 4].map(connect));
-    for (const c of [requestor, ...seats]) await c.deposit(100n * E18);
+    tieBreaker = await connect(5);
+    for (const c of [requestor, ...seats, tieBreaker]) await c.deposit(100n * E18);
   });
 
   after(async () => {
-    for (const c of [requestor, ...(seats ?? [])]) c?.close();
+    for (const c of [requestor, ...(seats ?? []), tieBreaker]) c?.close();
     provider?.destroy();
     await chain?.stop();
   });
@@ -187,6 +190,64 @@ describe("chain: EscrowV2Client (real EDR chain on 127.0.0.1)", function () {
       logRangeBlocks: 0,
     }).catch((e: unknown) => e);
     expect(bad).to.be.instanceOf(UserError);
+  });
+
+  it("groups: a tie-breaker joins the leader's group; settleGroup pays the pair and the tie-breaker, finalizeGroup after a dispute", async () => {
+    const W = hex32(0x5678);
+    const open = async () => {
+      const leader = await newBatch(1);
+      await requestor.open(leader, await Promise.all(seats.map((s) => s.signAccept(leader))));
+      const tie = { ...(await newBatch(1)), providers: [tieBreaker.address], quorum: 1 };
+      const opened = await requestor.openFollowUp(tie, [await tieBreaker.signFollowUp(tie, leader)], leader);
+      expect(opened.batchId).to.equal(batchIdOf(tie));
+      // seat 2 dissents; the tie-breaker agrees with the pair
+      const st = await statements(leader);
+      const salt = hex32(0x7777);
+      const ties = { outputsRoot: ROOT, salt };
+      const w = { outputsRoot: W, salt: hex32(0x8888) };
+      const column = [batchCommitmentOf(batchIdOf(leader), 0, W, w.salt, seats[2]!.address)];
+      st.signatures[2] = await seats[2]!.signCommitments(leader, column);
+      st.openings[0]![2] = w;
+      st.columns[2] = column;
+      const tieColumn = [batchCommitmentOf(batchIdOf(tie), 0, ROOT, salt, tieBreaker.address)];
+      const tieSignature = await tieBreaker.signCommitments(tie, tieColumn);
+      return { leader, tie, st, ties, tieColumn, tieSignature };
+    };
+    const a = await open();
+    expect(await requestor.batchGroup(a.leader)).to.deep.equal({ leader: true, followUp: false, followUpSeats: 1 });
+    expect(await requestor.batchGroup(a.tie)).to.deep.equal({ leader: false, followUp: true, followUpSeats: 0 });
+    // the group as the events tell it, from either batch
+    expect(await tieBreaker.group(a.tie)).to.deep.equal([a.leader, a.tie]);
+    expect(await seats[0]!.group(a.leader)).to.deep.equal([a.leader, a.tie]);
+    const before = await Promise.all([...seats, tieBreaker].map((s) => s.balance()));
+    const alone = await requestor.release(a.leader).catch((e: unknown) => e);
+    expect((alone as ChainError).errorName).to.equal("AirqubeEscrowV2GroupSettlement");
+    await requestor.settleGroup([a.leader, a.tie], [a.st.signatures, [a.tieSignature]], [a.st.openings, [[a.ties]]]);
+    const share = E18 / 3n; // seat 2's stake shared by the three winners
+    const after = await Promise.all([...seats, tieBreaker].map((s) => s.balance()));
+    expect(after.map((b, i) => b - before[i]!)).to.deep.equal([
+      2n * E18 + E18 + share,
+      2n * E18 + E18 + share,
+      0n,
+      2n * E18 + E18 + share,
+    ]);
+    // the same group through disputes: the requestor proposes both, then anyone finalizes after the windows
+    const b = await open();
+    await provider.send("evm_increaseTime", [101]);
+    const commitments = [0, 1, 2].map((s) => b.st.columns[s]![0]!);
+    await requestor.propose(b.leader, b.st.signatures, commitments);
+    await requestor.propose(b.tie, [b.tieSignature], b.tieColumn);
+    await provider.send("evm_increaseTime", [202]);
+    const dispute = await tieBreaker.dispute(b.leader);
+    await tieBreaker.finalizeGroup(
+      [b.leader, b.tie],
+      [
+        { commitments: dispute!.commitments, openings: b.st.openings[0]! },
+        { commitments: b.tieColumn, openings: [b.ties] },
+      ],
+    );
+    expect((await tieBreaker.settlements(batchIdOf(b.tie)))[0]?.winners).to.equal(1);
+    expect((await requestor.batchState(b.leader)).status).to.equal("settled");
   });
 
   it("reverts come back as typed errors with the decoded custom error", async () => {

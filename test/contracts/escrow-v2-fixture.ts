@@ -11,6 +11,7 @@ import {
   compactSignature,
   type EscrowBatch,
   escrowV2Domain,
+  FOLLOW_UP_TYPES,
   qubesRootOf,
 } from "../../src/chain/escrow-v2-batch.js";
 import { E18, ethers, hex32, now, type TokenT } from "./helpers.js";
@@ -33,6 +34,11 @@ export interface EscrowV2T {
   depositWithPermit(amount: bigint, deadline: bigint, v: number, r: string, s: string): Tx;
   withdraw(amount: bigint): Tx;
   open(batch: unknown[], accepts: string[]): Tx;
+  openFollowUp(batch: unknown[], accepts: string[], leader: unknown[]): Tx;
+  settleGroup(batches: unknown[][], signatures: string[][], openings: string[][]): Tx;
+  finalizeGroup(batches: unknown[][], commitments: string[][], openings: string[][]): Tx;
+  batchGroup(batch: unknown[]): Promise<[boolean, boolean, bigint]>;
+  followUpDigest(id: string, leaderId: string): Promise<string>;
   settle(batch: unknown[], signatures: string[], openings: string[]): Tx;
   release(batch: unknown[]): Tx;
   propose(batch: unknown[], signatures: string[], commitments: string[]): Tx;
@@ -50,6 +56,7 @@ export interface EscrowV2T {
   token(): Promise<string>;
   deploymentBlock(): Promise<bigint>;
   MAX_PROVIDERS(): Promise<bigint>;
+  MAX_FOLLOW_UP_SEATS(): Promise<bigint>;
 }
 
 /** Deploys a token (TestGLM by default) and the v2 escrow; every account deposits {@link DEPOSIT}. */
@@ -111,6 +118,28 @@ export async function acceptsOf(escrow: EscrowV2T, batch: EscrowBatch, seats: Si
     out.push(...compactSignature(await s.signTypedData(domain, ACCEPT_TYPES, { batchId: batchIdOf(batch) })));
   }
   return out;
+}
+
+/** Every seat's `FollowUp` signature (consent to join `leader`'s group), flattened `[r0, vs0, …]`. */
+export async function followUpAcceptsOf(escrow: EscrowV2T, batch: EscrowBatch, leader: EscrowBatch, seats: Signer[]) {
+  const domain = await domainOf(escrow);
+  const out: string[] = [];
+  const value = { batchId: batchIdOf(batch), leaderId: batchIdOf(leader) };
+  for (const s of seats) out.push(...compactSignature(await s.signTypedData(domain, FOLLOW_UP_TYPES, value)));
+  return out;
+}
+
+/** Opens `batch` as a follow-up of `leader` with every seat's consent. */
+export async function openFollowUpBatch(
+  escrow: EscrowV2T,
+  requestor: Signer,
+  batch: EscrowBatch,
+  leader: EscrowBatch,
+  seats: Signer[],
+) {
+  return escrow
+    .connect(requestor)
+    .openFollowUp(bt(batch), await followUpAcceptsOf(escrow, batch, leader, seats), bt(leader));
 }
 
 export function saltOf(job: number, seat: number): string {

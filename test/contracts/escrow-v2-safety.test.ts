@@ -8,6 +8,7 @@ import {
   deployV2,
   makeBatch,
   openBatch,
+  openFollowUpBatch,
   owedV2,
   PRICE2,
   R,
@@ -178,18 +179,25 @@ describe("AirqubeEscrowV2 safety", () => {
       | { kind: "reveal"; batch: number; seat: number }
       | { kind: "finalize"; batch: number; hide: number }
       | { kind: "reclaim"; batch: number }
+      | { kind: "followUp"; batch: number; nonce: number; liar: boolean }
+      | { kind: "settleGroup"; batch: number }
+      | { kind: "disputeGroup"; batch: number; drop: number; hide: number }
+      | { kind: "finalizeGroup"; batch: number; hide: number }
       | { kind: "deposit"; who: number; amount: number }
       | { kind: "withdraw"; who: number; amount: number }
       | { kind: "wait"; seconds: number };
 
     const op: fc.Arbitrary<Op> = fc.oneof(
-      fc.record({
-        kind: fc.constant("open" as const),
-        k: fc.integer({ min: 1, max: 3 }),
-        jobs: fc.integer({ min: 1, max: 3 }),
-        stake: fc.integer({ min: 0, max: 5 }),
-        nonce: fc.nat(600),
-      }),
+      {
+        weight: 3,
+        arbitrary: fc.record({
+          kind: fc.constant("open" as const),
+          k: fc.integer({ min: 1, max: 3 }),
+          jobs: fc.integer({ min: 1, max: 3 }),
+          stake: fc.integer({ min: 0, max: 5 }),
+          nonce: fc.nat(600),
+        }),
+      },
       fc.record({ kind: fc.constant("settle" as const), batch: fc.nat(7), liar: fc.nat(7) }),
       fc.record({ kind: fc.constant("release" as const), batch: fc.nat(7) }),
       fc.record({ kind: fc.constant("propose" as const), batch: fc.nat(7), drop: fc.nat(3), by: fc.nat(3) }),
@@ -197,6 +205,29 @@ describe("AirqubeEscrowV2 safety", () => {
       fc.record({ kind: fc.constant("reveal" as const), batch: fc.nat(7), seat: fc.nat(2) }),
       fc.record({ kind: fc.constant("finalize" as const), batch: fc.nat(7), hide: fc.nat(511) }),
       fc.record({ kind: fc.constant("reclaim" as const), batch: fc.nat(7) }),
+      {
+        weight: 3,
+        arbitrary: fc.record({
+          kind: fc.constant("followUp" as const),
+          batch: fc.nat(7),
+          nonce: fc.nat(600),
+          liar: fc.boolean(),
+        }),
+      },
+      { weight: 2, arbitrary: fc.record({ kind: fc.constant("settleGroup" as const), batch: fc.nat(7) }) },
+      {
+        weight: 2,
+        arbitrary: fc.record({
+          kind: fc.constant("disputeGroup" as const),
+          batch: fc.nat(7),
+          drop: fc.nat(3),
+          hide: fc.nat(511),
+        }),
+      },
+      {
+        weight: 2,
+        arbitrary: fc.record({ kind: fc.constant("finalizeGroup" as const), batch: fc.nat(7), hide: fc.nat(511) }),
+      },
       fc.record({ kind: fc.constant("deposit" as const), who: fc.nat(3), amount: fc.integer({ min: 0, max: 50 }) }),
       fc.record({ kind: fc.constant("withdraw" as const), who: fc.nat(3), amount: fc.integer({ min: 0, max: 600 }) }),
       fc.record({ kind: fc.constant("wait" as const), seconds: fc.constantFrom(60, 120, 250) }),
@@ -206,14 +237,25 @@ describe("AirqubeEscrowV2 safety", () => {
       batch: EscrowBatch;
       st: Awaited<ReturnType<typeof statementsOf>>;
       current?: string[];
+      /** The follow-ups this batch leads, in the order they were opened. */
+      followUps: Tracked[];
+      leader?: Tracked;
     }
 
-    it("after any sequence of random operations, including disputes (fast-check, seeded)", async function () {
+    /** The openings `finalize` gets: none where the proposal has no commitment, and those `hide` selects. */
+    const finalOpenings = (t: Tracked, hide: number) =>
+      t.st.openings.map((x, i) =>
+        t.current![Math.floor(i / 2)] === ZERO || (hide >> Math.floor(i / 2)) & 1 ? ZERO : x,
+      );
+
+    it("after any sequence of random operations, including disputes and groups (fast-check, seeded)", async function () {
       this.timeout(300_000);
       let applied = 0;
       let reverted = 0;
+      // group calls that went through (not the no-ops of a pick without a group)
+      const groups = { followUp: 0, settleGroup: 0, finalizeGroup: 0 };
       await fc.assert(
-        fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: 18 }), async (ops) => {
+        fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: 24 }), async (ops) => {
           const f = await loadFixture(v2Fixture);
           const { escrow, requestor } = f;
           const seats = f.providers.slice(0, 3);
@@ -222,6 +264,27 @@ describe("AirqubeEscrowV2 safety", () => {
           const escrowAddress = await escrow.getAddress();
           const batches: Tracked[] = [];
           const pick = (i: number) => batches[i % Math.max(batches.length, 1)];
+          const leaders = () => batches.filter((t) => t.followUps.length > 0);
+          const groupOf = (i: number) => {
+            const t = leaders()[i % Math.max(leaders().length, 1)];
+            return t && [t, ...t.followUps];
+          };
+          const propose = async (t: Tracked, drop: number, by: number) => {
+            const k = t.batch.providers.length;
+            const keep = (pos: number) => pos % k !== drop;
+            const commitments = t.st.commitments.map((c, pos) => (keep(pos) ? c : ZERO));
+            const signatures = t.st.signatures.map((x, i) => (Math.floor(i / 2) !== drop ? x : ZERO));
+            await escrow.connect(people[by % (k + 1)]!).propose(bt(t.batch), signatures, commitments);
+            t.current = commitments;
+          };
+          const finalizeGroup = async (group: Tracked[], hide: number) => {
+            await escrow.finalizeGroup(
+              group.map((m) => bt(m.batch)),
+              group.map((m) => m.current ?? []),
+              group.map((m) => (m.current ? finalOpenings(m, hide) : [])),
+            );
+            groups.finalizeGroup++;
+          };
           const apply = async (o: Op) => {
             switch (o.kind) {
               case "open": {
@@ -239,7 +302,43 @@ describe("AirqubeEscrowV2 safety", () => {
                 if (o.k === 3) roots[0] = [R, R, W];
                 const st = await statementsOf(escrow, batch, ss, roots);
                 await openBatch(escrow, requestor, batch, ss);
-                batches.push({ batch, st });
+                batches.push({ batch, st, followUps: [] });
+                return;
+              }
+              case "followUp": {
+                // a k = 1 tie-breaker (a seat outside the leader's) agreeing with the majority, or not
+                const leader = pick(o.batch);
+                if (!leader) return;
+                const tieSeat = f.providers[3]!;
+                const batch = await makeBatch(requestor, [tieSeat], {
+                  nonce: BigInt(o.nonce),
+                  quorum: 1,
+                  jobs: leader.batch.jobs,
+                  qubesRoot: leader.batch.qubesRoot,
+                  stake: leader.batch.stake,
+                });
+                const st = await statementsOf(escrow, batch, [tieSeat], uniform(batch, [o.liar ? W : R]));
+                await openFollowUpBatch(escrow, requestor, batch, leader.batch, [tieSeat]);
+                const t: Tracked = { batch, st, followUps: [], leader };
+                leader.followUps.push(t);
+                groups.followUp++;
+                batches.push(t);
+                return;
+              }
+              case "settleGroup": {
+                const group = groupOf(o.batch);
+                if (!group) return;
+                await escrow.connect(requestor).settleGroup(
+                  group.map((m) => bt(m.batch)),
+                  group.map((m) => m.st.signatures),
+                  group.map((m) => m.st.openings),
+                );
+                groups.settleGroup++;
+                return;
+              }
+              case "finalizeGroup": {
+                const group = groupOf(o.batch);
+                if (group) await finalizeGroup(group, o.hide);
                 return;
               }
               case "settle": {
@@ -254,13 +353,29 @@ describe("AirqubeEscrowV2 safety", () => {
               }
               case "propose": {
                 const t = pick(o.batch);
-                if (!t) return;
-                const k = t.batch.providers.length;
-                const keep = (pos: number) => pos % k !== o.drop;
-                const commitments = t.st.commitments.map((c, pos) => (keep(pos) ? c : ZERO));
-                const signatures = t.st.signatures.map((x, i) => (Math.floor(i / 2) !== o.drop ? x : ZERO));
-                await escrow.connect(people[o.by % (k + 1)]!).propose(bt(t.batch), signatures, commitments);
-                t.current = commitments;
+                if (t) await propose(t, o.drop, o.by);
+                return;
+              }
+              case "disputeGroup": {
+                // the requestor proposes each batch of a group not yet under dispute (dropping a seat of the
+                // leader's, maybe; one batch's revert does not stop the others), waits out both windows and
+                // finalizes the group
+                const group = groupOf(o.batch);
+                if (!group) return;
+                let failure: unknown;
+                let proposed = 0;
+                for (const t of group) {
+                  if (t.current) continue;
+                  try {
+                    await propose(t, t === group[0] ? o.drop : -1, 0);
+                    proposed++;
+                  } catch (error) {
+                    failure = error;
+                  }
+                }
+                if (failure !== undefined && proposed === 0) throw failure;
+                await time.increase(201);
+                await finalizeGroup(group, o.hide);
                 return;
               }
               case "add": {
@@ -292,10 +407,7 @@ describe("AirqubeEscrowV2 safety", () => {
               case "finalize": {
                 const t = pick(o.batch);
                 if (!t?.current) return;
-                const openings = t.st.openings.map((x, i) =>
-                  t.current![Math.floor(i / 2)] === ZERO || (o.hide >> Math.floor(i / 2)) & 1 ? ZERO : x,
-                );
-                await escrow.finalize(bt(t.batch), t.current, openings);
+                await escrow.finalize(bt(t.batch), t.current, finalOpenings(t, o.hide));
                 return;
               }
               case "reclaim": {
@@ -332,8 +444,11 @@ describe("AirqubeEscrowV2 safety", () => {
             );
           }
         }),
-        { numRuns: 25, seed: 18, endOnFailure: true },
+        { numRuns: 60, seed: 18, endOnFailure: true },
       );
+      expect(groups.followUp).to.be.greaterThan(5);
+      expect(groups.settleGroup).to.be.greaterThan(0);
+      expect(groups.finalizeGroup).to.be.greaterThan(0);
       expect(applied).to.be.greaterThan(80);
       expect(reverted).to.be.greaterThan(10);
     });
