@@ -15,6 +15,7 @@ import { printable } from "../qube/printable.js";
 import type { RunEvent } from "../requestor/requestor.js";
 import { describePayment, glm } from "./payment-report.js";
 import { shortPeer } from "./progress.js";
+import { formatBytes } from "./units.js";
 
 /** Where the display writes (process.stdout / process.stderr, or a capture in tests). */
 export interface TextSink {
@@ -55,8 +56,11 @@ export function heartbeatText(event: Extract<ConvertEvent, { type: "heartbeat" }
   if (!isCount(elapsedMs, 1e9)) return undefined;
   const seconds = `${Math.floor(elapsedMs / 1000)} s`;
   const failures = failed > 0 ? `, ${failed} failed` : "";
+  // bytes still arriving: a plausible count only (the page limits bound them), else not shown
+  const bytes = event.receivingBytes;
+  const arriving = isCount(bytes, 2 ** 50) && bytes > 0 ? ` (${formatBytes(bytes)} of pixels arriving)` : "";
   if (event.phase === "receiving")
-    return `all committed; receiving the pixels: ${revealed}/${committed} providers sent theirs${failures}, ${seconds}`;
+    return `all committed; receiving the pixels: ${revealed}/${committed} providers sent theirs${arriving}${failures}, ${seconds}`;
   if (sent === 0) return `looking for providers, ${seconds}`;
   return `rendering on ${sent} provider${sent === 1 ? "" : "s"}: ${started} started, ${committed} committed${failures}, ${seconds}`;
 }

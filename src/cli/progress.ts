@@ -8,6 +8,7 @@ import { ADMISSION_REFUSED } from "../net/exchange/errors.js";
 import { printable } from "../qube/printable.js";
 import type { RunEvent } from "../requestor/requestor.js";
 import { glm } from "./payment-report.js";
+import { formatBytes } from "./units.js";
 
 /** A peer id as `12D3…abcd` (its first and last four characters). */
 export const shortPeer = (peer: string) => (peer.length > 12 ? `${peer.slice(0, 4)}…${peer.slice(-4)}` : peer);
@@ -28,6 +29,9 @@ export function describeFailure(raw: { provider: string; code: string; message: 
   return `  ${shortPeer(f.provider)} failed: ${f.message}${details} [${f.code}]`;
 }
 
+/** Least time between two plain lines of one provider's received bytes, ms. */
+const PLAIN_BYTES_MS = 10_000;
+
 const short = (peer: string) => `…${peer.slice(-8)}`;
 
 function describe(event: RunEvent): string {
@@ -46,6 +50,8 @@ function describe(event: RunEvent): string {
       return `${short(event.provider)} committed to a result`;
     case "revealRequested":
       return `all commitments in: asking ${event.providers.length} providers to reveal`;
+    case "outputsReceiving":
+      return `receiving the outputs of ${short(event.provider)}: ${formatBytes(event.bytes)} so far`;
     case "resultReceived":
       return `${short(event.provider)} revealed ${event.outputsRoot.slice(0, 19)}…`;
     case "providerFailed":
@@ -117,8 +123,17 @@ export function progressReporter(mode: { json: boolean; replicas: number }): {
   }
   const counter = new AnswerCounter(mode.replicas);
   if (!process.stderr.isTTY) {
+    // a log is not a live display: the bytes received by each provider once every 10 s at most
+    const lastBytesLine = new Map<string, number>();
     return {
-      onProgress: (event) => process.stderr.write(`${plainProgressLine(event, counter)}\n`),
+      onProgress: (event) => {
+        if (event.type === "outputsReceiving") {
+          const now = performance.now();
+          if (now - (lastBytesLine.get(event.provider) ?? -Infinity) < PLAIN_BYTES_MS) return;
+          lastBytesLine.set(event.provider, now);
+        }
+        process.stderr.write(`${plainProgressLine(event, counter)}\n`);
+      },
       stop: () => undefined,
       listsFailures: true,
     };

@@ -21,6 +21,20 @@ export function parseSize(value: string): number {
   return Math.round(Number(match[1]) * unit);
 }
 
+/** 3_221_225 → `3.1 MiB` (bytes as a person reads them: B, KiB, MiB, GiB, one decimal above bytes). */
+export function formatBytes(bytes: number): string {
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  if (!Number.isFinite(bytes) || bytes < 1024) return `${Math.max(0, Math.floor(bytes) || 0)} B`;
+  let value = bytes;
+  let unit = "B";
+  for (const next of units) {
+    if (value < 1024) break;
+    value /= 1024;
+    unit = next;
+  }
+  return `${value.toFixed(1)} ${unit}`;
+}
+
 /** `30s` → 30000; a bare number is seconds. */
 export function parseDuration(value: string): number {
   const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/i.exec(value.trim());

@@ -78,6 +78,8 @@ export type ConvertEvent =
       committed: number;
       revealed: number;
       failed: number;
+      /** Bytes of pixels received so far from the providers still sending theirs (while receiving). */
+      receivingBytes?: number;
     }
   | { type: "rendered"; pages: number; agreeing: number }
   | { type: "page"; page: number; pages: number; width: number; height: number };
@@ -95,8 +97,12 @@ function heartbeatOf(started: number): {
     failed: new Set<string>(),
   };
   let phase: "rendering" | "receiving" = "rendering";
+  /** Bytes received so far of each provider whose outputs are arriving (dropped once they are in). */
+  const receiving = new Map<string, number>();
   return {
     observe: (event) => {
+      if (event.type === "outputsReceiving") receiving.set(event.provider, event.bytes);
+      if (event.type === "resultReceived" || event.type === "providerFailed") receiving.delete(event.provider);
       if (event.type === "qubeSent") sets.sent.add(event.provider);
       if (event.type === "qubeStarted") sets.started.add(event.provider);
       if (event.type === "qubeCommitted") sets.committed.add(event.provider);
@@ -115,6 +121,9 @@ function heartbeatOf(started: number): {
       committed: sets.committed.size,
       revealed: sets.revealed.size,
       failed: sets.failed.size,
+      ...(phase === "receiving" && receiving.size > 0
+        ? { receivingBytes: [...receiving.values()].reduce((sum, n) => sum + n, 0) }
+        : {}),
     }),
   };
 }

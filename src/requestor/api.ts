@@ -59,8 +59,14 @@ export interface Dispatch {
   readonly commitment?: SignedEnvelope<Commitment>;
   /** Resolves with the provider's commitment hash once it has run the qube. */
   awaitCommitment(options?: { signal?: AbortSignal }): Promise<string>;
-  /** Asks for the reveal and receives the outputs into `outputDir`. */
-  reveal(outputDir: string, options?: { signal?: AbortSignal }): Promise<ProviderAnswer>;
+  /**
+   * Asks for the reveal and receives the outputs into `outputDir`; `onBytes` is told the bytes of outputs
+   * received so far as they arrive (a backend that receives them in one piece may never call it).
+   */
+  reveal(
+    outputDir: string,
+    options?: { signal?: AbortSignal; onBytes?: (received: number) => void },
+  ): Promise<ProviderAnswer>;
   /** Gives up on this provider (and releases whatever it holds). */
   abort(reason: Error): void;
   /** Tells the provider to stop the qube and free its seat (Ctrl-C), then gives up on it; never throws. */

@@ -363,7 +363,10 @@ class Libp2pDispatch implements Dispatch {
     return commitment.payload.commitment;
   }
 
-  async reveal(outputDir: string, options: { signal?: AbortSignal } = {}): Promise<ProviderAnswer> {
+  async reveal(
+    outputDir: string,
+    options: { signal?: AbortSignal; onBytes?: (received: number) => void } = {},
+  ): Promise<ProviderAnswer> {
     const result = await this.session.reveal(outputDir, options);
     const statement = result.statement.payload;
     return {

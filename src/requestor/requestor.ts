@@ -32,6 +32,8 @@ export type RunEvent =
   | { type: "qubeStarted"; provider: string }
   | { type: "qubeCommitted"; provider: string }
   | { type: "revealRequested"; providers: string[] }
+  /** Bytes of a provider's outputs received so far, while they arrive (at most once a second per provider). */
+  | { type: "outputsReceiving"; provider: string; bytes: number }
   | { type: "resultReceived"; provider: string; outputsRoot: string }
   | { type: "providerFailed"; provider: string; code: string; message: string; details?: string }
   | { type: "tieBreakerDispatched"; replicas: number; reason: string }

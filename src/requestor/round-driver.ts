@@ -323,8 +323,19 @@ export class RoundDriver {
   /** Asks a provider that committed for its reveal and outputs; the vote goes to the engine. */
   private async reveal(provider: string): Promise<void> {
     const dispatch = this.committed.get(provider)!;
+    // the bytes received so far, at most once per OUTPUTS_PROGRESS_MS (a progress display's figure only: a
+    // display that throws cannot fail the reveal)
+    let shown = Number.NEGATIVE_INFINITY;
+    const onBytes = (bytes: number) => {
+      const now = performance.now();
+      if (now - shown < OUTPUTS_PROGRESS_MS) return;
+      shown = now;
+      try {
+        this.run.emit({ type: "outputsReceiving", provider, bytes });
+      } catch {}
+    };
     try {
-      const answer = await dispatch.reveal(join(this.run.staging, provider), this.withSignal());
+      const answer = await dispatch.reveal(join(this.run.staging, provider), { ...this.withSignal(), onBytes });
       this.run.emit({ type: "resultReceived", provider, outputsRoot: answer.outputsRoot });
       this.answers.push(answer);
       this.ports.recordOpening(answer);
@@ -344,6 +355,9 @@ export class RoundDriver {
     }
   }
 }
+
+/** Least time between two `outputsReceiving` events of one provider, ms. */
+const OUTPUTS_PROGRESS_MS = 1000;
 
 /** Failures of the stream itself: a reveal cut by them never arrived, and proves nothing against the provider. */
 const TRANSPORT_FAILURES = new Set(["STREAM_CLOSED", "STREAM_FAILED", "STREAM_TIMEOUT", "PROVIDER_UNREACHABLE"]);

@@ -107,6 +107,36 @@ describe("cli: honest outcomes of airqube run @docker", function () {
     expect(result.outcome).to.deep.include({ kind: "exited", exitCode: 7, missingOutputs: [] });
   });
 
+  it("says how many bytes of each provider's outputs have arrived, while they arrive (--json)", async () => {
+    const size = 16 * 1024 * 1024;
+    const { code, stdout, stderr } = await runOn(
+      ["--json"],
+      ["sh", "-c", `head -c ${size} /dev/zero > /output/result`],
+    );
+    expect(code, stderr).to.equal(0);
+    const events = stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { event: string; provider?: string; bytes?: number });
+    const received = new Map<string, number[]>();
+    for (const e of events.filter((e) => e.event === "outputsReceiving"))
+      received.set(e.provider!, [...(received.get(e.provider!) ?? []), e.bytes!]);
+    const answered = events.filter((e) => e.event === "resultReceived").map((e) => e.provider!);
+    expect([...received.keys()].sort()).to.deep.equal([...answered].sort());
+    for (const [provider, counts] of received) {
+      // the archive's bytes, growing, never more than the output and its tar headers
+      expect(
+        counts.every((n, i) => n > 0 && (i === 0 || n > counts[i - 1]!)),
+        provider,
+      ).to.equal(true);
+      expect(counts.at(-1)!, provider).to.be.at.most(size + 64 * 1024);
+      // the event comes before that provider's answer
+      const firstBytes = events.findIndex((e) => e.event === "outputsReceiving" && e.provider === provider);
+      const answer = events.findIndex((e) => e.event === "resultReceived" && e.provider === provider);
+      expect(firstBytes, provider).to.be.below(answer);
+    }
+  });
+
   it("a command that does not exist: exit 127, said so", async () => {
     const { code, stdout, stderr } = await runOn([], ["no-such-command-here"]);
     expect(code, stderr).to.equal(127);

@@ -3,6 +3,7 @@ import { describeEnd, exitStatusOf } from "../../src/cli/exit-status.js";
 import { describePayment } from "../../src/cli/payment-report.js";
 import { AnswerCounter, describeFailure, plainProgressLine } from "../../src/cli/progress.js";
 import { earnedLine } from "../../src/cli/provider-command.js";
+import { formatBytes } from "../../src/cli/units.js";
 import { AdmissionRefusedError } from "../../src/net/exchange/errors.js";
 import { voteKey } from "../../src/requestor/outcome.js";
 import type { PaymentReport } from "../../src/requestor/payments.js";
@@ -27,6 +28,19 @@ describe("cli: each provider's reason is printed once, in one form", () => {
     expect(
       plainProgressLine({ type: "resultReceived", provider, outputsRoot: `sha256:${"a".repeat(64)}` }, counter),
     ).to.match(/^airqube: \[1\/3 answered\] /);
+  });
+});
+
+describe("cli: the bytes of outputs arriving", () => {
+  it("are a progress line in a person's units, not an answer", () => {
+    const counter = new AnswerCounter(3);
+    const line = plainProgressLine(
+      { type: "outputsReceiving", provider: "12D3KooWxyzabcdefgh", bytes: 3_221_225 },
+      counter,
+    );
+    expect(line).to.equal("airqube: receiving the outputs of …abcdefgh: 3.1 MiB so far");
+    expect(counter.answered).to.equal(0);
+    expect([0, 1023, 1024, 5 * 1024 ** 3].map(formatBytes)).to.deep.equal(["0 B", "1023 B", "1.0 KiB", "5.0 GiB"]);
   });
 });
 

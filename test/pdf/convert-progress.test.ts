@@ -67,6 +67,18 @@ const HOSTILE = "\u001b]0;pwned\u0007\u001b[2J\u001b[1A\u009b31m\u202eevil\rfake
 const CONTROL = /(?!\n)[\p{Cc}\p{Cf}]/u;
 
 describe("convert-pdf progress display", () => {
+  it("shows the bytes of pixels arriving while the providers send them, and nothing implausible", () => {
+    const receiving = { phase: "receiving" as const, committed: 3, revealed: 1 };
+    const text = (fields: Record<string, unknown>) =>
+      heartbeatText(beat({ ...receiving, ...fields }) as Extract<ConvertEvent, { type: "heartbeat" }>);
+    expect(text({ receivingBytes: 47_395_635 })).to.equal(
+      "all committed; receiving the pixels: 1/3 providers sent theirs (45.2 MiB of pixels arriving), 3 s",
+    );
+    expect(text({})).to.equal("all committed; receiving the pixels: 1/3 providers sent theirs, 3 s");
+    for (const receivingBytes of [-1, 0.5, Number.NaN, 2 ** 60])
+      expect(text({ receivingBytes })).to.equal("all committed; receiving the pixels: 1/3 providers sent theirs, 3 s");
+  });
+
   it("one line per page, in order, page/total, on a terminal and in logs", () => {
     for (const tty of [true, false]) {
       const { view, err, tick } = capture({ tty });

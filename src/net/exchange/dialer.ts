@@ -247,9 +247,13 @@ export class ExchangeSession {
 
   /**
    * Asks for the reveal, checks it against the commitment and the statement, then receives the sealed outputs
-   * into `outputDir`, unpacks them safely and recomputes the outputs root, which must match.
+   * into `outputDir`, unpacks them safely and recomputes the outputs root, which must match. `onBytes` is told
+   * the bytes of the outputs' archive opened so far, after each piece.
    */
-  async reveal(outputDir: string, options: { signal?: AbortSignal } = {}): Promise<RevealedResult> {
+  async reveal(
+    outputDir: string,
+    options: { signal?: AbortSignal; onBytes?: (received: number) => void } = {},
+  ): Promise<RevealedResult> {
     if (!this.commitment) throw new PeerError("COMMITMENT_MISSING", "No commitment to reveal against");
     // the outputs come within this deadline too: it grows with their cap at 1 MiB/s (a stalled frame still fails
     // after TRANSFER_FRAME_TIMEOUT_MS); a fixed 60 s cut the reveal of 100 MB of pages from 3 providers at once
@@ -284,9 +288,31 @@ export class ExchangeSession {
         { signal },
       );
       let end: unknown;
+      const onBytes = options.onBytes;
       const files = await unpackTar(
         (async function* () {
-          end = yield* pieces;
+          if (!onBytes) {
+            end = yield* pieces;
+            return;
+          }
+          let received = 0;
+          let done = false;
+          try {
+            for (;;) {
+              const next = await pieces.next();
+              if (next.done) {
+                done = true;
+                end = next.value;
+                return;
+              }
+              received += next.value.byteLength;
+              onBytes(received);
+              yield next.value;
+            }
+          } finally {
+            // the unpacker stopped early (an error): the receiver is closed as `yield*` would close it
+            if (!done) await pieces.return(undefined);
+          }
         })(),
         outputDir,
         { maxFileBytes: limits.outputBytes, maxTotalBytes: limits.outputBytes, maxFiles: limits.outputFiles },
