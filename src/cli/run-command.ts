@@ -2,7 +2,7 @@
 
 import { join } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { budgetOf } from "../chain/job.js";
+import { budgetOf, jobIdOf } from "../chain/job.js";
 import { type EscrowJobJson, jobFromJson } from "../chain/job-json.js";
 import { loadOrCreateIdentity } from "../net/keys.js";
 import { checkNodeAddresses } from "../net/node.js";
@@ -11,7 +11,7 @@ import type { ComputeMarket } from "../requestor/api.js";
 import { sealQube } from "../requestor/draft.js";
 import { type JournalEscrowJob, type JournalQube, RequestorJournal } from "../requestor/journal.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
-import { closeJournalled, EscrowPayments, type PaymentReport } from "../requestor/payments.js";
+import { closeJournalled, type EscrowPayments, type PaymentReport } from "../requestor/payments.js";
 import type { EscrowV2Payments } from "../requestor/payments-v2.js";
 import { Requestor, type RunEvent, type RunReport } from "../requestor/requestor.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
@@ -240,8 +240,14 @@ export function registerRunCommands(program: Command): void {
     .option("--escrow <address>", "with --settle: escrow address (default $AIRQUBE_ESCROW)")
     .option("--payment-key-file <file>", "with --settle: the paying key's file (default $AIRQUBE_PAYMENT_KEY_FILE)")
     .option("--allow-public", "with --settle: allow an RPC URL off this machine")
+    .addOption(
+      new Option(
+        "--escrow-version <v>",
+        "with --settle: the version of the escrow --escrow names (default $AIRQUBE_ESCROW_VERSION, else v1)",
+      ).choices(["v1", "v2"]),
+    )
     .option("--json", "print JSON")
-    .action(async (flags: { dataDir: string; json?: boolean; settle?: boolean } & PaymentFlags) => {
+    .action(async (flags: SettleFlags & { settle?: boolean }) => {
       if (flags.settle) {
         process.exitCode = await settleJournal(flags);
         return;
@@ -630,9 +636,20 @@ async function offers(flags: OffersFlags): Promise<number> {
   }
 }
 
-/** `airqube journal --settle`: settles or reclaims what earlier runs left pending in the data directory. */
-async function settleJournal(flags: { dataDir: string; json?: boolean } & PaymentFlags): Promise<number> {
-  let payments: EscrowPayments | undefined;
+interface SettleFlags extends PaymentFlags {
+  dataDir: string;
+  json?: boolean;
+  /** `v1` or `v2`: the escrow `--escrow` names. */
+  escrowVersion?: string;
+}
+
+/**
+ * `airqube journal --settle`: settles or reclaims what earlier runs left pending in the data directory, through
+ * the escrow `--escrow` names (v1 or, with `--escrow-version v2`, v2). Jobs of the other version stay pending,
+ * and the command says how many and how to settle them.
+ */
+async function settleJournal(flags: SettleFlags): Promise<number> {
+  let payments: EscrowPayments | EscrowV2Payments | undefined;
   let journal: RequestorJournal | undefined;
   const lock = (() => {
     try {
@@ -649,19 +666,25 @@ async function settleJournal(flags: { dataDir: string; json?: boolean } & Paymen
         details:
           "pass --rpc-url, --escrow and --payment-key-file (or AIRQUBE_RPC_URL, AIRQUBE_ESCROW, AIRQUBE_PAYMENT_KEY_FILE)",
       });
+    const version = escrowVersionOf(flags.escrowVersion, {});
     journal = new RequestorJournal(join(flags.dataDir, "journal.sqlite"));
-    const open = journal.escrowJobs({ openOnly: true });
+    // a v1 job's id is the hash of its parameters; a v2 batch is journalled under the batch's id
+    const isV1 = (entry: JournalEscrowJob) =>
+      jobIdOf(jobFromJson(entry.job as EscrowJobJson)).toLowerCase() === entry.jobId.toLowerCase();
+    const pending = journal.escrowJobs({ openOnly: true });
+    const open = pending.filter((entry) => isV1(entry) === (version === 1));
+    const other = pending.length - open.length;
+    if (other > 0)
+      process.stderr.write(
+        `airqube: ${other} escrow job(s) of escrow v${3 - version} left pending: settle them with --escrow-version v${3 - version} and that escrow's --escrow\n`,
+      );
     if (open.length === 0) {
       // nothing to settle needs no chain: say so (an empty list, as the reports' list, with --json)
       if (flags.json) printJson([]);
-      else process.stdout.write(`nothing to settle: no escrow job pending in ${flags.dataDir}\n`);
+      else process.stdout.write(`nothing to settle: no escrow v${version} job pending in ${flags.dataDir}\n`);
       return 0;
     }
-    payments = await EscrowPayments.connect({
-      rpcUrl: settings.rpcUrl,
-      escrow: settings.escrow,
-      privateKey: settings.privateKey,
-    });
+    payments = await connectPayments(settings, version);
     const reports = await closeJournalled(payments, journal, open, {
       maxWaitMs: 0,
       now: () => new Date(),

@@ -9,7 +9,10 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { expect } from "chai";
+import { type EscrowJob, jobIdOf } from "../../src/chain/job.js";
+import { jobToJson } from "../../src/chain/job-json.js";
 import { UserError } from "../../src/qube/errors.js";
+import { RequestorJournal } from "../../src/requestor/journal.js";
 import { Airqube } from "../../src/sdk/airqube.js";
 import { type DirLock, LOCK_FILE, lockDataDir } from "../../src/store/dir-lock.js";
 import { tmp } from "../helpers/network.js";
@@ -210,10 +213,70 @@ describe("cli: a data directory another process holds", function () {
       airqube([...settle(jsonDir), ...paid, "--json"], home),
     ]);
     expect(plain.code, plain.stderr).to.equal(0);
-    expect(plain.stdout).to.equal(`nothing to settle: no escrow job pending in ${plainDir}\n`);
+    expect(plain.stdout).to.equal(`nothing to settle: no escrow v1 job pending in ${plainDir}\n`);
     expect(plain.stderr).to.equal("");
     expect(json.code, json.stderr).to.equal(0);
     expect(JSON.parse(json.stdout)).to.deep.equal([]);
     expect(connections - before).to.equal(0);
+  });
+
+  it("journal --settle settles only the jobs of the escrow version it is given, and names the others", async () => {
+    // a journal with one pending v1 job (its id is the hash of its parameters) and nothing of v2, and the reverse
+    const job = (qube: string): EscrowJob => ({
+      requestor: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+      qubeId: `0x${qube.repeat(64)}`,
+      nonce: 1n,
+      providers: ["0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"],
+      price: 10n,
+      stake: 1n,
+      quorum: 1,
+      commitDeadline: 2_000_000_000,
+      revealDeadline: 2_000_000_100,
+      finalDeadline: 2_000_000_200,
+    });
+    const [v1Dir, v2Dir] = [tmp("aq-settle-v1-"), tmp("aq-settle-v2-")];
+    const write = (dir: string, entry: EscrowJob, jobId: string) => {
+      const journal = new RequestorJournal(join(dir, "journal.sqlite"));
+      journal.escrowOpened(entry.qubeId.slice(2), jobId, jobToJson(entry), null, new Date());
+      journal.close();
+    };
+    write(v1Dir, job("a"), jobIdOf(job("a")));
+    write(v2Dir, job("b"), `0x${"c".repeat(64)}`); // a v2 batch is journalled under the batch's id
+    const settle = (dataDir: string, version: string, rpcPort = port) => [
+      "journal",
+      "--settle",
+      "--data-dir",
+      dataDir,
+      "--rpc-url",
+      `http://127.0.0.1:${rpcPort}`,
+      "--escrow",
+      ESCROW,
+      "--payment-key-file",
+      keyFile,
+      "--escrow-version",
+      version,
+    ];
+    const before = connections;
+    const [v1AsV2, v2AsV1] = await Promise.all([
+      airqube(settle(v1Dir, "v2"), home),
+      airqube(settle(v2Dir, "v1"), home),
+    ]);
+    expect(v1AsV2.code, v1AsV2.stderr).to.equal(0);
+    expect(v1AsV2.stdout).to.equal(`nothing to settle: no escrow v2 job pending in ${v1Dir}\n`);
+    expect(v1AsV2.stderr).to.contain("1 escrow job(s) of escrow v1 left pending: settle them with --escrow-version v1");
+    expect(v2AsV1.code, v2AsV1.stderr).to.equal(0);
+    expect(v2AsV1.stdout).to.equal(`nothing to settle: no escrow v1 job pending in ${v2Dir}\n`);
+    expect(v2AsV1.stderr).to.contain("1 escrow job(s) of escrow v2 left pending: settle them with --escrow-version v2");
+    expect(connections - before, "no chain is dialled for the other version's jobs").to.equal(0);
+    // the job of the version asked for is taken to the chain: here a port nobody listens on, so the command
+    // fails at once, saying the chain is unreachable
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const closedPort = (closed.address() as { port: number }).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const asked = await airqube([...settle(v1Dir, "v1", closedPort), "--json"], home);
+    expect(asked.stderr).not.to.contain("left pending: settle them");
+    expect(asked.code, asked.stdout + asked.stderr).to.not.equal(0);
+    expect(asked.stdout + asked.stderr).to.match(/CHAIN_/);
   });
 });
