@@ -324,10 +324,12 @@ export class EscrowV2Client {
 
   /**
    * A provider's consent to a follow-up batch (a tie-breaker or replacement round) in the group of `leader`
-   * (EIP-712 `FollowUp`): its votes are then counted with the whole group's.
+   * (EIP-712 `FollowUp`; `leader` is the leader batch or its id): its votes are then counted with the whole
+   * group's.
    */
-  async signFollowUp(batch: EscrowBatch, leader: EscrowBatch): Promise<CompactSignature> {
-    const value = { batchId: batchIdOf(parseEscrowBatch(batch)), leaderId: batchIdOf(parseEscrowBatch(leader)) };
+  async signFollowUp(batch: EscrowBatch, leader: EscrowBatch | string): Promise<CompactSignature> {
+    const leaderId = typeof leader === "string" ? hex32.parse(leader) : batchIdOf(parseEscrowBatch(leader));
+    const value = { batchId: batchIdOf(parseEscrowBatch(batch)), leaderId };
     return compactSignature(await this.#wallet.signTypedData(this.#domain(), FOLLOW_UP_TYPES, value));
   }
 

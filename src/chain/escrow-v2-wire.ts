@@ -12,6 +12,7 @@ import {
   columnHashOf,
   type EscrowBatch,
   escrowV2Domain,
+  FOLLOW_UP_TYPES,
   parseEscrowBatch,
   qubesRootOf,
 } from "./escrow-v2-batch.js";
@@ -59,8 +60,11 @@ export function batchOfJob(job: EscrowJob): EscrowBatch {
   });
 }
 
-/** The wire form of the batch of one qube that `job` stands for, on escrow `escrow` of chain `chainId`. */
-export function wireOfJob(job: EscrowJob, chainId: number, escrow: string): EscrowBatchWire {
+/**
+ * The wire form of the batch of one qube that `job` stands for, on escrow `escrow` of chain `chainId`; with
+ * `leader` (the id of the qube's first batch), a follow-up in its group.
+ */
+export function wireOfJob(job: EscrowJob, chainId: number, escrow: string, leader?: string): EscrowBatchWire {
   return {
     requestor: job.requestor,
     qubeIds: [job.qubeId],
@@ -74,6 +78,7 @@ export function wireOfJob(job: EscrowJob, chainId: number, escrow: string): Escr
     finalDeadline: job.finalDeadline,
     chainId,
     escrow,
+    ...(leader ? { leader } : {}),
   };
 }
 
@@ -104,6 +109,16 @@ export function isAcceptOf(
   signature: readonly [string, string],
 ): boolean {
   return recover(at.chainId, at.escrow, ACCEPT_TYPES, { batchId: at.batchId }, signature) === signer.toLowerCase();
+}
+
+/** Whether `signature` is `signer`'s `FollowUp` of batch `batchId` in the group of `leaderId`. */
+export function isFollowUpOf(
+  signer: string,
+  at: { chainId: number; escrow: string; batchId: string; leaderId: string },
+  signature: readonly [string, string],
+): boolean {
+  const value = { batchId: at.batchId, leaderId: at.leaderId };
+  return recover(at.chainId, at.escrow, FOLLOW_UP_TYPES, value, signature) === signer.toLowerCase();
 }
 
 /** Whether `signature` is `signer`'s `Commitments` to `column` in batch `batchId` on this escrow and chain. */
@@ -156,4 +171,58 @@ export function payoutOfOneJob(
     amount: batch.price * BigInt(k - count) + (pool - share * BigInt(count)),
   });
   return { credits: credits.filter((c) => c.amount > 0n), slashed };
+}
+
+/**
+ * What a group settlement with every seat's opening pays for a qube (one job per batch; the contract's
+ * `_payoutGroup`): the votes of every batch counted together with the leader's quorum. `roots[b][seat]` is batch
+ * `b`'s roots. Per batch, account → credit (its seats; the requestor's refund and the dust on the leader's), and
+ * the slashed seats with their stakes.
+ */
+export function payoutOfGroup(
+  batches: readonly EscrowBatch[],
+  roots: readonly (readonly string[])[],
+): { credits: { account: string; amount: bigint }[]; slashed: { account: string; amount: bigint }[] }[] {
+  const seats = roots.reduce((n, r) => n + r.length, 0);
+  const all = roots.flat();
+  let winner: string | undefined;
+  let count = 0;
+  for (const root of all) {
+    const c = all.filter((r) => r === root).length;
+    if (2 * c >= batches[0]!.quorum + seats) {
+      winner = root;
+      count = c;
+      break;
+    }
+  }
+  let pool = 0n;
+  if (winner !== undefined)
+    batches.forEach((b, i) => {
+      for (const r of roots[i]!) if (r !== winner) pool += b.stake;
+    });
+  const share = count > 0 ? pool / BigInt(count) : 0n;
+  const out = batches.map((b, i) => {
+    const credits: { account: string; amount: bigint }[] = [];
+    const slashed: { account: string; amount: bigint }[] = [];
+    let refund = 0n;
+    b.providers.forEach((p, s) => {
+      const root = roots[i]![s]!;
+      if (winner === undefined) {
+        credits.push({ account: p, amount: b.stake });
+        refund += b.price;
+      } else if (root === winner) {
+        credits.push({ account: p, amount: b.price + b.stake + share });
+      } else {
+        slashed.push({ account: p, amount: b.stake });
+        refund += b.price;
+      }
+    });
+    credits.push({ account: b.requestor, amount: refund });
+    return { credits, slashed };
+  });
+  // with a winner, the dust of the shares goes to the requestor (on the leader's report); without one nobody
+  // who opened is slashed
+  if (winner !== undefined)
+    out[0]!.credits.push({ account: batches[0]!.requestor, amount: pool - share * BigInt(count) });
+  return out.map((o) => ({ credits: o.credits.filter((c) => c.amount > 0n), slashed: o.slashed }));
 }

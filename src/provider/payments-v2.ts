@@ -6,14 +6,16 @@
  * - {@link ProviderPaymentsV2.ensureStake}: at start, tops the escrow balance up to the standing stake.
  * - {@link ProviderPaymentsV2.accept}: asked with a query naming a batch (not yet open), checks the batch (this
  *   escrow and chain, this qube alone, its seat, the stake within bounds and covered by its balance, time to
- *   run) and signs `Accept`; the seat is recorded first (`seats-v2.sqlite`).
+ *   run) and signs `Accept` (or, for a follow-up batch naming the qube's first batch as its `leader`, `FollowUp`:
+ *   its votes then count with that batch's group); the seat is recorded first (`seats-v2.sqlite`).
  * - {@link ProviderPaymentsV2.check}: at the proposal, the batch must be the agreement's and open on chain.
  * - {@link ProviderPaymentsV2.commit}: signs `Commitments` to its one-qube column and records it with its
  *   opening before the commitment is sent.
  * - The keeper ({@link ProviderPaymentsV2.keep}) looks after every seat until its batch is closed: when the
  *   requestor went silent past the reveal deadline it proposes a settlement with its own signed commitments;
  *   in a dispute it adds its column when left out (commitment window), reveals its opening (reveal window) and
- *   finalizes after both; it reclaims a batch still open after the final deadline. An honest provider thus
+ *   finalizes after both (a batch of a group: the whole group with `finalizeGroup`, once every batch of it is
+ *   under dispute or reclaimed); it reclaims a batch still open after the final deadline. An honest provider thus
  *   never loses its stake to a requestor that vanishes or drops it from a settlement.
  */
 import { join } from "node:path";
@@ -147,7 +149,10 @@ export class ProviderPaymentsV2 {
       return refuse("ESCROW_UNVERIFIABLE", `could not read the escrow v2 balance (${code})`);
     }
     this.seats?.add(batchIdOf(batch), input.batch, seat, new Date());
-    return { ok: true, signature: await this.client.signAccept(batch) };
+    const signature = input.batch.leader
+      ? await this.client.signFollowUp(batch, input.batch.leader)
+      : await this.client.signAccept(batch);
+    return { ok: true, signature };
   }
 
   /**
@@ -295,13 +300,54 @@ export class ProviderPaymentsV2 {
     }
     const openings = Array.from({ length: k }, (_, pos) => dispute.revealed.get(pos));
     try {
-      const tx = await this.client.finalize(batch, dispute.commitments, openings, options);
-      return close("settled", { batchId, action: "finalized", tx: tx.hash });
+      try {
+        const tx = await this.client.finalize(batch, dispute.commitments, openings, options);
+        return close("settled", { batchId, action: "finalized", tx: tx.hash });
+      } catch (error) {
+        if (!(error instanceof ChainError && error.errorName === "AirqubeEscrowV2GroupSettlement")) throw error;
+        return await this.finalizeGroup(batch, now, options, (tx) =>
+          close("settled", { batchId, action: "finalized", tx }),
+        );
+      }
     } catch (error) {
       if (error instanceof ChainError && error.errorName === "AirqubeEscrowV2TooEarly")
         return wait(Number(error.errorArgs[1] ?? 0) + 1);
       throw error;
     }
+  }
+
+  /**
+   * Finalizes the group of a disputed batch (its leader and follow-ups, from the chain's events) with the
+   * openings recorded on chain, once no batch of the group is open: one still open is reclaimed after its final
+   * deadline, and waited for until then (its seats or the requestor may still propose it).
+   */
+  private async finalizeGroup(
+    batch: EscrowBatch,
+    now: number,
+    options: CallOptions,
+    finalized: (tx: string) => SeatV2Report,
+  ): Promise<SeatV2Report> {
+    const batchId = batchIdOf(batch);
+    const group = await this.client.group(batch, options);
+    const disputes = [];
+    for (const member of group) {
+      const state = await this.client.batchState(member, options);
+      if (state.status === "open") {
+        if (now <= member.finalDeadline) return { batchId, action: "wait", notBefore: member.finalDeadline + 1 };
+        const tx = await this.client.reclaim(member, options);
+        return { batchId, action: "wait", tx: tx.hash, notBefore: now + 1 };
+      }
+      const dispute = state.status === "proposed" ? await this.client.dispute(member, options) : undefined;
+      const k = member.providers.length;
+      disputes.push(
+        dispute && {
+          commitments: dispute.commitments,
+          openings: Array.from({ length: member.jobs * k }, (_, pos) => dispute.revealed.get(pos)),
+        },
+      );
+    }
+    const tx = await this.client.finalizeGroup(group, disputes, options);
+    return finalized(tx.hash);
   }
 
   /** The contract's clock, unix seconds (see {@link ChainClock}: the keeper must not miss a dispute's windows). */

@@ -13,6 +13,13 @@
  *   it has, then `finalize`s after both windows; a batch nobody committed to is reclaimed after its final
  *   deadline.
  *
+ * Groups (issue 22, as v1's `openFollowUp` / `settleGroup`): a replacement or tie-breaker round of a qube is
+ * opened as a follow-up batch in the group of the qube's first batch (`openFollowUp`; the seats sign `FollowUp`
+ * instead of `Accept`), and the qube's batches are closed together: `settleGroup` with every seat's signature
+ * and opening of every batch, otherwise each batch is proposed and the group finalized (`finalizeGroup`) after
+ * the windows. The contract counts the votes of the whole group, so the honest pair of a k = 3 round with one
+ * dissenter is paid once a tie-breaker agrees with it, and the dissenter is slashed.
+ *
  * The journal keeps each batch as the v1-shaped job it stands for (same fields; `jobId` is the batch id), and
  * each seat's opening with its signed commitment (`commitment`, `signature`).
  */
@@ -22,12 +29,23 @@ import { ChainError } from "../chain/errors.js";
 import type { OwnOpening } from "../chain/escrow-client.js";
 import { batchCommitmentOf, batchIdOf, type EscrowBatch } from "../chain/escrow-v2-batch.js";
 import {
+  type BatchDispute,
   type BatchOpening,
   type CompactSignature,
+  type EscrowBatchState,
   EscrowV2Client,
   type EscrowV2ClientConfig,
+  type GroupMemberDispute,
 } from "../chain/escrow-v2-client.js";
-import { batchOfJob, isAcceptOf, isCommitmentsOf, payoutOfOneJob, wireOfJob } from "../chain/escrow-v2-wire.js";
+import {
+  batchOfJob,
+  isAcceptOf,
+  isCommitmentsOf,
+  isFollowUpOf,
+  payoutOfGroup,
+  payoutOfOneJob,
+  wireOfJob,
+} from "../chain/escrow-v2-wire.js";
 import { type EscrowJob, parseEscrowJob, ZERO_BYTES32 } from "../chain/job.js";
 import { qubeIdToBytes32 } from "../chain/qube-ids.js";
 import { type CallOptions, ChainClock, createRpcProvider } from "../chain/rpc.js";
@@ -40,6 +58,9 @@ export interface V2Opening extends OwnOpening {
   commitment?: string;
   signature?: CompactSignature;
 }
+
+/** What closing a group reports of one of its batches (the rest of the report is the job's). */
+type GroupReport = Pick<PaymentReport, "jobId" | "status" | "credits" | "slashed"> & Partial<PaymentReport>;
 
 /** Configuration of {@link EscrowV2Payments}: the chain connection and the batches' time windows. */
 export interface EscrowV2PaymentsConfig extends EscrowV2ClientConfig {
@@ -110,10 +131,13 @@ export class EscrowV2Payments implements PaymentsPort {
       now + Math.ceil((request.wallTimeMs + request.commitGraceMs) / 1000) + (this.config.marginS ?? 30);
     const window = this.config.revealWindowS ?? 120;
     const revealDeadline = commitDeadline + window;
+    // a replacement or tie-breaker round joins the group of the qube's first batch
+    const leader = request.leader ? batchOfJob(request.leader) : undefined;
+    const leaderId = leader ? batchIdOf(leader) : undefined;
     const job = parseEscrowJob({
       requestor: this.account,
       qubeId: qubeIdToBytes32(request.qubeId),
-      nonce: this.nextNonce(now),
+      nonce: this.nextNonce(now, leader?.nonce),
       providers: request.payouts,
       price: request.price,
       stake: this.config.stakeOf ? this.config.stakeOf(request.price) : request.price,
@@ -125,11 +149,12 @@ export class EscrowV2Payments implements PaymentsPort {
     const batch = batchOfJob(job);
     const batchId = batchIdOf(batch);
     const seat: EscrowSeat = { jobId: batchId, job, chainId: this.chainId, escrow: this.escrow, version: 2 };
-    const accepts = await request.accept(wireOfJob(job, this.chainId, this.escrow));
+    const accepts = await request.accept(wireOfJob(job, this.chainId, this.escrow, leaderId));
     const at = { chainId: this.chainId, escrow: this.escrow, batchId };
     job.providers.forEach((p, i) => {
       const signature = accepts[i];
-      if (!signature || !isAcceptOf(p, at, signature))
+      const valid = leaderId ? isFollowUpOf(p, { ...at, leaderId }, signature!) : isAcceptOf(p, at, signature!);
+      if (!signature || !valid)
         throw new PeerError("ESCROW_ACCEPT_INVALID", "A provider's Accept of the batch is not its signature", {
           details: `seat ${i} (${p}) of batch ${batchId}`,
         });
@@ -140,7 +165,9 @@ export class EscrowV2Payments implements PaymentsPort {
       ...options,
       ...(options.timeoutMs === undefined && this.config.lockTimeoutMs ? { timeoutMs: this.config.lockTimeoutMs } : {}),
     };
-    const { hash } = await this.client.open(batch, accepts, send);
+    const { hash } = leader
+      ? await this.client.openFollowUp(batch, accepts, leader, send)
+      : await this.client.open(batch, accepts, send);
     return { seat, txHash: hash };
   }
 
@@ -150,8 +177,17 @@ export class EscrowV2Payments implements PaymentsPort {
     options: CallOptions & { maxWaitMs?: number } = {},
   ): Promise<PaymentReport[]> {
     const known = new Map([...openings].map(([k, v]) => [k.toLowerCase(), v as V2Opening]));
+    // the qube's group as the chain has it (the first batch and the follow-ups that were opened)
+    const group = jobs.length > 1 ? await this.client.group(batchOfJob(jobs[0]!), options) : [];
+    const inGroup = new Set(group.length > 1 ? group.map((b) => batchIdOf(b)) : []);
+    const grouped = inGroup.size > 0 ? await this.closeGroup(group, known, options) : new Map();
     const reports: PaymentReport[] = [];
-    for (const job of jobs) reports.push(await this.closeOne(job, known, options));
+    for (const job of jobs) {
+      const id = batchIdOf(batchOfJob(job));
+      const report = grouped.get(id);
+      // a journalled round outside the group (its open never mined) is closed alone
+      reports.push(report ? { ...baseReport(job), ...report } : await this.closeOne(job, known, options));
+    }
     return reports;
   }
 
@@ -265,6 +301,124 @@ export class EscrowV2Payments implements PaymentsPort {
     }
   }
 
+  /**
+   * Closes a group (leader first, then its follow-ups in opening order) as far as the contract allows within
+   * `maxWaitMs`: `settleGroup` when every seat of every batch signed and opened, otherwise each batch proposed
+   * with the signed commitments known and the group finalized after the windows; a batch still open after its
+   * final deadline is reclaimed. Reports by batch id.
+   */
+  private async closeGroup(
+    group: EscrowBatch[],
+    known: Map<string, V2Opening>,
+    options: CallOptions & { maxWaitMs?: number },
+  ): Promise<Map<string, GroupReport>> {
+    const ids = group.map((b) => batchIdOf(b));
+    const started = Date.now();
+    const reportAll = (status: PaymentReport["status"], extra: (i: number) => Partial<PaymentReport> = () => ({})) =>
+      new Map(
+        ids.map((id, i): [string, GroupReport] => [id, { jobId: id, status, credits: [], slashed: [], ...extra(i) }]),
+      );
+    for (let attempt = 0; ; attempt++) {
+      const now = await this.chainTime(options);
+      const states: EscrowBatchState[] = [];
+      for (const b of group) states.push(await this.client.batchState(b, options));
+      const closed = (s: EscrowBatchState) => s.status === "settled" || s.status === "reclaimed";
+      if (states.every(closed))
+        return reportAll("settled", (i) => ({ status: states[i]!.status as "settled" | "reclaimed" }));
+      let acted = false;
+      let notBefore = Number.MAX_SAFE_INTEGER;
+      // a batch still open after its final deadline can only be reclaimed (it then counts nothing)
+      for (const [i, b] of group.entries()) {
+        if (states[i]!.status === "open" && now > b.finalDeadline) {
+          await this.client.reclaim(b, options);
+          acted = true;
+        }
+      }
+      if (acted) continue;
+      const seats = group.map((b, i) =>
+        b.providers.map((p) => this.checkedSeat(ids[i]!, p, known.get(p.toLowerCase()))),
+      );
+      const complete = seats.map((row) => row.every((s) => s.opening && s.signature));
+      if (states.every((s) => s.status === "open") && complete.every(Boolean)) {
+        const tx = await this.client.settleGroup(
+          group,
+          seats.map((row) => row.map((s) => s.signature!)),
+          seats.map((row) => [row.map((s) => s.opening!)]),
+          options,
+        );
+        const payouts = payoutOfGroup(
+          group,
+          seats.map((row) => row.map((s) => s.opening!.outputsRoot.toLowerCase())),
+        );
+        return reportAll("settled", (i) => ({
+          settleTx: tx.hash,
+          credits: payouts[i]!.credits.map((c) => ({ account: c.account, amount: c.amount.toString() })),
+          slashed: payouts[i]!.slashed.map((c) => ({ account: c.account, amount: c.amount.toString() })),
+        }));
+      }
+      // the dispute: every open batch proposed with the signed commitments known
+      for (const [i, b] of group.entries()) {
+        if (states[i]!.status !== "open") continue;
+        const window = b.revealDeadline - b.commitDeadline;
+        if (!complete[i] && now <= b.commitDeadline) {
+          notBefore = Math.min(notBefore, b.commitDeadline + 1);
+          continue;
+        }
+        if (now + 2 * window > b.finalDeadline) {
+          notBefore = Math.min(notBefore, b.finalDeadline + 1);
+          continue;
+        }
+        const signed = seats[i]!.map((s) => (s.signature && s.commitment ? s : undefined));
+        try {
+          await this.client.propose(
+            b,
+            signed.map((s) => s?.signature ?? [ZERO_BYTES32, ZERO_BYTES32]),
+            signed.map((s) => s?.commitment ?? ZERO_BYTES32),
+            options,
+          );
+          acted = true;
+        } catch (error) {
+          // a seat proposed first: follow its dispute
+          if (!(error instanceof ChainError && error.errorName === "AirqubeEscrowV2WrongStatus") || attempt >= 4)
+            throw error;
+          acted = true;
+        }
+      }
+      if (acted) continue;
+      if (notBefore === Number.MAX_SAFE_INTEGER) {
+        // nothing open: once every dispute's reveal window is over, finalize the group
+        for (const [i, b] of group.entries()) {
+          if (states[i]!.status === "proposed")
+            notBefore = Math.max(
+              notBefore === Number.MAX_SAFE_INTEGER ? 0 : notBefore,
+              states[i]!.proposedAt + 2 * (b.revealDeadline - b.commitDeadline) + 1,
+            );
+        }
+        if (now >= notBefore) {
+          const disputes: (GroupMemberDispute | undefined)[] = [];
+          for (const [i, b] of group.entries()) {
+            if (states[i]!.status !== "proposed") {
+              disputes.push(undefined);
+              continue;
+            }
+            const dispute = await this.client.dispute(b, options);
+            if (!dispute) throw new ChainError("CHAIN_INVALID_RESPONSE", "A proposed batch has no Proposed event");
+            disputes.push({
+              commitments: dispute.commitments,
+              openings: this.disputeOpenings(b, ids[i]!, dispute, known),
+            });
+          }
+          const tx = await this.client.finalizeGroup(group, disputes, options);
+          return reportAll("settled", (i) =>
+            states[i]!.status === "proposed" ? { settleTx: tx.hash } : { status: states[i]!.status as "reclaimed" },
+          );
+        }
+      }
+      if (!(await this.waitUntil(notBefore, now, started, options.maxWaitMs ?? 0, attempt, options)))
+        return reportAll("pending", () => ({ notBefore }));
+    }
+  }
+
   /** A seat's journalled opening and signed commitment, each kept only when it checks. */
   private checkedSeat(
     batchId: string,
@@ -290,16 +444,7 @@ export class EscrowV2Payments implements PaymentsPort {
   ): Promise<PaymentReport> {
     const dispute = await this.client.dispute(batch, options);
     if (!dispute) throw new ChainError("CHAIN_INVALID_RESPONSE", "A proposed batch has no Proposed event");
-    const openings = dispute.commitments.map((commitment, seat): BatchOpening | undefined => {
-      const onChain = dispute.revealed.get(seat);
-      if (onChain) return onChain;
-      const own = known.get(batch.providers[seat]!.toLowerCase());
-      if (!own || commitment === ZERO_BYTES32) return undefined;
-      const opened = batchCommitmentOf(batchId, 0, own.outputsRoot, own.salt, batch.providers[seat]!);
-      return opened.toLowerCase() === commitment.toLowerCase()
-        ? { outputsRoot: own.outputsRoot, salt: own.salt }
-        : undefined;
-    });
+    const openings = this.disputeOpenings(batch, batchId, dispute, known);
     try {
       const tx = await this.client.finalize(batch, dispute.commitments, openings, options);
       return { ...base, status: "settled", settleTx: tx.hash };
@@ -311,10 +456,34 @@ export class EscrowV2Payments implements PaymentsPort {
     }
   }
 
-  /** A fresh batch nonce: above every earlier one of this account (ring slot `nonce % 256` takes only higher). */
-  private nextNonce(nowS: number): bigint {
-    const candidate = BigInt(nowS) * 256n + BigInt(randomBytes(1)[0]!);
-    this.lastNonce = candidate > this.lastNonce ? candidate : this.lastNonce + 1n;
+  /** The openings to finalize a disputed batch with: those recorded on chain, and the known ones that match. */
+  private disputeOpenings(
+    batch: EscrowBatch,
+    batchId: string,
+    dispute: BatchDispute,
+    known: Map<string, V2Opening>,
+  ): (BatchOpening | undefined)[] {
+    return dispute.commitments.map((commitment, seat): BatchOpening | undefined => {
+      const onChain = dispute.revealed.get(seat);
+      if (onChain) return onChain;
+      const own = known.get(batch.providers[seat]!.toLowerCase());
+      if (!own || commitment === ZERO_BYTES32) return undefined;
+      const opened = batchCommitmentOf(batchId, 0, own.outputsRoot, own.salt, batch.providers[seat]!);
+      return opened.toLowerCase() === commitment.toLowerCase()
+        ? { outputsRoot: own.outputsRoot, salt: own.salt }
+        : undefined;
+    });
+  }
+
+  /**
+   * A fresh batch nonce: above every earlier one of this account (ring slot `nonce % 256` takes only higher),
+   * and for a follow-up outside the ring slot of its leader (which is open, so its slot is busy).
+   */
+  private nextNonce(nowS: number, avoid?: bigint): bigint {
+    let candidate = BigInt(nowS) * 256n + BigInt(randomBytes(1)[0]!);
+    if (candidate <= this.lastNonce) candidate = this.lastNonce + 1n;
+    if (avoid !== undefined && candidate % 256n === avoid % 256n) candidate += 1n;
+    this.lastNonce = candidate;
     return this.lastNonce;
   }
 

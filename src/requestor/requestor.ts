@@ -326,8 +326,8 @@ export class Requestor {
         quorum: Math.min(n, Math.max(quorum, Math.floor(n / 2) + 1)),
         wallTimeMs: qube.spec.spec.limits.wallTimeMs,
         commitGraceMs: this.options.commitGraceMs ?? COMMIT_GRACE_MS,
-        // escrow v2 opens a batch per round (no groups): a later round's batch does not follow the first
-        ...(leader && !isEscrowV2(this.options.payments) ? { leader } : {}),
+        // escrow v2 too: a later round's batch is a follow-up in the group of the qube's first batch
+        ...(leader ? { leader } : {}),
         ...(isEscrowV2(this.options.payments)
           ? { accept: (batch: EscrowBatchWire) => this.acceptances(qube, candidates, batch, options.signal) }
           : {}),

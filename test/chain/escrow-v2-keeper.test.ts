@@ -27,7 +27,7 @@ describe("provider: escrow v2 keeper when the requestor vanishes (real EDR chain
   let seats: ProviderPaymentsV2[];
 
   before(async () => {
-    chain = await startLocalChain({ accounts: 5 });
+    chain = await startLocalChain({ accounts: 6 });
     rpc = createRpcProvider(chain.rpcUrl, chain.chainId);
     const deployer = new Wallet(chain.accounts[0]!.privateKey, rpc);
     const { token } = await deployEscrow(deployer);
@@ -45,7 +45,7 @@ describe("provider: escrow v2 keeper when the requestor vanishes (real EDR chain
     });
     await requestor.deposit(100n * E18);
     seats = await Promise.all(
-      [2, 3, 4].map((i) =>
+      [2, 3, 4, 5].map((i) =>
         ProviderPaymentsV2.connect(
           { rpcUrl: chain.rpcUrl, escrow, maxStake: String(10n * E18), stakeDeposit: String(20n * E18) },
           chain.accounts[i]!.privateKey,
@@ -77,7 +77,7 @@ describe("provider: escrow v2 keeper when the requestor vanishes (real EDR chain
       requestor: requestor.address,
       qubeId: `0x${qube.slice(3)}`,
       nonce: BigInt(now) * 256n,
-      providers: seats.map((s) => s.client.address),
+      providers: seats.slice(0, 3).map((s) => s.client.address),
       price: 2n * E18,
       stake: E18,
       quorum: 2,
@@ -88,7 +88,7 @@ describe("provider: escrow v2 keeper when the requestor vanishes (real EDR chain
     const wire = wireOfJob(job, chain.chainId, requestor.escrowAddress);
     const batch = batchOfJob(job);
     const accepts = [];
-    for (const seat of seats) {
+    for (const seat of seats.slice(0, 3)) {
       const verdict = await seat.accept({
         batch: wire,
         qubeId: qube,
@@ -102,7 +102,7 @@ describe("provider: escrow v2 keeper when the requestor vanishes (real EDR chain
     await requestor.open(batch, accepts);
     const terms = { escrowJob: batchIdOf(batch), price: job.price.toString() } as never;
     const root = hex32();
-    for (const seat of seats) {
+    for (const seat of seats.slice(0, 3)) {
       const checked = await seat.check({
         batch: wire,
         terms,
@@ -113,7 +113,7 @@ describe("provider: escrow v2 keeper when the requestor vanishes (real EDR chain
       expect(checked.ok, checked.ok ? "" : checked.reason).to.equal(true);
       await seat.commit(batch, { outputsRoot: root, salt: hex32() });
     }
-    const before = await Promise.all(seats.map((s) => s.client.balance()));
+    const before = await Promise.all(seats.slice(0, 3).map((s) => s.client.balance()));
     // the requestor vanishes; past the reveal deadline the keepers act
     await advance(131);
     const actions: SeatV2Report["action"][] = [];
@@ -128,9 +128,79 @@ describe("provider: escrow v2 keeper when the requestor vanishes (real EDR chain
     expect(actions.filter((a) => a === "revealed")).to.have.length(3);
     const dispute = await requestor.dispute(batch);
     expect(dispute!.revealed.size).to.equal(3);
-    const after = await Promise.all(seats.map((s) => s.client.balance()));
-    for (let i = 0; i < seats.length; i++) expect(after[i]! - before[i]!).to.equal(job.price + job.stake);
+    const after = await Promise.all(seats.slice(0, 3).map((s) => s.client.balance()));
+    for (let i = 0; i < 3; i++) expect(after[i]! - before[i]!).to.equal(job.price + job.stake);
     // closed: nothing more to do
     for (const seat of seats) expect(await seat.keep()).to.deep.equal([]);
+  });
+
+  it("a group (k = 3 with a dissenter and a tie-breaker) after the requestor vanished: each batch disputed, the group finalized; the pair and the tie-breaker paid, the dissenter slashed", async () => {
+    const now = (await rpc.getBlock("latest"))!.timestamp;
+    const qube = `aq1${randomBytes(32).toString("hex")}`;
+    const round = (providers: ProviderPaymentsV2[], nonce: bigint): EscrowJob => ({
+      requestor: requestor.address,
+      qubeId: `0x${qube.slice(3)}`,
+      nonce,
+      providers: providers.map((s) => s.client.address),
+      price: 2n * E18,
+      stake: E18,
+      quorum: Math.floor(providers.length / 2) + 1,
+      commitDeadline: now + 100,
+      revealDeadline: now + 130,
+      finalDeadline: now + 400,
+    });
+    const first = round(seats.slice(0, 3), BigInt(now) * 256n + 1n);
+    const tie = round([seats[3]!], BigInt(now) * 256n + 2n);
+    const leaderId = batchIdOf(batchOfJob(first));
+    const rounds = [
+      { job: first, wire: wireOfJob(first, chain.chainId, requestor.escrowAddress), seats: seats.slice(0, 3) },
+      { job: tie, wire: wireOfJob(tie, chain.chainId, requestor.escrowAddress, leaderId), seats: [seats[3]!] },
+    ];
+    const right = hex32();
+    for (const [r, { job, wire, seats: members }] of rounds.entries()) {
+      const accepts = [];
+      for (const seat of members) {
+        const input = { batch: wire, qubeId: qube, price: job.price, wallTimeMs: 10_000, now: new Date(now * 1000) };
+        const verdict = await seat.accept(input);
+        expect(verdict.ok, JSON.stringify(verdict)).to.equal(true);
+        if (verdict.ok) accepts.push(verdict.signature);
+      }
+      if (r === 0) await requestor.open(batchOfJob(job), accepts);
+      else await requestor.openFollowUp(batchOfJob(job), accepts, batchOfJob(first));
+      const terms = { escrowJob: batchIdOf(batchOfJob(job)), price: job.price.toString() } as never;
+      for (const [s, seat] of members.entries()) {
+        const input = { batch: wire, terms, qubeId: qube, wallTimeMs: 10_000, now: new Date(now * 1000) };
+        expect((await seat.check(input)).ok).to.equal(true);
+        // seat 2 of the first round dissents
+        await seat.commit(batchOfJob(job), { outputsRoot: r === 0 && s === 2 ? hex32() : right, salt: hex32() });
+      }
+    }
+    const before = await Promise.all(seats.map((s) => s.client.balance()));
+    await advance(131);
+    const actions: SeatV2Report["action"][] = [];
+    for (let i = 0; i < 60; i++) {
+      for (const seat of seats) for (const r of await seat.keep()) actions.push(r.action);
+      if ((await requestor.batchState(batchOfJob(tie))).status === "settled") break;
+      await advance(5);
+    }
+    expect((await requestor.batchState(batchOfJob(first))).status, actions.join(",")).to.equal("settled");
+    expect((await requestor.batchState(batchOfJob(tie))).status, actions.join(",")).to.equal("settled");
+    expect(
+      actions.filter((a) => a === "proposed"),
+      actions.join(","),
+    ).to.have.length(2);
+    expect(
+      actions.filter((a) => a === "finalized"),
+      actions.join(","),
+    ).to.have.length(1);
+    const after = await Promise.all(seats.map((s) => s.client.balance()));
+    const share = E18 / 3n; // the dissenter's stake, shared by the three winners of the group
+    expect(after.map((b, i) => b - before[i]!)).to.deep.equal([
+      2n * E18 + E18 + share,
+      2n * E18 + E18 + share,
+      0n,
+      2n * E18 + E18 + share,
+    ]);
+    for (const seat of seats) expect(await seat.keep(), actions.join(",")).to.deep.equal([]);
   });
 });

@@ -7,6 +7,7 @@ import {
   columnHashOf,
   compactSignature,
   escrowV2Domain,
+  FOLLOW_UP_TYPES,
   qubesRootOf,
 } from "../../src/chain/escrow-v2-batch.js";
 import {
@@ -14,6 +15,8 @@ import {
   batchOfJob,
   isAcceptOf,
   isCommitmentsOf,
+  isFollowUpOf,
+  payoutOfGroup,
   payoutOfOneJob,
   wireOfJob,
 } from "../../src/chain/escrow-v2-wire.js";
@@ -94,6 +97,49 @@ describe("escrow v2 wire: batches of one qube, statements, payouts", () => {
     // each winner: price + stake + 300 / 4 = 75; the requestor: the liar's price, no dust
     expect(liar.credits).to.deep.equal([
       ...five.filter((_, i) => i !== 2).map((p) => ({ account: p, amount: 1375n })),
+      { account: requestor, amount: 1000n },
+    ]);
+  });
+
+  it("a follow-up names its leader on the wire; its FollowUp consent is bound to that leader, not an Accept", async () => {
+    const leaderId = batchIdOf(batchOfJob(job));
+    const follow = { ...job, nonce: job.nonce + 1n, providers: [seats[2]!.address], quorum: 1 };
+    const wire = escrowBatchWireSchema.parse(wireOfJob(follow, 31337, escrow, leaderId));
+    expect(wire.leader).to.equal(leaderId);
+    expect(escrowBatchWireSchema.safeParse({ ...wire, leader: "0x12" }).success).to.equal(false);
+    const batchId = batchIdOf(batchFromWire(wire).batch);
+    const at = { chainId: 31337, escrow, batchId, leaderId };
+    const domain = escrowV2Domain(31337, escrow);
+    const consent = compactSignature(await seats[2]!.signTypedData(domain, FOLLOW_UP_TYPES, { batchId, leaderId }));
+    expect(isFollowUpOf(seats[2]!.address, at, consent)).to.equal(true);
+    expect(isFollowUpOf(seats[2]!.address, { ...at, leaderId: root("01") }, consent)).to.equal(false);
+    expect(isAcceptOf(seats[2]!.address, { chainId: 31337, escrow, batchId }, consent)).to.equal(false);
+    const accept = compactSignature(await seats[2]!.signTypedData(domain, ACCEPT_TYPES, { batchId }));
+    expect(isFollowUpOf(seats[2]!.address, at, accept)).to.equal(false);
+  });
+
+  it("computes the contract's group payout: a tie-breaker agreeing with the pair, and one siding with the dissenter", () => {
+    const leader = batchOfJob(job);
+    const tieAddress = Wallet.createRandom().address;
+    const tie = batchOfJob({ ...job, nonce: job.nonce + 1n, providers: [tieAddress], quorum: 1, stake: 200n });
+    // R, R, W + R: 2 * 3 >= 2 + 4; the dissenter's 300 shared by three winners (100 each, no dust)
+    const [round, follow] = payoutOfGroup([leader, tie], [[root("aa"), root("aa"), root("bb")], [root("aa")]]);
+    expect(round!.slashed).to.deep.equal([{ account: seats[2]!.address, amount: 300n }]);
+    expect(round!.credits).to.deep.equal([
+      { account: seats[0]!.address, amount: 1400n },
+      { account: seats[1]!.address, amount: 1400n },
+      { account: requestor, amount: 1000n },
+    ]);
+    expect(follow).to.deep.equal({ credits: [{ account: tieAddress, amount: 1300n }], slashed: [] });
+    // R, R, W + W: two against two, no winner: every stake and the whole budget back
+    const [even, evenTie] = payoutOfGroup([leader, tie], [[root("aa"), root("aa"), root("bb")], [root("bb")]]);
+    expect(even!.slashed).to.deep.equal([]);
+    expect(even!.credits).to.deep.equal([
+      ...leader.providers.map((p) => ({ account: p, amount: 300n })),
+      { account: requestor, amount: 3000n },
+    ]);
+    expect(evenTie!.credits).to.deep.equal([
+      { account: tieAddress, amount: 200n },
       { account: requestor, amount: 1000n },
     ]);
   });

@@ -233,7 +233,7 @@ describe("payments v2: a paid qube through escrow v2 on a devnet @docker", funct
     ).to.equal(true);
   });
 
-  it("settles a batch with a dissenter through the checked path (signatures and openings on chain): no winner at 2 against 1, so nobody is slashed or paid, stakes and budget go back; the tie-breaker's batch pays", async () => {
+  it("pays the honest pair and the tie-breaker of a round with a dissenter, and slashes the dissenter: the tie-breaker's batch joins the round's group and the group is settled at once", async () => {
     const client = await requestorWith(
       2,
       v2().map((p) => p.peerId),
@@ -252,7 +252,7 @@ describe("payments v2: a paid qube through escrow v2 on a devnet @docker", funct
       const label = JSON.stringify({ f: result.failures, r: result.reason, p: result.payments });
       expect(result.status, label).to.equal("verified");
       expect(result.dissenting).to.deep.equal([liar().peerId]);
-      // v2 has no groups: the round (liar + 2 honest) and the tie-breaker are two batches
+      // the round (liar + 2 honest) and the tie-breaker's follow-up batch, settled together (one settleGroup)
       expect(
         result.payments!.map((p) => [p.providers.length, p.status]),
         label,
@@ -261,26 +261,31 @@ describe("payments v2: a paid qube through escrow v2 on a devnet @docker", funct
         [1, "settled"],
       ]);
       const [round, tieBreaker] = result.payments as [PaymentReport, PaymentReport];
-      expect(round.settleTx).to.not.equal(tieBreaker.settleTx);
+      expect(round.settleTx).to.match(/^0x[0-9a-f]{64}$/);
+      expect(tieBreaker.settleTx).to.equal(round.settleTx);
       const price = BigInt(round.price);
       const stake = BigInt(round.stake);
-      const liarPayout = liar().payout!;
-      expect(round.providers).to.include(liarPayout.toLowerCase());
-      // the contract's tally: a root wins with c votes when 2c >= quorum + committed seats (2 * 2 < 2 + 3)
-      expect(round.slashed, label).to.deep.equal([]);
-      for (const p of round.providers) expect(creditOf(round, p), label).to.equal(stake);
-      expect(creditOf(round, requestorAccount)).to.equal(3n * price);
+      const liarPayout = liar().payout!.toLowerCase();
+      expect(round.providers).to.include(liarPayout);
+      // the group's tally: R, R, W and the tie-breaker's R: 2 * 3 >= quorum 2 + 4 committed seats
+      const share = stake / 3n;
+      expect(
+        round.slashed.map((x) => [x.account.toLowerCase(), x.amount]),
+        label,
+      ).to.deep.equal([[liarPayout, stake.toString()]]);
       const tie = tieBreaker.providers[0]!;
       expect(v2Honest().map((p) => p.payout!.toLowerCase())).to.include(tie.toLowerCase());
-      expect(creditOf(tieBreaker, tie)).to.equal(BigInt(tieBreaker.price) + BigInt(tieBreaker.stake));
-      // on chain: every round seat has its stake back (nobody slashed, nobody paid), the tie-breaker gained its
-      // price, and the requestor paid that price alone
+      for (const p of round.providers.filter((p) => p !== liarPayout))
+        expect(creditOf(round, p), label).to.equal(price + stake + share);
+      expect(creditOf(tieBreaker, tie), label).to.equal(price + stake + share);
+      // on chain: the pair and the tie-breaker gained the price and a share of the dissenter's stake, the
+      // dissenter lost its stake, the requestor paid three prices (the dissenter's came back, with the dust)
       const after = await v2Balances([...everyone, requestorAccount]);
       everyone.forEach((p, i) => {
-        const gained = p.toLowerCase() === tie.toLowerCase() ? BigInt(tieBreaker.price) : 0n;
+        const gained = p.toLowerCase() === liarPayout ? -stake : price + share;
         expect(after[i]! - before[i]!, p).to.equal(gained);
       });
-      expect(before[everyone.length]! - after[everyone.length]!).to.equal(BigInt(tieBreaker.price));
+      expect(before[everyone.length]! - after[everyone.length]!).to.equal(3n * price - (stake - 3n * share));
     } finally {
       await client.close();
     }

@@ -50,6 +50,11 @@ export const escrowBatchWireSchema = z.strictObject({
   finalDeadline: z.int().nonnegative(),
   chainId: z.int().positive(),
   escrow: evmAddress,
+  /**
+   * A follow-up batch (a tie-breaker or replacement round): the id of the qube's first batch, whose group it
+   * joins; the provider then signs `FollowUp(batchId, leader)` instead of `Accept(batchId)`.
+   */
+  leader: bytes32Hex.optional(),
 });
 export type EscrowBatchWire = z.infer<typeof escrowBatchWireSchema>;
 
