@@ -3,11 +3,13 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { EscrowClient } from "../chain/escrow-client.js";
+import { EscrowV2Client } from "../chain/escrow-v2-client.js";
 import { loadOrCreatePayoutWallet } from "../net/keys.js";
 import { ProviderAgent, sweptUidPool } from "../provider/agent.js";
 import { loadProviderConfig } from "../provider/config.js";
 import { JobLedger } from "../provider/ledger.js";
-import { readChainFile, settleSeats } from "../provider/payments.js";
+import { CHAIN_FILES, readChainFile, type SeatReport, settleSeats } from "../provider/payments.js";
+import { ProviderPaymentsV2, SeatV2Store } from "../provider/payments-v2.js";
 import { escapeSuiteGate } from "../provider/probe-gate.js";
 import { UserError } from "../qube/index.js";
 import type { Sandbox } from "../sandbox/api.js";
@@ -100,6 +102,7 @@ export function registerProviderCommand(program: Command): void {
     .option("--rpc-url <url>", "JSON-RPC URL of the chain (default: the one the agent last ran with)")
     .option("--escrow <address>", "escrow address (default: the one the agent last ran with)")
     .option("--withdraw", "withdraw the whole credited balance to the payout account")
+    .addOption(escrowVersionOption())
     .option("--json", "print JSON")
     .action(async (flags: EarningsFlags) => {
       process.exitCode = await earnings(flags);
@@ -116,19 +119,28 @@ export function registerProviderCommand(program: Command): void {
     .option("--escrow <address>", "escrow address (default: the one the agent last ran with)")
     .option(
       "--force",
-      "reveal on chain now and settle as soon as the contract allows, without waiting for the requestor",
+      "escrow v1: reveal on chain now and settle as soon as the contract allows, without waiting for the requestor",
     )
+    .addOption(escrowVersionOption())
     .option("--json", "print JSON")
     .action(async (flags: EarningsFlags & { force?: boolean }) => {
       try {
+        const version = providerEscrowVersion(flags);
+        if (version === 2 && flags.force)
+          throw new UserError("FLAG_UNSUPPORTED", "--force is for escrow v1", {
+            details:
+              "escrow v2 has no early reveal: a seat proposes a settlement after the batch's reveal deadline, which `provider settle` does when it is due",
+          });
         const lock = lockDataDir(flags.dataDir, "airqube provider settle");
         try {
-          const reports = await settleSeats(flags.dataDir, {
+          const options = {
             privateKey: loadOrCreatePayoutWallet(flags.dataDir).privateKey,
             ...(flags.rpcUrl ? { rpcUrl: flags.rpcUrl } : {}),
             ...(flags.escrow ? { escrow: flags.escrow } : {}),
             ...(flags.force ? { force: true } : {}),
-          });
+          };
+          const reports =
+            version === 2 ? await settleSeatsV2(flags.dataDir, options) : await settleSeats(flags.dataDir, options);
           if (flags.json) printJson(reports);
           else
             for (const r of reports)
@@ -150,12 +162,129 @@ interface EarningsFlags {
   rpcUrl?: string;
   escrow?: string;
   withdraw?: boolean;
+  /** `v1` or `v2`. */
+  escrowVersion?: string;
   json?: boolean;
+}
+
+/** `--escrow-version` of `provider earnings` and `provider settle`. */
+function escrowVersionOption(): Option {
+  return new Option(
+    "--escrow-version <v>",
+    "the escrow the agent is paid through (default $AIRQUBE_ESCROW_VERSION, else v2 when only a v2 agent ran in the data directory, else v1)",
+  ).choices(["v1", "v2"]);
+}
+
+/**
+ * The escrow version of `provider earnings|settle`: the flag, else AIRQUBE_ESCROW_VERSION, else v2 when the data
+ * directory holds only the chain file of a v2 agent (`chain-v2.json`), else v1.
+ */
+function providerEscrowVersion(flags: { escrowVersion?: string; dataDir: string }): 1 | 2 {
+  const explicit = flags.escrowVersion ?? (process.env.AIRQUBE_ESCROW_VERSION || undefined);
+  if (explicit !== undefined) return parseEscrowVersion(explicit);
+  const has = (version: 1 | 2) => existsSync(join(flags.dataDir, CHAIN_FILES[version]));
+  return has(2) && !has(1) ? 2 : 1;
+}
+
+/** The RPC URL and escrow of a command: the flags, else the chain file the agent wrote for that version. */
+function chainOf(flags: { dataDir: string; rpcUrl?: string; escrow?: string }, version: 1 | 2) {
+  const saved = readChainFile(flags.dataDir, version);
+  const rpcUrl = flags.rpcUrl ?? saved?.rpcUrl;
+  const escrow = flags.escrow ?? saved?.escrow;
+  if (!rpcUrl || !escrow)
+    throw new UserError("CHAIN_UNCONFIGURED", `No chain is known for this provider's escrow v${version}`, {
+      details: `pass --rpc-url and --escrow, or run the agent with them once (it writes ${CHAIN_FILES[version]})`,
+    });
+  return { rpcUrl, escrow };
+}
+
+/** `provider settle` through escrow v2: one pass of the agent's keeper over its open seats (`seats-v2.sqlite`). */
+async function settleSeatsV2(
+  dataDir: string,
+  options: { privateKey: string; rpcUrl?: string; escrow?: string },
+): Promise<SeatReport[]> {
+  const chain = chainOf({ dataDir, ...options }, 2);
+  const payments = await ProviderPaymentsV2.connect(
+    { ...chain, maxStake: "0", stakeDeposit: "0" },
+    options.privateKey,
+    {
+      dataDir,
+    },
+  );
+  try {
+    // the same report shape as v1's (a batch id stands for the job id)
+    return (await payments.keep()).map(({ batchId, ...rest }) => ({ jobId: batchId, ...rest }) as SeatReport);
+  } finally {
+    await payments.close();
+  }
+}
+
+/**
+ * `provider earnings` through escrow v2: the account's balance in the escrow (its standing stake and every
+ * credit, less what open batches lock), the agent's seats and which of them were settled on chain. v2 emits one
+ * event per settlement, not one per credit, so there is no per-qube amount to list.
+ */
+async function earningsV2(flags: EarningsFlags): Promise<number> {
+  let client: EscrowV2Client | undefined;
+  try {
+    const chain = chainOf(flags, 2);
+    if (!existsSync(join(flags.dataDir, "payout.key")))
+      throw new UserError("PROVIDER_UNKNOWN", "No payout key in this data directory", { details: flags.dataDir });
+    const wallet = loadOrCreatePayoutWallet(flags.dataDir);
+    client = await EscrowV2Client.connect({ ...chain, privateKey: wallet.privateKey });
+    const seatsFile = join(flags.dataDir, "seats-v2.sqlite");
+    const seats = (() => {
+      if (!existsSync(seatsFile)) return [];
+      const store = new SeatV2Store(seatsFile);
+      try {
+        return store.all();
+      } finally {
+        store.dispose();
+      }
+    })();
+    const mine = new Set(seats.map((s) => s.batchId.toLowerCase()));
+    const settled = (await client.settlements()).filter((s) => mine.has(s.batchId.toLowerCase()));
+    const balance = await client.balance();
+    const withdrawn = flags.withdraw && balance > 0n ? await client.withdraw(balance) : undefined;
+    const report = {
+      payout: client.address,
+      chainId: client.chainId,
+      escrow: client.escrowAddress,
+      escrowVersion: 2,
+      balanceWei: (withdrawn ? 0n : balance).toString(),
+      seats: { total: seats.length, open: seats.filter((s) => s.state === "open").length, settled: settled.length },
+      settlements: settled.map((s) => ({ batchId: s.batchId, tx: s.txHash })),
+      ...(withdrawn ? { withdrawal: { tx: withdrawn.hash, amountWei: balance.toString() } } : {}),
+    };
+    if (flags.json) printJson(report);
+    else {
+      process.stdout.write(`provider payout ${report.payout} (escrow v2 ${report.escrow}, chain ${report.chainId})\n`);
+      process.stdout.write(
+        `  balance in the escrow (standing stake and credits, less open batches' locks): ${glm(report.balanceWei)}\n`,
+      );
+      process.stdout.write(
+        `  seats: ${report.seats.total} (${report.seats.open} open, ${report.seats.settled} settled on chain)\n`,
+      );
+      for (const s of settled.slice(-10))
+        process.stdout.write(`    batch ${s.batchId.slice(0, 10)}… settled (tx ${s.txHash.slice(0, 10)}…)\n`);
+      if (withdrawn)
+        process.stdout.write(
+          `  withdrew ${glm(balance)} in tx ${withdrawn.hash} (the agent deposits its standing stake again when it starts)\n`,
+        );
+      else if (flags.withdraw) process.stdout.write("  nothing to withdraw\n");
+    }
+    return 0;
+  } catch (error) {
+    return reportError(error, Boolean(flags.json));
+  } finally {
+    client?.close();
+  }
 }
 
 async function earnings(flags: EarningsFlags): Promise<number> {
   let client: EscrowClient | undefined;
   try {
+    if (providerEscrowVersion(flags) === 2) return await earningsV2(flags);
     const saved = readChainFile(flags.dataDir);
     const rpcUrl = flags.rpcUrl ?? saved?.rpcUrl;
     const escrow = flags.escrow ?? saved?.escrow;

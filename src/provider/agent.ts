@@ -268,6 +268,7 @@ export class ProviderAgent {
       });
       if (deposited > 0n) this.logger.info({ amount: deposited.toString() }, "escrow v2 stake deposited");
       this.paymentsV2.startKeeper(5_000, (report) => this.logger.info({ ...report }, "escrow v2 seat"));
+      writeChainFile(this.config.dataDir, chain, 2);
     } else if (this.config.chain && this.payoutKey) {
       this.payments = await ProviderPayments.connect(this.config.chain, this.payoutKey, {
         ...options,

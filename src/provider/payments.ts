@@ -43,16 +43,21 @@ const chainFileSchema = z.strictObject({
   escrow: z.string().regex(/^0x[0-9a-fA-F]{40}$/),
 });
 
-/** Writes `chain.json` (RPC URL and escrow; no key) in a data directory, for `airqube provider earnings`. */
-export function writeChainFile(dataDir: string, chain: { rpcUrl: string; escrow: string }): void {
-  writeFileSync(join(dataDir, "chain.json"), `${JSON.stringify({ rpcUrl: chain.rpcUrl, escrow: chain.escrow })}\n`, {
-    mode: 0o600,
-  });
+/** The chain file of an agent paid through escrow v1 (`chain.json`) and through escrow v2 (`chain-v2.json`). */
+export const CHAIN_FILES = { 1: "chain.json", 2: "chain-v2.json" } as const;
+
+/**
+ * Writes `chain.json` (or, for escrow v2, `chain-v2.json`): the RPC URL and the escrow, no key, in a data
+ * directory, for `airqube provider earnings` and `provider settle`.
+ */
+export function writeChainFile(dataDir: string, chain: { rpcUrl: string; escrow: string }, version: 1 | 2 = 1): void {
+  const text = `${JSON.stringify({ rpcUrl: chain.rpcUrl, escrow: chain.escrow })}\n`;
+  writeFileSync(join(dataDir, CHAIN_FILES[version]), text, { mode: 0o600 });
 }
 
-/** Reads `chain.json` from a data directory, if a paid agent ran there. */
-export function readChainFile(dataDir: string): { rpcUrl: string; escrow: string } | undefined {
-  const path = join(dataDir, "chain.json");
+/** Reads `chain.json` (or `chain-v2.json`) from a data directory, if a paid agent ran there. */
+export function readChainFile(dataDir: string, version: 1 | 2 = 1): { rpcUrl: string; escrow: string } | undefined {
+  const path = join(dataDir, CHAIN_FILES[version]);
   if (!existsSync(path)) return undefined;
   try {
     return chainFileSchema.parse(JSON.parse(readFileSync(path, "utf8")));
