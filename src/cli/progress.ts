@@ -72,6 +72,21 @@ function describe(event: RunEvent): string {
   }
 }
 
+/** The bytes of outputs arriving from each provider still sending them, summed for a live status line. */
+export class OutputsArriving {
+  private readonly bytes = new Map<string, number>();
+
+  /** Updates the sums; returns the status line for an `outputsReceiving` event, undefined for any other. */
+  observe(event: RunEvent): string | undefined {
+    if (event.type === "resultReceived" || event.type === "providerFailed") this.bytes.delete(event.provider);
+    if (event.type !== "outputsReceiving") return undefined;
+    this.bytes.set(event.provider, event.bytes);
+    const total = [...this.bytes.values()].reduce((sum, n) => sum + n, 0);
+    const n = this.bytes.size;
+    return `receiving the outputs: ${formatBytes(total)} so far from ${n} provider${n === 1 ? "" : "s"}`;
+  }
+}
+
 /**
  * Counts providers that answered out of those the run waits for: k at first, the number available when the
  * run goes on with fewer (`--allow-fewer`), plus every tie-breaker replica.
@@ -148,13 +163,16 @@ export function progressReporter(mode: { json: boolean; replicas: number }): {
     cliProgress.Presets.shades_classic,
   );
   bar.start(counter.total, 0, { status: "looking for offers" });
+  const arriving = new OutputsArriving();
   return {
     onProgress: (event) => {
       const answer = counter.observe(event);
       if (event.type === "fewerProviders") process.stderr.write(`\nairqube: ${describe(event)}\n`);
       bar.setTotal(counter.total);
-      if (answer) bar.update(counter.answered, { status: describe(event) });
-      else bar.update({ status: describe(event) });
+      // while outputs arrive, the status sums them over the providers still sending
+      const status = arriving.observe(event) ?? describe(event);
+      if (answer) bar.update(counter.answered, { status });
+      else bar.update({ status });
     },
     stop: () => bar.stop(),
     listsFailures: false,

@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import { describeEnd, exitStatusOf } from "../../src/cli/exit-status.js";
 import { describePayment } from "../../src/cli/payment-report.js";
-import { AnswerCounter, describeFailure, plainProgressLine } from "../../src/cli/progress.js";
+import { AnswerCounter, describeFailure, OutputsArriving, plainProgressLine } from "../../src/cli/progress.js";
 import { earnedLine } from "../../src/cli/provider-command.js";
 import { formatBytes } from "../../src/cli/units.js";
 import { AdmissionRefusedError } from "../../src/net/exchange/errors.js";
@@ -41,6 +41,18 @@ describe("cli: the bytes of outputs arriving", () => {
     expect(line).to.equal("airqube: receiving the outputs of …abcdefgh: 3.1 MiB so far");
     expect(counter.answered).to.equal(0);
     expect([0, 1023, 1024, 5 * 1024 ** 3].map(formatBytes)).to.deep.equal(["0 B", "1023 B", "1.0 KiB", "5.0 GiB"]);
+    // the live status sums the providers still sending, and forgets one once its answer is in
+    const arriving = new OutputsArriving();
+    expect(arriving.observe({ type: "outputsReceiving", provider: "a", bytes: 1024 ** 2 })).to.equal(
+      "receiving the outputs: 1.0 MiB so far from 1 provider",
+    );
+    expect(arriving.observe({ type: "outputsReceiving", provider: "b", bytes: 2 * 1024 ** 2 })).to.equal(
+      "receiving the outputs: 3.0 MiB so far from 2 providers",
+    );
+    expect(arriving.observe({ type: "resultReceived", provider: "a", outputsRoot: "sha256:00" })).to.equal(undefined);
+    expect(arriving.observe({ type: "outputsReceiving", provider: "b", bytes: 3 * 1024 ** 2 })).to.equal(
+      "receiving the outputs: 3.0 MiB so far from 1 provider",
+    );
   });
 });
 
