@@ -212,7 +212,8 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     /// @notice A deposit or withdrawal of zero.
     error AirqubeEscrowV2ZeroAmount();
     /// @notice The follow-up does not fit the leader (requestor, qubes or jobs differ, the leader is a follow-up
-    /// itself, or the group's follow-ups would have more than {MAX_FOLLOW_UP_SEATS} seats).
+    /// itself, the follow-up ends too late, or the group's follow-ups would have more than {MAX_FOLLOW_UP_SEATS}
+    /// seats).
     error AirqubeEscrowV2NotAFollowUp(bytes32 batchId, bytes32 leaderId);
     /// @notice The batch belongs to a group: settle it with {settleGroup} or {finalizeGroup}.
     error AirqubeEscrowV2GroupSettlement(bytes32 batchId);
@@ -281,7 +282,10 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
     /**
      * @notice Opens a follow-up batch of a qube (a tie-breaker or replacement round) in the group of `leader`, the
      * qube's first batch, as {open} does. The group is then settled as a whole ({settleGroup}, {finalizeGroup}).
-     * @param batch The follow-up's parameters: same requestor (the caller), `qubesRoot` and `jobs` as the leader.
+     * @param batch The follow-up's parameters: same requestor (the caller), `qubesRoot` and `jobs` as the leader,
+     * and a final deadline at most `leader.finalDeadline - leader.commitDeadline` after the leader's (a group under
+     * dispute waits for its open batches until their final deadline: this bounds how long a requestor can keep
+     * the leader's seats waiting).
      * @param accepts For each seat, its compact signature `[r, vs]` of `FollowUp(batchId, leaderId)`: its consent
      * to the batch, to the lock of its stake and to its votes being counted with the leader's group.
      * @param leader The leader's parameters; the leader must be open and not a follow-up itself.
@@ -299,6 +303,7 @@ contract AirqubeEscrowV2 is EIP712, Multicall, ReentrancyGuardTransient {
         if (
             leader.requestor != batch.requestor || leader.qubesRoot != batch.qubesRoot || leader.jobs != batch.jobs
                 || leaderWord & _FOLLOWER_BIT != 0
+                || uint256(batch.finalDeadline) + leader.commitDeadline > 2 * uint256(leader.finalDeadline)
                 || (link & _SEATS_MASK) + batch.providers.length > MAX_FOLLOW_UP_SEATS
         ) revert AirqubeEscrowV2NotAFollowUp(batchId, leaderId);
         _records[leaderSlot] = leaderWord | _LEADER_BIT;

@@ -187,8 +187,11 @@ describe("AirqubeEscrowV2 groups", () => {
     await notAFollowUp(outsider, await makeBatch(outsider, [p3], { nonce: 2n, quorum: 1 }));
     await notAFollowUp(requestor, await tie({ qubesRoot: hex32(0xdead) }));
     await notAFollowUp(requestor, await tie({ jobs: 2, qubesRoot: leader.qubesRoot }));
+    // a follow-up ends at most one leader span (final - commit deadline) after the leader
+    const span = leader.finalDeadline - leader.commitDeadline;
+    await notAFollowUp(requestor, await tie({ finalDeadline: leader.finalDeadline + span + 1 }));
     // the seats' plain Accept (or a FollowUp for another leader) does not put them into a group
-    const t = await tie();
+    const t = await tie({ finalDeadline: leader.finalDeadline + span });
     await expect(escrow.connect(requestor).openFollowUp(bt(t), await acceptsOf(escrow, t, [p3]), bt(leader)))
       .to.be.revertedWithCustomError(escrow, "AirqubeEscrowV2BadSignature")
       .withArgs(batchIdOf(t), await p3.getAddress());
