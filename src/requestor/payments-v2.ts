@@ -131,8 +131,16 @@ export class EscrowV2Payments implements PaymentsPort {
       now + Math.ceil((request.wallTimeMs + request.commitGraceMs) / 1000) + (this.config.marginS ?? 30);
     const window = this.config.revealWindowS ?? 120;
     const revealDeadline = commitDeadline + window;
-    // a replacement or tie-breaker round joins the group of the qube's first batch
-    const leader = request.leader ? batchOfJob(request.leader) : undefined;
+    let finalDeadline = revealDeadline + Math.max(this.config.settleWindowS ?? 3600, 2 * window);
+    // a replacement or tie-breaker round joins the group of the qube's first batch; the contract lets a follow-up
+    // end at most one leader span after the leader: when that leaves no room for a dispute's two windows, the
+    // round is paid as a batch of its own (its votes then do not count with the group's)
+    let leader = request.leader ? batchOfJob(request.leader) : undefined;
+    if (leader) {
+      const latest = 2 * leader.finalDeadline - leader.commitDeadline;
+      if (latest >= revealDeadline + 2 * window) finalDeadline = Math.min(finalDeadline, latest);
+      else leader = undefined;
+    }
     const leaderId = leader ? batchIdOf(leader) : undefined;
     const job = parseEscrowJob({
       requestor: this.account,
@@ -144,7 +152,7 @@ export class EscrowV2Payments implements PaymentsPort {
       quorum: request.quorum,
       commitDeadline,
       revealDeadline,
-      finalDeadline: revealDeadline + Math.max(this.config.settleWindowS ?? 3600, 2 * window),
+      finalDeadline,
     });
     const batch = batchOfJob(job);
     const batchId = batchIdOf(batch);

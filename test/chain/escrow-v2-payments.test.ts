@@ -120,4 +120,27 @@ describe("requestor: escrow v2 payments close a group through its dispute (real 
     const after = await Promise.all(seats.map((s) => s.balance()));
     expect(after.map((b, i) => b - before[i]!)).to.deep.equal([4n * E18, 4n * E18, 2n * E18, 4n * E18]);
   });
+
+  it("a follow-up too late for its leader's group (it would end more than one leader span after it) is opened as a batch of its own", async () => {
+    const qubeId = `aq1${randomBytes(32).toString("hex")}`;
+    const accept = async (wire: EscrowBatchWire): Promise<CompactSignature[]> => {
+      const { batch } = batchFromWire(wire);
+      expect(wire.leader).to.equal(undefined);
+      return Promise.all(batch.providers.map((p) => seats.find((s) => s.address === p)!.signAccept(batch)));
+    };
+    const request = { qubeId, price: E18, quorum: 1, wallTimeMs: 1000, commitGraceMs: 0, accept };
+    const first = await payments.lock({ ...request, payouts: [seats[0]!.address] });
+    const leader = first.seat.job;
+    // the leader's span is 32 s (2 s reveal window + 30 s settle window): two spans later a follow-up's reveal
+    // deadline and two windows no longer end within one span after the leader's final deadline
+    await rpc.send("evm_increaseTime", [2 * (leader.finalDeadline - leader.commitDeadline)]);
+    await rpc.send("evm_mine", []);
+    const late = await payments.lock({ ...request, payouts: [seats[1]!.address], leader });
+    expect(await payments.escrowClient.batchGroup(batchOfJob(late.seat.job))).to.deep.equal({
+      leader: false,
+      followUp: false,
+      followUpSeats: 0,
+    });
+    expect((await payments.escrowClient.batchState(batchOfJob(late.seat.job))).status).to.equal("open");
+  });
 });
