@@ -6,6 +6,7 @@
 
 import type { EscrowJob } from "../chain/job.js";
 import type { EscrowBatchWire, EscrowCommitmentsWire } from "../net/exchange/messages.js";
+import { type AirqubeError, PeerError } from "../qube/errors.js";
 import type {
   Commitment,
   OutputManifest,
@@ -156,4 +157,19 @@ export interface ComputeMarket {
   ): Promise<[string, string]>;
   /** Releases the backend's connections and resources. */
   close(): Promise<void>;
+}
+
+/**
+ * Providers would not sign their seat of an escrow batch (escrow v2's `Accept`: a refusal, no answer, or an
+ * answer without it): the batch cannot be locked with them. The engine gives them up, replaces them, and locks
+ * again with the seats that did accept.
+ */
+export class SeatsRefusedError extends PeerError {
+  readonly refusals: { provider: string; error: AirqubeError }[];
+  constructor(refusals: { provider: string; error: AirqubeError }[]) {
+    super("ESCROW_ACCEPT_REFUSED", "Providers would not accept their seat of the escrow batch", {
+      details: refusals.map((r) => `${r.provider}: ${r.error.code}`).join("; "),
+    });
+    this.refusals = refusals;
+  }
 }

@@ -50,6 +50,8 @@ export type EngineEvent =
   | { type: "locked"; providers: string[] }
   /** `chainDown`: the chain could not be reached (then a run that committed nothing fails with this failure). */
   | { type: "lockFailed"; providers: string[]; failure: EngineFailure; chainDown: boolean }
+  /** Escrow v2: some seats of a lock would not sign their `Accept`; nothing was locked. */
+  | { type: "seatsRefused"; providers: string[]; refused: { provider: string; failure: EngineFailure }[] }
   | { type: "committed"; provider: string }
   | { type: "failed"; provider: string; failure: EngineFailure }
   /** `vote`: what the provider's valid reveal votes for (outputs root and outcome). */
@@ -243,6 +245,26 @@ export class RoundEngine {
         for (const provider of event.providers)
           if (this.stageOf(provider) === "locking") this.seatFailed(provider, event.failure, false);
         break;
+      case "seatsRefused": {
+        const locking = event.providers.filter((p) => this.stageOf(p) === "locking");
+        const first = this.batchJob !== undefined && locking.some((p) => this.batchJob?.includes(p));
+        if (first) {
+          // the first round's job was not opened: the seats that accepted wait, admitted, for the next lock,
+          // taken once the refusing seats are replaced (or given up)
+          this.batchJob = undefined;
+          this.round.batchLock = true;
+          for (const p of locking) this.round.stages.set(p, "admitted");
+        }
+        for (const { provider, failure } of event.refused)
+          if (this.stageOf(provider) === (first ? "admitted" : "locking")) this.seatFailed(provider, failure, true);
+        // a later round locks seat by seat: a seat that accepted in a refused lock is locked again alone
+        if (!first)
+          for (const p of locking)
+            if (this.stageOf(p) === "locking" && !event.refused.some((r) => r.provider === p))
+              this.out.push({ type: "lock", providers: [p], quorum: this.plan.quorum });
+        if (first) this.maybeLockBatch();
+        break;
+      }
       case "committed":
         if (this.stageOf(event.provider) !== "dispatching") break;
         this.round.stages.set(event.provider, "committed");

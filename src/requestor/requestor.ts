@@ -12,7 +12,15 @@ import { COMMIT_GRACE_MS } from "../net/exchange/constants.js";
 import type { EscrowBatchWire } from "../net/exchange/messages.js";
 import { PeerError, toAirqubeError, UserError, type VerifiedQubeSpec } from "../qube/index.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
-import type { ComputeMarket, Dispatch, EscrowSeat, ProviderAnswer, ProviderCandidate, SealedQube } from "./api.js";
+import {
+  type ComputeMarket,
+  type Dispatch,
+  type EscrowSeat,
+  type ProviderAnswer,
+  type ProviderCandidate,
+  type SealedQube,
+  SeatsRefusedError,
+} from "./api.js";
 import { type EngineOutcome, shuffled } from "./engine.js";
 import { type JournalEscrowJob, RequestorJournal } from "./journal.js";
 import { outcomeOf, type QubeOutcome, voteKey } from "./outcome.js";
@@ -351,7 +359,8 @@ export class Requestor {
   /**
    * Escrow v2: every seat's signed `Accept` of the batch, in seat order (asked at once over the market).
    *
-   * @throws PeerError `ESCROW_UNSUPPORTED` when the market cannot ask; a provider's refusal.
+   * @throws PeerError `ESCROW_UNSUPPORTED` when the market cannot ask; {@link SeatsRefusedError} naming every
+   *   provider that refused or did not answer.
    */
   private async acceptances(
     qube: SealedQube,
@@ -362,7 +371,15 @@ export class Requestor {
     const market = this.options.market;
     if (!market.acceptEscrowBatch)
       throw new PeerError("ESCROW_UNSUPPORTED", "This market cannot ask providers to accept an escrow v2 batch");
-    return Promise.all(candidates.map((c) => market.acceptEscrowBatch!(c, qube, batch, signal ? { signal } : {})));
+    const answers = await Promise.allSettled(
+      candidates.map((c) => market.acceptEscrowBatch!(c, qube, batch, signal ? { signal } : {})),
+    );
+    signal?.throwIfAborted();
+    const refusals = answers.flatMap((answer, i) =>
+      answer.status === "rejected" ? [{ provider: candidates[i]!.id, error: toAirqubeError(answer.reason) }] : [],
+    );
+    if (refusals.length > 0) throw new SeatsRefusedError(refusals);
+    return answers.map((answer) => (answer as PromiseFulfilledResult<[string, string]>).value);
   }
 
   /** Journals the openings of verified reveals (payout address → root and salt), per escrow job. */

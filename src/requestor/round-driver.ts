@@ -7,7 +7,15 @@
  */
 import { join } from "node:path";
 import { PeerError, toAirqubeError } from "../qube/index.js";
-import type { ComputeMarket, Dispatch, EscrowSeat, ProviderAnswer, ProviderCandidate, SealedQube } from "./api.js";
+import {
+  type ComputeMarket,
+  type Dispatch,
+  type EscrowSeat,
+  type ProviderAnswer,
+  type ProviderCandidate,
+  type SealedQube,
+  SeatsRefusedError,
+} from "./api.js";
 import { type EngineCommand, type EngineEvent, type EngineFailure, type EngineOutcome, RoundEngine } from "./engine.js";
 import type { RequestorJournal } from "./journal.js";
 import { voteKey } from "./outcome.js";
@@ -283,6 +291,15 @@ export class RoundDriver {
       this.post({ type: "locked", providers });
     } catch (error) {
       this.checkAborted();
+      if (error instanceof SeatsRefusedError) {
+        // escrow v2: the seats that would not sign are replaced; nothing was locked
+        const refused = error.refusals.map((r) => ({
+          provider: r.provider,
+          failure: this.failure(r.provider, r.error),
+        }));
+        this.post({ type: "seatsRefused", providers, refused });
+        return;
+      }
       const chainDown = isChainDown(error);
       const recorded =
         providers.length === 1

@@ -1,4 +1,6 @@
 import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { expect } from "chai";
 import { Contract } from "ethers";
 import { batchIdOf } from "../../src/chain/escrow-v2-batch.js";
@@ -354,6 +356,54 @@ describe("payments v2: a paid qube through escrow v2 on a devnet @docker", funct
       const after = await v2Balances([...payouts, requestorAccount]);
       for (let i = 0; i < payouts.length; i++) expect(after[i]! - before[i]!).to.equal(price);
       expect(before[3]! - after[3]!).to.equal(3n * price);
+    } finally {
+      await client.close();
+    }
+  });
+
+  // last: it takes the liar's standing stake out of the escrow
+  it("replaces a provider that admits the qube but will not sign its seat of the batch (its stake is gone), and locks with the others", async () => {
+    const chain = devnet.chain!;
+    const drained = await EscrowV2Client.connect({
+      rpcUrl: chain.rpcUrl,
+      escrow: chain.escrowV2,
+      privateKey: (await readFile(join(liar().dataDir, "payout.key"), "utf8")).trim(),
+    });
+    try {
+      await drained.withdraw(await drained.balance());
+      expect(await drained.balance()).to.equal(0n);
+    } finally {
+      drained.close();
+    }
+    const client = await requestorWith(
+      2,
+      v2().map((p) => p.peerId),
+    );
+    try {
+      const allowed = new Set(v2().map((p) => p.peerId));
+      const events: RunEvent[] = [];
+      const result = await client.requestor.run(await client.seal("stake-gone"), {
+        outputDir: tmp("aq-pay2-out-"),
+        filter: (c) => allowed.has(c.id),
+        prefer: [liar().peerId],
+        random: seededRandom(5),
+        onProgress: (e) => events.push(e),
+      });
+      const label = JSON.stringify({ f: result.failures, r: result.reason, p: result.payments });
+      expect(result.status, label).to.equal("verified");
+      // it was asked (admitted), refused its Accept for want of a stake, and nothing was locked for it
+      expect(
+        result.failures.map((f) => [f.provider, f.code]),
+        label,
+      ).to.deep.equal([[liar().peerId, "STAKE_UNAVAILABLE"]]);
+      expect(new Set(result.agreeing)).to.deep.equal(new Set(v2Honest().map((p) => p.peerId)));
+      const locks = events.filter((e) => e.type === "budgetLocked");
+      expect(locks, label).to.have.length(1);
+      expect((locks[0] as { providers: string[] }).providers).not.to.include(liar().peerId);
+      expect(
+        result.payments!.map((p) => p.status),
+        label,
+      ).to.deep.equal(["settled"]);
     } finally {
       await client.close();
     }

@@ -21,7 +21,9 @@ type Behaviour =
   | "crash-reveal"
   | "lost-reveal"
   | "refuse"
-  | "lock-fail";
+  | "lock-fail"
+  /** Admits the qube, then will not sign its seat of the escrow batch (escrow v2's Accept). */
+  | "accept-refuse";
 
 interface SimProvider extends EngineCandidate {
   behaviour: Behaviour;
@@ -108,10 +110,17 @@ function drive(
           for (const id of command.providers)
             if (!trace.admitted.has(id)) trace.violations.push(`lock before admission: ${id}`);
           const fails = command.providers.some((id) => all.get(id)!.behaviour === "lock-fail");
+          const refusing = command.providers.filter((id) => all.get(id)!.behaviour === "accept-refuse");
           pending.push(
-            fails
-              ? { type: "lockFailed", providers: command.providers, failure: failure("LOCK"), chainDown: false }
-              : { type: "locked", providers: command.providers },
+            refusing.length > 0
+              ? {
+                  type: "seatsRefused",
+                  providers: command.providers,
+                  refused: refusing.map((provider) => ({ provider, failure: failure("ESCROW_ACCEPT_REFUSED") })),
+                }
+              : fails
+                ? { type: "lockFailed", providers: command.providers, failure: failure("LOCK"), chainDown: false }
+                : { type: "locked", providers: command.providers },
           );
           break;
         }
@@ -171,6 +180,7 @@ const behaviours: Behaviour[] = [
   "lost-reveal",
   "refuse",
   "lock-fail",
+  "accept-refuse",
 ];
 
 const providerArb = (prefix: string) =>
@@ -339,6 +349,35 @@ describe("requestor: round engine (pure)", () => {
       type: "finished",
       outcome: { kind: "failed", code: "LOCK_FAILED", failure: down },
     });
+  });
+
+  it("paid, escrow v2: a seat that will not sign its Accept is replaced and the first lock made again with the others", () => {
+    const engine = new RoundEngine({
+      policy: { mode: "fixed", k: 2, quorum: 2 },
+      paid: true,
+      allowFewer: false,
+      random: seededRandom(1),
+      reputation: () => undefined,
+    });
+    expect(engine.start(["a", "b", "c"].map((id) => ({ id })))).to.deep.equal([
+      { type: "admit", providers: ["a", "b"] },
+    ]);
+    engine.handle({ type: "admitted", provider: "a" });
+    expect(engine.handle({ type: "admitted", provider: "b" })).to.deep.equal([
+      { type: "lock", providers: ["a", "b"], quorum: 2 },
+    ]);
+    const refused = failure("ESCROW_ACCEPT_REFUSED");
+    // b would not sign: nothing was locked; c is asked in its place, a waits
+    expect(
+      engine.handle({ type: "seatsRefused", providers: ["a", "b"], refused: [{ provider: "b", failure: refused }] }),
+    ).to.deep.equal([{ type: "admit", providers: ["c"] }]);
+    expect(engine.handle({ type: "admitted", provider: "c" })).to.deep.equal([
+      { type: "lock", providers: ["a", "c"], quorum: 2 },
+    ]);
+    expect(engine.handle({ type: "locked", providers: ["a", "c"] })).to.deep.equal([
+      { type: "dispatch", provider: "a" },
+      { type: "dispatch", provider: "c" },
+    ]);
   });
 
   it("too few distinct providers is an error before anything is sent, unless allowFewer", () => {
