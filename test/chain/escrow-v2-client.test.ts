@@ -1,6 +1,5 @@
 import { expect } from "chai";
-import { type JsonRpcProvider, Wallet } from "ethers";
-import { deployEscrow, fundAccounts } from "../../src/chain/deploy.js";
+import type { JsonRpcProvider } from "ethers";
 import { ChainError } from "../../src/chain/errors.js";
 import {
   batchCommitmentOf,
@@ -9,19 +8,19 @@ import {
   parseEscrowBatch,
   qubesRootOf,
 } from "../../src/chain/escrow-v2-batch.js";
-import { type BatchOpening, deployEscrowV2, EscrowV2Client } from "../../src/chain/escrow-v2-client.js";
-import { type LocalChain, startLocalChain } from "../../src/chain/local-chain.js";
-import { createRpcProvider } from "../../src/chain/rpc.js";
+import { type BatchOpening, EscrowV2Client } from "../../src/chain/escrow-v2-client.js";
+import type { LocalChain } from "../../src/chain/local-chain.js";
 import { UserError } from "../../src/qube/errors.js";
 import { startRpcProxy } from "../helpers/rpc-proxy.js";
+import { E18, startV2Chain, type V2Chain } from "./v2-chain.js";
 
-const E18 = 10n ** 18n;
 const hex32 = (n: number) => `0x${n.toString(16).padStart(64, "0")}`;
 const ROOT = hex32(0x1234);
 const ZERO = hex32(0);
 
 describe("chain: EscrowV2Client (real EDR chain on 127.0.0.1)", function () {
   this.timeout(120_000);
+  let fixture: V2Chain;
   let chain: LocalChain;
   let provider: JsonRpcProvider;
   let requestor: EscrowV2Client;
@@ -33,17 +32,9 @@ describe("chain: EscrowV2Client (real EDR chain on 127.0.0.1)", function () {
   let disputed: { batch: EscrowBatch; commitments: string[]; opening: BatchOpening } | undefined;
 
   before(async () => {
-    chain = await startLocalChain({ accounts: 6 });
-    provider = createRpcProvider(chain.rpcUrl, chain.chainId);
-    const deployer = new Wallet(chain.accounts[0]!.privateKey, provider);
-    const { token } = await deployEscrow(deployer);
-    await fundAccounts(
-      deployer,
-      token,
-      chain.accounts.map((a) => a.address),
-      1000n * E18,
-    );
-    const escrow = await deployEscrowV2(deployer, token);
+    fixture = await startV2Chain(6);
+    ({ chain, rpc: provider } = fixture);
+    const escrow = fixture.escrow;
     const connect = (i: number) =>
       EscrowV2Client.connect({ rpcUrl: chain.rpcUrl, privateKey: chain.accounts[i]!.privateKey, escrow });
     requestor = await connect(1);
@@ -54,8 +45,7 @@ describe("chain: EscrowV2Client (real EDR chain on 127.0.0.1)", function () {
 
   after(async () => {
     for (const c of [requestor, ...(seats ?? []), tieBreaker]) c?.close();
-    provider?.destroy();
-    await chain?.stop();
+    await fixture?.stop();
   });
 
   async function newBatch(jobs: number): Promise<EscrowBatch> {

@@ -1,17 +1,15 @@
 import { randomBytes } from "node:crypto";
 import { expect } from "chai";
-import { type JsonRpcProvider, Wallet } from "ethers";
-import { deployEscrow, fundAccounts } from "../../src/chain/deploy.js";
+import type { JsonRpcProvider } from "ethers";
 import { batchIdOf } from "../../src/chain/escrow-v2-batch.js";
-import { deployEscrowV2, EscrowV2Client } from "../../src/chain/escrow-v2-client.js";
+import { EscrowV2Client } from "../../src/chain/escrow-v2-client.js";
 import { batchOfJob, wireOfJob } from "../../src/chain/escrow-v2-wire.js";
 import type { EscrowJob } from "../../src/chain/job.js";
-import { type LocalChain, startLocalChain } from "../../src/chain/local-chain.js";
-import { createRpcProvider } from "../../src/chain/rpc.js";
+import type { LocalChain } from "../../src/chain/local-chain.js";
 import { ProviderPaymentsV2, type SeatV2Report } from "../../src/provider/payments-v2.js";
 import { tmp } from "../helpers/network.js";
+import { advance, E18, startV2Chain, type V2Chain } from "./v2-chain.js";
 
-const E18 = 10n ** 18n;
 const hex32 = () => `0x${randomBytes(32).toString("hex")}`;
 
 /**
@@ -21,23 +19,16 @@ const hex32 = () => `0x${randomBytes(32).toString("hex")}`;
  */
 describe("provider: escrow v2 keeper when the requestor vanishes (real EDR chain)", function () {
   this.timeout(120_000);
+  let fixture: V2Chain;
   let chain: LocalChain;
   let rpc: JsonRpcProvider;
   let requestor: EscrowV2Client;
   let seats: ProviderPaymentsV2[];
 
   before(async () => {
-    chain = await startLocalChain({ accounts: 6 });
-    rpc = createRpcProvider(chain.rpcUrl, chain.chainId);
-    const deployer = new Wallet(chain.accounts[0]!.privateKey, rpc);
-    const { token } = await deployEscrow(deployer);
-    await fundAccounts(
-      deployer,
-      token,
-      chain.accounts.map((a) => a.address),
-      1000n * E18,
-    );
-    const escrow = await deployEscrowV2(deployer, token);
+    fixture = await startV2Chain(6);
+    ({ chain, rpc } = fixture);
+    const escrow = fixture.escrow;
     requestor = await EscrowV2Client.connect({
       rpcUrl: chain.rpcUrl,
       privateKey: chain.accounts[1]!.privateKey,
@@ -61,14 +52,8 @@ describe("provider: escrow v2 keeper when the requestor vanishes (real EDR chain
   after(async () => {
     for (const seat of seats ?? []) await seat.close();
     requestor?.close();
-    rpc?.destroy();
-    await chain?.stop();
+    await fixture?.stop();
   });
-
-  const advance = async (seconds: number) => {
-    await rpc.send("evm_increaseTime", [seconds]);
-    await rpc.send("evm_mine", []);
-  };
 
   it("proposes, adds, reveals and finalizes by itself: every seat paid, no transaction from the requestor after open", async () => {
     const now = (await rpc.getBlock("latest"))!.timestamp;
@@ -115,12 +100,12 @@ describe("provider: escrow v2 keeper when the requestor vanishes (real EDR chain
     }
     const before = await Promise.all(seats.slice(0, 3).map((s) => s.client.balance()));
     // the requestor vanishes; past the reveal deadline the keepers act
-    await advance(131);
+    await advance(rpc, 131);
     const actions: SeatV2Report["action"][] = [];
     for (let round = 0; round < 40; round++) {
       for (const seat of seats) for (const r of await seat.keep()) actions.push(r.action);
       if ((await requestor.batchState(batch)).status === "settled") break;
-      await advance(5);
+      await advance(rpc, 5);
     }
     expect((await requestor.batchState(batch)).status, actions.join(",")).to.equal("settled");
     expect(actions.filter((a) => a === "proposed")).to.have.length(1);
@@ -176,12 +161,12 @@ describe("provider: escrow v2 keeper when the requestor vanishes (real EDR chain
       }
     }
     const before = await Promise.all(seats.map((s) => s.client.balance()));
-    await advance(131);
+    await advance(rpc, 131);
     const actions: SeatV2Report["action"][] = [];
     for (let i = 0; i < 60; i++) {
       for (const seat of seats) for (const r of await seat.keep()) actions.push(r.action);
       if ((await requestor.batchState(batchOfJob(tie))).status === "settled") break;
-      await advance(5);
+      await advance(rpc, 5);
     }
     expect((await requestor.batchState(batchOfJob(first))).status, actions.join(",")).to.equal("settled");
     expect((await requestor.batchState(batchOfJob(tie))).status, actions.join(",")).to.equal("settled");

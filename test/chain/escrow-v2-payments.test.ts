@@ -1,18 +1,16 @@
 import { randomBytes } from "node:crypto";
 import { expect } from "chai";
-import { type JsonRpcProvider, Wallet } from "ethers";
-import { deployEscrow, fundAccounts } from "../../src/chain/deploy.js";
+import type { JsonRpcProvider } from "ethers";
 import type { OwnOpening } from "../../src/chain/escrow-client.js";
 import { batchCommitmentOf, batchIdOf } from "../../src/chain/escrow-v2-batch.js";
-import { type CompactSignature, deployEscrowV2, EscrowV2Client } from "../../src/chain/escrow-v2-client.js";
+import { type CompactSignature, EscrowV2Client } from "../../src/chain/escrow-v2-client.js";
 import { batchFromWire, batchOfJob } from "../../src/chain/escrow-v2-wire.js";
 import type { EscrowJob } from "../../src/chain/job.js";
-import { type LocalChain, startLocalChain } from "../../src/chain/local-chain.js";
-import { createRpcProvider } from "../../src/chain/rpc.js";
+import type { LocalChain } from "../../src/chain/local-chain.js";
 import type { EscrowBatchWire } from "../../src/net/exchange/messages.js";
 import { EscrowV2Payments, type V2Opening } from "../../src/requestor/payments-v2.js";
+import { E18, startV2Chain, type V2Chain } from "./v2-chain.js";
 
-const E18 = 10n ** 18n;
 const hex32 = () => `0x${randomBytes(32).toString("hex")}`;
 
 /**
@@ -23,23 +21,16 @@ const hex32 = () => `0x${randomBytes(32).toString("hex")}`;
  */
 describe("requestor: escrow v2 payments close a group through its dispute (real EDR chain)", function () {
   this.timeout(120_000);
+  let fixture: V2Chain;
   let chain: LocalChain;
   let rpc: JsonRpcProvider;
   let payments: EscrowV2Payments;
   let seats: EscrowV2Client[];
 
   before(async () => {
-    chain = await startLocalChain({ accounts: 6 });
-    rpc = createRpcProvider(chain.rpcUrl, chain.chainId);
-    const deployer = new Wallet(chain.accounts[0]!.privateKey, rpc);
-    const { token } = await deployEscrow(deployer);
-    await fundAccounts(
-      deployer,
-      token,
-      chain.accounts.map((a) => a.address),
-      1000n * E18,
-    );
-    const escrow = await deployEscrowV2(deployer, token);
+    fixture = await startV2Chain(6);
+    ({ chain, rpc } = fixture);
+    const escrow = fixture.escrow;
     payments = await EscrowV2Payments.connect({
       rpcUrl: chain.rpcUrl,
       privateKey: chain.accounts[1]!.privateKey,
@@ -60,8 +51,7 @@ describe("requestor: escrow v2 payments close a group through its dispute (real 
   after(async () => {
     for (const s of seats ?? []) s.close();
     payments?.dispose();
-    rpc?.destroy();
-    await chain?.stop();
+    await fixture?.stop();
   });
 
   it("a replacement joins the group; a seat that never committed is left out by the dispute and the group's quorum pays the rest", async () => {

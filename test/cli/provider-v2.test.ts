@@ -11,20 +11,18 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { expect } from "chai";
-import { type JsonRpcProvider, Wallet } from "ethers";
-import { deployEscrow, fundAccounts } from "../../src/chain/deploy.js";
+import type { JsonRpcProvider } from "ethers";
 import { batchIdOf } from "../../src/chain/escrow-v2-batch.js";
-import { deployEscrowV2, EscrowV2Client } from "../../src/chain/escrow-v2-client.js";
+import { EscrowV2Client } from "../../src/chain/escrow-v2-client.js";
 import { batchOfJob, wireOfJob } from "../../src/chain/escrow-v2-wire.js";
 import type { EscrowJob } from "../../src/chain/job.js";
-import { type LocalChain, startLocalChain } from "../../src/chain/local-chain.js";
-import { createRpcProvider } from "../../src/chain/rpc.js";
+import type { LocalChain } from "../../src/chain/local-chain.js";
 import { writeChainFile } from "../../src/provider/payments.js";
 import { ProviderPaymentsV2 } from "../../src/provider/payments-v2.js";
+import { advance, E18, startV2Chain, type V2Chain } from "../chain/v2-chain.js";
 import { tmp } from "../helpers/network.js";
 
 const BIN = join(import.meta.dirname, "..", "..", "bin", "airqube.js");
-const E18 = 10n ** 18n;
 const hex32 = () => `0x${randomBytes(32).toString("hex")}`;
 
 /** One CLI call: exit code, stdout parsed as JSON when it is, stderr. */
@@ -45,6 +43,7 @@ async function airqube(args: string[]): Promise<{ code: number; json: unknown; s
 
 describe("cli: provider earnings and provider settle through escrow v2 (real EDR chain)", function () {
   this.timeout(180_000);
+  let fixture: V2Chain;
   let chain: LocalChain;
   let rpc: JsonRpcProvider;
   let requestor: EscrowV2Client;
@@ -52,17 +51,8 @@ describe("cli: provider earnings and provider settle through escrow v2 (real EDR
   const dataDir = tmp("aq-provider-v2-cli-");
 
   before(async () => {
-    chain = await startLocalChain({ accounts: 3 });
-    rpc = createRpcProvider(chain.rpcUrl, chain.chainId);
-    const deployer = new Wallet(chain.accounts[0]!.privateKey, rpc);
-    const { token } = await deployEscrow(deployer);
-    await fundAccounts(
-      deployer,
-      token,
-      chain.accounts.map((a) => a.address),
-      1000n * E18,
-    );
-    escrow = await deployEscrowV2(deployer, token);
+    fixture = await startV2Chain(3);
+    ({ chain, rpc, escrow } = fixture);
     requestor = await EscrowV2Client.connect({
       rpcUrl: chain.rpcUrl,
       privateKey: chain.accounts[1]!.privateKey,
@@ -76,14 +66,8 @@ describe("cli: provider earnings and provider settle through escrow v2 (real EDR
 
   after(async () => {
     requestor?.close();
-    rpc?.destroy();
-    await chain?.stop();
+    await fixture?.stop();
   });
-
-  const advance = async (seconds: number) => {
-    await rpc.send("evm_increaseTime", [seconds]);
-    await rpc.send("evm_mine", []);
-  };
 
   it("recognises the v2 agent's data directory, waits, then settles a batch the requestor abandoned, and withdraws", async () => {
     const seat = await ProviderPaymentsV2.connect(
@@ -147,13 +131,13 @@ describe("cli: provider earnings and provider settle through escrow v2 (real EDR
     expect(waiting!.notBefore).to.be.a("number");
 
     // the requestor vanished: past the reveal deadline each `provider settle` takes the next step
-    await advance(131);
+    await advance(rpc, 131);
     const actions: string[] = [];
     for (let round = 0; round < 12 && !actions.includes("finalized"); round++) {
       const step = await airqube(["provider", "settle", "--data-dir", dataDir, "--json"]);
       expect(step.code, step.stdout + step.stderr).to.equal(0);
       for (const r of step.json as { action: string }[]) actions.push(r.action);
-      await advance(31);
+      await advance(rpc, 31);
     }
     expect(actions).to.include.members(["proposed", "revealed", "finalized"]);
     expect(actions).not.to.include("error");
