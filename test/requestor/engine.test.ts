@@ -169,6 +169,17 @@ function drive(
   return trace;
 }
 
+/** An engine for a hand-driven test: a fixed policy, no reputation, seeded. */
+function fixedEngine(k: number, quorum: number, options: { paid: boolean; allowFewer?: boolean }): RoundEngine {
+  return new RoundEngine({
+    policy: { mode: "fixed", k, quorum },
+    paid: options.paid,
+    allowFewer: options.allowFewer ?? false,
+    random: seededRandom(1),
+    reputation: () => undefined,
+  });
+}
+
 const behaviours: Behaviour[] = [
   "honest",
   "honest",
@@ -327,13 +338,7 @@ describe("requestor: round engine (pure)", () => {
   });
 
   it("paid: a refusal costs nothing, the first round locks its admitted seats in one job, a failed first lock ends the run", () => {
-    const engine = new RoundEngine({
-      policy: { mode: "fixed", k: 2, quorum: 2 },
-      paid: true,
-      allowFewer: false,
-      random: seededRandom(1),
-      reputation: () => undefined,
-    });
+    const engine = fixedEngine(2, 2, { paid: true });
     const ids = ["a", "b", "c"].map((id) => ({ id }));
     expect(engine.start(ids)).to.deep.equal([{ type: "admit", providers: ["a", "b"] }]);
     expect(engine.handle({ type: "refused", provider: "a", failure: failure("IMAGE_UNAVAILABLE") })).to.deep.equal([
@@ -352,13 +357,7 @@ describe("requestor: round engine (pure)", () => {
   });
 
   it("paid, escrow v2: a seat that will not sign its Accept is replaced and the first lock made again with the others", () => {
-    const engine = new RoundEngine({
-      policy: { mode: "fixed", k: 2, quorum: 2 },
-      paid: true,
-      allowFewer: false,
-      random: seededRandom(1),
-      reputation: () => undefined,
-    });
+    const engine = fixedEngine(2, 2, { paid: true });
     expect(engine.start(["a", "b", "c"].map((id) => ({ id })))).to.deep.equal([
       { type: "admit", providers: ["a", "b"] },
     ]);
@@ -382,23 +381,11 @@ describe("requestor: round engine (pure)", () => {
 
   it("too few distinct providers is an error before anything is sent, unless allowFewer", () => {
     const same = [{ id: "a", operator: "op" }, { id: "b", operator: "op" }, { id: "c" }];
-    const strict = new RoundEngine({
-      policy: { mode: "fixed", k: 3, quorum: 2 },
-      paid: false,
-      allowFewer: false,
-      random: seededRandom(1),
-      reputation: () => undefined,
-    });
+    const strict = fixedEngine(3, 2, { paid: false });
     expect(strict.start(same)).to.deep.equal([
       { type: "finished", outcome: { kind: "failed", code: "NOT_ENOUGH_PROVIDERS", available: 2, wanted: 3 } },
     ]);
-    const lenient = new RoundEngine({
-      policy: { mode: "fixed", k: 3, quorum: 2 },
-      paid: false,
-      allowFewer: true,
-      random: seededRandom(1),
-      reputation: () => undefined,
-    });
+    const lenient = fixedEngine(3, 2, { paid: false, allowFewer: true });
     expect(lenient.start(same)).to.deep.equal([
       { type: "fewerProviders", wanted: 3, available: 2 },
       { type: "dispatch", provider: "a" },
