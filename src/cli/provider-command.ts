@@ -198,6 +198,13 @@ function chainOf(flags: { dataDir: string; rpcUrl?: string; escrow?: string }, v
   return { rpcUrl, escrow };
 }
 
+/** The payout wallet of an agent's data directory (never created here: earnings need an agent that ran). */
+function payoutWalletOf(dataDir: string) {
+  if (!existsSync(join(dataDir, "payout.key")))
+    throw new UserError("PROVIDER_UNKNOWN", "No payout key in this data directory", { details: dataDir });
+  return loadOrCreatePayoutWallet(dataDir);
+}
+
 /** `provider settle` through escrow v2: one pass of the agent's keeper over its open seats (`seats-v2.sqlite`). */
 async function settleSeatsV2(
   dataDir: string,
@@ -228,9 +235,7 @@ async function earningsV2(flags: EarningsFlags): Promise<number> {
   let client: EscrowV2Client | undefined;
   try {
     const chain = chainOf(flags, 2);
-    if (!existsSync(join(flags.dataDir, "payout.key")))
-      throw new UserError("PROVIDER_UNKNOWN", "No payout key in this data directory", { details: flags.dataDir });
-    const wallet = loadOrCreatePayoutWallet(flags.dataDir);
+    const wallet = payoutWalletOf(flags.dataDir);
     client = await EscrowV2Client.connect({ ...chain, privateKey: wallet.privateKey });
     const seatsFile = join(flags.dataDir, "seats-v2.sqlite");
     const seats = (() => {
@@ -285,17 +290,9 @@ async function earnings(flags: EarningsFlags): Promise<number> {
   let client: EscrowClient | undefined;
   try {
     if (providerEscrowVersion(flags) === 2) return await earningsV2(flags);
-    const saved = readChainFile(flags.dataDir);
-    const rpcUrl = flags.rpcUrl ?? saved?.rpcUrl;
-    const escrow = flags.escrow ?? saved?.escrow;
-    if (!rpcUrl || !escrow)
-      throw new UserError("CHAIN_UNCONFIGURED", "No chain is known for this provider", {
-        details: "pass --rpc-url and --escrow, or run the agent with them once",
-      });
-    if (!existsSync(join(flags.dataDir, "payout.key")))
-      throw new UserError("PROVIDER_UNKNOWN", "No payout key in this data directory", { details: flags.dataDir });
-    const wallet = loadOrCreatePayoutWallet(flags.dataDir);
-    client = await EscrowClient.connect({ rpcUrl, escrow, privateKey: wallet.privateKey });
+    const chain = chainOf(flags, 1);
+    const wallet = payoutWalletOf(flags.dataDir);
+    client = await EscrowClient.connect({ ...chain, privateKey: wallet.privateKey });
     const credits = await client.credits();
     const credited = await client.balanceOf();
     cliLogger("provider").debug({ credits: credits.length }, "credits read");

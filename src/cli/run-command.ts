@@ -2,7 +2,7 @@
 
 import { join } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { budgetOf, jobIdOf } from "../chain/job.js";
+import { budgetOf } from "../chain/job.js";
 import { type EscrowJobJson, jobFromJson } from "../chain/job-json.js";
 import { loadOrCreateIdentity } from "../net/keys.js";
 import { checkNodeAddresses } from "../net/node.js";
@@ -11,7 +11,7 @@ import type { ComputeMarket } from "../requestor/api.js";
 import { sealQube } from "../requestor/draft.js";
 import { type JournalEscrowJob, type JournalQube, RequestorJournal } from "../requestor/journal.js";
 import { Libp2pMarket } from "../requestor/libp2p-market.js";
-import { closeJournalled, type EscrowPayments, type PaymentReport } from "../requestor/payments.js";
+import { closeJournalled, type EscrowPayments, isV1Job, type PaymentReport } from "../requestor/payments.js";
 import type { EscrowV2Payments } from "../requestor/payments-v2.js";
 import { Requestor, type RunEvent, type RunReport } from "../requestor/requestor.js";
 import { type DirLock, lockDataDir } from "../store/dir-lock.js";
@@ -668,9 +668,7 @@ async function settleJournal(flags: SettleFlags): Promise<number> {
       });
     const version = escrowVersionOf(flags.escrowVersion, {});
     journal = new RequestorJournal(join(flags.dataDir, "journal.sqlite"));
-    // a v1 job's id is the hash of its parameters; a v2 batch is journalled under the batch's id
-    const isV1 = (entry: JournalEscrowJob) =>
-      jobIdOf(jobFromJson(entry.job as EscrowJobJson)).toLowerCase() === entry.jobId.toLowerCase();
+    const isV1 = (entry: JournalEscrowJob) => isV1Job(entry.jobId, jobFromJson(entry.job as EscrowJobJson));
     const pending = journal.escrowJobs({ openOnly: true });
     const open = pending.filter((entry) => isV1(entry) === (version === 1));
     const other = pending.length - open.length;

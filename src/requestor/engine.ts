@@ -255,13 +255,9 @@ export class RoundEngine {
           this.round.batchLock = true;
           for (const p of locking) this.round.stages.set(p, "admitted");
         }
+        // (a later round locks seat by seat: its refused lock is that one seat's)
         for (const { provider, failure } of event.refused)
           if (this.stageOf(provider) === (first ? "admitted" : "locking")) this.seatFailed(provider, failure, true);
-        // a later round locks seat by seat: a seat that accepted in a refused lock is locked again alone
-        if (!first)
-          for (const p of locking)
-            if (this.stageOf(p) === "locking" && !event.refused.some((r) => r.provider === p))
-              this.out.push({ type: "lock", providers: [p], quorum: this.plan.quorum });
         if (first) this.maybeLockBatch();
         break;
       }

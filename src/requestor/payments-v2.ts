@@ -161,8 +161,10 @@ export class EscrowV2Payments implements PaymentsPort {
     const at = { chainId: this.chainId, escrow: this.escrow, batchId };
     job.providers.forEach((p, i) => {
       const signature = accepts[i];
-      const valid = leaderId ? isFollowUpOf(p, { ...at, leaderId }, signature!) : isAcceptOf(p, at, signature!);
-      if (!signature || !valid)
+      const valid =
+        signature !== undefined &&
+        (leaderId ? isFollowUpOf(p, { ...at, leaderId }, signature) : isAcceptOf(p, at, signature));
+      if (!valid)
         throw new PeerError("ESCROW_ACCEPT_INVALID", "A provider's Accept of the batch is not its signature", {
           details: `seat ${i} (${p}) of batch ${batchId}`,
         });
@@ -395,13 +397,14 @@ export class EscrowV2Payments implements PaymentsPort {
       if (acted) continue;
       if (notBefore === Number.MAX_SAFE_INTEGER) {
         // nothing open: once every dispute's reveal window is over, finalize the group
-        for (const [i, b] of group.entries()) {
-          if (states[i]!.status === "proposed")
-            notBefore = Math.max(
-              notBefore === Number.MAX_SAFE_INTEGER ? 0 : notBefore,
-              states[i]!.proposedAt + 2 * (b.revealDeadline - b.commitDeadline) + 1,
-            );
-        }
+        notBefore = Math.max(
+          0,
+          ...group.map((b, i) =>
+            states[i]!.status === "proposed"
+              ? states[i]!.proposedAt + 2 * (b.revealDeadline - b.commitDeadline) + 1
+              : 0,
+          ),
+        );
         if (now >= notBefore) {
           const disputes: (GroupMemberDispute | undefined)[] = [];
           for (const [i, b] of group.entries()) {

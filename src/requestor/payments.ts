@@ -255,7 +255,7 @@ export class EscrowPayments implements PaymentsPort {
   }
 
   owns(jobId: string, job: EscrowJob): boolean {
-    return jobIdOf(job).toLowerCase() === jobId.toLowerCase();
+    return isV1Job(jobId, job);
   }
 
   /** Settles one group (or a job alone) once the contract allows it; reclaims what is past its deadlines. */
@@ -460,6 +460,14 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  * `settled`, `reclaimed`, `abandoned` (the lock was never mined and no longer can be) or still `open`.
  * Reconciles against the chain, so a job journalled before its lock was sent is handled whatever became of it.
  */
+/**
+ * Whether a journalled escrow job is escrow v1's: a v1 job's id is the hash of its parameters, where escrow v2
+ * journals its batch under the batch's id. Needs no chain (`journal --settle` sorts its jobs with it).
+ */
+export function isV1Job(jobId: string, job: EscrowJob): boolean {
+  return jobIdOf(job).toLowerCase() === jobId.toLowerCase();
+}
+
 export async function closeJournalled(
   payments: PaymentsPort,
   journal: RequestorJournal,

@@ -15,6 +15,7 @@ import { expect } from "chai";
 import {
   packCommand,
   parsePackReport,
+  type RemoteLayout,
   remoteLayout,
   runAndPackCommand,
   runCommand,
@@ -23,6 +24,17 @@ import { AirqubeError } from "../../src/qube/errors.js";
 import { unpackTar } from "../../src/sandbox/unpack.js";
 
 const run = promisify(execFile);
+
+/** Unpacks the pack step's tar of `layout` (outputs under `output`) into `dest`: its paths and the stage's name. */
+async function unpackStaged(layout: RemoteLayout, output: string, dest: string) {
+  const files = await unpackTar(
+    createReadStream(layout.tar),
+    dest,
+    { maxFileBytes: 1 << 20, maxTotalBytes: 1 << 20, maxFiles: 10 },
+    { stripPrefix: output.replace(/^\/+/, "") },
+  );
+  return { paths: files.map((f) => f.path), stage: layout.stage.slice(output.length + 1) };
+}
 
 describe("golem remote scripts (real /bin/sh)", () => {
   it("runs the qube, records its exit status and packs only the declared outputs", async () => {
@@ -47,19 +59,14 @@ describe("golem remote scripts (real /bin/sh)", () => {
     expect(report.size).to.equal(tarBytes.length);
     expect(report.sha256).to.equal(createHash("sha256").update(tarBytes).digest("hex"));
 
-    const dest = await mkdtemp(join(tmpdir(), "airqube-golem-unpacked-"));
-    const files = await unpackTar(
-      createReadStream(layout.tar),
-      dest,
-      { maxFileBytes: 1 << 20, maxTotalBytes: 1 << 20, maxFiles: 10 },
-      { stripPrefix: output.replace(/^\/+/, "") },
-    );
-    const stage = layout.stage.slice(output.length + 1);
-    expect(files.map((f) => f.path)).to.deep.equal([`${stage}/err`, `${stage}/exit`, `${stage}/out`, "d/a"]);
+    const dest = join(root, "unpacked");
+    const { paths, stage } = await unpackStaged(layout, output, dest);
+    expect(paths).to.deep.equal([`${stage}/err`, `${stage}/exit`, `${stage}/out`, "d/a"]);
     expect(await readFile(join(dest, "d/a"), "utf8")).to.equal("hello 'world' $(not run)");
     expect(await readFile(join(dest, stage, "exit"), "utf8")).to.equal("3\n");
     expect(await readFile(join(dest, stage, "out"), "utf8")).to.equal("ou");
     expect(await readFile(join(dest, stage, "err"), "utf8")).to.equal("er");
+    await rm(root, { recursive: true, force: true });
   });
 
   it("in one process (Airqube's runtime: a fresh /output per process): the same files, none of the run's argv packed", async () => {
@@ -80,14 +87,8 @@ describe("golem remote scripts (real /bin/sh)", () => {
       const report = parsePackReport(stdout);
       expect(report.size).to.equal((await readFile(layout.tar)).length);
       const dest = join(root, "unpacked");
-      const files = await unpackTar(
-        createReadStream(layout.tar),
-        dest,
-        { maxFileBytes: 1 << 20, maxTotalBytes: 1 << 20, maxFiles: 10 },
-        { stripPrefix: output.replace(/^\/+/, "") },
-      );
-      const stage = layout.stage.slice(output.length + 1);
-      expect(files.map((f) => f.path)).to.deep.equal([`${stage}/err`, `${stage}/exit`, `${stage}/out`, "d/a"]);
+      const { paths, stage } = await unpackStaged(layout, output, dest);
+      expect(paths).to.deep.equal([`${stage}/err`, `${stage}/exit`, `${stage}/out`, "d/a"]);
       expect(await readFile(join(dest, "d/a"), "utf8")).to.equal("hi $(not run)");
       expect(await readFile(join(dest, stage, "exit"), "utf8")).to.equal("3\n");
       expect(await readFile(join(dest, stage, "out"), "utf8")).to.equal("out");

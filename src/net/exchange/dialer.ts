@@ -291,10 +291,6 @@ export class ExchangeSession {
       const onBytes = options.onBytes;
       const files = await unpackTar(
         (async function* () {
-          if (!onBytes) {
-            end = yield* pieces;
-            return;
-          }
           let received = 0;
           let done = false;
           try {
@@ -306,7 +302,7 @@ export class ExchangeSession {
                 return;
               }
               received += next.value.byteLength;
-              onBytes(received);
+              onBytes?.(received);
               yield next.value;
             }
           } finally {
