@@ -456,11 +456,6 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /**
- * Closes journalled escrow jobs, one qube at a time (its jobs as one group), and journals each outcome:
- * `settled`, `reclaimed`, `abandoned` (the lock was never mined and no longer can be) or still `open`.
- * Reconciles against the chain, so a job journalled before its lock was sent is handled whatever became of it.
- */
-/**
  * Whether a journalled escrow job is escrow v1's: a v1 job's id is the hash of its parameters, where escrow v2
  * journals its batch under the batch's id. Needs no chain (`journal --settle` sorts its jobs with it).
  */
@@ -468,6 +463,11 @@ export function isV1Job(jobId: string, job: EscrowJob): boolean {
   return jobIdOf(job).toLowerCase() === jobId.toLowerCase();
 }
 
+/**
+ * Closes journalled escrow jobs, one qube at a time (its jobs as one group), and journals each outcome:
+ * `settled`, `reclaimed`, `abandoned` (the lock was never mined and no longer can be) or still `open`.
+ * Reconciles against the chain, so a job journalled before its lock was sent is handled whatever became of it.
+ */
 export async function closeJournalled(
   payments: PaymentsPort,
   journal: RequestorJournal,
